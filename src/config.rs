@@ -1,0 +1,380 @@
+//! Configuration: embedded defaults, then a TOML file, then `SCIMSYNC_*` environment
+//! variables (nested keys joined by `__`, e.g. `SCIMSYNC_SERVER__LISTEN`), merged by figment.
+//!
+//! Owns: reading configuration once, validating it with messages that name the key and
+//! where its value came from, and warning about unknown keys. Must not touch: anything
+//! else; no other module reads the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Value as FValue};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Where `serve` and the other subcommands look for a config file when `--config` is not
+/// given, in order.
+pub const DEFAULT_CONFIG_PATHS: [&str; 2] = ["./scimsync.toml", "/etc/scimsync/scimsync.toml"];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub scim: ScimConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the SCIM API listens on. Port 0 picks a free port (tests use it).
+    pub listen: String,
+    /// The URL IdPs reach us at, without `/scim/v2` (e.g. `https://scim.example.com`).
+    /// Used for `meta.location` and `Location`. Empty: derived from `listen`.
+    pub public_url: String,
+    /// Largest accepted request body; larger ones get 413 (RFC 7644 §3.12 error body).
+    pub max_body_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Directory holding `scimsync.db` (created with mode 0700 when missing).
+    pub data_dir: PathBuf,
+    /// How long a connection waits on a lock before giving up.
+    pub busy_timeout_seconds: u64,
+    /// Read connections; reads never wait for the writer (WAL).
+    pub readers: usize,
+    /// Most writes committed together in one transaction (group commit).
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScimConfig {
+    /// Page size when the IdP sends no `count` (RFC 7644 §3.4.2.4).
+    pub default_page_size: u32,
+    /// Largest page we return whatever `count` asks; advertised as `filter.maxResults`.
+    pub max_page_size: u32,
+    /// Answer group PATCH with 200 and the group instead of 204. Off by default: Entra
+    /// expects 204, and a 10,000-member group must not be echoed for every change.
+    pub group_patch_returns_resource: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing-subscriber `EnvFilter` directive: `info`, `warn`, `scimsync=debug`, ...
+    pub level: String,
+    /// `text` (readable) or `json` (one object per line, for log shippers).
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            store: StoreConfig::default(),
+            scim: ScimConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_url: String::new(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: PathBuf::from("./scimsync-data"),
+            busy_timeout_seconds: 5,
+            readers: 4,
+            max_batch: 256,
+        }
+    }
+}
+impl Default for ScimConfig {
+    fn default() -> Self {
+        ScimConfig { default_page_size: 100, max_page_size: 1000, group_patch_returns_resource: false }
+    }
+}
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// A configuration problem, phrased for the operator: which key, where it came from, and
+/// what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist (given with --config)")]
+    MissingFile(PathBuf),
+    #[error("{0}")]
+    Parse(String),
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+/// The loaded configuration plus what the operator should know about it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// The file that was read, if any.
+    pub file: Option<PathBuf>,
+    /// Keys that no option knows (typos, options of another version): warned, not fatal.
+    pub unknown_keys: Vec<String>,
+}
+
+impl Config {
+    /// Read defaults, then the file (explicit, or the first of [`DEFAULT_CONFIG_PATHS`] that
+    /// exists), then the environment; validate; report unknown keys.
+    pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
+        Self::load_with_env(explicit, Env::prefixed("SCIMSYNC_").split("__"))
+    }
+
+    fn load_with_env(explicit: Option<&Path>, env: Env) -> Result<Loaded, ConfigError> {
+        let file = match explicit {
+            Some(p) if !p.exists() => return Err(ConfigError::MissingFile(p.to_path_buf())),
+            Some(p) => Some(p.to_path_buf()),
+            None => DEFAULT_CONFIG_PATHS.iter().map(PathBuf::from).find(|p| p.exists()),
+        };
+        // Unknown keys are collected from the file and the environment separately, before
+        // they are merged onto the defaults, so a typo is reported rather than rejected.
+        let mut user = Figment::new();
+        if let Some(f) = &file {
+            user = user.merge(Toml::file(f));
+        }
+        user = user.merge(env);
+        let user_dict: Dict = user
+            .extract::<Dict>()
+            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
+        let defaults = Figment::from(Serialized::defaults(Config::default()));
+        let default_dict: Dict = defaults.extract().map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut unknown_keys = Vec::new();
+        collect_unknown("", &user_dict, &default_dict, &mut unknown_keys);
+
+        let pruned = prune_unknown(&user_dict, &default_dict);
+        let merged = defaults.merge(Serialized::defaults(pruned));
+        let config: Config =
+            merged.extract().map_err(|e| ConfigError::Parse(describe_figment_error_with(e, &user)))?;
+        let problems = config.validate();
+        if !problems.is_empty() {
+            let with_source = problems
+                .into_iter()
+                .map(|(key, msg)| match source_of(&user, &key) {
+                    Some(src) => format!("{key}: {msg} (set in {src})"),
+                    None => format!("{key}: {msg} (default value)"),
+                })
+                .collect();
+            return Err(ConfigError::Invalid(with_source));
+        }
+        Ok(Loaded { config, file, unknown_keys })
+    }
+
+    /// Every problem as (key, message with the fix). Empty when the config is usable.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            p.push((
+                "server.listen".into(),
+                format!("{:?} is not an IP:port address; write e.g. \"127.0.0.1:8080\"", self.server.listen),
+            ));
+        }
+        if !self.server.public_url.is_empty()
+            && !(self.server.public_url.starts_with("http://") || self.server.public_url.starts_with("https://"))
+        {
+            p.push((
+                "server.public_url".into(),
+                "must start with http:// or https:// (e.g. \"https://scim.example.com\"), or be empty".into(),
+            ));
+        }
+        if self.server.max_body_bytes < 1024 {
+            p.push(("server.max_body_bytes".into(), "must be at least 1024".into()));
+        }
+        if self.store.data_dir.as_os_str().is_empty() {
+            p.push(("store.data_dir".into(), "must name a directory".into()));
+        }
+        if self.store.readers == 0 || self.store.readers > 64 {
+            p.push(("store.readers".into(), "must be between 1 and 64".into()));
+        }
+        if self.store.max_batch == 0 {
+            p.push(("store.max_batch".into(), "must be at least 1".into()));
+        }
+        if self.scim.max_page_size == 0 {
+            p.push(("scim.max_page_size".into(), "must be at least 1".into()));
+        }
+        if self.scim.default_page_size == 0 || self.scim.default_page_size > self.scim.max_page_size {
+            p.push((
+                "scim.default_page_size".into(),
+                format!("must be between 1 and scim.max_page_size ({})", self.scim.max_page_size),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            p.push(("log.level".into(), format!("{:?} is not a valid level or filter; try \"info\"", self.log.level)));
+        }
+        p
+    }
+
+    /// The SCIM base URL (`.../scim/v2`) for `meta.location`, given the bound address.
+    pub fn scim_base_url(&self, bound: SocketAddr) -> String {
+        let root = if self.server.public_url.is_empty() {
+            format!("http://{bound}")
+        } else {
+            self.server.public_url.trim_end_matches('/').to_string()
+        };
+        format!("{root}/scim/v2")
+    }
+}
+
+fn collect_unknown(prefix: &str, user: &Dict, known: &Dict, out: &mut Vec<String>) {
+    for (k, v) in user {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match known.get(k) {
+            None => out.push(key),
+            Some(FValue::Dict(_, kd)) => {
+                if let FValue::Dict(_, ud) = v {
+                    collect_unknown(&key, ud, kd, out);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+fn prune_unknown(user: &Dict, known: &Dict) -> Dict {
+    let mut out = Dict::new();
+    for (k, v) in user {
+        match (known.get(k), v) {
+            (None, _) => {}
+            (Some(FValue::Dict(_, kd)), FValue::Dict(tag, ud)) => {
+                out.insert(k.clone(), FValue::Dict(*tag, prune_unknown(ud, kd)));
+            }
+            (Some(_), v) => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+fn source_of(fig: &Figment, key: &str) -> Option<String> {
+    let meta = fig.find_metadata(key)?;
+    Some(match &meta.source {
+        Some(figment::Source::File(p)) => format!("file {}", p.display()),
+        Some(other) => format!("{} {other}", meta.name),
+        None => meta.name.to_string(),
+    })
+}
+
+fn describe_figment_error(e: figment::Error) -> String {
+    e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+fn describe_figment_error_with(e: figment::Error, user: &Figment) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            match source_of(user, &key) {
+                Some(src) if !key.is_empty() => format!("{key}: {} (set in {src})", e.kind),
+                _ if !key.is_empty() => format!("{key}: {}", e.kind),
+                _ => e.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        // Env::prefixed reads the process environment; use a unique prefix per test instead
+        // of mutating it, so tests can run in parallel.
+        let prefix = format!("SCIMSYNC_TEST_{}_", std::process::id());
+        let pairs: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (format!("{prefix}{k}"), v.to_string())).collect();
+        for (k, v) in &pairs {
+            // SAFETY: keys are unique to this test process and test; no other thread reads them.
+            unsafe { std::env::set_var(k, v) };
+        }
+        let r = Config::load_with_env(Some(&path), Env::prefixed(&prefix).split("__"));
+        for (k, _) in &pairs {
+            unsafe { std::env::remove_var(k) };
+        }
+        r
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(Config::default().validate().is_empty());
+    }
+
+    #[test]
+    fn example_config_loads_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let loaded = Config::load_with_env(Some(&path), Env::prefixed("SCIMSYNC_NOTHING_")).unwrap();
+        assert!(loaded.unknown_keys.is_empty(), "unknown keys in example: {:?}", loaded.unknown_keys);
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let l = load_str("[server]\nlisten = \"127.0.0.1:9999\"\n", &[("SCIM__MAX_PAGE_SIZE", "50"), ("SCIM__DEFAULT_PAGE_SIZE", "20")])
+            .unwrap();
+        assert_eq!(l.config.server.listen, "127.0.0.1:9999");
+        assert_eq!(l.config.scim.max_page_size, 50);
+        assert_eq!(l.config.scim.default_page_size, 20);
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_not_fatal() {
+        let l = load_str("[server]\nlisten = \"127.0.0.1:1\"\nlistne = \"x\"\n[nope]\na = 1\n", &[]).unwrap();
+        let mut k = l.unknown_keys.clone();
+        k.sort();
+        assert_eq!(k, vec!["nope".to_string(), "server.listne".to_string()]);
+    }
+
+    #[test]
+    fn invalid_value_names_key_and_source() {
+        let err = load_str("[server]\nlisten = \"not an address\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("server.listen"), "{err}");
+        assert!(err.contains("c.toml"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let err = load_str("[scim]\nmax_page_size = \"many\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("scim.max_page_size"), "{err}");
+    }
+
+    #[test]
+    fn page_sizes_checked_together() {
+        let err = load_str("[scim]\nmax_page_size = 10\ndefault_page_size = 20\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("scim.default_page_size"), "{err}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let e = Config::load(Some(Path::new("/nonexistent/scimsync.toml"))).unwrap_err();
+        assert!(matches!(e, ConfigError::MissingFile(_)));
+    }
+}

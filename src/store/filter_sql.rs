@@ -1,0 +1,333 @@
+//! Translates a resolved `model::query::Filter` into a SQL condition with bound parameters:
+//! never string-formatted values. Indexed attributes (`id`, `userName`, `externalId`,
+//! `displayName`, `emails.value`, `members.value`) use their columns and side tables; any
+//! other attribute is read from the JSON document with SQLite's JSON functions, so a filter
+//! never loads the table into memory.
+
+use rusqlite::types::Value as SqlValue;
+
+use super::StoreError;
+use crate::model::query::{AttrPath, AttrType, CompareOp, Filter, Literal};
+use crate::model::{ResourceKind, normalize_time};
+
+pub struct Sql {
+    pub text: String,
+    pub params: Vec<SqlValue>,
+}
+
+/// Where attribute values are read from.
+#[derive(Clone, Copy)]
+enum Scope {
+    /// The resource row `r`.
+    Row,
+    /// One element `e` of a multi-valued attribute held in the JSON document.
+    Element,
+    /// One member `m` of a group (inside `members[...]`).
+    Member,
+    /// One group `g` of a user (inside `groups[...]`).
+    GroupOf,
+}
+
+pub fn translate(kind: ResourceKind, f: &Filter) -> Result<Sql, StoreError> {
+    let mut t = Translator { kind, params: Vec::new() };
+    let text = t.filter(f, Scope::Row)?;
+    Ok(Sql { text, params: t.params })
+}
+
+struct Translator {
+    kind: ResourceKind,
+    params: Vec<SqlValue>,
+}
+
+/// A JSON path for SQLite: `$."urn:...:User"."employeeNumber"` — every key quoted, so URNs
+/// with dots and colons stay one key.
+fn json_path(urn: Option<&str>, name: &str, sub: Option<&str>) -> String {
+    let mut p = String::from("$");
+    for k in [urn, Some(name), sub].into_iter().flatten() {
+        p.push_str(".\"");
+        p.push_str(&k.replace('"', ""));
+        p.push('"');
+    }
+    p
+}
+
+const MEMBER_DISPLAY: &str = "coalesce(gm.display, json_extract(m.data, '$.displayName'), json_extract(m.data, '$.userName'))";
+
+impl Translator {
+    fn bind(&mut self, v: SqlValue) -> &'static str {
+        self.params.push(v);
+        "?"
+    }
+
+    fn filter(&mut self, f: &Filter, scope: Scope) -> Result<String, StoreError> {
+        Ok(match f {
+            Filter::And(a, b) => format!("({} AND {})", self.filter(a, scope)?, self.filter(b, scope)?),
+            Filter::Or(a, b) => format!("({} OR {})", self.filter(a, scope)?, self.filter(b, scope)?),
+            // SQL's NOT of an unknown (NULL) is unknown; SCIM's `not` of a comparison on an
+            // absent attribute is true.
+            Filter::Not(a) => format!("NOT coalesce(({}), 0)", self.filter(a, scope)?),
+            Filter::Present(p) => self.present(p, scope),
+            Filter::Compare(p, op, lit) => self.compare(p, *op, lit, scope)?,
+            Filter::ValuePath(p, inner) => self.value_path(p, inner, scope)?,
+        })
+    }
+
+    fn value_path(&mut self, p: &AttrPath, inner: &Filter, scope: Scope) -> Result<String, StoreError> {
+        if !matches!(scope, Scope::Row) {
+            return Ok("0".into());
+        }
+        let name = p.name.as_str();
+        if p.urn.is_none() && self.kind == ResourceKind::Group && name == "members" {
+            let cond = self.filter(inner, Scope::Member)?;
+            return Ok(format!(
+                "EXISTS (SELECT 1 FROM group_members gm JOIN resources m ON m.seq = gm.member_seq \
+                 WHERE gm.group_seq = r.seq AND {cond})"
+            ));
+        }
+        if p.urn.is_none() && self.kind == ResourceKind::User && name == "groups" {
+            let cond = self.filter(inner, Scope::GroupOf)?;
+            return Ok(format!(
+                "EXISTS (SELECT 1 FROM group_members gm JOIN resources g ON g.seq = gm.group_seq \
+                 WHERE gm.member_seq = r.seq AND {cond})"
+            ));
+        }
+        let path = json_path(p.urn.as_deref(), name, None);
+        let ph = self.bind(SqlValue::Text(path));
+        let cond = self.filter(inner, Scope::Element)?;
+        Ok(format!("EXISTS (SELECT 1 FROM json_each(r.data, {ph}) e WHERE {cond})"))
+    }
+
+    /// The SQL expression for a single-valued attribute in `scope`, or `None` when the
+    /// attribute lives in a multi-valued JSON array (handled with `json_each`).
+    fn column(&mut self, p: &AttrPath, scope: Scope) -> Option<String> {
+        let name = p.name.as_str();
+        let sub = p.sub.as_deref();
+        match scope {
+            Scope::Member => Some(match name {
+                "value" => "m.id".into(),
+                "type" => "m.kind".into(),
+                "display" => MEMBER_DISPLAY.into(),
+                _ => "NULL".into(),
+            }),
+            Scope::GroupOf => Some(match name {
+                "value" => "g.id".into(),
+                "display" => "json_extract(g.data, '$.displayName')".into(),
+                "type" => "'direct'".into(),
+                _ => "NULL".into(),
+            }),
+            Scope::Element => {
+                let ph = self.bind(SqlValue::Text(json_path(None, name, sub)));
+                Some(format!("json_extract(e.value, {ph})"))
+            }
+            Scope::Row => {
+                if p.urn.is_none() {
+                    match (name, sub) {
+                        ("id", None) => return Some("r.id".into()),
+                        ("externalId", None) => return Some("r.external_id".into()),
+                        ("meta", Some("created")) => return Some("r.created".into()),
+                        ("meta", Some("lastModified")) => return Some("r.last_modified".into()),
+                        ("meta", Some("resourceType")) => return Some("r.kind".into()),
+                        ("meta", Some("version")) => return Some("('W/\"' || r.version || '\"')".into()),
+                        ("meta", Some(_)) => return Some("NULL".into()),
+                        _ => {}
+                    }
+                }
+                if p.info.multi_valued {
+                    return None;
+                }
+                let ph = self.bind(SqlValue::Text(json_path(p.urn.as_deref(), name, sub)));
+                Some(format!("json_extract(r.data, {ph})"))
+            }
+        }
+    }
+
+    fn present(&mut self, p: &AttrPath, scope: Scope) -> String {
+        if matches!(scope, Scope::Row) && p.urn.is_none() {
+            if self.kind == ResourceKind::Group && p.name == "members" {
+                return "EXISTS (SELECT 1 FROM group_members gm WHERE gm.group_seq = r.seq)".into();
+            }
+            if self.kind == ResourceKind::User && p.name == "groups" {
+                return "EXISTS (SELECT 1 FROM group_members gm WHERE gm.member_seq = r.seq)".into();
+            }
+        }
+        match self.column(p, scope) {
+            Some(col) => non_empty(&col),
+            None => {
+                let (each, val) = self.each(p);
+                format!("EXISTS (SELECT 1 FROM {each} WHERE {})", non_empty(&val))
+            }
+        }
+    }
+
+    /// `json_each` over a multi-valued attribute and the expression for the element's value
+    /// (its sub-attribute, or the element itself for arrays of simple values).
+    fn each(&mut self, p: &AttrPath) -> (String, String) {
+        let ph = self.bind(SqlValue::Text(json_path(p.urn.as_deref(), &p.name, None)));
+        let each = format!("json_each(r.data, {ph}) e");
+        let val = match &p.sub {
+            Some(s) => {
+                let ph = self.bind(SqlValue::Text(json_path(None, s, None)));
+                format!("json_extract(e.value, {ph})")
+            }
+            None => "e.value".into(),
+        };
+        (each, val)
+    }
+
+    fn compare(&mut self, p: &AttrPath, op: CompareOp, lit: &Literal, scope: Scope) -> Result<String, StoreError> {
+        let row = matches!(scope, Scope::Row) && p.urn.is_none();
+        // Fast paths on indexed columns and side tables.
+        if row {
+            if self.kind == ResourceKind::User && p.name == "userName" && p.sub.is_none() {
+                return Ok(self.cmp("r.user_name_ci", op, lit, p.info.ty, false));
+            }
+            if p.name == "displayName" && p.sub.is_none() {
+                return Ok(self.cmp("r.display_name_ci", op, lit, p.info.ty, false));
+            }
+            if self.kind == ResourceKind::User
+                && p.name == "emails"
+                && p.sub.as_deref() == Some("value")
+                && op == CompareOp::Eq
+            {
+                if let Literal::String(s) = lit {
+                    let ph = self.bind(SqlValue::Text(s.to_lowercase()));
+                    return Ok(format!("r.seq IN (SELECT resource_seq FROM resource_emails WHERE value_ci = {ph})"));
+                }
+            }
+            if self.kind == ResourceKind::Group && p.name == "members" {
+                let inner = AttrPath { name: p.sub.clone().unwrap_or_else(|| "value".into()), ..p.clone() };
+                let cond = self.compare(&inner, op, lit, Scope::Member)?;
+                return Ok(format!(
+                    "EXISTS (SELECT 1 FROM group_members gm JOIN resources m ON m.seq = gm.member_seq \
+                     WHERE gm.group_seq = r.seq AND {cond})"
+                ));
+            }
+            if self.kind == ResourceKind::User && p.name == "groups" {
+                let inner = AttrPath { name: p.sub.clone().unwrap_or_else(|| "value".into()), ..p.clone() };
+                let cond = self.compare(&inner, op, lit, Scope::GroupOf)?;
+                return Ok(format!(
+                    "EXISTS (SELECT 1 FROM group_members gm JOIN resources g ON g.seq = gm.group_seq \
+                     WHERE gm.member_seq = r.seq AND {cond})"
+                ));
+            }
+            if p.name == "schemas" && p.sub.is_none() {
+                return Ok(self.schemas(op, lit));
+            }
+        }
+        let case_exact = p.info.case_exact
+            || matches!(scope, Scope::Member | Scope::GroupOf) && p.name == "value"
+            || row && (p.name == "id" || p.name == "externalId");
+        Ok(match self.column(p, scope) {
+            Some(col) => self.cmp(&col, op, lit, p.info.ty, case_exact),
+            None => {
+                let (each, val) = self.each(p);
+                let c = self.cmp(&val, op, lit, p.info.ty, case_exact);
+                format!("EXISTS (SELECT 1 FROM {each} WHERE {c})")
+            }
+        })
+    }
+
+    /// `schemas eq "<urn>"`: the core schema of the kind is always there, an extension when
+    /// the resource carries its attributes.
+    fn schemas(&mut self, op: CompareOp, lit: &Literal) -> String {
+        let Literal::String(urn) = lit else { return "0".into() };
+        let core = match self.kind {
+            ResourceKind::User => "urn:ietf:params:scim:schemas:core:2.0:User",
+            ResourceKind::Group => "urn:ietf:params:scim:schemas:core:2.0:Group",
+        };
+        let has = if urn.eq_ignore_ascii_case(core) {
+            "1".to_string()
+        } else {
+            let ph = self.bind(SqlValue::Text(format!("$.\"{}\"", urn.replace('"', ""))));
+            format!("(json_type(r.data, {ph}) IS NOT NULL)")
+        };
+        match op {
+            CompareOp::Eq => has,
+            CompareOp::Ne => format!("NOT {has}"),
+            _ => "0".into(),
+        }
+    }
+
+    /// `col op literal`, following the attribute's type and `caseExact` (RFC 7644 §3.4.2.2).
+    fn cmp(&mut self, col: &str, op: CompareOp, lit: &Literal, ty: AttrType, case_exact: bool) -> String {
+        let value = match (lit, ty) {
+            (Literal::Null, _) => {
+                return match op {
+                    CompareOp::Eq => format!("({col} IS NULL)"),
+                    CompareOp::Ne => format!("({col} IS NOT NULL)"),
+                    _ => "0".into(),
+                };
+            }
+            (Literal::Bool(b), _) => SqlValue::Integer(*b as i64),
+            // IdPs send booleans as strings ("True"): compare by the attribute's type.
+            (Literal::String(s), AttrType::Boolean) => match s.to_ascii_lowercase().as_str() {
+                "true" => SqlValue::Integer(1),
+                "false" => SqlValue::Integer(0),
+                _ => return "0".into(),
+            },
+            (Literal::String(s), AttrType::DateTime) => SqlValue::Text(normalize_time(s).unwrap_or_else(|| s.clone())),
+            (Literal::String(s), _) => SqlValue::Text(if case_exact { s.clone() } else { s.to_lowercase() }),
+            (Literal::Number(n), _) => match n.as_i64() {
+                Some(i) => SqlValue::Integer(i),
+                None => SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)),
+            },
+        };
+        let is_text = matches!(value, SqlValue::Text(_));
+        let fold = is_text && !case_exact && ty != AttrType::DateTime;
+        let lhs = if fold { format!("lower({col})") } else { col.to_string() };
+        let rel = |s: &str| s.to_string();
+        match op {
+            CompareOp::Eq | CompareOp::Ne | CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le => {
+                let sym = match op {
+                    CompareOp::Eq => "=",
+                    CompareOp::Ne => "!=",
+                    CompareOp::Gt => ">",
+                    CompareOp::Ge => ">=",
+                    CompareOp::Lt => "<",
+                    _ => "<=",
+                };
+                if matches!(value, SqlValue::Integer(_)) && matches!(lit, Literal::Bool(_)) && sym != "=" && sym != "!=" {
+                    return "0".into();
+                }
+                let ph = self.bind(value);
+                rel(&format!("({lhs} {sym} {ph})"))
+            }
+            CompareOp::Co | CompareOp::Sw | CompareOp::Ew => {
+                if !is_text {
+                    return "0".into();
+                }
+                match op {
+                    CompareOp::Co => {
+                        let ph = self.bind(value);
+                        format!("(instr({lhs}, {ph}) > 0)")
+                    }
+                    CompareOp::Sw => {
+                        let len = text_len(&value);
+                        let ph = self.bind(value);
+                        format!("(substr({lhs}, 1, {len}) = {ph})")
+                    }
+                    _ => {
+                        let len = text_len(&value);
+                        if len == 0 {
+                            return format!("({lhs} IS NOT NULL)");
+                        }
+                        let ph = self.bind(value);
+                        format!("(substr({lhs}, -{len}) = {ph})")
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn text_len(v: &SqlValue) -> usize {
+    match v {
+        SqlValue::Text(s) => s.chars().count(),
+        _ => 0,
+    }
+}
+
+/// RFC 7644 §3.4.2.2 `pr`: present and not null, not an empty string, not an empty array.
+fn non_empty(expr: &str) -> String {
+    format!("(coalesce({expr}, '') NOT IN ('', '[]', '{{}}'))")
+}

@@ -1,0 +1,289 @@
+//! The store: SQLite (rusqlite, bundled) holding resources, memberships, the outbox and
+//! API tokens.
+//!
+//! Owns: the schema and its migrations, the pragmas, the single writer thread, the reader
+//! connections and every SQL statement. Must not touch: HTTP (warp/reqwest), the SCIM wire
+//! format, cron. Its public API is backend-neutral: typed operations in, `model` types out;
+//! no rusqlite type or SQL text leaks past this module, so a PostgreSQL backend can be added
+//! here alone.
+//!
+//! Durability: every write goes through one writer thread ([`writer`]) that commits a batch of
+//! concurrent operations per transaction, each in its own savepoint, with
+//! `synchronous=FULL` in WAL mode, so when a call returns `Ok` its change (and its outbox row)
+//! is on disk. Callers build their 2xx reply only after that.
+
+mod filter_sql;
+mod migrations;
+mod open;
+mod reader;
+mod resources;
+mod tokens;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::model::query::Filter;
+use crate::model::{MemberDelta, MemberRef, Resource, ResourceKind};
+
+pub use tokens::{NewToken, TokenInfo};
+
+/// Store settings, taken from `config::StoreConfig` by `app`.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub data_dir: PathBuf,
+    pub busy_timeout_seconds: u64,
+    pub readers: usize,
+    pub max_batch: usize,
+}
+
+/// Errors of the store layer. `Internal` carries text for the log only; `http` never shows it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    /// A uniqueness constraint: `attribute` names the offending attribute.
+    #[error("{attribute} {value:?} is already taken")]
+    Unique { attribute: &'static str, value: String },
+    /// The resource changed since the caller read it (optimistic concurrency / If-Match).
+    #[error("version mismatch: expected {expected}, current {current}")]
+    VersionMismatch { expected: u64, current: u64 },
+    /// A group member that names no existing user or group.
+    #[error("member {0:?} does not exist")]
+    UnknownMember(String),
+    /// The writer has stopped (shutdown in progress).
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Internal(e.to_string())
+    }
+}
+
+/// Which related data to load with a resource.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Load {
+    /// A group's members (skipped for `excludedAttributes=members`).
+    pub members: bool,
+    /// A user's groups.
+    pub groups: bool,
+}
+
+/// A resource to create. The id is assigned by the caller (a UUID) so that the reply can
+/// be built without another read.
+#[derive(Debug, Clone)]
+pub struct NewResource {
+    pub kind: ResourceKind,
+    pub id: String,
+    pub attrs: serde_json::Map<String, serde_json::Value>,
+    pub members: Vec<MemberRef>,
+}
+
+/// A change to an existing resource.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub kind: ResourceKind,
+    pub id: String,
+    /// When set, the write fails with `VersionMismatch` unless the resource is still at
+    /// this version: callers that read-modify-write pass the version they read.
+    pub expected_version: Option<u64>,
+    /// The new attribute object, or `None` to keep the attributes (membership-only change).
+    pub attrs: Option<serde_json::Map<String, serde_json::Value>>,
+    pub members: MemberDelta,
+}
+
+/// One page of a list query.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub total: u64,
+    pub resources: Vec<Resource>,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    writer: Arc<writer::WriterHandle>,
+    readers: Arc<reader::ReaderPool>,
+}
+
+impl Store {
+    /// Open (creating when missing) the database in `data_dir`, apply migrations, start the
+    /// writer thread and the reader connections.
+    pub fn open(opts: &StoreOptions) -> Result<Store, StoreError> {
+        let path = open::prepare_dir(&opts.data_dir)?;
+        let mut conn = open::connect(&path, opts.busy_timeout_seconds)?;
+        migrations::apply(&mut conn)?;
+        let writer = writer::WriterHandle::start(conn, opts.max_batch)?;
+        let readers = reader::ReaderPool::open(&path, opts.readers, opts.busy_timeout_seconds)?;
+        Ok(Store { writer: Arc::new(writer), readers: Arc::new(readers) })
+    }
+
+    /// Stop the writer after it has committed everything queued before this call.
+    pub fn close(&self) {
+        self.writer.close();
+    }
+
+    pub async fn create(&self, new: NewResource) -> Result<Resource, StoreError> {
+        match self.writer.submit(writer::WriteOp::Create(new)).await? {
+            writer::WriteOutput::Resource(r) => Ok(*r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn update(&self, upd: Update) -> Result<Resource, StoreError> {
+        match self.writer.submit(writer::WriteOp::Update(upd)).await? {
+            writer::WriteOutput::Resource(r) => Ok(*r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete(&self, kind: ResourceKind, id: &str, expected_version: Option<u64>) -> Result<(), StoreError> {
+        match self.writer.submit(writer::WriteOp::Delete { kind, id: id.to_string(), expected_version }).await? {
+            writer::WriteOutput::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn get(&self, kind: ResourceKind, id: &str, load: Load) -> Result<Option<Resource>, StoreError> {
+        let id = id.to_string();
+        self.readers.run(move |c| resources::get(c, kind, &id, load)).await
+    }
+
+    /// A page of resources matching `filter`, in stable (creation) order. `offset` is
+    /// 0-based; `count == 0` returns only the total.
+    pub async fn list(
+        &self,
+        kind: ResourceKind,
+        filter: Option<Filter>,
+        offset: u64,
+        count: u32,
+        load: Load,
+    ) -> Result<Page, StoreError> {
+        self.readers.run(move |c| resources::list(c, kind, filter.as_ref(), offset, count, load)).await
+    }
+
+    /// Number of outbox rows in each state, for tests and (later) metrics.
+    pub async fn outbox_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.readers.run(resources::outbox_counts).await
+    }
+
+    /// The outbox rows of one resource, oldest first: (op, version, payload JSON).
+    pub async fn outbox_for(&self, id: &str) -> Result<Vec<(String, u64, String)>, StoreError> {
+        let id = id.to_string();
+        self.readers.run(move |c| resources::outbox_for(c, &id)).await
+    }
+
+    pub async fn create_token(&self, label: &str) -> Result<NewToken, StoreError> {
+        let tok = tokens::generate(label)?;
+        match self.writer.submit(writer::WriteOp::TokenCreate(tok.clone())).await? {
+            writer::WriteOutput::Done => Ok(tok.public),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
+        match self.writer.submit(writer::WriteOp::TokenRevoke(id.to_string())).await? {
+            writer::WriteOutput::Changed(n) => Ok(n > 0),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        self.readers.run(tokens::list).await
+    }
+
+    /// The active token matching `presented`, compared in constant time; `None` otherwise.
+    pub async fn verify_token(&self, presented: &str) -> Result<Option<TokenInfo>, StoreError> {
+        let presented = presented.to_string();
+        self.readers.run(move |c| tokens::verify(c, &presented)).await
+    }
+
+    /// Pragmas as SQLite reports them on the writer's connection: (name, value).
+    pub async fn writer_pragmas(&self) -> Result<Vec<(String, String)>, StoreError> {
+        match self.writer.submit(writer::WriteOp::ReadPragmas).await? {
+            writer::WriteOutput::Pragmas(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(o: writer::WriteOutput) -> StoreError {
+    StoreError::Internal(format!("writer returned an unexpected output: {o:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn open(dir: &std::path::Path) -> Store {
+        Store::open(&StoreOptions { data_dir: dir.to_path_buf(), busy_timeout_seconds: 5, readers: 2, max_batch: 64 })
+            .unwrap()
+    }
+
+    fn user(id: &str, name: &str) -> NewResource {
+        NewResource {
+            kind: ResourceKind::User,
+            id: id.into(),
+            attrs: json!({"userName": name}).as_object().unwrap().clone(),
+            members: vec![],
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_operation_in_a_batch_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        // Submitted together, these land in the same batch: the duplicate must fail with
+        // a uniqueness error while every other create commits.
+        let mut handles = Vec::new();
+        for i in 0..40 {
+            let s = store.clone();
+            let name = if i == 20 { "dup".to_string() } else { format!("u{i}") };
+            handles.push(tokio::spawn(async move { s.create(user(&format!("id{i}"), &name)).await }));
+        }
+        let first_dup = store.create(user("first", "DUP")).await;
+        let mut unique_errors = 0;
+        for h in handles {
+            match h.await.unwrap() {
+                Ok(_) => {}
+                Err(StoreError::Unique { attribute: "userName", .. }) => unique_errors += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(unique_errors + first_dup.is_err() as usize, 1, "exactly one of the two 'dup' creates fails");
+        let page = store.list(ResourceKind::User, None, 0, 100, Load::default()).await.unwrap();
+        assert_eq!(page.total, 40);
+        // Every committed create has exactly one outbox row; the failed one has none.
+        let counts = store.outbox_counts().await.unwrap();
+        assert_eq!(counts, vec![("pending".to_string(), 40)]);
+        store.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn version_checks_and_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.create(user("a", "a")).await.unwrap();
+        let upd = |v| Update {
+            kind: ResourceKind::User,
+            id: "a".into(),
+            expected_version: Some(v),
+            attrs: Some(json!({"userName": "a", "title": "t"}).as_object().unwrap().clone()),
+            members: Default::default(),
+        };
+        assert!(matches!(store.update(upd(5)).await, Err(StoreError::VersionMismatch { expected: 5, current: 1 })));
+        assert_eq!(store.update(upd(1)).await.unwrap().meta.version, 2);
+        // The same attributes again: no change, no new version, no outbox row.
+        assert_eq!(store.update(Update { expected_version: None, ..upd(0) }).await.unwrap().meta.version, 2);
+        assert_eq!(store.outbox_for("a").await.unwrap().len(), 2);
+        assert!(matches!(store.delete(ResourceKind::Group, "a", None).await, Err(StoreError::NotFound { .. })));
+        assert!(store.get(ResourceKind::User, "nope", Load::default()).await.unwrap().is_none());
+        store.close();
+        assert!(matches!(store.create(user("b", "b")).await, Err(StoreError::Closed)));
+    }
+}

@@ -1,0 +1,61 @@
+//! Opening connections: the data directory, the database file and the pragmas every
+//! connection runs with.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+pub const DB_FILE: &str = "scimsync.db";
+
+/// Create the data directory (0700: it holds token hashes and personal data) and return the
+/// database path.
+pub fn prepare_dir(dir: &Path) -> Result<PathBuf, StoreError> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Internal(format!("cannot create data directory {}: {e}", dir.display())))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+    }
+    Ok(dir.join(DB_FILE))
+}
+
+/// Open a connection with our pragmas:
+/// - `journal_mode=WAL`: readers never block the writer nor the writer them;
+/// - `synchronous=FULL`: in WAL mode, each commit is fsynced before `COMMIT` returns, so a
+///   2xx is never sent for a change a power cut could lose (NORMAL would only protect
+///   against application crashes, not OS crashes);
+/// - `foreign_keys=ON`: memberships and emails follow their resources;
+/// - `busy_timeout`: a second process (the CLI) waits instead of failing at once.
+pub fn connect(path: &Path, busy_timeout_seconds: u64) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError::Internal(format!("cannot open database {}: {e}", path.display())))?;
+    conn.busy_timeout(Duration::from_secs(busy_timeout_seconds))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Internal(format!("could not enable WAL (journal_mode is {mode})")));
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// The pragmas a test reads back, so a misspelt pragma cannot silently do nothing.
+pub fn read_pragmas(conn: &Connection) -> Result<Vec<(String, String)>, StoreError> {
+    let mut out = Vec::new();
+    for name in ["journal_mode", "synchronous", "foreign_keys", "busy_timeout"] {
+        let v: rusqlite::types::Value = conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))?;
+        let s = match v {
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Text(t) => t,
+            other => format!("{other:?}"),
+        };
+        out.push((name.to_string(), s));
+    }
+    Ok(out)
+}

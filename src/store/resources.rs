@@ -1,0 +1,363 @@
+//! SQL for resources, memberships and the outbox rows that record their changes.
+
+use std::collections::HashSet;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use serde_json::{Map, Value, json};
+
+use super::filter_sql;
+use super::{Load, NewResource, Page, StoreError, Update};
+use crate::model::query::Filter;
+use crate::model::{ChangeOp, GroupRef, Member, MemberRef, Meta, Resource, ResourceKind, fold_case};
+
+const SELECT_COLS: &str = "r.seq, r.id, r.kind, r.version, r.created, r.last_modified, r.data";
+
+/// The columns we index, derived from the attributes so they can never disagree.
+struct Indexed {
+    user_name_ci: Option<String>,
+    display_name_ci: Option<String>,
+    external_id: Option<String>,
+    emails: Vec<(String, Option<String>)>,
+}
+
+fn indexed(kind: ResourceKind, attrs: &Map<String, Value>) -> Indexed {
+    let s = |k: &str| attrs.get(k).and_then(Value::as_str);
+    let emails = attrs
+        .get("emails")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| {
+                    let v = e.get("value")?.as_str()?;
+                    Some((fold_case(v), e.get("type").and_then(Value::as_str).map(fold_case)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Indexed {
+        user_name_ci: if kind == ResourceKind::User { s("userName").map(fold_case) } else { None },
+        display_name_ci: s("displayName").map(fold_case),
+        external_id: s("externalId").map(str::to_string),
+        emails,
+    }
+}
+
+fn map_unique(e: rusqlite::Error, ix: &Indexed) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, Some(msg)) = &e {
+        if f.code == rusqlite::ErrorCode::ConstraintViolation && msg.contains("user_name_ci") {
+            return StoreError::Unique { attribute: "userName", value: ix.user_name_ci.clone().unwrap_or_default() };
+        }
+    }
+    e.into()
+}
+
+fn write_emails(conn: &Connection, seq: i64, ix: &Indexed) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM resource_emails WHERE resource_seq = ?1")?.execute([seq])?;
+    let mut st = conn.prepare_cached("INSERT INTO resource_emails (resource_seq, value_ci, type_ci) VALUES (?1, ?2, ?3)")?;
+    for (v, t) in &ix.emails {
+        st.execute(params![seq, v, t])?;
+    }
+    Ok(())
+}
+
+fn enqueue(
+    conn: &Connection,
+    kind: ResourceKind,
+    id: &str,
+    op: ChangeOp,
+    version: u64,
+    payload: &Value,
+    now: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO outbox (resource_kind, resource_id, op, version, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![kind.as_str(), id, op.as_str(), version as i64, payload.to_string(), now])?;
+    Ok(())
+}
+
+/// Look up a would-be member: its row number and kind. An id that names nothing, or names
+/// a resource of another kind than the IdP said, is an unknown member.
+fn member_seq(conn: &Connection, m: &MemberRef) -> Result<(i64, ResourceKind), StoreError> {
+    let row: Option<(i64, String)> = conn
+        .prepare_cached("SELECT seq, kind FROM resources WHERE id = ?1")?
+        .query_row([&m.id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((seq, k)) = row else { return Err(StoreError::UnknownMember(m.id.clone())) };
+    let k = ResourceKind::parse(&k).ok_or_else(|| StoreError::Internal(format!("bad kind {k}")))?;
+    if m.kind.is_some_and(|want| want != k) {
+        return Err(StoreError::UnknownMember(m.id.clone()));
+    }
+    Ok((seq, k))
+}
+
+/// Add members; returns the ids actually added (already-present ones are no-ops).
+fn add_members(conn: &Connection, group_seq: i64, add: &[MemberRef]) -> Result<Vec<String>, StoreError> {
+    let mut added = Vec::new();
+    for m in add {
+        let (seq, _) = member_seq(conn, m)?;
+        if seq == group_seq {
+            return Err(StoreError::UnknownMember(format!("{} (a group cannot be its own member)", m.id)));
+        }
+        let n = conn
+            .prepare_cached("INSERT OR IGNORE INTO group_members (group_seq, member_seq, display) VALUES (?1, ?2, ?3)")?
+            .execute(params![group_seq, seq, m.display])?;
+        if n > 0 {
+            added.push(m.id.clone());
+        }
+    }
+    Ok(added)
+}
+
+fn remove_members(conn: &Connection, group_seq: i64, ids: &[String]) -> Result<Vec<String>, StoreError> {
+    let mut removed = Vec::new();
+    let mut st = conn.prepare_cached(
+        "DELETE FROM group_members WHERE group_seq = ?1 AND member_seq = (SELECT seq FROM resources WHERE id = ?2)",
+    )?;
+    for id in ids {
+        if st.execute(params![group_seq, id])? > 0 {
+            removed.push(id.clone());
+        }
+    }
+    Ok(removed)
+}
+
+fn member_ids(conn: &Connection, group_seq: i64) -> Result<Vec<String>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT m.id FROM group_members gm JOIN resources m ON m.seq = gm.member_seq WHERE gm.group_seq = ?1",
+    )?;
+    let rows = st.query_map([group_seq], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn create(conn: &Connection, new: NewResource, now: &str) -> Result<Resource, StoreError> {
+    let ix = indexed(new.kind, &new.attrs);
+    let data = Value::Object(new.attrs).to_string();
+    conn.prepare_cached(
+        "INSERT INTO resources (id, kind, user_name_ci, display_name_ci, external_id, version, created, last_modified, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?6, ?7)",
+    )?
+    .execute(params![new.id, new.kind.as_str(), ix.user_name_ci, ix.display_name_ci, ix.external_id, now, data])
+    .map_err(|e| map_unique(e, &ix))?;
+    let seq = conn.last_insert_rowid();
+    write_emails(conn, seq, &ix)?;
+    let added = if new.kind == ResourceKind::Group { add_members(conn, seq, &new.members)? } else { Vec::new() };
+    let payload = if added.is_empty() { json!({}) } else { json!({ "members_added": added }) };
+    enqueue(conn, new.kind, &new.id, ChangeOp::Create, 1, &payload, now)?;
+    let load = Load { members: true, groups: true };
+    get(conn, new.kind, &new.id, load)?.ok_or_else(|| StoreError::Internal("created row vanished".into()))
+}
+
+struct Current {
+    seq: i64,
+    version: u64,
+    data: String,
+}
+
+fn current(conn: &Connection, kind: ResourceKind, id: &str) -> Result<Current, StoreError> {
+    conn.prepare_cached("SELECT seq, version, data FROM resources WHERE id = ?1 AND kind = ?2")?
+        .query_row(params![id, kind.as_str()], |r| {
+            Ok(Current { seq: r.get(0)?, version: r.get::<_, i64>(1)? as u64, data: r.get(2)? })
+        })
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound { kind: kind.as_str(), id: id.to_string() })
+}
+
+pub fn update(conn: &Connection, upd: Update, now: &str) -> Result<Resource, StoreError> {
+    let cur = current(conn, upd.kind, &upd.id)?;
+    if let Some(expected) = upd.expected_version {
+        if expected != cur.version {
+            return Err(StoreError::VersionMismatch { expected, current: cur.version });
+        }
+    }
+    let mut attrs_changed = false;
+    if let Some(attrs) = upd.attrs {
+        let data = Value::Object(attrs);
+        let old: Value = serde_json::from_str(&cur.data).map_err(|e| StoreError::Internal(e.to_string()))?;
+        if old != data {
+            attrs_changed = true;
+            let ix = indexed(upd.kind, data.as_object().expect("constructed from a map"));
+            conn.prepare_cached(
+                "UPDATE resources SET user_name_ci = ?2, display_name_ci = ?3, external_id = ?4, data = ?5 WHERE seq = ?1",
+            )?
+            .execute(params![cur.seq, ix.user_name_ci, ix.display_name_ci, ix.external_id, data.to_string()])
+            .map_err(|e| map_unique(e, &ix))?;
+            write_emails(conn, cur.seq, &ix)?;
+        }
+    }
+    let mut added = Vec::new();
+    let mut removed = Vec::new();
+    if upd.kind == ResourceKind::Group {
+        if let Some(replace) = &upd.members.replace {
+            let want: HashSet<&str> = replace.iter().map(|m| m.id.as_str()).collect();
+            let drop: Vec<String> =
+                member_ids(conn, cur.seq)?.into_iter().filter(|id| !want.contains(id.as_str())).collect();
+            removed.extend(remove_members(conn, cur.seq, &drop)?);
+            added.extend(add_members(conn, cur.seq, replace)?);
+        }
+        added.extend(add_members(conn, cur.seq, &upd.members.add)?);
+        removed.extend(remove_members(conn, cur.seq, &upd.members.remove)?);
+    }
+    let changed = attrs_changed || !added.is_empty() || !removed.is_empty();
+    if changed {
+        let version = cur.version + 1;
+        conn.prepare_cached("UPDATE resources SET version = ?2, last_modified = ?3 WHERE seq = ?1")?
+            .execute(params![cur.seq, version as i64, now])?;
+        let mut payload = Map::new();
+        if attrs_changed {
+            payload.insert("attributes_changed".into(), Value::Bool(true));
+        }
+        if !added.is_empty() {
+            payload.insert("members_added".into(), json!(added));
+        }
+        if !removed.is_empty() {
+            payload.insert("members_removed".into(), json!(removed));
+        }
+        enqueue(conn, upd.kind, &upd.id, ChangeOp::Update, version, &Value::Object(payload), now)?;
+    }
+    // Users come back with their groups (cheap); a group's member list is loaded by the
+    // caller only when the reply needs it.
+    let load = Load { members: false, groups: upd.kind == ResourceKind::User };
+    get(conn, upd.kind, &upd.id, load)?.ok_or_else(|| StoreError::Internal("updated row vanished".into()))
+}
+
+pub fn delete(
+    conn: &Connection,
+    kind: ResourceKind,
+    id: &str,
+    expected_version: Option<u64>,
+    now: &str,
+) -> Result<(), StoreError> {
+    let cur = current(conn, kind, id)?;
+    if let Some(expected) = expected_version {
+        if expected != cur.version {
+            return Err(StoreError::VersionMismatch { expected, current: cur.version });
+        }
+    }
+    // The groups that lose this member change too: their version moves so ETags stay honest.
+    conn.prepare_cached(
+        "UPDATE resources SET version = version + 1, last_modified = ?2
+         WHERE seq IN (SELECT group_seq FROM group_members WHERE member_seq = ?1)",
+    )?
+    .execute(params![cur.seq, now])?;
+    conn.prepare_cached("DELETE FROM resources WHERE seq = ?1")?.execute([cur.seq])?;
+    enqueue(conn, kind, id, ChangeOp::Delete, cur.version + 1, &json!({}), now)?;
+    Ok(())
+}
+
+fn row_to_resource(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Resource)> {
+    let kind: String = r.get(2)?;
+    let data: String = r.get(6)?;
+    let attrs = match serde_json::from_str::<Value>(&data) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    Ok((
+        r.get(0)?,
+        Resource {
+            kind: ResourceKind::parse(&kind).unwrap_or(ResourceKind::User),
+            id: r.get(1)?,
+            meta: Meta { version: r.get::<_, i64>(3)? as u64, created: r.get(4)?, last_modified: r.get(5)? },
+            attrs,
+            members: None,
+            groups: None,
+        },
+    ))
+}
+
+fn load_related(conn: &Connection, seq: i64, res: &mut Resource, load: Load) -> Result<(), StoreError> {
+    match res.kind {
+        ResourceKind::Group if load.members => {
+            let mut st = conn.prepare_cached(
+                "SELECT m.id, m.kind,
+                        coalesce(gm.display, json_extract(m.data, '$.displayName'), json_extract(m.data, '$.userName'))
+                 FROM group_members gm JOIN resources m ON m.seq = gm.member_seq
+                 WHERE gm.group_seq = ?1 ORDER BY gm.member_seq",
+            )?;
+            let rows = st.query_map([seq], |r| {
+                let k: String = r.get(1)?;
+                Ok(Member {
+                    id: r.get(0)?,
+                    kind: ResourceKind::parse(&k).unwrap_or(ResourceKind::User),
+                    display: r.get(2)?,
+                })
+            })?;
+            res.members = Some(rows.collect::<Result<_, _>>()?);
+        }
+        ResourceKind::User if load.groups => {
+            let mut st = conn.prepare_cached(
+                "SELECT g.id, json_extract(g.data, '$.displayName')
+                 FROM group_members gm JOIN resources g ON g.seq = gm.group_seq
+                 WHERE gm.member_seq = ?1 ORDER BY g.seq",
+            )?;
+            let rows = st.query_map([seq], |r| Ok(GroupRef { id: r.get(0)?, display: r.get(1)? }))?;
+            res.groups = Some(rows.collect::<Result<_, _>>()?);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+pub fn get(conn: &Connection, kind: ResourceKind, id: &str, load: Load) -> Result<Option<Resource>, StoreError> {
+    let row = conn
+        .prepare_cached(&format!("SELECT {SELECT_COLS} FROM resources r WHERE r.id = ?1 AND r.kind = ?2"))?
+        .query_row(params![id, kind.as_str()], row_to_resource)
+        .optional()?;
+    let Some((seq, mut res)) = row else { return Ok(None) };
+    load_related(conn, seq, &mut res, load)?;
+    Ok(Some(res))
+}
+
+pub fn list(
+    conn: &Connection,
+    kind: ResourceKind,
+    filter: Option<&Filter>,
+    offset: u64,
+    count: u32,
+    load: Load,
+) -> Result<Page, StoreError> {
+    let (where_sql, mut params) = match filter {
+        Some(f) => {
+            let sql = filter_sql::translate(kind, f)?;
+            (format!(" AND ({})", sql.text), sql.params)
+        }
+        None => (String::new(), Vec::new()),
+    };
+    // One read transaction, so the total and the page agree.
+    let tx = conn.unchecked_transaction()?;
+    let mut all = vec![SqlValue::Text(kind.as_str().to_string())];
+    all.append(&mut params);
+    let total: i64 = tx
+        .prepare_cached(&format!("SELECT count(*) FROM resources r WHERE r.kind = ?{where_sql}"))?
+        .query_row(params_from_iter(all.iter()), |r| r.get(0))?;
+    let mut resources = Vec::new();
+    if count > 0 && (offset as i64) < total {
+        let mut page_params = all.clone();
+        page_params.push(SqlValue::Integer(count as i64));
+        page_params.push(SqlValue::Integer(offset as i64));
+        let mut st = tx.prepare_cached(&format!(
+            "SELECT {SELECT_COLS} FROM resources r WHERE r.kind = ?{where_sql} ORDER BY r.seq LIMIT ? OFFSET ?"
+        ))?;
+        let rows = st.query_map(params_from_iter(page_params.iter()), row_to_resource)?;
+        for row in rows {
+            let (seq, mut res) = row?;
+            load_related(&tx, seq, &mut res, load)?;
+            resources.push(res);
+        }
+    }
+    tx.commit()?;
+    Ok(Page { total: total as u64, resources })
+}
+
+pub fn outbox_counts(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut st = conn.prepare_cached("SELECT state, count(*) FROM outbox GROUP BY state ORDER BY state")?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn outbox_for(conn: &Connection, id: &str) -> Result<Vec<(String, u64, String)>, StoreError> {
+    let mut st = conn.prepare_cached("SELECT op, version, payload FROM outbox WHERE resource_id = ?1 ORDER BY id")?;
+    let rows = st.query_map([id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,157 @@
+//! The single writer: one thread owns the write connection and takes typed operations over
+//! a channel. It drains whatever is queued (up to `max_batch`) into one transaction, each
+//! operation in its own savepoint so one failing operation rolls back alone, commits once
+//! (one fsync for the batch: group commit) and only then answers every caller.
+
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::tokens::GeneratedToken;
+use super::{NewResource, StoreError, Update, resources, tokens};
+use crate::model::{Resource, ResourceKind};
+
+#[derive(Debug)]
+pub enum WriteOp {
+    Create(NewResource),
+    Update(Update),
+    Delete { kind: ResourceKind, id: String, expected_version: Option<u64> },
+    TokenCreate(GeneratedToken),
+    TokenRevoke(String),
+    ReadPragmas,
+}
+
+#[derive(Debug)]
+pub enum WriteOutput {
+    Resource(Box<Resource>),
+    Done,
+    Changed(usize),
+    Pragmas(Vec<(String, String)>),
+}
+
+struct Job {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteOutput, StoreError>>,
+}
+
+enum Msg {
+    Job(Job),
+    Close,
+}
+
+pub struct WriterHandle {
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl WriterHandle {
+    pub fn start(conn: Connection, max_batch: usize) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("scimsync-writer".into())
+            .spawn(move || run(conn, rx, max_batch.max(1)))
+            .map_err(|e| StoreError::Internal(format!("cannot start writer thread: {e}")))?;
+        Ok(WriterHandle { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) })
+    }
+
+    pub async fn submit(&self, op: WriteOp) -> Result<WriteOutput, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.tx.lock().map_err(|_| StoreError::Closed)?;
+            let tx = guard.as_ref().ok_or(StoreError::Closed)?;
+            tx.send(Msg::Job(Job { op, reply })).map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Ask the writer to stop once everything queued so far is committed, and wait for it.
+    pub fn close(&self) {
+        if let Some(tx) = self.tx.lock().ok().and_then(|mut g| g.take()) {
+            let _ = tx.send(Msg::Close);
+        }
+        if let Some(t) = self.thread.lock().ok().and_then(|mut g| g.take()) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn run(mut conn: Connection, rx: mpsc::Receiver<Msg>, max_batch: usize) {
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    let mut closing = false;
+    while !closing {
+        match rx.recv() {
+            Ok(Msg::Job(j)) => batch.push(j),
+            Ok(Msg::Close) | Err(_) => break,
+        }
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(Msg::Job(j)) => batch.push(j),
+                Ok(Msg::Close) => {
+                    closing = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        commit_batch(&mut conn, &mut batch);
+    }
+    // Checkpoint so the WAL does not have to be replayed at next start; failure is harmless.
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    tracing::debug!("store writer stopped");
+}
+
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
+    let mut results: Vec<Result<WriteOutput, StoreError>> = Vec::with_capacity(batch.len());
+    let outcome = (|| -> Result<(), StoreError> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for job in batch.iter_mut() {
+            let op = std::mem::replace(&mut job.op, WriteOp::ReadPragmas);
+            tx.execute_batch("SAVEPOINT op")?;
+            let r = apply(&tx, op);
+            if r.is_err() {
+                tx.execute_batch("ROLLBACK TO op")?;
+            }
+            tx.execute_batch("RELEASE op")?;
+            results.push(r);
+        }
+        tx.commit()?;
+        Ok(())
+    })();
+    match outcome {
+        Ok(()) => {
+            for (job, r) in batch.drain(..).zip(results) {
+                let _ = job.reply.send(r);
+            }
+        }
+        Err(e) => {
+            // Nothing of this batch is on disk: every caller gets the error, none a 2xx.
+            tracing::error!(error = %e, batch = batch.len(), "store commit failed");
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(StoreError::Internal(format!("commit failed: {e}"))));
+            }
+        }
+    }
+}
+
+fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
+    let now = crate::model::now();
+    match op {
+        WriteOp::Create(new) => resources::create(conn, new, &now).map(|r| WriteOutput::Resource(Box::new(r))),
+        WriteOp::Update(upd) => resources::update(conn, upd, &now).map(|r| WriteOutput::Resource(Box::new(r))),
+        WriteOp::Delete { kind, id, expected_version } => {
+            resources::delete(conn, kind, &id, expected_version, &now).map(|_| WriteOutput::Done)
+        }
+        WriteOp::TokenCreate(t) => tokens::insert(conn, &t, &now).map(|_| WriteOutput::Done),
+        WriteOp::TokenRevoke(id) => tokens::revoke(conn, &id, &now).map(WriteOutput::Changed),
+        WriteOp::ReadPragmas => super::open::read_pragmas(conn).map(WriteOutput::Pragmas),
+    }
+}
