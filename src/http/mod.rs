@@ -1,0 +1,162 @@
+//! HTTP: the SCIM API under `/scim/v2` on warp.
+//!
+//! Owns: routes, authentication, body limits, content types, and the one place where
+//! errors become responses ([`respond::error`]). Must not touch: SQL, outbox internals,
+//! reqwest.
+
+mod auth;
+mod respond;
+mod scim_api;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use warp::Filter;
+use warp::http::{HeaderMap, Method, StatusCode};
+
+use crate::scim::ScimError;
+use crate::service::Service;
+
+pub use respond::SCIM_CONTENT_TYPE;
+
+/// What the handlers share.
+pub struct ApiState {
+    pub service: Service,
+    /// `http(s)://host:port/scim/v2`, for `Location` and `meta.location`.
+    pub base_url: String,
+    pub max_body_bytes: u64,
+    pub group_patch_returns_resource: bool,
+    pub max_page_size: u32,
+}
+
+/// One request, as the handlers see it: everything read off the wire, body included.
+pub struct Request {
+    pub method: Method,
+    /// Path segments after `/scim/v2`, empty ones dropped (a trailing `/` is harmless).
+    pub segments: Vec<String>,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Serve the SCIM API on an already bound listener until `shutdown` is cancelled; then stop
+/// accepting and let in-flight requests finish.
+pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: CancellationToken) {
+    let routes = routes(state);
+    warp::serve(routes).incoming(listener).graceful(async move { shutdown.cancelled().await }).run().await;
+}
+
+fn routes(state: Arc<ApiState>) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+    let st = state.clone();
+    let scim = warp::path("scim")
+        .and(warp::path("v2"))
+        .and(warp::path::tail())
+        .and(warp::method())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(move |tail: warp::path::Tail, method: Method, query: String, headers: HeaderMap, body| {
+            let st = st.clone();
+            let segments: Vec<String> =
+                tail.as_str().split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
+            async move { handle(st, method, segments, query, headers, body).await }
+        });
+    let fallback = warp::any().map(|| {
+        respond::error(&ScimError::not_found("no such endpoint; the SCIM API is under /scim/v2"), None)
+    });
+    // The fallback never rejects, so no rejection escapes to warp's default (non-SCIM) body.
+    scim.or(fallback).unify()
+}
+
+async fn handle(
+    state: Arc<ApiState>,
+    method: Method,
+    segments: Vec<String>,
+    query: String,
+    headers: HeaderMap,
+    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send,
+) -> warp::reply::Response {
+    let started = Instant::now();
+    let path = format!("/scim/v2/{}", segments.join("/"));
+    let (resp, token_id) = match read_body(&headers, body, state.max_body_bytes).await {
+        Err(e) => (respond::error(&e, None), None),
+        Ok(body) => {
+            let req = Request { method: method.clone(), segments, query, headers, body };
+            scim_api::dispatch(&state, req).await
+        }
+    };
+    let status = resp.status();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status.is_server_error() {
+        tracing::warn!(%method, path, status = status.as_u16(), latency_ms, token = token_id.as_deref().unwrap_or("-"), "request");
+    } else {
+        tracing::info!(%method, path, status = status.as_u16(), latency_ms, token = token_id.as_deref().unwrap_or("-"), "request");
+    }
+    resp
+}
+
+/// Collect the body up to the limit: a declared or actual size over it is 413. An
+/// oversized body is still read (and discarded) up to [`DRAIN_FACTOR`] times the limit so
+/// the client sees the 413 instead of a reset connection; anything larger is cut off.
+async fn read_body(
+    headers: &HeaderMap,
+    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send,
+    limit: u64,
+) -> Result<Bytes, ScimError> {
+    let too_large = || {
+        ScimError::new(StatusCode::PAYLOAD_TOO_LARGE.as_u16(), None, format!("request body exceeds {limit} bytes"))
+    };
+    let drain_cap = limit.saturating_mul(DRAIN_FACTOR);
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > drain_cap) {
+        return Err(too_large());
+    }
+    let mut buf = BytesMut::new();
+    let mut seen: u64 = 0;
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| ScimError::invalid_syntax(format!("could not read the request body: {e}")))?;
+        seen += chunk.remaining() as u64;
+        if seen > drain_cap {
+            break;
+        }
+        if seen > limit || declared.is_some_and(|len| len > limit) {
+            chunk.advance(chunk.remaining());
+            continue;
+        }
+        while chunk.has_remaining() {
+            let c = chunk.chunk();
+            let n = c.len();
+            buf.extend_from_slice(c);
+            chunk.advance(n);
+        }
+    }
+    if seen > limit {
+        return Err(too_large());
+    }
+    Ok(buf.freeze())
+}
+
+const DRAIN_FACTOR: u64 = 4;
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

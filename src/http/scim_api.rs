@@ -1,0 +1,277 @@
+//! The SCIM endpoints (RFC 7644 §3): dispatch on method and path, parse what the IdP sent,
+//! call the service, render the reply.
+
+use serde_json::Value;
+use warp::http::{HeaderValue, Method, StatusCode};
+use warp::reply::Response;
+
+use super::{ApiState, Request, auth, respond};
+use crate::model::{Resource, ResourceKind};
+use crate::scim::list::{ListQuery, list_response};
+use crate::scim::resource::{self, Projection};
+use crate::scim::{ScimError, schema};
+use crate::service::{ListRequest, ServiceError};
+use crate::store::Load;
+
+/// Handle one request; returns the response and the caller's token id (for the log line).
+pub async fn dispatch(state: &ApiState, req: Request) -> (Response, Option<String>) {
+    let token = match auth::authenticate(&state.service, &req.headers).await {
+        Ok(t) => t,
+        Err(e) => return (respond::service_error(&e), None),
+    };
+    let resp = match route(state, &req).await {
+        Ok(r) => r,
+        Err(e) => respond::service_error(&e),
+    };
+    (resp, Some(token.id))
+}
+
+type Reply = Result<Response, ServiceError>;
+
+fn method_not_allowed(req: &Request, allowed: &str) -> Reply {
+    let mut r = respond::error(
+        &ScimError::new(405, None, format!("{} is not supported on this endpoint; use {allowed}", req.method)),
+        None,
+    );
+    if let Ok(v) = HeaderValue::from_str(allowed) {
+        r.headers_mut().insert("allow", v);
+    }
+    Ok(r)
+}
+
+async fn route(state: &ApiState, req: &Request) -> Reply {
+    let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    let m = &req.method;
+    let kind_of = |s: &str| {
+        if s.eq_ignore_ascii_case("Users") {
+            Some(ResourceKind::User)
+        } else if s.eq_ignore_ascii_case("Groups") {
+            Some(ResourceKind::Group)
+        } else {
+            None
+        }
+    };
+    let base = &state.base_url;
+    match segs.as_slice() {
+        [s] if s.eq_ignore_ascii_case("ServiceProviderConfig") => match *m {
+            Method::GET => Ok(respond::json(StatusCode::OK, &schema::service_provider_config_json(base, &spc(state)))),
+            _ => method_not_allowed(req, "GET"),
+        },
+        [s] if s.eq_ignore_ascii_case("Schemas") => match *m {
+            Method::GET => {
+                let all = schema::schemas_json(base);
+                Ok(respond::json(StatusCode::OK, &list_response(all.len() as u64, 1, all)))
+            }
+            _ => method_not_allowed(req, "GET"),
+        },
+        [s, id] if s.eq_ignore_ascii_case("Schemas") => match *m {
+            Method::GET => schema::schema_json(base, id)
+                .map(|v| respond::json(StatusCode::OK, &v))
+                .ok_or_else(|| ScimError::not_found(format!("no schema {id}")).into()),
+            _ => method_not_allowed(req, "GET"),
+        },
+        [s] if s.eq_ignore_ascii_case("ResourceTypes") => match *m {
+            Method::GET => {
+                let all = schema::resource_types_json(base);
+                Ok(respond::json(StatusCode::OK, &list_response(all.len() as u64, 1, all)))
+            }
+            _ => method_not_allowed(req, "GET"),
+        },
+        [s, id] if s.eq_ignore_ascii_case("ResourceTypes") => match *m {
+            Method::GET => schema::resource_type_json(base, id)
+                .map(|v| respond::json(StatusCode::OK, &v))
+                .ok_or_else(|| ScimError::not_found(format!("no resource type {id}")).into()),
+            _ => method_not_allowed(req, "GET"),
+        },
+        [s] if s.eq_ignore_ascii_case(".search") => match *m {
+            Method::POST => search_all(state, req).await,
+            _ => method_not_allowed(req, "POST"),
+        },
+        [s] if s.eq_ignore_ascii_case("Bulk") => {
+            Err(ScimError::new(501, None, "bulk operations are not supported (see /ServiceProviderConfig)").into())
+        }
+        [s] if s.eq_ignore_ascii_case("Me") => {
+            Err(ScimError::new(501, None, "/Me is not supported: tokens belong to IdPs, not users").into())
+        }
+        [s] => match kind_of(s) {
+            Some(kind) => match *m {
+                Method::GET => {
+                    let q = ListQuery::from_pairs(query_pairs(&req.query)?.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+                    list(state, kind, q).await
+                }
+                Method::POST => create(state, req, kind).await,
+                _ => method_not_allowed(req, "GET, POST"),
+            },
+            None => Err(ScimError::not_found(format!("no endpoint /{s}")).into()),
+        },
+        [s, id] => match kind_of(s) {
+            Some(kind) if id.eq_ignore_ascii_case(".search") => match *m {
+                Method::POST => {
+                    let q = ListQuery::from_search_body(&parse_json(req)?)?;
+                    list(state, kind, q).await
+                }
+                _ => method_not_allowed(req, "POST"),
+            },
+            Some(kind) => match *m {
+                Method::GET => get_one(state, req, kind, id).await,
+                Method::PUT => replace(state, req, kind, id).await,
+                Method::PATCH => patch(state, req, kind, id).await,
+                Method::DELETE => {
+                    state.service.delete(kind, id, if_match(req)).await?;
+                    Ok(respond::empty(StatusCode::NO_CONTENT))
+                }
+                _ => method_not_allowed(req, "GET, PUT, PATCH, DELETE"),
+            },
+            None => Err(ScimError::not_found(format!("no endpoint /{s}")).into()),
+        },
+        _ => Err(ScimError::not_found(format!("no endpoint {}", req.segments.join("/"))).into()),
+    }
+}
+
+fn spc(state: &ApiState) -> schema::SpcOptions {
+    schema::SpcOptions {
+        patch: true,
+        bulk: false,
+        bulk_max_operations: 0,
+        bulk_max_payload_bytes: 0,
+        filter_max_results: state.max_page_size,
+        sort: false,
+        etag: true,
+        change_password: false,
+    }
+}
+
+fn query_pairs(q: &str) -> Result<Vec<(String, String)>, ScimError> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+        .map_err(|e| ScimError::invalid_syntax(format!("malformed query string: {e}")))
+}
+
+/// `attributes` / `excludedAttributes` from the query string (RFC 7644 §3.9).
+fn projection(req: &Request) -> Result<Projection, ScimError> {
+    let q = ListQuery::from_pairs(query_pairs(&req.query)?.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    Ok(Projection::new(q.attributes, q.excluded_attributes))
+}
+
+fn parse_json(req: &Request) -> Result<Value, ScimError> {
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ScimError::invalid_syntax("the request body is empty; a JSON object is required"));
+    }
+    serde_json::from_slice(&req.body).map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
+}
+
+fn if_match(req: &Request) -> Option<u64> {
+    req.headers.get("if-match").and_then(|v| v.to_str().ok()).and_then(resource::parse_etag)
+}
+
+fn with_resource(status: StatusCode, state: &ApiState, res: &Resource, proj: &Projection) -> Response {
+    let body = resource::render(res, &state.base_url, proj);
+    let mut r = respond::json(status, &body);
+    if let Ok(v) = HeaderValue::from_str(&resource::etag(res.meta.version)) {
+        r.headers_mut().insert("etag", v);
+    }
+    r
+}
+
+fn load_for(kind: ResourceKind, proj: &Projection) -> Load {
+    Load { members: kind == ResourceKind::Group && proj.wants("members"), groups: kind == ResourceKind::User && proj.wants("groups") }
+}
+
+async fn create(state: &ApiState, req: &Request, kind: ResourceKind) -> Reply {
+    let proj = projection(req)?;
+    let body = parse_json(req)?;
+    let res = state.service.create(kind, body).await?;
+    let mut r = with_resource(StatusCode::CREATED, state, &res, &proj);
+    let location = format!("{}/{}/{}", state.base_url, endpoint(kind), res.id);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert("location", v);
+    }
+    Ok(r)
+}
+
+fn endpoint(kind: ResourceKind) -> &'static str {
+    match kind {
+        ResourceKind::User => "Users",
+        ResourceKind::Group => "Groups",
+    }
+}
+
+async fn get_one(state: &ApiState, req: &Request, kind: ResourceKind, id: &str) -> Reply {
+    let proj = projection(req)?;
+    let res = state.service.get(kind, id, load_for(kind, &proj)).await?;
+    // RFC 7644 §3.14: If-None-Match with the current version answers 304.
+    if let Some(v) = req.headers.get("if-none-match").and_then(|v| v.to_str().ok()).and_then(resource::parse_etag) {
+        if v == res.meta.version {
+            let mut r = respond::empty(StatusCode::NOT_MODIFIED);
+            if let Ok(v) = HeaderValue::from_str(&resource::etag(res.meta.version)) {
+                r.headers_mut().insert("etag", v);
+            }
+            return Ok(r);
+        }
+    }
+    Ok(with_resource(StatusCode::OK, state, &res, &proj))
+}
+
+async fn replace(state: &ApiState, req: &Request, kind: ResourceKind, id: &str) -> Reply {
+    let proj = projection(req)?;
+    let body = parse_json(req)?;
+    let res = state.service.replace(kind, id, body, if_match(req)).await?;
+    let res = reload_if_needed(state, kind, res, &proj).await?;
+    Ok(with_resource(StatusCode::OK, state, &res, &proj))
+}
+
+async fn patch(state: &ApiState, req: &Request, kind: ResourceKind, id: &str) -> Reply {
+    let proj = projection(req)?;
+    let body = parse_json(req)?;
+    let res = state.service.patch(kind, id, body, if_match(req)).await?;
+    // Groups answer 204 unless the IdP asked for attributes or the config says otherwise:
+    // Entra expects 204, and a large group must not be echoed for every member change.
+    if kind == ResourceKind::Group && !state.group_patch_returns_resource && proj.attributes.is_empty() {
+        let mut r = respond::empty(StatusCode::NO_CONTENT);
+        if let Ok(v) = HeaderValue::from_str(&resource::etag(res.meta.version)) {
+            r.headers_mut().insert("etag", v);
+        }
+        return Ok(r);
+    }
+    let res = reload_if_needed(state, kind, res, &proj).await?;
+    Ok(with_resource(StatusCode::OK, state, &res, &proj))
+}
+
+/// Writes return a group without its members; load them when the reply shows them.
+async fn reload_if_needed(state: &ApiState, kind: ResourceKind, res: Resource, proj: &Projection) -> Result<Resource, ServiceError> {
+    if kind == ResourceKind::Group && res.members.is_none() && proj.wants("members") {
+        return state.service.get(kind, &res.id, load_for(kind, proj)).await;
+    }
+    Ok(res)
+}
+
+async fn list(state: &ApiState, kind: ResourceKind, q: ListQuery) -> Reply {
+    let proj = Projection::new(q.attributes.clone(), q.excluded_attributes.clone());
+    let lreq = ListRequest { filter: q.filter.clone(), start_index: q.start_index, count: q.count, load: load_for(kind, &proj) };
+    let page = state.service.list(kind, lreq).await?;
+    let items: Vec<Value> = page.resources.iter().map(|r| resource::render(r, &state.base_url, &proj)).collect();
+    Ok(respond::json(StatusCode::OK, &list_response(page.total, q.start_index.max(1), items)))
+}
+
+/// `POST /.search` at the root (RFC 7644 §3.4.3): users then groups, paged as one list.
+async fn search_all(state: &ApiState, req: &Request) -> Reply {
+    let q = ListQuery::from_search_body(&parse_json(req)?)?;
+    let proj = Projection::new(q.attributes.clone(), q.excluded_attributes.clone());
+    let want = q.count.unwrap_or(u32::MAX).min(state.max_page_size) as u64;
+    let mut offset = q.start_index.max(1) - 1;
+    let mut total = 0u64;
+    let mut items = Vec::new();
+    for kind in [ResourceKind::User, ResourceKind::Group] {
+        let remaining = want.saturating_sub(items.len() as u64) as u32;
+        let lreq = ListRequest { filter: q.filter.clone(), start_index: offset + 1, count: Some(remaining), load: load_for(kind, &proj) };
+        let page = match state.service.list(kind, lreq).await {
+            Ok(p) => p,
+            // An attribute only one resource type has: that type simply matches nothing.
+            Err(ServiceError::Scim(e)) if e.scim_type == Some(crate::scim::ScimType::InvalidFilter) && e.detail.contains("unknown attribute") => continue,
+            Err(e) => return Err(e),
+        };
+        total += page.total;
+        offset = offset.saturating_sub(page.total);
+        items.extend(page.resources.iter().map(|r| resource::render(r, &state.base_url, &proj)));
+    }
+    Ok(respond::json(StatusCode::OK, &list_response(total, q.start_index.max(1), items)))
+}

@@ -1,0 +1,24 @@
+//! scimsync: a SCIM 2.0 bridge. Identity providers push changes to its SCIM API; it stores
+//! the desired state in SQLite and (in later modules) provisions the downstream app through
+//! a durable outbox and reconciles drift.
+//!
+//! Map (arrows point one way: `http -> service -> {scim, model, store}`; `scim -> model`;
+//! `store -> model`):
+//! - [`cli`]: subcommands; [`app`]: start and shutdown order; [`config`]: figment layers;
+//!   [`telemetry`]: logging; [`shutdown`]: signals to one cancellation token.
+//! - [`model`]: domain types and the neutral query AST.
+//! - [`scim`]: RFC 7643/7644, pure — schema, filter, path, patch, list, resource JSON, errors.
+//! - [`service`]: use-cases; the transaction boundary.
+//! - [`store`]: rusqlite — migrations, pragmas, single writer, readers, resources, outbox, tokens.
+//! - [`http`]: warp — routes, auth, error rendering.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod model;
+pub mod scim;
+pub mod service;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;

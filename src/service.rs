@@ -1,0 +1,219 @@
+//! Use-cases: apply one SCIM command. Each write is one store operation, which commits the
+//! resource rows and the outbox row together before it returns; the HTTP reply is built
+//! from what the store returned, after the commit.
+//!
+//! Owns: the transaction boundary and the read-modify-write of PUT and PATCH (optimistic:
+//! the write names the version it was computed from and is retried if another write got in
+//! first). Must not touch: warp types, reqwest, SQL.
+
+use serde_json::Value;
+
+use crate::model::query::Filter;
+use crate::model::{MemberDelta, Resource, ResourceKind};
+use crate::scim::patch::{self, PatchError};
+use crate::scim::{ScimError, filter, resource, schema};
+use crate::store::{Load, NewResource, Page, Store, StoreError, TokenInfo, Update};
+
+/// Errors of a use-case: a protocol error to show the IdP as it is, or a failure that
+/// `http` turns into 503/500 without showing internals.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Scim(#[from] ScimError),
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { kind, id } => ScimError::not_found(format!("{kind} {id} not found")).into(),
+            StoreError::Unique { attribute, value } => {
+                ScimError::uniqueness(format!("{attribute} {value:?} is already in use")).into()
+            }
+            StoreError::VersionMismatch { expected, current } => ScimError::precondition_failed(format!(
+                "resource is at version {} but the request was based on {}",
+                resource::etag(current),
+                resource::etag(expected)
+            ))
+            .into(),
+            StoreError::UnknownMember(id) => {
+                ScimError::invalid_value(format!("members: {id:?} is not the id of an existing user or group")).into()
+            }
+            StoreError::Closed => ServiceError::Unavailable("shutting down".into()),
+            StoreError::Internal(m) => ServiceError::Internal(m),
+        }
+    }
+}
+
+/// Optimistic retries of a read-modify-write before giving up with 409-like contention.
+const MAX_ATTEMPTS: usize = 8;
+
+/// List settings from the config.
+#[derive(Debug, Clone)]
+pub struct ListLimits {
+    pub default_page_size: u32,
+    pub max_page_size: u32,
+}
+
+#[derive(Clone)]
+pub struct Service {
+    store: Store,
+    limits: ListLimits,
+}
+
+/// A list query after validation: filter resolved against the schema, page bounded.
+pub struct ListRequest {
+    pub filter: Option<String>,
+    pub start_index: u64,
+    pub count: Option<u32>,
+    pub load: Load,
+}
+
+impl Service {
+    pub fn new(store: Store, limits: ListLimits) -> Self {
+        Service { store, limits }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub async fn authenticate(&self, token: &str) -> Result<Option<TokenInfo>, ServiceError> {
+        Ok(self.store.verify_token(token).await?)
+    }
+
+    pub async fn create(&self, kind: ResourceKind, body: Value) -> Result<Resource, ServiceError> {
+        let parsed = resource::parse_input(kind, body)?;
+        let new = NewResource {
+            kind,
+            id: uuid::Uuid::new_v4().to_string(),
+            attrs: parsed.attrs,
+            members: parsed.members.unwrap_or_default(),
+        };
+        Ok(self.store.create(new).await?)
+    }
+
+    pub async fn get(&self, kind: ResourceKind, id: &str, load: Load) -> Result<Resource, ServiceError> {
+        self.store
+            .get(kind, id, load)
+            .await?
+            .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.as_str())).into())
+    }
+
+    /// PUT (RFC 7644 §3.5.1): the body replaces every client-settable attribute. The
+    /// write-only `password`, which the IdP cannot read back, is kept when not sent; a
+    /// group's `members` are replaced by the list sent (none when the key is absent).
+    pub async fn replace(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        body: Value,
+        if_match: Option<u64>,
+    ) -> Result<Resource, ServiceError> {
+        let parsed = resource::parse_input(kind, body)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let cur = self.get(kind, id, Load::default()).await?;
+            check_if_match(if_match, cur.meta.version)?;
+            let mut attrs = parsed.attrs.clone();
+            if let (None, Some(pw)) = (attrs.get("password"), cur.attrs.get("password")) {
+                attrs.insert("password".into(), pw.clone());
+            }
+            let members = match (kind, &parsed.members) {
+                (ResourceKind::Group, m) => MemberDelta { replace: Some(m.clone().unwrap_or_default()), ..Default::default() },
+                _ => MemberDelta::default(),
+            };
+            let upd = Update { kind, id: id.to_string(), expected_version: Some(cur.meta.version), attrs: Some(attrs), members };
+            match self.store.update(upd).await {
+                Err(StoreError::VersionMismatch { .. }) if if_match.is_none() => continue,
+                other => return Ok(other?),
+            }
+        }
+        Err(ServiceError::Unavailable("the resource is changing too fast; retry".into()))
+    }
+
+    /// PATCH (RFC 7644 §3.5.2): every operation applies, or none does.
+    pub async fn patch(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        body: Value,
+        if_match: Option<u64>,
+    ) -> Result<Resource, ServiceError> {
+        let ops = patch::parse_request(kind, &body)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let cur = self.get(kind, id, Load::default()).await?;
+            check_if_match(if_match, cur.meta.version)?;
+            let mut attrs = cur.attrs.clone();
+            let effect = match patch::apply(kind, &mut attrs, &ops, None) {
+                Err(PatchError::NeedsMemberList) => {
+                    // A member filter other than `value eq`: evaluate it over the current list.
+                    let full = self.get(kind, id, Load { members: true, groups: false }).await?;
+                    if full.meta.version != cur.meta.version {
+                        continue;
+                    }
+                    attrs = cur.attrs.clone();
+                    let members = full.members.unwrap_or_default();
+                    patch::apply(kind, &mut attrs, &ops, Some(&members)).map_err(patch_error)?
+                }
+                other => other.map_err(patch_error)?,
+            };
+            let attrs = resource::normalize(kind, attrs)?;
+            let attrs = (attrs != cur.attrs).then_some(attrs);
+            let upd = Update {
+                kind,
+                id: id.to_string(),
+                expected_version: Some(cur.meta.version),
+                attrs,
+                members: effect.members,
+            };
+            match self.store.update(upd).await {
+                Err(StoreError::VersionMismatch { .. }) if if_match.is_none() => continue,
+                other => return Ok(other?),
+            }
+        }
+        Err(ServiceError::Unavailable("the resource is changing too fast; retry".into()))
+    }
+
+    pub async fn delete(&self, kind: ResourceKind, id: &str, if_match: Option<u64>) -> Result<(), ServiceError> {
+        Ok(self.store.delete(kind, id, if_match).await?)
+    }
+
+    /// A page of resources (RFC 7644 §3.4.2): `filter` parsed and checked against the
+    /// schema, `count` capped at the configured maximum, `startIndex` 1-based.
+    pub async fn list(&self, kind: ResourceKind, req: ListRequest) -> Result<Page, ServiceError> {
+        let filter = match &req.filter {
+            Some(text) if !text.trim().is_empty() => Some(parse_filter(kind, text)?),
+            _ => None,
+        };
+        let count = req.count.unwrap_or(self.limits.default_page_size).min(self.limits.max_page_size);
+        let offset = req.start_index.max(1) - 1;
+        Ok(self.store.list(kind, filter, offset, count, req.load).await?)
+    }
+}
+
+fn parse_filter(kind: ResourceKind, text: &str) -> Result<Filter, ScimError> {
+    let mut f = filter::parse_filter(text).map_err(ScimError::from)?;
+    schema::resolve_filter(kind, &mut f)?;
+    Ok(f)
+}
+
+fn check_if_match(if_match: Option<u64>, current: u64) -> Result<(), ScimError> {
+    match if_match {
+        Some(v) if v != current => Err(ScimError::precondition_failed(format!(
+            "If-Match {} does not match the current version {}",
+            resource::etag(v),
+            resource::etag(current)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn patch_error(e: PatchError) -> ServiceError {
+    match e {
+        PatchError::Scim(s) => ServiceError::Scim(s),
+        PatchError::NeedsMemberList => ServiceError::Internal("patch engine asked twice for the member list".into()),
+    }
+}
