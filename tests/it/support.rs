@@ -1,0 +1,253 @@
+//! Test support: a real daemon process on 127.0.0.1:0, a token made with the real CLI, and
+//! a small SCIM client. Waits are bounded and fail with a message; nothing sleeps and hopes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+pub const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+pub const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_scimsync")
+}
+
+/// A running daemon. Killed (SIGKILL) on drop; `stop()` asks it to shut down cleanly.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub token: String,
+    pub child: Option<Child>,
+    pub http: reqwest::Client,
+    extra_config: String,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    /// Assert a SCIM error (RFC 7644 §3.12) with this status and scimType.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, scim_type: Option<&str>) {
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
+        assert_eq!(self.body["schemas"], json!([ERROR]), "not a SCIM error body: {}", self.body);
+        assert_eq!(self.body["status"], json!(status.to_string()), "status must be a string: {}", self.body);
+        assert_eq!(self.body.get("scimType").and_then(Value::as_str), scim_type, "scimType: {}", self.body);
+        assert!(self.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "detail missing: {}", self.body);
+        assert_eq!(self.header("content-type"), Some("application/scim+json"));
+    }
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Self::start_with("")
+    }
+
+    /// Start with extra TOML appended to the config (sections beyond [server]/[store]/[log]).
+    pub fn start_with(extra_config: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut d = Daemon {
+            dir,
+            base: String::new(),
+            token: String::new(),
+            child: None,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+            extra_config: extra_config.to_string(),
+        };
+        d.write_config();
+        d.token = d.cli(&["token", "create", "--label", "tests"]).trim().to_string();
+        assert!(d.token.starts_with("scimsync_"), "token create printed {:?}", d.token);
+        d.spawn();
+        d
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("scimsync.toml")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn write_config(&self) {
+        let cfg = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndata_dir = \"{}\"\n[log]\nlevel = \"warn\"\n{}",
+            self.data_dir().display(),
+            self.extra_config
+        );
+        std::fs::write(self.config_path(), cfg).expect("write config");
+    }
+
+    /// Run a CLI subcommand against this daemon's config; returns stdout, panics on failure.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = self.cli_raw(args);
+        assert!(out.status.success(), "scimsync {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    pub fn cli_raw(&self, args: &[&str]) -> std::process::Output {
+        let cfg = self.config_path();
+        let mut full = vec!["--config", cfg.to_str().expect("utf8 path")];
+        full.extend_from_slice(args);
+        Command::new(bin()).args(&full).output().expect("run scimsync")
+    }
+
+    /// Start (or restart) the daemon process and wait for its "listening on" line.
+    pub fn spawn(&mut self) {
+        let mut child = Command::new(bin())
+            .args(["--config", self.config_path().to_str().expect("utf8"), "serve"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn scimsync");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("scimsync listening on ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        self.base = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("daemon did not print its listening line within 30 s");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush or clean up, like a power cut to the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("daemon running");
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        for _ in 0..300 {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        panic!("daemon did not exit within 15 s of SIGTERM");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn req(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
+        self.req_with(method, path, body, &[]).await
+    }
+
+    pub async fn req_with(&self, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Resp {
+        let mut rb = self.http.request(method, self.url(path)).bearer_auth(&self.token);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        if let Some(b) = body {
+            rb = rb.header("content-type", "application/scim+json").body(b.to_string());
+        }
+        send(rb).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.req(Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.req(Method::POST, path, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, body: Value) -> Resp {
+        self.req(Method::PUT, path, Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, body: Value) -> Resp {
+        self.req(Method::PATCH, path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.req(Method::DELETE, path, None).await
+    }
+
+    /// Create a user and return its id.
+    pub async fn create_user(&self, user_name: &str) -> String {
+        let r = self.post("/Users", user_body(user_name)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn create_group(&self, name: &str, members: &[&str]) -> String {
+        let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
+        let r = self.post("/Groups", json!({"schemas": [GROUP], "displayName": name, "members": members})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body["id"].as_str().expect("id").to_string()
+    }
+}
+
+pub async fn send(rb: reqwest::RequestBuilder) -> Resp {
+    let resp = rb.send().await.expect("request failed to reach the daemon");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    Resp { status, headers, body }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn user_body(user_name: &str) -> Value {
+    json!({
+        "schemas": [USER],
+        "userName": user_name,
+        "name": {"givenName": "Given", "familyName": "Family"},
+        "emails": [{"value": user_name, "type": "work", "primary": true}],
+        "active": true
+    })
+}
+
+pub fn patch_body(ops: Value) -> Value {
+    json!({"schemas": [PATCH_OP], "Operations": ops})
+}
+
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Path helpers for readability.
+pub fn filter_q(endpoint: &str, filter: &str) -> String {
+    format!("{endpoint}?filter={}", enc(filter))
+}
+
+#[allow(dead_code)]
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
