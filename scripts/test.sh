@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# test.sh — the whole test suite, as CI runs it (.ci/run calls exactly this):
+#   1. module boundaries (scripts/check-layers.sh);
+#   2. cargo test: unit tests, property tests, and the one integration-test binary that
+#      starts the real daemon on 127.0.0.1:0 and talks HTTP to it; the bench crate compiles;
+#   3. external conformance: scim2-tester (pinned, installed into .venv by the script itself)
+#      against a freshly started daemon; any failed check fails the run.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/check-layers.sh
+cargo test --workspace --locked
+scripts/conformance.sh
