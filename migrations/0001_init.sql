@@ -14,6 +14,8 @@ CREATE TABLE resources (
     last_modified   TEXT    NOT NULL,
     data            TEXT    NOT NULL              -- JSON object: the client-settable attributes
 );
+-- Lists scan one kind in creation order; count(*) and OFFSET walk this index, not the rows.
+CREATE INDEX resources_kind_seq ON resources (kind, seq);
 CREATE UNIQUE INDEX resources_user_name ON resources (kind, user_name_ci) WHERE user_name_ci IS NOT NULL;
 CREATE INDEX resources_external_id ON resources (kind, external_id) WHERE external_id IS NOT NULL;
 CREATE INDEX resources_display_name ON resources (kind, display_name_ci) WHERE display_name_ci IS NOT NULL;

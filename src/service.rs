@@ -48,8 +48,16 @@ impl From<StoreError> for ServiceError {
     }
 }
 
-/// Optimistic retries of a read-modify-write before giving up with 409-like contention.
-const MAX_ATTEMPTS: usize = 8;
+/// Optimistic retries of a read-modify-write before giving up (503, retry later).
+const MAX_ATTEMPTS: u64 = 32;
+
+/// A short, growing pause between optimistic retries so concurrent writers to one resource
+/// spread out instead of colliding again at once.
+async fn backoff(attempt: u64) {
+    if attempt > 0 {
+        tokio::time::sleep(std::time::Duration::from_micros(200 * attempt)).await;
+    }
+}
 
 /// List settings from the config.
 #[derive(Debug, Clone)]
@@ -114,7 +122,8 @@ impl Service {
         if_match: Option<u64>,
     ) -> Result<Resource, ServiceError> {
         let parsed = resource::parse_input(kind, body)?;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            backoff(attempt).await;
             let cur = self.get(kind, id, Load::default()).await?;
             check_if_match(if_match, cur.meta.version)?;
             let mut attrs = parsed.attrs.clone();
@@ -143,7 +152,8 @@ impl Service {
         if_match: Option<u64>,
     ) -> Result<Resource, ServiceError> {
         let ops = patch::parse_request(kind, &body)?;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            backoff(attempt).await;
             let cur = self.get(kind, id, Load::default()).await?;
             check_if_match(if_match, cur.meta.version)?;
             let mut attrs = cur.attrs.clone();
@@ -162,10 +172,15 @@ impl Service {
             };
             let attrs = resource::normalize(kind, attrs)?;
             let attrs = (attrs != cur.attrs).then_some(attrs);
+            // A membership-only change needs no version check: the store applies member
+            // deltas atomically and they commute, so concurrent member adds to one big group
+            // (an IdP pushing a group) never conflict. Attribute changes were computed from
+            // the version read, so they must land on that version.
+            let expected_version = if attrs.is_some() || if_match.is_some() { Some(cur.meta.version) } else { None };
             let upd = Update {
                 kind,
                 id: id.to_string(),
-                expected_version: Some(cur.meta.version),
+                expected_version,
                 attrs,
                 members: effect.members,
             };

@@ -179,10 +179,10 @@ impl Translator {
         // Fast paths on indexed columns and side tables.
         if row {
             if self.kind == ResourceKind::User && p.name == "userName" && p.sub.is_none() {
-                return Ok(self.cmp("r.user_name_ci", op, lit, p.info.ty, false));
+                return Ok(self.cmp_folded("r.user_name_ci", op, lit, p.info.ty));
             }
             if p.name == "displayName" && p.sub.is_none() {
-                return Ok(self.cmp("r.display_name_ci", op, lit, p.info.ty, false));
+                return Ok(self.cmp_folded("r.display_name_ci", op, lit, p.info.ty));
             }
             if self.kind == ResourceKind::User
                 && p.name == "emails"
@@ -245,6 +245,15 @@ impl Translator {
             CompareOp::Eq => has,
             CompareOp::Ne => format!("NOT {has}"),
             _ => "0".into(),
+        }
+    }
+
+    /// A comparison on a column that already holds lower-cased text (`user_name_ci`,
+    /// `display_name_ci`): the literal is folded instead of the column, so the index serves it.
+    fn cmp_folded(&mut self, col: &str, op: CompareOp, lit: &Literal, ty: AttrType) -> String {
+        match lit {
+            Literal::String(s) => self.cmp(col, op, &Literal::String(s.to_lowercase()), ty, true),
+            other => self.cmp(col, op, other, ty, true),
         }
     }
 

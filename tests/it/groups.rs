@@ -133,3 +133,30 @@ async fn ten_thousand_member_group_patch_stays_small() {
     assert_eq!(r.body, Value::Null);
     assert_eq!(member_ids(&d.get(&format!("/Groups/{gid}")).await.body).len(), 300);
 }
+
+#[tokio::test]
+async fn concurrent_member_adds_to_one_group_all_land() {
+    // An IdP pushing a big group sends many member PATCHes at once; membership deltas
+    // commute, so none may be refused or lost.
+    let d = Daemon::start();
+    let gid = d.create_group("Concurrent", &[]).await;
+    let mut users = Vec::new();
+    for i in 0..40 {
+        users.push(d.create_user(&format!("c{i}@example.com")).await);
+    }
+    let mut tasks = Vec::new();
+    for u in users.clone() {
+        let (http, url, token) = (d.http.clone(), d.url(&format!("/Groups/{gid}")), d.token.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = patch_body(json!([{"op": "add", "path": "members", "value": [{"value": u}]}]));
+            send(http.patch(url).bearer_auth(token).header("content-type", "application/scim+json").body(body.to_string())).await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::NO_CONTENT);
+    }
+    let mut got = member_ids(&d.get(&format!("/Groups/{gid}")).await.body);
+    got.sort();
+    users.sort();
+    assert_eq!(got, users);
+}
