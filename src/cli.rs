@@ -51,9 +51,7 @@ pub enum TokenAction {
     /// List tokens (ids and labels; never the secrets).
     List,
     /// Revoke a token by id (the 8 hex digits after `scimsync_`); it stops working at once.
-    Revoke {
-        id: String,
-    },
+    Revoke { id: String },
 }
 
 /// Run the parsed command; returns the process exit code.
@@ -107,8 +105,8 @@ async fn serve(loaded: Loaded) -> Result<i32> {
     if let Some(f) = &loaded.file {
         tracing::info!(file = %f.display(), "configuration loaded");
     }
-    let store = app::open_store(&cfg)
-        .with_context(|| format!("cannot open the store in {}", cfg.store.data_dir.display()))?;
+    let store =
+        app::open_store(&cfg).with_context(|| format!("cannot open the store in {}", cfg.store.data_dir.display()))?;
     let listener = app::bind(&cfg).await.with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     let bound = listener.local_addr()?;
     let base_url = cfg.scim_base_url(bound);

@@ -8,9 +8,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value as FValue};
-use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// Where `serve` and the other subcommands look for a config file when `--config` is not
@@ -91,21 +91,12 @@ impl Default for Config {
 }
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig {
-            listen: "127.0.0.1:8080".into(),
-            public_url: String::new(),
-            max_body_bytes: 1024 * 1024,
-        }
+        ServerConfig { listen: "127.0.0.1:8080".into(), public_url: String::new(), max_body_bytes: 1024 * 1024 }
     }
 }
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig {
-            data_dir: PathBuf::from("./scimsync-data"),
-            busy_timeout_seconds: 5,
-            readers: 4,
-            max_batch: 256,
-        }
+        StoreConfig { data_dir: PathBuf::from("./scimsync-data"), busy_timeout_seconds: 5, readers: 4, max_batch: 256 }
     }
 }
 impl Default for ScimConfig {
@@ -161,9 +152,7 @@ impl Config {
             user = user.merge(Toml::file(f));
         }
         user = user.merge(env);
-        let user_dict: Dict = user
-            .extract::<Dict>()
-            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
+        let user_dict: Dict = user.extract::<Dict>().map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
         let defaults = Figment::from(Serialized::defaults(Config::default()));
         let default_dict: Dict = defaults.extract().map_err(|e| ConfigError::Parse(e.to_string()))?;
         let mut unknown_keys = Vec::new();
@@ -171,8 +160,7 @@ impl Config {
 
         let pruned = prune_unknown(&user_dict, &default_dict);
         let merged = defaults.merge(Serialized::defaults(pruned));
-        let config: Config =
-            merged.extract().map_err(|e| ConfigError::Parse(describe_figment_error_with(e, &user)))?;
+        let config: Config = merged.extract().map_err(|e| ConfigError::Parse(describe_figment_error_with(e, &user)))?;
         let problems = config.validate();
         if !problems.is_empty() {
             let with_source = problems
@@ -311,8 +299,7 @@ mod tests {
         // Env::prefixed reads the process environment; use a unique prefix per test instead
         // of mutating it, so tests can run in parallel.
         let prefix = format!("SCIMSYNC_TEST_{}_", std::process::id());
-        let pairs: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (format!("{prefix}{k}"), v.to_string())).collect();
+        let pairs: Vec<(String, String)> = env.iter().map(|(k, v)| (format!("{prefix}{k}"), v.to_string())).collect();
         for (k, v) in &pairs {
             // SAFETY: keys are unique to this test process and test; no other thread reads them.
             unsafe { std::env::set_var(k, v) };
@@ -338,8 +325,11 @@ mod tests {
 
     #[test]
     fn file_then_env_override() {
-        let l = load_str("[server]\nlisten = \"127.0.0.1:9999\"\n", &[("SCIM__MAX_PAGE_SIZE", "50"), ("SCIM__DEFAULT_PAGE_SIZE", "20")])
-            .unwrap();
+        let l = load_str(
+            "[server]\nlisten = \"127.0.0.1:9999\"\n",
+            &[("SCIM__MAX_PAGE_SIZE", "50"), ("SCIM__DEFAULT_PAGE_SIZE", "20")],
+        )
+        .unwrap();
         assert_eq!(l.config.server.listen, "127.0.0.1:9999");
         assert_eq!(l.config.scim.max_page_size, 50);
         assert_eq!(l.config.scim.default_page_size, 20);

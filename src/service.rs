@@ -131,10 +131,18 @@ impl Service {
                 attrs.insert("password".into(), pw.clone());
             }
             let members = match (kind, &parsed.members) {
-                (ResourceKind::Group, m) => MemberDelta { replace: Some(m.clone().unwrap_or_default()), ..Default::default() },
+                (ResourceKind::Group, m) => {
+                    MemberDelta { replace: Some(m.clone().unwrap_or_default()), ..Default::default() }
+                }
                 _ => MemberDelta::default(),
             };
-            let upd = Update { kind, id: id.to_string(), expected_version: Some(cur.meta.version), attrs: Some(attrs), members };
+            let upd = Update {
+                kind,
+                id: id.to_string(),
+                expected_version: Some(cur.meta.version),
+                attrs: Some(attrs),
+                members,
+            };
             match self.store.update(upd).await {
                 Err(StoreError::VersionMismatch { .. }) if if_match.is_none() => continue,
                 other => return Ok(other?),
@@ -177,13 +185,7 @@ impl Service {
             // (an IdP pushing a group) never conflict. Attribute changes were computed from
             // the version read, so they must land on that version.
             let expected_version = if attrs.is_some() || if_match.is_some() { Some(cur.meta.version) } else { None };
-            let upd = Update {
-                kind,
-                id: id.to_string(),
-                expected_version,
-                attrs,
-                members: effect.members,
-            };
+            let upd = Update { kind, id: id.to_string(), expected_version, attrs, members: effect.members };
             match self.store.update(upd).await {
                 Err(StoreError::VersionMismatch { .. }) if if_match.is_none() => continue,
                 other => return Ok(other?),

@@ -117,18 +117,10 @@ type Errors = Arc<Mutex<ErrorLog>>;
 
 fn record_error(errors: &Errors, phase: &'static str, text: String) {
     let mut log = errors.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = log
-        .samples
-        .iter_mut()
-        .find(|s| s.phase == phase && s.text == text)
-    {
+    if let Some(s) = log.samples.iter_mut().find(|s| s.phase == phase && s.text == text) {
         s.count += 1;
     } else if log.samples.len() < MAX_ERROR_SAMPLES {
-        log.samples.push(ErrorSample {
-            phase,
-            text,
-            count: 1,
-        });
+        log.samples.push(ErrorSample { phase, text, count: 1 });
     } else {
         log.other += 1;
     }
@@ -177,22 +169,14 @@ fn append_sources(mut msg: String, e: &reqwest::Error) -> String {
 async fn send(req: reqwest::RequestBuilder, what: &str, expect: &[u16]) -> Result<Vec<u8>, String> {
     let resp = req.send().await.map_err(|e| transport_error(what, e))?;
     let status = resp.status();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| transport_error(what, e))?
-        .to_vec();
+    let body = resp.bytes().await.map_err(|e| transport_error(what, e))?.to_vec();
     if expect.contains(&status.as_u16()) {
         Ok(body)
     } else {
         Err(format!(
             "{what}: HTTP {} (expected {}): {}",
             status.as_u16(),
-            expect
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .join("/"),
+            expect.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("/"),
             truncate(&String::from_utf8_lossy(&body), MAX_ERROR_BODY)
         ))
     }
@@ -200,10 +184,7 @@ async fn send(req: reqwest::RequestBuilder, what: &str, expect: &[u16]) -> Resul
 
 fn parse_json(what: &str, body: &[u8]) -> Result<Value, String> {
     serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "{what}: response is not JSON ({e}): {}",
-            truncate(&String::from_utf8_lossy(body), MAX_ERROR_BODY)
-        )
+        format!("{what}: response is not JSON ({e}): {}", truncate(&String::from_utf8_lossy(body), MAX_ERROR_BODY))
     })
 }
 
@@ -222,10 +203,7 @@ fn pct_encode(s: &str) -> String {
 
 /// splitmix64: a stateless, deterministic "random" number per (seed, i).
 fn rand_at(seed: u64, i: usize) -> u64 {
-    let mut z = seed
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(i as u64)
-        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -273,13 +251,7 @@ fn stats<'a>(samples: impl Iterator<Item = &'a Sample>) -> Stats {
         let rank = ((p / 100.0) * lat.len() as f64).ceil() as usize;
         lat[rank.clamp(1, lat.len()) - 1]
     };
-    Stats {
-        requests: lat.len(),
-        errors,
-        p50: pct(50.0),
-        p99: pct(99.0),
-        max: lat.last().copied().unwrap_or_default(),
-    }
+    Stats { requests: lat.len(), errors, p50: pct(50.0), p99: pct(99.0), max: lat.last().copied().unwrap_or_default() }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -292,13 +264,7 @@ fn round2(x: f64) -> f64 {
 
 /// Runs `total` requests `f(0..total)` with `workers` concurrent workers that
 /// take request indices from a shared counter.
-async fn run_phase<F, Fut>(
-    name: &'static str,
-    total: usize,
-    workers: usize,
-    errors: &Errors,
-    f: F,
-) -> PhaseResult
+async fn run_phase<F, Fut>(name: &'static str, total: usize, workers: usize, errors: &Errors, f: F) -> PhaseResult
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
@@ -340,11 +306,7 @@ where
             Err(e) => record_error(errors, name, format!("worker task failed: {e}")),
         }
     }
-    PhaseResult {
-        name,
-        elapsed: start.elapsed(),
-        samples,
-    }
+    PhaseResult { name, elapsed: start.elapsed(), samples }
 }
 
 struct Reporter {
@@ -365,11 +327,7 @@ impl Reporter {
     fn phase(&mut self, p: &PhaseResult) {
         let st = stats(p.samples.iter());
         let secs = p.elapsed.as_secs_f64();
-        let rps = if secs > 0.0 {
-            st.requests as f64 / secs
-        } else {
-            0.0
-        };
+        let rps = if secs > 0.0 { st.requests as f64 / secs } else { 0.0 };
         if !self.json_only {
             println!(
                 "{:<18} requests {:>7}  errors {:>6}  {:>9.1} req/s  p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms",
@@ -448,10 +406,7 @@ const DAEMON_LOG_TAIL: usize = 50;
 
 impl DaemonLog {
     fn new(forward: bool) -> Self {
-        Self {
-            forward,
-            inner: Arc::default(),
-        }
+        Self { forward, inner: Arc::default() }
     }
 
     fn push(&self, line: String) {
@@ -482,10 +437,7 @@ impl DaemonLog {
 
     fn tail(&self) -> String {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.0.iter()
-            .map(|l| format!("  [scimsync] {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        g.0.iter().map(|l| format!("  [scimsync] {l}")).collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -524,13 +476,8 @@ async fn start_daemon(bin: &Path, forward: bool) -> Result<(Daemon, String, Stri
             bin.display()
         );
     }
-    let bin = bin
-        .canonicalize()
-        .with_context(|| format!("resolving {}", bin.display()))?;
-    let dir = tempfile::Builder::new()
-        .prefix("scimsync-bench-")
-        .tempdir()
-        .context("creating temp dir")?;
+    let bin = bin.canonicalize().with_context(|| format!("resolving {}", bin.display()))?;
+    let dir = tempfile::Builder::new().prefix("scimsync-bench-").tempdir().context("creating temp dir")?;
     let data_dir = dir.path().join("data");
     let cfg_path = dir.path().join("scimsync.toml");
     let cfg = format!(
@@ -607,10 +554,7 @@ async fn start_daemon(bin: &Path, forward: bool) -> Result<(Daemon, String, Stri
             }
             Ok(Ok(Some(l))) => {
                 if let Some(pos) = l.find("listening on ") {
-                    break l[pos + "listening on ".len()..]
-                        .trim()
-                        .trim_end_matches('/')
-                        .to_string();
+                    break l[pos + "listening on ".len()..].trim().trim_end_matches('/').to_string();
                 }
                 log.push(l);
             }
@@ -619,16 +563,7 @@ async fn start_daemon(bin: &Path, forward: bool) -> Result<(Daemon, String, Stri
     // Keep draining stdout so the daemon never blocks on a full pipe.
     log.drain(lines.into_inner());
 
-    Ok((
-        Daemon {
-            child,
-            pid,
-            log,
-            _dir: dir,
-        },
-        base,
-        token,
-    ))
+    Ok((Daemon { child, pid, log, _dir: dir }, base, token))
 }
 
 /// Peak resident set size (VmHWM) in KiB.
@@ -660,15 +595,9 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
     let mut extra = serde_json::Map::new();
 
     // 1. create_users
-    let ids: Arc<Vec<OnceLock<String>>> =
-        Arc::new((0..args.users).map(|_| OnceLock::new()).collect());
+    let ids: Arc<Vec<OnceLock<String>>> = Arc::new((0..args.users).map(|_| OnceLock::new()).collect());
     {
-        let (client, base, ids, off) = (
-            ctx.client.clone(),
-            ctx.base.clone(),
-            ids.clone(),
-            args.user_offset,
-        );
+        let (client, base, ids, off) = (ctx.client.clone(), ctx.base.clone(), ids.clone(), args.user_offset);
         let p = run_phase("create_users", args.users, conns, &ctx.errors, move |k| {
             let (client, base, ids) = (client.clone(), base.clone(), ids.clone());
             async move {
@@ -682,12 +611,7 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
                     "active": true
                 });
                 let what = "POST /Users";
-                let resp = send(
-                    client.post(format!("{base}/Users")).body(body.to_string()),
-                    what,
-                    &[201],
-                )
-                .await?;
+                let resp = send(client.post(format!("{base}/Users")).body(body.to_string()), what, &[201]).await?;
                 let v = parse_json(what, &resp)?;
                 match v.get("id").and_then(Value::as_str) {
                     Some(id) => {
@@ -706,10 +630,7 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
     }
     // (user number i, id) of the users that exist.
     let users: Arc<Vec<(usize, String)>> = Arc::new(
-        ids.iter()
-            .enumerate()
-            .filter_map(|(k, id)| id.get().map(|id| (k + args.user_offset, id.clone())))
-            .collect(),
+        ids.iter().enumerate().filter_map(|(k, id)| id.get().map(|id| (k + args.user_offset, id.clone()))).collect(),
     );
     extra.insert("users_created".into(), json!(users.len()));
     if users.is_empty() {
@@ -719,24 +640,15 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
 
     // 2. lookup_username
     {
-        let (client, base, users, seed) = (
-            ctx.client.clone(),
-            ctx.base.clone(),
-            users.clone(),
-            args.seed,
-        );
+        let (client, base, users, seed) = (ctx.client.clone(), ctx.base.clone(), users.clone(), args.seed);
         let p = run_phase("lookup_username", args.ops, conns, &ctx.errors, move |k| {
             let (client, base) = (client.clone(), base.clone());
             let i = users[(rand_at(seed ^ 0x10, k) % users.len() as u64) as usize].0;
             async move {
                 let filter = format!("userName eq \"user{i}@example.com\"");
                 let what = "GET /Users?filter=userName eq";
-                let resp = send(
-                    client.get(format!("{base}/Users?filter={}", pct_encode(&filter))),
-                    what,
-                    &[200],
-                )
-                .await?;
+                let resp =
+                    send(client.get(format!("{base}/Users?filter={}", pct_encode(&filter))), what, &[200]).await?;
                 let v = parse_json(what, &resp)?;
                 match v.get("totalResults").and_then(Value::as_u64) {
                     Some(1) => Ok(()),
@@ -753,12 +665,7 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
 
     // 3. patch_users
     {
-        let (client, base, users, seed) = (
-            ctx.client.clone(),
-            ctx.base.clone(),
-            users.clone(),
-            args.seed,
-        );
+        let (client, base, users, seed) = (ctx.client.clone(), ctx.base.clone(), users.clone(), args.seed);
         let p = run_phase("patch_users", args.ops, conns, &ctx.errors, move |k| {
             let client = client.clone();
             let id = &users[(rand_at(seed ^ 0x20, k) % users.len() as u64) as usize].1;
@@ -768,15 +675,7 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
                 "schemas": [PATCH_SCHEMA],
                 "Operations": [{"op": "replace", "path": "active", "value": k % 2 == 1}]
             });
-            async move {
-                send(
-                    client.patch(url).body(body.to_string()),
-                    "PATCH /Users/{id}",
-                    &[200],
-                )
-                .await
-                .map(|_| ())
-            }
+            async move { send(client.patch(url).body(body.to_string()), "PATCH /Users/{id}", &[200]).await.map(|_| ()) }
         })
         .await;
         rep.phase(&p);
@@ -784,17 +683,12 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
 
     // 4. list_pages
     {
-        let (client, base, n, seed) =
-            (ctx.client.clone(), ctx.base.clone(), users.len(), args.seed);
+        let (client, base, n, seed) = (ctx.client.clone(), ctx.base.clone(), users.len(), args.seed);
         let p = run_phase("list_pages", args.pages, conns, &ctx.errors, move |k| {
             let client = client.clone();
             let start = 1 + rand_at(seed ^ 0x30, k) % n as u64;
             let url = format!("{base}/Users?startIndex={start}&count=100");
-            async move {
-                send(client.get(url), "GET /Users?startIndex&count=100", &[200])
-                    .await
-                    .map(|_| ())
-            }
+            async move { send(client.get(url), "GET /Users?startIndex&count=100", &[200]).await.map(|_| ()) }
         })
         .await;
         rep.phase(&p);
@@ -822,20 +716,13 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
     let gid = match created {
         Ok(gid) => gid,
         Err(e) => {
-            rep.line(format!(
-                "group create failed, skipping group_add_members: {e}"
-            ));
+            rep.line(format!("group create failed, skipping group_add_members: {e}"));
             record_error(&ctx.errors, "group_add_members", e);
             return Ok(Value::Object(extra));
         }
     };
     let failed_adds = {
-        let (client, base, users, gid2) = (
-            ctx.client.clone(),
-            ctx.base.clone(),
-            users.clone(),
-            gid.clone(),
-        );
+        let (client, base, users, gid2) = (ctx.client.clone(), ctx.base.clone(), users.clone(), gid.clone());
         let url: Arc<str> = format!("{base}/Groups/{gid2}").into();
         let p = run_phase("group_add_members", members, conns, &ctx.errors, move |k| {
             let (client, url) = (client.clone(), url.clone());
@@ -844,13 +731,9 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
                 "Operations": [{"op": "add", "path": "members", "value": [{"value": users[k].1}]}]
             });
             async move {
-                send(
-                    client.patch(&*url).body(body.to_string()),
-                    "PATCH /Groups/{id} add member",
-                    &[200, 204],
-                )
-                .await
-                .map(|_| ())
+                send(client.patch(&*url).body(body.to_string()), "PATCH /Groups/{id} add member", &[200, 204])
+                    .await
+                    .map(|_| ())
             }
         })
         .await;
@@ -859,26 +742,17 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
         stats(p.samples.iter()).errors
     };
     // Sanity check (not timed): did every add land?
-    let check = send(
-        ctx.client.get(format!("{}/Groups/{gid}", ctx.base)),
-        "GET /Groups/{id}",
-        &[200],
-    )
-    .await
-    .and_then(|b| parse_json("GET /Groups/{id}", &b));
+    let check = send(ctx.client.get(format!("{}/Groups/{gid}", ctx.base)), "GET /Groups/{id}", &[200])
+        .await
+        .and_then(|b| parse_json("GET /Groups/{id}", &b));
     match check {
         Ok(v) => {
-            let n = v
-                .get("members")
-                .and_then(Value::as_array)
-                .map_or(0, |m| m.len());
+            let n = v.get("members").and_then(Value::as_array).map_or(0, |m| m.len());
             // Each successful add added a distinct user, so anything else means
             // lost or duplicated updates.
             let ok_adds = members - failed_adds;
             let flag = if n == ok_adds { "" } else { "  <-- MISMATCH" };
-            rep.line(format!(
-                "group bench-big has {n} members ({ok_adds} of {members} adds succeeded){flag}"
-            ));
+            rep.line(format!("group bench-big has {n} members ({ok_adds} of {members} adds succeeded){flag}"));
             extra.insert("group_members_final".into(), json!(n));
             extra.insert("group_adds_succeeded".into(), json!(ok_adds));
         }
@@ -893,10 +767,7 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("loadgen: error: starting the tokio runtime: {e}");
@@ -925,8 +796,7 @@ async fn real_main(args: Args) -> Result<()> {
     let mut headers = HeaderMap::new();
     headers.insert(
         AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {token}"))
-            .context("token is not a valid header value")?,
+        HeaderValue::from_str(&format!("Bearer {token}")).context("token is not a valid header value")?,
     );
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
     let client = reqwest::Client::builder()
@@ -936,16 +806,8 @@ async fn real_main(args: Args) -> Result<()> {
         .build()
         .context("building HTTP client")?;
 
-    let ctx = Ctx {
-        client,
-        base: base.clone().into(),
-        errors: Arc::default(),
-    };
-    let mut rep = Reporter {
-        json_only: args.json,
-        phases: Vec::new(),
-        buckets: Vec::new(),
-    };
+    let ctx = Ctx { client, base: base.clone().into(), errors: Arc::default() };
+    let mut rep = Reporter { json_only: args.json, phases: Vec::new(), buckets: Vec::new() };
     rep.line(format!(
         "scimsync bench: {base}  connections={} users={} ops={} pages={} group_members={}",
         args.connections, args.users, args.ops, args.pages, args.group_members
@@ -968,9 +830,7 @@ async fn real_main(args: Args) -> Result<()> {
     }
 
     if let Some(n) = daemon_log_lines.filter(|&n| n > 0 && !args.daemon_output) {
-        rep.line(format!(
-            "daemon wrote {n} log lines (see them with --daemon-output)"
-        ));
+        rep.line(format!("daemon wrote {n} log lines (see them with --daemon-output)"));
     }
 
     let log = ctx.errors.lock().unwrap_or_else(|e| e.into_inner());
@@ -982,10 +842,7 @@ async fn real_main(args: Args) -> Result<()> {
             error_samples.push(json!({"phase": s.phase, "count": s.count, "error": s.text}));
         }
         if log.other > 0 {
-            rep.line(format!(
-                "  ... and {} more errors of other kinds",
-                log.other
-            ));
+            rep.line(format!("  ... and {} more errors of other kinds", log.other));
         }
     }
 

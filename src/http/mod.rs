@@ -50,7 +50,9 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: Cancel
     warp::serve(routes).incoming(listener).graceful(async move { shutdown.cancelled().await }).run().await;
 }
 
-fn routes(state: Arc<ApiState>) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+fn routes(
+    state: Arc<ApiState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let st = state.clone();
     let scim = warp::path("scim")
         .and(warp::path("v2"))
@@ -65,9 +67,8 @@ fn routes(state: Arc<ApiState>) -> impl Filter<Extract = (warp::reply::Response,
                 tail.as_str().split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
             async move { handle(st, method, segments, query, headers, body).await }
         });
-    let fallback = warp::any().map(|| {
-        respond::error(&ScimError::not_found("no such endpoint; the SCIM API is under /scim/v2"), None)
-    });
+    let fallback = warp::any()
+        .map(|| respond::error(&ScimError::not_found("no such endpoint; the SCIM API is under /scim/v2"), None));
     // The fallback never rejects, so no rejection escapes to warp's default (non-SCIM) body.
     scim.or(fallback).unify()
 }
@@ -107,9 +108,8 @@ async fn read_body(
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send,
     limit: u64,
 ) -> Result<Bytes, ScimError> {
-    let too_large = || {
-        ScimError::new(StatusCode::PAYLOAD_TOO_LARGE.as_u16(), None, format!("request body exceeds {limit} bytes"))
-    };
+    let too_large =
+        || ScimError::new(StatusCode::PAYLOAD_TOO_LARGE.as_u16(), None, format!("request body exceeds {limit} bytes"));
     let drain_cap = limit.saturating_mul(DRAIN_FACTOR);
     let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > drain_cap) {
@@ -119,7 +119,8 @@ async fn read_body(
     let mut seen: u64 = 0;
     let mut body = std::pin::pin!(body);
     while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|e| ScimError::invalid_syntax(format!("could not read the request body: {e}")))?;
+        let mut chunk =
+            chunk.map_err(|e| ScimError::invalid_syntax(format!("could not read the request body: {e}")))?;
         seen += chunk.remaining() as u64;
         if seen > drain_cap {
             break;

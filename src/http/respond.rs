@@ -57,7 +57,9 @@ pub fn error(e: &ScimError, request_id: Option<&str>) -> Response {
 pub fn service_error(e: &ServiceError) -> Response {
     match e {
         ServiceError::Scim(s) => error(s, None),
-        ServiceError::Unavailable(why) => error(&ScimError::new(503, None, format!("service unavailable: {why}")), None),
+        ServiceError::Unavailable(why) => {
+            error(&ScimError::new(503, None, format!("service unavailable: {why}")), None)
+        }
         ServiceError::Internal(msg) => {
             let id = uuid::Uuid::new_v4().simple().to_string();
             tracing::error!(request_id = %id, error = %msg, "internal error");

@@ -96,7 +96,8 @@ async fn route(state: &ApiState, req: &Request) -> Reply {
         [s] => match kind_of(s) {
             Some(kind) => match *m {
                 Method::GET => {
-                    let q = ListQuery::from_pairs(query_pairs(&req.query)?.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+                    let q =
+                        ListQuery::from_pairs(query_pairs(&req.query)?.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
                     list(state, kind, q).await
                 }
                 Method::POST => create(state, req, kind).await,
@@ -156,7 +157,8 @@ fn parse_json(req: &Request) -> Result<Value, ScimError> {
     if req.body.iter().all(u8::is_ascii_whitespace) {
         return Err(ScimError::invalid_syntax("the request body is empty; a JSON object is required"));
     }
-    serde_json::from_slice(&req.body).map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
+    serde_json::from_slice(&req.body)
+        .map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
 }
 
 fn if_match(req: &Request) -> Option<u64> {
@@ -173,7 +175,10 @@ fn with_resource(status: StatusCode, state: &ApiState, res: &Resource, proj: &Pr
 }
 
 fn load_for(kind: ResourceKind, proj: &Projection) -> Load {
-    Load { members: kind == ResourceKind::Group && proj.wants("members"), groups: kind == ResourceKind::User && proj.wants("groups") }
+    Load {
+        members: kind == ResourceKind::Group && proj.wants("members"),
+        groups: kind == ResourceKind::User && proj.wants("groups"),
+    }
 }
 
 async fn create(state: &ApiState, req: &Request, kind: ResourceKind) -> Reply {
@@ -237,7 +242,12 @@ async fn patch(state: &ApiState, req: &Request, kind: ResourceKind, id: &str) ->
 }
 
 /// Writes return a group without its members; load them when the reply shows them.
-async fn reload_if_needed(state: &ApiState, kind: ResourceKind, res: Resource, proj: &Projection) -> Result<Resource, ServiceError> {
+async fn reload_if_needed(
+    state: &ApiState,
+    kind: ResourceKind,
+    res: Resource,
+    proj: &Projection,
+) -> Result<Resource, ServiceError> {
     if kind == ResourceKind::Group && res.members.is_none() && proj.wants("members") {
         return state.service.get(kind, &res.id, load_for(kind, proj)).await;
     }
@@ -246,7 +256,12 @@ async fn reload_if_needed(state: &ApiState, kind: ResourceKind, res: Resource, p
 
 async fn list(state: &ApiState, kind: ResourceKind, q: ListQuery) -> Reply {
     let proj = Projection::new(q.attributes.clone(), q.excluded_attributes.clone());
-    let lreq = ListRequest { filter: q.filter.clone(), start_index: q.start_index, count: q.count, load: load_for(kind, &proj) };
+    let lreq = ListRequest {
+        filter: q.filter.clone(),
+        start_index: q.start_index,
+        count: q.count,
+        load: load_for(kind, &proj),
+    };
     let page = state.service.list(kind, lreq).await?;
     let items: Vec<Value> = page.resources.iter().map(|r| resource::render(r, &state.base_url, &proj)).collect();
     Ok(respond::json(StatusCode::OK, &list_response(page.total, q.start_index.max(1), items)))
@@ -262,11 +277,21 @@ async fn search_all(state: &ApiState, req: &Request) -> Reply {
     let mut items = Vec::new();
     for kind in [ResourceKind::User, ResourceKind::Group] {
         let remaining = want.saturating_sub(items.len() as u64) as u32;
-        let lreq = ListRequest { filter: q.filter.clone(), start_index: offset + 1, count: Some(remaining), load: load_for(kind, &proj) };
+        let lreq = ListRequest {
+            filter: q.filter.clone(),
+            start_index: offset + 1,
+            count: Some(remaining),
+            load: load_for(kind, &proj),
+        };
         let page = match state.service.list(kind, lreq).await {
             Ok(p) => p,
             // An attribute only one resource type has: that type simply matches nothing.
-            Err(ServiceError::Scim(e)) if e.scim_type == Some(crate::scim::ScimType::InvalidFilter) && e.detail.contains("unknown attribute") => continue,
+            Err(ServiceError::Scim(e))
+                if e.scim_type == Some(crate::scim::ScimType::InvalidFilter)
+                    && e.detail.contains("unknown attribute") =>
+            {
+                continue;
+            }
             Err(e) => return Err(e),
         };
         total += page.total;

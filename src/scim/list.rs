@@ -27,7 +27,8 @@ fn split_list(s: &str) -> Vec<String> {
 /// Parse a count: negative counts mean 0 (RFC 7644 §3.4.2.4), and a count larger than we
 /// serve is capped later by the caller.
 fn parse_count(s: &str) -> Result<u32, ScimError> {
-    let n: i64 = s.trim().parse().map_err(|_| ScimError::invalid_value(format!("count must be an integer, got {s:?}")))?;
+    let n: i64 =
+        s.trim().parse().map_err(|_| ScimError::invalid_value(format!("count must be an integer, got {s:?}")))?;
     Ok(n.clamp(0, u32::MAX as i64) as u32)
 }
 
@@ -59,7 +60,8 @@ impl ListQuery {
 
     /// From a `SearchRequest` body (RFC 7644 §3.4.3).
     pub fn from_search_body(body: &Value) -> Result<Self, ScimError> {
-        let obj = body.as_object().ok_or_else(|| ScimError::invalid_syntax("the search request must be a JSON object"))?;
+        let obj =
+            body.as_object().ok_or_else(|| ScimError::invalid_syntax("the search request must be a JSON object"))?;
         let mut q = ListQuery { start_index: 1, ..Default::default() };
         for (k, v) in obj {
             let key = k.to_ascii_lowercase();
@@ -83,7 +85,9 @@ impl ListQuery {
                 }
             };
             match key.as_str() {
-                "filter" => q.filter = Some(as_text().ok_or_else(|| ScimError::invalid_value("filter must be a string"))?),
+                "filter" => {
+                    q.filter = Some(as_text().ok_or_else(|| ScimError::invalid_value("filter must be a string"))?)
+                }
                 "startindex" => q.start_index = parse_start(&as_text().unwrap_or_default())?,
                 "count" => q.count = Some(parse_count(&as_text().unwrap_or_default())?),
                 "attributes" => q.attributes = as_list()?,

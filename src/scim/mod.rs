@@ -3,7 +3,7 @@
 //! quirk normalisation and §3.12 errors.
 //!
 //! Owns: turning wire JSON and query text into `model` types and back. Must not touch:
-//! SQLite, warp, reqwest, tokio I/O, `store`, `config`.
+//! the database, HTTP servers or clients, async I/O, the store, the config.
 
 pub mod error;
 pub mod filter;

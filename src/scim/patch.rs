@@ -138,23 +138,15 @@ pub struct PatchEffect {
 /// meant some other message.
 pub fn parse_request(kind: ResourceKind, body: &Value) -> Result<Vec<PatchOp>, ScimError> {
     let Value::Object(obj) = body else {
-        return Err(ScimError::invalid_syntax(
-            "the PATCH body must be a JSON object (RFC 7644 §3.5.2)",
-        ));
+        return Err(ScimError::invalid_syntax("the PATCH body must be a JSON object (RFC 7644 §3.5.2)"));
     };
-    let is_patch_op = |v: &Value| {
-        v.as_str()
-            .is_some_and(|s| s.trim().eq_ignore_ascii_case(schema::PATCH_OP))
-    };
+    let is_patch_op = |v: &Value| v.as_str().is_some_and(|s| s.trim().eq_ignore_ascii_case(schema::PATCH_OP));
     match get_ci(obj, "schemas") {
         None => {}
         Some(Value::Array(a)) if a.iter().any(is_patch_op) => {}
         Some(v) if is_patch_op(v) => {}
         Some(_) => {
-            return Err(ScimError::invalid_syntax(format!(
-                "schemas must contain \"{}\"",
-                schema::PATCH_OP
-            )));
+            return Err(ScimError::invalid_syntax(format!("schemas must contain \"{}\"", schema::PATCH_OP)));
         }
     }
     let ops = match get_ci(obj, "Operations") {
@@ -163,9 +155,7 @@ pub fn parse_request(kind: ResourceKind, body: &Value) -> Result<Vec<PatchOp>, S
         None => return Err(ScimError::invalid_syntax("the PATCH body has no Operations")),
     };
     if ops.is_empty() {
-        return Err(ScimError::invalid_syntax(
-            "Operations must contain at least one operation",
-        ));
+        return Err(ScimError::invalid_syntax("Operations must contain at least one operation"));
     }
     if ops.len() > MAX_OPERATIONS {
         return Err(ScimError::too_many(format!(
@@ -173,10 +163,7 @@ pub fn parse_request(kind: ResourceKind, body: &Value) -> Result<Vec<PatchOp>, S
             ops.len()
         )));
     }
-    ops.iter()
-        .enumerate()
-        .map(|(i, op)| parse_op(kind, op).map_err(|e| at_op(i, e)))
-        .collect()
+    ops.iter().enumerate().map(|(i, op)| parse_op(kind, op).map_err(|e| at_op(i, e))).collect()
 }
 
 fn parse_op(kind: ResourceKind, v: &Value) -> Result<PatchOp, ScimError> {
@@ -187,9 +174,7 @@ fn parse_op(kind: ResourceKind, v: &Value) -> Result<PatchOp, ScimError> {
         Some(Value::String(s)) => PatchOpKind::parse(s)
             .ok_or_else(|| ScimError::invalid_syntax(format!("op {s:?} is not \"add\", \"remove\" or \"replace\"")))?,
         _ => {
-            return Err(ScimError::invalid_syntax(
-                "op must be \"add\", \"remove\" or \"replace\"",
-            ));
+            return Err(ScimError::invalid_syntax("op must be \"add\", \"remove\" or \"replace\""));
         }
     };
     let path = match get_ci(obj, "path") {
@@ -231,15 +216,8 @@ fn parse_op(kind: ResourceKind, v: &Value) -> Result<PatchOp, ScimError> {
 fn parse_path(kind: ResourceKind, text: &str) -> Result<PatchPath, ScimError> {
     let text = text.trim();
     if let Some(urn) = extension_urn(kind, text) {
-        let attr = AttrPath {
-            urn: Some(urn.to_string()),
-            ..AttrPath::default()
-        };
-        return Ok(PatchPath {
-            attr,
-            filter: None,
-            filter_sub: None,
-        });
+        let attr = AttrPath { urn: Some(urn.to_string()), ..AttrPath::default() };
+        return Ok(PatchPath { attr, filter: None, filter_sub: None });
     }
     let mut path = filter::parse_path(text).map_err(|e| e.into_path_error())?;
     // Before the schema: `id` and `meta` may not be schema attributes there, and the client
@@ -282,10 +260,7 @@ pub fn apply(
     work.retain(|_, v| prune(v));
     let attrs_changed = work != *attrs;
     *attrs = work;
-    Ok(PatchEffect {
-        members: state.into_delta(),
-        attrs_changed,
-    })
+    Ok(PatchEffect { members: state.into_delta(), attrs_changed })
 }
 
 fn apply_op(
@@ -369,16 +344,10 @@ fn classify(kind: ResourceKind, path: &PatchPath) -> Result<Target<'_>, ScimErro
         return Err(ScimError::mutability(format!("{} is read-only", def.name)));
     }
     if attr.sub.is_some() && path.filter.is_some() {
-        return Err(ScimError::invalid_path(format!(
-            "{}: a sub-attribute goes after the filter",
-            display_path(path)
-        )));
+        return Err(ScimError::invalid_path(format!("{}: a sub-attribute goes after the filter", display_path(path))));
     }
     if path.filter_sub.is_some() && path.filter.is_none() {
-        return Err(ScimError::invalid_path(format!(
-            "{}: sub-attribute without a filter",
-            display_path(path)
-        )));
+        return Err(ScimError::invalid_path(format!("{}: sub-attribute without a filter", display_path(path))));
     }
     let sub_name = path.filter_sub.as_deref().or(attr.sub.as_deref());
     if kind == ResourceKind::Group && ext.is_none() && def.name.eq_ignore_ascii_case("members") {
@@ -392,11 +361,7 @@ fn classify(kind: ResourceKind, path: &PatchPath) -> Result<Target<'_>, ScimErro
         return Ok(Target::Members(path.filter.as_ref()));
     }
     if path.filter.is_some() && !def.multi_valued {
-        return Err(ScimError::invalid_path(format!(
-            "{}: {} is not multi-valued",
-            display_path(path),
-            def.name
-        )));
+        return Err(ScimError::invalid_path(format!("{}: {} is not multi-valued", display_path(path), def.name)));
     }
     let sub = match sub_name {
         None => None,
@@ -410,12 +375,7 @@ fn classify(kind: ResourceKind, path: &PatchPath) -> Result<Target<'_>, ScimErro
             Some(sd)
         }
     };
-    Ok(Target::Attr(AttrTarget {
-        ext,
-        def,
-        sub,
-        filter: path.filter.as_ref(),
-    }))
+    Ok(Target::Attr(AttrTarget { ext, def, sub, filter: path.filter.as_ref() }))
 }
 
 fn apply_path(
@@ -463,23 +423,11 @@ fn apply_extension(
                 if def.mutability == Mutability::ReadOnly {
                     return Err(ScimError::mutability(format!("{urn}:{} is read-only", def.name)));
                 }
-                apply_attr(
-                    work,
-                    op,
-                    &AttrTarget {
-                        ext: Some(urn),
-                        def,
-                        sub: None,
-                        filter: None,
-                    },
-                    Some(v),
-                )?;
+                apply_attr(work, op, &AttrTarget { ext: Some(urn), def, sub: None, filter: None }, Some(v))?;
             }
             Ok(())
         }
-        Some(_) => Err(ScimError::invalid_value(format!(
-            "the value for {urn} must be an object"
-        ))),
+        Some(_) => Err(ScimError::invalid_value(format!("the value for {urn} must be an object"))),
     }
 }
 
@@ -660,21 +608,13 @@ fn apply_filtered(
     }
     let v = need_value(op, value)?;
     let Some(arr) = array_mut(m, key) else { return Ok(()) };
-    let hits: Vec<usize> = arr
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| filter::matches(f, e))
-        .map(|(i, _)| i)
-        .collect();
+    let hits: Vec<usize> = arr.iter().enumerate().filter(|(_, e)| filter::matches(f, e)).map(|(i, _)| i).collect();
     let touched = if hits.is_empty() {
         // RFC 7644 §3.5.2.3: no match is noTarget. But Entra and Okta address a typed slot
         // that may not exist yet (`phoneNumbers[type eq "mobile"].value`) and mean "set
         // it", so a filter that pins `type` describes the element to create.
         let Some(mut elem) = element_from_filter(def, f) else {
-            return Err(ScimError::no_target(format!(
-                "the filter on {} matched no value",
-                def.name
-            )));
+            return Err(ScimError::no_target(format!("the filter on {} matched no value", def.name)));
         };
         write_element(&mut elem, def, sub, v)?;
         arr.push(Value::Object(elem));
@@ -732,10 +672,7 @@ fn element_from_filter(def: &AttributeDef, f: &Filter) -> Option<Map<String, Val
     }
     let mut elem = Map::new();
     for (name, lit) in found {
-        let name = def
-            .sub(name)
-            .map(|s| s.name.to_string())
-            .unwrap_or_else(|| name.to_string());
+        let name = def.sub(name).map(|s| s.name.to_string()).unwrap_or_else(|| name.to_string());
         elem.insert(name, literal_value(lit));
     }
     Some(elem)
@@ -800,9 +737,7 @@ fn value_matches(def: &AttributeDef, elem: &Value, item: &Value) -> bool {
             }
             let given: Vec<_> = it.iter().filter(|(_, v)| !v.is_null()).collect();
             !given.is_empty()
-                && given
-                    .iter()
-                    .all(|(k, want)| get_ci(el, k).is_some_and(|have| scalar_eq(false, have, want)))
+                && given.iter().all(|(k, want)| get_ci(el, k).is_some_and(|have| scalar_eq(false, have, want)))
         }
         Value::Null => false,
         scalar => match elem {
@@ -921,16 +856,10 @@ fn set_or_clear(o: &mut Map<String, Value>, key: &str, v: &Value) {
 /// Checked on the attribute and, for a single-valued complex one, its sub-attributes.
 fn check_mutability(def: &AttributeDef, before: Option<&Value>, after: Option<&Value>) -> Result<(), ScimError> {
     if def.mutability == Mutability::Immutable && assigned(before) && !same_value(def.case_exact, before, after) {
-        return Err(ScimError::mutability(format!(
-            "{} is immutable and already has a value",
-            def.name
-        )));
+        return Err(ScimError::mutability(format!("{} is immutable and already has a value", def.name)));
     }
     if def.required && assigned(before) && !assigned(after) {
-        return Err(ScimError::mutability(format!(
-            "{} is required and cannot be removed",
-            def.name
-        )));
+        return Err(ScimError::mutability(format!("{} is required and cannot be removed", def.name)));
     }
     if !def.multi_valued && def.ty == AttrType::Complex {
         for s in &def.sub_attributes {
@@ -987,11 +916,7 @@ fn prune(v: &mut Value) -> bool {
 /// delta; with it, the list is edited and diffed at the end (needed to evaluate filters).
 enum MemberState {
     Delta(MemberDelta),
-    Full {
-        original: Vec<MemberRef>,
-        current: Vec<MemberRef>,
-        display: Vec<(String, String)>,
-    },
+    Full { original: Vec<MemberRef>, current: Vec<MemberRef>, display: Vec<(String, String)> },
 }
 
 impl MemberState {
@@ -1000,23 +925,10 @@ impl MemberState {
             None => MemberState::Delta(MemberDelta::default()),
             Some(ms) => {
                 // `display` stays `None`: the stored one is derived on read, not sent by the IdP.
-                let original: Vec<MemberRef> = ms
-                    .iter()
-                    .map(|m| MemberRef {
-                        id: m.id.clone(),
-                        kind: Some(m.kind),
-                        display: None,
-                    })
-                    .collect();
-                let display = ms
-                    .iter()
-                    .filter_map(|m| Some((m.id.clone(), m.display.clone()?)))
-                    .collect();
-                MemberState::Full {
-                    current: original.clone(),
-                    original,
-                    display,
-                }
+                let original: Vec<MemberRef> =
+                    ms.iter().map(|m| MemberRef { id: m.id.clone(), kind: Some(m.kind), display: None }).collect();
+                let display = ms.iter().filter_map(|m| Some((m.id.clone(), m.display.clone()?))).collect();
+                MemberState::Full { current: original.clone(), original, display }
             }
         }
     }
@@ -1071,10 +983,7 @@ impl MemberState {
                     return Err(ScimError::invalid_path("members is not in the Group schema").into());
                 };
                 let mut tmp = Map::new();
-                tmp.insert(
-                    "members".into(),
-                    Value::Array(current.iter().map(|m| member_json(m, display)).collect()),
-                );
+                tmp.insert("members".into(), Value::Array(current.iter().map(|m| member_json(m, display)).collect()));
                 apply_filtered(&mut tmp, "members", def, f, None, op, value)?;
                 let mut edited = match tmp.get("members") {
                     Some(v) => parse_members(v)?,
@@ -1130,13 +1039,7 @@ impl MemberState {
     fn replace(&mut self, list: Vec<MemberRef>) {
         let list = dedup_members(list);
         match self {
-            MemberState::Delta(d) => {
-                *d = MemberDelta {
-                    replace: Some(list),
-                    add: Vec::new(),
-                    remove: Vec::new(),
-                }
-            }
+            MemberState::Delta(d) => *d = MemberDelta { replace: Some(list), add: Vec::new(), remove: Vec::new() },
             MemberState::Full { current, .. } => *current = list,
         }
     }
@@ -1149,16 +1052,8 @@ impl MemberState {
                 let was: HashSet<&str> = original.iter().map(|m| m.id.as_str()).collect();
                 MemberDelta {
                     replace: None,
-                    add: current
-                        .iter()
-                        .filter(|m| !was.contains(m.id.as_str()))
-                        .cloned()
-                        .collect(),
-                    remove: original
-                        .iter()
-                        .filter(|m| !now.contains(m.id.as_str()))
-                        .map(|m| m.id.clone())
-                        .collect(),
+                    add: current.iter().filter(|m| !was.contains(m.id.as_str())).cloned().collect(),
+                    remove: original.iter().filter(|m| !now.contains(m.id.as_str())).map(|m| m.id.clone()).collect(),
                 }
             }
         }
@@ -1227,9 +1122,7 @@ fn parse_members(v: &Value) -> Result<Vec<MemberRef>, ScimError> {
         Value::Array(a) => a.iter().collect(),
         Value::Object(_) => vec![v],
         _ => {
-            return Err(ScimError::invalid_value(
-                "members must be a list of objects with a \"value\"",
-            ));
+            return Err(ScimError::invalid_value("members must be a list of objects with a \"value\""));
         }
     };
     items
@@ -1237,16 +1130,12 @@ fn parse_members(v: &Value) -> Result<Vec<MemberRef>, ScimError> {
         .filter(|m| !m.is_null())
         .map(|m| {
             let Value::Object(obj) = m else {
-                return Err(ScimError::invalid_value(
-                    "each member must be an object with a \"value\"",
-                ));
+                return Err(ScimError::invalid_value("each member must be an object with a \"value\""));
             };
             let id = match get_ci(obj, "value") {
                 Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
                 _ => {
-                    return Err(ScimError::invalid_value(
-                        "each member needs a \"value\": the id of a user or group",
-                    ));
+                    return Err(ScimError::invalid_value("each member needs a \"value\": the id of a user or group"));
                 }
             };
             let kind = match get_ci(obj, "type") {
@@ -1273,8 +1162,7 @@ fn parse_members(v: &Value) -> Result<Vec<MemberRef>, ScimError> {
 /// Look a key up case-insensitively (RFC 7643 §2.1: attribute names are case-insensitive),
 /// preferring an exact match.
 fn get_ci<'a>(m: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    m.get(name)
-        .or_else(|| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+    m.get(name).or_else(|| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
 }
 
 /// Rename a key stored in another spelling to the canonical one, so every later lookup can
@@ -1316,10 +1204,7 @@ fn need_value(op: PatchOpKind, value: Option<&Value>) -> Result<&Value, ScimErro
 
 /// The canonical spelling of `text` if it names one of `kind`'s schema extensions.
 fn extension_urn(kind: ResourceKind, text: &str) -> Option<&'static str> {
-    schema::extension_urns(kind)
-        .iter()
-        .find(|u| u.eq_ignore_ascii_case(text))
-        .copied()
+    schema::extension_urns(kind).iter().find(|u| u.eq_ignore_ascii_case(text)).copied()
 }
 
 /// `id`, `meta` and `schemas` belong to the server (RFC 7643 §3.1).
@@ -1328,15 +1213,9 @@ fn is_server_key(key: &str) -> bool {
 }
 
 fn check_server_owned(kind: ResourceKind, attr: &AttrPath) -> Result<(), ScimError> {
-    let core = attr
-        .urn
-        .as_deref()
-        .is_none_or(|u| u.eq_ignore_ascii_case(schema::core_urn(kind)));
+    let core = attr.urn.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(schema::core_urn(kind)));
     if core && is_server_key(&attr.name) {
-        return Err(ScimError::mutability(format!(
-            "{} is set by the server and cannot be patched",
-            attr.name
-        )));
+        return Err(ScimError::mutability(format!("{} is set by the server and cannot be patched", attr.name)));
     }
     Ok(())
 }
@@ -1364,17 +1243,11 @@ fn display_path(p: &PatchPath) -> String {
 
 /// Name the operation in the error, so an operator can find it in a 50-operation request.
 fn at_op(i: usize, e: ScimError) -> ScimError {
-    ScimError {
-        detail: format!("Operations[{i}]: {}", e.detail),
-        ..e
-    }
+    ScimError { detail: format!("Operations[{i}]: {}", e.detail), ..e }
 }
 
 fn in_key(key: &str, e: ScimError) -> ScimError {
-    ScimError {
-        detail: format!("value key {key:?}: {}", e.detail),
-        ..e
-    }
+    ScimError { detail: format!("value key {key:?}: {}", e.detail), ..e }
 }
 
 #[cfg(test)]
@@ -1413,19 +1286,11 @@ mod tests {
     }
 
     fn mref(id: &str, kind: Option<ResourceKind>) -> MemberRef {
-        MemberRef {
-            id: id.into(),
-            kind,
-            display: None,
-        }
+        MemberRef { id: id.into(), kind, display: None }
     }
 
     fn member(id: &str, kind: ResourceKind) -> Member {
-        Member {
-            id: id.into(),
-            kind,
-            display: Some(format!("{id} name")),
-        }
+        Member { id: id.into(), kind, display: Some(format!("{id} name")) }
     }
 
     /// Attribute edits: `before` + `ops` gives `after` (member-free).
@@ -1748,16 +1613,8 @@ mod tests {
             {"display": "Babs Jensen", "$ref": format!("https://example.com/v2/Users/{babs}"), "value": babs},
             {"display": "James Smith", "$ref": format!("https://example.com/v2/Users/{james}"), "value": james}]);
         let rfc_refs = vec![
-            MemberRef {
-                id: babs.into(),
-                kind: None,
-                display: Some("Babs Jensen".into()),
-            },
-            MemberRef {
-                id: james.into(),
-                kind: None,
-                display: Some("James Smith".into()),
-            },
+            MemberRef { id: babs.into(), kind: None, display: Some("Babs Jensen".into()) },
+            MemberRef { id: james.into(), kind: None, display: Some("James Smith".into()) },
         ];
         let g = json!({"displayName": "g"});
         let cases = vec![
@@ -1766,46 +1623,31 @@ mod tests {
                 ops: json!([{"op": "add", "path": "members", "value": [
                     {"display": "Babs Jensen", "$ref": format!("https://example.com/v2/Users/{babs}"), "value": babs}]}]),
                 after: g.clone(),
-                delta: MemberDelta {
-                    add: vec![rfc_refs[0].clone()],
-                    ..Default::default()
-                },
+                delta: MemberDelta { add: vec![rfc_refs[0].clone()], ..Default::default() },
             },
             Case {
                 name: "rfc remove all members",
                 ops: json!([{"op": "remove", "path": "members"}]),
                 after: g.clone(),
-                delta: MemberDelta {
-                    replace: Some(vec![]),
-                    ..Default::default()
-                },
+                delta: MemberDelta { replace: Some(vec![]), ..Default::default() },
             },
             Case {
                 name: "rfc remove one member by filter",
                 ops: json!([{"op": "remove", "path": format!("members[value eq \"{babs}\"]")}]),
                 after: g.clone(),
-                delta: MemberDelta {
-                    remove: vec![babs.into()],
-                    ..Default::default()
-                },
+                delta: MemberDelta { remove: vec![babs.into()], ..Default::default() },
             },
             Case {
                 name: "rfc remove all, then add two",
                 ops: json!([{"op": "remove", "path": "members"}, {"op": "add", "path": "members", "value": rfc_members}]),
                 after: g.clone(),
-                delta: MemberDelta {
-                    replace: Some(rfc_refs.clone()),
-                    ..Default::default()
-                },
+                delta: MemberDelta { replace: Some(rfc_refs.clone()), ..Default::default() },
             },
             Case {
                 name: "rfc replace members",
                 ops: json!([{"op": "replace", "path": "members", "value": rfc_members}]),
                 after: g.clone(),
-                delta: MemberDelta {
-                    replace: Some(rfc_refs.clone()),
-                    ..Default::default()
-                },
+                delta: MemberDelta { replace: Some(rfc_refs.clone()), ..Default::default() },
             },
             Case {
                 name: "okta rename: replace value with id and displayName",
@@ -1818,11 +1660,7 @@ mod tests {
                 ops: json!([{"op": "add", "path": "members", "value": [{"value": "u1", "display": "test.user@okta.local"}]}]),
                 after: g.clone(),
                 delta: MemberDelta {
-                    add: vec![MemberRef {
-                        id: "u1".into(),
-                        kind: None,
-                        display: Some("test.user@okta.local".into()),
-                    }],
+                    add: vec![MemberRef { id: "u1".into(), kind: None, display: Some("test.user@okta.local".into()) }],
                     ..Default::default()
                 },
             },
@@ -1830,58 +1668,39 @@ mod tests {
                 name: "okta remove members[value eq]",
                 ops: json!([{"op": "remove", "path": "members[value eq \"u1\"]"}]),
                 after: g.clone(),
-                delta: MemberDelta {
-                    remove: vec!["u1".into()],
-                    ..Default::default()
-                },
+                delta: MemberDelta { remove: vec!["u1".into()], ..Default::default() },
             },
             Case {
                 name: "entra Add members with $ref null and an op name",
                 ops: json!([{"name": "addMember", "op": "Add", "path": "members", "value": [{"$ref": null, "value": "u1"}]}]),
                 after: g.clone(),
-                delta: MemberDelta {
-                    add: vec![mref("u1", None)],
-                    ..Default::default()
-                },
+                delta: MemberDelta { add: vec![mref("u1", None)], ..Default::default() },
             },
             Case {
                 name: "entra Remove members by value list",
                 ops: json!([{"name": "removeMembers", "op": "Remove", "path": "members", "value": [{"$ref": null, "value": "u1"}]}]),
                 after: g.clone(),
-                delta: MemberDelta {
-                    remove: vec!["u1".into()],
-                    ..Default::default()
-                },
+                delta: MemberDelta { remove: vec!["u1".into()], ..Default::default() },
             },
             Case {
                 name: "typed members",
                 ops: json!([{"op": "add", "path": "members", "value": [{"value": "u1", "type": "user"}, {"value": "g2", "type": "Group"}]}]),
                 after: g.clone(),
-                delta: MemberDelta {
-                    add: vec![mref("u1", Some(USER)), mref("g2", Some(GROUP))],
-                    ..Default::default()
-                },
+                delta: MemberDelta { add: vec![mref("u1", Some(USER)), mref("g2", Some(GROUP))], ..Default::default() },
             },
             Case {
                 name: "add x then remove x: only the removal",
                 ops: json!([{"op": "add", "path": "members", "value": [{"value": "x"}, {"value": "y"}]},
                             {"op": "remove", "path": "members[value eq \"x\"]"}]),
                 after: g.clone(),
-                delta: MemberDelta {
-                    add: vec![mref("y", None)],
-                    remove: vec!["x".into()],
-                    ..Default::default()
-                },
+                delta: MemberDelta { add: vec![mref("y", None)], remove: vec!["x".into()], ..Default::default() },
             },
             Case {
                 name: "remove x then add x: only the addition",
                 ops: json!([{"op": "remove", "path": "members[value eq \"x\"]"},
                             {"op": "add", "path": "members", "value": [{"value": "x"}]}]),
                 after: g.clone(),
-                delta: MemberDelta {
-                    add: vec![mref("x", None)],
-                    ..Default::default()
-                },
+                delta: MemberDelta { add: vec![mref("x", None)], ..Default::default() },
             },
             Case {
                 name: "after a replace, adds and removes edit the replacement",
@@ -1889,28 +1708,19 @@ mod tests {
                             {"op": "add", "path": "members", "value": [{"value": "b"}]},
                             {"op": "remove", "path": "members[value eq \"a\" or value eq \"c\"]"}]),
                 after: g.clone(),
-                delta: MemberDelta {
-                    replace: Some(vec![mref("b", None)]),
-                    ..Default::default()
-                },
+                delta: MemberDelta { replace: Some(vec![mref("b", None)]), ..Default::default() },
             },
             Case {
                 name: "path-less replace with members and displayName",
                 ops: json!([{"op": "replace", "value": {"displayName": "h", "members": [{"value": "a", "type": "User"}]}}]),
                 after: json!({"displayName": "h"}),
-                delta: MemberDelta {
-                    replace: Some(vec![mref("a", Some(USER))]),
-                    ..Default::default()
-                },
+                delta: MemberDelta { replace: Some(vec![mref("a", Some(USER))]), ..Default::default() },
             },
             Case {
                 name: "path-less add with members",
                 ops: json!([{"op": "add", "value": {"members": [{"value": "a"}]}}]),
                 after: g.clone(),
-                delta: MemberDelta {
-                    add: vec![mref("a", None)],
-                    ..Default::default()
-                },
+                delta: MemberDelta { add: vec![mref("a", None)], ..Default::default() },
             },
         ];
         for c in cases {
@@ -1927,13 +1737,7 @@ mod tests {
         assert_eq!(run(GROUP, &g, &b, None).unwrap_err(), PatchError::NeedsMemberList);
         let list = [member("u1", USER), member("g1", GROUP), member("g2", GROUP)];
         let (_, effect) = run(GROUP, &g, &b, Some(&list)).unwrap();
-        assert_eq!(
-            effect.members,
-            MemberDelta {
-                remove: vec!["g1".into(), "g2".into()],
-                ..Default::default()
-            }
-        );
+        assert_eq!(effect.members, MemberDelta { remove: vec!["g1".into(), "g2".into()], ..Default::default() });
 
         // `display` is known to filters from the list.
         let b = body(json!([{"op": "remove", "path": "members[display sw \"u1\"]"}]));
@@ -1941,18 +1745,12 @@ mod tests {
         assert_eq!(effect.members.remove, vec!["u1".to_string()]);
 
         // With the list, everything is diffed against it.
-        let b = body(
-            json!([{"op": "add", "path": "members", "value": [{"value": "u2"}, {"value": "u1"}]},
-                            {"op": "remove", "path": "members[value eq \"g1\"]"}]),
-        );
+        let b = body(json!([{"op": "add", "path": "members", "value": [{"value": "u2"}, {"value": "u1"}]},
+                            {"op": "remove", "path": "members[value eq \"g1\"]"}]));
         let (_, effect) = run(GROUP, &g, &b, Some(&list)).unwrap();
         assert_eq!(
             effect.members,
-            MemberDelta {
-                replace: None,
-                add: vec![mref("u2", None)],
-                remove: vec!["g1".into()]
-            }
+            MemberDelta { replace: None, add: vec![mref("u2", None)], remove: vec!["g1".into()] }
         );
 
         // A filtered replace needs the list, and then finds its target or says noTarget.
@@ -1963,11 +1761,7 @@ mod tests {
         let (_, effect) = run(GROUP, &g, &b, Some(&list)).unwrap();
         assert_eq!(
             effect.members,
-            MemberDelta {
-                replace: None,
-                add: vec![mref("u9", Some(USER))],
-                remove: vec!["u1".into()]
-            }
+            MemberDelta { replace: None, add: vec![mref("u9", Some(USER))], remove: vec!["u1".into()] }
         );
         let b = body(json!([{"op": "replace", "path": "members[value eq \"nobody\"]", "value": {"value": "u9"}}]));
         let e = run(GROUP, &g, &b, Some(&list)).unwrap_err();
@@ -1985,9 +1779,7 @@ mod tests {
         }
         let user = json!({"userName": "u", "emails": [{"value": "a@x", "type": "work"}]});
         let group = json!({"displayName": "g"});
-        let too_many: Vec<Value> = (0..=MAX_OPERATIONS)
-            .map(|_| json!({"op": "remove", "path": "title"}))
-            .collect();
+        let too_many: Vec<Value> = (0..=MAX_OPERATIONS).map(|_| json!({"op": "remove", "path": "title"})).collect();
         let cases = vec![
             Case {
                 name: "body not an object",
@@ -2227,13 +2019,7 @@ mod tests {
                 Err(PatchError::Scim(e)) => {
                     assert_eq!(e.status, 400, "{}", c.name);
                     assert_eq!(e.scim_type, Some(c.ty), "{}: {}", c.name, e.detail);
-                    assert!(
-                        e.detail.contains(c.detail),
-                        "{}: {:?} lacks {:?}",
-                        c.name,
-                        e.detail,
-                        c.detail
-                    );
+                    assert!(e.detail.contains(c.detail), "{}: {:?} lacks {:?}", c.name, e.detail, c.detail);
                 }
                 other => panic!("{}: expected {:?}, got {other:?}", c.name, c.ty),
             }
@@ -2274,11 +2060,7 @@ mod tests {
     // ----- property tests -----
 
     fn email() -> impl Strategy<Value = Value> {
-        (
-            "[a-c]{1,3}@[xy]",
-            prop::sample::select(vec!["work", "home", "other"]),
-            any::<bool>(),
-        )
+        ("[a-c]{1,3}@[xy]", prop::sample::select(vec!["work", "home", "other"]), any::<bool>())
             .prop_map(|(v, t, p)| json!({"value": v, "type": t, "primary": p}))
     }
 

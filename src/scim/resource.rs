@@ -56,13 +56,13 @@ pub fn parse_members(v: &Value) -> Result<Vec<MemberRef>, ScimError> {
                 Some(Value::String(s)) if !s.is_empty() => s.clone(),
                 _ => return Err(ScimError::invalid_value("members[].value must be the id of a user or group")),
             };
-            let kind = match get("type") {
-                Some(Value::String(t)) => Some(
-                    ResourceKind::parse(t)
-                        .ok_or_else(|| ScimError::invalid_value(format!("members[].type {t:?} is not User or Group")))?,
-                ),
-                _ => None,
-            };
+            let kind =
+                match get("type") {
+                    Some(Value::String(t)) => Some(ResourceKind::parse(t).ok_or_else(|| {
+                        ScimError::invalid_value(format!("members[].type {t:?} is not User or Group"))
+                    })?),
+                    _ => None,
+                };
             let display = match get("display") {
                 Some(Value::String(d)) => Some(d.clone()),
                 _ => None,
@@ -111,7 +111,12 @@ fn is_ignored_top(key: &str, kind: ResourceKind) -> bool {
 
 /// An extension object (`"urn:...:enterprise:2.0:User": {...}`) or a URN-qualified attribute
 /// (`"urn:...:enterprise:2.0:User:department": "x"`), folded into the extension object.
-fn normalize_urn_key(kind: ResourceKind, key: &str, value: Value, out: &mut Map<String, Value>) -> Result<(), ScimError> {
+fn normalize_urn_key(
+    kind: ResourceKind,
+    key: &str,
+    value: Value,
+    out: &mut Map<String, Value>,
+) -> Result<(), ScimError> {
     if let Some(ext) = schema::extension_urns(kind).iter().find(|u| u.eq_ignore_ascii_case(key)) {
         let Value::Object(obj) = value else {
             if value.is_null() {
@@ -259,7 +264,13 @@ fn coerce_single(def: &AttributeDef, value: Value, path: &str) -> Result<Option<
         },
         AttrType::Decimal => match value {
             Value::Number(n) => Value::Number(n),
-            Value::String(s) => s.trim().parse::<f64>().ok().and_then(|f| serde_json::Number::from_f64(f)).map(Value::Number).ok_or_else(|| bad("a number"))?,
+            Value::String(s) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(|f| serde_json::Number::from_f64(f))
+                .map(Value::Number)
+                .ok_or_else(|| bad("a number"))?,
             _ => return Err(bad("a number")),
         },
         AttrType::DateTime => match value {
@@ -499,7 +510,9 @@ fn select_subs(v: Value, subs: &[String]) -> Option<Value> {
     match v {
         Value::Object(o) => Some(Value::Object(pick(o))).filter(|v| v.as_object().is_some_and(|o| !o.is_empty())),
         Value::Array(a) => Some(Value::Array(
-            a.into_iter().filter_map(|e| if let Value::Object(o) = e { Some(Value::Object(pick(o))) } else { None }).collect(),
+            a.into_iter()
+                .filter_map(|e| if let Value::Object(o) = e { Some(Value::Object(pick(o))) } else { None })
+                .collect(),
         )),
         other => Some(other),
     }

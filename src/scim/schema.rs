@@ -64,8 +64,7 @@ pub const SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
 /// Resource type resources served by `/ResourceTypes` (RFC 7643 §6).
 pub const RESOURCE_TYPE: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
 /// The service provider configuration (RFC 7643 §5).
-pub const SERVICE_PROVIDER_CONFIG: &str =
-    "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
+pub const SERVICE_PROVIDER_CONFIG: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
 
 // The SCIM side of the resource kinds. `ResourceKind` is declared in `model` (the store and
 // the outbox use it too); its wire vocabulary is declared here, where the URNs live.
@@ -225,18 +224,9 @@ fn find_named<'a>(attrs: &'a [AttributeDef], name: &str) -> Option<&'a Attribute
 const SCHEMA_FILES: [(&str, &str); 6] = [
     ("user.json", include_str!("schemas/user.json")),
     ("group.json", include_str!("schemas/group.json")),
-    (
-        "enterprise_user.json",
-        include_str!("schemas/enterprise_user.json"),
-    ),
-    (
-        "service_provider_config.json",
-        include_str!("schemas/service_provider_config.json"),
-    ),
-    (
-        "resource_type.json",
-        include_str!("schemas/resource_type.json"),
-    ),
+    ("enterprise_user.json", include_str!("schemas/enterprise_user.json")),
+    ("service_provider_config.json", include_str!("schemas/service_provider_config.json")),
+    ("resource_type.json", include_str!("schemas/resource_type.json")),
     ("schema.json", include_str!("schemas/schema.json")),
 ];
 
@@ -296,15 +286,9 @@ impl From<RawType> for AttrType {
 #[serde(deny_unknown_fields)]
 struct RawSchema {
     id: String,
-    #[allow(
-        dead_code,
-        reason = "required so that a file without it fails to load; rendered from the JSON"
-    )]
+    #[allow(dead_code, reason = "required so that a file without it fails to load; rendered from the JSON")]
     name: String,
-    #[allow(
-        dead_code,
-        reason = "required so that a file without it fails to load; rendered from the JSON"
-    )]
+    #[allow(dead_code, reason = "required so that a file without it fails to load; rendered from the JSON")]
     description: String,
     attributes: Vec<RawAttr>,
 }
@@ -335,19 +319,12 @@ impl Registry {
         let mut schemas = Vec::with_capacity(SCHEMA_FILES.len());
         for (file, text) in SCHEMA_FILES {
             let json: Value = serde_json::from_str(text).map_err(|e| format!("{file}: {e}"))?;
-            let raw: RawSchema =
-                serde_json::from_value(json.clone()).map_err(|e| format!("{file}: {e}"))?;
+            let raw: RawSchema = serde_json::from_value(json.clone()).map_err(|e| format!("{file}: {e}"))?;
             let attributes = convert_all(raw.attributes, file)?;
-            schemas.push(SchemaDef {
-                id: raw.id,
-                attributes,
-                json,
-            });
+            schemas.push(SchemaDef { id: raw.id, attributes, json });
         }
         for kind in [ResourceKind::User, ResourceKind::Group] {
-            for urn in
-                std::iter::once(kind.core_schema()).chain(kind.extension_schemas().iter().copied())
-            {
+            for urn in std::iter::once(kind.core_schema()).chain(kind.extension_schemas().iter().copied()) {
                 if !schemas.iter().any(|s| s.id == urn) {
                     return Err(format!("no schema file defines {urn}"));
                 }
@@ -361,9 +338,7 @@ impl Registry {
     }
 
     fn attributes(&self, urn: &str) -> &[AttributeDef] {
-        self.schema(urn)
-            .map(|s| s.attributes.as_slice())
-            .unwrap_or_default()
+        self.schema(urn).map(|s| s.attributes.as_slice()).unwrap_or_default()
     }
 }
 
@@ -396,9 +371,7 @@ fn convert(r: RawAttr, at: &str) -> Result<AttributeDef, String> {
         }
         (_, None) => Vec::new(),
         (_, Some(_)) => {
-            return Err(format!(
-                "{here}: referenceTypes on a non-reference attribute"
-            ));
+            return Err(format!("{here}: referenceTypes on a non-reference attribute"));
         }
     };
     Ok(AttributeDef {
@@ -445,11 +418,7 @@ pub fn schema_attributes(urn: &str) -> Option<&'static [AttributeDef]> {
 /// extension attribute can never shadow or be confused with a core one. With the core
 /// schema's URN the common attributes are found too, so a client that qualifies `id`
 /// with it is understood.
-pub fn find_attr(
-    kind: ResourceKind,
-    urn: Option<&str>,
-    name: &str,
-) -> Option<(&'static str, &'static AttributeDef)> {
+pub fn find_attr(kind: ResourceKind, urn: Option<&str>, name: &str) -> Option<(&'static str, &'static AttributeDef)> {
     let reg: &'static Registry = &REGISTRY;
     let core = kind.core_schema();
     let common_or_core = || {
@@ -461,11 +430,7 @@ pub fn find_attr(
         None => common_or_core(),
         Some(u) if u.eq_ignore_ascii_case(core) => common_or_core(),
         Some(u) => {
-            let ext = kind
-                .extension_schemas()
-                .iter()
-                .copied()
-                .find(|e| e.eq_ignore_ascii_case(u))?;
+            let ext = kind.extension_schemas().iter().copied().find(|e| e.eq_ignore_ascii_case(u))?;
             find_named(reg.attributes(ext), name).map(|a| (ext, a))
         }
     }
@@ -519,16 +484,14 @@ fn resolve_filter_in(kind: ResourceKind, filter: &mut Filter, mode: Mode) -> Res
         Filter::ValuePath(path, inner) => {
             let top = resolve_top(kind, path, mode)?;
             if let Some(sub) = &path.sub {
-                return Err(mode.err(format!(
-                    "a value filter applies to a whole attribute, not to '{}.{sub}'",
-                    top.name
-                )));
+                return Err(
+                    mode.err(format!("a value filter applies to a whole attribute, not to '{}.{sub}'", top.name))
+                );
             }
             if !top.is_complex() {
-                return Err(mode.err(format!(
-                    "'{}' is not a complex attribute, so it takes no value filter '[...]'",
-                    top.name
-                )));
+                return Err(
+                    mode.err(format!("'{}' is not a complex attribute, so it takes no value filter '[...]'", top.name))
+                );
             }
             path.info = info(top, top);
             resolve_value_filter(top, inner, mode)
@@ -537,18 +500,10 @@ fn resolve_filter_in(kind: ResourceKind, filter: &mut Filter, mode: Mode) -> Res
 }
 
 /// Resolves the path of a `pr` or comparison expression outside any value filter.
-fn resolve_compared(
-    kind: ResourceKind,
-    path: &mut AttrPath,
-    mode: Mode,
-    present: bool,
-) -> Result<(), ScimError> {
+fn resolve_compared(kind: ResourceKind, path: &mut AttrPath, mode: Mode, present: bool) -> Result<(), ScimError> {
     let top = resolve_top(kind, path, mode)?;
     if mode == Mode::Filter && top.returned == Returned::Never {
-        return Err(mode.err(format!(
-            "attribute '{}' cannot be used in a filter",
-            top.name
-        )));
+        return Err(mode.err(format!("attribute '{}' cannot be used in a filter", top.name)));
     }
     let leaf = match path.sub.take() {
         Some(sub) => resolve_sub(top, &sub, mode)?,
@@ -556,10 +511,7 @@ fn resolve_compared(
             Some(value) => value,
             None if present => top,
             None => {
-                let example = top
-                    .sub_attributes
-                    .first()
-                    .map_or("value", |s| s.name.as_str());
+                let example = top.sub_attributes.first().map_or("value", |s| s.name.as_str());
                 return Err(mode.err(format!(
                     "'{}' is a complex attribute: compare one of its sub-attributes, e.g. '{}.{example}'",
                     top.name, top.name
@@ -577,11 +529,7 @@ fn resolve_compared(
 }
 
 /// Resolves the filter inside `top[...]`: its paths name sub-attributes of `top`.
-fn resolve_value_filter(
-    top: &AttributeDef,
-    filter: &mut Filter,
-    mode: Mode,
-) -> Result<(), ScimError> {
+fn resolve_value_filter(top: &AttributeDef, filter: &mut Filter, mode: Mode) -> Result<(), ScimError> {
     match filter {
         Filter::Present(path) | Filter::Compare(path, _, _) => {
             if path.urn.is_some() || path.sub.is_some() {
@@ -592,19 +540,11 @@ fn resolve_value_filter(
                     written(path)
                 )));
             }
-            let def = top.sub(&path.name).ok_or_else(|| {
-                mode.err(format!(
-                    "unknown sub-attribute '{}' of '{}'",
-                    path.name, top.name
-                ))
-            })?;
+            let def = top
+                .sub(&path.name)
+                .ok_or_else(|| mode.err(format!("unknown sub-attribute '{}' of '{}'", path.name, top.name)))?;
             path.name = def.name.clone();
-            path.info = AttrInfo {
-                resolved: true,
-                ty: def.ty,
-                case_exact: def.case_exact,
-                multi_valued: false,
-            };
+            path.info = AttrInfo { resolved: true, ty: def.ty, case_exact: def.case_exact, multi_valued: false };
             Ok(())
         }
         Filter::And(a, b) | Filter::Or(a, b) => {
@@ -632,10 +572,9 @@ pub fn resolve_path(kind: ResourceKind, path: &mut PatchPath) -> Result<(), Scim
     let leaf = match path.filter.as_mut() {
         Some(filter) => {
             if let Some(sub) = &path.attr.sub {
-                return Err(mode.err(format!(
-                    "a value filter applies to a whole attribute, not to '{}.{sub}'",
-                    top.name
-                )));
+                return Err(
+                    mode.err(format!("a value filter applies to a whole attribute, not to '{}.{sub}'", top.name))
+                );
             }
             if !top.is_complex() || !top.multi_valued {
                 return Err(mode.err(format!(
@@ -655,10 +594,7 @@ pub fn resolve_path(kind: ResourceKind, path: &mut PatchPath) -> Result<(), Scim
         }
         None => {
             if let Some(sub) = &path.filter_sub {
-                return Err(mode.err(format!(
-                    "'{}' has a sub-attribute '{sub}' after no value filter",
-                    top.name
-                )));
+                return Err(mode.err(format!("'{}' has a sub-attribute '{sub}' after no value filter", top.name)));
             }
             match path.attr.sub.take() {
                 Some(sub) => {
@@ -675,55 +611,31 @@ pub fn resolve_path(kind: ResourceKind, path: &mut PatchPath) -> Result<(), Scim
 }
 
 fn info(leaf: &AttributeDef, top: &AttributeDef) -> AttrInfo {
-    AttrInfo {
-        resolved: true,
-        ty: leaf.ty,
-        case_exact: leaf.case_exact,
-        multi_valued: top.multi_valued,
-    }
+    AttrInfo { resolved: true, ty: leaf.ty, case_exact: leaf.case_exact, multi_valued: top.multi_valued }
 }
 
 /// Finds the top-level attribute a path names and canonicalises `urn` and `name`.
-fn resolve_top(
-    kind: ResourceKind,
-    path: &mut AttrPath,
-    mode: Mode,
-) -> Result<&'static AttributeDef, ScimError> {
+fn resolve_top(kind: ResourceKind, path: &mut AttrPath, mode: Mode) -> Result<&'static AttributeDef, ScimError> {
     resplit_urn(path);
     let Some((schema, def)) = find_attr(kind, path.urn.as_deref(), &path.name) else {
         let shown = match &path.urn {
             Some(urn) => format!("{urn}:{}", path.name),
             None => path.name.clone(),
         };
-        return Err(mode.err(format!(
-            "unknown attribute '{shown}' for resource type {}",
-            kind.name()
-        )));
+        return Err(mode.err(format!("unknown attribute '{shown}' for resource type {}", kind.name())));
     };
     // Core-schema attributes are stored and compared without their (optional) URN prefix;
     // extension attributes keep theirs, since the prefix is what tells them apart.
-    path.urn = if schema.is_empty() || schema == kind.core_schema() {
-        None
-    } else {
-        Some(schema.to_string())
-    };
+    path.urn = if schema.is_empty() || schema == kind.core_schema() { None } else { Some(schema.to_string()) };
     path.name = def.name.clone();
     Ok(def)
 }
 
-fn resolve_sub<'a>(
-    top: &'a AttributeDef,
-    sub: &str,
-    mode: Mode,
-) -> Result<&'a AttributeDef, ScimError> {
+fn resolve_sub<'a>(top: &'a AttributeDef, sub: &str, mode: Mode) -> Result<&'a AttributeDef, ScimError> {
     if !top.is_complex() {
-        return Err(mode.err(format!(
-            "attribute '{}' is not complex, so it has no sub-attribute '{sub}'",
-            top.name
-        )));
+        return Err(mode.err(format!("attribute '{}' is not complex, so it has no sub-attribute '{sub}'", top.name)));
     }
-    top.sub(sub)
-        .ok_or_else(|| mode.err(format!("unknown sub-attribute '{sub}' of '{}'", top.name)))
+    top.sub(sub).ok_or_else(|| mode.err(format!("unknown sub-attribute '{sub}' of '{}'", top.name)))
 }
 
 /// Repairs a URN-qualified path whose URN the parser could not tell apart from the name.
@@ -788,13 +700,7 @@ fn render_schema(base_url: &str, def: &SchemaDef) -> Value {
             out.insert(k.clone(), v.clone());
         }
     }
-    out.insert(
-        "meta".into(),
-        meta(
-            "Schema",
-            format!("{}/Schemas/{}", trim_base(base_url), def.id),
-        ),
-    );
+    out.insert("meta".into(), meta("Schema", format!("{}/Schemas/{}", trim_base(base_url), def.id)));
     Value::Object(out)
 }
 
@@ -802,28 +708,17 @@ fn render_schema(base_url: &str, def: &SchemaDef) -> Value {
 /// EnterpriseUser, then the discovery schemas ServiceProviderConfig, ResourceType, Schema.
 /// `base_url` is the SCIM base, e.g. `http://127.0.0.1:8080/scim/v2`.
 pub fn schemas_json(base_url: &str) -> Vec<Value> {
-    REGISTRY
-        .schemas
-        .iter()
-        .map(|s| render_schema(base_url, s))
-        .collect()
+    REGISTRY.schemas.iter().map(|s| render_schema(base_url, s)).collect()
 }
 
 /// The schema whose id is exactly `id` (`/Schemas/{id}`), or `None` (a 404).
 pub fn schema_json(base_url: &str, id: &str) -> Option<Value> {
-    REGISTRY
-        .schemas
-        .iter()
-        .find(|s| s.id == id)
-        .map(|s| render_schema(base_url, s))
+    REGISTRY.schemas.iter().find(|s| s.id == id).map(|s| render_schema(base_url, s))
 }
 
 fn render_resource_type(base_url: &str, kind: ResourceKind) -> Value {
-    let extensions: Vec<Value> = kind
-        .extension_schemas()
-        .iter()
-        .map(|urn| json!({ "schema": urn, "required": false }))
-        .collect();
+    let extensions: Vec<Value> =
+        kind.extension_schemas().iter().map(|urn| json!({ "schema": urn, "required": false })).collect();
     json!({
         "schemas": [RESOURCE_TYPE],
         "id": kind.name(),
@@ -842,10 +737,7 @@ fn render_resource_type(base_url: &str, kind: ResourceKind) -> Value {
 /// The resource types we serve, as `/ResourceTypes` lists them (RFC 7643 §6): User (with the
 /// optional enterprise extension) and Group.
 pub fn resource_types_json(base_url: &str) -> Vec<Value> {
-    [ResourceKind::User, ResourceKind::Group]
-        .into_iter()
-        .map(|kind| render_resource_type(base_url, kind))
-        .collect()
+    [ResourceKind::User, ResourceKind::Group].into_iter().map(|kind| render_resource_type(base_url, kind)).collect()
 }
 
 /// The resource type whose id is exactly `id` (`/ResourceTypes/{id}`: `User` or `Group`).
@@ -908,27 +800,15 @@ mod tests {
     const BASE: &str = "http://127.0.0.1:8080/scim/v2";
 
     fn p(name: &str) -> AttrPath {
-        AttrPath {
-            name: name.into(),
-            ..AttrPath::default()
-        }
+        AttrPath { name: name.into(), ..AttrPath::default() }
     }
 
     fn ps(name: &str, sub: &str) -> AttrPath {
-        AttrPath {
-            name: name.into(),
-            sub: Some(sub.into()),
-            ..AttrPath::default()
-        }
+        AttrPath { name: name.into(), sub: Some(sub.into()), ..AttrPath::default() }
     }
 
     fn pu(urn: &str, name: &str, sub: Option<&str>) -> AttrPath {
-        AttrPath {
-            urn: Some(urn.into()),
-            name: name.into(),
-            sub: sub.map(Into::into),
-            ..AttrPath::default()
-        }
+        AttrPath { urn: Some(urn.into()), name: name.into(), sub: sub.map(Into::into), ..AttrPath::default() }
     }
 
     fn eq(path: AttrPath, v: &str) -> Filter {
@@ -962,21 +842,12 @@ mod tests {
 
     fn filter_err(kind: ResourceKind, mut f: Filter) -> ScimError {
         let e = resolve_filter(kind, &mut f).expect_err("filter is rejected");
-        assert_eq!(
-            (e.status, e.scim_type),
-            (400, Some(ScimType::InvalidFilter)),
-            "{e}"
-        );
+        assert_eq!((e.status, e.scim_type), (400, Some(ScimType::InvalidFilter)), "{e}");
         e
     }
 
     fn info(ty: AttrType, case_exact: bool, multi_valued: bool) -> AttrInfo {
-        AttrInfo {
-            resolved: true,
-            ty,
-            case_exact,
-            multi_valued,
-        }
+        AttrInfo { resolved: true, ty, case_exact, multi_valued }
     }
 
     // --- the embedded definitions -------------------------------------------------------
@@ -987,44 +858,26 @@ mod tests {
         init();
     }
 
-    const CHARACTERISTICS: [&str; 9] = [
-        "name",
-        "type",
-        "multiValued",
-        "description",
-        "required",
-        "caseExact",
-        "mutability",
-        "returned",
-        "uniqueness",
-    ];
+    const CHARACTERISTICS: [&str; 9] =
+        ["name", "type", "multiValued", "description", "required", "caseExact", "mutability", "returned", "uniqueness"];
 
     fn check_attr(file: &str, a: &Value) {
-        let obj = a
-            .as_object()
-            .unwrap_or_else(|| panic!("{file}: attribute is not an object: {a}"));
+        let obj = a.as_object().unwrap_or_else(|| panic!("{file}: attribute is not an object: {a}"));
         let name = obj.get("name").and_then(Value::as_str).unwrap_or("?");
         for key in CHARACTERISTICS {
             assert!(obj.contains_key(key), "{file}: '{name}' lacks '{key}'");
         }
         match obj["type"].as_str() {
             Some("complex") => {
-                let subs = obj["subAttributes"]
-                    .as_array()
-                    .expect("complex has subAttributes");
+                let subs = obj["subAttributes"].as_array().expect("complex has subAttributes");
                 assert!(!subs.is_empty(), "{file}: '{name}' has no sub-attributes");
                 for sub in subs {
                     check_attr(file, sub);
                 }
             }
             Some("reference") => {
-                let types = obj["referenceTypes"]
-                    .as_array()
-                    .expect("reference has referenceTypes");
-                assert!(
-                    !types.is_empty(),
-                    "{file}: '{name}' has empty referenceTypes"
-                );
+                let types = obj["referenceTypes"].as_array().expect("reference has referenceTypes");
+                assert!(!types.is_empty(), "{file}: '{name}' has empty referenceTypes");
             }
             _ => assert!(!obj.contains_key("subAttributes"), "{file}: '{name}'"),
         }
@@ -1038,10 +891,7 @@ mod tests {
                 assert!(doc.get(key).is_some(), "{file} lacks {key}");
             }
             // The base URL is not known until render time (RFC 7643 §7 `meta.location`).
-            assert!(
-                doc.get("meta").is_none() && doc.get("schemas").is_none(),
-                "{file}"
-            );
+            assert!(doc.get("meta").is_none() && doc.get("schemas").is_none(), "{file}");
             for a in doc["attributes"].as_array().expect(file) {
                 check_attr(file, a);
             }
@@ -1067,13 +917,8 @@ mod tests {
 
     #[test]
     fn schemas_are_complete() {
-        let names = |urn: &str| -> Vec<String> {
-            schema_attributes(urn)
-                .expect(urn)
-                .iter()
-                .map(|a| a.name.clone())
-                .collect()
-        };
+        let names =
+            |urn: &str| -> Vec<String> { schema_attributes(urn).expect(urn).iter().map(|a| a.name.clone()).collect() };
         assert_eq!(
             names(USER),
             [
@@ -1103,19 +948,9 @@ mod tests {
         assert_eq!(names(GROUP), ["displayName", "members"]);
         assert_eq!(
             names(ENTERPRISE_USER),
-            [
-                "employeeNumber",
-                "costCenter",
-                "organization",
-                "division",
-                "department",
-                "manager"
-            ]
+            ["employeeNumber", "costCenter", "organization", "division", "department", "manager"]
         );
-        let common: Vec<&str> = common_attributes()
-            .iter()
-            .map(|a| a.name.as_str())
-            .collect();
+        let common: Vec<&str> = common_attributes().iter().map(|a| a.name.as_str()).collect();
         assert_eq!(common, ["id", "externalId", "meta", "schemas"]);
     }
 
@@ -1126,43 +961,21 @@ mod tests {
         assert!(user_name.required && !user_name.case_exact);
         assert_eq!(user_name.uniqueness, Uniqueness::Server);
         let password = user("password");
-        assert_eq!(
-            (password.mutability, password.returned),
-            (Mutability::WriteOnly, Returned::Never)
-        );
+        assert_eq!((password.mutability, password.returned), (Mutability::WriteOnly, Returned::Never));
         let groups = user("groups");
         assert_eq!(groups.mutability, Mutability::ReadOnly);
-        assert!(
-            groups
-                .sub_attributes
-                .iter()
-                .all(|s| s.mutability == Mutability::ReadOnly)
-        );
+        assert!(groups.sub_attributes.iter().all(|s| s.mutability == Mutability::ReadOnly));
         assert_eq!(groups.sub("$ref").expect("$ref").reference_types, ["Group"]);
         let emails = user("emails");
         assert!(emails.multi_valued && emails.is_complex());
-        let subs: Vec<&str> = emails
-            .sub_attributes
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
+        let subs: Vec<&str> = emails.sub_attributes.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(subs, ["value", "display", "type", "primary"]);
-        assert_eq!(
-            emails.sub("type").expect("type").canonical_values,
-            ["work", "home", "other"]
-        );
+        assert_eq!(emails.sub("type").expect("type").canonical_values, ["work", "home", "other"]);
         assert!(user("addresses").sub("primary").is_some());
-        assert!(
-            user("x509Certificates")
-                .sub("value")
-                .expect("value")
-                .case_exact
-        );
+        assert!(user("x509Certificates").sub("value").expect("value").case_exact);
         assert_eq!(user("profileUrl").reference_types, ["external"]);
 
-        let members = find_attr(ResourceKind::Group, None, "members")
-            .expect("members")
-            .1;
+        let members = find_attr(ResourceKind::Group, None, "members").expect("members").1;
         for (sub, m) in [
             ("value", Mutability::Immutable),
             ("$ref", Mutability::Immutable),
@@ -1171,30 +984,17 @@ mod tests {
         ] {
             assert_eq!(members.sub(sub).expect(sub).mutability, m, "members.{sub}");
         }
-        assert_eq!(
-            members.sub("$ref").expect("$ref").reference_types,
-            ["User", "Group"]
-        );
+        assert_eq!(members.sub("$ref").expect("$ref").reference_types, ["User", "Group"]);
         // Ids and references compare exactly (RFC 7643 §3.1, §2.3.7).
         assert!(members.sub("value").expect("value").case_exact);
         assert!(members.sub("$ref").expect("$ref").case_exact);
         assert!(groups.sub("value").expect("value").case_exact);
         assert!(password.case_exact);
-        assert!(
-            find_attr(ResourceKind::Group, None, "displayName")
-                .expect("displayName")
-                .1
-                .required
-        );
+        assert!(find_attr(ResourceKind::Group, None, "displayName").expect("displayName").1.required);
 
-        let manager = find_attr(ResourceKind::User, Some(ENTERPRISE_USER), "manager")
-            .expect("manager")
-            .1;
+        let manager = find_attr(ResourceKind::User, Some(ENTERPRISE_USER), "manager").expect("manager").1;
         assert!(!manager.multi_valued && manager.is_complex());
-        assert_eq!(
-            manager.sub("displayName").expect("displayName").mutability,
-            Mutability::ReadOnly
-        );
+        assert_eq!(manager.sub("displayName").expect("displayName").mutability, Mutability::ReadOnly);
         assert_eq!(manager.sub("$ref").expect("$ref").reference_types, ["User"]);
 
         let id = find_attr(ResourceKind::User, None, "id").expect("id").1;
@@ -1203,22 +1003,14 @@ mod tests {
             (id.mutability, id.returned, id.uniqueness),
             (Mutability::ReadOnly, Returned::Always, Uniqueness::Server)
         );
-        let external_id = find_attr(ResourceKind::Group, None, "externalId")
-            .expect("externalId")
-            .1;
+        let external_id = find_attr(ResourceKind::Group, None, "externalId").expect("externalId").1;
         assert!(external_id.case_exact);
         assert_eq!(external_id.mutability, Mutability::ReadWrite);
         let meta = find_attr(ResourceKind::User, None, "meta").expect("meta").1;
         assert_eq!(meta.mutability, Mutability::ReadOnly);
-        assert_eq!(
-            meta.sub("lastModified").expect("lastModified").ty,
-            AttrType::DateTime
-        );
+        assert_eq!(meta.sub("lastModified").expect("lastModified").ty, AttrType::DateTime);
         assert_eq!(meta.sub("created").expect("created").ty, AttrType::DateTime);
-        assert_eq!(
-            meta.sub("location").expect("location").ty,
-            AttrType::Reference
-        );
+        assert_eq!(meta.sub("location").expect("location").ty, AttrType::Reference);
         assert!(meta.sub("version").expect("version").case_exact);
         assert!(meta.sub("resourceType").is_some());
     }
@@ -1263,10 +1055,7 @@ mod tests {
             "returned": "default", "uniqueness": "none"
         }]);
         let raw: Vec<RawAttr> = serde_json::from_value(dup).expect("parses");
-        assert!(
-            convert_all(raw, "test").is_err(),
-            "names differing in case clash"
-        );
+        assert!(convert_all(raw, "test").is_err(), "names differing in case clash");
     }
 
     // --- resource kinds and lookups ------------------------------------------------------
@@ -1291,22 +1080,12 @@ mod tests {
         assert_eq!((urn, def.name.as_str()), ("", "id"));
         let (urn, def) = find_attr(ResourceKind::Group, None, "externalid").expect("externalId");
         assert_eq!((urn, def.name.as_str()), ("", "externalId"));
-        let emails = find_attr(ResourceKind::User, None, "emails")
-            .expect("emails")
-            .1;
+        let emails = find_attr(ResourceKind::User, None, "emails").expect("emails").1;
         assert_eq!(emails.sub("VALUE").expect("value").name, "value");
-        assert_eq!(
-            emails.sub("Primary").expect("primary").ty,
-            AttrType::Boolean
-        );
+        assert_eq!(emails.sub("Primary").expect("primary").ty, AttrType::Boolean);
         assert!(emails.sub("nope").is_none());
-        let meta = find_attr(ResourceKind::Group, None, "META")
-            .expect("meta")
-            .1;
-        assert_eq!(
-            meta.sub("lastmodified").expect("lastModified").name,
-            "lastModified"
-        );
+        let meta = find_attr(ResourceKind::Group, None, "META").expect("meta").1;
+        assert_eq!(meta.sub("lastmodified").expect("lastModified").name, "lastModified");
         // A core attribute of the other resource type is unknown.
         assert!(find_attr(ResourceKind::Group, None, "userName").is_none());
         assert!(find_attr(ResourceKind::User, None, "members").is_none());
@@ -1323,12 +1102,8 @@ mod tests {
         // Extension attributes only with their URN.
         assert!(find_attr(ResourceKind::User, None, "employeeNumber").is_none());
         let ext = ENTERPRISE_USER.to_lowercase();
-        let (urn, def) =
-            find_attr(ResourceKind::User, Some(&ext), "EMPLOYEENUMBER").expect("employeeNumber");
-        assert_eq!(
-            (urn, def.name.as_str()),
-            (ENTERPRISE_USER, "employeeNumber")
-        );
+        let (urn, def) = find_attr(ResourceKind::User, Some(&ext), "EMPLOYEENUMBER").expect("employeeNumber");
+        assert_eq!((urn, def.name.as_str()), (ENTERPRISE_USER, "employeeNumber"));
         // The extension does not see core or common attributes, nor is it a Group's.
         assert!(find_attr(ResourceKind::User, Some(ENTERPRISE_USER), "userName").is_none());
         assert!(find_attr(ResourceKind::User, Some(ENTERPRISE_USER), "id").is_none());
@@ -1349,10 +1124,7 @@ mod tests {
         assert_eq!(r.info, info(AttrType::String, false, false));
 
         let r = resolved(user, co(ps("NAME", "FAMILYNAME"), "O'Malley"));
-        assert_eq!(
-            (r.name.as_str(), r.sub.as_deref()),
-            ("name", Some("familyName"))
-        );
+        assert_eq!((r.name.as_str(), r.sub.as_deref()), ("name", Some("familyName")));
         assert_eq!(r.info, info(AttrType::String, false, false));
 
         let r = resolved(user, eq(pu(&USER.to_lowercase(), "userName", None), "J"));
@@ -1363,16 +1135,9 @@ mod tests {
 
         let r = resolved(
             user,
-            Filter::Compare(
-                ps("meta", "lastmodified"),
-                CompareOp::Gt,
-                Literal::String("2011-05-13T04:42:34Z".into()),
-            ),
+            Filter::Compare(ps("meta", "lastmodified"), CompareOp::Gt, Literal::String("2011-05-13T04:42:34Z".into())),
         );
-        assert_eq!(
-            (r.name.as_str(), r.sub.as_deref()),
-            ("meta", Some("lastModified"))
-        );
+        assert_eq!((r.name.as_str(), r.sub.as_deref()), ("meta", Some("lastModified")));
         assert_eq!(r.info, info(AttrType::DateTime, false, false));
 
         let r = resolved(ResourceKind::Group, eq(ps("meta", "resourcetype"), "Group"));
@@ -1397,10 +1162,7 @@ mod tests {
     #[test]
     fn complex_multi_valued_without_sub_means_value() {
         let r = resolved(ResourceKind::User, co(p("emails"), "example.com"));
-        assert_eq!(
-            (r.name.as_str(), r.sub.as_deref()),
-            ("emails", Some("value"))
-        );
+        assert_eq!((r.name.as_str(), r.sub.as_deref()), ("emails", Some("value")));
         assert_eq!(r.info, info(AttrType::String, false, true));
         let r = resolved(ResourceKind::User, Filter::Present(p("Emails")));
         assert_eq!(r.sub.as_deref(), Some("value"));
@@ -1426,45 +1188,24 @@ mod tests {
 
     #[test]
     fn resolves_enterprise_manager() {
-        let f = eq(
-            pu(ENTERPRISE_USER, "manager", Some("value")),
-            "26118915-6090-4610-87e4-49d8ca9f808d",
-        );
+        let f = eq(pu(ENTERPRISE_USER, "manager", Some("value")), "26118915-6090-4610-87e4-49d8ca9f808d");
         let r = resolved(ResourceKind::User, f);
         assert_eq!(r.urn.as_deref(), Some(ENTERPRISE_USER));
-        assert_eq!(
-            (r.name.as_str(), r.sub.as_deref()),
-            ("manager", Some("value"))
-        );
+        assert_eq!((r.name.as_str(), r.sub.as_deref()), ("manager", Some("value")));
         // The manager's id, which is case exact like every id (RFC 7643 §3.1).
         assert_eq!(r.info, info(AttrType::String, true, false));
 
-        let r = resolved(
-            ResourceKind::User,
-            eq(
-                pu(&ENTERPRISE_USER.to_uppercase(), "EMPLOYEENUMBER", None),
-                "701984",
-            ),
-        );
+        let r = resolved(ResourceKind::User, eq(pu(&ENTERPRISE_USER.to_uppercase(), "EMPLOYEENUMBER", None), "701984"));
         assert_eq!(r.urn.as_deref(), Some(ENTERPRISE_USER));
         assert_eq!(r.name, "employeeNumber");
 
         // `manager eq "x"` compares the manager's id.
-        let r = resolved(
-            ResourceKind::User,
-            eq(pu(ENTERPRISE_USER, "manager", None), "x"),
-        );
+        let r = resolved(ResourceKind::User, eq(pu(ENTERPRISE_USER, "manager", None), "x"));
         assert_eq!(r.sub.as_deref(), Some("value"));
 
         let e = filter_err(ResourceKind::User, eq(p("employeeNumber"), "701984"));
-        assert_eq!(
-            e.detail,
-            "unknown attribute 'employeeNumber' for resource type User"
-        );
-        filter_err(
-            ResourceKind::Group,
-            eq(pu(ENTERPRISE_USER, "employeeNumber", None), "1"),
-        );
+        assert_eq!(e.detail, "unknown attribute 'employeeNumber' for resource type User");
+        filter_err(ResourceKind::Group, eq(pu(ENTERPRISE_USER, "employeeNumber", None), "1"));
     }
 
     #[test]
@@ -1474,22 +1215,13 @@ mod tests {
         let f = eq(ps(head, &format!("{tail}:manager.value")), "x");
         let r = resolved(ResourceKind::User, f);
         assert_eq!(r.urn.as_deref(), Some(ENTERPRISE_USER));
-        assert_eq!(
-            (r.name.as_str(), r.sub.as_deref()),
-            ("manager", Some("value"))
-        );
+        assert_eq!((r.name.as_str(), r.sub.as_deref()), ("manager", Some("value")));
         // The whole qualified name in `name`.
         let r = resolved(ResourceKind::User, eq(p(&format!("{USER}:userName")), "x"));
         assert_eq!((r.urn, r.name.as_str()), (None, "userName"));
         let (head, tail) = USER.split_once('.').expect("the URN has a dot");
-        let r = resolved(
-            ResourceKind::User,
-            co(ps(head, &format!("{tail}:name.givenName")), "x"),
-        );
-        assert_eq!(
-            (r.urn, r.name.as_str(), r.sub.as_deref()),
-            (None, "name", Some("givenName"))
-        );
+        let r = resolved(ResourceKind::User, co(ps(head, &format!("{tail}:name.givenName")), "x"));
+        assert_eq!((r.urn, r.name.as_str(), r.sub.as_deref()), (None, "name", Some("givenName")));
     }
 
     #[test]
@@ -1497,81 +1229,46 @@ mod tests {
         // userType eq "Employee" and (emails co "example.com" or emails.value co "example.org")
         let mut f = and(
             eq(p("usertype"), "Employee"),
-            or(
-                co(p("emails"), "example.com"),
-                co(ps("emails", "value"), "example.org"),
-            ),
+            or(co(p("emails"), "example.com"), co(ps("emails", "value"), "example.org")),
         );
         resolve_filter(ResourceKind::User, &mut f).expect("resolves");
         let want = and(
             eq(p("userType"), "Employee"),
-            or(
-                co(ps("emails", "value"), "example.com"),
-                co(ps("emails", "value"), "example.org"),
-            ),
+            or(co(ps("emails", "value"), "example.com"), co(ps("emails", "value"), "example.org")),
         );
         assert_eq!(strip_info(f), want);
 
         // userType ne "Employee" and not (emails co "example.com" or emails.value co "example.org")
         let mut f = and(
-            Filter::Compare(
-                p("userType"),
-                CompareOp::Ne,
-                Literal::String("Employee".into()),
-            ),
-            Filter::Not(Box::new(or(
-                co(p("emails"), "example.com"),
-                co(ps("emails", "value"), "example.org"),
-            ))),
+            Filter::Compare(p("userType"), CompareOp::Ne, Literal::String("Employee".into())),
+            Filter::Not(Box::new(or(co(p("emails"), "example.com"), co(ps("emails", "value"), "example.org")))),
         );
         resolve_filter(ResourceKind::User, &mut f).expect("resolves");
 
         // emails[type eq "work" and value co "@example.com"] or ims[type eq "xmpp" and value co "@foo.com"]
         let mut f = or(
-            vp(
-                p("EMAILS"),
-                and(eq(p("TYPE"), "work"), co(p("value"), "@example.com")),
-            ),
-            vp(
-                p("ims"),
-                and(eq(p("type"), "xmpp"), co(p("Value"), "@foo.com")),
-            ),
+            vp(p("EMAILS"), and(eq(p("TYPE"), "work"), co(p("value"), "@example.com"))),
+            vp(p("ims"), and(eq(p("type"), "xmpp"), co(p("Value"), "@foo.com"))),
         );
         resolve_filter(ResourceKind::User, &mut f).expect("resolves");
-        let Filter::Or(left, _) = &f else {
-            panic!("{f:?}")
-        };
-        let Filter::ValuePath(outer, inner) = left.as_ref() else {
-            panic!("{left:?}")
-        };
+        let Filter::Or(left, _) = &f else { panic!("{f:?}") };
+        let Filter::ValuePath(outer, inner) = left.as_ref() else { panic!("{left:?}") };
         assert_eq!((outer.name.as_str(), outer.sub.as_ref()), ("emails", None));
         assert_eq!(outer.info, info(AttrType::Complex, false, true));
-        let Filter::And(a, b) = inner.as_ref() else {
-            panic!("{inner:?}")
-        };
-        let (Filter::Compare(a, ..), Filter::Compare(b, ..)) = (a.as_ref(), b.as_ref()) else {
-            panic!()
-        };
-        assert_eq!(
-            (a.name.as_str(), a.sub.as_ref(), a.urn.as_ref()),
-            ("type", None, None)
-        );
+        let Filter::And(a, b) = inner.as_ref() else { panic!("{inner:?}") };
+        let (Filter::Compare(a, ..), Filter::Compare(b, ..)) = (a.as_ref(), b.as_ref()) else { panic!() };
+        assert_eq!((a.name.as_str(), a.sub.as_ref(), a.urn.as_ref()), ("type", None, None));
         assert_eq!(a.info, info(AttrType::String, false, false));
         assert_eq!(b.name, "value");
 
         let mut f = vp(p("members"), eq(p("value"), "2819c223"));
         resolve_filter(ResourceKind::Group, &mut f).expect("resolves");
-        let mut f = vp(
-            p("addresses"),
-            Filter::Not(Box::new(eq(p("postalcode"), "91608"))),
-        );
+        let mut f = vp(p("addresses"), Filter::Not(Box::new(eq(p("postalcode"), "91608"))));
         resolve_filter(ResourceKind::User, &mut f).expect("resolves");
         // A single-valued complex attribute may be grouped too.
         let mut f = vp(pu(ENTERPRISE_USER, "manager", None), eq(p("value"), "x"));
         resolve_filter(ResourceKind::User, &mut f).expect("resolves");
-        let Filter::ValuePath(outer, _) = &f else {
-            panic!()
-        };
+        let Filter::ValuePath(outer, _) = &f else { panic!() };
         assert_eq!(outer.urn.as_deref(), Some(ENTERPRISE_USER));
         assert_eq!(outer.info, info(AttrType::Complex, false, false));
     }
@@ -1596,52 +1293,25 @@ mod tests {
         let e = filter_err(ResourceKind::User, eq(p("foo"), "x"));
         assert_eq!(e.detail, "unknown attribute 'foo' for resource type User");
         let e = filter_err(ResourceKind::Group, Filter::Present(p("userName")));
-        assert_eq!(
-            e.detail,
-            "unknown attribute 'userName' for resource type Group"
-        );
-        let e = filter_err(
-            ResourceKind::User,
-            eq(pu("urn:example:x", "foo", None), "x"),
-        );
-        assert_eq!(
-            e.detail,
-            "unknown attribute 'urn:example:x:foo' for resource type User"
-        );
+        assert_eq!(e.detail, "unknown attribute 'userName' for resource type Group");
+        let e = filter_err(ResourceKind::User, eq(pu("urn:example:x", "foo", None), "x"));
+        assert_eq!(e.detail, "unknown attribute 'urn:example:x:foo' for resource type User");
         // A sub-attribute of a simple attribute, or an unknown sub-attribute.
         let e = filter_err(ResourceKind::User, eq(ps("userName", "x"), "x"));
         assert!(e.detail.contains("not complex"), "{e}");
         let e = filter_err(ResourceKind::User, eq(ps("emails", "nope"), "x"));
         assert_eq!(e.detail, "unknown sub-attribute 'nope' of 'emails'");
         // Errors deep inside logical expressions surface.
-        filter_err(
-            ResourceKind::User,
-            and(
-                eq(p("userName"), "a"),
-                Filter::Not(Box::new(eq(p("bogus"), "b"))),
-            ),
-        );
+        filter_err(ResourceKind::User, and(eq(p("userName"), "a"), Filter::Not(Box::new(eq(p("bogus"), "b")))));
         // Value filters: only on complex attributes, on the whole attribute, not nested,
         // naming sub-attributes of the outer attribute.
         filter_err(ResourceKind::User, vp(p("userName"), eq(p("value"), "x")));
-        filter_err(
-            ResourceKind::User,
-            vp(ps("emails", "value"), eq(p("type"), "x")),
-        );
+        filter_err(ResourceKind::User, vp(ps("emails", "value"), eq(p("type"), "x")));
         let e = filter_err(ResourceKind::User, vp(p("emails"), eq(p("bogus"), "x")));
         assert_eq!(e.detail, "unknown sub-attribute 'bogus' of 'emails'");
-        filter_err(
-            ResourceKind::User,
-            vp(p("emails"), eq(ps("emails", "type"), "x")),
-        );
-        filter_err(
-            ResourceKind::User,
-            vp(p("emails"), eq(pu(USER, "type", None), "x")),
-        );
-        filter_err(
-            ResourceKind::User,
-            vp(p("emails"), vp(p("type"), eq(p("value"), "x"))),
-        );
+        filter_err(ResourceKind::User, vp(p("emails"), eq(ps("emails", "type"), "x")));
+        filter_err(ResourceKind::User, vp(p("emails"), eq(pu(USER, "type", None), "x")));
+        filter_err(ResourceKind::User, vp(p("emails"), vp(p("type"), eq(p("value"), "x"))));
         // Never-returned attributes cannot be probed through filters.
         let e = filter_err(ResourceKind::User, eq(p("password"), "hunter2"));
         assert_eq!(e.detail, "attribute 'password' cannot be used in a filter");
@@ -1651,19 +1321,12 @@ mod tests {
     // --- PATCH paths ---------------------------------------------------------------------
 
     fn path(attr: AttrPath) -> PatchPath {
-        PatchPath {
-            attr,
-            ..PatchPath::default()
-        }
+        PatchPath { attr, ..PatchPath::default() }
     }
 
     fn path_err(kind: ResourceKind, mut pp: PatchPath) -> ScimError {
         let e = resolve_path(kind, &mut pp).expect_err("path is rejected");
-        assert_eq!(
-            (e.status, e.scim_type),
-            (400, Some(ScimType::InvalidPath)),
-            "{e}"
-        );
+        assert_eq!((e.status, e.scim_type), (400, Some(ScimType::InvalidPath)), "{e}");
         e
     }
 
@@ -1672,10 +1335,7 @@ mod tests {
         // `members`: the whole attribute, no implied `value`.
         let mut pp = path(p("MEMBERS"));
         resolve_path(ResourceKind::Group, &mut pp).expect("resolves");
-        assert_eq!(
-            (pp.attr.name.as_str(), pp.attr.sub.as_ref()),
-            ("members", None)
-        );
+        assert_eq!((pp.attr.name.as_str(), pp.attr.sub.as_ref()), ("members", None));
         assert_eq!(pp.attr.info, info(AttrType::Complex, false, true));
 
         let mut pp = path(ps("name", "givenname"));
@@ -1684,26 +1344,17 @@ mod tests {
         assert_eq!(pp.attr.info, info(AttrType::String, false, false));
 
         // emails[type eq "work"].value
-        let mut pp = PatchPath {
-            attr: p("emails"),
-            filter: Some(eq(p("Type"), "work")),
-            filter_sub: Some("VALUE".into()),
-        };
+        let mut pp =
+            PatchPath { attr: p("emails"), filter: Some(eq(p("Type"), "work")), filter_sub: Some("VALUE".into()) };
         resolve_path(ResourceKind::User, &mut pp).expect("resolves");
         assert_eq!(pp.filter_sub.as_deref(), Some("value"));
         assert_eq!(pp.attr.info, info(AttrType::String, false, true));
-        let Some(Filter::Compare(inner, ..)) = &pp.filter else {
-            panic!("{pp:?}")
-        };
+        let Some(Filter::Compare(inner, ..)) = &pp.filter else { panic!("{pp:?}") };
         assert_eq!(inner.name, "type");
         assert!(inner.info.resolved && !inner.info.multi_valued);
 
         // members[value eq "2819c223"]
-        let mut pp = PatchPath {
-            attr: p("members"),
-            filter: Some(eq(p("value"), "2819c223")),
-            filter_sub: None,
-        };
+        let mut pp = PatchPath { attr: p("members"), filter: Some(eq(p("value"), "2819c223")), filter_sub: None };
         resolve_path(ResourceKind::Group, &mut pp).expect("resolves");
         assert_eq!(pp.attr.info, info(AttrType::Complex, false, true));
 
@@ -1732,10 +1383,7 @@ mod tests {
     fn patch_path_errors() {
         let e = path_err(ResourceKind::User, path(p("foo")));
         assert_eq!(e.detail, "unknown attribute 'foo' for resource type User");
-        path_err(
-            ResourceKind::Group,
-            path(pu(ENTERPRISE_USER, "manager", None)),
-        );
+        path_err(ResourceKind::Group, path(pu(ENTERPRISE_USER, "manager", None)));
         path_err(ResourceKind::User, path(ps("userName", "x")));
         path_err(ResourceKind::User, path(ps("name", "nope")));
         // A value filter needs a multi-valued complex attribute.
@@ -1744,35 +1392,13 @@ mod tests {
             filter: Some(f),
             filter_sub: sub.map(Into::into),
         };
-        path_err(
-            ResourceKind::User,
-            with_filter(p("userName"), eq(p("value"), "x"), None),
-        );
-        path_err(
-            ResourceKind::User,
-            with_filter(p("name"), eq(p("givenName"), "x"), None),
-        );
-        path_err(
-            ResourceKind::User,
-            with_filter(ps("emails", "value"), eq(p("type"), "x"), None),
-        );
-        let e = path_err(
-            ResourceKind::User,
-            with_filter(p("emails"), eq(p("bogus"), "x"), None),
-        );
+        path_err(ResourceKind::User, with_filter(p("userName"), eq(p("value"), "x"), None));
+        path_err(ResourceKind::User, with_filter(p("name"), eq(p("givenName"), "x"), None));
+        path_err(ResourceKind::User, with_filter(ps("emails", "value"), eq(p("type"), "x"), None));
+        let e = path_err(ResourceKind::User, with_filter(p("emails"), eq(p("bogus"), "x"), None));
         assert_eq!(e.detail, "unknown sub-attribute 'bogus' of 'emails'");
-        path_err(
-            ResourceKind::User,
-            with_filter(p("emails"), eq(p("type"), "work"), Some("bogus")),
-        );
-        path_err(
-            ResourceKind::User,
-            PatchPath {
-                attr: p("emails"),
-                filter: None,
-                filter_sub: Some("value".into()),
-            },
-        );
+        path_err(ResourceKind::User, with_filter(p("emails"), eq(p("type"), "work"), Some("bogus")));
+        path_err(ResourceKind::User, PatchPath { attr: p("emails"), filter: None, filter_sub: Some("value".into()) });
     }
 
     // --- discovery -----------------------------------------------------------------------
@@ -1781,62 +1407,25 @@ mod tests {
     fn schemas_discovery() {
         let all = schemas_json(BASE);
         let ids: Vec<&str> = all.iter().map(|s| s["id"].as_str().expect("id")).collect();
-        assert_eq!(
-            ids,
-            [
-                USER,
-                GROUP,
-                ENTERPRISE_USER,
-                SERVICE_PROVIDER_CONFIG,
-                RESOURCE_TYPE,
-                SCHEMA
-            ]
-        );
+        assert_eq!(ids, [USER, GROUP, ENTERPRISE_USER, SERVICE_PROVIDER_CONFIG, RESOURCE_TYPE, SCHEMA]);
         for s in &all {
             assert_eq!(s["schemas"], json!([SCHEMA]));
             let id = s["id"].as_str().expect("id");
-            assert_eq!(
-                s["meta"],
-                json!({"resourceType": "Schema", "location": format!("{BASE}/Schemas/{id}")})
-            );
-            assert!(
-                s["name"].is_string() && s["description"].is_string() && s["attributes"].is_array()
-            );
+            assert_eq!(s["meta"], json!({"resourceType": "Schema", "location": format!("{BASE}/Schemas/{id}")}));
+            assert!(s["name"].is_string() && s["description"].is_string() && s["attributes"].is_array());
         }
         let keys: Vec<&String> = all[0].as_object().expect("object").keys().collect();
-        assert_eq!(
-            keys,
-            ["schemas", "id", "name", "description", "attributes", "meta"]
-        );
-        let names: Vec<&str> = all
-            .iter()
-            .map(|s| s["name"].as_str().expect("name"))
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "User",
-                "Group",
-                "EnterpriseUser",
-                "ServiceProviderConfig",
-                "ResourceType",
-                "Schema"
-            ]
-        );
+        assert_eq!(keys, ["schemas", "id", "name", "description", "attributes", "meta"]);
+        let names: Vec<&str> = all.iter().map(|s| s["name"].as_str().expect("name")).collect();
+        assert_eq!(names, ["User", "Group", "EnterpriseUser", "ServiceProviderConfig", "ResourceType", "Schema"]);
 
         let user = schema_json(BASE, USER).expect("user schema");
         assert_eq!(user, all[0]);
         assert_eq!(user["attributes"][0]["name"], "userName");
         assert_eq!(user["attributes"].as_array().expect("array").len(), 21);
         let ent = schema_json(&format!("{BASE}/"), ENTERPRISE_USER).expect("enterprise");
-        assert_eq!(
-            ent["meta"]["location"],
-            format!("{BASE}/Schemas/{ENTERPRISE_USER}")
-        );
-        assert!(
-            schema_json(BASE, &USER.to_lowercase()).is_none(),
-            "ids match exactly"
-        );
+        assert_eq!(ent["meta"]["location"], format!("{BASE}/Schemas/{ENTERPRISE_USER}"));
+        assert!(schema_json(BASE, &USER.to_lowercase()).is_none(), "ids match exactly");
         assert!(schema_json(BASE, "User").is_none());
         // Common attributes are no part of any schema (RFC 7643 §3.1).
         for s in &all[..3] {
@@ -1867,10 +1456,7 @@ mod tests {
         assert_eq!(all[1]["endpoint"], "/Groups");
         assert_eq!(all[1]["schema"], GROUP);
         assert_eq!(all[1]["schemaExtensions"], json!([]));
-        assert_eq!(
-            all[1]["meta"]["location"],
-            format!("{BASE}/ResourceTypes/Group")
-        );
+        assert_eq!(all[1]["meta"]["location"], format!("{BASE}/ResourceTypes/Group"));
         assert_eq!(resource_type_json(BASE, "Group"), Some(all[1].clone()));
         assert_eq!(resource_type_json(BASE, "User"), Some(all[0].clone()));
         assert!(resource_type_json(BASE, "user").is_none());
@@ -1899,10 +1485,7 @@ mod tests {
         let spc = service_provider_config_json(BASE, &opts);
         assert_eq!(spc["schemas"], json!([SERVICE_PROVIDER_CONFIG]));
         assert_eq!(spc["patch"], json!({"supported": true}));
-        assert_eq!(
-            spc["bulk"],
-            json!({"supported": true, "maxOperations": 1000, "maxPayloadSize": 1_048_576})
-        );
+        assert_eq!(spc["bulk"], json!({"supported": true, "maxOperations": 1000, "maxPayloadSize": 1_048_576}));
         assert_eq!(spc["filter"], json!({"supported": true, "maxResults": 200}));
         assert_eq!(spc["changePassword"], json!({"supported": false}));
         assert_eq!(spc["sort"], json!({"supported": false}));
@@ -1917,18 +1500,8 @@ mod tests {
             spc["meta"],
             json!({"resourceType": "ServiceProviderConfig", "location": format!("{BASE}/ServiceProviderConfig")})
         );
-        assert!(
-            spc.get("id").is_none(),
-            "RFC 7643 §5: the configuration has no id"
-        );
-        let off = service_provider_config_json(
-            BASE,
-            &SpcOptions {
-                patch: false,
-                bulk: false,
-                ..opts
-            },
-        );
+        assert!(spc.get("id").is_none(), "RFC 7643 §5: the configuration has no id");
+        let off = service_provider_config_json(BASE, &SpcOptions { patch: false, bulk: false, ..opts });
         assert_eq!(off["patch"]["supported"], false);
         assert_eq!(off["bulk"]["supported"], false);
     }

@@ -51,7 +51,8 @@ fn json_path(urn: Option<&str>, name: &str, sub: Option<&str>) -> String {
     p
 }
 
-const MEMBER_DISPLAY: &str = "coalesce(gm.display, json_extract(m.data, '$.displayName'), json_extract(m.data, '$.userName'))";
+const MEMBER_DISPLAY: &str =
+    "coalesce(gm.display, json_extract(m.data, '$.displayName'), json_extract(m.data, '$.userName'))";
 
 impl Translator {
     fn bind(&mut self, v: SqlValue) -> &'static str {
@@ -295,7 +296,8 @@ impl Translator {
                     CompareOp::Lt => "<",
                     _ => "<=",
                 };
-                if matches!(value, SqlValue::Integer(_)) && matches!(lit, Literal::Bool(_)) && sym != "=" && sym != "!=" {
+                if matches!(value, SqlValue::Integer(_)) && matches!(lit, Literal::Bool(_)) && sym != "=" && sym != "!="
+                {
                     return "0".into();
                 }
                 let ph = self.bind(value);

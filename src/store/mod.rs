@@ -2,7 +2,7 @@
 //! API tokens.
 //!
 //! Owns: the schema and its migrations, the pragmas, the single writer thread, the reader
-//! connections and every SQL statement. Must not touch: HTTP (warp/reqwest), the SCIM wire
+//! connections and every SQL statement. Must not touch: HTTP (server or client), the SCIM wire
 //! format, cron. Its public API is backend-neutral: typed operations in, `model` types out;
 //! no rusqlite type or SQL text leaks past this module, so a PostgreSQL backend can be added
 //! here alone.

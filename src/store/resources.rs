@@ -54,7 +54,8 @@ fn map_unique(e: rusqlite::Error, ix: &Indexed) -> StoreError {
 
 fn write_emails(conn: &Connection, seq: i64, ix: &Indexed) -> Result<(), StoreError> {
     conn.prepare_cached("DELETE FROM resource_emails WHERE resource_seq = ?1")?.execute([seq])?;
-    let mut st = conn.prepare_cached("INSERT INTO resource_emails (resource_seq, value_ci, type_ci) VALUES (?1, ?2, ?3)")?;
+    let mut st =
+        conn.prepare_cached("INSERT INTO resource_emails (resource_seq, value_ci, type_ci) VALUES (?1, ?2, ?3)")?;
     for (v, t) in &ix.emails {
         st.execute(params![seq, v, t])?;
     }

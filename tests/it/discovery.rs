@@ -25,7 +25,8 @@ async fn service_provider_config_resource_types_schemas() {
     d.get("/ResourceTypes/Nope").await.assert_error(404, None);
 
     let schemas = d.get("/Schemas").await;
-    let ids: Vec<&str> = schemas.body["Resources"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        schemas.body["Resources"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
     for want in [USER, GROUP, ENTERPRISE] {
         assert!(ids.contains(&want), "{want} missing from /Schemas: {ids:?}");
     }
@@ -42,7 +43,9 @@ async fn service_provider_config_resource_types_schemas() {
 #[tokio::test]
 async fn other_methods_on_discovery_are_405() {
     let d = Daemon::start();
-    for path in ["/ServiceProviderConfig", "/ResourceTypes", "/Schemas", "/ResourceTypes/User", &format!("/Schemas/{USER}")] {
+    for path in
+        ["/ServiceProviderConfig", "/ResourceTypes", "/Schemas", "/ResourceTypes/User", &format!("/Schemas/{USER}")]
+    {
         for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
             let r = d.req(m.clone(), path, Some(json!({}))).await;
             r.assert_error(405, None);
@@ -55,10 +58,15 @@ async fn search_endpoints() {
     let d = Daemon::start();
     let u = d.create_user("search@example.com").await;
     let g = d.create_group("Searchers", &[&u]).await;
-    let r = d.post("/Users/.search", json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
-        "filter": "userName eq \"search@example.com\"", "attributes": ["userName"]
-    })).await;
+    let r = d
+        .post(
+            "/Users/.search",
+            json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                "filter": "userName eq \"search@example.com\"", "attributes": ["userName"]
+            }),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["Resources"][0], json!({"schemas": [USER], "id": u, "userName": "search@example.com"}));
     let r = d.post("/.search", json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]})).await;

@@ -31,7 +31,10 @@ async fn acknowledged_writes_survive_sigkill() {
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0..40 {
-                let rb = http.post(format!("{base}/Users")).bearer_auth(&token).header("content-type", "application/scim+json")
+                let rb = http
+                    .post(format!("{base}/Users"))
+                    .bearer_auth(&token)
+                    .header("content-type", "application/scim+json")
                     .body(user_body(&format!("w{w}-{i}@example.com")).to_string());
                 let r = send(rb).await;
                 assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
@@ -61,11 +64,17 @@ async fn kill_during_load_loses_no_acknowledged_change() {
     let writer = tokio::spawn(async move {
         let mut acked = Vec::new();
         for i in 0..100_000 {
-            let rb = http.post(format!("{base}/Users")).bearer_auth(&token).header("content-type", "application/scim+json")
+            let rb = http
+                .post(format!("{base}/Users"))
+                .bearer_auth(&token)
+                .header("content-type", "application/scim+json")
                 .body(user_body(&format!("load{i}@example.com")).to_string());
             match rb.send().await {
                 Ok(r) if r.status() == StatusCode::CREATED => {
-                    let v: serde_json::Value = match r.json().await { Ok(v) => v, Err(_) => break };
+                    let v: serde_json::Value = match r.json().await {
+                        Ok(v) => v,
+                        Err(_) => break,
+                    };
                     acked.push(v["id"].as_str().unwrap().to_string());
                 }
                 _ => break, // the daemon died under us: stop
@@ -97,7 +106,8 @@ async fn every_change_has_its_outbox_row() {
     let u = d.create_user("ob@example.com").await;
     let g = d.create_group("OB", &[]).await;
     d.patch(&format!("/Users/{u}"), patch_body(json!([{"op": "replace", "path": "active", "value": false}]))).await;
-    d.patch(&format!("/Groups/{g}"), patch_body(json!([{"op": "add", "path": "members", "value": [{"value": u}]}]))).await;
+    d.patch(&format!("/Groups/{g}"), patch_body(json!([{"op": "add", "path": "members", "value": [{"value": u}]}])))
+        .await;
     assert_eq!(d.delete(&format!("/Users/{u}")).await.status, StatusCode::NO_CONTENT);
     // Read the outbox through the library's store API on the same data directory.
     let store = scimsync::store::Store::open(&scimsync::store::StoreOptions {

@@ -7,14 +7,18 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 fn member_ids(group: &Value) -> Vec<String> {
-    group["members"].as_array().map(|a| a.iter().map(|m| m["value"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+    group["members"]
+        .as_array()
+        .map(|a| a.iter().map(|m| m["value"].as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
 }
 
 #[tokio::test]
 async fn create_with_members_fills_display_and_ref() {
     let d = Daemon::start();
     let u = d.create_user("m1@example.com").await;
-    let r = d.post("/Groups", json!({"schemas": [GROUP], "displayName": "Engineering", "members": [{"value": u}]})).await;
+    let r =
+        d.post("/Groups", json!({"schemas": [GROUP], "displayName": "Engineering", "members": [{"value": u}]})).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let m = &r.body["members"][0];
     assert_eq!(m["value"], u);
@@ -32,15 +36,25 @@ async fn create_with_members_fills_display_and_ref() {
 async fn unknown_member_is_invalid_value_and_nothing_is_written() {
     let d = Daemon::start();
     let u = d.create_user("known@example.com").await;
-    let r = d.post("/Groups", json!({"schemas": [GROUP], "displayName": "G", "members": [{"value": u}, {"value": "no-such-id"}]})).await;
+    let r = d
+        .post(
+            "/Groups",
+            json!({"schemas": [GROUP], "displayName": "G", "members": [{"value": u}, {"value": "no-such-id"}]}),
+        )
+        .await;
     r.assert_error(400, Some("invalidValue"));
     assert!(r.body["detail"].as_str().unwrap().contains("no-such-id"));
     assert_eq!(d.get("/Groups").await.body["totalResults"], 0, "the failed create must leave nothing behind");
     let gid = d.create_group("G", &[]).await;
-    let r = d.patch(&format!("/Groups/{gid}"), patch_body(json!([
-        {"op": "add", "path": "members", "value": [{"value": u}]},
-        {"op": "add", "path": "members", "value": [{"value": "ghost"}]}
-    ]))).await;
+    let r = d
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch_body(json!([
+                {"op": "add", "path": "members", "value": [{"value": u}]},
+                {"op": "add", "path": "members", "value": [{"value": "ghost"}]}
+            ])),
+        )
+        .await;
     r.assert_error(400, Some("invalidValue"));
     assert!(d.get(&format!("/Groups/{gid}")).await.body.get("members").is_none(), "PATCH must be all or nothing");
 }
@@ -53,7 +67,9 @@ async fn member_patches_answer_204_and_compose() {
     let c = d.create_user("c@example.com").await;
     let gid = d.create_group("Team", &[&a]).await;
     let path = format!("/Groups/{gid}");
-    let r = d.patch(&path, patch_body(json!([{"op": "add", "path": "members", "value": [{"value": b}, {"value": c}]}]))).await;
+    let r = d
+        .patch(&path, patch_body(json!([{"op": "add", "path": "members", "value": [{"value": b}, {"value": c}]}])))
+        .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
     assert_eq!(member_ids(&d.get(&path).await.body), vec![a.clone(), b.clone(), c.clone()]);
     // Adding an existing member is a no-op, not an error.
@@ -68,7 +84,12 @@ async fn member_patches_answer_204_and_compose() {
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(member_ids(&d.get(&path).await.body), vec![b.clone()]);
     // Asking for attributes gets 200 with the group.
-    let r = d.patch(&format!("{path}?attributes=members"), patch_body(json!([{"op": "add", "path": "members", "value": [{"value": c}]}]))).await;
+    let r = d
+        .patch(
+            &format!("{path}?attributes=members"),
+            patch_body(json!([{"op": "add", "path": "members", "value": [{"value": c}]}])),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(member_ids(&r.body), vec![b.clone(), c.clone()]);
     // Remove all members.
@@ -81,7 +102,12 @@ async fn member_patches_answer_204_and_compose() {
 async fn group_patch_can_be_configured_to_return_the_group() {
     let d = Daemon::start_with("[scim]\ngroup_patch_returns_resource = true\n");
     let gid = d.create_group("Cfg", &[]).await;
-    let r = d.patch(&format!("/Groups/{gid}"), patch_body(json!([{"op": "replace", "path": "displayName", "value": "Renamed"}]))).await;
+    let r = d
+        .patch(
+            &format!("/Groups/{gid}"),
+            patch_body(json!([{"op": "replace", "path": "displayName", "value": "Renamed"}])),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["displayName"], "Renamed");
 }
@@ -128,7 +154,8 @@ async fn ten_thousand_member_group_patch_stays_small() {
         ids.push(d.create_user(&format!("big{i}@example.com")).await);
     }
     let chunk: Vec<Value> = ids.iter().map(|id| json!({"value": id})).collect();
-    let r = d.patch(&format!("/Groups/{gid}"), patch_body(json!([{"op": "add", "path": "members", "value": chunk}]))).await;
+    let r =
+        d.patch(&format!("/Groups/{gid}"), patch_body(json!([{"op": "add", "path": "members", "value": chunk}]))).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(r.body, Value::Null);
     assert_eq!(member_ids(&d.get(&format!("/Groups/{gid}")).await.body).len(), 300);
@@ -149,7 +176,14 @@ async fn concurrent_member_adds_to_one_group_all_land() {
         let (http, url, token) = (d.http.clone(), d.url(&format!("/Groups/{gid}")), d.token.clone());
         tasks.push(tokio::spawn(async move {
             let body = patch_body(json!([{"op": "add", "path": "members", "value": [{"value": u}]}]));
-            send(http.patch(url).bearer_auth(token).header("content-type", "application/scim+json").body(body.to_string())).await.status
+            send(
+                http.patch(url)
+                    .bearer_auth(token)
+                    .header("content-type", "application/scim+json")
+                    .body(body.to_string()),
+            )
+            .await
+            .status
         }));
     }
     for t in tasks {

@@ -124,9 +124,8 @@ impl Daemon {
                 }
             }
         });
-        self.base = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("daemon did not print its listening line within 30 s");
+        self.base =
+            rx.recv_timeout(Duration::from_secs(30)).expect("daemon did not print its listening line within 30 s");
         self.child = Some(child);
     }
 

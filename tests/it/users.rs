@@ -8,16 +8,21 @@ use crate::support::*;
 #[tokio::test]
 async fn create_get_replace_delete() {
     let d = Daemon::start();
-    let r = d.post("/Users", json!({
-        "schemas": [USER, ENTERPRISE],
-        "userName": "bjensen@example.com",
-        "externalId": "ext-1",
-        "id": "client-chosen-id-is-ignored",
-        "password": "t1meMa$heen",
-        "name": {"givenName": "Barbara", "familyName": "Jensen"},
-        "emails": [{"value": "bjensen@example.com", "type": "work", "primary": true}],
-        ENTERPRISE: {"employeeNumber": "701984", "department": "Tour Operations"}
-    })).await;
+    let r = d
+        .post(
+            "/Users",
+            json!({
+                "schemas": [USER, ENTERPRISE],
+                "userName": "bjensen@example.com",
+                "externalId": "ext-1",
+                "id": "client-chosen-id-is-ignored",
+                "password": "t1meMa$heen",
+                "name": {"givenName": "Barbara", "familyName": "Jensen"},
+                "emails": [{"value": "bjensen@example.com", "type": "work", "primary": true}],
+                ENTERPRISE: {"employeeNumber": "701984", "department": "Tour Operations"}
+            }),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let id = r.body["id"].as_str().unwrap().to_string();
     assert_ne!(id, "client-chosen-id-is-ignored");
@@ -38,9 +43,14 @@ async fn create_get_replace_delete() {
     assert!(g.body.get("password").is_none());
 
     // PUT replaces all attributes (title disappears, name changes).
-    let p = d.put(&format!("/Users/{id}"), json!({
-        "schemas": [USER], "userName": "bjensen@example.com", "name": {"givenName": "Babs"}, "active": false
-    })).await;
+    let p = d
+        .put(
+            &format!("/Users/{id}"),
+            json!({
+                "schemas": [USER], "userName": "bjensen@example.com", "name": {"givenName": "Babs"}, "active": false
+            }),
+        )
+        .await;
     assert_eq!(p.status, StatusCode::OK, "{}", p.body);
     assert_eq!(p.body["name"], json!({"givenName": "Babs"}));
     assert_eq!(p.body["active"], false);
@@ -73,7 +83,12 @@ async fn user_name_is_unique_case_insensitively() {
     d.post("/Users", user_body("alice@example.COM")).await.assert_error(409, Some("uniqueness"));
     // Renaming another user onto the name is refused too, and changes nothing.
     let bob = d.create_user("bob@example.com").await;
-    let r = d.patch(&format!("/Users/{bob}"), patch_body(json!([{"op": "replace", "path": "userName", "value": "ALICE@example.com"}]))).await;
+    let r = d
+        .patch(
+            &format!("/Users/{bob}"),
+            patch_body(json!([{"op": "replace", "path": "userName", "value": "ALICE@example.com"}])),
+        )
+        .await;
     r.assert_error(409, Some("uniqueness"));
     assert_eq!(d.get(&format!("/Users/{bob}")).await.body["userName"], "bob@example.com");
 }
@@ -166,7 +181,10 @@ async fn attributes_and_excluded_attributes() {
     let d = Daemon::start();
     let id = d.create_user("proj@example.com").await;
     let r = d.get(&format!("/Users/{id}?attributes=userName,name.givenName")).await;
-    assert_eq!(r.body, json!({"schemas": [USER], "id": id, "userName": "proj@example.com", "name": {"givenName": "Given"}}));
+    assert_eq!(
+        r.body,
+        json!({"schemas": [USER], "id": id, "userName": "proj@example.com", "name": {"givenName": "Given"}})
+    );
     let r = d.get(&format!("/Users/{id}?excludedAttributes=emails,meta")).await;
     assert!(r.body.get("emails").is_none() && r.body.get("meta").is_none());
     assert_eq!(r.body["userName"], "proj@example.com");
@@ -182,12 +200,22 @@ async fn etags_if_match_and_if_none_match() {
     let r = d.req_with(Method::GET, &path, None, &[("if-none-match", "W/\"1\"")]).await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED);
     let stale = d
-        .req_with(Method::PATCH, &path, Some(patch_body(json!([{"op": "replace", "path": "active", "value": false}]))), &[("if-match", "W/\"7\"")])
+        .req_with(
+            Method::PATCH,
+            &path,
+            Some(patch_body(json!([{"op": "replace", "path": "active", "value": false}]))),
+            &[("if-match", "W/\"7\"")],
+        )
         .await;
     stale.assert_error(412, None);
     assert_eq!(d.get(&path).await.body["active"], true, "a failed If-Match must change nothing");
     let ok = d
-        .req_with(Method::PATCH, &path, Some(patch_body(json!([{"op": "replace", "path": "active", "value": false}]))), &[("if-match", "W/\"1\"")])
+        .req_with(
+            Method::PATCH,
+            &path,
+            Some(patch_body(json!([{"op": "replace", "path": "active", "value": false}]))),
+            &[("if-match", "W/\"1\"")],
+        )
         .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
     assert_eq!(ok.header("etag"), Some("W/\"2\""));
@@ -200,17 +228,24 @@ async fn etags_if_match_and_if_none_match() {
 async fn patch_user_answers_200_with_the_resource() {
     let d = Daemon::start();
     let id = d.create_user("patch@example.com").await;
-    let r = d.patch(&format!("/Users/{id}"), patch_body(json!([
-        {"op": "replace", "path": "name.familyName", "value": "Smith"},
-        {"op": "add", "path": "title", "value": "Engineer"},
-        {"op": "remove", "path": "emails"}
-    ]))).await;
+    let r = d
+        .patch(
+            &format!("/Users/{id}"),
+            patch_body(json!([
+                {"op": "replace", "path": "name.familyName", "value": "Smith"},
+                {"op": "add", "path": "title", "value": "Engineer"},
+                {"op": "remove", "path": "emails"}
+            ])),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["name"], json!({"givenName": "Given", "familyName": "Smith"}));
     assert_eq!(r.body["title"], "Engineer");
     assert!(r.body.get("emails").is_none());
     assert_eq!(r.body["meta"]["version"], "W/\"2\"");
     // A no-op PATCH keeps the version.
-    let r = d.patch(&format!("/Users/{id}"), patch_body(json!([{"op": "replace", "path": "title", "value": "Engineer"}]))).await;
+    let r = d
+        .patch(&format!("/Users/{id}"), patch_body(json!([{"op": "replace", "path": "title", "value": "Engineer"}])))
+        .await;
     assert_eq!(r.body["meta"]["version"], "W/\"2\"");
 }
