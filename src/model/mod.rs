@@ -146,3 +146,16 @@ pub fn format_time(t: time::OffsetDateTime) -> String {
 pub fn normalize_time(s: &str) -> Option<String> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok().map(format_time)
 }
+
+/// `now + d` in our stored timestamp format (for `next_attempt_at`, leases).
+pub fn time_after(d: std::time::Duration) -> String {
+    format_time(time::OffsetDateTime::now_utc() + d)
+}
+
+/// How long ago an RFC 3339 timestamp was; zero for a future or unreadable one.
+pub fn age_of(ts: &str) -> std::time::Duration {
+    time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|t| (time::OffsetDateTime::now_utc() - t).try_into().ok())
+        .unwrap_or_default()
+}

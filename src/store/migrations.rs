@@ -6,7 +6,8 @@ use rusqlite_migration::{M, Migrations};
 
 use super::StoreError;
 
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[M<'static>] =
+    &[M::up(include_str!("../../migrations/0001_init.sql")), M::up(include_str!("../../migrations/0002_delivery.sql"))];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {
     Migrations::from_slice(MIGRATIONS)

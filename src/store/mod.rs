@@ -15,6 +15,7 @@
 mod filter_sql;
 mod migrations;
 mod open;
+mod outbox;
 mod reader;
 mod resources;
 mod tokens;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use crate::model::query::Filter;
 use crate::model::{MemberDelta, MemberRef, Resource, ResourceKind};
 
+pub use outbox::{Attempt, Bundle, Completion, OutboxRow, OutboxState};
 pub use tokens::{NewToken, TokenInfo};
 
 /// Store settings, taken from `config::StoreConfig` by `app`.
@@ -175,6 +177,95 @@ impl Store {
     pub async fn outbox_for(&self, id: &str) -> Result<Vec<(String, u64, String)>, StoreError> {
         let id = id.to_string();
         self.readers.run(move |c| resources::outbox_for(c, &id)).await
+    }
+
+    /// At start: rows a crash left in flight are due again.
+    pub async fn outbox_recover(&self) -> Result<usize, StoreError> {
+        match self.writer.submit(writer::WriteOp::OutboxRecover).await? {
+            writer::WriteOutput::Changed(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Claim up to `limit` due bundles (see [`outbox`]), leased until `lease_until`.
+    pub async fn outbox_claim(
+        &self,
+        limit: usize,
+        max_rows: usize,
+        lease_until: String,
+    ) -> Result<Vec<Bundle>, StoreError> {
+        match self.writer.submit(writer::WriteOp::OutboxClaim { limit, max_rows, lease_until }).await? {
+            writer::WriteOutput::Bundles(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn outbox_complete(
+        &self,
+        bundle: &Bundle,
+        started_at: String,
+        completion: Completion,
+    ) -> Result<(), StoreError> {
+        let head = bundle.head();
+        let op = writer::WriteOp::OutboxComplete {
+            kind: head.kind,
+            resource_id: head.resource_id.clone(),
+            ids: bundle.rows.iter().map(|r| r.id).collect(),
+            started_at,
+            completion,
+        };
+        match self.writer.submit(op).await? {
+            writer::WriteOutput::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Re-queue dead rows: one, or all with `None`. Returns how many.
+    pub async fn outbox_retry_dead(&self, id: Option<i64>) -> Result<usize, StoreError> {
+        match self.writer.submit(writer::WriteOp::OutboxRetryDead(id)).await? {
+            writer::WriteOutput::Changed(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn outbox_drop(&self, id: i64) -> Result<bool, StoreError> {
+        match self.writer.submit(writer::WriteOp::OutboxDrop(id)).await? {
+            writer::WriteOutput::Changed(n) => Ok(n > 0),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Queue a full re-delivery of one resource; returns the new outbox id.
+    pub async fn resync(&self, kind: ResourceKind, id: &str) -> Result<i64, StoreError> {
+        match self.writer.submit(writer::WriteOp::Resync { kind, id: id.to_string() }).await? {
+            writer::WriteOutput::Changed(n) => Ok(n as i64),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Undelivered rows (all states but done when `state` is `None`), oldest first.
+    pub async fn outbox_list(&self, state: Option<OutboxState>, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        self.readers.run(move |c| outbox::list(c, state, limit)).await
+    }
+
+    pub async fn outbox_get(&self, id: i64) -> Result<Option<(OutboxRow, Vec<Attempt>)>, StoreError> {
+        self.readers.run(move |c| outbox::get(c, id)).await
+    }
+
+    /// Number of undelivered rows and the creation time of the oldest.
+    pub async fn outbox_depth(&self) -> Result<(u64, Option<String>), StoreError> {
+        self.readers.run(outbox::depth).await
+    }
+
+    /// The app's id for one of our resources, once provisioned.
+    pub async fn app_id(&self, resource_id: &str) -> Result<Option<String>, StoreError> {
+        let id = resource_id.to_string();
+        self.readers.run(move |c| outbox::app_id(c, &id)).await
+    }
+
+    pub async fn has_undelivered(&self, resource_id: &str) -> Result<bool, StoreError> {
+        let id = resource_id.to_string();
+        self.readers.run(move |c| outbox::has_undelivered(c, &id)).await
     }
 
     pub async fn create_token(&self, label: &str) -> Result<NewToken, StoreError> {

@@ -243,7 +243,16 @@ pub fn delete(
     )?
     .execute(params![cur.seq, now])?;
     conn.prepare_cached("DELETE FROM resources WHERE seq = ?1")?.execute([cur.seq])?;
-    enqueue(conn, kind, id, ChangeOp::Delete, cur.version + 1, &json!({}), now)?;
+    // The outbox keeps what identifies the account in the app, since the row is gone: the
+    // provisioner may need it to find an account it never learnt the app id of.
+    let old: Value = serde_json::from_str(&cur.data).unwrap_or(Value::Null);
+    let mut tombstone = Map::new();
+    for k in ["userName", "externalId", "displayName"] {
+        if let Some(v) = old.get(k) {
+            tombstone.insert(k.to_string(), v.clone());
+        }
+    }
+    enqueue(conn, kind, id, ChangeOp::Delete, cur.version + 1, &json!({ "tombstone": tombstone }), now)?;
     Ok(())
 }
 
@@ -361,4 +370,12 @@ pub fn outbox_for(conn: &Connection, id: &str) -> Result<Vec<(String, u64, Strin
     let mut st = conn.prepare_cached("SELECT op, version, payload FROM outbox WHERE resource_id = ?1 ORDER BY id")?;
     let rows = st.query_map([id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Queue a full re-delivery of a resource (provision on demand): an update row marked
+/// `resync`, so the worker sends the whole current state, group members included.
+pub fn resync(conn: &Connection, kind: ResourceKind, id: &str, now: &str) -> Result<i64, StoreError> {
+    let cur = current(conn, kind, id)?;
+    enqueue(conn, kind, id, ChangeOp::Update, cur.version, &json!({"attributes_changed": true, "resync": true}), now)?;
+    Ok(conn.last_insert_rowid())
 }

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::outbox::{self, Bundle, Completion};
 use super::tokens::GeneratedToken;
 use super::{NewResource, StoreError, Update, resources, tokens};
 use crate::model::{Resource, ResourceKind};
@@ -18,10 +19,33 @@ use crate::model::{Resource, ResourceKind};
 pub enum WriteOp {
     Create(NewResource),
     Update(Update),
-    Delete { kind: ResourceKind, id: String, expected_version: Option<u64> },
+    Delete {
+        kind: ResourceKind,
+        id: String,
+        expected_version: Option<u64>,
+    },
     TokenCreate(GeneratedToken),
     TokenRevoke(String),
     ReadPragmas,
+    OutboxRecover,
+    OutboxClaim {
+        limit: usize,
+        max_rows: usize,
+        lease_until: String,
+    },
+    OutboxComplete {
+        kind: ResourceKind,
+        resource_id: String,
+        ids: Vec<i64>,
+        started_at: String,
+        completion: Completion,
+    },
+    OutboxRetryDead(Option<i64>),
+    OutboxDrop(i64),
+    Resync {
+        kind: ResourceKind,
+        id: String,
+    },
 }
 
 #[derive(Debug)]
@@ -30,6 +54,7 @@ pub enum WriteOutput {
     Done,
     Changed(usize),
     Pragmas(Vec<(String, String)>),
+    Bundles(Vec<Bundle>),
 }
 
 struct Job {
@@ -153,5 +178,17 @@ fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
         WriteOp::TokenCreate(t) => tokens::insert(conn, &t, &now).map(|_| WriteOutput::Done),
         WriteOp::TokenRevoke(id) => tokens::revoke(conn, &id, &now).map(WriteOutput::Changed),
         WriteOp::ReadPragmas => super::open::read_pragmas(conn).map(WriteOutput::Pragmas),
+        WriteOp::OutboxRecover => outbox::recover_leases(conn, &now).map(WriteOutput::Changed),
+        WriteOp::OutboxClaim { limit, max_rows, lease_until } => {
+            outbox::claim(conn, limit, max_rows, &now, &lease_until).map(WriteOutput::Bundles)
+        }
+        WriteOp::OutboxComplete { kind, resource_id, ids, started_at, completion } => {
+            outbox::complete(conn, kind, &resource_id, &ids, &started_at, &completion, &now).map(|_| WriteOutput::Done)
+        }
+        WriteOp::OutboxRetryDead(id) => outbox::retry_dead(conn, id, &now).map(WriteOutput::Changed),
+        WriteOp::OutboxDrop(id) => outbox::drop_row(conn, id).map(WriteOutput::Changed),
+        WriteOp::Resync { kind, id } => {
+            resources::resync(conn, kind, &id, &now).map(|n| WriteOutput::Changed(n as usize))
+        }
     }
 }
