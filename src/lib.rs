@@ -11,12 +11,16 @@
 //! - [`service`]: use-cases; the transaction boundary.
 //! - [`store`]: rusqlite — migrations, pragmas, single writer, readers, resources, outbox, tokens.
 //! - [`http`]: warp — routes, auth, error rendering.
+//! - [`outbox_worker`]: claims outbox rows and delivers them through a [`downstream`] target
+//!   (reqwest: the app's SCIM API, or dry-run).
 
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod downstream;
 pub mod http;
 pub mod model;
+pub mod outbox_worker;
 pub mod scim;
 pub mod service;
 pub mod shutdown;

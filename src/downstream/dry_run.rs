@@ -1,0 +1,43 @@
+//! The dry-run target: records what would be sent, one JSON line per delivery, and succeeds.
+//! For trying a new configuration without touching the app.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::{Job, Outcome, representation};
+
+pub struct DryRun {
+    /// JSON lines file the would-be deliveries are appended to.
+    pub path: PathBuf,
+}
+
+impl DryRun {
+    pub async fn deliver(&self, job: &Job) -> Outcome {
+        let line = json!({
+            "at": crate::model::now(),
+            "idempotency_key": job.idempotency_key,
+            "resource_type": job.kind.as_str(),
+            "id": job.resource_id,
+            "ops": job.ops.iter().map(|o| o.as_str()).collect::<Vec<_>>(),
+            "action": if job.is_delete() { "deprovision" } else if job.app_id.is_some() { "update" } else { "create" },
+            "representation": job.current.as_ref().map(representation),
+            "members_added": job.members_added,
+            "members_removed": job.members_removed,
+        });
+        let path = self.path.clone();
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            writeln!(f, "{line}")?;
+            f.sync_data()
+        })
+        .await;
+        match written {
+            Ok(Ok(())) if job.is_delete() => Outcome::Done { app_id: None },
+            Ok(Ok(())) => Outcome::Done { app_id: Some(format!("dry-run-{}", job.resource_id)) },
+            Ok(Err(e)) => Outcome::Retry { after: None, error: format!("dry-run log {}: {e}", self.path.display()) },
+            Err(e) => Outcome::Retry { after: None, error: format!("dry-run task failed: {e}") },
+        }
+    }
+}

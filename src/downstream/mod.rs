@@ -1,0 +1,146 @@
+//! Talking to the downstream app: a [`Target`] takes one [`Job`] (the current state of one
+//! resource plus what changed since it was last delivered) and says how it went, as an
+//! [`Outcome`]: done, retry (maybe after a time the app asked for), permanent failure, or
+//! waiting for a dependency.
+//!
+//! Owns: request shapes and outcome classification. Must not touch: the store, warp, retry
+//! timing (the outbox worker decides when to try again).
+
+pub mod dry_run;
+pub mod scim_target;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::model::{ChangeOp, Resource, ResourceKind};
+
+/// One resource's pending changes, ready to deliver.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub kind: ResourceKind,
+    pub resource_id: String,
+    /// The outbox id of the oldest change in the job: sent as `Idempotency-Key`.
+    pub idempotency_key: String,
+    /// The coalesced changes, oldest first.
+    pub ops: Vec<ChangeOp>,
+    /// The resource as it is now; `None` when it has been deleted.
+    pub current: Option<Resource>,
+    /// What the app calls this resource, when known.
+    pub app_id: Option<String>,
+    /// `userName` / `externalId` / `displayName` of a deleted resource, to find it in the app.
+    pub tombstone: Map<String, Value>,
+    /// Group members to add and remove (our ids), net over the coalesced changes.
+    pub members_added: Vec<String>,
+    pub members_removed: Vec<String>,
+    /// Our member id -> the app's id, for every member named above.
+    pub member_app_ids: HashMap<String, String>,
+    /// Whether attributes changed (or the resource is new): otherwise a membership-only job
+    /// sends no attribute update.
+    pub attrs_changed: bool,
+}
+
+impl Job {
+    pub fn is_delete(&self) -> bool {
+        self.current.is_none()
+    }
+}
+
+/// How a delivery went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Applied. `app_id`: the app's id for the resource now (`None`: it no longer exists there).
+    Done { app_id: Option<String> },
+    /// Worth trying again; `after` is what the app asked for (`Retry-After`), if anything.
+    Retry { after: Option<Duration>, error: String },
+    /// Will not succeed by retrying (a 400 the app will keep giving, bad credentials, ...).
+    Permanent { error: String },
+}
+
+/// The configured downstream. An enum rather than a trait object: the set is closed and
+/// known at build time, and async methods stay simple.
+pub enum Target {
+    Scim(scim_target::ScimTarget),
+    DryRun(dry_run::DryRun),
+}
+
+impl Target {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Scim(_) => "scim",
+            Target::DryRun(_) => "dry-run",
+        }
+    }
+
+    pub async fn deliver(&self, job: &Job) -> Outcome {
+        match self {
+            Target::Scim(t) => t.deliver(job).await,
+            Target::DryRun(t) => t.deliver(job).await,
+        }
+    }
+}
+
+/// The SCIM representation we send for a resource: its attributes (never the password
+/// hash, which is ours), `schemas`, and no `id`/`meta` (the app assigns its own).
+pub fn representation(res: &Resource) -> Map<String, Value> {
+    let mut m = Map::new();
+    let mut schemas = vec![Value::String(crate::scim::schema::core_urn(res.kind).to_string())];
+    for ext in crate::scim::schema::extension_urns(res.kind) {
+        if res.attrs.contains_key(*ext) {
+            schemas.push(Value::String(ext.to_string()));
+        }
+    }
+    m.insert("schemas".into(), Value::Array(schemas));
+    for (k, v) in &res.attrs {
+        if k != "password" {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    m
+}
+
+/// Outcome of an HTTP status that is not the success we wanted (RFC 7231 semantics plus
+/// provisioning practice): 408, 429 and 5xx are worth retrying; other 4xx are not, except
+/// that the caller handles 404 and 409 itself where they mean "gone" or "exists".
+pub fn classify(status: u16, retry_after: Option<Duration>, what: &str, body: &str) -> Outcome {
+    let error = format!("{what}: HTTP {status}: {}", truncate(body, 300));
+    if status == 408 || status == 429 || status >= 500 {
+        Outcome::Retry { after: retry_after, error }
+    } else {
+        Outcome::Permanent { error }
+    }
+}
+
+/// `Retry-After` as delay-seconds (the HTTP-date form is rare from APIs and treated as absent).
+pub fn parse_retry_after(v: Option<&str>) -> Option<Duration> {
+    v?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+pub fn truncate(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        return s.to_string();
+    }
+    let mut end = n;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert!(matches!(classify(503, None, "x", ""), Outcome::Retry { .. }));
+        assert!(matches!(classify(429, Some(Duration::from_secs(3)), "x", ""), Outcome::Retry { after: Some(_), .. }));
+        assert!(matches!(classify(408, None, "x", ""), Outcome::Retry { .. }));
+        assert!(matches!(classify(400, None, "x", ""), Outcome::Permanent { .. }));
+        assert!(matches!(classify(401, None, "x", ""), Outcome::Permanent { .. }));
+        assert_eq!(parse_retry_after(Some(" 7 ")), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(truncate("héllo", 2), "h…");
+    }
+}

@@ -1,0 +1,317 @@
+//! The app's own SCIM 2.0 API as the target (RFC 7644 as a client).
+//!
+//! Creating is "find or create": an account that already exists in the app (same
+//! `userName`, or `displayName` for groups) is adopted, never duplicated, and a 409 on create
+//! adopts too. Updates go by PUT or PATCH (configurable); deprovisioning deactivates or
+//! deletes (configurable). Group memberships travel as PATCH deltas in batches no larger than
+//! the app accepts, never as a full member list.
+
+use std::time::Duration;
+
+use reqwest::{Client, Method};
+use serde_json::{Value, json};
+
+use super::{Job, Outcome, classify, parse_retry_after, representation};
+use crate::model::ResourceKind;
+
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateMethod {
+    Put,
+    Patch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deprovision {
+    /// `active: false` on users; groups are deleted (they have no `active`).
+    Deactivate,
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    Bearer(String),
+    Basic { user: String, password: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct ScimTargetOptions {
+    /// e.g. `https://app.example.com/scim/v2` (no trailing slash needed).
+    pub base_url: String,
+    pub auth: Auth,
+    pub update_method: UpdateMethod,
+    pub deprovision: Deprovision,
+    pub max_members_per_patch: usize,
+    pub request_timeout: Duration,
+}
+
+pub struct ScimTarget {
+    opts: ScimTargetOptions,
+    http: Client,
+}
+
+/// A response we keep: status, Retry-After, body.
+struct Resp {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+fn endpoint(kind: ResourceKind) -> &'static str {
+    match kind {
+        ResourceKind::User => "Users",
+        ResourceKind::Group => "Groups",
+    }
+}
+
+/// The SCIM filter string literal for `s` (RFC 7644 §3.4.2.2: a JSON string).
+fn lit(s: &str) -> String {
+    Value::String(s.to_string()).to_string()
+}
+
+impl ScimTarget {
+    pub fn new(opts: ScimTargetOptions) -> Result<Self, String> {
+        let http = Client::builder()
+            .timeout(opts.request_timeout)
+            .user_agent(concat!("scimsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(ScimTarget { opts, http })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.opts.base_url.trim_end_matches('/'), path)
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>, key: &str) -> Result<Resp, Outcome> {
+        let mut rb = self
+            .http
+            .request(method.clone(), self.url(path))
+            .header("accept", "application/scim+json, application/json")
+            .header("idempotency-key", key);
+        rb = match &self.opts.auth {
+            Auth::None => rb,
+            Auth::Bearer(t) => rb.bearer_auth(t),
+            Auth::Basic { user, password } => rb.basic_auth(user, Some(password)),
+        };
+        if let Some(b) = body {
+            rb = rb.header("content-type", "application/scim+json").body(b.to_string());
+        }
+        let resp = rb.send().await.map_err(|e| Outcome::Retry {
+            after: None,
+            error: format!("{method} {path}: {}", if e.is_timeout() { "timed out".to_string() } else { e.to_string() }),
+        })?;
+        let status = resp.status().as_u16();
+        let retry_after = parse_retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
+        let body = resp.text().await.unwrap_or_default();
+        Ok(Resp { status, retry_after, body })
+    }
+
+    fn fail(&self, r: &Resp, what: &str) -> Outcome {
+        classify(r.status, r.retry_after, what, &r.body)
+    }
+
+    pub async fn deliver(&self, job: &Job) -> Outcome {
+        match self.deliver_inner(job).await {
+            Ok(o) | Err(o) => o,
+        }
+    }
+
+    async fn deliver_inner(&self, job: &Job) -> Result<Outcome, Outcome> {
+        let key = job.idempotency_key.as_str();
+        let Some(current) = &job.current else {
+            return self.deprovision(job).await;
+        };
+        let mut body = representation(current);
+        let ep = endpoint(job.kind);
+        // Find the app's account: known id, else look it up, else create it.
+        let mut app_id = job.app_id.clone();
+        let mut fresh = false;
+        let looked_up = app_id.is_none();
+        if app_id.is_none() {
+            app_id = self.lookup(job.kind, &body, key).await?;
+        }
+        if app_id.is_none() {
+            if job.kind == ResourceKind::Group {
+                body.insert("members".into(), json!([]));
+            }
+            let r = self.send(Method::POST, ep, Some(&Value::Object(body.clone())), key).await?;
+            match r.status {
+                200 | 201 => {
+                    app_id = r.json().get("id").and_then(Value::as_str).map(str::to_string);
+                    if app_id.is_none() {
+                        return Err(Outcome::Permanent { error: format!("POST /{ep}: the app returned no id") });
+                    }
+                    fresh = true;
+                }
+                // Exists already (a race, or a lookup the app does not support): adopt it.
+                409 => {
+                    app_id = self.lookup(job.kind, &body, key).await?;
+                    if app_id.is_none() {
+                        return Err(self.fail(&r, &format!("POST /{ep} (409, and the lookup found nothing)")));
+                    }
+                }
+                _ => return Err(self.fail(&r, &format!("POST /{ep}"))),
+            }
+            body.remove("members");
+        }
+        let app_id = app_id.unwrap_or_default();
+        // An adopted account gets our state even if nothing changed on our side since.
+        if !fresh && (job.attrs_changed || looked_up) {
+            self.update(job.kind, &app_id, &body, key).await?;
+        }
+        if job.kind == ResourceKind::Group {
+            self.push_members(job, &app_id, key).await?;
+        }
+        Ok(Outcome::Done { app_id: Some(app_id) })
+    }
+
+    /// Find an existing account by its unique name (and `externalId` for users without a
+    /// match on name), so a create never duplicates.
+    async fn lookup(
+        &self,
+        kind: ResourceKind,
+        body: &serde_json::Map<String, Value>,
+        key: &str,
+    ) -> Result<Option<String>, Outcome> {
+        let attr = match kind {
+            ResourceKind::User => "userName",
+            ResourceKind::Group => "displayName",
+        };
+        let mut filters = Vec::new();
+        if let Some(v) = body.get(attr).and_then(Value::as_str) {
+            filters.push(format!("{attr} eq {}", lit(v)));
+        }
+        if let Some(v) = body.get("externalId").and_then(Value::as_str) {
+            filters.push(format!("externalId eq {}", lit(v)));
+        }
+        for f in filters {
+            let q = format!("{}?filter={}", endpoint(kind), urlencode(&f));
+            let r = self.send(Method::GET, &q, None, key).await?;
+            if r.status != 200 {
+                // Some apps reject filters on an attribute: not fatal, try the next or create.
+                if r.status == 400 {
+                    continue;
+                }
+                return Err(self.fail(&r, &format!("GET /{}?filter", endpoint(kind))));
+            }
+            let v = r.json();
+            if let Some(id) = v["Resources"].as_array().and_then(|a| a.first()).and_then(|x| x["id"].as_str()) {
+                return Ok(Some(id.to_string()));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn update(
+        &self,
+        kind: ResourceKind,
+        app_id: &str,
+        body: &serde_json::Map<String, Value>,
+        key: &str,
+    ) -> Result<(), Outcome> {
+        let ep = endpoint(kind);
+        let path = format!("{ep}/{app_id}");
+        // Groups are never PUT: a PUT without members would empty the group in the app.
+        let r = if self.opts.update_method == UpdateMethod::Put && kind == ResourceKind::User {
+            let mut b = body.clone();
+            b.insert("id".into(), Value::String(app_id.to_string()));
+            self.send(Method::PUT, &path, Some(&Value::Object(b)), key).await?
+        } else {
+            let mut value = body.clone();
+            value.remove("schemas");
+            let patch = json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "value": value}]});
+            self.send(Method::PATCH, &path, Some(&patch), key).await?
+        };
+        match r.status {
+            200 | 204 => Ok(()),
+            404 => Err(Outcome::Retry {
+                after: None,
+                error: format!("{path}: the app no longer has this account (404); it will be recreated"),
+            }),
+            _ => Err(self.fail(&r, &format!("update /{path}"))),
+        }
+    }
+
+    /// Member adds and removes as PATCH requests of at most `max_members_per_patch` values.
+    async fn push_members(&self, job: &Job, group_app_id: &str, key: &str) -> Result<(), Outcome> {
+        let path = format!("Groups/{group_app_id}");
+        let batch = self.opts.max_members_per_patch.max(1);
+        let app = |id: &String| job.member_app_ids.get(id).cloned();
+        let adds: Vec<String> = job.members_added.iter().filter_map(app).collect();
+        let removes: Vec<String> = job.members_removed.iter().filter_map(app).collect();
+        for chunk in adds.chunks(batch) {
+            let value: Vec<Value> = chunk.iter().map(|id| json!({"value": id})).collect();
+            let patch =
+                json!({"schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "members", "value": value}]});
+            self.member_patch(&path, &patch, key).await?;
+        }
+        for chunk in removes.chunks(batch) {
+            let ops: Vec<Value> = chunk
+                .iter()
+                .map(|id| json!({"op": "remove", "path": format!("members[value eq {}]", lit(id))}))
+                .collect();
+            let patch = json!({"schemas": [PATCH_OP], "Operations": ops});
+            self.member_patch(&path, &patch, key).await?;
+        }
+        Ok(())
+    }
+
+    async fn member_patch(&self, path: &str, patch: &Value, key: &str) -> Result<(), Outcome> {
+        let r = self.send(Method::PATCH, path, Some(patch), key).await?;
+        match r.status {
+            200 | 204 => Ok(()),
+            404 => Err(Outcome::Retry {
+                after: None,
+                error: format!("{path}: group gone in the app (404); it will be recreated"),
+            }),
+            _ => Err(self.fail(&r, &format!("PATCH /{path} members"))),
+        }
+    }
+
+    async fn deprovision(&self, job: &Job) -> Result<Outcome, Outcome> {
+        let key = job.idempotency_key.as_str();
+        let app_id = match &job.app_id {
+            Some(id) => Some(id.clone()),
+            None => self.lookup(job.kind, &job.tombstone, key).await?,
+        };
+        let Some(app_id) = app_id else {
+            // Never reached the app: nothing to remove.
+            return Ok(Outcome::Done { app_id: None });
+        };
+        let path = format!("{}/{app_id}", endpoint(job.kind));
+        if self.opts.deprovision == Deprovision::Deactivate && job.kind == ResourceKind::User {
+            let patch =
+                json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]});
+            let r = self.send(Method::PATCH, &path, Some(&patch), key).await?;
+            return match r.status {
+                200 | 204 | 404 => Ok(Outcome::Done { app_id: None }),
+                _ => Err(self.fail(&r, &format!("deactivate /{path}"))),
+            };
+        }
+        let r = self.send(Method::DELETE, &path, None, key).await?;
+        match r.status {
+            200 | 204 | 404 => Ok(Outcome::Done { app_id: None }),
+            _ => Err(self.fail(&r, &format!("DELETE /{path}"))),
+        }
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

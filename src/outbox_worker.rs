@@ -1,0 +1,330 @@
+//! The outbox worker: claims due bundles, builds each [`Job`] from the store, hands it to the
+//! target, and records the outcome — done, retry with backoff, waiting for a dependency, or
+//! dead-lettered — together with the attempt. Deliveries to different resources run in
+//! parallel up to the configured concurrency; one resource's changes go in commit order.
+//!
+//! Owns: claiming, delivering, recording attempts, backoff. Must not touch: warp, SCIM
+//! parsing, building request payloads (that is `downstream`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::downstream::{Job, Outcome, Target};
+use crate::model::{ChangeOp, ResourceKind, age_of, now, time_after};
+use crate::store::{Bundle, Completion, Load, Store, StoreError};
+
+/// Retry and flow-control policy, from `[outbox]` in the config.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Deliveries in flight at once (different resources).
+    pub concurrency: usize,
+    /// How often to look for due rows when nothing wakes the worker.
+    pub poll_interval: Duration,
+    /// A delivery not finished after this long is considered lost and claimed again.
+    pub lease: Duration,
+    /// Attempts before a row is dead-lettered.
+    pub max_attempts: u32,
+    /// A row older than this is dead-lettered at its next failure.
+    pub max_age: Duration,
+    /// Backoff: full jitter over `base * 2^attempts`, capped at `max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// The longest `Retry-After` honoured (an app asking for a day is clamped).
+    pub retry_after_max: Duration,
+    /// Most rows of one resource coalesced into one delivery.
+    pub max_rows_per_bundle: usize,
+    /// How long a waiting delivery (a member not provisioned yet) waits before a retry.
+    pub wait_interval: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            concurrency: 4,
+            poll_interval: Duration::from_millis(500),
+            lease: Duration::from_secs(300),
+            max_attempts: 20,
+            max_age: Duration::from_secs(3 * 24 * 3600),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(600),
+            retry_after_max: Duration::from_secs(3600),
+            max_rows_per_bundle: 100,
+            wait_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Run until `shutdown`; then stop claiming and wait (up to the lease) for deliveries at hand.
+pub async fn run(
+    store: Store,
+    target: Arc<Target>,
+    opts: WorkerOptions,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    match store.outbox_recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(rows = n, "outbox: re-queued deliveries interrupted by a crash or kill"),
+        Err(e) => tracing::error!(error = %e, "outbox: could not recover leases"),
+    }
+    let permits = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    tracing::info!(target = target.name(), concurrency = opts.concurrency, "outbox worker started");
+    loop {
+        while tasks.try_join_next().is_some() {}
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let free = permits.available_permits();
+        let mut claimed = 0;
+        if free > 0 {
+            let lease_until = time_after(opts.lease);
+            match store.outbox_claim(free, opts.max_rows_per_bundle, lease_until).await {
+                Ok(bundles) => {
+                    claimed = bundles.len();
+                    for b in bundles {
+                        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                        let (store, target, opts) = (store.clone(), target.clone(), opts.clone());
+                        tasks.spawn(async move {
+                            deliver_bundle(&store, &target, &opts, b).await;
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(StoreError::Closed) => break,
+                Err(e) => tracing::error!(error = %e, "outbox: claim failed"),
+            }
+        }
+        if claimed == 0 || permits.available_permits() == 0 {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(opts.poll_interval) => {}
+                _ = shutdown.cancelled() => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+    }
+    let deadline = tokio::time::sleep(opts.lease.min(Duration::from_secs(30)));
+    tokio::pin!(deadline);
+    while !tasks.is_empty() {
+        tokio::select! {
+            _ = tasks.join_next() => {}
+            _ = &mut deadline => {
+                tracing::warn!(left = tasks.len(), "outbox: deliveries still running at the shutdown deadline; they will be retried");
+                tasks.abort_all();
+                break;
+            }
+        }
+    }
+    tracing::info!("outbox worker stopped");
+}
+
+async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bundle: Bundle) {
+    let started = now();
+    let head = bundle.head().clone();
+    let completion = match build_job(store, &bundle).await {
+        Err(e) => Completion::Retry { next_attempt_at: time_after(opts.retry_base), error: format!("store: {e}") },
+        Ok(Prepared::Waiting(reason)) => {
+            if age_of(&head.created_at) > opts.max_age {
+                Completion::Dead { error: format!("gave up waiting: {reason}") }
+            } else {
+                Completion::Waiting { next_attempt_at: time_after(opts.wait_interval), reason }
+            }
+        }
+        Ok(Prepared::Job(job)) => {
+            let outcome = target.deliver(&job).await;
+            decide(opts, head.attempts, &head.created_at, outcome)
+        }
+    };
+    match &completion {
+        Completion::Success { .. } => tracing::info!(
+            outbox_id = head.id, resource = %head.resource_id, kind = head.kind.as_str(), rows = bundle.rows.len(), "delivered"
+        ),
+        Completion::Retry { error, next_attempt_at } => tracing::warn!(
+            outbox_id = head.id, resource = %head.resource_id, attempt = head.attempts + 1, next = %next_attempt_at, error = %error, "delivery failed; will retry"
+        ),
+        Completion::Dead { error } => tracing::error!(
+            outbox_id = head.id, resource = %head.resource_id, error = %error, "delivery dead-lettered; see `scimsync outbox list --dead`"
+        ),
+        Completion::Waiting { reason, .. } => {
+            tracing::debug!(outbox_id = head.id, reason = %reason, "delivery waiting")
+        }
+    }
+    if let Err(e) = store.outbox_complete(&bundle, started, completion).await {
+        // The lease will expire and the bundle will be delivered again: at-least-once.
+        tracing::error!(outbox_id = head.id, error = %e, "could not record the delivery outcome");
+    }
+}
+
+/// Map a target outcome to what the outbox records, applying the retry policy.
+fn decide(opts: &WorkerOptions, attempts_before: u32, created_at: &str, outcome: Outcome) -> Completion {
+    match outcome {
+        Outcome::Done { app_id } => Completion::Success { id_map: Some(app_id) },
+        Outcome::Permanent { error } => Completion::Dead { error },
+        Outcome::Retry { after, error } => {
+            let attempts = attempts_before + 1;
+            if attempts >= opts.max_attempts {
+                return Completion::Dead { error: format!("{error} (gave up after {attempts} attempts)") };
+            }
+            if age_of(created_at) > opts.max_age {
+                return Completion::Dead {
+                    error: format!("{error} (gave up: older than {}s)", opts.max_age.as_secs()),
+                };
+            }
+            let delay =
+                backoff(opts, attempts_before).max(after.map(|a| a.min(opts.retry_after_max)).unwrap_or_default());
+            Completion::Retry { next_attempt_at: time_after(delay), error }
+        }
+    }
+}
+
+/// Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): a uniformly random
+/// delay in `[0, min(max, base * 2^attempt)]`, so clients that failed together spread out.
+pub fn backoff(opts: &WorkerOptions, attempts_before: u32) -> Duration {
+    let exp = opts.retry_base.saturating_mul(1u32.checked_shl(attempts_before.min(30)).unwrap_or(u32::MAX));
+    let cap = exp.min(opts.retry_max);
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    let frac = (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64;
+    cap.mul_f64(frac)
+}
+
+enum Prepared {
+    Job(Job),
+    Waiting(String),
+}
+
+/// Gather what the target needs: the current state, the app's ids, the net member delta.
+async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreError> {
+    let head = bundle.head();
+    let kind = head.kind;
+    let ops: Vec<ChangeOp> = bundle.rows.iter().map(|r| r.op).collect();
+    let resync = bundle.rows.iter().any(|r| r.payload.get("resync").is_some());
+    let created_here = ops.contains(&ChangeOp::Create) || resync;
+    let current = store
+        .get(kind, &head.resource_id, Load { members: kind == ResourceKind::Group && created_here, groups: false })
+        .await?;
+    let app_id = store.app_id(&head.resource_id).await?;
+    let mut attrs_changed = created_here;
+    let mut tombstone = serde_json::Map::new();
+    // Net membership change over the coalesced rows, in commit order.
+    let mut added: Vec<String> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    for r in &bundle.rows {
+        if r.payload.get("attributes_changed").is_some() {
+            attrs_changed = true;
+        }
+        if let Some(t) = r.payload.get("tombstone").and_then(|t| t.as_object()) {
+            tombstone = t.clone();
+        }
+        for id in
+            r.payload.get("members_added").and_then(|v| v.as_array()).into_iter().flatten().filter_map(|v| v.as_str())
+        {
+            removed.retain(|x| x != id);
+            if !added.iter().any(|x| x == id) {
+                added.push(id.to_string());
+            }
+        }
+        for id in
+            r.payload.get("members_removed").and_then(|v| v.as_array()).into_iter().flatten().filter_map(|v| v.as_str())
+        {
+            added.retain(|x| x != id);
+            if !removed.iter().any(|x| x == id) {
+                removed.push(id.to_string());
+            }
+        }
+    }
+    // A group new to the app gets its whole current member list.
+    if let Some(members) = current.as_ref().and_then(|c| c.members.as_ref()) {
+        added = members.iter().map(|m| m.id.clone()).collect();
+        removed.clear();
+    }
+    let mut member_app_ids = HashMap::new();
+    let mut missing = Vec::new();
+    let wanted: HashSet<&String> = added.iter().chain(removed.iter()).collect();
+    for id in wanted {
+        match store.app_id(id).await? {
+            Some(a) => {
+                member_app_ids.insert(id.clone(), a);
+            }
+            // A member still on its way to the app: the group waits for it. One with nothing
+            // pending and no app id (deleted since) is simply skipped.
+            None if added.contains(id) && store.has_undelivered(id).await? => missing.push(id.clone()),
+            None => {}
+        }
+    }
+    if current.is_some() && !missing.is_empty() {
+        return Ok(Prepared::Waiting(format!("{} member(s) not provisioned yet, e.g. {}", missing.len(), missing[0])));
+    }
+    Ok(Prepared::Job(Job {
+        kind,
+        resource_id: head.resource_id.clone(),
+        idempotency_key: head.id.to_string(),
+        ops,
+        current,
+        app_id,
+        tombstone,
+        members_added: added,
+        members_removed: removed,
+        member_app_ids,
+        attrs_changed,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_jittered() {
+        let o = WorkerOptions {
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            ..Default::default()
+        };
+        for attempt in 0..40 {
+            let d = backoff(&o, attempt);
+            assert!(d <= Duration::from_secs(60), "attempt {attempt}: {d:?}");
+            assert!(d <= Duration::from_secs(1) * 2u32.saturating_pow(attempt.min(20)), "attempt {attempt}: {d:?}");
+        }
+        let samples: HashSet<u128> = (0..20).map(|_| backoff(&o, 5).as_micros()).collect();
+        assert!(samples.len() > 10, "full jitter must spread delays: {samples:?}");
+    }
+
+    #[test]
+    fn decide_applies_the_policy() {
+        let o = WorkerOptions { max_attempts: 3, retry_after_max: Duration::from_secs(10), ..Default::default() };
+        let fresh = now();
+        assert!(matches!(
+            decide(&o, 0, &fresh, Outcome::Done { app_id: Some("x".into()) }),
+            Completion::Success { .. }
+        ));
+        assert!(matches!(decide(&o, 0, &fresh, Outcome::Permanent { error: "400".into() }), Completion::Dead { .. }));
+        assert!(matches!(
+            decide(&o, 0, &fresh, Outcome::Retry { after: None, error: "503".into() }),
+            Completion::Retry { .. }
+        ));
+        assert!(matches!(
+            decide(&o, 2, &fresh, Outcome::Retry { after: None, error: "503".into() }),
+            Completion::Dead { .. }
+        ));
+        // Retry-After is honoured but clamped.
+        let Completion::Retry { next_attempt_at, .. } =
+            decide(&o, 0, &fresh, Outcome::Retry { after: Some(Duration::from_secs(86400)), error: "429".into() })
+        else {
+            panic!("expected retry")
+        };
+        assert!(next_attempt_at <= time_after(Duration::from_secs(11)), "{next_attempt_at}");
+        assert!(next_attempt_at >= time_after(Duration::from_secs(9)), "{next_attempt_at}");
+        let old = "2000-01-01T00:00:00.000Z";
+        assert!(matches!(
+            decide(&o, 0, old, Outcome::Retry { after: None, error: "x".into() }),
+            Completion::Dead { .. }
+        ));
+    }
+}
