@@ -10,8 +10,15 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::config::{Config, DeprovisionConfig, TargetKind, UpdateMethodConfig};
+use crate::downstream::scim_target::{Auth, Deprovision, ScimTarget, ScimTargetOptions, UpdateMethod};
+use crate::downstream::{Target, dry_run::DryRun};
 use crate::http::{self, ApiState};
+use crate::outbox_worker::{self, WorkerOptions};
 use crate::service::{ListLimits, Service};
 use crate::store::{NewToken, Store, StoreError, StoreOptions};
 
@@ -45,12 +52,86 @@ pub async fn bind(cfg: &Config) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// The configured downstream target, or `None` for the embedded default (keep queuing).
+pub fn build_target(cfg: &Config) -> Result<Option<Target>, String> {
+    Ok(match cfg.target.kind {
+        TargetKind::None => None,
+        TargetKind::DryRun => {
+            let f = &cfg.target.dry_run.file;
+            let path = if f.is_absolute() { f.clone() } else { cfg.store.data_dir.join(f) };
+            Some(Target::DryRun(DryRun { path }))
+        }
+        TargetKind::Scim => {
+            let s = &cfg.target.scim;
+            let auth = if !s.bearer_token.is_empty() {
+                Auth::Bearer(s.bearer_token.expose().to_string())
+            } else if !s.basic_user.is_empty() {
+                Auth::Basic { user: s.basic_user.clone(), password: s.basic_password.expose().to_string() }
+            } else {
+                Auth::None
+            };
+            Some(Target::Scim(ScimTarget::new(ScimTargetOptions {
+                base_url: s.base_url.clone(),
+                auth,
+                update_method: match s.update_method {
+                    UpdateMethodConfig::Put => UpdateMethod::Put,
+                    UpdateMethodConfig::Patch => UpdateMethod::Patch,
+                },
+                deprovision: match s.deprovision {
+                    DeprovisionConfig::Deactivate => Deprovision::Deactivate,
+                    DeprovisionConfig::Delete => Deprovision::Delete,
+                },
+                max_members_per_patch: s.max_members_per_patch,
+                request_timeout: Duration::from_secs(s.request_timeout_seconds),
+            })?))
+        }
+    })
+}
+
+pub fn worker_options(cfg: &Config) -> WorkerOptions {
+    let o = &cfg.outbox;
+    WorkerOptions {
+        concurrency: o.concurrency,
+        poll_interval: Duration::from_secs_f64(o.poll_interval_seconds),
+        lease: Duration::from_secs(o.lease_seconds),
+        max_attempts: o.max_attempts,
+        max_age: Duration::from_secs(o.max_age_seconds),
+        retry_base: Duration::from_secs_f64(o.retry_base_seconds),
+        retry_max: Duration::from_secs(o.retry_max_seconds),
+        retry_after_max: Duration::from_secs(o.retry_after_max_seconds),
+        ..WorkerOptions::default()
+    }
+}
+
 /// Run until `shutdown` is cancelled, then stop in order.
 pub async fn run(cfg: &Config, store: Store, listener: TcpListener, base_url: String, shutdown: CancellationToken) {
+    let wake = Arc::new(Notify::new());
     let service = Service::new(
         store.clone(),
         ListLimits { default_page_size: cfg.scim.default_page_size, max_page_size: cfg.scim.max_page_size },
+        wake.clone(),
     );
+    // The worker has its own token: it stops after HTTP, so changes accepted by requests that
+    // were finishing are still claimed or left queued (never lost either way).
+    let worker_stop = CancellationToken::new();
+    let worker = match build_target(cfg) {
+        Ok(Some(target)) => {
+            let (store, opts, wake, stop) = (store.clone(), worker_options(cfg), wake.clone(), worker_stop.clone());
+            Some(tokio::spawn(outbox_worker::run(store, Arc::new(target), opts, wake, stop)))
+        }
+        Ok(None) => {
+            let queued = store.outbox_depth().await.map(|d| d.0).unwrap_or(0);
+            tracing::warn!(
+                queued,
+                "no downstream target configured (target.kind = \"none\"): changes are stored and queued, not provisioned"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "downstream target could not be set up; changes stay queued");
+            None
+        }
+    };
     let state = Arc::new(ApiState {
         service,
         base_url,
@@ -60,6 +141,10 @@ pub async fn run(cfg: &Config, store: Store, listener: TcpListener, base_url: St
     });
     http::serve(listener, state, shutdown).await;
     tracing::info!("http server stopped");
+    worker_stop.cancel();
+    if let Some(w) = worker {
+        let _ = w.await;
+    }
     // The writer goes last: it commits whatever the finished requests queued, then stops.
     tokio::task::spawn_blocking(move || store.close()).await.ok();
     tracing::info!("store closed");

@@ -38,6 +38,43 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Inspect and steer the outbox: the queue of changes waiting to reach the app.
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
+    /// Push one resource to the app now, whole (like an IdP's "provision on demand"). The
+    /// running daemon's worker delivers it.
+    Resync {
+        /// `user` or `group`.
+        kind: String,
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxAction {
+    /// Undelivered changes, oldest first (or only dead-lettered ones).
+    List {
+        #[arg(long)]
+        dead: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One change with every delivery attempt.
+    Show { id: i64 },
+    /// Put a dead-lettered change (or all of them) back in the queue.
+    Retry {
+        id: Option<i64>,
+        #[arg(long, conflicts_with = "id")]
+        all_dead: bool,
+    },
+    /// Remove a change for good: it will never reach the app. Needs --confirm.
+    Drop {
+        id: i64,
+        #[arg(long)]
+        confirm: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +104,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::CheckConfig => check_config(&loaded),
         Command::Serve => runtime()?.block_on(serve(loaded)),
         Command::Token { action } => runtime()?.block_on(token(loaded, action)),
+        Command::Outbox { action } => runtime()?.block_on(outbox(loaded, action)),
+        Command::Resync { kind, id } => runtime()?.block_on(resync(loaded, &kind, &id)),
     }
 }
 
@@ -160,6 +199,124 @@ async fn token(loaded: Loaded, action: TokenAction) -> Result<i32> {
                 1
             }
         }
+    };
+    tokio::task::spawn_blocking(move || store.close()).await.ok();
+    Ok(code)
+}
+
+fn open_for_cli(loaded: &Loaded) -> Result<crate::store::Store> {
+    telemetry::init(&loaded.config.log);
+    app::open_store(&loaded.config)
+        .with_context(|| format!("cannot open the store in {}", loaded.config.store.data_dir.display()))
+}
+
+async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
+    use crate::store::OutboxState;
+    let store = open_for_cli(&loaded)?;
+    let code = match action {
+        OutboxAction::List { dead, limit } => {
+            let rows = store.outbox_list(dead.then_some(OutboxState::Dead), limit).await?;
+            let (depth, oldest) = store.outbox_depth().await?;
+            println!("{depth} change(s) waiting{}", oldest.map(|o| format!(", oldest from {o}")).unwrap_or_default());
+            println!(
+                "{:<8} {:<10} {:<7} {:<38} {:<9} {:>8}  last error",
+                "id", "state", "op", "resource", "type", "attempts"
+            );
+            for r in rows {
+                println!(
+                    "{:<8} {:<10} {:<7} {:<38} {:<9} {:>8}  {}",
+                    r.id,
+                    r.state.as_str(),
+                    r.op.as_str(),
+                    r.resource_id,
+                    r.kind.as_str(),
+                    r.attempts,
+                    r.last_error.unwrap_or_default()
+                );
+            }
+            0
+        }
+        OutboxAction::Show { id } => match store.outbox_get(id).await? {
+            None => {
+                eprintln!("no outbox row {id}");
+                1
+            }
+            Some((r, attempts)) => {
+                println!("id:          {}", r.id);
+                println!("resource:    {} {}", r.kind.as_str(), r.resource_id);
+                println!("change:      {} (version {})", r.op.as_str(), r.version);
+                println!("state:       {}", r.state.as_str());
+                println!("created:     {}", r.created_at);
+                if let Some(n) = &r.next_attempt_at {
+                    println!("next try:    {n}");
+                }
+                if let Some(d) = &r.done_at {
+                    println!("finished:    {d}");
+                }
+                if let Some(c) = r.coalesced_into {
+                    println!("delivered with: {c} (coalesced)");
+                }
+                if let Some(e) = &r.last_error {
+                    println!("last error:  {e}");
+                }
+                println!("payload:     {}", r.payload);
+                println!("attempts ({}):", attempts.len());
+                for a in attempts {
+                    println!(
+                        "  {} .. {}  {:<9} {}",
+                        a.started_at,
+                        a.finished_at,
+                        a.outcome,
+                        a.detail.unwrap_or_default()
+                    );
+                }
+                0
+            }
+        },
+        OutboxAction::Retry { id, all_dead } => {
+            if id.is_none() && !all_dead {
+                eprintln!("say which: `scimsync outbox retry ID` or `scimsync outbox retry --all-dead`");
+                2
+            } else {
+                let n = store.outbox_retry_dead(id).await?;
+                eprintln!("re-queued {n} dead change(s)");
+                if n == 0 && id.is_some() { 1 } else { 0 }
+            }
+        }
+        OutboxAction::Drop { id, confirm } => {
+            if !confirm {
+                eprintln!("dropping change {id} means it never reaches the app; run again with --confirm to do it");
+                2
+            } else if store.outbox_drop(id).await? {
+                tracing::warn!(outbox_id = id, "outbox row dropped by an operator");
+                eprintln!("dropped change {id}");
+                0
+            } else {
+                eprintln!("no droppable change {id} (unknown, or being delivered right now)");
+                1
+            }
+        }
+    };
+    tokio::task::spawn_blocking(move || store.close()).await.ok();
+    Ok(code)
+}
+
+async fn resync(loaded: Loaded, kind: &str, id: &str) -> Result<i32> {
+    let Some(kind) = crate::model::ResourceKind::parse(kind.trim_end_matches('s')) else {
+        eprintln!("kind must be `user` or `group`, not {kind:?}");
+        return Ok(2);
+    };
+    let store = open_for_cli(&loaded)?;
+    let code = match store.resync(kind, id).await {
+        Ok(n) => {
+            eprintln!("queued {} {id} for delivery (outbox {n})", kind.as_str());
+            0
+        }
+        Err(crate::store::StoreError::NotFound { .. }) => {
+            eprintln!("no {} with id {id}", kind.as_str());
+            1
+        }
+        Err(e) => return Err(e.into()),
     };
     tokio::task::spawn_blocking(move || store.close()).await.ok();
     Ok(code)

@@ -24,6 +24,151 @@ pub struct Config {
     pub store: StoreConfig,
     pub scim: ScimConfig,
     pub log: LogConfig,
+    pub target: TargetConfig,
+    pub outbox: OutboxConfig,
+}
+
+/// The downstream app. `kind = "none"` (the embedded default) keeps every change queued in
+/// the outbox until a target is configured.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TargetConfig {
+    pub kind: TargetKind,
+    pub scim: ScimTargetConfig,
+    pub dry_run: DryRunConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetKind {
+    None,
+    Scim,
+    DryRun,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScimTargetConfig {
+    /// The app's SCIM base URL, e.g. `https://app.example.com/scim/v2`.
+    pub base_url: String,
+    /// Bearer token for the app (takes precedence over basic auth when set).
+    pub bearer_token: Secret,
+    pub basic_user: String,
+    pub basic_password: Secret,
+    /// `put` (full replace) or `patch` (no-path replace) for user updates.
+    pub update_method: UpdateMethodConfig,
+    /// `deactivate` (active=false) or `delete` when the IdP deletes a user.
+    pub deprovision: DeprovisionConfig,
+    /// Largest member list sent in one group PATCH (some apps accept 100).
+    pub max_members_per_patch: usize,
+    pub request_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateMethodConfig {
+    Put,
+    Patch,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeprovisionConfig {
+    Deactivate,
+    Delete,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DryRunConfig {
+    /// JSON-lines file for would-be deliveries; relative paths are inside `store.data_dir`.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Deliveries in flight at once (to different resources; one resource is always serial).
+    pub concurrency: usize,
+    /// Look for due changes at least this often (new changes wake the worker at once).
+    pub poll_interval_seconds: f64,
+    /// A delivery still unfinished after this long is presumed lost and retried.
+    pub lease_seconds: u64,
+    /// Attempts before a change is dead-lettered (see `scimsync outbox list --dead`).
+    pub max_attempts: u32,
+    /// A change older than this is dead-lettered at its next failure.
+    pub max_age_seconds: u64,
+    /// Exponential backoff with full jitter: random delay up to base * 2^attempt, capped.
+    pub retry_base_seconds: f64,
+    pub retry_max_seconds: u64,
+    /// The longest Retry-After (from a 429/503) that is honoured.
+    pub retry_after_max_seconds: u64,
+}
+
+/// A secret string: never printed. `Debug` and serialisation show `<redacted>` (empty stays
+/// empty, so the defaults layer does not invent a value).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "<redacted>" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "<redacted>" })
+    }
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        TargetConfig { kind: TargetKind::None, scim: ScimTargetConfig::default(), dry_run: DryRunConfig::default() }
+    }
+}
+impl Default for ScimTargetConfig {
+    fn default() -> Self {
+        ScimTargetConfig {
+            base_url: String::new(),
+            bearer_token: Secret::default(),
+            basic_user: String::new(),
+            basic_password: Secret::default(),
+            update_method: UpdateMethodConfig::Put,
+            deprovision: DeprovisionConfig::Deactivate,
+            max_members_per_patch: 100,
+            request_timeout_seconds: 30,
+        }
+    }
+}
+impl Default for DryRunConfig {
+    fn default() -> Self {
+        DryRunConfig { file: PathBuf::from("dry-run.jsonl") }
+    }
+}
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            concurrency: 4,
+            poll_interval_seconds: 1.0,
+            lease_seconds: 300,
+            max_attempts: 20,
+            max_age_seconds: 3 * 24 * 3600,
+            retry_base_seconds: 1.0,
+            retry_max_seconds: 600,
+            retry_after_max_seconds: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -86,6 +231,8 @@ impl Default for Config {
             store: StoreConfig::default(),
             scim: ScimConfig::default(),
             log: LogConfig::default(),
+            target: TargetConfig::default(),
+            outbox: OutboxConfig::default(),
         }
     }
 }
@@ -212,6 +359,43 @@ impl Config {
                 "scim.default_page_size".into(),
                 format!("must be between 1 and scim.max_page_size ({})", self.scim.max_page_size),
             ));
+        }
+        if self.target.kind == TargetKind::Scim {
+            let u = &self.target.scim.base_url;
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                p.push((
+                    "target.scim.base_url".into(),
+                    "must be the app's SCIM base URL, e.g. \"https://app.example.com/scim/v2\", when target.kind = \"scim\"".into(),
+                ));
+            }
+            if u.starts_with("https://") {
+                p.push((
+                    "target.scim.base_url".into(),
+                    "https targets are not supported by this build yet; use a local TLS-terminating proxy (tracked as an issue)".into(),
+                ));
+            }
+            if self.target.scim.max_members_per_patch == 0 {
+                p.push(("target.scim.max_members_per_patch".into(), "must be at least 1".into()));
+            }
+            if self.target.scim.request_timeout_seconds == 0 {
+                p.push(("target.scim.request_timeout_seconds".into(), "must be at least 1".into()));
+            }
+        }
+        let o = &self.outbox;
+        if o.concurrency == 0 || o.concurrency > 256 {
+            p.push(("outbox.concurrency".into(), "must be between 1 and 256".into()));
+        }
+        if !(o.poll_interval_seconds > 0.0 && o.poll_interval_seconds <= 3600.0) {
+            p.push(("outbox.poll_interval_seconds".into(), "must be > 0 and at most 3600".into()));
+        }
+        if !(o.retry_base_seconds > 0.0) || (o.retry_max_seconds as f64) < o.retry_base_seconds {
+            p.push(("outbox.retry_base_seconds".into(), "must be > 0 and not above outbox.retry_max_seconds".into()));
+        }
+        if o.max_attempts == 0 {
+            p.push(("outbox.max_attempts".into(), "must be at least 1".into()));
+        }
+        if o.lease_seconds < 5 {
+            p.push(("outbox.lease_seconds".into(), "must be at least 5 (longer than a request timeout)".into()));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             p.push(("log.level".into(), format!("{:?} is not a valid level or filter; try \"info\"", self.log.level)));
@@ -360,6 +544,21 @@ mod tests {
     fn page_sizes_checked_together() {
         let err = load_str("[scim]\nmax_page_size = 10\ndefault_page_size = 20\n", &[]).unwrap_err().to_string();
         assert!(err.contains("scim.default_page_size"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let l = load_str("[target]\nkind = \"scim\"\n[target.scim]\nbase_url = \"http://127.0.0.1:1/scim/v2\"\nbearer_token = \"s3cret\"\n", &[])
+            .unwrap();
+        assert_eq!(l.config.target.scim.bearer_token.expose(), "s3cret");
+        assert!(!format!("{:?}", l.config).contains("s3cret"));
+        assert!(!serde_json::to_string(&l.config).unwrap().contains("s3cret"));
+    }
+
+    #[test]
+    fn scim_target_needs_a_url() {
+        let err = load_str("[target]\nkind = \"scim\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("target.scim.base_url"), "{err}");
     }
 
     #[test]

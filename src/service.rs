@@ -6,7 +6,10 @@
 //! the write names the version it was computed from and is retried if another write got in
 //! first). Must not touch: warp types, reqwest, SQL.
 
+use std::sync::Arc;
+
 use serde_json::Value;
+use tokio::sync::Notify;
 
 use crate::model::query::Filter;
 use crate::model::{MemberDelta, Resource, ResourceKind};
@@ -70,6 +73,8 @@ pub struct ListLimits {
 pub struct Service {
     store: Store,
     limits: ListLimits,
+    /// Woken after every committed change so the outbox worker delivers without polling delay.
+    wake: Arc<Notify>,
 }
 
 /// A list query after validation: filter resolved against the schema, page bounded.
@@ -81,8 +86,15 @@ pub struct ListRequest {
 }
 
 impl Service {
-    pub fn new(store: Store, limits: ListLimits) -> Self {
-        Service { store, limits }
+    pub fn new(store: Store, limits: ListLimits, wake: Arc<Notify>) -> Self {
+        Service { store, limits, wake }
+    }
+
+    fn committed<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if r.is_ok() {
+            self.wake.notify_one();
+        }
+        r
     }
 
     pub fn store(&self) -> &Store {
@@ -101,7 +113,7 @@ impl Service {
             attrs: parsed.attrs,
             members: parsed.members.unwrap_or_default(),
         };
-        Ok(self.store.create(new).await?)
+        Ok(self.committed(self.store.create(new).await)?)
     }
 
     pub async fn get(&self, kind: ResourceKind, id: &str, load: Load) -> Result<Resource, ServiceError> {
@@ -143,7 +155,7 @@ impl Service {
                 attrs: Some(attrs),
                 members,
             };
-            match self.store.update(upd).await {
+            match self.committed(self.store.update(upd).await) {
                 Err(StoreError::VersionMismatch { .. }) if if_match.is_none() => continue,
                 other => return Ok(other?),
             }
@@ -186,7 +198,7 @@ impl Service {
             // the version read, so they must land on that version.
             let expected_version = if attrs.is_some() || if_match.is_some() { Some(cur.meta.version) } else { None };
             let upd = Update { kind, id: id.to_string(), expected_version, attrs, members: effect.members };
-            match self.store.update(upd).await {
+            match self.committed(self.store.update(upd).await) {
                 Err(StoreError::VersionMismatch { .. }) if if_match.is_none() => continue,
                 other => return Ok(other?),
             }
@@ -195,7 +207,7 @@ impl Service {
     }
 
     pub async fn delete(&self, kind: ResourceKind, id: &str, if_match: Option<u64>) -> Result<(), ServiceError> {
-        Ok(self.store.delete(kind, id, if_match).await?)
+        Ok(self.committed(self.store.delete(kind, id, if_match).await)?)
     }
 
     /// A page of resources (RFC 7644 §3.4.2): `filter` parsed and checked against the
