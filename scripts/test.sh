@@ -2,11 +2,15 @@
 # test.sh — the whole test suite, as CI runs it (.ci/run calls exactly this):
 #   1. module boundaries (scripts/check-layers.sh);
 #   2. cargo test: unit tests, property tests, and the one integration-test binary that
-#      starts the real daemon on 127.0.0.1:0 and talks HTTP to it; the bench crate compiles;
+#      starts the real daemon on 127.0.0.1:0 and talks HTTP to it, provisioning into the real
+#      scim2-server (from .venv) as the downstream app; the bench crate compiles;
 #   3. external conformance: scim2-tester (pinned, installed into .venv by the script itself)
 #      against a freshly started daemon; any failed check fails the run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/check-layers.sh
+# The provisioning tests run the real scim2-server as the downstream app: make the pinned
+# Python tools ready once, before tests start in parallel.
+scripts/python-env.sh >/dev/null
 cargo test --workspace --locked
 scripts/conformance.sh

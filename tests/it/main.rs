@@ -1,6 +1,7 @@
 //! The one integration-test binary: every test starts the real `scimsync` binary on an
 //! ephemeral loopback port with a temporary data directory and talks HTTP to it.
 
+mod app;
 mod support;
 
 mod auth;
@@ -9,4 +10,5 @@ mod durability;
 mod errors;
 mod groups;
 mod idp_flows;
+mod provisioning;
 mod users;

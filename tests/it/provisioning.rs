@@ -1,0 +1,272 @@
+//! Provisioning into a real app: the independent `scim2-server` on loopback, behind a
+//! switchable proxy. Every lifecycle event must reach the app, in order, once in effect,
+//! through outages and crashes.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::app::{Mode, Proxy, ScimApp, scim_target_config};
+use crate::support::*;
+
+/// Bounded wait for the outbox to drain; fails with what is still queued.
+async fn wait_delivered(d: &Daemon) {
+    let mut last = String::new();
+    for _ in 0..600 {
+        last = d.cli(&["outbox", "list"]);
+        if last.starts_with("0 change(s) waiting") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("outbox did not drain within 30 s:\n{last}");
+}
+
+fn member_names(app_group: &Value, app_users: &[Value]) -> Vec<String> {
+    let mut names: Vec<String> = app_group["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| app_users.iter().find(|u| u["id"] == m["value"]))
+        .map(|u| u["userName"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn every_lifecycle_event_reaches_the_app() {
+    let app = ScimApp::start().await;
+    let d = Daemon::start_with(&scim_target_config(&app.base));
+    // create
+    let alice = d.create_user("alice@example.com").await;
+    let bob = d.create_user("bob@example.com").await;
+    let carol = d.create_user("carol@example.com").await;
+    // update
+    d.patch(
+        &format!("/Users/{alice}"),
+        patch_body(json!([{"op": "replace", "path": "name.familyName", "value": "Liddell"}])),
+    )
+    .await;
+    // deactivate
+    d.patch(&format!("/Users/{bob}"), patch_body(json!([{"op": "replace", "path": "active", "value": false}]))).await;
+    // group create with members, rename, member add / remove
+    let g = d.create_group("Engineering", &[&alice, &bob]).await;
+    d.patch(&format!("/Groups/{g}"), patch_body(json!([{"op": "replace", "path": "displayName", "value": "Eng"}])))
+        .await;
+    d.patch(
+        &format!("/Groups/{g}"),
+        patch_body(json!([{"op": "add", "path": "members", "value": [{"value": carol}]}])),
+    )
+    .await;
+    d.patch(
+        &format!("/Groups/{g}"),
+        patch_body(json!([{"op": "remove", "path": format!("members[value eq \"{bob}\"]")}])),
+    )
+    .await;
+    let doomed = d.create_group("Temporary", &[&carol]).await;
+    wait_delivered(&d).await;
+
+    let users = app.all("Users").await;
+    assert_eq!(users.len(), 3, "{users:#?}");
+    let a = app.user_by_name("alice@example.com").await.expect("alice in the app");
+    assert_eq!(a["name"]["familyName"], "Liddell");
+    assert_eq!(a["active"], true);
+    assert_eq!(app.user_by_name("bob@example.com").await.unwrap()["active"], false);
+    let groups = app.all("Groups").await;
+    let eng = groups.iter().find(|g| g["displayName"] == "Eng").expect("renamed group in the app");
+    assert_eq!(member_names(eng, &users), vec!["alice@example.com", "carol@example.com"]);
+    assert!(groups.iter().any(|g| g["displayName"] == "Temporary"));
+
+    // group delete, user deactivation on delete (the default deprovision mode)
+    assert_eq!(d.delete(&format!("/Groups/{doomed}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(d.delete(&format!("/Users/{carol}")).await.status, StatusCode::NO_CONTENT);
+    wait_delivered(&d).await;
+    let groups = app.all("Groups").await;
+    assert!(!groups.iter().any(|g| g["displayName"] == "Temporary"), "deleted group still in the app");
+    assert_eq!(app.user_by_name("carol@example.com").await.expect("deactivated, not deleted")["active"], false);
+}
+
+#[tokio::test]
+async fn deprovision_by_deletion_and_adoption_of_existing_accounts() {
+    let app = ScimApp::start().await;
+    // An account that already exists in the app is adopted, not duplicated.
+    let pre = reqwest::Client::new()
+        .post(format!("{}/Users", app.base))
+        .bearer_auth(crate::app::APP_TOKEN)
+        .json(&json!({"schemas": [USER], "userName": "existing@example.com", "title": "old"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), StatusCode::CREATED);
+    let cfg = scim_target_config(&app.base)
+        .replace("request_timeout_seconds = 5\n", "request_timeout_seconds = 5\ndeprovision = \"delete\"\n");
+    let d = Daemon::start_with(&cfg);
+    let r = d.post("/Users", json!({"schemas": [USER], "userName": "existing@example.com", "title": "new"})).await;
+    let id = r.body["id"].as_str().unwrap().to_string();
+    wait_delivered(&d).await;
+    let users = app.all("Users").await;
+    assert_eq!(users.len(), 1, "adopted, not duplicated: {users:#?}");
+    assert_eq!(users[0]["title"], "new");
+    d.delete(&format!("/Users/{id}")).await;
+    wait_delivered(&d).await;
+    assert!(app.all("Users").await.is_empty(), "deprovision = delete removes the account");
+}
+
+#[tokio::test]
+async fn outage_delays_but_loses_nothing_and_keeps_order() {
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    let d = Daemon::start_with(&scim_target_config(&proxy.base));
+    proxy.set(Mode::Fail { status: 503, retry_after: None });
+    // The IdP keeps pushing during the outage, and every push is acknowledged.
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(d.create_user(&format!("o{i}@example.com")).await);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let r = d
+            .patch(
+                &format!("/Users/{id}"),
+                patch_body(json!([{"op": "replace", "path": "title", "value": format!("v1-{i}")}])),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        d.patch(
+            &format!("/Users/{id}"),
+            patch_body(json!([{"op": "replace", "path": "title", "value": format!("v2-{i}")}])),
+        )
+        .await;
+    }
+    let g = d.create_group("During outage", &ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    // Bounded wait until the worker has really hit the outage a few times.
+    for _ in 0..200 {
+        if proxy.seen().iter().filter(|s| s.status == 503).count() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(proxy.seen().iter().filter(|s| s.status == 503).count() >= 5, "the worker never tried during the outage");
+    assert!(app.all("Users").await.is_empty());
+    // Throttling with Retry-After is honoured too (the next try waits at least ~1 s).
+    proxy.set(Mode::Fail { status: 429, retry_after: Some(1) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.set(Mode::Forward);
+    wait_delivered(&d).await;
+
+    let users = app.all("Users").await;
+    assert_eq!(users.len(), 10, "every user exactly once");
+    for (i, _) in ids.iter().enumerate() {
+        let u = users.iter().find(|u| u["userName"] == format!("o{i}@example.com")).unwrap();
+        assert_eq!(u["title"], format!("v2-{i}"), "the latest state wins (coalesced, in order)");
+    }
+    let groups = app.all("Groups").await;
+    assert_eq!(groups.len(), 1);
+    assert_eq!(member_names(&groups[0], &users).len(), 10);
+    // Users are created before the group that names them.
+    let seen = proxy.seen();
+    let first_group_post =
+        seen.iter().position(|s| s.method == "POST" && s.path.ends_with("/Groups") && s.status == 201).unwrap();
+    let last_user_post =
+        seen.iter().rposition(|s| s.method == "POST" && s.path.ends_with("/Users") && s.status == 201).unwrap();
+    assert!(last_user_post < first_group_post, "a membership must wait for its users");
+    assert!(seen.iter().all(|s| s.idempotency_key.is_some()), "every request carries an idempotency key");
+    let _ = g;
+}
+
+#[tokio::test]
+async fn sigkill_while_delivering_then_everything_arrives() {
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    let mut d = Daemon::start_with(&scim_target_config(&proxy.base));
+    // Slow app: deliveries are in flight when the daemon dies.
+    proxy.set(Mode::Slow(Duration::from_millis(400)));
+    let mut names = Vec::new();
+    for i in 0..12 {
+        let n = format!("k{i}@example.com");
+        d.create_user(&n).await;
+        names.push(n);
+    }
+    for _ in 0..100 {
+        if !proxy.seen().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.kill9();
+    proxy.set(Mode::Forward);
+    d.spawn();
+    wait_delivered(&d).await;
+    let users = app.all("Users").await;
+    let mut got: Vec<String> = users.iter().map(|u| u["userName"].as_str().unwrap().to_string()).collect();
+    got.sort();
+    names.sort();
+    assert_eq!(got, names, "every acknowledged user delivered exactly once after the crash");
+}
+
+#[tokio::test]
+async fn permanent_errors_are_dead_lettered_visible_and_retryable() {
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    let d = Daemon::start_with(&scim_target_config(&proxy.base));
+    proxy.set(Mode::Fail { status: 400, retry_after: None });
+    let id = d.create_user("rejected@example.com").await;
+    let mut dead = String::new();
+    for _ in 0..200 {
+        dead = d.cli(&["outbox", "list", "--dead"]);
+        if dead.contains(&id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(dead.contains(&id) && dead.contains("dead") && dead.contains("400"), "{dead}");
+    let row_id = dead.lines().find(|l| l.contains(&id)).unwrap().split_whitespace().next().unwrap().to_string();
+    let show = d.cli(&["outbox", "show", &row_id]);
+    assert!(show.contains("permanent"), "attempts are recorded: {show}");
+    // A later change to the same resource waits behind the dead one (order is kept).
+    d.patch(&format!("/Users/{id}"), patch_body(json!([{"op": "replace", "path": "title", "value": "after"}]))).await;
+    proxy.set(Mode::Forward);
+    d.cli(&["outbox", "retry", &row_id]);
+    wait_delivered(&d).await;
+    assert_eq!(app.user_by_name("rejected@example.com").await.unwrap()["title"], "after");
+    // Drop needs confirmation.
+    let out = d.cli_raw(&["outbox", "drop", &row_id]);
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn dry_run_records_what_would_be_sent() {
+    let d = Daemon::start_with("[target]\nkind = \"dry-run\"\n[outbox]\npoll_interval_seconds = 0.05\n");
+    let u = d.create_user("dry@example.com").await;
+    d.create_group("Dry", &[&u]).await;
+    wait_delivered(&d).await;
+    let log = std::fs::read_to_string(d.data_dir().join("dry-run.jsonl")).expect("dry-run log");
+    let lines: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert_eq!(lines[0]["representation"]["userName"], "dry@example.com");
+    assert_eq!(lines[1]["members_added"], json!([u]));
+}
+
+#[tokio::test]
+async fn resync_pushes_a_resource_again() {
+    let app = ScimApp::start().await;
+    let d = Daemon::start_with(&scim_target_config(&app.base));
+    let u = d.create_user("again@example.com").await;
+    wait_delivered(&d).await;
+    // Someone edits the account in the app by hand; a resync puts our state back.
+    let app_user = app.user_by_name("again@example.com").await.unwrap();
+    let app_id = app_user["id"].as_str().unwrap();
+    reqwest::Client::new()
+        .patch(format!("{}/Users/{app_id}", app.base))
+        .bearer_auth(crate::app::APP_TOKEN)
+        .json(&json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(app.user_by_name("again@example.com").await.unwrap()["active"], false);
+    d.cli(&["resync", "user", &u]);
+    wait_delivered(&d).await;
+    assert_eq!(app.user_by_name("again@example.com").await.unwrap()["active"], true);
+    assert_eq!(d.cli_raw(&["resync", "user", "nope"]).status.code(), Some(1));
+}
