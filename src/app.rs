@@ -14,10 +14,15 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::config::{Config, DeprovisionConfig, TargetKind, UpdateMethodConfig};
+use std::collections::BTreeMap;
+
+use crate::config::{Config, DeprovisionConfig, TargetKind, UpdateMethodConfig, WebhookConfig};
+use crate::downstream::mapping::{FieldSource, Mapping};
 use crate::downstream::scim_target::{Auth, Deprovision, ScimTarget, ScimTargetOptions, UpdateMethod};
+use crate::downstream::webhook_target::{Endpoint, Event, WebhookOptions, WebhookTarget};
 use crate::downstream::{Target, dry_run::DryRun};
 use crate::http::{self, ApiState};
+use crate::model::ResourceKind;
 use crate::outbox_worker::{self, WorkerOptions};
 use crate::service::{ListLimits, Service};
 use crate::store::{NewToken, Store, StoreError, StoreOptions};
@@ -56,6 +61,7 @@ pub async fn bind(cfg: &Config) -> std::io::Result<TcpListener> {
 pub fn build_target(cfg: &Config) -> Result<Option<Target>, String> {
     Ok(match cfg.target.kind {
         TargetKind::None => None,
+        TargetKind::Webhook => Some(Target::Webhook(WebhookTarget::new(build_webhook_options(&cfg.target.webhook)?)?)),
         TargetKind::DryRun => {
             let f = &cfg.target.dry_run.file;
             let path = if f.is_absolute() { f.clone() } else { cfg.store.data_dir.join(f) };
@@ -85,6 +91,37 @@ pub fn build_target(cfg: &Config) -> Result<Option<Target>, String> {
                 request_timeout: Duration::from_secs(s.request_timeout_seconds),
             })?))
         }
+    })
+}
+
+/// Webhook target settings, compiled: methods parsed, events known, mappings checked
+/// against the schema. Errors name the key.
+pub fn build_webhook_options(w: &WebhookConfig) -> Result<WebhookOptions, String> {
+    let mut events = BTreeMap::new();
+    for (name, ep) in &w.events {
+        let Some((_, ev)) = Event::ALL.iter().find(|(n, _)| n == name) else {
+            let known: Vec<&str> = Event::ALL.iter().map(|(n, _)| *n).collect();
+            return Err(format!("events.{name}: unknown event; use one of {}", known.join(", ")));
+        };
+        let method = reqwest::Method::from_bytes(ep.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| format!("events.{name}.method: {:?} is not an HTTP method", ep.method))?;
+        events.insert(*ev, Endpoint { method, path: ep.path.clone(), expect: ep.expect.clone() });
+    }
+    let fields = |m: &BTreeMap<String, FieldSource>| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>();
+    let user_mapping = Mapping::compile(ResourceKind::User, &fields(&w.user_fields), &w.drop)
+        .map_err(|e| format!("user_fields: {e}"))?;
+    let group_mapping = Mapping::compile(ResourceKind::Group, &fields(&w.group_fields), &w.drop)
+        .map_err(|e| format!("group_fields: {e}"))?;
+    Ok(WebhookOptions {
+        base_url: w.base_url.clone(),
+        secret: w.secret.expose().to_string(),
+        headers: w.headers.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect(),
+        id_field: (!w.id_field.is_empty()).then(|| w.id_field.clone()),
+        events,
+        user_mapping,
+        group_mapping,
+        max_members_per_request: w.max_members_per_request,
+        request_timeout: Duration::from_secs(w.request_timeout_seconds),
     })
 }
 

@@ -5,6 +5,7 @@
 //! where its value came from, and warning about unknown keys. Must not touch: anything
 //! else; no other module reads the environment.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -35,7 +36,60 @@ pub struct Config {
 pub struct TargetConfig {
     pub kind: TargetKind,
     pub scim: ScimTargetConfig,
+    pub webhook: WebhookConfig,
     pub dry_run: DryRunConfig,
+}
+
+/// A REST/webhook app: one request per event kind, bodies from an attribute mapping.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub base_url: String,
+    /// HMAC-SHA256 key for `X-Scimsync-Signature`; required.
+    pub secret: Secret,
+    /// Extra headers sent with every request (e.g. an API key). Values are secrets.
+    pub headers: BTreeMap<String, Secret>,
+    /// Field of the create response that holds the app's id (`id`, `data.id`); empty: the
+    /// app is keyed by our ids.
+    pub id_field: String,
+    pub max_members_per_request: usize,
+    pub request_timeout_seconds: u64,
+    /// Event kind -> request: user_create, user_update, user_delete, group_create,
+    /// group_update, group_delete, members_add, members_remove.
+    pub events: BTreeMap<String, WebhookEndpointConfig>,
+    /// Output field -> source for users / groups. Empty: send the SCIM representation.
+    pub user_fields: BTreeMap<String, crate::downstream::mapping::FieldSource>,
+    pub group_fields: BTreeMap<String, crate::downstream::mapping::FieldSource>,
+    /// Attributes left out of the SCIM representation when no fields are mapped.
+    pub drop: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpointConfig {
+    pub method: String,
+    /// Under base_url; `{app_id}`, `{id}`, `{external_id}` are filled in.
+    pub path: String,
+    /// Success statuses; empty: any 2xx.
+    #[serde(default)]
+    pub expect: Vec<u16>,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            base_url: String::new(),
+            secret: Secret::default(),
+            headers: BTreeMap::new(),
+            id_field: "id".into(),
+            max_members_per_request: 100,
+            request_timeout_seconds: 30,
+            events: BTreeMap::new(),
+            user_fields: BTreeMap::new(),
+            group_fields: BTreeMap::new(),
+            drop: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -43,6 +97,7 @@ pub struct TargetConfig {
 pub enum TargetKind {
     None,
     Scim,
+    Webhook,
     DryRun,
 }
 
@@ -134,7 +189,12 @@ impl Serialize for Secret {
 
 impl Default for TargetConfig {
     fn default() -> Self {
-        TargetConfig { kind: TargetKind::None, scim: ScimTargetConfig::default(), dry_run: DryRunConfig::default() }
+        TargetConfig {
+            kind: TargetKind::None,
+            scim: ScimTargetConfig::default(),
+            webhook: WebhookConfig::default(),
+            dry_run: DryRunConfig::default(),
+        }
     }
 }
 impl Default for ScimTargetConfig {
@@ -381,6 +441,30 @@ impl Config {
                 p.push(("target.scim.request_timeout_seconds".into(), "must be at least 1".into()));
             }
         }
+        if self.target.kind == TargetKind::Webhook {
+            let w = &self.target.webhook;
+            if !w.base_url.starts_with("http://") {
+                p.push((
+                    "target.webhook.base_url".into(),
+                    "must be an http:// URL (https needs a local TLS proxy in this build)".into(),
+                ));
+            }
+            if w.secret.is_empty() {
+                p.push((
+                    "target.webhook.secret".into(),
+                    "is required: the app verifies X-Scimsync-Signature with it".into(),
+                ));
+            }
+            if w.events.is_empty() {
+                p.push((
+                    "target.webhook.events".into(),
+                    "configure at least user_create (see config.example.toml)".into(),
+                ));
+            }
+            if let Err(e) = crate::app::build_webhook_options(w) {
+                p.push(("target.webhook".into(), e));
+            }
+        }
         let o = &self.outbox;
         if o.concurrency == 0 || o.concurrency > 256 {
             p.push(("outbox.concurrency".into(), "must be between 1 and 256".into()));
@@ -419,6 +503,9 @@ fn collect_unknown(prefix: &str, user: &Dict, known: &Dict, out: &mut Vec<String
         let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
         match known.get(k) {
             None => out.push(key),
+            // An empty table in the defaults is a map with free keys (webhook events, field
+            // mappings, headers): everything under it is known.
+            Some(FValue::Dict(_, kd)) if kd.is_empty() => {}
             Some(FValue::Dict(_, kd)) => {
                 if let FValue::Dict(_, ud) = v {
                     collect_unknown(&key, ud, kd, out);
@@ -434,7 +521,7 @@ fn prune_unknown(user: &Dict, known: &Dict) -> Dict {
     for (k, v) in user {
         match (known.get(k), v) {
             (None, _) => {}
-            (Some(FValue::Dict(_, kd)), FValue::Dict(tag, ud)) => {
+            (Some(FValue::Dict(_, kd)), FValue::Dict(tag, ud)) if !kd.is_empty() => {
                 out.insert(k.clone(), FValue::Dict(*tag, prune_unknown(ud, kd)));
             }
             (Some(_), v) => {

@@ -7,7 +7,9 @@
 //! timing (the outbox worker decides when to try again).
 
 pub mod dry_run;
+pub mod mapping;
 pub mod scim_target;
+pub mod webhook_target;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -62,6 +64,7 @@ pub enum Outcome {
 /// known at build time, and async methods stay simple.
 pub enum Target {
     Scim(scim_target::ScimTarget),
+    Webhook(webhook_target::WebhookTarget),
     DryRun(dry_run::DryRun),
 }
 
@@ -69,6 +72,7 @@ impl Target {
     pub fn name(&self) -> &'static str {
         match self {
             Target::Scim(_) => "scim",
+            Target::Webhook(_) => "webhook",
             Target::DryRun(_) => "dry-run",
         }
     }
@@ -76,6 +80,7 @@ impl Target {
     pub async fn deliver(&self, job: &Job) -> Outcome {
         match self {
             Target::Scim(t) => t.deliver(job).await,
+            Target::Webhook(t) => t.deliver(job).await,
             Target::DryRun(t) => t.deliver(job).await,
         }
     }

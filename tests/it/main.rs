@@ -12,3 +12,4 @@ mod groups;
 mod idp_flows;
 mod provisioning;
 mod users;
+mod webhook;
