@@ -542,6 +542,8 @@ fn apply_sub(
             Some(Value::Object(o)) => {
                 o.shift_remove(&sub_key);
             }
+            // `emails.value`: every element loses its value, so every element goes.
+            Some(Value::Array(a)) if is_value_sub(def, sub) => a.clear(),
             Some(Value::Array(a)) => {
                 for e in a.iter_mut() {
                     if let Value::Object(o) = e {
@@ -594,6 +596,10 @@ fn apply_filtered(
         // error, the end state the client wants already holds, and IdPs retry removals.
         match sub {
             None => arr.retain(|e| !filter::matches(f, e)),
+            // An element is its `value` (RFC 7643 §2.4): removing `emails[type eq "work"].value`,
+            // as Entra does when the mail is cleared, removes that email rather than leaving
+            // `{"type": "work", "primary": true}` behind.
+            Some(s) if is_value_sub(def, s) => arr.retain(|e| !filter::matches(f, e)),
             Some(s) => {
                 for e in arr.iter_mut() {
                     if filter::matches(f, e)
@@ -676,6 +682,11 @@ fn element_from_filter(def: &AttributeDef, f: &Filter) -> Option<Map<String, Val
         elem.insert(name, literal_value(lit));
     }
     Some(elem)
+}
+
+/// `sub` is the `value` sub-attribute of multi-valued `def` (emails, phoneNumbers, ...).
+fn is_value_sub(def: &AttributeDef, sub: &AttributeDef) -> bool {
+    def.multi_valued && sub.name.eq_ignore_ascii_case("value") && def.sub("value").is_some()
 }
 
 fn literal_value(lit: &Literal) -> Value {
@@ -1291,6 +1302,30 @@ mod tests {
 
     fn member(id: &str, kind: ResourceKind) -> Member {
         Member { id: id.into(), kind, display: Some(format!("{id} name")) }
+    }
+
+    /// Entra removes a cleared mail with `Remove emails[type eq "work"].value` (and a value);
+    /// the email goes, rather than staying as `{"type": "work", "primary": true}`. Removing any
+    /// other sub-attribute keeps the element.
+    #[test]
+    fn removing_an_elements_value_removes_the_element() {
+        let before = json!({"userName": "u",
+            "emails": [{"value": "w@x", "type": "work", "primary": true}, {"value": "h@x", "type": "home"}],
+            "addresses": [{"type": "work", "streetAddress": "1 St", "locality": "L"}]});
+        let (after, _) = run(
+            USER,
+            &before,
+            &body(json!([
+                {"op": "Remove", "path": "emails[type eq \"work\"].value", "value": "stale@x"},
+                {"op": "remove", "path": "addresses[type eq \"work\"].streetAddress"}
+            ])),
+            None,
+        )
+        .unwrap();
+        assert_eq!(after["emails"], json!([{"value": "h@x", "type": "home"}]));
+        assert_eq!(after["addresses"], json!([{"type": "work", "locality": "L"}]));
+        let (after, _) = run(USER, &before, &body(json!([{"op": "remove", "path": "emails.value"}])), None).unwrap();
+        assert!(after.get("emails").is_none(), "{after}");
     }
 
     /// Attribute edits: `before` + `ops` gives `after` (member-free).

@@ -219,7 +219,12 @@ fn coerce(def: &AttributeDef, value: Value, path: &str) -> Result<Option<Value>,
         }
         return Ok(if out.is_empty() { None } else { Some(Value::Array(out)) });
     }
-    if let Value::Array(_) = value {
+    if let Value::Array(mut items) = value {
+        // Microsoft Entra ID sends a single-valued reference as a list of one:
+        // `"manager": [{"$ref": "...", "value": id}]` (the Entra tutorial's "Example 5").
+        if def.ty == AttrType::Complex && items.len() == 1 && items[0].is_object() {
+            return coerce_single(def, items.remove(0), path);
+        }
         return Err(ScimError::invalid_value(format!("{path} is single-valued; a list was given")));
     }
     coerce_single(def, value, path)
@@ -557,6 +562,18 @@ mod tests {
         assert_eq!(p.attrs["name"], json!({"givenName": "Barbara"}));
         assert_eq!(p.attrs["emails"], json!([{"value": "b@example.com", "type": "work"}]));
         assert!(!p.attrs.contains_key("id") && !p.attrs.contains_key("meta") && !p.attrs.contains_key("unknownAttr"));
+    }
+
+    /// Entra's tutorial "Example 5" sends the manager reference as a list of one.
+    #[test]
+    fn single_valued_reference_as_a_list_of_one() {
+        let ext = schema::ENTERPRISE_USER;
+        let p = user(json!({"userName": "e", ext: {"manager": [{"$ref": null, "value": "boss"}]}})).unwrap();
+        assert_eq!(p.attrs[ext], json!({"manager": {"value": "boss"}}));
+        // Two references, or a list for a simple attribute, are still refused.
+        let e = user(json!({"userName": "e", ext: {"manager": [{"value": "a"}, {"value": "b"}]}})).unwrap_err();
+        assert_eq!(e.scim_type, Some(crate::scim::ScimType::InvalidValue));
+        assert!(user(json!({"userName": ["e"]})).is_err());
     }
 
     #[test]

@@ -617,7 +617,11 @@ fn info(leaf: &AttributeDef, top: &AttributeDef) -> AttrInfo {
 /// Finds the top-level attribute a path names and canonicalises `urn` and `name`.
 fn resolve_top(kind: ResourceKind, path: &mut AttrPath, mode: Mode) -> Result<&'static AttributeDef, ScimError> {
     resplit_urn(path);
-    let Some((schema, def)) = find_attr(kind, path.urn.as_deref(), &path.name) else {
+    let found = find_attr(kind, path.urn.as_deref(), &path.name).or_else(|| match (&path.urn, mode) {
+        (None, Mode::Path) => find_in_one_extension(kind, &path.name),
+        _ => None,
+    });
+    let Some((schema, def)) = found else {
         let shown = match &path.urn {
             Some(urn) => format!("{urn}:{}", path.name),
             None => path.name.clone(),
@@ -629,6 +633,17 @@ fn resolve_top(kind: ResourceKind, path: &mut AttrPath, mode: Mode) -> Result<&'
     path.urn = if schema.is_empty() || schema == kind.core_schema() { None } else { Some(schema.to_string()) };
     path.name = def.name.clone();
     Ok(def)
+}
+
+/// A PATCH path naming, without its URN, an attribute that is not a core one but is found in
+/// exactly one of the resource type's extensions. RFC 7644 §3.10 only makes the core URN
+/// optional, but Microsoft Entra ID patches the enterprise `manager` as `"path": "manager"`
+/// (the Entra tutorial's "Example 5"); when just one extension has the name there is nothing
+/// to confuse it with. Filters stay strict: no IdP is documented to need it there.
+fn find_in_one_extension(kind: ResourceKind, name: &str) -> Option<(&'static str, &'static AttributeDef)> {
+    let mut hits = kind.extension_schemas().iter().filter_map(|ext| find_attr(kind, Some(ext), name));
+    let first = hits.next()?;
+    hits.next().is_none().then_some(first)
 }
 
 fn resolve_sub<'a>(top: &'a AttributeDef, sub: &str, mode: Mode) -> Result<&'a AttributeDef, ScimError> {
@@ -1377,6 +1392,24 @@ mod tests {
         let mut pp = path(p("active"));
         resolve_path(ResourceKind::User, &mut pp).expect("resolves");
         assert_eq!(pp.attr.info.ty, AttrType::Boolean);
+    }
+
+    /// Entra patches `"path": "manager"` (tutorial "Example 5"): in a PATCH path, an
+    /// unqualified name found in exactly one extension resolves there. Filters stay strict.
+    #[test]
+    fn unqualified_extension_attribute_resolves_to_its_one_extension() {
+        let mut pp = path(p("manager"));
+        resolve_path(ResourceKind::User, &mut pp).expect("resolves");
+        assert_eq!((pp.attr.urn.as_deref(), pp.attr.name.as_str()), (Some(ENTERPRISE_USER), "manager"));
+        let mut pp = path(ps("Manager", "value"));
+        resolve_path(ResourceKind::User, &mut pp).expect("resolves");
+        assert_eq!((pp.attr.urn.as_deref(), pp.attr.sub.as_deref()), (Some(ENTERPRISE_USER), Some("value")));
+        filter_err(ResourceKind::User, eq(p("manager"), "42"));
+        // Core attributes keep winning, and groups have no extension to fall back to.
+        let mut pp = path(p("displayName"));
+        resolve_path(ResourceKind::User, &mut pp).expect("resolves");
+        assert_eq!(pp.attr.urn, None);
+        path_err(ResourceKind::Group, path(p("manager")));
     }
 
     #[test]

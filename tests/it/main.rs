@@ -11,5 +11,6 @@ mod errors;
 mod groups;
 mod idp_flows;
 mod provisioning;
+mod quirks;
 mod users;
 mod webhook;
