@@ -20,7 +20,7 @@ use crate::config::{Config, DeprovisionConfig, TargetKind, UpdateMethodConfig, W
 use crate::downstream::mapping::{FieldSource, Mapping};
 use crate::downstream::scim_target::{Auth, Deprovision, ScimTarget, ScimTargetOptions, UpdateMethod};
 use crate::downstream::webhook_target::{Endpoint, Event, WebhookOptions, WebhookTarget};
-use crate::downstream::{Target, dry_run::DryRun};
+use crate::downstream::{Target, Throttle, dry_run::DryRun};
 use crate::http::{self, ApiState};
 use crate::model::ResourceKind;
 use crate::outbox_worker::{self, WorkerOptions};
@@ -59,9 +59,12 @@ pub async fn bind(cfg: &Config) -> std::io::Result<TcpListener> {
 
 /// The configured downstream target, or `None` for the embedded default (keep queuing).
 pub fn build_target(cfg: &Config) -> Result<Option<Target>, String> {
+    let throttle = Throttle::new(cfg.outbox.rate_limit_per_second, cfg.outbox.rate_limit_burst);
     Ok(match cfg.target.kind {
         TargetKind::None => None,
-        TargetKind::Webhook => Some(Target::Webhook(WebhookTarget::new(build_webhook_options(&cfg.target.webhook)?)?)),
+        TargetKind::Webhook => {
+            Some(Target::Webhook(WebhookTarget::new(build_webhook_options(&cfg.target.webhook, throttle)?)?))
+        }
         TargetKind::DryRun => {
             let f = &cfg.target.dry_run.file;
             let path = if f.is_absolute() { f.clone() } else { cfg.store.data_dir.join(f) };
@@ -89,6 +92,7 @@ pub fn build_target(cfg: &Config) -> Result<Option<Target>, String> {
                 },
                 max_members_per_patch: s.max_members_per_patch,
                 request_timeout: Duration::from_secs(s.request_timeout_seconds),
+                throttle,
             })?))
         }
     })
@@ -96,7 +100,7 @@ pub fn build_target(cfg: &Config) -> Result<Option<Target>, String> {
 
 /// Webhook target settings, compiled: methods parsed, events known, mappings checked
 /// against the schema. Errors name the key.
-pub fn build_webhook_options(w: &WebhookConfig) -> Result<WebhookOptions, String> {
+pub fn build_webhook_options(w: &WebhookConfig, throttle: Throttle) -> Result<WebhookOptions, String> {
     let mut events = BTreeMap::new();
     for (name, ep) in &w.events {
         let Some((_, ev)) = Event::ALL.iter().find(|(n, _)| n == name) else {
@@ -122,6 +126,7 @@ pub fn build_webhook_options(w: &WebhookConfig) -> Result<WebhookOptions, String
         group_mapping,
         max_members_per_request: w.max_members_per_request,
         request_timeout: Duration::from_secs(w.request_timeout_seconds),
+        throttle,
     })
 }
 

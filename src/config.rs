@@ -158,6 +158,10 @@ pub struct OutboxConfig {
     pub retry_max_seconds: u64,
     /// The longest Retry-After (from a 429/503) that is honoured.
     pub retry_after_max_seconds: u64,
+    /// Requests per second to the app (token bucket); 0: unlimited.
+    pub rate_limit_per_second: u32,
+    /// Requests allowed at once above the steady rate.
+    pub rate_limit_burst: u32,
 }
 
 /// A secret string: never printed. `Debug` and serialisation show `<redacted>` (empty stays
@@ -227,6 +231,8 @@ impl Default for OutboxConfig {
             retry_base_seconds: 1.0,
             retry_max_seconds: 600,
             retry_after_max_seconds: 3600,
+            rate_limit_per_second: 0,
+            rate_limit_burst: 10,
         }
     }
 }
@@ -461,7 +467,7 @@ impl Config {
                     "configure at least user_create (see config.example.toml)".into(),
                 ));
             }
-            if let Err(e) = crate::app::build_webhook_options(w) {
+            if let Err(e) = crate::app::build_webhook_options(w, crate::downstream::Throttle::off()) {
                 p.push(("target.webhook".into(), e));
             }
         }

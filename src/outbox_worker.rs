@@ -73,12 +73,36 @@ pub async fn run(
         Err(e) => tracing::error!(error = %e, "outbox: could not recover leases"),
     }
     let permits = Arc::new(Semaphore::new(opts.concurrency.max(1)));
-    let mut tasks = JoinSet::new();
+    let mut tasks: JoinSet<Option<Duration>> = JoinSet::new();
+    // When the app says "slow down" (429/503 with Retry-After), every delivery pauses, not
+    // only the one that was told: otherwise the other in-flight resources keep hammering it.
+    let mut paused_until: Option<tokio::time::Instant> = None;
+    let note_pause = |after: Option<Duration>, paused_until: &mut Option<tokio::time::Instant>| {
+        if let Some(a) = after {
+            let until = tokio::time::Instant::now() + a.min(opts.retry_after_max);
+            if paused_until.is_none_or(|p| p < until) {
+                tracing::warn!(seconds = a.as_secs_f64(), "outbox: the app asked to slow down; pausing deliveries");
+                *paused_until = Some(until);
+            }
+        }
+    };
     tracing::info!(target = target.name(), concurrency = opts.concurrency, "outbox worker started");
     loop {
-        while tasks.try_join_next().is_some() {}
+        while let Some(r) = tasks.try_join_next() {
+            note_pause(r.ok().flatten(), &mut paused_until);
+        }
         if shutdown.is_cancelled() {
             break;
+        }
+        if let Some(p) = paused_until {
+            if tokio::time::Instant::now() < p {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(p) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                continue;
+            }
+            paused_until = None;
         }
         let free = permits.available_permits();
         let mut claimed = 0;
@@ -91,8 +115,9 @@ pub async fn run(
                         let Ok(permit) = permits.clone().acquire_owned().await else { break };
                         let (store, target, opts) = (store.clone(), target.clone(), opts.clone());
                         tasks.spawn(async move {
-                            deliver_bundle(&store, &target, &opts, b).await;
+                            let pause = deliver_bundle(&store, &target, &opts, b).await;
                             drop(permit);
+                            pause
                         });
                     }
                 }
@@ -105,7 +130,7 @@ pub async fn run(
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(opts.poll_interval) => {}
                 _ = shutdown.cancelled() => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(r) = tasks.join_next(), if !tasks.is_empty() => note_pause(r.ok().flatten(), &mut paused_until),
             }
         }
     }
@@ -124,9 +149,11 @@ pub async fn run(
     tracing::info!("outbox worker stopped");
 }
 
-async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bundle: Bundle) {
+/// Deliver one bundle and record the outcome; returns the app's Retry-After, if it sent one.
+async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bundle: Bundle) -> Option<Duration> {
     let started = now();
     let head = bundle.head().clone();
+    let mut pause = None;
     let completion = match build_job(store, &bundle).await {
         Err(e) => Completion::Retry { next_attempt_at: time_after(opts.retry_base), error: format!("store: {e}") },
         Ok(Prepared::Waiting(reason)) => {
@@ -138,6 +165,9 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
         }
         Ok(Prepared::Job(job)) => {
             let outcome = target.deliver(&job).await;
+            if let Outcome::Retry { after: Some(a), .. } = &outcome {
+                pause = Some(*a);
+            }
             decide(opts, head.attempts, &head.created_at, outcome)
         }
     };
@@ -159,6 +189,7 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
         // The lease will expire and the bundle will be delivered again: at-least-once.
         tracing::error!(outbox_id = head.id, error = %e, "could not record the delivery outcome");
     }
+    pause
 }
 
 /// Map a target outcome to what the outbox records, applying the retry policy.

@@ -60,6 +60,42 @@ pub enum Outcome {
     Permanent { error: String },
 }
 
+/// Per-target flow control: a token bucket (governor's GCRA) that every request to the app
+/// passes through, so a burst of queued changes never exceeds what the app allows.
+#[derive(Clone)]
+pub struct Throttle(Option<std::sync::Arc<governor::DefaultDirectRateLimiter>>);
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Throttle(on)" } else { "Throttle(off)" })
+    }
+}
+
+impl Throttle {
+    /// `per_second == 0` turns it off.
+    pub fn new(per_second: u32, burst: u32) -> Throttle {
+        let (Some(rate), Some(burst)) =
+            (std::num::NonZeroU32::new(per_second), std::num::NonZeroU32::new(burst.max(1)))
+        else {
+            return Throttle(None);
+        };
+        Throttle(Some(std::sync::Arc::new(governor::RateLimiter::direct(
+            governor::Quota::per_second(rate).allow_burst(burst),
+        ))))
+    }
+
+    pub fn off() -> Throttle {
+        Throttle(None)
+    }
+
+    /// Wait for a token.
+    pub async fn wait(&self) {
+        if let Some(l) = &self.0 {
+            l.until_ready().await;
+        }
+    }
+}
+
 /// The configured downstream. An enum rather than a trait object: the set is closed and
 /// known at build time, and async methods stay simple.
 pub enum Target {

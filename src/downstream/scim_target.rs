@@ -45,6 +45,7 @@ pub struct ScimTargetOptions {
     pub deprovision: Deprovision,
     pub max_members_per_patch: usize,
     pub request_timeout: Duration,
+    pub throttle: super::Throttle,
 }
 
 pub struct ScimTarget {
@@ -92,6 +93,7 @@ impl ScimTarget {
     }
 
     async fn send(&self, method: Method, path: &str, body: Option<&Value>, key: &str) -> Result<Resp, Outcome> {
+        self.opts.throttle.wait().await;
         let mut rb = self
             .http
             .request(method.clone(), self.url(path))

@@ -67,6 +67,7 @@ pub struct WebhookOptions {
     pub group_mapping: Mapping,
     pub max_members_per_request: usize,
     pub request_timeout: Duration,
+    pub throttle: super::Throttle,
 }
 
 pub struct WebhookTarget {
@@ -111,6 +112,7 @@ impl WebhookTarget {
             .replace("{external_id}", ext);
         let url = format!("{}/{}", self.opts.base_url.trim_end_matches('/'), path.trim_start_matches('/'));
         let text = body.map(|b| b.to_string()).unwrap_or_default();
+        self.opts.throttle.wait().await;
         let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let mut rb = self
             .http

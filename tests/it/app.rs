@@ -102,6 +102,7 @@ pub struct Seen {
     pub path: String,
     pub status: u16,
     pub idempotency_key: Option<String>,
+    pub at: std::time::Instant,
 }
 
 /// A loopback HTTP proxy in front of the app whose behaviour a test switches mid-run.
@@ -136,6 +137,7 @@ impl Proxy {
                     async move {
                         let mode = m.lock().unwrap().clone();
                         let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+                        let arrived = std::time::Instant::now();
                         let record = |status: u16| Seen {
                             method: method.to_string(),
                             path: format!(
@@ -145,6 +147,7 @@ impl Proxy {
                             ),
                             status,
                             idempotency_key: key.clone(),
+                            at: arrived,
                         };
                         if let Mode::Fail { status, retry_after } = mode {
                             s.lock().unwrap().push(record(status));

@@ -270,3 +270,53 @@ async fn resync_pushes_a_resource_again() {
     assert_eq!(app.user_by_name("again@example.com").await.unwrap()["active"], true);
     assert_eq!(d.cli_raw(&["resync", "user", "nope"]).status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn a_throttling_app_pauses_all_deliveries() {
+    // 429 + Retry-After from the app pauses the whole worker, so 20 queued users do not turn
+    // into 20 more 429s while the app asked for quiet.
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    let d = Daemon::start_with(&scim_target_config(&proxy.base));
+    proxy.set(Mode::Fail { status: 429, retry_after: Some(3) });
+    for i in 0..20 {
+        d.create_user(&format!("t{i}@example.com")).await;
+    }
+    // Bounded wait for the first 429, then watch a while (well inside the 3 s pause).
+    for _ in 0..200 {
+        if !proxy.seen().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let throttled = proxy.seen().iter().filter(|s| s.status == 429).count();
+    assert!(throttled >= 1, "the worker never reached the app");
+    assert!(
+        throttled <= 4,
+        "only the deliveries already in flight (concurrency 4) may hit the app during the pause; saw {throttled}"
+    );
+    proxy.set(Mode::Forward);
+    wait_delivered(&d).await;
+    assert_eq!(app.all("Users").await.len(), 20);
+}
+
+#[tokio::test]
+async fn requests_to_the_app_respect_the_rate_limit() {
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    let cfg = scim_target_config(&proxy.base) + "rate_limit_per_second = 5\nrate_limit_burst = 1\n";
+    let d = Daemon::start_with(&cfg);
+    for i in 0..4 {
+        d.create_user(&format!("r{i}@example.com")).await;
+    }
+    wait_delivered(&d).await;
+    let seen = proxy.seen();
+    assert!(seen.len() >= 8, "a lookup and a create per user: {}", seen.len());
+    // A token bucket of 5/s with burst 1 spaces requests at least 200 ms apart (a little
+    // slack for the proxy's own timestamping).
+    for w in seen.windows(2) {
+        let gap = w[1].at.duration_since(w[0].at);
+        assert!(gap >= Duration::from_millis(170), "requests {gap:?} apart under a 5/s limit");
+    }
+}
