@@ -11,8 +11,8 @@ use serde_json::Value;
 use crate::model::query::Filter;
 use crate::model::{MemberDelta, Resource, ResourceKind};
 use crate::scim::patch::{self, PatchError};
-use crate::scim::{ScimError, filter, resource, schema};
-use crate::store::{Load, NewResource, Page, Store, StoreError, TokenInfo, Update};
+use crate::scim::{ScimError, ScimType, filter, list, resource, schema};
+use crate::store::{ListPart, Load, NewResource, Page, Store, StoreError, TokenInfo, Update};
 
 /// Errors of a use-case: a protocol error to show the IdP as it is, or a failure that
 /// `http` turns into 503/500 without showing internals.
@@ -75,6 +75,9 @@ pub struct Service {
 /// A list query after validation: filter resolved against the schema, page bounded.
 pub struct ListRequest {
     pub filter: Option<String>,
+    /// `sortBy` and `sortOrder` as sent (RFC 7644 §3.4.2.3).
+    pub sort_by: Option<String>,
+    pub sort_order: Option<String>,
     pub start_index: u64,
     pub count: Option<u32>,
     pub load: Load,
@@ -199,15 +202,71 @@ impl Service {
     }
 
     /// A page of resources (RFC 7644 §3.4.2): `filter` parsed and checked against the
-    /// schema, `count` capped at the configured maximum, `startIndex` 1-based.
+    /// schema, `sortBy`/`sortOrder` resolved (§3.4.2.3), `count` capped at the configured
+    /// maximum, `startIndex` 1-based.
     pub async fn list(&self, kind: ResourceKind, req: ListRequest) -> Result<Page, ServiceError> {
         let filter = match &req.filter {
             Some(text) if !text.trim().is_empty() => Some(parse_filter(kind, text)?),
             _ => None,
         };
+        let sort = list::parse_sort(kind, req.sort_by.as_deref(), req.sort_order.as_deref())?;
+        let (offset, count) = self.page(&req);
+        Ok(self.store.list(kind, filter, sort, offset, count, req.load).await?)
+    }
+
+    /// `POST /.search` at the root (RFC 7644 §3.4.3): users and groups as one list, users
+    /// first unless sorted. An attribute only one resource type has is no error: in the
+    /// filter, that type matches nothing; as `sortBy`, its resources have no value (so
+    /// they sort last ascending). Naming an attribute neither type has is still an error.
+    /// `req.load` applies per row: `members` to groups, `groups` to users.
+    pub async fn search_all(&self, req: ListRequest) -> Result<Page, ServiceError> {
+        let kinds = [ResourceKind::User, ResourceKind::Group];
+        let descending = list::parse_sort_order(req.sort_order.as_deref())?;
+        let sort_by = req.sort_by.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        let mut parts = Vec::new();
+        let mut sort_errors = Vec::new();
+        let mut filter_errors = Vec::new();
+        for kind in kinds {
+            let filter = match &req.filter {
+                Some(text) if !text.trim().is_empty() => match parse_filter(kind, text) {
+                    Ok(f) => Some(f),
+                    Err(e)
+                        if e.scim_type == Some(ScimType::InvalidFilter) && e.detail.contains("unknown attribute") =>
+                    {
+                        filter_errors.push(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+                _ => None,
+            };
+            let sort_path = match sort_by {
+                Some(text) => match list::parse_sort_by(kind, text) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        sort_errors.push(e);
+                        None
+                    }
+                },
+                None => None,
+            };
+            parts.push(ListPart { kind, filter, sort_path });
+        }
+        if let Some(e) = (sort_errors.len() == kinds.len()).then(|| sort_errors.swap_remove(0)) {
+            return Err(e.into());
+        }
+        if filter_errors.len() == kinds.len() {
+            // Unknown to every type: each type matches nothing.
+            return Ok(Page { total: 0, resources: Vec::new() });
+        }
+        let (offset, count) = self.page(&req);
+        Ok(self.store.list_many(parts, sort_by.map(|_| descending), offset, count, req.load).await?)
+    }
+
+    /// 0-based offset and bounded count of a list request (RFC 7644 §3.4.2.4).
+    fn page(&self, req: &ListRequest) -> (u64, u32) {
         let count = req.count.unwrap_or(self.limits.default_page_size).min(self.limits.max_page_size);
-        let offset = req.start_index.max(1) - 1;
-        Ok(self.store.list(kind, filter, offset, count, req.load).await?)
+        (req.start_index.max(1) - 1, count)
     }
 }
 

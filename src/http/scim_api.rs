@@ -136,7 +136,7 @@ fn spc(state: &ApiState) -> schema::SpcOptions {
         bulk_max_operations: 0,
         bulk_max_payload_bytes: 0,
         filter_max_results: state.max_page_size,
-        sort: false,
+        sort: true,
         etag: true,
         change_password: false,
     }
@@ -258,6 +258,8 @@ async fn list(state: &ApiState, kind: ResourceKind, q: ListQuery) -> Reply {
     let proj = Projection::new(q.attributes.clone(), q.excluded_attributes.clone());
     let lreq = ListRequest {
         filter: q.filter.clone(),
+        sort_by: q.sort_by.clone(),
+        sort_order: q.sort_order.clone(),
         start_index: q.start_index,
         count: q.count,
         load: load_for(kind, &proj),
@@ -267,36 +269,19 @@ async fn list(state: &ApiState, kind: ResourceKind, q: ListQuery) -> Reply {
     Ok(respond::json(StatusCode::OK, &list_response(page.total, q.start_index.max(1), items)))
 }
 
-/// `POST /.search` at the root (RFC 7644 §3.4.3): users then groups, paged as one list.
+/// `POST /.search` at the root (RFC 7644 §3.4.3): users and groups paged as one list.
 async fn search_all(state: &ApiState, req: &Request) -> Reply {
     let q = ListQuery::from_search_body(&parse_json(req)?)?;
     let proj = Projection::new(q.attributes.clone(), q.excluded_attributes.clone());
-    let want = q.count.unwrap_or(u32::MAX).min(state.max_page_size) as u64;
-    let mut offset = q.start_index.max(1) - 1;
-    let mut total = 0u64;
-    let mut items = Vec::new();
-    for kind in [ResourceKind::User, ResourceKind::Group] {
-        let remaining = want.saturating_sub(items.len() as u64) as u32;
-        let lreq = ListRequest {
-            filter: q.filter.clone(),
-            start_index: offset + 1,
-            count: Some(remaining),
-            load: load_for(kind, &proj),
-        };
-        let page = match state.service.list(kind, lreq).await {
-            Ok(p) => p,
-            // An attribute only one resource type has: that type simply matches nothing.
-            Err(ServiceError::Scim(e))
-                if e.scim_type == Some(crate::scim::ScimType::InvalidFilter)
-                    && e.detail.contains("unknown attribute") =>
-            {
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        total += page.total;
-        offset = offset.saturating_sub(page.total);
-        items.extend(page.resources.iter().map(|r| resource::render(r, &state.base_url, &proj)));
-    }
-    Ok(respond::json(StatusCode::OK, &list_response(total, q.start_index.max(1), items)))
+    let lreq = ListRequest {
+        filter: q.filter.clone(),
+        sort_by: q.sort_by.clone(),
+        sort_order: q.sort_order.clone(),
+        start_index: q.start_index,
+        count: q.count,
+        load: Load { members: proj.wants("members"), groups: proj.wants("groups") },
+    };
+    let page = state.service.search_all(lreq).await?;
+    let items: Vec<Value> = page.resources.iter().map(|r| resource::render(r, &state.base_url, &proj)).collect();
+    Ok(respond::json(StatusCode::OK, &list_response(page.total, q.start_index.max(1), items)))
 }

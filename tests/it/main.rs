@@ -9,4 +9,5 @@ mod durability;
 mod errors;
 mod groups;
 mod idp_flows;
+mod sorting;
 mod users;
