@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::model::query::Filter;
 use crate::model::{MemberDelta, Resource, ResourceKind};
 use crate::scim::patch::{self, PatchError};
-use crate::scim::{ScimError, ScimType, filter, list, resource, schema};
+use crate::scim::{ScimError, ScimType, bulk, filter, list, resource, schema};
 use crate::store::{ListPart, Load, NewResource, Page, Store, StoreError, TokenInfo, Update};
 
 /// Errors of a use-case: a protocol error to show the IdP as it is, or a failure that
@@ -47,6 +47,9 @@ impl From<StoreError> for ServiceError {
         }
     }
 }
+
+/// The resource a bulk operation applied to: its type and id.
+type Target = (ResourceKind, String);
 
 /// Optimistic retries of a read-modify-write before giving up (503, retry later).
 const MAX_ATTEMPTS: u64 = 32;
@@ -261,6 +264,90 @@ impl Service {
         }
         let (offset, count) = self.page(&req);
         Ok(self.store.list_many(parts, sort_by.map(|_| descending), offset, count, req.load).await?)
+    }
+
+    /// `POST /Bulk` (RFC 7644 §3.7): run the operations one by one, each through the same
+    /// use-case as its single request (so each commits its resource rows and outbox row in
+    /// its own transaction: bulk is not atomic, and an acknowledged operation stays done
+    /// whatever happens to the next), substituting `bulkId` references as the POSTs they
+    /// name finish (§3.7.2). Stops once `failOnErrors` operations have failed; the
+    /// operations not run are left out of the result (§3.7.3).
+    pub async fn bulk(&self, req: &bulk::BulkRequest) -> Vec<bulk::OpResult<ServiceError>> {
+        let mut sched = bulk::Scheduler::new(req);
+        let mut results = Vec::with_capacity(req.entries.len());
+        let mut errors = 0u32;
+        while let Some(step) = sched.next_step() {
+            let (index, outcome) = match step {
+                bulk::Step::Fail(i, e) => (i, Err((None, ServiceError::from(e)))),
+                bulk::Step::Run(i) => match &req.entries[i].op {
+                    Err(e) => (i, Err((None, ServiceError::from(e.clone())))),
+                    Ok(op) => (i, self.bulk_op(&op.resolved(|b| sched.resolve(b))).await),
+                },
+            };
+            let entry = &req.entries[index];
+            let (target, outcome) = match outcome {
+                Ok((target, status, version)) => (Some(target), Ok((status, version))),
+                Err((target, e)) => (target, Err(e)),
+            };
+            let created = match (&outcome, &target) {
+                (Ok((201, _)), Some((_, id))) => Some(id.clone()),
+                _ => None,
+            };
+            sched.finished(req, index, created);
+            errors += outcome.is_err() as u32;
+            results.push(bulk::OpResult {
+                index,
+                method: entry.method.clone(),
+                bulk_id: entry.bulk_id.clone(),
+                target,
+                outcome,
+            });
+            if req.fail_on_errors.is_some_and(|n| errors >= n) {
+                break;
+            }
+        }
+        results
+    }
+
+    /// One bulk operation with its references resolved: the target, status and version,
+    /// or the error (with the target when the path named one).
+    async fn bulk_op(
+        &self,
+        op: &bulk::Operation,
+    ) -> Result<(Target, u16, Option<u64>), (Option<Target>, ServiceError)> {
+        let t = op.target().map_err(|e| (None, e.into()))?;
+        let status = op.method.success_status();
+        let data = || op.data.clone().unwrap_or(Value::Null);
+        // `version` works as `If-Match` (§3.7); one that is no ETag of ours cannot match.
+        let if_match = match &op.version {
+            None => None,
+            Some(v) => match resource::parse_etag(v) {
+                Some(n) => Some(n),
+                None => {
+                    let e = ScimError::precondition_failed(format!("version {v:?} is not a current ETag"));
+                    return Err((t.id.clone().map(|id| (t.kind, id)), e.into()));
+                }
+            },
+        };
+        let res = match (op.method, &t.id) {
+            (bulk::Method::Post, _) => {
+                self.create(t.kind, data()).await.map(|r| ((t.kind, r.id), Some(r.meta.version)))
+            }
+            (bulk::Method::Put, Some(id)) => {
+                self.replace(t.kind, id, data(), if_match).await.map(|r| ((t.kind, r.id), Some(r.meta.version)))
+            }
+            (bulk::Method::Patch, Some(id)) => {
+                self.patch(t.kind, id, data(), if_match).await.map(|r| ((t.kind, r.id), Some(r.meta.version)))
+            }
+            (bulk::Method::Delete, Some(id)) => {
+                self.delete(t.kind, id, if_match).await.map(|()| ((t.kind, id.clone()), None))
+            }
+            (_, None) => Err(ServiceError::Internal("bulk operation without a resource id".into())),
+        };
+        match res {
+            Ok((target, version)) => Ok((target, status, version)),
+            Err(e) => Err((t.id.map(|id| (t.kind, id)), e)),
+        }
     }
 
     /// 0-based offset and bounded count of a list request (RFC 7644 §3.4.2.4).

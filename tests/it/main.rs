@@ -4,6 +4,7 @@
 mod support;
 
 mod auth;
+mod bulk;
 mod discovery;
 mod durability;
 mod errors;
