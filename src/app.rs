@@ -180,6 +180,8 @@ pub async fn run(cfg: &Config, store: Store, listener: TcpListener, base_url: St
         max_body_bytes: cfg.server.max_body_bytes,
         group_patch_returns_resource: cfg.scim.group_patch_returns_resource,
         max_page_size: cfg.scim.max_page_size,
+        bulk_max_operations: cfg.scim.bulk_max_operations,
+        bulk_max_payload_bytes: cfg.scim.bulk_max_payload_bytes,
     });
     http::serve(listener, state, shutdown).await;
     tracing::info!("http server stopped");

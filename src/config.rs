@@ -272,6 +272,13 @@ pub struct ScimConfig {
     /// Answer group PATCH with 200 and the group instead of 204. Off by default: Entra
     /// expects 204, and a 10,000-member group must not be echoed for every change.
     pub group_patch_returns_resource: bool,
+    /// Most operations in one `POST /Bulk` (RFC 7644 §3.7.4); more is 413. Advertised as
+    /// `bulk.maxOperations`.
+    pub bulk_max_operations: u32,
+    /// Largest `POST /Bulk` body in bytes (RFC 7644 §3.7.4); larger is 413. Advertised as
+    /// `bulk.maxPayloadSize`. It replaces `server.max_body_bytes` for that one endpoint,
+    /// so a bulk request always gets the bulk error that names the limit.
+    pub bulk_max_payload_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -314,7 +321,13 @@ impl Default for StoreConfig {
 }
 impl Default for ScimConfig {
     fn default() -> Self {
-        ScimConfig { default_page_size: 100, max_page_size: 1000, group_patch_returns_resource: false }
+        ScimConfig {
+            default_page_size: 100,
+            max_page_size: 1000,
+            group_patch_returns_resource: false,
+            bulk_max_operations: 1000,
+            bulk_max_payload_bytes: 1024 * 1024,
+        }
     }
 }
 impl Default for LogConfig {
@@ -487,6 +500,15 @@ impl Config {
         if o.lease_seconds < 5 {
             p.push(("outbox.lease_seconds".into(), "must be at least 5 (longer than a request timeout)".into()));
         }
+        if self.scim.bulk_max_operations == 0 || self.scim.bulk_max_operations > 100_000 {
+            p.push(("scim.bulk_max_operations".into(), "must be between 1 and 100000".into()));
+        }
+        if self.scim.bulk_max_payload_bytes < 1024 || self.scim.bulk_max_payload_bytes > 256 * 1024 * 1024 {
+            p.push((
+                "scim.bulk_max_payload_bytes".into(),
+                "must be between 1024 and 268435456 (256 MiB); the whole body is held in memory".into(),
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             p.push(("log.level".into(), format!("{:?} is not a valid level or filter; try \"info\"", self.log.level)));
         }
@@ -652,6 +674,16 @@ mod tests {
     fn scim_target_needs_a_url() {
         let err = load_str("[target]\nkind = \"scim\"\n", &[]).unwrap_err().to_string();
         assert!(err.contains("target.scim.base_url"), "{err}");
+    }
+
+    #[test]
+    fn bulk_limits_are_checked() {
+        let err =
+            load_str("[scim]\nbulk_max_operations = 0\nbulk_max_payload_bytes = 10\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("scim.bulk_max_operations"), "{err}");
+        assert!(err.contains("scim.bulk_max_payload_bytes"), "{err}");
+        let l = load_str("[scim]\nbulk_max_operations = 5\n", &[("SCIM__BULK_MAX_PAYLOAD_BYTES", "4096")]).unwrap();
+        assert_eq!((l.config.scim.bulk_max_operations, l.config.scim.bulk_max_payload_bytes), (5, 4096));
     }
 
     #[test]

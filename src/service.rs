@@ -14,8 +14,8 @@ use tokio::sync::Notify;
 use crate::model::query::Filter;
 use crate::model::{MemberDelta, Resource, ResourceKind};
 use crate::scim::patch::{self, PatchError};
-use crate::scim::{ScimError, filter, resource, schema};
-use crate::store::{Load, NewResource, Page, Store, StoreError, TokenInfo, Update};
+use crate::scim::{ScimError, ScimType, bulk, filter, list, resource, schema};
+use crate::store::{ListPart, Load, NewResource, Page, Store, StoreError, TokenInfo, Update};
 
 /// Errors of a use-case: a protocol error to show the IdP as it is, or a failure that
 /// `http` turns into 503/500 without showing internals.
@@ -51,6 +51,9 @@ impl From<StoreError> for ServiceError {
     }
 }
 
+/// The resource a bulk operation applied to: its type and id.
+type Target = (ResourceKind, String);
+
 /// Optimistic retries of a read-modify-write before giving up (503, retry later).
 const MAX_ATTEMPTS: u64 = 32;
 
@@ -80,6 +83,9 @@ pub struct Service {
 /// A list query after validation: filter resolved against the schema, page bounded.
 pub struct ListRequest {
     pub filter: Option<String>,
+    /// `sortBy` and `sortOrder` as sent (RFC 7644 §3.4.2.3).
+    pub sort_by: Option<String>,
+    pub sort_order: Option<String>,
     pub start_index: u64,
     pub count: Option<u32>,
     pub load: Load,
@@ -211,15 +217,155 @@ impl Service {
     }
 
     /// A page of resources (RFC 7644 §3.4.2): `filter` parsed and checked against the
-    /// schema, `count` capped at the configured maximum, `startIndex` 1-based.
+    /// schema, `sortBy`/`sortOrder` resolved (§3.4.2.3), `count` capped at the configured
+    /// maximum, `startIndex` 1-based.
     pub async fn list(&self, kind: ResourceKind, req: ListRequest) -> Result<Page, ServiceError> {
         let filter = match &req.filter {
             Some(text) if !text.trim().is_empty() => Some(parse_filter(kind, text)?),
             _ => None,
         };
+        let sort = list::parse_sort(kind, req.sort_by.as_deref(), req.sort_order.as_deref())?;
+        let (offset, count) = self.page(&req);
+        Ok(self.store.list(kind, filter, sort, offset, count, req.load).await?)
+    }
+
+    /// `POST /.search` at the root (RFC 7644 §3.4.3): users and groups as one list, users
+    /// first unless sorted. An attribute only one resource type has is no error: in the
+    /// filter, that type matches nothing; as `sortBy`, its resources have no value (so
+    /// they sort last ascending). Naming an attribute neither type has is still an error.
+    /// `req.load` applies per row: `members` to groups, `groups` to users.
+    pub async fn search_all(&self, req: ListRequest) -> Result<Page, ServiceError> {
+        let kinds = [ResourceKind::User, ResourceKind::Group];
+        let descending = list::parse_sort_order(req.sort_order.as_deref())?;
+        let sort_by = req.sort_by.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        let mut parts = Vec::new();
+        let mut sort_errors = Vec::new();
+        let mut filter_errors = Vec::new();
+        for kind in kinds {
+            let filter = match &req.filter {
+                Some(text) if !text.trim().is_empty() => match parse_filter(kind, text) {
+                    Ok(f) => Some(f),
+                    Err(e)
+                        if e.scim_type == Some(ScimType::InvalidFilter) && e.detail.contains("unknown attribute") =>
+                    {
+                        filter_errors.push(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+                _ => None,
+            };
+            let sort_path = match sort_by {
+                Some(text) => match list::parse_sort_by(kind, text) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        sort_errors.push(e);
+                        None
+                    }
+                },
+                None => None,
+            };
+            parts.push(ListPart { kind, filter, sort_path });
+        }
+        if let Some(e) = (sort_errors.len() == kinds.len()).then(|| sort_errors.swap_remove(0)) {
+            return Err(e.into());
+        }
+        if filter_errors.len() == kinds.len() {
+            // Unknown to every type: each type matches nothing.
+            return Ok(Page { total: 0, resources: Vec::new() });
+        }
+        let (offset, count) = self.page(&req);
+        Ok(self.store.list_many(parts, sort_by.map(|_| descending), offset, count, req.load).await?)
+    }
+
+    /// `POST /Bulk` (RFC 7644 §3.7): run the operations one by one, each through the same
+    /// use-case as its single request (so each commits its resource rows and outbox row in
+    /// its own transaction: bulk is not atomic, and an acknowledged operation stays done
+    /// whatever happens to the next), substituting `bulkId` references as the POSTs they
+    /// name finish (§3.7.2). Stops once `failOnErrors` operations have failed; the
+    /// operations not run are left out of the result (§3.7.3).
+    pub async fn bulk(&self, req: &bulk::BulkRequest) -> Vec<bulk::OpResult<ServiceError>> {
+        let mut sched = bulk::Scheduler::new(req);
+        let mut results = Vec::with_capacity(req.entries.len());
+        let mut errors = 0u32;
+        while let Some(step) = sched.next_step() {
+            let (index, outcome) = match step {
+                bulk::Step::Fail(i, e) => (i, Err((None, ServiceError::from(e)))),
+                bulk::Step::Run(i) => match &req.entries[i].op {
+                    Err(e) => (i, Err((None, ServiceError::from(e.clone())))),
+                    Ok(op) => (i, self.bulk_op(&op.resolved(|b| sched.resolve(b))).await),
+                },
+            };
+            let entry = &req.entries[index];
+            let (target, outcome) = match outcome {
+                Ok((target, status, version)) => (Some(target), Ok((status, version))),
+                Err((target, e)) => (target, Err(e)),
+            };
+            let created = match (&outcome, &target) {
+                (Ok((201, _)), Some((_, id))) => Some(id.clone()),
+                _ => None,
+            };
+            sched.finished(req, index, created);
+            errors += outcome.is_err() as u32;
+            results.push(bulk::OpResult {
+                index,
+                method: entry.method.clone(),
+                bulk_id: entry.bulk_id.clone(),
+                target,
+                outcome,
+            });
+            if req.fail_on_errors.is_some_and(|n| errors >= n) {
+                break;
+            }
+        }
+        results
+    }
+
+    /// One bulk operation with its references resolved: the target, status and version,
+    /// or the error (with the target when the path named one).
+    async fn bulk_op(
+        &self,
+        op: &bulk::Operation,
+    ) -> Result<(Target, u16, Option<u64>), (Option<Target>, ServiceError)> {
+        let t = op.target().map_err(|e| (None, e.into()))?;
+        let status = op.method.success_status();
+        let data = || op.data.clone().unwrap_or(Value::Null);
+        // `version` works as `If-Match` (§3.7); one that is no ETag of ours cannot match.
+        let if_match = match &op.version {
+            None => None,
+            Some(v) => match resource::parse_etag(v) {
+                Some(n) => Some(n),
+                None => {
+                    let e = ScimError::precondition_failed(format!("version {v:?} is not a current ETag"));
+                    return Err((t.id.clone().map(|id| (t.kind, id)), e.into()));
+                }
+            },
+        };
+        let res = match (op.method, &t.id) {
+            (bulk::Method::Post, _) => {
+                self.create(t.kind, data()).await.map(|r| ((t.kind, r.id), Some(r.meta.version)))
+            }
+            (bulk::Method::Put, Some(id)) => {
+                self.replace(t.kind, id, data(), if_match).await.map(|r| ((t.kind, r.id), Some(r.meta.version)))
+            }
+            (bulk::Method::Patch, Some(id)) => {
+                self.patch(t.kind, id, data(), if_match).await.map(|r| ((t.kind, r.id), Some(r.meta.version)))
+            }
+            (bulk::Method::Delete, Some(id)) => {
+                self.delete(t.kind, id, if_match).await.map(|()| ((t.kind, id.clone()), None))
+            }
+            (_, None) => Err(ServiceError::Internal("bulk operation without a resource id".into())),
+        };
+        match res {
+            Ok((target, version)) => Ok((target, status, version)),
+            Err(e) => Err((t.id.map(|id| (t.kind, id)), e)),
+        }
+    }
+
+    /// 0-based offset and bounded count of a list request (RFC 7644 §3.4.2.4).
+    fn page(&self, req: &ListRequest) -> (u64, u32) {
         let count = req.count.unwrap_or(self.limits.default_page_size).min(self.limits.max_page_size);
-        let offset = req.start_index.max(1) - 1;
-        Ok(self.store.list(kind, filter, offset, count, req.load).await?)
+        (req.start_index.max(1) - 1, count)
     }
 }
 

@@ -31,6 +31,9 @@ pub struct ApiState {
     pub max_body_bytes: u64,
     pub group_patch_returns_resource: bool,
     pub max_page_size: u32,
+    /// RFC 7644 §3.7.4 limits of `POST /Bulk`.
+    pub bulk_max_operations: u32,
+    pub bulk_max_payload_bytes: u64,
 }
 
 /// One request, as the handlers see it: everything read off the wire, body included.
@@ -83,7 +86,19 @@ async fn handle(
 ) -> warp::reply::Response {
     let started = Instant::now();
     let path = format!("/scim/v2/{}", segments.join("/"));
-    let (resp, token_id) = match read_body(&headers, body, state.max_body_bytes).await {
+    // `POST /Bulk` has its own payload limit (RFC 7644 §3.7.4), advertised as
+    // `bulk.maxPayloadSize`; its 413 must name that limit, so it replaces the general one.
+    let is_bulk = method == Method::POST && matches!(segments.as_slice(), [s] if s.eq_ignore_ascii_case("Bulk"));
+    let (limit, too_large) = if is_bulk {
+        (state.bulk_max_payload_bytes, crate::scim::bulk::payload_too_large(state.bulk_max_payload_bytes))
+    } else {
+        let limit = state.max_body_bytes;
+        (
+            limit,
+            ScimError::new(StatusCode::PAYLOAD_TOO_LARGE.as_u16(), None, format!("request body exceeds {limit} bytes")),
+        )
+    };
+    let (resp, token_id) = match read_body(&headers, body, limit, too_large).await {
         Err(e) => (respond::error(&e, None), None),
         Ok(body) => {
             let req = Request { method: method.clone(), segments, query, headers, body };
@@ -107,9 +122,9 @@ async fn read_body(
     headers: &HeaderMap,
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send,
     limit: u64,
+    too_large_error: ScimError,
 ) -> Result<Bytes, ScimError> {
-    let too_large =
-        || ScimError::new(StatusCode::PAYLOAD_TOO_LARGE.as_u16(), None, format!("request body exceeds {limit} bytes"));
+    let too_large = || too_large_error.clone();
     let drain_cap = limit.saturating_mul(DRAIN_FACTOR);
     let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > drain_cap) {

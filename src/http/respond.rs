@@ -1,13 +1,12 @@
 //! Building responses, and the one function that renders every error as an RFC 7644 §3.12
 //! body: `{"schemas": [Error URN], "status": "400", "scimType": ..., "detail": ...}`.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use warp::Reply;
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 
 use crate::scim::ScimError;
-use crate::scim::schema::ERROR;
 use crate::service::ServiceError;
 
 pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
@@ -27,17 +26,10 @@ pub fn empty(status: StatusCode) -> Response {
 
 /// Render a protocol error. `request_id` is set for 500s so the log line can be found.
 pub fn error(e: &ScimError, request_id: Option<&str>) -> Response {
-    let mut body = json!({
-        "schemas": [ERROR],
-        "status": e.status.to_string(),
-    });
-    if let Some(t) = e.scim_type {
-        body["scimType"] = json!(t.as_str());
-    }
-    body["detail"] = json!(match request_id {
-        Some(id) => format!("{} (request id {id})", e.detail),
-        None => e.detail.clone(),
-    });
+    let body = match request_id {
+        Some(id) => ScimError { detail: format!("{} (request id {id})", e.detail), ..e.clone() }.to_json(),
+        None => e.to_json(),
+    };
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = json(status, &body);
     match e.status {
@@ -55,15 +47,21 @@ pub fn error(e: &ScimError, request_id: Option<&str>) -> Response {
 /// Render a use-case failure: protocol errors as they are; anything unexpected as a logged
 /// 500 carrying a request id, never internal text.
 pub fn service_error(e: &ServiceError) -> Response {
+    let shown = to_scim(e);
+    error(&shown, None)
+}
+
+/// What the client may see of a use-case failure (the body of [`service_error`], also
+/// embedded per operation in a bulk response): protocol errors as they are; an internal
+/// error is logged with a request id and shown only as that id.
+pub fn to_scim(e: &ServiceError) -> ScimError {
     match e {
-        ServiceError::Scim(s) => error(s, None),
-        ServiceError::Unavailable(why) => {
-            error(&ScimError::new(503, None, format!("service unavailable: {why}")), None)
-        }
+        ServiceError::Scim(s) => s.clone(),
+        ServiceError::Unavailable(why) => ScimError::new(503, None, format!("service unavailable: {why}")),
         ServiceError::Internal(msg) => {
             let id = uuid::Uuid::new_v4().simple().to_string();
             tracing::error!(request_id = %id, error = %msg, "internal error");
-            error(&ScimError::new(500, None, "internal error"), Some(&id))
+            ScimError::new(500, None, format!("internal error (request id {id})"))
         }
     }
 }

@@ -87,9 +87,10 @@ async fn route(state: &ApiState, req: &Request) -> Reply {
             Method::POST => search_all(state, req).await,
             _ => method_not_allowed(req, "POST"),
         },
-        [s] if s.eq_ignore_ascii_case("Bulk") => {
-            Err(ScimError::new(501, None, "bulk operations are not supported (see /ServiceProviderConfig)").into())
-        }
+        [s] if s.eq_ignore_ascii_case("Bulk") => match *m {
+            Method::POST => bulk(state, req).await,
+            _ => method_not_allowed(req, "POST"),
+        },
         [s] if s.eq_ignore_ascii_case("Me") => {
             Err(ScimError::new(501, None, "/Me is not supported: tokens belong to IdPs, not users").into())
         }
@@ -132,11 +133,11 @@ async fn route(state: &ApiState, req: &Request) -> Reply {
 fn spc(state: &ApiState) -> schema::SpcOptions {
     schema::SpcOptions {
         patch: true,
-        bulk: false,
-        bulk_max_operations: 0,
-        bulk_max_payload_bytes: 0,
+        bulk: true,
+        bulk_max_operations: state.bulk_max_operations,
+        bulk_max_payload_bytes: state.bulk_max_payload_bytes,
         filter_max_results: state.max_page_size,
-        sort: false,
+        sort: true,
         etag: true,
         change_password: false,
     }
@@ -258,6 +259,8 @@ async fn list(state: &ApiState, kind: ResourceKind, q: ListQuery) -> Reply {
     let proj = Projection::new(q.attributes.clone(), q.excluded_attributes.clone());
     let lreq = ListRequest {
         filter: q.filter.clone(),
+        sort_by: q.sort_by.clone(),
+        sort_order: q.sort_order.clone(),
         start_index: q.start_index,
         count: q.count,
         load: load_for(kind, &proj),
@@ -267,36 +270,32 @@ async fn list(state: &ApiState, kind: ResourceKind, q: ListQuery) -> Reply {
     Ok(respond::json(StatusCode::OK, &list_response(page.total, q.start_index.max(1), items)))
 }
 
-/// `POST /.search` at the root (RFC 7644 §3.4.3): users then groups, paged as one list.
+/// `POST /Bulk` (RFC 7644 §3.7). The request as a whole fails only when it cannot be read
+/// or exceeds a §3.7.4 limit (413); otherwise the answer is 200 with one result per
+/// operation that ran, failures included (§3.7.3).
+async fn bulk(state: &ApiState, req: &Request) -> Reply {
+    if req.body.len() as u64 > state.bulk_max_payload_bytes {
+        return Err(crate::scim::bulk::payload_too_large(state.bulk_max_payload_bytes).into());
+    }
+    let breq = crate::scim::bulk::parse_request(&parse_json(req)?, state.bulk_max_operations)?;
+    let results = state.service.bulk(&breq).await;
+    let results = results.into_iter().map(|r| r.map_err(|e| respond::to_scim(&e))).collect();
+    Ok(respond::json(StatusCode::OK, &crate::scim::bulk::response(&state.base_url, results)))
+}
+
+/// `POST /.search` at the root (RFC 7644 §3.4.3): users and groups paged as one list.
 async fn search_all(state: &ApiState, req: &Request) -> Reply {
     let q = ListQuery::from_search_body(&parse_json(req)?)?;
     let proj = Projection::new(q.attributes.clone(), q.excluded_attributes.clone());
-    let want = q.count.unwrap_or(u32::MAX).min(state.max_page_size) as u64;
-    let mut offset = q.start_index.max(1) - 1;
-    let mut total = 0u64;
-    let mut items = Vec::new();
-    for kind in [ResourceKind::User, ResourceKind::Group] {
-        let remaining = want.saturating_sub(items.len() as u64) as u32;
-        let lreq = ListRequest {
-            filter: q.filter.clone(),
-            start_index: offset + 1,
-            count: Some(remaining),
-            load: load_for(kind, &proj),
-        };
-        let page = match state.service.list(kind, lreq).await {
-            Ok(p) => p,
-            // An attribute only one resource type has: that type simply matches nothing.
-            Err(ServiceError::Scim(e))
-                if e.scim_type == Some(crate::scim::ScimType::InvalidFilter)
-                    && e.detail.contains("unknown attribute") =>
-            {
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        total += page.total;
-        offset = offset.saturating_sub(page.total);
-        items.extend(page.resources.iter().map(|r| resource::render(r, &state.base_url, &proj)));
-    }
-    Ok(respond::json(StatusCode::OK, &list_response(total, q.start_index.max(1), items)))
+    let lreq = ListRequest {
+        filter: q.filter.clone(),
+        sort_by: q.sort_by.clone(),
+        sort_order: q.sort_order.clone(),
+        start_index: q.start_index,
+        count: q.count,
+        load: Load { members: proj.wants("members"), groups: proj.wants("groups") },
+    };
+    let page = state.service.search_all(lreq).await?;
+    let items: Vec<Value> = page.resources.iter().map(|r| resource::render(r, &state.base_url, &proj)).collect();
+    Ok(respond::json(StatusCode::OK, &list_response(page.total, q.start_index.max(1), items)))
 }

@@ -102,3 +102,15 @@ pub struct PatchPath {
     /// (Without a filter the sub-attribute lives in `attr.sub`.)
     pub filter_sub: Option<String>,
 }
+
+/// A resolved `sortBy`/`sortOrder` pair (RFC 7644 §3.4.2.3): the attribute whose value
+/// orders a list, and the direction. Resources without a value come last when ascending
+/// and first when descending; ties keep creation order (reversed when descending) so that
+/// pages never overlap or skip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sort {
+    /// A leaf attribute (sub-attributes named: `name.familyName`, `emails.value`), resolved
+    /// against the resource type's schema so `info` says how to compare it.
+    pub path: AttrPath,
+    pub descending: bool,
+}

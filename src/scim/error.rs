@@ -18,7 +18,8 @@ pub enum ScimType {
     InvalidValue,
     InvalidVers,
     Sensitive,
-    /// Not in table 9 but used by §3.7.4 for bulk payloads over the limit.
+    /// Not in table 9. Some servers send it with bulk payloads over the limit, but the
+    /// RFC's own example there (§3.7.4) has none, so we do not emit it.
     TooLarge,
 }
 
@@ -85,6 +86,23 @@ impl ScimError {
     }
     pub fn precondition_failed(detail: impl Into<String>) -> Self {
         Self::new(412, None, detail)
+    }
+}
+
+impl ScimError {
+    /// The RFC 7644 §3.12 body: `{"schemas": [Error URN], "status": "400", "scimType": ...,
+    /// "detail": ...}` (`status` is a string, as in every example of the RFC). `http`
+    /// sends it as a response; a bulk response embeds it per operation (§3.7.3).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "schemas": [super::schema::ERROR],
+            "status": self.status.to_string(),
+        });
+        if let Some(t) = self.scim_type {
+            body["scimType"] = serde_json::json!(t.as_str());
+        }
+        body["detail"] = serde_json::json!(self.detail);
+        body
     }
 }
 

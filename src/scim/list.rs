@@ -3,8 +3,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::ScimError;
-use super::schema::LIST_RESPONSE;
+use super::schema::{self, LIST_RESPONSE};
+use super::{ScimError, filter};
+use crate::model::ResourceKind;
+use crate::model::query::{AttrPath, Sort};
 
 /// What an IdP asked for, from the query string of a GET or the body of a `.search` POST.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -101,6 +103,53 @@ impl ListQuery {
     }
 }
 
+/// `sortOrder` (RFC 7644 §3.4.2.3): `ascending` (the default when absent) or `descending`,
+/// matched case-insensitively like the other SCIM keywords; `true` means descending. The
+/// RFC allows no other value, so anything else is `400 invalidValue` rather than silently
+/// ascending.
+pub fn parse_sort_order(text: Option<&str>) -> Result<bool, ScimError> {
+    match text.map(str::trim) {
+        None => Ok(false),
+        Some(t) if t.is_empty() || t.eq_ignore_ascii_case("ascending") => Ok(false),
+        Some(t) if t.eq_ignore_ascii_case("descending") => Ok(true),
+        Some(t) => {
+            Err(ScimError::invalid_value(format!("sortOrder must be \"ascending\" or \"descending\", got {t:?}")))
+        }
+    }
+}
+
+/// `sortBy` (RFC 7644 §3.4.2.3): an attribute path in the notation of §3.10, resolved
+/// against `kind`'s schema ([`schema::resolve_sort`]). A path that does not parse, names
+/// no attribute of `kind`, or names a complex attribute without a sub-attribute is
+/// `400 invalidValue`: §3.12 has no `scimType` for sorting, and the value of the parameter
+/// is what the server cannot use.
+pub fn parse_sort_by(kind: ResourceKind, text: &str) -> Result<AttrPath, ScimError> {
+    let parsed = filter::parse_path(text.trim())
+        .map_err(|e| ScimError::invalid_value(format!("sortBy {text:?} is not an attribute path: {e}")))?;
+    if parsed.filter.is_some() {
+        return Err(ScimError::invalid_value(format!(
+            "sortBy {text:?} must name an attribute, not filter one with [...]"
+        )));
+    }
+    let mut path = parsed.attr;
+    schema::resolve_sort(kind, &mut path)?;
+    Ok(path)
+}
+
+/// `sortBy` and `sortOrder` together; `None` when no `sortBy` was given (then `sortOrder`,
+/// "the order in which the sortBy parameter is applied", is only checked for validity).
+pub fn parse_sort(
+    kind: ResourceKind,
+    sort_by: Option<&str>,
+    sort_order: Option<&str>,
+) -> Result<Option<Sort>, ScimError> {
+    let descending = parse_sort_order(sort_order)?;
+    match sort_by.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => Ok(Some(Sort { path: parse_sort_by(kind, text)?, descending })),
+    }
+}
+
 /// The `ListResponse` envelope. `startIndex` echoes the request's (1-based).
 pub fn list_response(total: u64, start_index: u64, resources: Vec<Value>) -> Value {
     let mut m = Map::new();
@@ -153,5 +202,38 @@ mod tests {
         assert_eq!(q.count, Some(10));
         assert_eq!(q.attributes, vec!["displayName", "userName"]);
         assert!(ListQuery::from_search_body(&json!([])).is_err());
+    }
+
+    #[test]
+    fn sort_order_is_case_insensitive_and_strict() {
+        assert!(!parse_sort_order(None).unwrap());
+        assert!(!parse_sort_order(Some("Ascending")).unwrap());
+        assert!(parse_sort_order(Some("DESCENDING")).unwrap());
+        let e = parse_sort_order(Some("down")).unwrap_err();
+        assert_eq!((e.status, e.scim_type), (400, Some(crate::scim::ScimType::InvalidValue)));
+    }
+
+    #[test]
+    fn sort_by_resolves_against_the_schema() {
+        let s = parse_sort(ResourceKind::User, Some("NAME.familyname"), Some("descending")).unwrap().unwrap();
+        assert_eq!((s.path.name.as_str(), s.path.sub.as_deref(), s.descending), ("name", Some("familyName"), true));
+        assert!(!s.path.info.case_exact);
+        // A multi-valued complex attribute alone means its value (of the primary element).
+        let p = parse_sort_by(ResourceKind::User, "emails").unwrap();
+        assert_eq!((p.sub.as_deref(), p.info.multi_valued), (Some("value"), true));
+        let p = parse_sort_by(ResourceKind::User, "meta.lastModified").unwrap();
+        assert_eq!(p.info.ty, crate::model::query::AttrType::DateTime);
+        let p = parse_sort_by(
+            ResourceKind::User,
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+        )
+        .unwrap();
+        assert!(p.urn.is_some());
+        for bad in ["nope", "name", "password", "emails[type eq \"work\"]", "userName.x", "a b"] {
+            let e = parse_sort_by(ResourceKind::User, bad).unwrap_err();
+            assert_eq!((e.status, e.scim_type), (400, Some(crate::scim::ScimType::InvalidValue)), "{bad}: {e}");
+        }
+        assert_eq!(parse_sort(ResourceKind::Group, None, Some("descending")).unwrap(), None);
+        assert!(parse_sort(ResourceKind::Group, None, Some("sideways")).is_err());
     }
 }

@@ -5,6 +5,7 @@
 //! Owns: turning wire JSON and query text into `model` types and back. Must not touch:
 //! the database, HTTP servers or clients, async I/O, the store, the config.
 
+pub mod bulk;
 pub mod error;
 pub mod filter;
 pub mod list;

@@ -444,6 +444,9 @@ pub fn find_attr(kind: ResourceKind, urn: Option<&str>, name: &str) -> Option<(&
 enum Mode {
     Filter,
     Path,
+    /// `sortBy` (RFC 7644 §3.4.2.3), which §3.12 gives no `scimType` of its own: a query
+    /// parameter whose value the server cannot use is `invalidValue`.
+    Sort,
 }
 
 impl Mode {
@@ -451,6 +454,7 @@ impl Mode {
         match self {
             Mode::Filter => ScimError::invalid_filter(detail),
             Mode::Path => ScimError::invalid_path(detail),
+            Mode::Sort => ScimError::invalid_value(format!("sortBy: {detail}")),
         }
     }
 }
@@ -607,6 +611,45 @@ pub fn resolve_path(kind: ResourceKind, path: &mut PatchPath) -> Result<(), Scim
         }
     };
     path.attr.info = info(leaf, top);
+    Ok(())
+}
+
+/// Checks a `sortBy` attribute path (RFC 7644 §3.4.2.3) against `kind`'s schemas and
+/// rewrites it in canonical form, as [`resolve_filter`] does for a filter's paths.
+///
+/// "If the attribute is complex, the attribute name must be a path to a sub-attribute"
+/// (`name.familyName`); a multi-valued complex attribute with a `value` sub-attribute may
+/// be named alone and means its `value` (`emails` is `emails.value`), since the RFC sorts
+/// multi-valued attributes "by the value of the primary attribute, if any, or else the
+/// first value in the list". Attributes that are never returned (`password`) cannot order a
+/// list: the order would disclose them.
+pub fn resolve_sort(kind: ResourceKind, path: &mut AttrPath) -> Result<(), ScimError> {
+    let mode = Mode::Sort;
+    let top = resolve_top(kind, path, mode)?;
+    if top.returned == Returned::Never {
+        return Err(mode.err(format!("attribute '{}' is never returned, so it cannot order a list", top.name)));
+    }
+    let leaf = match path.sub.take() {
+        Some(sub) => resolve_sub(top, &sub, mode)?,
+        None if top.is_complex() => match top.sub("value") {
+            Some(value) if top.multi_valued => value,
+            _ => {
+                let example = top.sub_attributes.first().map_or("value", |s| s.name.as_str());
+                return Err(mode.err(format!(
+                    "'{}' is a complex attribute: sort by one of its sub-attributes, e.g. '{}.{example}'",
+                    top.name, top.name
+                )));
+            }
+        },
+        None => top,
+    };
+    if leaf.is_complex() {
+        return Err(mode.err(format!("'{}.{}' is complex and cannot order a list", top.name, leaf.name)));
+    }
+    if !std::ptr::eq(leaf, top) {
+        path.sub = Some(leaf.name.clone());
+    }
+    path.info = info(leaf, top);
     Ok(())
 }
 

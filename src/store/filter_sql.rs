@@ -342,3 +342,81 @@ fn text_len(v: &SqlValue) -> usize {
 fn non_empty(expr: &str) -> String {
     format!("(coalesce({expr}, '') NOT IN ('', '[]', '{{}}'))")
 }
+
+/// The SQL expression a list is ordered by for `sortBy` (RFC 7644 §3.4.2.3), with its bound
+/// parameters. It is NULL when the resource has no value, so the caller can place those
+/// last (ascending) or first (descending) as the RFC asks.
+///
+/// - Strings that are not `caseExact` compare folded (the indexed `*_ci` columns already
+///   are); caseExact strings compare by code point (SQLite's BINARY collation on UTF-8).
+/// - `dateTime` values compare as instants (`julianday`), whatever offset they were sent
+///   with; booleans and numbers as numbers.
+/// - A multi-valued attribute contributes "the value of the primary attribute, if any, or
+///   else the first value in the list"; for a group's `members` and a user's `groups`,
+///   which have no `primary`, the first one in list order.
+/// - An empty string counts as no value, as it does for `pr`.
+pub fn sort_key(kind: ResourceKind, p: &AttrPath) -> Sql {
+    let mut t = Translator { kind, params: Vec::new() };
+    let text = t.sort_key(p);
+    Sql { text, params: t.params }
+}
+
+impl Translator {
+    fn sort_key(&mut self, p: &AttrPath) -> String {
+        let name = p.name.as_str();
+        let sub = p.sub.as_deref();
+        let core = p.urn.is_none();
+        let fold = |e: String| if p.info.case_exact { e } else { format!("lower({e})") };
+        let raw = match (name, sub) {
+            // Indexed columns hold the folded value already.
+            ("userName", None) if core && self.kind == ResourceKind::User => return "r.user_name_ci".into(),
+            ("displayName", None) if core && !p.info.case_exact => return "r.display_name_ci".into(),
+            ("meta", Some("location")) if core => "r.id".into(),
+            ("members", Some(s)) if core && self.kind == ResourceKind::Group => {
+                let col = match s {
+                    "value" => "m.id".to_string(),
+                    "type" => "m.kind".to_string(),
+                    "display" => MEMBER_DISPLAY.to_string(),
+                    _ => "NULL".to_string(),
+                };
+                format!(
+                    "(SELECT {col} FROM group_members gm JOIN resources m ON m.seq = gm.member_seq \
+                     WHERE gm.group_seq = r.seq ORDER BY gm.member_seq LIMIT 1)"
+                )
+            }
+            ("groups", Some(s)) if core && self.kind == ResourceKind::User => {
+                let col = match s {
+                    "value" => "g.id".to_string(),
+                    "display" => "json_extract(g.data, '$.displayName')".to_string(),
+                    "type" => "'direct'".to_string(),
+                    _ => "NULL".to_string(),
+                };
+                format!(
+                    "(SELECT {col} FROM group_members gm JOIN resources g ON g.seq = gm.group_seq \
+                     WHERE gm.member_seq = r.seq ORDER BY g.seq LIMIT 1)"
+                )
+            }
+            _ if p.info.multi_valued => {
+                // Bind in text order: the element's sub-attribute path, then the array's.
+                let val = match sub {
+                    Some(s) => {
+                        format!("json_extract(e.value, {})", self.bind(SqlValue::Text(json_path(None, s, None))))
+                    }
+                    None => "e.value".into(),
+                };
+                let ph = self.bind(SqlValue::Text(json_path(p.urn.as_deref(), name, None)));
+                let each = format!("json_each(r.data, {ph}) e");
+                format!(
+                    "(SELECT {val} FROM {each} ORDER BY (json_extract(e.value, '$.primary') IS 1) DESC, e.key LIMIT 1)"
+                )
+            }
+            // `column` knows the other common attributes and the JSON paths.
+            _ => self.column(p, Scope::Row).unwrap_or_else(|| "NULL".into()),
+        };
+        match p.info.ty {
+            AttrType::DateTime => format!("julianday({raw})"),
+            AttrType::String | AttrType::Reference | AttrType::Binary => fold(format!("nullif({raw}, '')")),
+            _ => raw,
+        }
+    }
+}

@@ -24,7 +24,7 @@ mod writer;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::model::query::Filter;
+use crate::model::query::{AttrPath, Filter, Sort};
 use crate::model::{MemberDelta, MemberRef, Resource, ResourceKind};
 
 pub use outbox::{Attempt, Bundle, Completion, OutboxRow, OutboxState};
@@ -98,6 +98,15 @@ pub struct Update {
     pub members: MemberDelta,
 }
 
+/// One resource type's share of a list query: its kind, its (resolved) filter, and the
+/// attribute its resources are sorted by, if the list is sorted and the kind has it.
+#[derive(Debug, Clone)]
+pub struct ListPart {
+    pub kind: ResourceKind,
+    pub filter: Option<Filter>,
+    pub sort_path: Option<AttrPath>,
+}
+
 /// One page of a list query.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -155,17 +164,49 @@ impl Store {
         self.readers.run(move |c| resources::get(c, kind, &id, load)).await
     }
 
-    /// A page of resources matching `filter`, in stable (creation) order. `offset` is
-    /// 0-based; `count == 0` returns only the total.
+    /// A page of resources matching `filter`: ordered by `sort` when given (RFC 7644
+    /// §3.4.2.3; missing values last when ascending, first when descending; ties by
+    /// creation), else in creation order. `offset` is 0-based; `count == 0` returns only
+    /// the total.
     pub async fn list(
         &self,
         kind: ResourceKind,
         filter: Option<Filter>,
+        sort: Option<Sort>,
         offset: u64,
         count: u32,
         load: Load,
     ) -> Result<Page, StoreError> {
-        self.readers.run(move |c| resources::list(c, kind, filter.as_ref(), offset, count, load)).await
+        let descending = sort.as_ref().map(|s| s.descending);
+        let path = sort.map(|s| s.path);
+        let part = ListPart { kind, filter, sort_path: path };
+        self.list_many(vec![part], descending, offset, count, load).await
+    }
+
+    /// One page over several resource types at once (the root `/.search`, RFC 7644 §3.4.3):
+    /// unsorted (`descending == None`) in the order of `parts`, then creation order; sorted
+    /// by each part's `sort_path` (a part without one sorts as having no value).
+    pub async fn list_many(
+        &self,
+        parts: Vec<ListPart>,
+        descending: Option<bool>,
+        offset: u64,
+        count: u32,
+        load: Load,
+    ) -> Result<Page, StoreError> {
+        self.readers
+            .run(move |c| {
+                let parts: Vec<resources::Part<'_>> = parts
+                    .iter()
+                    .map(|p| resources::Part {
+                        kind: p.kind,
+                        filter: p.filter.as_ref(),
+                        sort_path: p.sort_path.as_ref(),
+                    })
+                    .collect();
+                resources::list(c, &parts, descending, offset, count, load)
+            })
+            .await
     }
 
     /// Number of outbox rows in each state, for tests and (later) metrics.
@@ -347,7 +388,7 @@ mod tests {
             }
         }
         assert_eq!(unique_errors + first_dup.is_err() as usize, 1, "exactly one of the two 'dup' creates fails");
-        let page = store.list(ResourceKind::User, None, 0, 100, Load::default()).await.unwrap();
+        let page = store.list(ResourceKind::User, None, None, 0, 100, Load::default()).await.unwrap();
         assert_eq!(page.total, 40);
         // Every committed create has exactly one outbox row; the failed one has none.
         let counts = store.outbox_counts().await.unwrap();

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::filter_sql;
 use super::{Load, NewResource, Page, StoreError, Update};
-use crate::model::query::Filter;
+use crate::model::query::{AttrPath, Filter};
 use crate::model::{ChangeOp, GroupRef, Member, MemberRef, Meta, Resource, ResourceKind, fold_case};
 
 const SELECT_COLS: &str = "r.seq, r.id, r.kind, r.version, r.created, r.last_modified, r.data";
@@ -319,35 +319,100 @@ pub fn get(conn: &Connection, kind: ResourceKind, id: &str, load: Load) -> Resul
     Ok(Some(res))
 }
 
+/// One resource type's share of a list: which kind, which of its resources match, and the
+/// path its sort key is read from (`None`: no value, so it sorts as missing).
+pub struct Part<'a> {
+    pub kind: ResourceKind,
+    pub filter: Option<&'a Filter>,
+    pub sort_path: Option<&'a AttrPath>,
+}
+
+/// A page of the resources matching any of `parts`. Unsorted (`descending == None`): in the
+/// order of `parts`, then creation order. Sorted: by the sort key, resources without one
+/// last (ascending) or first (descending), ties by creation order, the whole order reversed
+/// when descending (RFC 7644 §3.4.2.3), so consecutive pages neither overlap nor skip.
 pub fn list(
     conn: &Connection,
-    kind: ResourceKind,
-    filter: Option<&Filter>,
+    parts: &[Part<'_>],
+    descending: Option<bool>,
     offset: u64,
     count: u32,
     load: Load,
 ) -> Result<Page, StoreError> {
-    let (where_sql, mut params) = match filter {
-        Some(f) => {
-            let sql = filter_sql::translate(kind, f)?;
-            (format!(" AND ({})", sql.text), sql.params)
+    // WHERE: one `r.kind = ? AND (filter)` per part, OR-ed.
+    let mut where_params: Vec<SqlValue> = Vec::new();
+    let mut conds = Vec::with_capacity(parts.len());
+    for part in parts {
+        where_params.push(SqlValue::Text(part.kind.as_str().to_string()));
+        match part.filter {
+            Some(f) => {
+                let sql = filter_sql::translate(part.kind, f)?;
+                conds.push(format!("(r.kind = ? AND ({}))", sql.text));
+                where_params.extend(sql.params);
+            }
+            None => conds.push("r.kind = ?".to_string()),
         }
-        None => (String::new(), Vec::new()),
+    }
+    if conds.is_empty() {
+        return Ok(Page { total: 0, resources: Vec::new() });
+    }
+    let where_sql = conds.join(" OR ");
+    // The sort key (selected as `sk`, so ORDER BY binds its parameters once), or the rank of
+    // the part for unsorted multi-kind lists.
+    let mut key_params: Vec<SqlValue> = Vec::new();
+    let (key_sql, order_sql) = match descending {
+        Some(desc) => {
+            let mut arms = Vec::new();
+            for part in parts {
+                if let Some(p) = part.sort_path {
+                    let k = filter_sql::sort_key(part.kind, p);
+                    arms.push((part.kind, k));
+                }
+            }
+            let key = match arms.as_slice() {
+                [] => "NULL".to_string(),
+                [(_, k)] if parts.len() == 1 => {
+                    key_params.extend(k.params.iter().cloned());
+                    k.text.clone()
+                }
+                _ => {
+                    let mut case = String::from("CASE r.kind");
+                    for (kind, k) in &arms {
+                        key_params.push(SqlValue::Text(kind.as_str().to_string()));
+                        key_params.extend(k.params.iter().cloned());
+                        case.push_str(&format!(" WHEN ? THEN {}", k.text));
+                    }
+                    case.push_str(" END");
+                    case
+                }
+            };
+            let order = if desc { "sk IS NULL DESC, sk DESC, r.seq DESC" } else { "sk IS NULL, sk, r.seq" };
+            (key, order.to_string())
+        }
+        None if parts.len() == 1 => ("NULL".to_string(), "r.seq".to_string()),
+        None => {
+            let mut case = String::from("CASE r.kind");
+            for (i, part) in parts.iter().enumerate() {
+                key_params.push(SqlValue::Text(part.kind.as_str().to_string()));
+                case.push_str(&format!(" WHEN ? THEN {i}"));
+            }
+            case.push_str(" END");
+            (case, "sk, r.seq".to_string())
+        }
     };
     // One read transaction, so the total and the page agree.
     let tx = conn.unchecked_transaction()?;
-    let mut all = vec![SqlValue::Text(kind.as_str().to_string())];
-    all.append(&mut params);
     let total: i64 = tx
-        .prepare_cached(&format!("SELECT count(*) FROM resources r WHERE r.kind = ?{where_sql}"))?
-        .query_row(params_from_iter(all.iter()), |r| r.get(0))?;
+        .prepare_cached(&format!("SELECT count(*) FROM resources r WHERE {where_sql}"))?
+        .query_row(params_from_iter(where_params.iter()), |r| r.get(0))?;
     let mut resources = Vec::new();
     if count > 0 && (offset as i64) < total {
-        let mut page_params = all.clone();
+        let mut page_params = key_params;
+        page_params.extend(where_params);
         page_params.push(SqlValue::Integer(count as i64));
         page_params.push(SqlValue::Integer(offset as i64));
         let mut st = tx.prepare_cached(&format!(
-            "SELECT {SELECT_COLS} FROM resources r WHERE r.kind = ?{where_sql} ORDER BY r.seq LIMIT ? OFFSET ?"
+            "SELECT {SELECT_COLS}, {key_sql} AS sk FROM resources r WHERE {where_sql} ORDER BY {order_sql} LIMIT ? OFFSET ?"
         ))?;
         let rows = st.query_map(params_from_iter(page_params.iter()), row_to_resource)?;
         for row in rows {

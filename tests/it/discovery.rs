@@ -15,6 +15,7 @@ async fn service_provider_config_resource_types_schemas() {
     assert_eq!(spc.body["filter"]["supported"], true);
     assert_eq!(spc.body["filter"]["maxResults"], 1000);
     assert_eq!(spc.body["etag"]["supported"], true);
+    assert_eq!(spc.body["sort"]["supported"], true);
     assert_eq!(spc.body["authenticationSchemes"][0]["type"], "oauthbearertoken");
 
     let rt = d.get("/ResourceTypes").await;

@@ -126,5 +126,6 @@ async fn unknown_endpoints_and_methods() {
     d.req(Method::GET, "/Users/.search", None).await.assert_error(405, None);
     let r = send(d.http.get(format!("{}/", d.base.trim_end_matches("/scim/v2")))).await;
     r.assert_error(404, None);
-    d.post("/Bulk", json!({})).await.assert_error(501, None);
+    d.post("/Bulk", json!({})).await.assert_error(400, Some("invalidSyntax"));
+    d.post("/Me", json!({})).await.assert_error(501, None);
 }

@@ -5,6 +5,7 @@ mod app;
 mod support;
 
 mod auth;
+mod bulk;
 mod discovery;
 mod durability;
 mod errors;
@@ -12,5 +13,6 @@ mod groups;
 mod idp_flows;
 mod provisioning;
 mod quirks;
+mod sorting;
 mod users;
 mod webhook;

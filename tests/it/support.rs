@@ -28,6 +28,9 @@ pub struct Daemon {
     pub child: Option<Child>,
     pub http: reqwest::Client,
     extra_config: String,
+    /// `SCIMSYNC_*` variables set for the daemon and the CLI (settings outside the
+    /// sections `extra_config` can add to).
+    env: Vec<(String, String)>,
 }
 
 pub struct Resp {
@@ -59,6 +62,11 @@ impl Daemon {
 
     /// Start with extra TOML appended to the config (sections beyond [server]/[store]/[log]).
     pub fn start_with(extra_config: &str) -> Daemon {
+        Self::start_with_env(extra_config, &[])
+    }
+
+    /// Start with extra TOML and `SCIMSYNC_*` environment variables.
+    pub fn start_with_env(extra_config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut d = Daemon {
             dir,
@@ -67,6 +75,7 @@ impl Daemon {
             child: None,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
             extra_config: extra_config.to_string(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         d.write_config();
         d.token = d.cli(&["token", "create", "--label", "tests"]).trim().to_string();
@@ -103,13 +112,14 @@ impl Daemon {
         let cfg = self.config_path();
         let mut full = vec!["--config", cfg.to_str().expect("utf8 path")];
         full.extend_from_slice(args);
-        Command::new(bin()).args(&full).output().expect("run scimsync")
+        Command::new(bin()).args(&full).envs(self.env.iter().cloned()).output().expect("run scimsync")
     }
 
     /// Start (or restart) the daemon process and wait for its "listening on" line.
     pub fn spawn(&mut self) {
         let mut child = Command::new(bin())
             .args(["--config", self.config_path().to_str().expect("utf8"), "serve"])
+            .envs(self.env.iter().cloned())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
