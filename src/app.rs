@@ -93,6 +93,7 @@ pub fn build_target(cfg: &Config) -> Result<Option<Target>, String> {
                 max_members_per_patch: s.max_members_per_patch,
                 request_timeout: Duration::from_secs(s.request_timeout_seconds),
                 throttle,
+                ca_file: (!s.ca_file.as_os_str().is_empty()).then(|| s.ca_file.clone()),
             })?))
         }
     })
@@ -127,6 +128,7 @@ pub fn build_webhook_options(w: &WebhookConfig, throttle: Throttle) -> Result<We
         max_members_per_request: w.max_members_per_request,
         request_timeout: Duration::from_secs(w.request_timeout_seconds),
         throttle,
+        ca_file: (!w.ca_file.as_os_str().is_empty()).then(|| w.ca_file.clone()),
     })
 }
 

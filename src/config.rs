@@ -54,6 +54,8 @@ pub struct WebhookConfig {
     pub id_field: String,
     pub max_members_per_request: usize,
     pub request_timeout_seconds: u64,
+    /// PEM bundle of extra CA certificates to trust; empty: system roots only.
+    pub ca_file: PathBuf,
     /// Event kind -> request: user_create, user_update, user_delete, group_create,
     /// group_update, group_delete, members_add, members_remove.
     pub events: BTreeMap<String, WebhookEndpointConfig>,
@@ -84,6 +86,7 @@ impl Default for WebhookConfig {
             id_field: "id".into(),
             max_members_per_request: 100,
             request_timeout_seconds: 30,
+            ca_file: PathBuf::new(),
             events: BTreeMap::new(),
             user_fields: BTreeMap::new(),
             group_fields: BTreeMap::new(),
@@ -117,6 +120,8 @@ pub struct ScimTargetConfig {
     /// Largest member list sent in one group PATCH (some apps accept 100).
     pub max_members_per_patch: usize,
     pub request_timeout_seconds: u64,
+    /// PEM bundle of extra CA certificates to trust (a private CA); empty: system roots only.
+    pub ca_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -212,6 +217,7 @@ impl Default for ScimTargetConfig {
             deprovision: DeprovisionConfig::Deactivate,
             max_members_per_patch: 100,
             request_timeout_seconds: 30,
+            ca_file: PathBuf::new(),
         }
     }
 }
@@ -447,12 +453,6 @@ impl Config {
                     "must be the app's SCIM base URL, e.g. \"https://app.example.com/scim/v2\", when target.kind = \"scim\"".into(),
                 ));
             }
-            if u.starts_with("https://") {
-                p.push((
-                    "target.scim.base_url".into(),
-                    "https targets are not supported by this build yet; use a local TLS-terminating proxy (tracked as an issue)".into(),
-                ));
-            }
             if self.target.scim.max_members_per_patch == 0 {
                 p.push(("target.scim.max_members_per_patch".into(), "must be at least 1".into()));
             }
@@ -462,11 +462,8 @@ impl Config {
         }
         if self.target.kind == TargetKind::Webhook {
             let w = &self.target.webhook;
-            if !w.base_url.starts_with("http://") {
-                p.push((
-                    "target.webhook.base_url".into(),
-                    "must be an http:// URL (https needs a local TLS proxy in this build)".into(),
-                ));
+            if !(w.base_url.starts_with("http://") || w.base_url.starts_with("https://")) {
+                p.push(("target.webhook.base_url".into(), "must be an http:// or https:// URL".into()));
             }
             if w.secret.is_empty() {
                 p.push((

@@ -60,6 +60,41 @@ pub enum Outcome {
     Permanent { error: String },
 }
 
+/// The HTTP client every target uses: rustls with the `ring` provider (no OpenSSL, no C
+/// toolchain surprises), the system's roots plus an optional private CA bundle (PEM) for
+/// apps with internal certificates.
+pub fn http_client(timeout: Duration, ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    // Installing twice is harmless (the second call reports the first one won).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut b = reqwest::Client::builder().timeout(timeout).user_agent(concat!("scimsync/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("CA file {} is not a PEM certificate bundle: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("CA file {} holds no certificate", path.display()));
+        }
+        b = b.tls_certs_merge(certs);
+    }
+    b.build().map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// An error with its causes (`error sending request: ...: invalid peer certificate: UnknownIssuer`):
+/// reqwest's own message alone rarely says what to fix.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let msg = c.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = c.source();
+    }
+    out
+}
+
 /// Per-target flow control: a token bucket (governor's GCRA) that every request to the app
 /// passes through, so a burst of queued changes never exceeds what the app allows.
 #[derive(Clone)]

@@ -46,6 +46,8 @@ pub struct ScimTargetOptions {
     pub max_members_per_patch: usize,
     pub request_timeout: Duration,
     pub throttle: super::Throttle,
+    /// Extra trusted CA certificates (PEM), for apps with a private CA.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 pub struct ScimTarget {
@@ -80,11 +82,7 @@ fn lit(s: &str) -> String {
 
 impl ScimTarget {
     pub fn new(opts: ScimTargetOptions) -> Result<Self, String> {
-        let http = Client::builder()
-            .timeout(opts.request_timeout)
-            .user_agent(concat!("scimsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let http = super::http_client(opts.request_timeout, opts.ca_file.as_deref())?;
         Ok(ScimTarget { opts, http })
     }
 
@@ -109,7 +107,10 @@ impl ScimTarget {
         }
         let resp = rb.send().await.map_err(|e| Outcome::Retry {
             after: None,
-            error: format!("{method} {path}: {}", if e.is_timeout() { "timed out".to_string() } else { e.to_string() }),
+            error: format!(
+                "{method} {path}: {}",
+                if e.is_timeout() { "timed out".to_string() } else { super::error_chain(&e) }
+            ),
         })?;
         let status = resp.status().as_u16();
         let retry_after = parse_retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));

@@ -68,6 +68,8 @@ pub struct WebhookOptions {
     pub max_members_per_request: usize,
     pub request_timeout: Duration,
     pub throttle: super::Throttle,
+    /// Extra trusted CA certificates (PEM), for apps with a private CA.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 pub struct WebhookTarget {
@@ -91,11 +93,7 @@ fn dotted<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 
 impl WebhookTarget {
     pub fn new(opts: WebhookOptions) -> Result<Self, String> {
-        let http = Client::builder()
-            .timeout(opts.request_timeout)
-            .user_agent(concat!("scimsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let http = super::http_client(opts.request_timeout, opts.ca_file.as_deref())?;
         Ok(WebhookTarget { opts, http })
     }
 
@@ -128,7 +126,10 @@ impl WebhookTarget {
             rb = rb.header("content-type", "application/json").body(text);
         }
         let what = format!("{} {path}", ep.method);
-        let resp = rb.send().await.map_err(|e| Outcome::Retry { after: None, error: format!("{what}: {e}") })?;
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| Outcome::Retry { after: None, error: format!("{what}: {}", super::error_chain(&e)) })?;
         let status = resp.status().as_u16();
         let retry_after = parse_retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
         let body = resp.text().await.unwrap_or_default();

@@ -44,7 +44,7 @@ impl ScimApp {
             .stderr(Stdio::null())
             .spawn()
             .expect("start scim2-server");
-        let app = ScimApp { child, base: format!("http://127.0.0.1:{port}/v2"), http: reqwest::Client::new() };
+        let app = ScimApp { child, base: format!("http://127.0.0.1:{port}/v2"), http: crate::support::client() };
         for _ in 0..300 {
             if let Ok(r) =
                 app.http.get(format!("{}/ServiceProviderConfig", app.base)).bearer_auth(APP_TOKEN).send().await
@@ -120,7 +120,7 @@ impl Proxy {
         let mode = Arc::new(Mutex::new(Mode::Forward));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (m, s, up) = (mode.clone(), seen.clone(), upstream.trim_end_matches("/v2").to_string());
-        let client = reqwest::Client::new();
+        let client = crate::support::client();
         let route = warp::any()
             .and(warp::method())
             .and(warp::path::full())

@@ -92,7 +92,7 @@ async fn every_lifecycle_event_reaches_the_app() {
 async fn deprovision_by_deletion_and_adoption_of_existing_accounts() {
     let app = ScimApp::start().await;
     // An account that already exists in the app is adopted, not duplicated.
-    let pre = reqwest::Client::new()
+    let pre = crate::support::client()
         .post(format!("{}/Users", app.base))
         .bearer_auth(crate::app::APP_TOKEN)
         .json(&json!({"schemas": [USER], "userName": "existing@example.com", "title": "old"}))
@@ -257,7 +257,7 @@ async fn resync_pushes_a_resource_again() {
     // Someone edits the account in the app by hand; a resync puts our state back.
     let app_user = app.user_by_name("again@example.com").await.unwrap();
     let app_id = app_user["id"].as_str().unwrap();
-    reqwest::Client::new()
+    crate::support::client()
         .patch(format!("{}/Users/{app_id}", app.base))
         .bearer_auth(crate::app::APP_TOKEN)
         .json(&json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]}))

@@ -16,6 +16,13 @@ pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 pub const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
+/// A test HTTP client. The crate's reqwest uses rustls without a built-in crypto provider
+/// (the daemon installs ring); tests install the same before building a client.
+pub fn client() -> reqwest::Client {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_scimsync")
 }
@@ -73,7 +80,7 @@ impl Daemon {
             base: String::new(),
             token: String::new(),
             child: None,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+            http: client(),
             extra_config: extra_config.to_string(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };

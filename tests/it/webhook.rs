@@ -144,3 +144,94 @@ async fn webhook_config_errors_name_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("target.webhook") && err.contains("login") && err.contains("noSuchAttribute"), "{err}");
 }
+
+/// A private CA and a certificate for 127.0.0.1 signed by it (PEM of the CA, server config).
+fn private_ca() -> (String, std::sync::Arc<tokio_rustls::rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "scimsync test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf_params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    (ca.pem(), std::sync::Arc::new(cfg))
+}
+
+/// A TLS front for a plain-HTTP receiver: terminates TLS and copies bytes both ways.
+async fn tls_front(plain: &str, cfg: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> String {
+    let upstream = plain.trim_start_matches("http://").split('/').next().unwrap().to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    format!("https://127.0.0.1:{port}/api")
+}
+
+fn https_config(base: &str, ca_file: Option<&std::path::Path>) -> String {
+    let ca = ca_file.map(|p| format!("ca_file = \"{}\"\n", p.display())).unwrap_or_default();
+    format!(
+        "[target]\nkind = \"webhook\"\n[target.webhook]\nbase_url = \"{base}\"\nsecret = \"{SECRET}\"\n{ca}\
+         [target.webhook.events.user_create]\nmethod = \"POST\"\npath = \"/users\"\n\
+         [outbox]\npoll_interval_seconds = 0.05\nretry_base_seconds = 0.05\nretry_max_seconds = 1\n"
+    )
+}
+
+#[tokio::test]
+async fn https_targets_verify_the_certificate_against_a_configured_ca() {
+    let (plain, got) = receiver().await;
+    let (ca_pem, server_cfg) = private_ca();
+    let https = tls_front(&plain, server_cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+
+    // Without the private CA the certificate is not trusted: nothing is delivered, and the
+    // outbox says why.
+    let untrusting = Daemon::start_with(&https_config(&https, None));
+    untrusting.create_user("tls-untrusted@example.com").await;
+    let mut listing = String::new();
+    for _ in 0..200 {
+        listing = untrusting.cli(&["outbox", "list"]);
+        if listing.contains("retry") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(listing.contains("retry") && listing.to_lowercase().contains("certificate"), "{listing}");
+    assert!(got.lock().unwrap().is_empty(), "nothing may reach an untrusted endpoint");
+
+    // With it, delivery works over TLS.
+    let trusting = Daemon::start_with(&https_config(&https, Some(&ca_file)));
+    trusting.create_user("tls@example.com").await;
+    for _ in 0..400 {
+        if got.lock().unwrap().iter().any(|e| e.body["userName"] == "tls@example.com") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let events = got.lock().unwrap().clone();
+    assert!(events.iter().any(|e| e.body["userName"] == "tls@example.com" && e.signature_ok), "{events:#?}");
+    assert!(!events.iter().any(|e| e.body["userName"] == "tls-untrusted@example.com"));
+}
