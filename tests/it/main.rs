@@ -7,6 +7,7 @@ mod auth;
 mod discovery;
 mod durability;
 mod errors;
+mod fuzzed;
 mod groups;
 mod idp_flows;
 mod users;
