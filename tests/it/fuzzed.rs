@@ -14,7 +14,6 @@ mod sut {
 }
 
 #[path = "../../fuzz/src/checks.rs"]
-#[allow(dead_code)]
 mod checks;
 
 fn fixtures() -> PathBuf {
