@@ -4,7 +4,10 @@
 #   2. cargo test: unit tests, property tests, and the one integration-test binary that
 #      starts the real daemon on 127.0.0.1:0 and talks HTTP to it, provisioning into the real
 #      scim2-server (from .venv) as the downstream app; the bench crate compiles;
-#   3. external conformance: scim2-tester (pinned, installed into .venv by the script itself)
+#   3. a short coverage-guided fuzz run of the parsers and the PATCH engine (scripts/fuzz.sh:
+#      20 s per target, two at a time, on stable; FUZZ_SECONDS changes the 20); any panic,
+#      crash or hang fails the run and leaves the input in tests/fixtures/fuzzed/;
+#   4. external conformance: scim2-tester (pinned, installed into .venv by the script itself)
 #      against a freshly started daemon; any failed check fails the run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -13,4 +16,5 @@ scripts/check-layers.sh
 # Python tools ready once, before tests start in parallel.
 scripts/python-env.sh >/dev/null
 cargo test --workspace --locked
+scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 scripts/conformance.sh

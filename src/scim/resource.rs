@@ -81,7 +81,7 @@ pub fn normalize(kind: ResourceKind, input: Map<String, Value>) -> Result<Map<St
         if is_ignored_top(&key, kind) {
             continue;
         }
-        if key.len() > 4 && key[..4].eq_ignore_ascii_case("urn:") {
+        if key.len() > 4 && starts_with_ci(&key, "urn:") {
             normalize_urn_key(kind, &key, value, &mut out)?;
             continue;
         }
@@ -101,6 +101,13 @@ pub fn normalize(kind: ResourceKind, input: Map<String, Value>) -> Result<Map<St
     }
     check_required(kind, &out)?;
     Ok(out)
+}
+
+/// `s` starts with the ASCII `prefix`, ignoring ASCII case. Unlike `s[..n].eq_ignore_ascii_case`,
+/// it cannot panic when byte `n` of a client's string falls inside a multi-byte character;
+/// when it holds, `s[prefix.len()..]` is a valid slice.
+fn starts_with_ci(s: &str, prefix: &str) -> bool {
+    s.as_bytes().get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 fn is_ignored_top(key: &str, kind: ResourceKind) -> bool {
@@ -333,10 +340,7 @@ fn first_segment(path: &str) -> &str {
 
 fn strip_core_urn(path: &str) -> &str {
     for urn in [schema::USER, schema::GROUP] {
-        if path.len() > urn.len() + 1
-            && path[..urn.len()].eq_ignore_ascii_case(urn)
-            && path.as_bytes()[urn.len()] == b':'
-        {
+        if path.len() > urn.len() + 1 && starts_with_ci(path, urn) && path.as_bytes()[urn.len()] == b':' {
             return &path[urn.len() + 1..];
         }
     }
@@ -495,7 +499,7 @@ fn project(kind: ResourceKind, m: Map<String, Value>, proj: &Projection) -> Valu
 fn split_attr(kind: ResourceKind, a: &str) -> (String, Option<String>) {
     let a = strip_core_urn(a.trim());
     for ext in schema::extension_urns(kind) {
-        if a.len() > ext.len() && a[..ext.len()].eq_ignore_ascii_case(ext) && a.as_bytes()[ext.len()] == b':' {
+        if a.len() > ext.len() && starts_with_ci(a, ext) && a.as_bytes()[ext.len()] == b':' {
             return (ext.to_string(), Some(a[ext.len() + 1..].split('.').next().unwrap_or("").to_string()));
         }
         if a.eq_ignore_ascii_case(ext) {
@@ -666,6 +670,38 @@ mod tests {
         assert!(ex.get("title").is_none() && ex.get("meta").is_none() && ex.get("id").is_some());
         assert!(!Projection::new(vec![], vec!["members".into()]).wants("members"));
         assert!(Projection::new(vec!["members.value".into()], vec![]).wants("members"));
+    }
+
+    /// Found by the resource_parse fuzz target (tests/fixtures/fuzzed/resource_parse/): a
+    /// client's key or `attributes` path with a multi-byte character across the byte where a
+    /// URN prefix would end panicked slicing it (a 500 and a dropped connection per request).
+    #[test]
+    fn multi_byte_characters_where_a_urn_prefix_would_end() {
+        // "ᗩ" is bytes 2..5: normalize looked at key[..4] for "urn:".
+        let p = user(json!({"userName": "u", "ac\u{15e9}tive": true})).unwrap();
+        assert_eq!(p.attrs, json!({"userName": "u"}).as_object().unwrap().clone());
+        // Byte 42 (the core User URN's length) inside "Ɠ"; byte 58 (the extension's) inside "é".
+        let core = format!("{}\u{193}xy", &schema::USER[..41]);
+        let ext = format!("{}\u{e9}x", &schema::ENTERPRISE_USER[..57]);
+        assert!(!core.is_char_boundary(schema::USER.len()) && !ext.is_char_boundary(schema::ENTERPRISE_USER.len()));
+        let res = Resource {
+            kind: ResourceKind::User,
+            id: "1".into(),
+            meta: Meta { created: "c".into(), last_modified: "m".into(), version: 1 },
+            attrs: p.attrs,
+            members: None,
+            groups: None,
+        };
+        for paths in [vec![core.clone()], vec![ext.clone()], vec![core, ext]] {
+            let only = render(&res, "b", &Projection::new(paths.clone(), vec![]));
+            assert_eq!(only, json!({"schemas": [schema::USER], "id": "1"}), "{paths:?}");
+            let all_but = render(&res, "b", &Projection::new(vec![], paths.clone()));
+            assert_eq!(all_but["userName"], "u", "{paths:?}");
+            assert!(!Projection::new(paths.clone(), vec![]).wants("members"), "{paths:?}");
+        }
+        assert!(
+            starts_with_ci("URN:x", "urn:") && !starts_with_ci("ur\u{e9}x", "urn:") && !starts_with_ci("ur", "urn:")
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod bulk;
 mod discovery;
 mod durability;
 mod errors;
+mod fuzzed;
 mod groups;
 mod idp_flows;
 mod provisioning;
