@@ -319,13 +319,14 @@ async fn handle(
                 st.other_errors += 1;
             }
         }
-        if kind == "POST /Users" && ok {
-            if let Some(u) = user_name {
-                if st.acks.contains_key(&u) {
-                    st.duplicate_creates += 1;
-                } else {
-                    st.acks.insert(u, done);
-                }
+        if kind == "POST /Users"
+            && ok
+            && let Some(u) = user_name
+        {
+            if let std::collections::hash_map::Entry::Vacant(e) = st.acks.entry(u) {
+                e.insert(done);
+            } else {
+                st.duplicate_creates += 1;
             }
         }
     }
@@ -436,10 +437,10 @@ async fn start_scim2_server(exe: &Path, forward_output: bool) -> Result<(AppProc
             tokio::time::sleep(Duration::from_millis(200)).await;
             bail!("scim2-server exited before serving ({status}); its output:\n{}", log.tail());
         }
-        if let Ok(r) = probe.get(format!("{origin}/v2/ServiceProviderConfig")).bearer_auth(APP_TOKEN).send().await {
-            if r.status().is_success() {
-                break;
-            }
+        if let Ok(r) = probe.get(format!("{origin}/v2/ServiceProviderConfig")).bearer_auth(APP_TOKEN).send().await
+            && r.status().is_success()
+        {
+            break;
         }
         if Instant::now() > deadline {
             bail!("scim2-server did not answer on {origin}/v2 within 30 s; its output:\n{}", log.tail());
@@ -746,10 +747,10 @@ pub(crate) async fn run(args: DeliveryArgs) -> Result<()> {
                 error_samples.push(json!({"phase": phase, "count": n, "error": text}));
             }
         }
-        if gave_up.is_some() {
-            if let Some(t) = app_tail.filter(|t| !t.is_empty()) {
-                rep.line(format!("scim2-server's last output:\n{t}"));
-            }
+        if gave_up.is_some()
+            && let Some(t) = app_tail.filter(|t| !t.is_empty())
+        {
+            rep.line(format!("scim2-server's last output:\n{t}"));
         }
     }
 

@@ -492,6 +492,12 @@ fn default_bin() -> PathBuf {
     if rel.exists() {
         return rel.to_path_buf();
     }
+    // Built into the same target dir as loadgen (also with CARGO_TARGET_DIR set).
+    if let Some(sib) = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("scimsync")))
+        && sib.is_file()
+    {
+        return sib;
+    }
     // `cargo run -p scimsync-bench` from anywhere: the workspace target dir.
     let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/scimsync");
     if ws.exists() {
