@@ -28,15 +28,35 @@ const MAX_ERROR_SAMPLES: usize = 8;
 /// Error bodies are cut to this many characters.
 const MAX_ERROR_BODY: usize = 300;
 
+mod delivery;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "loadgen",
+    args_conflicts_with_subcommands = true,
     about = "Load generator for the scimsync SCIM 2.0 daemon",
     long_about = "Load generator for the scimsync SCIM 2.0 daemon.\n\n\
         By default it starts target/release/scimsync itself (build it first with \
         `cargo build --release --bin scimsync`) with a throwaway config and data dir. \
-        With --url and --token it targets an already running daemon instead."
+        With --url and --token it targets an already running daemon instead.\n\n\
+        `loadgen delivery` measures delivery to the downstream app instead (see \
+        `loadgen delivery --help`)."
 )]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    bench: Args,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// End-to-end delivery: IdP push -> daemon -> outbox -> app; throughput and
+    /// latency from the daemon's 2xx to the app's acknowledgement
+    Delivery(delivery::DeliveryArgs),
+}
+
+#[derive(clap::Args, Debug)]
 struct Args {
     /// Daemon binary to start [default: target/release/scimsync]
     #[arg(long, value_name = "PATH", conflicts_with = "url")]
@@ -269,6 +289,24 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
+    run_phase_paced(name, total, workers, None, errors, f).await
+}
+
+/// [`run_phase`], optionally paced: with `rate` (requests per second), request
+/// `i` is not sent before `start + i / rate`. The wait is not part of its latency.
+async fn run_phase_paced<F, Fut>(
+    name: &'static str,
+    total: usize,
+    workers: usize,
+    rate: Option<f64>,
+    errors: &Errors,
+    f: F,
+) -> PhaseResult
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let rate = rate.filter(|r| r.is_finite() && *r > 0.0);
     let f = Arc::new(f);
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -283,6 +321,9 @@ where
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 if index >= total {
                     break;
+                }
+                if let Some(r) = rate {
+                    tokio::time::sleep_until((start + Duration::from_secs_f64(index as f64 / r)).into()).await;
                 }
                 let t0 = Instant::now();
                 let res = f(index).await;
@@ -391,6 +432,9 @@ struct Daemon {
     child: tokio::process::Child,
     pid: u32,
     log: DaemonLog,
+    /// The binary and its config, for CLI calls (`outbox list`) against the same data dir.
+    bin: PathBuf,
+    cfg: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -398,6 +442,8 @@ struct Daemon {
 /// otherwise only counted, with the last lines kept for error messages.
 #[derive(Clone)]
 struct DaemonLog {
+    /// Prefix of forwarded and quoted lines, e.g. `scimsync`.
+    name: &'static str,
     forward: bool,
     inner: Arc<Mutex<(VecDeque<String>, usize)>>,
 }
@@ -405,13 +451,13 @@ struct DaemonLog {
 const DAEMON_LOG_TAIL: usize = 50;
 
 impl DaemonLog {
-    fn new(forward: bool) -> Self {
-        Self { forward, inner: Arc::default() }
+    fn new(name: &'static str, forward: bool) -> Self {
+        Self { name, forward, inner: Arc::default() }
     }
 
     fn push(&self, line: String) {
         if self.forward {
-            eprintln!("[scimsync] {line}");
+            eprintln!("[{}] {line}", self.name);
         }
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if g.0.len() == DAEMON_LOG_TAIL {
@@ -437,7 +483,7 @@ impl DaemonLog {
 
     fn tail(&self) -> String {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.0.iter().map(|l| format!("  [scimsync] {l}")).collect::<Vec<_>>().join("\n")
+        g.0.iter().map(|l| format!("  [{}] {l}", self.name)).collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -445,6 +491,12 @@ fn default_bin() -> PathBuf {
     let rel = Path::new("target/release/scimsync");
     if rel.exists() {
         return rel.to_path_buf();
+    }
+    // Built into the same target dir as loadgen (also with CARGO_TARGET_DIR set).
+    if let Some(sib) = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("scimsync")))
+        && sib.is_file()
+    {
+        return sib;
     }
     // `cargo run -p scimsync-bench` from anywhere: the workspace target dir.
     let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/scimsync");
@@ -467,7 +519,8 @@ fn toml_str(s: &str) -> String {
     out
 }
 
-async fn start_daemon(bin: &Path, forward: bool) -> Result<(Daemon, String, String)> {
+/// Starts the daemon with a throwaway config; `extra_cfg` (TOML) is appended to it.
+async fn start_daemon(bin: &Path, forward: bool, extra_cfg: &str) -> Result<(Daemon, String, String)> {
     if !bin.is_file() {
         bail!(
             "daemon binary {} not found.\n\
@@ -481,7 +534,7 @@ async fn start_daemon(bin: &Path, forward: bool) -> Result<(Daemon, String, Stri
     let data_dir = dir.path().join("data");
     let cfg_path = dir.path().join("scimsync.toml");
     let cfg = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndata_dir = {}\n[log]\nlevel = \"warn\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndata_dir = {}\n[log]\nlevel = \"warn\"\n{extra_cfg}",
         toml_str(&data_dir.to_string_lossy())
     );
     std::fs::write(&cfg_path, cfg).context("writing config")?;
@@ -525,7 +578,7 @@ async fn start_daemon(bin: &Path, forward: bool) -> Result<(Daemon, String, Stri
         .with_context(|| format!("spawning {} serve", bin.display()))?;
     let pid = child.id().context("daemon exited immediately")?;
 
-    let log = DaemonLog::new(forward);
+    let log = DaemonLog::new("scimsync", forward);
     log.drain(child.stderr.take().expect("piped stderr"));
 
     let stdout = child.stdout.take().expect("piped stdout");
@@ -563,7 +616,7 @@ async fn start_daemon(bin: &Path, forward: bool) -> Result<(Daemon, String, Stri
     // Keep draining stdout so the daemon never blocks on a full pipe.
     log.drain(lines.into_inner());
 
-    Ok((Daemon { child, pid, log, _dir: dir }, base, token))
+    Ok((Daemon { child, pid, log, bin, cfg: cfg_path, _dir: dir }, base, token))
 }
 
 /// Peak resident set size (VmHWM) in KiB.
@@ -601,15 +654,7 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
         let p = run_phase("create_users", args.users, conns, &ctx.errors, move |k| {
             let (client, base, ids) = (client.clone(), base.clone(), ids.clone());
             async move {
-                let i = k + off;
-                let body = json!({
-                    "schemas": [USER_SCHEMA],
-                    "userName": format!("user{i}@example.com"),
-                    "externalId": format!("ext-{i}"),
-                    "name": {"givenName": format!("G{i}"), "familyName": format!("F{i}")},
-                    "emails": [{"value": format!("user{i}@example.com"), "type": "work", "primary": true}],
-                    "active": true
-                });
+                let body = user_body(k + off);
                 let what = "POST /Users";
                 let resp = send(client.post(format!("{base}/Users")).body(body.to_string()), what, &[201]).await?;
                 let v = parse_json(what, &resp)?;
@@ -766,7 +811,8 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -774,7 +820,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(real_main(args)) {
+    let res = match cli.cmd {
+        Some(Cmd::Delivery(d)) => rt.block_on(delivery::run(d)),
+        None => rt.block_on(real_main(cli.bench)),
+    };
+    match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("loadgen: error: {e:#}");
@@ -783,28 +833,45 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn real_main(args: Args) -> Result<()> {
-    let (daemon, base, token) = match (&args.url, &args.token) {
-        (Some(url), Some(token)) => (None, url.trim_end_matches('/').to_string(), token.clone()),
-        _ => {
-            let bin = args.bin.clone().unwrap_or_else(default_bin);
-            let (d, base, token) = start_daemon(&bin, args.daemon_output).await?;
-            (Some(d), base, token)
-        }
-    };
-
+/// The IdP side's HTTP client: bearer token, SCIM content type, one pool.
+fn idp_client(token: &str, connections: usize, timeout_secs: u64) -> Result<reqwest::Client> {
     let mut headers = HeaderMap::new();
     headers.insert(
         AUTHORIZATION,
         HeaderValue::from_str(&format!("Bearer {token}")).context("token is not a valid header value")?,
     );
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
-    let client = reqwest::Client::builder()
+    reqwest::Client::builder()
         .default_headers(headers)
-        .pool_max_idle_per_host(args.connections.max(1))
-        .timeout(Duration::from_secs(args.timeout.max(1)))
+        .pool_max_idle_per_host(connections.max(1))
+        .timeout(Duration::from_secs(timeout_secs.max(1)))
         .build()
-        .context("building HTTP client")?;
+        .context("building HTTP client")
+}
+
+/// The user the IdP pushes as number `i` (also used by `delivery`).
+fn user_body(i: usize) -> Value {
+    json!({
+        "schemas": [USER_SCHEMA],
+        "userName": format!("user{i}@example.com"),
+        "externalId": format!("ext-{i}"),
+        "name": {"givenName": format!("G{i}"), "familyName": format!("F{i}")},
+        "emails": [{"value": format!("user{i}@example.com"), "type": "work", "primary": true}],
+        "active": true
+    })
+}
+
+async fn real_main(args: Args) -> Result<()> {
+    let (daemon, base, token) = match (&args.url, &args.token) {
+        (Some(url), Some(token)) => (None, url.trim_end_matches('/').to_string(), token.clone()),
+        _ => {
+            let bin = args.bin.clone().unwrap_or_else(default_bin);
+            let (d, base, token) = start_daemon(&bin, args.daemon_output, "").await?;
+            (Some(d), base, token)
+        }
+    };
+
+    let client = idp_client(&token, args.connections, args.timeout)?;
 
     let ctx = Ctx { client, base: base.clone().into(), errors: Arc::default() };
     let mut rep = Reporter { json_only: args.json, phases: Vec::new(), buckets: Vec::new() };
