@@ -72,7 +72,14 @@ pub fn build_target(cfg: &Config) -> Result<Option<Target>, String> {
         }
         TargetKind::Scim => {
             let s = &cfg.target.scim;
-            let auth = if !s.bearer_token.is_empty() {
+            let auth = if !s.oauth_token_url.is_empty() {
+                Auth::ClientCredentials {
+                    token_url: s.oauth_token_url.clone(),
+                    client_id: s.oauth_client_id.clone(),
+                    client_secret: s.oauth_client_secret.expose().to_string(),
+                    scope: s.oauth_scope.clone(),
+                }
+            } else if !s.bearer_token.is_empty() {
                 Auth::Bearer(s.bearer_token.expose().to_string())
             } else if !s.basic_user.is_empty() {
                 Auth::Basic { user: s.basic_user.clone(), password: s.basic_password.expose().to_string() }

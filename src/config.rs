@@ -113,6 +113,11 @@ pub struct ScimTargetConfig {
     pub bearer_token: Secret,
     pub basic_user: String,
     pub basic_password: Secret,
+    /// OAuth 2.0 client credentials: used when `oauth_token_url` is set.
+    pub oauth_token_url: String,
+    pub oauth_client_id: String,
+    pub oauth_client_secret: Secret,
+    pub oauth_scope: String,
     /// `put` (full replace) or `patch` (no-path replace) for user updates.
     pub update_method: UpdateMethodConfig,
     /// `deactivate` (active=false) or `delete` when the IdP deletes a user.
@@ -213,6 +218,10 @@ impl Default for ScimTargetConfig {
             bearer_token: Secret::default(),
             basic_user: String::new(),
             basic_password: Secret::default(),
+            oauth_token_url: String::new(),
+            oauth_client_id: String::new(),
+            oauth_client_secret: Secret::default(),
+            oauth_scope: String::new(),
             update_method: UpdateMethodConfig::Put,
             deprovision: DeprovisionConfig::Deactivate,
             max_members_per_patch: 100,

@@ -177,11 +177,13 @@ pub fn representation(res: &Resource) -> Map<String, Value> {
 }
 
 /// Outcome of an HTTP status that is not the success we wanted (RFC 7231 semantics plus
-/// provisioning practice): 408, 429 and 5xx are worth retrying; other 4xx are not, except
+/// provisioning practice): 408, 409, 429 and 5xx are worth retrying; other 4xx are not, except
 /// that the caller handles 404 and 409 itself where they mean "gone" or "exists".
 pub fn classify(status: u16, retry_after: Option<Duration>, what: &str, body: &str) -> Outcome {
     let error = format!("{what}: HTTP {status}: {}", truncate(body, 300));
-    if status == 408 || status == 429 || status >= 500 {
+    // 409 is a conflict of the moment (a concurrent change, an edit lock in the app); the
+    // create path handles its "already exists" meaning itself.
+    if status == 408 || status == 409 || status == 429 || status >= 500 {
         Outcome::Retry { after: retry_after, error }
     } else {
         Outcome::Permanent { error }
@@ -213,6 +215,7 @@ mod tests {
         assert!(matches!(classify(503, None, "x", ""), Outcome::Retry { .. }));
         assert!(matches!(classify(429, Some(Duration::from_secs(3)), "x", ""), Outcome::Retry { after: Some(_), .. }));
         assert!(matches!(classify(408, None, "x", ""), Outcome::Retry { .. }));
+        assert!(matches!(classify(409, None, "x", ""), Outcome::Retry { .. }));
         assert!(matches!(classify(400, None, "x", ""), Outcome::Permanent { .. }));
         assert!(matches!(classify(401, None, "x", ""), Outcome::Permanent { .. }));
         assert_eq!(parse_retry_after(Some(" 7 ")), Some(Duration::from_secs(7)));

@@ -33,7 +33,19 @@ pub enum Deprovision {
 pub enum Auth {
     None,
     Bearer(String),
-    Basic { user: String, password: String },
+    Basic {
+        user: String,
+        password: String,
+    },
+    /// OAuth 2.0 client credentials grant (RFC 6749 §4.4): a token fetched from `token_url`
+    /// with HTTP Basic client authentication (§2.3.1), cached until shortly before it expires,
+    /// and fetched again when the app answers 401.
+    ClientCredentials {
+        token_url: String,
+        client_id: String,
+        client_secret: String,
+        scope: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +65,8 @@ pub struct ScimTargetOptions {
 pub struct ScimTarget {
     opts: ScimTargetOptions,
     http: Client,
+    /// The current OAuth access token and when to stop using it.
+    oauth: tokio::sync::Mutex<Option<(String, std::time::Instant)>>,
 }
 
 /// A response we keep: status, Retry-After, body.
@@ -83,14 +97,81 @@ fn lit(s: &str) -> String {
 impl ScimTarget {
     pub fn new(opts: ScimTargetOptions) -> Result<Self, String> {
         let http = super::http_client(opts.request_timeout, opts.ca_file.as_deref())?;
-        Ok(ScimTarget { opts, http })
+        Ok(ScimTarget { opts, http, oauth: tokio::sync::Mutex::new(None) })
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}/{}", self.opts.base_url.trim_end_matches('/'), path)
     }
 
+    /// An access token for the client credentials grant, from the cache or the token endpoint.
+    /// `rejected`: a token the app just refused; it is replaced unless another delivery has
+    /// already replaced it (so concurrent 401s fetch one new token, not one each).
+    async fn access_token(&self, rejected: Option<&str>) -> Result<String, Outcome> {
+        let Auth::ClientCredentials { token_url, client_id, client_secret, scope } = &self.opts.auth else {
+            return Ok(String::new());
+        };
+        let mut cached = self.oauth.lock().await;
+        if let Some((tok, until)) = cached.as_ref() {
+            if std::time::Instant::now() < *until && rejected != Some(tok.as_str()) {
+                return Ok(tok.clone());
+            }
+        }
+        let mut form = String::from("grant_type=client_credentials");
+        if !scope.is_empty() {
+            form.push_str(&format!("&scope={}", urlencode(scope)));
+        }
+        self.opts.throttle.wait().await;
+        let resp = self
+            .http
+            .post(token_url)
+            .basic_auth(urlencode(client_id), Some(urlencode(client_secret)))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body(form)
+            .send()
+            .await
+            .map_err(|e| Outcome::Retry {
+                after: None,
+                error: format!("OAuth token request: {}", super::error_chain(&e)),
+            })?;
+        let status = resp.status().as_u16();
+        let retry_after = parse_retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
+        let text = resp.text().await.unwrap_or_default();
+        if !(200..300).contains(&status) {
+            return Err(classify(status, retry_after, "OAuth token request", &text));
+        }
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let Some(tok) = v["access_token"].as_str() else {
+            return Err(Outcome::Permanent { error: "OAuth token response has no access_token".into() });
+        };
+        // Renew a minute early (or at half-life for short tokens) so a request never carries
+        // a token that expires in flight.
+        let life = v["expires_in"].as_u64().unwrap_or(3600);
+        let margin = (life / 2).min(60);
+        *cached = Some((tok.to_string(), std::time::Instant::now() + Duration::from_secs(life - margin)));
+        Ok(tok.to_string())
+    }
+
     async fn send(&self, method: Method, path: &str, body: Option<&Value>, key: &str) -> Result<Resp, Outcome> {
+        let (r, token) = self.send_once(method.clone(), path, body, key, None).await?;
+        if r.status == 401 && matches!(self.opts.auth, Auth::ClientCredentials { .. }) {
+            // The token may have been revoked or expired early: get a new one, retry once.
+            return Ok(self.send_once(method, path, body, key, Some(&token)).await?.0);
+        }
+        Ok(r)
+    }
+
+    /// One request; returns the response and the OAuth token it carried (empty without OAuth).
+    async fn send_once(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        key: &str,
+        rejected: Option<&str>,
+    ) -> Result<(Resp, String), Outcome> {
+        let oauth = self.access_token(rejected).await?;
         self.opts.throttle.wait().await;
         let mut rb = self
             .http
@@ -101,6 +182,7 @@ impl ScimTarget {
             Auth::None => rb,
             Auth::Bearer(t) => rb.bearer_auth(t),
             Auth::Basic { user, password } => rb.basic_auth(user, Some(password)),
+            Auth::ClientCredentials { .. } => rb.bearer_auth(&oauth),
         };
         if let Some(b) = body {
             rb = rb.header("content-type", "application/scim+json").body(b.to_string());
@@ -115,7 +197,7 @@ impl ScimTarget {
         let status = resp.status().as_u16();
         let retry_after = parse_retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
         let body = resp.text().await.unwrap_or_default();
-        Ok(Resp { status, retry_after, body })
+        Ok((Resp { status, retry_after, body }, oauth))
     }
 
     fn fail(&self, r: &Resp, what: &str) -> Outcome {

@@ -320,3 +320,66 @@ async fn requests_to_the_app_respect_the_rate_limit() {
         assert!(gap >= Duration::from_millis(170), "requests {gap:?} apart under a 5/s limit");
     }
 }
+
+#[tokio::test]
+async fn oauth2_client_credentials_are_fetched_cached_and_refreshed_on_401() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use warp::Filter;
+    let app = ScimApp::start().await;
+    // A token endpoint (RFC 6749 §4.4) that checks the client's Basic credentials. Its first
+    // token is one the app rejects, so the daemon must refresh on the app's 401.
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let token_route = warp::post().and(warp::header::optional::<String>("authorization")).and(warp::body::bytes()).map(
+        move |auth: Option<String>, body: bytes::Bytes| {
+            let want = format!("Basic {}", base64_std("client-1:s3cret"));
+            let form = String::from_utf8_lossy(&body).to_string();
+            if auth.as_deref() != Some(want.as_str()) || !form.contains("grant_type=client_credentials") {
+                return warp::reply::with_status(
+                    warp::reply::json(&json!({"error": "invalid_client"})),
+                    warp::http::StatusCode::UNAUTHORIZED,
+                );
+            }
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            let token = if n == 0 { "stale-token" } else { crate::app::APP_TOKEN };
+            warp::reply::with_status(
+                warp::reply::json(&json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600})),
+                warp::http::StatusCode::OK,
+            )
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(warp::serve(token_route).incoming(listener).run());
+    let cfg = scim_target_config(&app.base).replace(
+        &format!("bearer_token = \"{}\"\n", crate::app::APP_TOKEN),
+        &format!(
+            "oauth_token_url = \"http://127.0.0.1:{port}/oauth/token\"\noauth_client_id = \"client-1\"\noauth_client_secret = \"s3cret\"\n"
+        ),
+    );
+    assert!(cfg.contains("oauth_token_url") && !cfg.contains("bearer_token"));
+    let d = Daemon::start_with(&cfg);
+    for i in 0..5 {
+        d.create_user(&format!("oauth{i}@example.com")).await;
+    }
+    wait_delivered(&d).await;
+    assert_eq!(app.all("Users").await.len(), 5);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one token, refreshed once after the 401, then cached");
+}
+
+fn base64_std(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
