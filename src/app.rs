@@ -98,6 +98,7 @@ pub fn build_target(cfg: &Config) -> Result<Option<Target>, String> {
                     DeprovisionConfig::Delete => Deprovision::Delete,
                 },
                 max_members_per_patch: s.max_members_per_patch,
+                page_size: s.page_size,
                 request_timeout: Duration::from_secs(s.request_timeout_seconds),
                 throttle,
                 ca_file: (!s.ca_file.as_os_str().is_empty()).then(|| s.ca_file.clone()),

@@ -124,6 +124,8 @@ pub struct ScimTargetConfig {
     pub deprovision: DeprovisionConfig,
     /// Largest member list sent in one group PATCH (some apps accept 100).
     pub max_members_per_patch: usize,
+    /// Page size when listing the app's users and groups (some apps cap pages at 50).
+    pub page_size: usize,
     pub request_timeout_seconds: u64,
     /// PEM bundle of extra CA certificates to trust (a private CA); empty: system roots only.
     pub ca_file: PathBuf,
@@ -225,6 +227,7 @@ impl Default for ScimTargetConfig {
             update_method: UpdateMethodConfig::Put,
             deprovision: DeprovisionConfig::Deactivate,
             max_members_per_patch: 100,
+            page_size: 100,
             request_timeout_seconds: 30,
             ca_file: PathBuf::new(),
         }
@@ -461,6 +464,9 @@ impl Config {
                     "target.scim.base_url".into(),
                     "must be the app's SCIM base URL, e.g. \"https://app.example.com/scim/v2\", when target.kind = \"scim\"".into(),
                 ));
+            }
+            if self.target.scim.page_size == 0 || self.target.scim.page_size > 10_000 {
+                p.push(("target.scim.page_size".into(), "must be between 1 and 10000".into()));
             }
             if self.target.scim.max_members_per_patch == 0 {
                 p.push(("target.scim.max_members_per_patch".into(), "must be at least 1".into()));

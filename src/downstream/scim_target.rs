@@ -56,6 +56,8 @@ pub struct ScimTargetOptions {
     pub update_method: UpdateMethod,
     pub deprovision: Deprovision,
     pub max_members_per_patch: usize,
+    /// Page size of list calls (some apps cap pages at 50).
+    pub page_size: usize,
     pub request_timeout: Duration,
     pub throttle: super::Throttle,
     /// Extra trusted CA certificates (PEM), for apps with a private CA.
@@ -257,6 +259,35 @@ impl ScimTarget {
             self.push_members(job, &app_id, key).await?;
         }
         Ok(Outcome::Done { app_id: Some(app_id) })
+    }
+
+    /// Every resource of a type, page by page (RFC 7644 §3.4.2.4), handing each page to
+    /// `each` so memory is bounded by the page size, not by the app's size. Stops at the
+    /// app's `totalResults`, or at a short or empty page for apps that misreport it.
+    /// Returns how many resources were seen. (The reconciler's full sync uses this.)
+    pub async fn list_all(&self, kind: ResourceKind, mut each: impl FnMut(Vec<Value>)) -> Result<u64, Outcome> {
+        let size = self.opts.page_size.max(1);
+        let mut start = 1u64;
+        let mut seen = 0u64;
+        loop {
+            let path = format!("{}?startIndex={start}&count={size}", endpoint(kind));
+            let r = self.send(Method::GET, &path, None, "list").await?;
+            if r.status != 200 {
+                return Err(self.fail(&r, &format!("GET /{path}")));
+            }
+            let v = r.json();
+            let page: Vec<Value> = v["Resources"].as_array().cloned().unwrap_or_default();
+            let total = v["totalResults"].as_u64();
+            let n = page.len() as u64;
+            seen += n;
+            start += n;
+            if n > 0 {
+                each(page);
+            }
+            if n == 0 || total.is_some_and(|t| seen >= t) || (total.is_none() && (n as usize) < size) {
+                return Ok(seen);
+            }
+        }
     }
 
     /// Find an existing account by its unique name (and `externalId` for users without a

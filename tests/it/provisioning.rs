@@ -383,3 +383,48 @@ fn base64_std(s: &str) -> String {
     }
     out
 }
+
+#[tokio::test]
+async fn listing_the_app_pages_at_the_configured_size() {
+    use scimsync::downstream::scim_target::{Auth, Deprovision, ScimTarget, ScimTargetOptions, UpdateMethod};
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    for i in 0..120 {
+        let r = crate::support::client()
+            .post(format!("{}/Users", app.base))
+            .bearer_auth(crate::app::APP_TOKEN)
+            .json(&json!({"schemas": [USER], "userName": format!("p{i}@example.com")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let target = ScimTarget::new(ScimTargetOptions {
+        base_url: proxy.base.clone(),
+        auth: Auth::Bearer(crate::app::APP_TOKEN.into()),
+        update_method: UpdateMethod::Put,
+        deprovision: Deprovision::Deactivate,
+        max_members_per_patch: 100,
+        page_size: 50,
+        request_timeout: Duration::from_secs(5),
+        throttle: scimsync::downstream::Throttle::off(),
+        ca_file: None,
+    })
+    .unwrap();
+    let mut pages = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    let n = target
+        .list_all(scimsync::model::ResourceKind::User, |page| {
+            pages.push(page.len());
+            names.extend(page.iter().map(|u| u["userName"].as_str().unwrap().to_string()));
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 120);
+    assert_eq!(names.len(), 120, "every user once");
+    assert_eq!(pages, vec![50, 50, 20]);
+    assert!(
+        proxy.seen().iter().all(|s| s.path.contains("count=50")),
+        "every list call asks for the configured page size"
+    );
+}
