@@ -73,36 +73,26 @@ pub async fn run(
         Err(e) => tracing::error!(error = %e, "outbox: could not recover leases"),
     }
     let permits = Arc::new(Semaphore::new(opts.concurrency.max(1)));
-    let mut tasks: JoinSet<Option<Duration>> = JoinSet::new();
+    let mut tasks: JoinSet<()> = JoinSet::new();
     // When the app says "slow down" (429/503 with Retry-After), every delivery pauses, not
-    // only the one that was told: otherwise the other in-flight resources keep hammering it.
-    let mut paused_until: Option<tokio::time::Instant> = None;
-    let note_pause = |after: Option<Duration>, paused_until: &mut Option<tokio::time::Instant>| {
-        if let Some(a) = after {
-            let until = tokio::time::Instant::now() + a.min(opts.retry_after_max);
-            if paused_until.is_none_or(|p| p < until) {
-                tracing::warn!(seconds = a.as_secs_f64(), "outbox: the app asked to slow down; pausing deliveries");
-                *paused_until = Some(until);
-            }
-        }
+    // only the one that was told: otherwise the other resources keep hammering it. Tasks set
+    // the pause the moment they hear it; bundles claimed meanwhile go back unsent.
+    let pause = Arc::new(std::sync::Mutex::new(None::<tokio::time::Instant>));
+    let paused = |pause: &std::sync::Mutex<Option<tokio::time::Instant>>| {
+        pause.lock().ok().and_then(|p| *p).filter(|until| tokio::time::Instant::now() < *until)
     };
     tracing::info!(target = target.name(), concurrency = opts.concurrency, "outbox worker started");
     loop {
-        while let Some(r) = tasks.try_join_next() {
-            note_pause(r.ok().flatten(), &mut paused_until);
-        }
+        while tasks.try_join_next().is_some() {}
         if shutdown.is_cancelled() {
             break;
         }
-        if let Some(p) = paused_until {
-            if tokio::time::Instant::now() < p {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(p) => {}
-                    _ = shutdown.cancelled() => {}
-                }
-                continue;
+        if let Some(until) = paused(&pause) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = shutdown.cancelled() => {}
             }
-            paused_until = None;
+            continue;
         }
         let free = permits.available_permits();
         let mut claimed = 0;
@@ -112,12 +102,33 @@ pub async fn run(
                 Ok(bundles) => {
                     claimed = bundles.len();
                     for b in bundles {
+                        if let Some(until) = paused(&pause) {
+                            let wait = until.saturating_duration_since(tokio::time::Instant::now());
+                            let back = Completion::Waiting {
+                                next_attempt_at: time_after(wait),
+                                reason: "paused: the app asked to slow down".into(),
+                            };
+                            if let Err(e) = store.outbox_complete(&b, now(), back).await {
+                                tracing::error!(error = %e, "outbox: could not release a claim during a pause");
+                            }
+                            continue;
+                        }
                         let Ok(permit) = permits.clone().acquire_owned().await else { break };
-                        let (store, target, opts) = (store.clone(), target.clone(), opts.clone());
+                        let (store, target, opts, pause) = (store.clone(), target.clone(), opts.clone(), pause.clone());
                         tasks.spawn(async move {
-                            let pause = deliver_bundle(&store, &target, &opts, b).await;
+                            if let Some(after) = deliver_bundle(&store, &target, &opts, b).await {
+                                let until = tokio::time::Instant::now() + after.min(opts.retry_after_max);
+                                if let Ok(mut p) = pause.lock() {
+                                    if p.is_none_or(|cur| cur < until) {
+                                        tracing::warn!(
+                                            seconds = after.as_secs_f64(),
+                                            "outbox: the app asked to slow down; pausing deliveries"
+                                        );
+                                        *p = Some(until);
+                                    }
+                                }
+                            }
                             drop(permit);
-                            pause
                         });
                     }
                 }
@@ -130,7 +141,7 @@ pub async fn run(
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(opts.poll_interval) => {}
                 _ = shutdown.cancelled() => {}
-                Some(r) = tasks.join_next(), if !tasks.is_empty() => note_pause(r.ok().flatten(), &mut paused_until),
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
     }

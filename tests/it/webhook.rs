@@ -94,15 +94,24 @@ poll_interval_seconds = 0.05
     let u = d.create_user("Hook@Example.com").await;
     d.patch(&format!("/Users/{u}"), patch_body(json!([{"op": "replace", "path": "active", "value": false}]))).await;
     d.create_group("Team", &[&u]).await;
-    d.delete(&format!("/Users/{u}")).await;
-    let mut events = Vec::new();
-    for _ in 0..400 {
-        events = got.lock().unwrap().clone();
-        if events.iter().any(|e| e.event == "user_delete") {
-            break;
+    // Delete the user only once the membership has reached the app: deleting it earlier
+    // legitimately removes it from the group before the group is delivered.
+    let wait_for = |event: &'static str| {
+        let got = got.clone();
+        async move {
+            for _ in 0..400 {
+                if got.lock().unwrap().iter().any(|e| e.event == event) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            panic!("no {event} within 10 s: {:#?}", got.lock().unwrap());
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    };
+    wait_for("members_add").await;
+    d.delete(&format!("/Users/{u}")).await;
+    wait_for("user_delete").await;
+    let events = got.lock().unwrap().clone();
     assert!(events.iter().all(|e| e.signature_ok), "every request must carry a valid signature: {events:#?}");
     let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(names.first(), Some(&"user_create"), "{names:?}");
