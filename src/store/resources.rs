@@ -309,6 +309,67 @@ fn load_related(conn: &Connection, seq: i64, res: &mut Resource, load: Load) -> 
     Ok(())
 }
 
+/// Members and groups for a whole page with one query per resource type, not one per row
+/// (a page of 100 users used to cost 100 group look-ups).
+fn load_related_page(conn: &Connection, rows: Vec<(i64, Resource)>, load: Load) -> Result<Vec<Resource>, StoreError> {
+    use std::collections::HashMap;
+    let seqs_of =
+        |kind: ResourceKind| -> Vec<i64> { rows.iter().filter(|(_, r)| r.kind == kind).map(|(s, _)| *s).collect() };
+    let mut members: HashMap<i64, Vec<Member>> = HashMap::new();
+    let mut groups: HashMap<i64, Vec<GroupRef>> = HashMap::new();
+    let group_seqs = if load.members { seqs_of(ResourceKind::Group) } else { Vec::new() };
+    if !group_seqs.is_empty() {
+        let mut st = conn.prepare_cached(
+            "SELECT gm.group_seq, m.id, m.kind,
+                    coalesce(gm.display, json_extract(m.data, '$.displayName'), json_extract(m.data, '$.userName'))
+             FROM group_members gm JOIN resources m ON m.seq = gm.member_seq
+             WHERE gm.group_seq IN (SELECT value FROM json_each(?1)) ORDER BY gm.group_seq, gm.member_seq",
+        )?;
+        let list = serde_json::to_string(&group_seqs).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let rows = st.query_map([list], |r| {
+            let k: String = r.get(2)?;
+            Ok((
+                r.get::<_, i64>(0)?,
+                Member {
+                    id: r.get(1)?,
+                    kind: ResourceKind::parse(&k).unwrap_or(ResourceKind::User),
+                    display: r.get(3)?,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (g, m) = row?;
+            members.entry(g).or_default().push(m);
+        }
+    }
+    let user_seqs = if load.groups { seqs_of(ResourceKind::User) } else { Vec::new() };
+    if !user_seqs.is_empty() {
+        let mut st = conn.prepare_cached(
+            "SELECT gm.member_seq, g.id, json_extract(g.data, '$.displayName')
+             FROM group_members gm JOIN resources g ON g.seq = gm.group_seq
+             WHERE gm.member_seq IN (SELECT value FROM json_each(?1)) ORDER BY gm.member_seq, g.seq",
+        )?;
+        let list = serde_json::to_string(&user_seqs).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let rows =
+            st.query_map([list], |r| Ok((r.get::<_, i64>(0)?, GroupRef { id: r.get(1)?, display: r.get(2)? })))?;
+        for row in rows {
+            let (u, g) = row?;
+            groups.entry(u).or_default().push(g);
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .map(|(seq, mut res)| {
+            match res.kind {
+                ResourceKind::Group if load.members => res.members = Some(members.remove(&seq).unwrap_or_default()),
+                ResourceKind::User if load.groups => res.groups = Some(groups.remove(&seq).unwrap_or_default()),
+                _ => {}
+            }
+            res
+        })
+        .collect())
+}
+
 pub fn get(conn: &Connection, kind: ResourceKind, id: &str, load: Load) -> Result<Option<Resource>, StoreError> {
     let row = conn
         .prepare_cached(&format!("SELECT {SELECT_COLS} FROM resources r WHERE r.id = ?1 AND r.kind = ?2"))?
@@ -414,12 +475,9 @@ pub fn list(
         let mut st = tx.prepare_cached(&format!(
             "SELECT {SELECT_COLS}, {key_sql} AS sk FROM resources r WHERE {where_sql} ORDER BY {order_sql} LIMIT ? OFFSET ?"
         ))?;
-        let rows = st.query_map(params_from_iter(page_params.iter()), row_to_resource)?;
-        for row in rows {
-            let (seq, mut res) = row?;
-            load_related(&tx, seq, &mut res, load)?;
-            resources.push(res);
-        }
+        let rows: Vec<(i64, Resource)> =
+            st.query_map(params_from_iter(page_params.iter()), row_to_resource)?.collect::<Result<_, _>>()?;
+        resources = load_related_page(&tx, rows, load)?;
     }
     tx.commit()?;
     Ok(Page { total: total as u64, resources })
