@@ -21,6 +21,7 @@ pub mod downstream;
 pub mod http;
 pub mod model;
 pub mod outbox_worker;
+pub mod reconcile;
 pub mod scim;
 pub mod service;
 pub mod shutdown;
