@@ -12,21 +12,32 @@ use super::StoreError;
 pub struct ReaderPool {
     conns: Mutex<Vec<Connection>>,
     permits: Semaphore,
+    path: std::path::PathBuf,
+    busy_timeout_seconds: u64,
+}
+
+fn open_reader(path: &Path, busy_timeout_seconds: u64) -> Result<Connection, StoreError> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    c.busy_timeout(std::time::Duration::from_secs(busy_timeout_seconds))?;
+    c.set_prepared_statement_cache_capacity(64);
+    Ok(c)
 }
 
 impl ReaderPool {
     pub fn open(path: &Path, n: usize, busy_timeout_seconds: u64) -> Result<Self, StoreError> {
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {
-            let c = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
-            )?;
-            c.busy_timeout(std::time::Duration::from_secs(busy_timeout_seconds))?;
-            c.set_prepared_statement_cache_capacity(64);
-            conns.push(c);
+            conns.push(open_reader(path, busy_timeout_seconds)?);
         }
-        Ok(ReaderPool { conns: Mutex::new(conns), permits: Semaphore::new(n) })
+        Ok(ReaderPool {
+            conns: Mutex::new(conns),
+            permits: Semaphore::new(n),
+            path: path.to_path_buf(),
+            busy_timeout_seconds,
+        })
     }
 
     /// Run `f` with a read connection on a blocking thread.
@@ -42,15 +53,44 @@ impl ReaderPool {
             .map_err(|_| StoreError::Internal("reader pool poisoned".into()))?
             .pop()
             .ok_or_else(|| StoreError::Internal("no reader connection free".into()))?;
-        let (conn, result) = tokio::task::spawn_blocking(move || {
+        let joined = tokio::task::spawn_blocking(move || {
             let r = f(&conn);
             (conn, r)
         })
-        .await
-        .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?;
+        .await;
+        let (conn, result) = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                // The query panicked and took its connection with it: open a replacement so
+                // the pool does not shrink, and fail only this read.
+                let fresh = open_reader(&self.path, self.busy_timeout_seconds)?;
+                if let Ok(mut v) = self.conns.lock() {
+                    v.push(fresh);
+                }
+                return Err(StoreError::Internal(format!("reader task failed: {e}")));
+            }
+        };
         if let Ok(mut v) = self.conns.lock() {
             v.push(conn);
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_read_does_not_shrink_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path).unwrap().execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (x)").unwrap();
+        let pool = ReaderPool::open(&path, 1, 1).unwrap();
+        let r: Result<(), StoreError> = pool.run(|_| panic!("boom")).await;
+        assert!(matches!(r, Err(StoreError::Internal(_))));
+        // The only connection was lost with the panic; the pool replaced it.
+        let n: i64 = pool.run(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(n, 0);
     }
 }

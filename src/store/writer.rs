@@ -141,7 +141,14 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
         for job in batch.iter_mut() {
             let op = std::mem::replace(&mut job.op, WriteOp::ReadPragmas);
             tx.execute_batch("SAVEPOINT op")?;
-            let r = apply(&tx, op);
+            // A bug in one operation must not take the writer (and every later write) down:
+            // a panic becomes that operation's error and its savepoint is rolled back.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(&tx, op))).unwrap_or_else(|p| {
+                let what =
+                    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+                tracing::error!(panic = what.as_deref().unwrap_or("?"), "store operation panicked");
+                Err(StoreError::Internal("store operation panicked".into()))
+            });
             if r.is_err() {
                 tx.execute_batch("ROLLBACK TO op")?;
             }
