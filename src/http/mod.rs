@@ -1,10 +1,11 @@
-//! HTTP: the SCIM API under `/scim/v2` on warp.
+//! HTTP: the SCIM API under `/scim/v2` on warp, and the admin listener ([`ops_api`]).
 //!
 //! Owns: routes, authentication, body limits, content types, and the one place where
 //! errors become responses ([`respond::error`]). Must not touch: SQL, outbox internals,
 //! reqwest.
 
 mod auth;
+pub mod ops_api;
 mod respond;
 mod scim_api;
 
