@@ -63,6 +63,8 @@ cat >"$CONFIG" <<EOF
 listen = "127.0.0.1:0"
 [store]
 data_dir = "$WORK/data"
+[admin]
+listen = "127.0.0.1:0"
 EOF
 
 TOKEN="$("$BIN" token create --config "$CONFIG" --label conformance)" || die "token create failed"

@@ -21,6 +21,7 @@ use crate::downstream::mapping::{FieldSource, Mapping};
 use crate::downstream::scim_target::{Auth, Deprovision, ScimTarget, ScimTargetOptions, UpdateMethod};
 use crate::downstream::webhook_target::{Endpoint, Event, WebhookOptions, WebhookTarget};
 use crate::downstream::{Target, Throttle, dry_run::DryRun};
+use crate::http::ops_api::{self, OpsState};
 use crate::http::{self, ApiState};
 use crate::model::ResourceKind;
 use crate::outbox_worker::{self, WorkerOptions};
@@ -55,6 +56,19 @@ pub async fn bind(cfg: &Config) -> std::io::Result<TcpListener> {
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("server.listen: {e}")))?;
     TcpListener::bind(addr).await
+}
+
+/// The admin listener (`admin.listen`), or `None` when it is disabled (`""`).
+pub async fn bind_admin(cfg: &Config) -> std::io::Result<Option<TcpListener>> {
+    if cfg.admin.listen.is_empty() {
+        return Ok(None);
+    }
+    let addr: SocketAddr = cfg
+        .admin
+        .listen
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("admin.listen: {e}")))?;
+    TcpListener::bind(addr).await.map(Some)
 }
 
 /// The configured downstream target, or `None` for the embedded default (keep queuing).
@@ -156,7 +170,14 @@ pub fn worker_options(cfg: &Config) -> WorkerOptions {
 }
 
 /// Run until `shutdown` is cancelled, then stop in order.
-pub async fn run(cfg: &Config, store: Store, listener: TcpListener, base_url: String, shutdown: CancellationToken) {
+pub async fn run(
+    cfg: &Config,
+    store: Store,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    base_url: String,
+    shutdown: CancellationToken,
+) {
     let wake = Arc::new(Notify::new());
     let service = Service::new(
         store.clone(),
@@ -193,7 +214,25 @@ pub async fn run(cfg: &Config, store: Store, listener: TcpListener, base_url: St
         bulk_max_operations: cfg.scim.bulk_max_operations,
         bulk_max_payload_bytes: cfg.scim.bulk_max_payload_bytes,
     });
+    // The admin listener stops with the SCIM one: readiness and metrics stay answerable
+    // while in-flight requests finish.
+    let admin = admin.map(|l| {
+        let ops = Arc::new(OpsState {
+            store: store.clone(),
+            target_kind: match cfg.target.kind {
+                TargetKind::None => "none",
+                TargetKind::Scim => "scim",
+                TargetKind::Webhook => "webhook",
+                TargetKind::DryRun => "dry-run",
+            },
+            bearer_token: (!cfg.admin.bearer_token.is_empty()).then(|| cfg.admin.bearer_token.expose().to_string()),
+        });
+        tokio::spawn(ops_api::serve(l, ops, shutdown.clone()))
+    });
     http::serve(listener, state, shutdown).await;
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
     tracing::info!("http server stopped");
     worker_stop.cancel();
     if let Some(w) = worker {

@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check-config`, `token create|list|revoke`.
+//! The command line: `serve`, `check-config`, `token create|list|revoke`, `outbox`, `resync`,
+//! `healthcheck`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -49,6 +50,16 @@ pub enum Command {
         /// `user` or `group`.
         kind: String,
         id: String,
+    },
+    /// Probe a running daemon's /readyz (for scripts and container health checks): exit 0
+    /// when ready, 1 otherwise, printing the reasons. Sends admin.bearer_token when set.
+    Healthcheck {
+        /// The admin listener's URL, e.g. http://127.0.0.1:9090 (default: from admin.listen).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout_seconds: u64,
     },
 }
 
@@ -106,6 +117,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Token { action } => runtime()?.block_on(token(loaded, action)),
         Command::Outbox { action } => runtime()?.block_on(outbox(loaded, action)),
         Command::Resync { kind, id } => runtime()?.block_on(resync(loaded, &kind, &id)),
+        Command::Healthcheck { url, timeout_seconds } => {
+            runtime()?.block_on(healthcheck(&loaded, url, timeout_seconds))
+        }
     }
 }
 
@@ -147,6 +161,9 @@ async fn serve(loaded: Loaded) -> Result<i32> {
     let store =
         app::open_store(&cfg).with_context(|| format!("cannot open the store in {}", cfg.store.data_dir.display()))?;
     let listener = app::bind(&cfg).await.with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+    let admin =
+        app::bind_admin(&cfg).await.with_context(|| format!("cannot listen on {} (admin.listen)", cfg.admin.listen))?;
+    let admin_bound = admin.as_ref().map(|l| l.local_addr()).transpose()?;
     let bound = listener.local_addr()?;
     let base_url = cfg.scim_base_url(bound);
     let mut out = std::io::stdout().lock();
@@ -161,12 +178,16 @@ async fn serve(loaded: Loaded) -> Result<i32> {
         )?;
     }
     writeln!(out, "scimsync listening on {base_url}")?;
+    // After the SCIM line: scripts that take the first "listening on" line get the SCIM API.
+    if let Some(a) = admin_bound {
+        writeln!(out, "scimsync admin listening on http://{a}")?;
+    }
     out.flush()?;
     drop(out);
-    tracing::info!(%bound, base_url, data_dir = %cfg.store.data_dir.display(), "scimsync started");
+    tracing::info!(%bound, admin = ?admin_bound, base_url, data_dir = %cfg.store.data_dir.display(), "scimsync started");
     let token = CancellationToken::new();
     shutdown::on_signals(token.clone());
-    app::run(&cfg, store, listener, base_url, token).await;
+    app::run(&cfg, store, listener, admin, base_url, token).await;
     tracing::info!("scimsync stopped");
     Ok(0)
 }
@@ -320,4 +341,56 @@ async fn resync(loaded: Loaded, kind: &str, id: &str) -> Result<i32> {
     };
     tokio::task::spawn_blocking(move || store.close()).await.ok();
     Ok(code)
+}
+
+/// Where `healthcheck` looks by default: admin.listen, with a wildcard address replaced by
+/// loopback (a daemon listening on 0.0.0.0 is reachable on 127.0.0.1).
+fn admin_url(cfg: &Config) -> Option<String> {
+    let addr: std::net::SocketAddr = cfg.admin.listen.parse().ok()?;
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    Some(format!("http://{}", std::net::SocketAddr::new(ip, addr.port())))
+}
+
+async fn healthcheck(loaded: &Loaded, url: Option<String>, timeout_seconds: u64) -> Result<i32> {
+    let Some(base) = url.or_else(|| admin_url(&loaded.config)) else {
+        println!("not ready: the admin listener is disabled (admin.listen = \"\"); pass --url");
+        return Ok(1);
+    };
+    let base = base.trim_end_matches('/');
+    let url = if base.ends_with("/readyz") { base.to_string() } else { format!("{base}/readyz") };
+    let client = crate::downstream::http_client(std::time::Duration::from_secs(timeout_seconds.max(1)), None)
+        .map_err(anyhow::Error::msg)?;
+    let mut req = client.get(&url);
+    let token = &loaded.config.admin.bearer_token;
+    if !token.is_empty() {
+        req = req.bearer_auth(token.expose());
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            println!("not ready: {url} did not answer: {}", crate::downstream::error_chain(&e));
+            return Ok(1);
+        }
+    };
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+    if status.is_success() && json["ready"] == serde_json::Value::Bool(true) {
+        println!("ready ({url})");
+        return Ok(0);
+    }
+    println!("not ready: {url} answered {status}");
+    match json["reasons"].as_array() {
+        Some(reasons) => {
+            for r in reasons {
+                println!("  - {}", r.as_str().unwrap_or_default());
+            }
+        }
+        None => println!("  {}", body.trim()),
+    }
+    Ok(1)
 }

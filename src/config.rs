@@ -27,6 +27,24 @@ pub struct Config {
     pub log: LogConfig,
     pub target: TargetConfig,
     pub outbox: OutboxConfig,
+    pub admin: AdminConfig,
+}
+
+/// The admin listener: `/healthz`, `/readyz`, `/metrics`, on its own address so that it can
+/// stay on loopback (or a management network) while the SCIM API faces the IdPs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener; empty disables it. Port 0 picks a free port (tests).
+    pub listen: String,
+    /// When set, every admin route but `/healthz` needs `Authorization: Bearer <this>`.
+    pub bearer_token: Secret,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: "127.0.0.1:9090".into(), bearer_token: Secret::default() }
+    }
 }
 
 /// The downstream app. `kind = "none"` (the embedded default) keeps every change queued in
@@ -324,6 +342,7 @@ impl Default for Config {
             log: LogConfig::default(),
             target: TargetConfig::default(),
             outbox: OutboxConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -521,6 +540,29 @@ impl Config {
                 "must be between 1024 and 268435456 (256 MiB); the whole body is held in memory".into(),
             ));
         }
+        if !self.admin.listen.is_empty() {
+            match self.admin.listen.parse::<SocketAddr>() {
+                Err(_) => p.push((
+                    "admin.listen".into(),
+                    format!(
+                        "{:?} is not an IP:port address; write e.g. \"127.0.0.1:9090\", or \"\" to disable the admin listener",
+                        self.admin.listen
+                    ),
+                )),
+                Ok(a) if a.port() != 0 && self.server.listen.parse::<SocketAddr>().is_ok_and(|s| s == a) => p.push((
+                    "admin.listen".into(),
+                    "must differ from server.listen: the admin endpoints have their own listener".into(),
+                )),
+                Ok(_) => {}
+            }
+        }
+        let admin_token = self.admin.bearer_token.expose();
+        if !admin_token.is_empty() && (admin_token.len() < 16 || admin_token.chars().any(|c| c.is_whitespace())) {
+            p.push((
+                "admin.bearer_token".into(),
+                "must be at least 16 characters without spaces (e.g. `openssl rand -hex 32`), or empty for none".into(),
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             p.push(("log.level".into(), format!("{:?} is not a valid level or filter; try \"info\"", self.log.level)));
         }
@@ -696,6 +738,21 @@ mod tests {
         assert!(err.contains("scim.bulk_max_payload_bytes"), "{err}");
         let l = load_str("[scim]\nbulk_max_operations = 5\n", &[("SCIM__BULK_MAX_PAYLOAD_BYTES", "4096")]).unwrap();
         assert_eq!((l.config.scim.bulk_max_operations, l.config.scim.bulk_max_payload_bytes), (5, 4096));
+    }
+
+    #[test]
+    fn admin_settings_are_checked() {
+        let err = load_str("[admin]\nlisten = \"nine\"\nbearer_token = \"short\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("admin.listen"), "{err}");
+        assert!(err.contains("admin.bearer_token"), "{err}");
+        assert!(!err.contains("short"), "a secret must not be echoed: {err}");
+        let err = load_str("[server]\nlisten = \"127.0.0.1:7000\"\n[admin]\nlisten = \"127.0.0.1:7000\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admin.listen"), "{err}");
+        let l = load_str("[admin]\nlisten = \"\"\n", &[]).unwrap();
+        assert!(l.config.admin.listen.is_empty());
+        assert_eq!(Config::default().admin.listen, "127.0.0.1:9090");
     }
 
     #[test]

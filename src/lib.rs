@@ -5,12 +5,12 @@
 //! Map (arrows point one way: `http -> service -> {scim, model, store}`; `scim -> model`;
 //! `store -> model`):
 //! - [`cli`]: subcommands; [`app`]: start and shutdown order; [`config`]: figment layers;
-//!   [`telemetry`]: logging; [`shutdown`]: signals to one cancellation token.
+//!   [`telemetry`]: logging and every metric; [`shutdown`]: signals to one cancellation token.
 //! - [`model`]: domain types and the neutral query AST.
 //! - [`scim`]: RFC 7643/7644, pure — schema, filter, path, patch, list, resource JSON, errors.
 //! - [`service`]: use-cases; the transaction boundary.
 //! - [`store`]: rusqlite — migrations, pragmas, single writer, readers, resources, outbox, tokens.
-//! - [`http`]: warp — routes, auth, error rendering.
+//! - [`http`]: warp — routes, auth, error rendering; the admin listener (health, metrics).
 //! - [`outbox_worker`]: claims outbox rows and delivers them through a [`downstream`] target
 //!   (reqwest: the app's SCIM API, or dry-run).
 

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::downstream::{Job, Outcome, Target};
 use crate::model::{ChangeOp, ResourceKind, age_of, now, time_after};
 use crate::store::{Bundle, Completion, Load, Store, StoreError};
+use crate::telemetry::DeliveryOutcome;
 
 /// Retry and flow-control policy, from `[outbox]` in the config.
 #[derive(Debug, Clone)]
@@ -163,6 +164,7 @@ pub async fn run(
 /// Deliver one bundle and record the outcome; returns the app's Retry-After, if it sent one.
 async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bundle: Bundle) -> Option<Duration> {
     let started = now();
+    let clock = std::time::Instant::now();
     let head = bundle.head().clone();
     let mut pause = None;
     let completion = match build_job(store, &bundle).await {
@@ -196,6 +198,15 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
             tracing::debug!(outbox_id = head.id, reason = %reason, "delivery waiting")
         }
     }
+    crate::telemetry::delivery(
+        match &completion {
+            Completion::Success { .. } => DeliveryOutcome::Success,
+            Completion::Retry { .. } => DeliveryOutcome::Retry,
+            Completion::Dead { .. } => DeliveryOutcome::Dead,
+            Completion::Waiting { .. } => DeliveryOutcome::Waiting,
+        },
+        clock.elapsed(),
+    );
     if let Err(e) = store.outbox_complete(&bundle, started, completion).await {
         // The lease will expire and the bundle will be delivered again: at-least-once.
         tracing::error!(outbox_id = head.id, error = %e, "could not record the delivery outcome");

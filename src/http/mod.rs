@@ -1,10 +1,11 @@
-//! HTTP: the SCIM API under `/scim/v2` on warp.
+//! HTTP: the SCIM API under `/scim/v2` on warp, and the admin listener ([`ops_api`]).
 //!
 //! Owns: routes, authentication, body limits, content types, and the one place where
 //! errors become responses ([`respond::error`]). Must not touch: SQL, outbox internals,
 //! reqwest.
 
 mod auth;
+pub mod ops_api;
 mod respond;
 mod scim_api;
 
@@ -86,6 +87,7 @@ async fn handle(
 ) -> warp::reply::Response {
     let started = Instant::now();
     let path = format!("/scim/v2/{}", segments.join("/"));
+    let route = route_template(&segments);
     // `POST /Bulk` has its own payload limit (RFC 7644 §3.7.4), advertised as
     // `bulk.maxPayloadSize`; its 413 must name that limit, so it replaces the general one.
     let is_bulk = method == Method::POST && matches!(segments.as_slice(), [s] if s.eq_ignore_ascii_case("Bulk"));
@@ -106,7 +108,9 @@ async fn handle(
         }
     };
     let status = resp.status();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    crate::telemetry::scim_request(route, method.as_str(), status.as_u16(), elapsed);
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
     if status.is_server_error() {
         tracing::warn!(%method, path, status = status.as_u16(), latency_ms, token = token_id.as_deref().unwrap_or("-"), "request");
     } else {
@@ -159,6 +163,29 @@ async fn read_body(
 
 const DRAIN_FACTOR: u64 = 4;
 
+/// The route a request hit, templated (`/Users/{id}`), for metric labels: ids never become
+/// label values, and anything unknown is `other`, so the label set stays bounded.
+fn route_template(segments: &[String]) -> &'static str {
+    let is = |s: &String, name: &str| s.eq_ignore_ascii_case(name);
+    match segments {
+        [a] if is(a, "Users") => "/Users",
+        [a, b] if is(a, "Users") && is(b, ".search") => "/Users/.search",
+        [a, _] if is(a, "Users") => "/Users/{id}",
+        [a] if is(a, "Groups") => "/Groups",
+        [a, b] if is(a, "Groups") && is(b, ".search") => "/Groups/.search",
+        [a, _] if is(a, "Groups") => "/Groups/{id}",
+        [a] if is(a, ".search") => "/.search",
+        [a] if is(a, "Bulk") => "/Bulk",
+        [a, ..] if is(a, "Me") => "/Me",
+        [a] if is(a, "ServiceProviderConfig") => "/ServiceProviderConfig",
+        [a] if is(a, "Schemas") => "/Schemas",
+        [a, _] if is(a, "Schemas") => "/Schemas/{id}",
+        [a] if is(a, "ResourceTypes") => "/ResourceTypes",
+        [a, _] if is(a, "ResourceTypes") => "/ResourceTypes/{id}",
+        _ => "other",
+    }
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
@@ -182,6 +209,19 @@ fn percent_decode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn routes_are_templated() {
+        let t = |p: &str| {
+            super::route_template(&p.split('/').filter(|s| !s.is_empty()).map(String::from).collect::<Vec<_>>())
+        };
+        assert_eq!(t("users"), "/Users");
+        assert_eq!(t("Users/2819c223-7f76-453a-919d-413861904646"), "/Users/{id}");
+        assert_eq!(t("Groups/.search"), "/Groups/.search");
+        assert_eq!(t("Schemas/urn:ietf:params:scim:schemas:core:2.0:User"), "/Schemas/{id}");
+        assert_eq!(t("Users/x/y"), "other");
+        assert_eq!(t(""), "other");
+    }
+
     #[test]
     fn percent_decode_is_byte_safe() {
         assert_eq!(super::percent_decode("a%20b"), "a b");

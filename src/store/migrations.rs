@@ -15,6 +15,16 @@ pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {
         .map_err(|e| StoreError::Internal(format!("database migration failed: {e}")))
 }
 
+/// The schema version recorded in the database (`PRAGMA user_version`).
+pub fn current(conn: &Connection) -> Result<u64, StoreError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.max(0) as u64)
+}
+
+/// The schema version this build migrates to.
+pub fn expected() -> u64 {
+    MIGRATIONS.len() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ mod resources;
 mod tokens;
 mod writer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::model::query::{AttrPath, Filter, Sort};
@@ -119,6 +119,8 @@ pub struct Page {
 pub struct Store {
     writer: Arc<writer::WriterHandle>,
     readers: Arc<reader::ReaderPool>,
+    /// The database file, for its size (metrics); the WAL sits beside it.
+    path: Arc<PathBuf>,
 }
 
 impl Store {
@@ -130,7 +132,7 @@ impl Store {
         migrations::apply(&mut conn)?;
         let writer = writer::WriterHandle::start(conn, opts.max_batch)?;
         let readers = reader::ReaderPool::open(&path, opts.readers, opts.busy_timeout_seconds)?;
-        Ok(Store { writer: Arc::new(writer), readers: Arc::new(readers) })
+        Ok(Store { writer: Arc::new(writer), readers: Arc::new(readers), path: Arc::new(path) })
     }
 
     /// Stop the writer after it has committed everything queued before this call.
@@ -332,6 +334,18 @@ impl Store {
     pub async fn verify_token(&self, presented: &str) -> Result<Option<TokenInfo>, StoreError> {
         let presented = presented.to_string();
         self.readers.run(move |c| tokens::verify(c, &presented)).await
+    }
+
+    /// Schema version on disk and the version this build expects; equal once migrations ran.
+    pub async fn schema_version(&self) -> Result<(u64, u64), StoreError> {
+        self.readers.run(|c| Ok((migrations::current(c)?, migrations::expected()))).await
+    }
+
+    /// Bytes on disk: the database file plus its write-ahead log (missing files count 0).
+    pub fn database_size_bytes(&self) -> u64 {
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        [self.path.as_path(), Path::new(&wal)].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
     }
 
     /// Pragmas as SQLite reports them on the writer's connection: (name, value).

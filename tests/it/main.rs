@@ -12,6 +12,7 @@ mod errors;
 mod fuzzed;
 mod groups;
 mod idp_flows;
+mod ops;
 mod provisioning;
 mod quirks;
 mod sorting;

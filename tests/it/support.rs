@@ -31,6 +31,8 @@ pub fn bin() -> &'static str {
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub base: String,
+    /// `http://127.0.0.1:PORT` of the admin listener (/healthz, /readyz, /metrics).
+    pub admin_base: String,
     pub token: String,
     pub child: Option<Child>,
     pub http: reqwest::Client,
@@ -78,11 +80,16 @@ impl Daemon {
         let mut d = Daemon {
             dir,
             base: String::new(),
+            admin_base: String::new(),
             token: String::new(),
             child: None,
             http: client(),
             extra_config: extra_config.to_string(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            // The admin listener's default port (9090) would collide between parallel tests.
+            env: std::iter::once(("SCIMSYNC_ADMIN__LISTEN", "127.0.0.1:0"))
+                .chain(env.iter().copied())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.write_config();
         d.token = d.cli(&["token", "create", "--label", "tests"]).trim().to_string();
@@ -136,13 +143,19 @@ impl Daemon {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                // The admin line follows the SCIM line at once (same flush).
                 if let Some(url) = line.strip_prefix("scimsync listening on ") {
+                    let _ = tx.send(url.trim().to_string());
+                } else if let Some(url) = line.strip_prefix("scimsync admin listening on ") {
                     let _ = tx.send(url.trim().to_string());
                 }
             }
         });
         self.base =
             rx.recv_timeout(Duration::from_secs(30)).expect("daemon did not print its listening line within 30 s");
+        self.admin_base = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("daemon did not print its admin listening line within 30 s");
         self.child = Some(child);
     }
 

@@ -1,0 +1,172 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, on its own address (`[admin]`).
+//!
+//! Owns: the admin routes, their optional bearer token, the readiness verdict. Must not
+//! touch: SQL (the store answers typed questions), metric names (that is `telemetry`), the
+//! app (readiness reports the last delivery outcome instead of calling it per probe).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::store::Store;
+use crate::telemetry;
+
+/// A probe must answer even when the store hangs: a check taking longer than this fails.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the admin handlers share.
+pub struct OpsState {
+    pub store: Store,
+    /// The configured downstream target (`scim`, `webhook`, `dry-run`, `none`).
+    pub target_kind: &'static str,
+    /// When set, every route but `/healthz` needs `Authorization: Bearer <this>`.
+    pub bearer_token: Option<String>,
+}
+
+/// Serve the admin routes on an already bound listener until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, state: Arc<OpsState>, shutdown: CancellationToken) {
+    let routes = warp::path::full().and(warp::method()).and(warp::header::headers_cloned()).then(
+        move |path: warp::path::FullPath, method: Method, headers: HeaderMap| {
+            let st = state.clone();
+            async move { handle(&st, path.as_str(), &method, &headers).await }
+        },
+    );
+    warp::serve(routes).incoming(listener).graceful(async move { shutdown.cancelled().await }).run().await;
+}
+
+async fn handle(state: &OpsState, path: &str, method: &Method, headers: &HeaderMap) -> Response {
+    let path = path.trim_end_matches('/');
+    if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
+        return text(StatusCode::NOT_FOUND, "not found; the admin endpoints are /healthz, /readyz, /metrics\n");
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+        r.headers_mut().insert("allow", HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    // Liveness stays open: a process supervisor probing it has no token, and it says nothing.
+    if path == "/healthz" {
+        return text(StatusCode::OK, "ok\n");
+    }
+    if !authorized(state, headers) {
+        let mut r =
+            text(StatusCode::UNAUTHORIZED, "authentication required: Authorization: Bearer <admin.bearer_token>\n");
+        r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"scimsync-admin\""));
+        return r;
+    }
+    match path {
+        "/readyz" => readyz(state).await,
+        _ => metrics(state).await,
+    }
+}
+
+fn authorized(state: &OpsState, headers: &HeaderMap) -> bool {
+    let Some(expected) = &state.bearer_token else { return true };
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .unwrap_or("");
+    bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response {
+    let mut r = body.into_response();
+    *r.status_mut() = status;
+    r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// Ready = the store takes a write (a transaction through the single writer) and its schema
+/// is at this build's version. The target's state is reported, never fails readiness: an
+/// app that is down must not get the daemon restarted, its changes queue up.
+async fn readyz(state: &OpsState) -> Response {
+    let mut reasons: Vec<String> = Vec::new();
+    let store_check = match tokio::time::timeout(CHECK_TIMEOUT, state.store.writer_pragmas()).await {
+        Ok(Ok(_)) => json!({"ok": true}),
+        Ok(Err(e)) => {
+            reasons.push(format!("store: not writable: {e}"));
+            json!({"ok": false, "error": e.to_string()})
+        }
+        Err(_) => {
+            reasons.push(format!("store: the writer did not answer within {}s", CHECK_TIMEOUT.as_secs()));
+            json!({"ok": false, "error": "timeout"})
+        }
+    };
+    let migrations_check = match tokio::time::timeout(CHECK_TIMEOUT, state.store.schema_version()).await {
+        Ok(Ok((current, expected))) if current == expected => {
+            json!({"ok": true, "version": current})
+        }
+        Ok(Ok((current, expected))) => {
+            reasons.push(format!("migrations: schema version {current}, this build needs {expected}"));
+            json!({"ok": false, "version": current, "expected": expected})
+        }
+        Ok(Err(e)) => {
+            reasons.push(format!("migrations: cannot read the schema version: {e}"));
+            json!({"ok": false, "error": e.to_string()})
+        }
+        Err(_) => {
+            reasons.push("migrations: the store did not answer in time".into());
+            json!({"ok": false, "error": "timeout"})
+        }
+    };
+    let target_check = match (state.target_kind, telemetry::last_delivery()) {
+        ("none", _) => json!({"kind": "none", "reachable": Value::Null,
+                              "detail": "no target configured; changes stay queued"}),
+        (kind, None) => json!({"kind": kind, "reachable": Value::Null, "detail": "no delivery since start"}),
+        (kind, Some(l)) => json!({
+            "kind": kind,
+            "reachable": l.outcome == telemetry::DeliveryOutcome::Success,
+            "last_delivery": l.outcome.as_str(),
+            "last_delivery_at": l.at,
+        }),
+    };
+    let ready = reasons.is_empty();
+    let body = json!({
+        "ready": ready,
+        "checks": {"store": store_check, "migrations": migrations_check, "target": target_check},
+        "reasons": reasons,
+    });
+    if !ready {
+        tracing::warn!(reasons = ?body["reasons"], "readiness probe: not ready");
+    }
+    let mut r = body.to_string().into_response();
+    *r.status_mut() = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Set the store gauges from what the store says now, then encode every metric. A store
+/// that cannot answer leaves the gauges at their last values (the scrape still succeeds,
+/// and `/readyz` says why).
+async fn metrics(state: &OpsState) -> Response {
+    let store = &state.store;
+    let mut g = telemetry::StoreGauges { database_size_bytes: store.database_size_bytes(), ..Default::default() };
+    let read = async {
+        let (depth, oldest) = store.outbox_depth().await?;
+        let counts = store.outbox_counts().await?;
+        Ok::<_, crate::store::StoreError>((depth, oldest, counts))
+    };
+    match tokio::time::timeout(CHECK_TIMEOUT, read).await {
+        Ok(Ok((depth, oldest, counts))) => {
+            g.outbox_depth = depth;
+            g.outbox_oldest_age = oldest.as_deref().map(crate::model::age_of).unwrap_or_default();
+            g.outbox_dead = counts.iter().find(|(s, _)| s == "dead").map(|(_, n)| *n).unwrap_or(0);
+            telemetry::set_store_gauges(&g);
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics: could not read the outbox"),
+        Err(_) => tracing::warn!("metrics: the store did not answer in time"),
+    }
+    let mut r = telemetry::encode_metrics().into_response();
+    r.headers_mut().insert("content-type", HeaderValue::from_static(telemetry::METRICS_CONTENT_TYPE));
+    r
+}
