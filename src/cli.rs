@@ -57,8 +57,10 @@ pub enum OutboxAction {
     /// Undelivered changes, oldest first (or only dead-lettered ones, or only those the
     /// deletion guard holds).
     List {
+        /// Only dead-lettered changes.
         #[arg(long, conflicts_with = "held")]
         dead: bool,
+        /// Only changes the deletion guard holds.
         #[arg(long)]
         held: bool,
         #[arg(long, default_value_t = 100)]
@@ -81,14 +83,17 @@ pub enum OutboxAction {
     /// Deliver the deprovisioning changes the deletion guard holds (each resource's in commit
     /// order) and reset the guard.
     Release {
+        /// The held changes (required: release acts on all of them).
         #[arg(long, required = true)]
         held: bool,
     },
     /// Drop the deprovisioning changes the deletion guard holds (they never reach the app)
     /// and reset the guard. Needs --confirm.
     Discard {
+        /// The held changes (required: discard acts on all of them).
         #[arg(long, required = true)]
         held: bool,
+        /// Really drop them.
         #[arg(long)]
         confirm: bool,
     },
