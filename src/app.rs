@@ -24,7 +24,7 @@ use crate::downstream::{Target, Throttle, dry_run::DryRun};
 use crate::http::ops_api::{self, OpsState};
 use crate::http::{self, ApiState};
 use crate::model::ResourceKind;
-use crate::outbox_worker::{self, WorkerOptions};
+use crate::outbox_worker::{self, DeletionGuard, WorkerOptions};
 use crate::service::{ListLimits, Service};
 use crate::store::{NewToken, Store, StoreError, StoreOptions};
 
@@ -165,6 +165,12 @@ pub fn worker_options(cfg: &Config) -> WorkerOptions {
         retry_base: Duration::from_secs_f64(o.retry_base_seconds),
         retry_max: Duration::from_secs(o.retry_max_seconds),
         retry_after_max: Duration::from_secs(o.retry_after_max_seconds),
+        deletion_guard: o.deletion_guard.enabled.then(|| DeletionGuard {
+            threshold_count: o.deletion_guard.threshold_count,
+            threshold_share: o.deletion_guard.threshold_share,
+            share_min_count: o.deletion_guard.share_min_count,
+            window: Duration::from_secs(o.deletion_guard.window_seconds),
+        }),
         ..WorkerOptions::default()
     }
 }

@@ -65,10 +65,15 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum OutboxAction {
-    /// Undelivered changes, oldest first (or only dead-lettered ones).
+    /// Undelivered changes, oldest first (or only dead-lettered ones, or only those the
+    /// deletion guard holds).
     List {
-        #[arg(long)]
+        /// Only dead-lettered changes.
+        #[arg(long, conflicts_with = "held")]
         dead: bool,
+        /// Only changes the deletion guard holds.
+        #[arg(long)]
+        held: bool,
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
@@ -83,6 +88,23 @@ pub enum OutboxAction {
     /// Remove a change for good: it will never reach the app. Needs --confirm.
     Drop {
         id: i64,
+        #[arg(long)]
+        confirm: bool,
+    },
+    /// Deliver the deprovisioning changes the deletion guard holds (each resource's in commit
+    /// order) and reset the guard.
+    Release {
+        /// The held changes (required: release acts on all of them).
+        #[arg(long, required = true)]
+        held: bool,
+    },
+    /// Drop the deprovisioning changes the deletion guard holds (they never reach the app)
+    /// and reset the guard. Needs --confirm.
+    Discard {
+        /// The held changes (required: discard acts on all of them).
+        #[arg(long, required = true)]
+        held: bool,
+        /// Really drop them.
         #[arg(long)]
         confirm: bool,
     },
@@ -235,10 +257,28 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
     use crate::store::OutboxState;
     let store = open_for_cli(&loaded)?;
     let code = match action {
-        OutboxAction::List { dead, limit } => {
-            let rows = store.outbox_list(dead.then_some(OutboxState::Dead), limit).await?;
+        OutboxAction::List { dead, held, limit } => {
+            let state = if dead {
+                Some(OutboxState::Dead)
+            } else if held {
+                Some(OutboxState::Held)
+            } else {
+                None
+            };
+            let rows = store.outbox_list(state, limit).await?;
             let (depth, oldest) = store.outbox_depth().await?;
             println!("{depth} change(s) waiting{}", oldest.map(|o| format!(", oldest from {o}")).unwrap_or_default());
+            let guard = store.guard_status().await?;
+            if let Some(at) = &guard.tripped_at {
+                println!(
+                    "deletion guard TRIPPED at {at} ({} deprovisioning change(s) in the window): {} change(s) held; \
+                     `scimsync outbox release --held` or `scimsync outbox discard --held --confirm`",
+                    guard.trip_count.unwrap_or_default(),
+                    guard.held
+                );
+            } else if guard.held > 0 {
+                println!("{} change(s) held by the deletion guard", guard.held);
+            }
             println!(
                 "{:<8} {:<10} {:<7} {:<38} {:<9} {:>8}  last error",
                 "id", "state", "op", "resource", "type", "attempts"
@@ -315,6 +355,36 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
             } else {
                 eprintln!("no droppable change {id} (unknown, or being delivered right now)");
                 1
+            }
+        }
+        OutboxAction::Release { held: _ } => {
+            let n = store.outbox_release_held().await?;
+            tracing::warn!(rows = n, "deletion guard: held changes released by an operator; the guard is reset");
+            eprintln!("released {n} held change(s); the running daemon delivers them, and the deletion guard is reset");
+            0
+        }
+        OutboxAction::Discard { held: _, confirm } => {
+            if !confirm {
+                let n = store.guard_status().await?.held;
+                eprintln!(
+                    "discarding means the {n} held change(s) never reach the app; run again with --confirm to do it"
+                );
+                2
+            } else {
+                let rows = store.outbox_discard_held().await?;
+                // Until the audit log exists, the warn line is the record of the decision.
+                for r in &rows {
+                    tracing::warn!(
+                        outbox_id = r.id,
+                        resource = %r.resource_id,
+                        kind = r.kind.as_str(),
+                        op = r.op.as_str(),
+                        "deletion guard: held change discarded by an operator"
+                    );
+                }
+                tracing::warn!(rows = rows.len(), "deletion guard: held changes discarded; the guard is reset");
+                eprintln!("discarded {} held change(s); the deletion guard is reset", rows.len());
+                0
             }
         }
     };

@@ -192,6 +192,37 @@ pub struct OutboxConfig {
     pub rate_limit_per_second: u32,
     /// Requests allowed at once above the steady rate.
     pub rate_limit_burst: u32,
+    /// The accidental-deletion guard (`[outbox.deletion_guard]`).
+    pub deletion_guard: DeletionGuardConfig,
+}
+
+/// Hold deprovisioning changes (user DELETE, user deactivated, group DELETE) for an operator
+/// when too many arrive at once: an IdP misconfiguration must not wipe the app in minutes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeletionGuardConfig {
+    /// On by default; `false` delivers every deprovisioning at once.
+    pub enabled: bool,
+    /// Trips when more deprovisioning changes than this arrive within the window.
+    pub threshold_count: u64,
+    /// Trips when they exceed this share (0..1] of the provisioned users...
+    pub threshold_share: f64,
+    /// ...once there are at least this many (so a 20-person company offboarding 3 does not).
+    pub share_min_count: u64,
+    /// The sliding window the changes are counted over.
+    pub window_seconds: u64,
+}
+
+impl Default for DeletionGuardConfig {
+    fn default() -> Self {
+        DeletionGuardConfig {
+            enabled: true,
+            threshold_count: 50,
+            threshold_share: 0.2,
+            share_min_count: 10,
+            window_seconds: 3600,
+        }
+    }
 }
 
 /// A secret string: never printed. `Debug` and serialisation show `<redacted>` (empty stays
@@ -269,6 +300,7 @@ impl Default for OutboxConfig {
             retry_after_max_seconds: 3600,
             rate_limit_per_second: 0,
             rate_limit_burst: 10,
+            deletion_guard: DeletionGuardConfig::default(),
         }
     }
 }
@@ -531,6 +563,19 @@ impl Config {
         if o.lease_seconds < 5 {
             p.push(("outbox.lease_seconds".into(), "must be at least 5 (longer than a request timeout)".into()));
         }
+        let g = &o.deletion_guard;
+        if !(g.threshold_share > 0.0 && g.threshold_share <= 1.0) {
+            p.push((
+                "outbox.deletion_guard.threshold_share".into(),
+                "must be above 0 and at most 1 (a share of the provisioned users, e.g. 0.2)".into(),
+            ));
+        }
+        if g.window_seconds == 0 {
+            p.push((
+                "outbox.deletion_guard.window_seconds".into(),
+                "must be at least 1; to turn the guard off set outbox.deletion_guard.enabled = false".into(),
+            ));
+        }
         if self.scim.bulk_max_operations == 0 || self.scim.bulk_max_operations > 100_000 {
             p.push(("scim.bulk_max_operations".into(), "must be between 1 and 100000".into()));
         }
@@ -753,6 +798,21 @@ mod tests {
         let l = load_str("[admin]\nlisten = \"\"\n", &[]).unwrap();
         assert!(l.config.admin.listen.is_empty());
         assert_eq!(Config::default().admin.listen, "127.0.0.1:9090");
+    }
+
+    #[test]
+    fn deletion_guard_is_on_by_default_and_checked() {
+        let l = load_str("", &[]).unwrap();
+        let g = &l.config.outbox.deletion_guard;
+        assert!(g.enabled);
+        assert_eq!((g.threshold_count, g.share_min_count, g.window_seconds), (50, 10, 3600));
+        let err = load_str("[outbox.deletion_guard]\nthreshold_share = 1.5\nwindow_seconds = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("outbox.deletion_guard.threshold_share"), "{err}");
+        assert!(err.contains("outbox.deletion_guard.window_seconds"), "{err}");
+        let l = load_str("[outbox.deletion_guard]\nenabled = false\n", &[]).unwrap();
+        assert!(!l.config.outbox.deletion_guard.enabled);
     }
 
     #[test]

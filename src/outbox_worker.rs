@@ -15,8 +15,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::downstream::{Job, Outcome, Target};
-use crate::model::{ChangeOp, ResourceKind, age_of, now, time_after};
-use crate::store::{Bundle, Completion, Load, Store, StoreError};
+use crate::model::{ChangeOp, ResourceKind, age_of, now, time_after, time_before};
+use crate::store::{Bundle, Completion, GuardPolicy, Load, Store, StoreError};
 use crate::telemetry::DeliveryOutcome;
 
 /// Retry and flow-control policy, from `[outbox]` in the config.
@@ -41,6 +41,31 @@ pub struct WorkerOptions {
     pub max_rows_per_bundle: usize,
     /// How long a waiting delivery (a member not provisioned yet) waits before a retry.
     pub wait_interval: Duration,
+    /// The accidental-deletion guard; `None`: off, every deprovisioning is delivered.
+    pub deletion_guard: Option<DeletionGuard>,
+}
+
+/// The accidental-deletion guard's thresholds (`[outbox.deletion_guard]`): more
+/// deprovisioning changes within `window` than `threshold_count`, or more than
+/// `threshold_share` of the provisioned users once there are `share_min_count` of them,
+/// trips it; then deprovisioning changes are held for an operator.
+#[derive(Debug, Clone)]
+pub struct DeletionGuard {
+    pub threshold_count: u64,
+    pub threshold_share: f64,
+    pub share_min_count: u64,
+    pub window: Duration,
+}
+
+impl DeletionGuard {
+    fn policy(&self) -> GuardPolicy {
+        GuardPolicy {
+            threshold_count: self.threshold_count,
+            threshold_share: self.threshold_share,
+            share_min_count: self.share_min_count,
+            window_start: time_before(self.window),
+        }
+    }
 }
 
 impl Default for WorkerOptions {
@@ -56,6 +81,7 @@ impl Default for WorkerOptions {
             retry_after_max: Duration::from_secs(3600),
             max_rows_per_bundle: 100,
             wait_interval: Duration::from_secs(2),
+            deletion_guard: None,
         }
     }
 }
@@ -99,8 +125,21 @@ pub async fn run(
         let mut claimed = 0;
         if free > 0 {
             let lease_until = time_after(opts.lease);
-            match store.outbox_claim(free, opts.max_rows_per_bundle, lease_until).await {
-                Ok(bundles) => {
+            let guard = opts.deletion_guard.as_ref().map(DeletionGuard::policy);
+            match store.outbox_claim(free, opts.max_rows_per_bundle, lease_until, guard).await {
+                Ok(crate::store::Claimed { bundles, tripped, held }) => {
+                    if let Some(t) = tripped {
+                        tracing::warn!(
+                            deprovisionings = t.count,
+                            provisioned_users = t.provisioned,
+                            held,
+                            "deletion guard tripped: deprovisioning changes are held, not delivered; \
+                             review with `scimsync outbox list --held`, then `scimsync outbox release --held` \
+                             or `scimsync outbox discard --held --confirm`"
+                        );
+                    } else if held > 0 {
+                        tracing::info!(held, "deletion guard: more deprovisioning changes held");
+                    }
                     claimed = bundles.len();
                     for b in bundles {
                         if let Some(until) = paused(&pause) {

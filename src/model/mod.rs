@@ -152,6 +152,11 @@ pub fn time_after(d: std::time::Duration) -> String {
     format_time(time::OffsetDateTime::now_utc() + d)
 }
 
+/// `now - d` in our stored timestamp format (for windows looking back).
+pub fn time_before(d: std::time::Duration) -> String {
+    format_time(time::OffsetDateTime::now_utc() - d)
+}
+
 /// How long ago an RFC 3339 timestamp was; zero for a future or unreadable one.
 pub fn age_of(ts: &str) -> std::time::Duration {
     time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)

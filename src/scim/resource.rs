@@ -25,7 +25,9 @@ pub fn parse_input(kind: ResourceKind, body: Value) -> Result<Parsed, ScimError>
     let Value::Object(mut obj) = body else {
         return Err(ScimError::invalid_syntax("the request body must be a JSON object"));
     };
-    let members = match take_key(&mut obj, "members") {
+    // `members` may also come URN-qualified (`urn:...:core:2.0:Group:members`, RFC 7644 §3.10).
+    let qualified = format!("{}:members", schema::core_urn(kind));
+    let members = match take_key(&mut obj, "members").or_else(|| take_key(&mut obj, &qualified)) {
         Some(v) if kind == ResourceKind::Group => Some(parse_members(&v)?),
         _ => None,
     };
@@ -152,6 +154,10 @@ fn normalize_urn_key(
     // `urn:...:User:attr` (a core URN prefix: the attribute is a core one).
     let Some((urn, attr)) = key.rsplit_once(':') else { return Ok(()) };
     if urn.eq_ignore_ascii_case(schema::core_urn(kind)) {
+        // Qualified or not, what the top level ignores stays ignored (normalising is idempotent).
+        if is_ignored_top(attr, kind) {
+            return Ok(());
+        }
         let mut one = Map::new();
         one.insert(attr.to_string(), value);
         for (k, v) in normalize_partial(kind, one)? {
@@ -709,5 +715,18 @@ mod tests {
         assert_eq!(parse_etag("W/\"12\""), Some(12));
         assert_eq!(parse_etag("\"12\""), Some(12));
         assert_eq!(parse_etag("*"), None);
+    }
+
+    #[test]
+    fn qualified_members_are_members_not_attributes() {
+        let body = json!({
+            "displayName": "G",
+            "urn:ietf:params:scim:schemas:core:2.0:Group:members": [{"value": "m1"}],
+            "urn:ietf:params:scim:schemas:core:2.0:Group:id": "x"
+        });
+        let p = parse_input(ResourceKind::Group, body).unwrap();
+        assert_eq!(p.attrs, json!({"displayName": "G"}).as_object().unwrap().clone());
+        assert_eq!(p.members.unwrap().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), vec!["m1"]);
+        assert_eq!(normalize(ResourceKind::Group, p.attrs.clone()).unwrap(), p.attrs, "idempotent");
     }
 }

@@ -6,8 +6,11 @@ use rusqlite_migration::{M, Migrations};
 
 use super::StoreError;
 
-const MIGRATIONS: &[M<'static>] =
-    &[M::up(include_str!("../../migrations/0001_init.sql")), M::up(include_str!("../../migrations/0002_delivery.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("../../migrations/0001_init.sql")),
+    M::up(include_str!("../../migrations/0002_delivery.sql")),
+    M::up(include_str!("../../migrations/0003_deletion_guard.sql")),
+];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {
     Migrations::from_slice(MIGRATIONS)
@@ -38,5 +41,43 @@ mod tests {
         apply(&mut c).unwrap();
         let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
+    }
+
+    /// 0003 rebuilds the outbox (to allow `held`): rows, attempts and ids written under
+    /// 0001+0002 survive it, with foreign keys on as in production.
+    #[test]
+    fn deletion_guard_migration_keeps_the_outbox() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        Migrations::from_slice(&MIGRATIONS[..2]).to_latest(&mut c).unwrap();
+        c.execute_batch(
+            "INSERT INTO outbox (id, resource_kind, resource_id, op, version, payload, state, attempts, created_at, done_at)
+                 VALUES (7, 'User', 'u1', 'create', 1, '{}', 'done', 1, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:01.000Z');
+             INSERT INTO outbox (id, resource_kind, resource_id, op, version, payload, state, created_at)
+                 VALUES (8, 'User', 'u1', 'delete', 2, '{}', 'dead', '2026-01-01T00:00:02.000Z');
+             INSERT INTO outbox_attempts (outbox_id, started_at, finished_at, outcome, detail)
+                 VALUES (7, 'a', 'b', 'success', NULL), (8, 'c', 'd', 'permanent', '400');
+             INSERT INTO id_map VALUES ('u1', 'User', 'app-1', 'x');",
+        )
+        .unwrap();
+        apply(&mut c).unwrap();
+        let rows: Vec<(i64, String)> = c
+            .prepare("SELECT id, state FROM outbox ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, vec![(7, "done".to_string()), (8, "dead".to_string())]);
+        let attempts: i64 = c.query_row("SELECT count(*) FROM outbox_attempts", [], |r| r.get(0)).unwrap();
+        assert_eq!(attempts, 2, "attempts survive the rebuild");
+        let fk: i64 = c.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(fk, 0);
+        c.execute("UPDATE outbox SET state = 'held' WHERE id = 8", []).unwrap();
+        // The cascade still works on the rebuilt tables.
+        c.execute("DELETE FROM outbox WHERE id = 8", []).unwrap();
+        let attempts: i64 = c.query_row("SELECT count(*) FROM outbox_attempts", [], |r| r.get(0)).unwrap();
+        assert_eq!(attempts, 1);
+        assert!(c.execute("UPDATE outbox SET state = 'bogus' WHERE id = 7", []).is_err(), "the CHECK is kept");
     }
 }

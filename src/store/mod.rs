@@ -27,7 +27,9 @@ use std::sync::Arc;
 use crate::model::query::{AttrPath, Filter, Sort};
 use crate::model::{MemberDelta, MemberRef, Resource, ResourceKind};
 
-pub use outbox::{Attempt, Bundle, Completion, OutboxRow, OutboxState};
+pub use outbox::{
+    Attempt, Bundle, Claimed, Completion, GuardPolicy, GuardStatus, GuardTrip, OutboxRow, OutboxState, guard_trips,
+};
 pub use tokens::{NewToken, TokenInfo};
 
 /// Store settings, taken from `config::StoreConfig` by `app`.
@@ -230,17 +232,40 @@ impl Store {
         }
     }
 
-    /// Claim up to `limit` due bundles (see [`outbox`]), leased until `lease_until`.
+    /// Claim up to `limit` due bundles (see [`outbox`]), leased until `lease_until`, after
+    /// evaluating the deletion guard when a policy is given.
     pub async fn outbox_claim(
         &self,
         limit: usize,
         max_rows: usize,
         lease_until: String,
-    ) -> Result<Vec<Bundle>, StoreError> {
-        match self.writer.submit(writer::WriteOp::OutboxClaim { limit, max_rows, lease_until }).await? {
-            writer::WriteOutput::Bundles(b) => Ok(b),
+        guard: Option<GuardPolicy>,
+    ) -> Result<Claimed, StoreError> {
+        match self.writer.submit(writer::WriteOp::OutboxClaim { limit, max_rows, lease_until, guard }).await? {
+            writer::WriteOutput::Claimed(c) => Ok(c),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Deliver the rows the deletion guard holds and reset it. Returns how many.
+    pub async fn outbox_release_held(&self) -> Result<usize, StoreError> {
+        match self.writer.submit(writer::WriteOp::OutboxReleaseHeld).await? {
+            writer::WriteOutput::Changed(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Drop the rows the deletion guard holds and reset it. Returns the dropped rows.
+    pub async fn outbox_discard_held(&self) -> Result<Vec<OutboxRow>, StoreError> {
+        match self.writer.submit(writer::WriteOp::OutboxDiscardHeld).await? {
+            writer::WriteOutput::Rows(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Whether the deletion guard is tripped, and how many rows it holds.
+    pub async fn guard_status(&self) -> Result<GuardStatus, StoreError> {
+        self.readers.run(outbox::guard_status).await
     }
 
     pub async fn outbox_complete(
@@ -431,5 +456,85 @@ mod tests {
         assert!(store.get(ResourceKind::User, "nope", Load::default()).await.unwrap().is_none());
         store.close();
         assert!(matches!(store.create(user("b", "b")).await, Err(StoreError::Closed)));
+    }
+
+    /// The guard's state machine: trip, hold, joining the held set, cancellation by a
+    /// re-create and a reactivation, release.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deletion_guard_holds_cancels_and_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let policy = || {
+            Some(GuardPolicy {
+                threshold_count: 2,
+                threshold_share: 1.0,
+                share_min_count: u64::MAX,
+                window_start: "2000-01-01T00:00:00.000Z".into(),
+            })
+        };
+        let lease = || crate::model::time_after(std::time::Duration::from_secs(60));
+        let deliver_all = |store: Store| async move {
+            let c = store.outbox_claim(100, 10, lease(), policy()).await.unwrap();
+            for b in &c.bundles {
+                let app = Some(Some(format!("app-{}", b.head().resource_id)));
+                store.outbox_complete(b, crate::model::now(), Completion::Success { id_map: app }).await.unwrap();
+            }
+            c
+        };
+        for i in 0..6 {
+            store.create(user(&format!("g{i}"), &format!("g{i}"))).await.unwrap();
+        }
+        assert_eq!(deliver_all(store.clone()).await.bundles.len(), 6);
+        for i in 0..4 {
+            store.delete(ResourceKind::User, &format!("g{i}"), None).await.unwrap();
+        }
+        let c = deliver_all(store.clone()).await;
+        assert_eq!(c.tripped, Some(GuardTrip { count: 4, provisioned: 6 }));
+        assert_eq!((c.held, c.bundles.len()), (4, 0), "every deprovisioning is held once tripped");
+        // Re-created with the same userName (any case): that deletion is cancelled.
+        store.create(user("new0", "G0")).await.unwrap();
+        assert_eq!(store.guard_status().await.unwrap().held, 3);
+        // A deactivation while tripped joins the held set; a later change of it waits behind.
+        let set = |active: bool, title: &str| Update {
+            kind: ResourceKind::User,
+            id: "g4".into(),
+            expected_version: None,
+            attrs: Some(json!({"userName": "g4", "active": active, "title": title}).as_object().unwrap().clone()),
+            members: Default::default(),
+        };
+        store.update(set(false, "a")).await.unwrap();
+        store.update(set(false, "b")).await.unwrap();
+        let c = deliver_all(store.clone()).await;
+        assert_eq!(c.tripped, None, "already tripped");
+        assert_eq!(c.held, 1);
+        let ids: Vec<&str> = c.bundles.iter().map(|b| b.head().resource_id.as_str()).collect();
+        assert_eq!(ids, vec!["new0"], "the held deactivation blocks g4's later change");
+        // Reactivated: the held deactivation is cancelled and g4's changes flow.
+        store.update(set(true, "c")).await.unwrap();
+        let st = store.guard_status().await.unwrap();
+        assert_eq!((st.held, st.tripped_at.is_some()), (3, true));
+        let c = deliver_all(store.clone()).await;
+        assert_eq!(c.bundles.len(), 1);
+        assert_eq!(c.bundles[0].rows.len(), 2, "title b and the reactivation, coalesced");
+        // Release: delivered, and the guard reset (the released ones no longer count).
+        assert_eq!(store.outbox_release_held().await.unwrap(), 3);
+        let st = store.guard_status().await.unwrap();
+        assert_eq!((st.held, st.tripped_at), (0, None));
+        let c = deliver_all(store.clone()).await;
+        assert_eq!((c.bundles.len(), c.held, c.tripped), (3, 0, None));
+        assert!(c.bundles.iter().all(|b| b.head().op == crate::model::ChangeOp::Delete));
+        store.close();
+    }
+
+    #[test]
+    fn guard_trip_rule() {
+        let p =
+            GuardPolicy { threshold_count: 50, threshold_share: 0.2, share_min_count: 10, window_start: String::new() };
+        assert!(!guard_trips(&p, 50, 10_000), "the count must be exceeded");
+        assert!(guard_trips(&p, 51, 10_000));
+        assert!(!guard_trips(&p, 9, 20), "below share_min_count the share does not apply");
+        assert!(guard_trips(&p, 10, 20), "10 of 20 is above 20 %");
+        assert!(!guard_trips(&p, 10, 50), "exactly 20 % does not exceed it");
+        assert!(guard_trips(&p, 10, 0), "nothing provisioned: any share is too much once over the minimum");
     }
 }

@@ -5,6 +5,11 @@
 //! that resource (a *bundle*), so the provisioner sends the current state once instead of
 //! each intermediate one (coalescing). A dead row blocks the rows behind it until an
 //! operator retries or drops it: nothing is skipped silently.
+//!
+//! The accidental-deletion guard lives here too (see [`GuardPolicy`]): deprovisioning rows
+//! (payload `deprovision: true`) are counted over a window when claimed, and once the guard
+//! has tripped they go to `held` instead of being delivered, blocking the rows behind them,
+//! until an operator releases or discards them.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -19,6 +24,8 @@ pub enum OutboxState {
     Done,
     Retry,
     Dead,
+    /// Kept back by the tripped deletion guard until an operator decides.
+    Held,
 }
 
 impl OutboxState {
@@ -29,6 +36,7 @@ impl OutboxState {
             OutboxState::Done => "done",
             OutboxState::Retry => "retry",
             OutboxState::Dead => "dead",
+            OutboxState::Held => "held",
         }
     }
     fn parse(s: &str) -> OutboxState {
@@ -37,6 +45,7 @@ impl OutboxState {
             "done" => OutboxState::Done,
             "retry" => OutboxState::Retry,
             "dead" => OutboxState::Dead,
+            "held" => OutboxState::Held,
             _ => OutboxState::Pending,
         }
     }
@@ -79,6 +88,43 @@ impl Bundle {
     pub fn head(&self) -> &OutboxRow {
         &self.rows[0]
     }
+}
+
+/// When the deletion guard trips: more deprovisioning changes accepted within the window
+/// than `threshold_count`, or (once there are at least `share_min_count` of them) more than
+/// `threshold_share` of the provisioned users (`id_map` rows of kind User).
+#[derive(Debug, Clone)]
+pub struct GuardPolicy {
+    pub threshold_count: u64,
+    pub threshold_share: f64,
+    pub share_min_count: u64,
+    /// Start of the window (now - window), in the stored timestamp format.
+    pub window_start: String,
+}
+
+/// The guard tripped during this claim: what it counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardTrip {
+    pub count: u64,
+    pub provisioned: u64,
+}
+
+/// The guard as stored, for the CLI and status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardStatus {
+    pub tripped_at: Option<String>,
+    pub trip_count: Option<u64>,
+    pub held: u64,
+}
+
+/// What one claim produced.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub bundles: Vec<Bundle>,
+    /// `Some` when the guard tripped in this claim (the worker logs it).
+    pub tripped: Option<GuardTrip>,
+    /// Rows moved to `held` in this claim.
+    pub held: usize,
 }
 
 /// How a delivery ended, as the worker decided.
@@ -132,15 +178,113 @@ pub fn recover_leases(conn: &Connection, now: &str) -> Result<usize, StoreError>
         .execute([now])?)
 }
 
+/// The marker the store puts on deprovisioning rows (user DELETE, user deactivated, group
+/// DELETE); JSON `true` reads as 1.
+const DEPROVISION: &str = "json_extract(payload, '$.deprovision') = 1";
+
+/// Evaluate the deletion guard before a claim: trip it if the deprovisioning changes accepted
+/// within the window exceed the policy, and while it is tripped move every waiting
+/// deprovisioning row to `held`. Rows up to `reset_after_id` were decided on by an operator
+/// and are neither counted nor held again.
+fn apply_guard(conn: &Connection, policy: &GuardPolicy, now: &str) -> Result<(Option<GuardTrip>, usize), StoreError> {
+    let (tripped_at, reset_after): (Option<String>, i64) = conn
+        .prepare_cached("SELECT tripped_at, reset_after_id FROM deletion_guard WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let waiting: bool = conn
+        .prepare_cached(&format!(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE state IN ('pending', 'retry') AND id > ?1 AND {DEPROVISION})"
+        ))?
+        .query_row([reset_after], |r| r.get(0))?;
+    if !waiting {
+        return Ok((None, 0));
+    }
+    let mut trip = None;
+    if tripped_at.is_none() {
+        let count = conn
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM outbox WHERE created_at >= ?1 AND id > ?2 AND {DEPROVISION}"
+            ))?
+            .query_row(params![policy.window_start, reset_after], |r| r.get::<_, i64>(0))? as u64;
+        let provisioned = conn
+            .prepare_cached("SELECT count(*) FROM id_map WHERE resource_kind = 'User'")?
+            .query_row([], |r| r.get::<_, i64>(0))? as u64;
+        if !guard_trips(policy, count, provisioned) {
+            return Ok((None, 0));
+        }
+        conn.prepare_cached("UPDATE deletion_guard SET tripped_at = ?1, trip_count = ?2 WHERE id = 1")?
+            .execute(params![now, count as i64])?;
+        trip = Some(GuardTrip { count, provisioned });
+    }
+    let held = conn
+        .prepare_cached(&format!(
+            "UPDATE outbox SET state = 'held', next_attempt_at = NULL, lease_until = NULL
+             WHERE state IN ('pending', 'retry') AND id > ?1 AND {DEPROVISION}"
+        ))?
+        .execute([reset_after])?;
+    Ok((trip, held))
+}
+
+/// The trip rule, on its own so it can be tested without a database.
+pub fn guard_trips(policy: &GuardPolicy, count: u64, provisioned: u64) -> bool {
+    count > policy.threshold_count
+        || (count >= policy.share_min_count && count as f64 > policy.threshold_share * provisioned as f64)
+}
+
+/// The guard's state and how many rows it holds.
+pub fn guard_status(conn: &Connection) -> Result<GuardStatus, StoreError> {
+    let (tripped_at, trip_count): (Option<String>, Option<i64>) = conn
+        .prepare_cached("SELECT tripped_at, trip_count FROM deletion_guard WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let held: i64 =
+        conn.prepare_cached("SELECT count(*) FROM outbox WHERE state = 'held'")?.query_row([], |r| r.get(0))?;
+    Ok(GuardStatus { tripped_at, trip_count: trip_count.map(|c| c as u64), held: held as u64 })
+}
+
+/// Reset the guard after an operator's decision: what was accepted so far no longer counts.
+fn reset_guard(conn: &Connection) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE deletion_guard SET tripped_at = NULL, trip_count = NULL,
+                reset_after_id = (SELECT coalesce(max(id), 0) FROM outbox) WHERE id = 1",
+    )?
+    .execute([])?;
+    Ok(())
+}
+
+/// Operator: deliver the held rows (each resource's in commit order) and reset the guard.
+pub fn release_held(conn: &Connection) -> Result<usize, StoreError> {
+    let n = conn
+        .prepare_cached("UPDATE outbox SET state = 'pending', next_attempt_at = NULL WHERE state = 'held'")?
+        .execute([])?;
+    reset_guard(conn)?;
+    Ok(n)
+}
+
+/// Operator: drop the held rows for good and reset the guard; returns what was dropped.
+pub fn discard_held(conn: &Connection) -> Result<Vec<OutboxRow>, StoreError> {
+    let rows: Vec<OutboxRow> = conn
+        .prepare_cached(&format!("SELECT {ROW_COLS} FROM outbox WHERE state = 'held' ORDER BY id"))?
+        .query_map([], row)?
+        .collect::<Result<_, _>>()?;
+    conn.prepare_cached("DELETE FROM outbox WHERE state = 'held'")?.execute([])?;
+    reset_guard(conn)?;
+    Ok(rows)
+}
+
 /// Claim up to `limit` bundles whose head is due, leasing them until `lease_until`. A
-/// lease that expired (a delivery that hung past its deadline) is due again.
+/// lease that expired (a delivery that hung past its deadline) is due again. With a guard
+/// policy, the deletion guard is evaluated first (see [`apply_guard`]).
 pub fn claim(
     conn: &Connection,
     limit: usize,
     max_rows_per_bundle: usize,
     now: &str,
     lease_until: &str,
-) -> Result<Vec<Bundle>, StoreError> {
+    guard: Option<&GuardPolicy>,
+) -> Result<Claimed, StoreError> {
+    let (tripped, held) = match guard {
+        Some(policy) => apply_guard(conn, policy, now)?,
+        None => (None, 0),
+    };
     let heads: Vec<(i64, String)> = {
         let mut st = conn.prepare_cached(
             "SELECT o.id, o.resource_id FROM outbox o
@@ -148,7 +292,7 @@ pub fn claim(
                     OR (o.state = 'in_flight' AND o.lease_until <= ?1))
                AND NOT EXISTS (SELECT 1 FROM outbox p
                                WHERE p.resource_id = o.resource_id AND p.id < o.id
-                                 AND p.state IN ('pending', 'retry', 'in_flight', 'dead'))
+                                 AND p.state IN ('pending', 'retry', 'in_flight', 'dead', 'held'))
              ORDER BY o.id LIMIT ?2",
         )?;
         let rows = st.query_map(params![now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -172,7 +316,7 @@ pub fn claim(
             bundles.push(Bundle { rows });
         }
     }
-    Ok(bundles)
+    Ok(Claimed { bundles, tripped, held })
 }
 
 /// Record the end of a delivery of the bundle made of `ids` (head first).

@@ -145,6 +145,11 @@ pub fn create(conn: &Connection, new: NewResource, now: &str) -> Result<Resource
     write_emails(conn, seq, &ix)?;
     let added = if new.kind == ResourceKind::Group { add_members(conn, seq, &new.members)? } else { Vec::new() };
     let payload = if added.is_empty() { json!({}) } else { json!({ "members_added": added }) };
+    if new.kind == ResourceKind::User {
+        if let Some(name) = &ix.user_name_ci {
+            cancel_held_deletes_of(conn, name, &new.id, now)?;
+        }
+    }
     enqueue(conn, new.kind, &new.id, ChangeOp::Create, 1, &payload, now)?;
     let load = Load { members: true, groups: true };
     get(conn, new.kind, &new.id, load)?.ok_or_else(|| StoreError::Internal("created row vanished".into()))
@@ -173,11 +178,19 @@ pub fn update(conn: &Connection, upd: Update, now: &str) -> Result<Resource, Sto
         }
     }
     let mut attrs_changed = false;
+    let mut deprovision = false;
     if let Some(attrs) = upd.attrs {
         let data = Value::Object(attrs);
         let old: Value = serde_json::from_str(&cur.data).map_err(|e| StoreError::Internal(e.to_string()))?;
         if old != data {
             attrs_changed = true;
+            if upd.kind == ResourceKind::User {
+                deprovision = !inactive(&old) && inactive(&data);
+                if !inactive(&data) {
+                    // Active again while its deactivation is held: the IdP took it back.
+                    cancel_held(conn, &upd.id, "cancelled: the IdP reactivated the user while it was held", now)?;
+                }
+            }
             let ix = indexed(upd.kind, data.as_object().expect("constructed from a map"));
             conn.prepare_cached(
                 "UPDATE resources SET user_name_ci = ?2, display_name_ci = ?3, external_id = ?4, data = ?5 WHERE seq = ?1",
@@ -208,6 +221,9 @@ pub fn update(conn: &Connection, upd: Update, now: &str) -> Result<Resource, Sto
         let mut payload = Map::new();
         if attrs_changed {
             payload.insert("attributes_changed".into(), Value::Bool(true));
+        }
+        if deprovision {
+            payload.insert("deprovision".into(), Value::Bool(true));
         }
         if !added.is_empty() {
             payload.insert("members_added".into(), json!(added));
@@ -252,7 +268,50 @@ pub fn delete(
             tombstone.insert(k.to_string(), v.clone());
         }
     }
-    enqueue(conn, kind, id, ChangeOp::Delete, cur.version + 1, &json!({ "tombstone": tombstone }), now)?;
+    // Every delete deprovisions (the deletion guard counts it), even of an inactive user.
+    let payload = json!({ "tombstone": tombstone, "deprovision": true });
+    enqueue(conn, kind, id, ChangeOp::Delete, cur.version + 1, &payload, now)?;
+    Ok(())
+}
+
+/// `active` is false. Absent means active (RFC 7643 §4.1.1 leaves it to the provider; we
+/// provision such users as active).
+fn inactive(attrs: &Value) -> bool {
+    attrs.get("active") == Some(&Value::Bool(false))
+}
+
+/// Cancel the held (deletion guard) rows of one resource: they are done without reaching
+/// the app, with `reason` as their last word. Rows behind them then flow.
+fn cancel_held(conn: &Connection, resource_id: &str, reason: &str, now: &str) -> Result<usize, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE outbox SET state = 'done', done_at = ?3, last_error = ?2 WHERE resource_id = ?1 AND state = 'held'",
+        )?
+        .execute(params![resource_id, reason, now])?;
+    if n > 0 {
+        tracing::info!(resource = resource_id, rows = n, reason, "held deprovisioning cancelled");
+    }
+    Ok(n)
+}
+
+/// A user created with the userName of a user whose deletion is held: the IdP re-created
+/// it, so the deletion is cancelled and the old app account is left to the new resource
+/// (the provisioner adopts it by userName), its old id mapping forgotten.
+fn cancel_held_deletes_of(conn: &Connection, user_name_ci: &str, new_id: &str, now: &str) -> Result<(), StoreError> {
+    let held: Vec<(String, String)> = conn
+        .prepare_cached(
+            "SELECT resource_id, payload FROM outbox WHERE state = 'held' AND op = 'delete' AND resource_kind = 'User'",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (old_id, payload) in held {
+        let p: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+        let name = p.pointer("/tombstone/userName").and_then(Value::as_str).map(fold_case);
+        if name.as_deref() == Some(user_name_ci) {
+            cancel_held(conn, &old_id, &format!("cancelled: the IdP re-created the user as {new_id} while held"), now)?;
+            conn.prepare_cached("DELETE FROM id_map WHERE resource_id = ?1")?.execute([&old_id])?;
+        }
+    }
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::outbox::{self, Bundle, Completion};
+use super::outbox::{self, Claimed, Completion, GuardPolicy, OutboxRow};
 use super::tokens::GeneratedToken;
 use super::{NewResource, StoreError, Update, resources, tokens};
 use crate::model::{Resource, ResourceKind};
@@ -32,6 +32,7 @@ pub enum WriteOp {
         limit: usize,
         max_rows: usize,
         lease_until: String,
+        guard: Option<GuardPolicy>,
     },
     OutboxComplete {
         kind: ResourceKind,
@@ -42,6 +43,8 @@ pub enum WriteOp {
     },
     OutboxRetryDead(Option<i64>),
     OutboxDrop(i64),
+    OutboxReleaseHeld,
+    OutboxDiscardHeld,
     Resync {
         kind: ResourceKind,
         id: String,
@@ -54,7 +57,8 @@ pub enum WriteOutput {
     Done,
     Changed(usize),
     Pragmas(Vec<(String, String)>),
-    Bundles(Vec<Bundle>),
+    Claimed(Claimed),
+    Rows(Vec<OutboxRow>),
 }
 
 struct Job {
@@ -186,14 +190,16 @@ fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
         WriteOp::TokenRevoke(id) => tokens::revoke(conn, &id, &now).map(WriteOutput::Changed),
         WriteOp::ReadPragmas => super::open::read_pragmas(conn).map(WriteOutput::Pragmas),
         WriteOp::OutboxRecover => outbox::recover_leases(conn, &now).map(WriteOutput::Changed),
-        WriteOp::OutboxClaim { limit, max_rows, lease_until } => {
-            outbox::claim(conn, limit, max_rows, &now, &lease_until).map(WriteOutput::Bundles)
+        WriteOp::OutboxClaim { limit, max_rows, lease_until, guard } => {
+            outbox::claim(conn, limit, max_rows, &now, &lease_until, guard.as_ref()).map(WriteOutput::Claimed)
         }
         WriteOp::OutboxComplete { kind, resource_id, ids, started_at, completion } => {
             outbox::complete(conn, kind, &resource_id, &ids, &started_at, &completion, &now).map(|_| WriteOutput::Done)
         }
         WriteOp::OutboxRetryDead(id) => outbox::retry_dead(conn, id, &now).map(WriteOutput::Changed),
         WriteOp::OutboxDrop(id) => outbox::drop_row(conn, id).map(WriteOutput::Changed),
+        WriteOp::OutboxReleaseHeld => outbox::release_held(conn).map(WriteOutput::Changed),
+        WriteOp::OutboxDiscardHeld => outbox::discard_held(conn).map(WriteOutput::Rows),
         WriteOp::Resync { kind, id } => {
             resources::resync(conn, kind, &id, &now).map(|n| WriteOutput::Changed(n as usize))
         }

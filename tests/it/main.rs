@@ -11,6 +11,7 @@ mod durability;
 mod errors;
 mod fuzzed;
 mod groups;
+mod guard;
 mod idp_flows;
 mod ops;
 mod provisioning;

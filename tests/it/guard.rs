@@ -1,0 +1,157 @@
+//! The accidental-deletion guard (issue 9) against the real `scim2-server` app: past the
+//! threshold, deprovisioning changes are answered as usual but held, not delivered, until an
+//! operator releases or discards them; re-creating or reactivating a user cancels its own.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::app::{ScimApp, scim_target_config};
+use crate::support::*;
+
+fn config(app: &ScimApp, guard: &str) -> String {
+    format!("{}[outbox.deletion_guard]\n{guard}", scim_target_config(&app.base))
+}
+
+/// Bounded wait until nothing is waiting (held rows do not count as waiting).
+async fn wait_settled(d: &Daemon) {
+    let mut last = String::new();
+    for _ in 0..600 {
+        last = d.cli(&["outbox", "list"]);
+        if last.starts_with("0 change(s) waiting") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("outbox did not settle within 30 s:\n{last}");
+}
+
+/// The resource ids `outbox list --held` shows.
+fn held(d: &Daemon) -> Vec<String> {
+    d.cli(&["outbox", "list", "--held"])
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.get(1) == Some(&"held")).then(|| cols[3].to_string())
+        })
+        .collect()
+}
+
+async fn inactive_in_app(app: &ScimApp) -> usize {
+    app.all("Users").await.iter().filter(|u| u["active"] == false).count()
+}
+
+async fn population(d: &Daemon, prefix: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(d.create_user(&format!("{prefix}{i}@example.com")).await);
+    }
+    wait_settled(d).await;
+    ids
+}
+
+#[tokio::test]
+async fn a_mass_deletion_is_held_across_a_restart_until_released() {
+    let app = ScimApp::start().await;
+    let mut d = Daemon::start_with(&config(&app, "threshold_count = 3\nthreshold_share = 1.0\n"));
+    let ids = population(&d, "m", 10).await;
+    assert_eq!(app.all("Users").await.len(), 10);
+    for id in &ids[..8] {
+        assert_eq!(d.delete(&format!("/Users/{id}")).await.status, StatusCode::NO_CONTENT, "the IdP is answered");
+    }
+    wait_settled(&d).await;
+    let delivered = inactive_in_app(&app).await;
+    assert!(delivered <= 3, "nothing beyond the threshold reaches the app: {delivered} deactivated");
+    let list = d.cli(&["outbox", "list", "--held"]);
+    assert!(list.contains("deletion guard TRIPPED"), "{list}");
+    let held_before = held(&d);
+    assert_eq!(held_before.len() + delivered, 8, "{list}");
+    assert!(held_before.iter().all(|h| ids[..8].contains(h)));
+
+    // A restart keeps them held, and other changes keep flowing meanwhile.
+    assert!(d.stop().success());
+    d.spawn();
+    d.create_user("after-restart@example.com").await;
+    wait_settled(&d).await;
+    assert!(app.user_by_name("after-restart@example.com").await.is_some(), "creates flow while tripped");
+    assert_eq!(held(&d), held_before, "held across the restart");
+    assert_eq!(inactive_in_app(&app).await, delivered, "still nothing more deactivated");
+
+    // Release: every held deprovisioning is delivered and the guard is reset.
+    d.cli(&["outbox", "release", "--held"]);
+    wait_settled(&d).await;
+    assert_eq!(inactive_in_app(&app).await, 8, "released deprovisionings delivered");
+    let list = d.cli(&["outbox", "list"]);
+    assert!(held(&d).is_empty() && !list.contains("TRIPPED"), "{list}");
+    // Reset: the next deletion counts from zero and flows.
+    d.delete(&format!("/Users/{}", ids[8])).await;
+    wait_settled(&d).await;
+    assert_eq!(inactive_in_app(&app).await, 9);
+}
+
+#[tokio::test]
+async fn recreate_and_reactivation_cancel_and_discard_drops() {
+    let app = ScimApp::start().await;
+    let d = Daemon::start_with(&config(&app, "threshold_count = 2\nthreshold_share = 1.0\n"));
+    let ids = population(&d, "c", 8).await;
+    for id in &ids[..4] {
+        d.delete(&format!("/Users/{id}")).await;
+    }
+    wait_settled(&d).await;
+    assert!(d.cli(&["outbox", "list"]).contains("TRIPPED"));
+    let delivered = inactive_in_app(&app).await;
+    assert!(delivered <= 2, "{delivered}");
+
+    // While tripped: c4 is deactivated, c5 deleted; both join the held set...
+    let off = patch_body(json!([{"op": "replace", "path": "active", "value": false}]));
+    assert_eq!(d.patch(&format!("/Users/{}", ids[4]), off).await.status, StatusCode::OK);
+    assert_eq!(d.delete(&format!("/Users/{}", ids[5])).await.status, StatusCode::NO_CONTENT);
+    wait_settled(&d).await;
+    let h = held(&d);
+    assert!(h.contains(&ids[4]) && h.contains(&ids[5]), "{h:?}");
+    // ...then the IdP reactivates c4 and re-creates c5: both deprovisionings are cancelled.
+    let on = patch_body(json!([{"op": "replace", "path": "active", "value": true}]));
+    assert_eq!(d.patch(&format!("/Users/{}", ids[4]), on).await.status, StatusCode::OK);
+    let c5 = d.create_user("c5@example.com").await;
+    wait_settled(&d).await;
+    let h = held(&d);
+    assert!(!h.contains(&ids[4]) && !h.contains(&ids[5]), "cancelled: {h:?}");
+    assert_eq!(h.len() + delivered, 4, "the first four stay held");
+    for name in ["c4@example.com", "c5@example.com"] {
+        let u = app.user_by_name(name).await.expect("still in the app");
+        assert_eq!(u["active"], true, "{name}'s deprovisioning never reached the app");
+    }
+    assert_eq!(app.all("Users").await.iter().filter(|u| u["userName"] == "c5@example.com").count(), 1);
+    assert_eq!(d.get(&format!("/Users/{c5}")).await.status, StatusCode::OK);
+
+    // Discard needs --confirm; then the held changes are gone for good, logged at warn.
+    let out = d.cli_raw(&["outbox", "discard", "--held"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(held(&d).len(), h.len(), "nothing dropped without --confirm");
+    let out = d.cli_raw(&["outbox", "discard", "--held", "--confirm"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("discarded") && err.contains("WARN"), "{err}");
+    assert!(held(&d).is_empty());
+    wait_settled(&d).await;
+    assert_eq!(inactive_in_app(&app).await, delivered, "discarded deprovisionings never reach the app");
+    assert!(!d.cli(&["outbox", "list"]).contains("TRIPPED"), "discard resets the guard");
+}
+
+#[tokio::test]
+async fn ordinary_offboarding_flows_with_the_default_guard() {
+    let app = ScimApp::start().await;
+    // The shipped defaults: a 10-person company offboarding 3 people at once is not a wipe-out.
+    let d = Daemon::start_with(&scim_target_config(&app.base));
+    let ids = population(&d, "o", 10).await;
+    for id in &ids[..2] {
+        assert_eq!(d.delete(&format!("/Users/{id}")).await.status, StatusCode::NO_CONTENT);
+    }
+    d.patch(&format!("/Users/{}", ids[2]), patch_body(json!([{"op": "replace", "path": "active", "value": false}])))
+        .await;
+    wait_settled(&d).await;
+    assert_eq!(inactive_in_app(&app).await, 3);
+    assert!(held(&d).is_empty());
+    assert!(!d.cli(&["outbox", "list"]).contains("TRIPPED"));
+}
