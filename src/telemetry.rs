@@ -59,6 +59,11 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
 }
@@ -75,6 +80,7 @@ struct Metrics {
     outbox_oldest_age: FloatGauge,
     outbox_dead: Gauge,
     database_size: Gauge,
+    guard_held: Family<TargetLabels, Gauge>,
     last_delivery: Mutex<Option<LastDelivery>>,
 }
 
@@ -135,6 +141,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Size of the SQLite database and its write-ahead log",
         database_size.clone(),
     );
+    let guard_held = Family::<TargetLabels, Gauge>::default();
+    registry.register(
+        "scimsync_deletion_guard_held",
+        "Deprovisioning changes held by the accidental-deletion guard, by target (release or discard with `scimsync outbox`)",
+        guard_held.clone(),
+    );
     registry.register(
         "scimsync_build",
         "The running scimsync's version",
@@ -150,6 +162,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         outbox_oldest_age,
         outbox_dead,
         database_size,
+        guard_held,
         last_delivery: Mutex::new(None),
     }
 });
@@ -223,6 +236,8 @@ pub struct StoreGauges {
     pub outbox_oldest_age: Duration,
     pub outbox_dead: u64,
     pub database_size_bytes: u64,
+    /// (target kind, rows the deletion guard holds).
+    pub guard_held: Option<(&'static str, u64)>,
 }
 
 pub fn set_store_gauges(g: &StoreGauges) {
@@ -231,6 +246,9 @@ pub fn set_store_gauges(g: &StoreGauges) {
     m.outbox_oldest_age.set(g.outbox_oldest_age.as_secs_f64());
     m.outbox_dead.set(g.outbox_dead.min(i64::MAX as u64) as i64);
     m.database_size.set(g.database_size_bytes.min(i64::MAX as u64) as i64);
+    if let Some((target, held)) = g.guard_held {
+        m.guard_held.get_or_create(&TargetLabels { target }).set(held.min(i64::MAX as u64) as i64);
+    }
 }
 
 /// Every metric in the text exposition format ([`METRICS_CONTENT_TYPE`]).

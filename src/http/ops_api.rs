@@ -130,10 +130,24 @@ async fn readyz(state: &OpsState) -> Response {
             "last_delivery_at": l.at,
         }),
     };
+    // A tripped deletion guard is reported, not a reason to be unready: the API must keep
+    // answering the IdP while an admin decides.
+    let guard_check = match tokio::time::timeout(CHECK_TIMEOUT, state.store.guard_status()).await {
+        Ok(Ok(g)) => json!({
+            "tripped": g.tripped_at.is_some(),
+            "tripped_at": g.tripped_at,
+            "held": g.held,
+            "detail": if g.tripped_at.is_some() {
+                "deprovisioning is held; review with `scimsync outbox list --held`, then `outbox release --held` or `outbox discard --held --confirm`"
+            } else { "not tripped" },
+        }),
+        Ok(Err(e)) => json!({"error": e.to_string()}),
+        Err(_) => json!({"error": "timeout"}),
+    };
     let ready = reasons.is_empty();
     let body = json!({
         "ready": ready,
-        "checks": {"store": store_check, "migrations": migrations_check, "target": target_check},
+        "checks": {"store": store_check, "migrations": migrations_check, "target": target_check, "deletion_guard": guard_check},
         "reasons": reasons,
     });
     if !ready {
@@ -154,10 +168,12 @@ async fn metrics(state: &OpsState) -> Response {
     let read = async {
         let (depth, oldest) = store.outbox_depth().await?;
         let counts = store.outbox_counts().await?;
-        Ok::<_, crate::store::StoreError>((depth, oldest, counts))
+        let guard = store.guard_status().await?;
+        Ok::<_, crate::store::StoreError>((depth, oldest, counts, guard))
     };
     match tokio::time::timeout(CHECK_TIMEOUT, read).await {
-        Ok(Ok((depth, oldest, counts))) => {
+        Ok(Ok((depth, oldest, counts, guard))) => {
+            g.guard_held = Some((state.target_kind, guard.held));
             g.outbox_depth = depth;
             g.outbox_oldest_age = oldest.as_deref().map(crate::model::age_of).unwrap_or_default();
             g.outbox_dead = counts.iter().find(|(s, _)| s == "dead").map(|(_, n)| *n).unwrap_or(0);

@@ -68,6 +68,15 @@ async fn a_mass_deletion_is_held_across_a_restart_until_released() {
     let held_before = held(&d);
     assert_eq!(held_before.len() + delivered, 8, "{list}");
     assert!(held_before.iter().all(|h| ids[..8].contains(h)));
+    // Visible to monitoring: the metric by target and the readiness detail (still ready).
+    let metrics = d.http.get(format!("{}/metrics", d.admin_base)).send().await.unwrap().text().await.unwrap();
+    let line = format!("scimsync_deletion_guard_held{{target=\"scim\"}} {}", held_before.len());
+    assert!(metrics.contains(&line), "missing {line:?} in:\n{metrics}");
+    let ready = d.http.get(format!("{}/readyz", d.admin_base)).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "a tripped guard does not make the daemon unready");
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["deletion_guard"]["tripped"], true, "{ready}");
+    assert_eq!(ready["checks"]["deletion_guard"]["held"], held_before.len(), "{ready}");
 
     // A restart keeps them held, and other changes keep flowing meanwhile.
     assert!(d.stop().success());
