@@ -57,32 +57,12 @@ async fn route(state: &ApiState, req: &Request) -> Reply {
             Method::GET => Ok(respond::json(StatusCode::OK, &schema::service_provider_config_json(base, &spc(state)))),
             _ => method_not_allowed(req, "GET"),
         },
-        [s] if s.eq_ignore_ascii_case("Schemas") => match *m {
-            Method::GET => {
-                let all = schema::schemas_json(base);
-                Ok(respond::json(StatusCode::OK, &list_response(all.len() as u64, 1, all)))
-            }
-            _ => method_not_allowed(req, "GET"),
-        },
-        [s, id] if s.eq_ignore_ascii_case("Schemas") => match *m {
-            Method::GET => schema::schema_json(base, id)
-                .map(|v| respond::json(StatusCode::OK, &v))
-                .ok_or_else(|| ScimError::not_found(format!("no schema {id}")).into()),
-            _ => method_not_allowed(req, "GET"),
-        },
-        [s] if s.eq_ignore_ascii_case("ResourceTypes") => match *m {
-            Method::GET => {
-                let all = schema::resource_types_json(base);
-                Ok(respond::json(StatusCode::OK, &list_response(all.len() as u64, 1, all)))
-            }
-            _ => method_not_allowed(req, "GET"),
-        },
-        [s, id] if s.eq_ignore_ascii_case("ResourceTypes") => match *m {
-            Method::GET => schema::resource_type_json(base, id)
-                .map(|v| respond::json(StatusCode::OK, &v))
-                .ok_or_else(|| ScimError::not_found(format!("no resource type {id}")).into()),
-            _ => method_not_allowed(req, "GET"),
-        },
+        [s] if s.eq_ignore_ascii_case("Schemas") => discovery_list(req, schema::schemas_json(base)),
+        [s, id] if s.eq_ignore_ascii_case("Schemas") => discovery_one(req, schema::schema_json(base, id), "schema", id),
+        [s] if s.eq_ignore_ascii_case("ResourceTypes") => discovery_list(req, schema::resource_types_json(base)),
+        [s, id] if s.eq_ignore_ascii_case("ResourceTypes") => {
+            discovery_one(req, schema::resource_type_json(base, id), "resource type", id)
+        }
         [s] if s.eq_ignore_ascii_case(".search") => match *m {
             Method::POST => search_all(state, req).await,
             _ => method_not_allowed(req, "POST"),
@@ -128,6 +108,22 @@ async fn route(state: &ApiState, req: &Request) -> Reply {
         },
         _ => Err(ScimError::not_found(format!("no endpoint {}", req.segments.join("/"))).into()),
     }
+}
+
+/// A discovery list (RFC 7644 §4): GET only, as a ListResponse.
+fn discovery_list(req: &Request, all: Vec<Value>) -> Reply {
+    if req.method != Method::GET {
+        return method_not_allowed(req, "GET");
+    }
+    Ok(respond::json(StatusCode::OK, &list_response(all.len() as u64, 1, all)))
+}
+
+/// One discovery document by id: GET only, 404 when unknown.
+fn discovery_one(req: &Request, one: Option<Value>, what: &str, id: &str) -> Reply {
+    if req.method != Method::GET {
+        return method_not_allowed(req, "GET");
+    }
+    one.map(|v| respond::json(StatusCode::OK, &v)).ok_or_else(|| ScimError::not_found(format!("no {what} {id}")).into())
 }
 
 fn spc(state: &ApiState) -> schema::SpcOptions {
