@@ -209,6 +209,8 @@ async fn serve(loaded: Loaded) -> Result<i32> {
     tracing::info!(%bound, admin = ?admin_bound, base_url, data_dir = %cfg.store.data_dir.display(), "scimsync started");
     let token = CancellationToken::new();
     shutdown::on_signals(token.clone());
+    crate::systemd::ready(&format!("serving SCIM on {base_url}"));
+    crate::systemd::spawn_watchdog(store.clone(), token.clone());
     app::run(&cfg, store, listener, admin, base_url, token).await;
     tracing::info!("scimsync stopped");
     Ok(0)

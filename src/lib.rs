@@ -26,4 +26,5 @@ pub mod scim;
 pub mod service;
 pub mod shutdown;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;

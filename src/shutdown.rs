@@ -8,6 +8,7 @@ pub fn on_signals(token: CancellationToken) {
     tokio::spawn(async move {
         let name = wait_for_signal().await;
         tracing::info!(signal = name, "shutdown requested");
+        crate::systemd::stopping();
         token.cancel();
     });
 }

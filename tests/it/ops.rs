@@ -188,3 +188,28 @@ async fn readiness_flips_when_the_store_is_unwritable() {
     let r = admin_get(&d, "/readyz", None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
+
+#[tokio::test]
+async fn systemd_notifications_ready_watchdog_stopping() {
+    // The daemon speaks sd_notify(3) to NOTIFY_SOCKET: a datagram socket this test owns,
+    // standing in for systemd.
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut d =
+        Daemon::start_with_env("", &[("NOTIFY_SOCKET", sock_path.to_str().unwrap()), ("WATCHDOG_USEC", "200000")]);
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let mut wait_for = |needle: &str, seen: &mut String| {
+        while !seen.contains(needle) {
+            let n = sock.recv(&mut buf).unwrap_or_else(|e| panic!("no {needle} from the daemon: {e}; got {seen:?}"));
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    wait_for("READY=1", &mut seen);
+    assert!(seen.contains("STATUS=serving SCIM on http://127.0.0.1:"), "{seen:?}");
+    wait_for("WATCHDOG=1", &mut seen);
+    assert!(d.stop().success());
+    wait_for("STOPPING=1", &mut seen);
+}

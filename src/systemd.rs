@@ -1,0 +1,56 @@
+//! systemd integration (sd_notify(3)): `READY=1` once migrations ran and both listeners are
+//! bound, `STATUS=` lines an operator sees in `systemctl status`, `STOPPING=1` at shutdown,
+//! and watchdog pings while the store's writer still answers. Without `NOTIFY_SOCKET` (not
+//! under systemd, or `Type=simple`) every call is a no-op.
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+
+/// Startup is finished: the service manager may start dependants.
+pub fn ready(status: &str) {
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+pub fn status(status: &str) {
+    notify(&[NotifyState::Status(status)]);
+}
+
+pub fn stopping() {
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping: finishing requests and deliveries")]);
+}
+
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
+}
+
+/// While `WatchdogSec=` is set, ping at half the interval — but only while a round trip
+/// through the store's writer succeeds, so a wedged writer gets the daemon restarted instead
+/// of a live-looking process that acknowledges nothing. Also refreshes `STATUS=` with the
+/// queue depth.
+pub fn spawn_watchdog(store: Store, shutdown: CancellationToken) {
+    let interval = sd_notify::watchdog_enabled().map(|d| d / 2);
+    tokio::spawn(async move {
+        let tick = interval.unwrap_or(Duration::from_secs(30)).max(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(tick) => {}
+            }
+            let healthy = matches!(tokio::time::timeout(tick, store.writer_pragmas()).await, Ok(Ok(_)));
+            if interval.is_some() && healthy {
+                notify(&[NotifyState::Watchdog]);
+            } else if interval.is_some() {
+                tracing::error!("store writer did not answer; withholding the systemd watchdog ping");
+            }
+            if let Ok(Ok((depth, _))) = tokio::time::timeout(tick, store.outbox_depth()).await {
+                status(&format!("serving; {depth} change(s) queued for the app"));
+            }
+        }
+    });
+}
