@@ -84,13 +84,6 @@ impl Resp {
     }
 }
 
-fn endpoint(kind: ResourceKind) -> &'static str {
-    match kind {
-        ResourceKind::User => "Users",
-        ResourceKind::Group => "Groups",
-    }
-}
-
 /// The SCIM filter string literal for `s` (RFC 7644 §3.4.2.2: a JSON string).
 fn lit(s: &str) -> String {
     Value::String(s.to_string()).to_string()
@@ -218,7 +211,7 @@ impl ScimTarget {
             return self.deprovision(job).await;
         };
         let mut body = representation(current);
-        let ep = endpoint(job.kind);
+        let ep = job.kind.segment();
         // Find the app's account: known id, else look it up, else create it.
         let mut app_id = job.app_id.clone();
         let mut fresh = false;
@@ -270,7 +263,7 @@ impl ScimTarget {
         let mut start = 1u64;
         let mut seen = 0u64;
         loop {
-            let path = format!("{}?startIndex={start}&count={size}", endpoint(kind));
+            let path = format!("{}?startIndex={start}&count={size}", kind.segment());
             let r = self.send(Method::GET, &path, None, "list").await?;
             if r.status != 200 {
                 return Err(self.fail(&r, &format!("GET /{path}")));
@@ -310,14 +303,14 @@ impl ScimTarget {
             filters.push(format!("externalId eq {}", lit(v)));
         }
         for f in filters {
-            let q = format!("{}?filter={}", endpoint(kind), urlencode(&f));
+            let q = format!("{}?filter={}", kind.segment(), urlencode(&f));
             let r = self.send(Method::GET, &q, None, key).await?;
             if r.status != 200 {
                 // Some apps reject filters on an attribute: not fatal, try the next or create.
                 if r.status == 400 {
                     continue;
                 }
-                return Err(self.fail(&r, &format!("GET /{}?filter", endpoint(kind))));
+                return Err(self.fail(&r, &format!("GET /{}?filter", kind.segment())));
             }
             let v = r.json();
             if let Some(id) = v["Resources"].as_array().and_then(|a| a.first()).and_then(|x| x["id"].as_str()) {
@@ -339,7 +332,7 @@ impl ScimTarget {
         body: &serde_json::Map<String, Value>,
         key: &str,
     ) -> Result<(), Outcome> {
-        let ep = endpoint(kind);
+        let ep = kind.segment();
         let path = format!("{ep}/{app_id}");
         // Groups are never PUT: a PUT without members would empty the group in the app.
         let r = if self.opts.update_method == UpdateMethod::Put && kind == ResourceKind::User {
@@ -408,7 +401,7 @@ impl ScimTarget {
             // Never reached the app: nothing to remove.
             return Ok(Outcome::Done { app_id: None });
         };
-        let path = format!("{}/{app_id}", endpoint(job.kind));
+        let path = format!("{}/{app_id}", job.kind.segment());
         if self.opts.deprovision == Deprovision::Deactivate && job.kind == ResourceKind::User {
             let patch =
                 json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]});

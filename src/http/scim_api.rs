@@ -42,15 +42,7 @@ fn method_not_allowed(req: &Request, allowed: &str) -> Reply {
 async fn route(state: &ApiState, req: &Request) -> Reply {
     let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let m = &req.method;
-    let kind_of = |s: &str| {
-        if s.eq_ignore_ascii_case("Users") {
-            Some(ResourceKind::User)
-        } else if s.eq_ignore_ascii_case("Groups") {
-            Some(ResourceKind::Group)
-        } else {
-            None
-        }
-    };
+    let kind_of = ResourceKind::from_segment;
     let base = &state.base_url;
     match segs.as_slice() {
         [s] if s.eq_ignore_ascii_case("ServiceProviderConfig") => match *m {
@@ -183,18 +175,11 @@ async fn create(state: &ApiState, req: &Request, kind: ResourceKind) -> Reply {
     let body = parse_json(req)?;
     let res = state.service.create(kind, body).await?;
     let mut r = with_resource(StatusCode::CREATED, state, &res, &proj);
-    let location = format!("{}/{}/{}", state.base_url, endpoint(kind), res.id);
+    let location = format!("{}/{}/{}", state.base_url, kind.segment(), res.id);
     if let Ok(v) = HeaderValue::from_str(&location) {
         r.headers_mut().insert("location", v);
     }
     Ok(r)
-}
-
-fn endpoint(kind: ResourceKind) -> &'static str {
-    match kind {
-        ResourceKind::User => "Users",
-        ResourceKind::Group => "Groups",
-    }
 }
 
 async fn get_one(state: &ApiState, req: &Request, kind: ResourceKind, id: &str) -> Reply {

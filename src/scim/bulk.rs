@@ -272,15 +272,7 @@ impl Operation {
 
     fn target_of(&self, path: &str) -> Result<Target, ScimError> {
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let kind_of = |s: &str| {
-            if s.eq_ignore_ascii_case("Users") {
-                Some(ResourceKind::User)
-            } else if s.eq_ignore_ascii_case("Groups") {
-                Some(ResourceKind::Group)
-            } else {
-                None
-            }
-        };
+        let kind_of = ResourceKind::from_segment;
         let unknown =
             || ScimError::invalid_value(format!("path {path:?} names no resource endpoint; use /Users or /Groups"));
         match (self.method, segs.as_slice()) {

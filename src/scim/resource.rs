@@ -374,17 +374,13 @@ pub fn render(res: &Resource, base_url: &str, proj: &Projection) -> Value {
         }
         m.insert(k.clone(), v.clone());
     }
-    let endpoint = |k: ResourceKind| match k {
-        ResourceKind::User => "Users",
-        ResourceKind::Group => "Groups",
-    };
     if let Some(members) = &res.members {
         let list: Vec<Value> = members
             .iter()
             .map(|mm| {
                 let mut o = Map::new();
                 o.insert("value".into(), json!(mm.id));
-                o.insert("$ref".into(), json!(format!("{base_url}/{}/{}", endpoint(mm.kind), mm.id)));
+                o.insert("$ref".into(), json!(format!("{base_url}/{}/{}", mm.kind.segment(), mm.id)));
                 o.insert("type".into(), json!(mm.kind.as_str()));
                 if let Some(d) = &mm.display {
                     o.insert("display".into(), json!(d));
@@ -420,7 +416,7 @@ pub fn render(res: &Resource, base_url: &str, proj: &Projection) -> Value {
             "resourceType": kind.as_str(),
             "created": res.meta.created,
             "lastModified": res.meta.last_modified,
-            "location": format!("{base_url}/{}/{}", endpoint(kind), res.id),
+            "location": format!("{base_url}/{}/{}", kind.segment(), res.id),
             "version": etag(res.meta.version),
         }),
     );

@@ -77,6 +77,17 @@ impl ResourceKind {
         }
     }
 
+    /// The endpoint's path segment, `Users` / `Groups` (for URLs: `{base}/Users/{id}`).
+    pub fn segment(self) -> &'static str {
+        &self.endpoint()[1..]
+    }
+
+    /// The resource type an endpoint segment names (`Users`, `groups`): matched
+    /// case-insensitively, as IdPs are not consistent about it.
+    pub fn from_segment(s: &str) -> Option<ResourceKind> {
+        [ResourceKind::User, ResourceKind::Group].into_iter().find(|k| k.segment().eq_ignore_ascii_case(s))
+    }
+
     /// The resource type name (`meta.resourceType`, RFC 7643 §3.1; the resource type's `id`
     /// and `name`, §6), e.g. `User`. The same as [`ResourceKind::as_str`].
     pub fn name(self) -> &'static str {

@@ -2,8 +2,6 @@
 //! threshold, deprovisioning changes are answered as usual but held, not delivered, until an
 //! operator releases or discards them; re-creating or reactivating a user cancels its own.
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -12,19 +10,6 @@ use crate::support::*;
 
 fn config(app: &ScimApp, guard: &str) -> String {
     format!("{}[outbox.deletion_guard]\n{guard}", scim_target_config(&app.base))
-}
-
-/// Bounded wait until nothing is waiting (held rows do not count as waiting).
-async fn wait_settled(d: &Daemon) {
-    let mut last = String::new();
-    for _ in 0..600 {
-        last = d.cli(&["outbox", "list"]);
-        if last.starts_with("0 change(s) waiting") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("outbox did not settle within 30 s:\n{last}");
 }
 
 /// The resource ids `outbox list --held` shows.
@@ -47,7 +32,7 @@ async fn population(d: &Daemon, prefix: &str, n: usize) -> Vec<String> {
     for i in 0..n {
         ids.push(d.create_user(&format!("{prefix}{i}@example.com")).await);
     }
-    wait_settled(d).await;
+    d.wait_outbox_empty().await;
     ids
 }
 
@@ -60,7 +45,7 @@ async fn a_mass_deletion_is_held_across_a_restart_until_released() {
     for id in &ids[..8] {
         assert_eq!(d.delete(&format!("/Users/{id}")).await.status, StatusCode::NO_CONTENT, "the IdP is answered");
     }
-    wait_settled(&d).await;
+    d.wait_outbox_empty().await;
     let delivered = inactive_in_app(&app).await;
     assert!(delivered <= 3, "nothing beyond the threshold reaches the app: {delivered} deactivated");
     let list = d.cli(&["outbox", "list", "--held"]);
@@ -82,20 +67,20 @@ async fn a_mass_deletion_is_held_across_a_restart_until_released() {
     assert!(d.stop().success());
     d.spawn();
     d.create_user("after-restart@example.com").await;
-    wait_settled(&d).await;
+    d.wait_outbox_empty().await;
     assert!(app.user_by_name("after-restart@example.com").await.is_some(), "creates flow while tripped");
     assert_eq!(held(&d), held_before, "held across the restart");
     assert_eq!(inactive_in_app(&app).await, delivered, "still nothing more deactivated");
 
     // Release: every held deprovisioning is delivered and the guard is reset.
     d.cli(&["outbox", "release", "--held"]);
-    wait_settled(&d).await;
+    d.wait_outbox_empty().await;
     assert_eq!(inactive_in_app(&app).await, 8, "released deprovisionings delivered");
     let list = d.cli(&["outbox", "list"]);
     assert!(held(&d).is_empty() && !list.contains("TRIPPED"), "{list}");
     // Reset: the next deletion counts from zero and flows.
     d.delete(&format!("/Users/{}", ids[8])).await;
-    wait_settled(&d).await;
+    d.wait_outbox_empty().await;
     assert_eq!(inactive_in_app(&app).await, 9);
 }
 
@@ -107,7 +92,7 @@ async fn recreate_and_reactivation_cancel_and_discard_drops() {
     for id in &ids[..4] {
         d.delete(&format!("/Users/{id}")).await;
     }
-    wait_settled(&d).await;
+    d.wait_outbox_empty().await;
     assert!(d.cli(&["outbox", "list"]).contains("TRIPPED"));
     let delivered = inactive_in_app(&app).await;
     assert!(delivered <= 2, "{delivered}");
@@ -116,14 +101,14 @@ async fn recreate_and_reactivation_cancel_and_discard_drops() {
     let off = patch_body(json!([{"op": "replace", "path": "active", "value": false}]));
     assert_eq!(d.patch(&format!("/Users/{}", ids[4]), off).await.status, StatusCode::OK);
     assert_eq!(d.delete(&format!("/Users/{}", ids[5])).await.status, StatusCode::NO_CONTENT);
-    wait_settled(&d).await;
+    d.wait_outbox_empty().await;
     let h = held(&d);
     assert!(h.contains(&ids[4]) && h.contains(&ids[5]), "{h:?}");
     // ...then the IdP reactivates c4 and re-creates c5: both deprovisionings are cancelled.
     let on = patch_body(json!([{"op": "replace", "path": "active", "value": true}]));
     assert_eq!(d.patch(&format!("/Users/{}", ids[4]), on).await.status, StatusCode::OK);
     let c5 = d.create_user("c5@example.com").await;
-    wait_settled(&d).await;
+    d.wait_outbox_empty().await;
     let h = held(&d);
     assert!(!h.contains(&ids[4]) && !h.contains(&ids[5]), "cancelled: {h:?}");
     assert_eq!(h.len() + delivered, 4, "the first four stay held");
@@ -143,7 +128,7 @@ async fn recreate_and_reactivation_cancel_and_discard_drops() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("discarded") && err.contains("WARN"), "{err}");
     assert!(held(&d).is_empty());
-    wait_settled(&d).await;
+    d.wait_outbox_empty().await;
     assert_eq!(inactive_in_app(&app).await, delivered, "discarded deprovisionings never reach the app");
     assert!(!d.cli(&["outbox", "list"]).contains("TRIPPED"), "discard resets the guard");
 }
@@ -159,7 +144,7 @@ async fn ordinary_offboarding_flows_with_the_default_guard() {
     }
     d.patch(&format!("/Users/{}", ids[2]), patch_body(json!([{"op": "replace", "path": "active", "value": false}])))
         .await;
-    wait_settled(&d).await;
+    d.wait_outbox_empty().await;
     assert_eq!(inactive_in_app(&app).await, 3);
     assert!(held(&d).is_empty());
     assert!(!d.cli(&["outbox", "list"]).contains("TRIPPED"));

@@ -10,19 +10,6 @@ use serde_json::{Value, json};
 use crate::app::{Mode, Proxy, ScimApp, scim_target_config};
 use crate::support::*;
 
-/// Bounded wait for the outbox to drain; fails with what is still queued.
-async fn wait_delivered(d: &Daemon) {
-    let mut last = String::new();
-    for _ in 0..600 {
-        last = d.cli(&["outbox", "list"]);
-        if last.starts_with("0 change(s) waiting") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("outbox did not drain within 30 s:\n{last}");
-}
-
 fn member_names(app_group: &Value, app_users: &[Value]) -> Vec<String> {
     let mut names: Vec<String> = app_group["members"]
         .as_array()
@@ -66,7 +53,7 @@ async fn every_lifecycle_event_reaches_the_app() {
     )
     .await;
     let doomed = d.create_group("Temporary", &[&carol]).await;
-    wait_delivered(&d).await;
+    d.wait_outbox_empty().await;
 
     let users = app.all("Users").await;
     assert_eq!(users.len(), 3, "{users:#?}");
@@ -82,7 +69,7 @@ async fn every_lifecycle_event_reaches_the_app() {
     // group delete, user deactivation on delete (the default deprovision mode)
     assert_eq!(d.delete(&format!("/Groups/{doomed}")).await.status, StatusCode::NO_CONTENT);
     assert_eq!(d.delete(&format!("/Users/{carol}")).await.status, StatusCode::NO_CONTENT);
-    wait_delivered(&d).await;
+    d.wait_outbox_empty().await;
     let groups = app.all("Groups").await;
     assert!(!groups.iter().any(|g| g["displayName"] == "Temporary"), "deleted group still in the app");
     assert_eq!(app.user_by_name("carol@example.com").await.expect("deactivated, not deleted")["active"], false);
@@ -105,12 +92,12 @@ async fn deprovision_by_deletion_and_adoption_of_existing_accounts() {
     let d = Daemon::start_with(&cfg);
     let r = d.post("/Users", json!({"schemas": [USER], "userName": "existing@example.com", "title": "new"})).await;
     let id = r.body["id"].as_str().unwrap().to_string();
-    wait_delivered(&d).await;
+    d.wait_outbox_empty().await;
     let users = app.all("Users").await;
     assert_eq!(users.len(), 1, "adopted, not duplicated: {users:#?}");
     assert_eq!(users[0]["title"], "new");
     d.delete(&format!("/Users/{id}")).await;
-    wait_delivered(&d).await;
+    d.wait_outbox_empty().await;
     assert!(app.all("Users").await.is_empty(), "deprovision = delete removes the account");
 }
 
@@ -153,7 +140,7 @@ async fn outage_delays_but_loses_nothing_and_keeps_order() {
     proxy.set(Mode::Fail { status: 429, retry_after: Some(1) });
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.set(Mode::Forward);
-    wait_delivered(&d).await;
+    d.wait_outbox_empty().await;
 
     let users = app.all("Users").await;
     assert_eq!(users.len(), 10, "every user exactly once");
@@ -197,7 +184,7 @@ async fn sigkill_while_delivering_then_everything_arrives() {
     d.kill9();
     proxy.set(Mode::Forward);
     d.spawn();
-    wait_delivered(&d).await;
+    d.wait_outbox_empty().await;
     let users = app.all("Users").await;
     let mut got: Vec<String> = users.iter().map(|u| u["userName"].as_str().unwrap().to_string()).collect();
     got.sort();
@@ -228,7 +215,7 @@ async fn permanent_errors_are_dead_lettered_visible_and_retryable() {
     d.patch(&format!("/Users/{id}"), patch_body(json!([{"op": "replace", "path": "title", "value": "after"}]))).await;
     proxy.set(Mode::Forward);
     d.cli(&["outbox", "retry", &row_id]);
-    wait_delivered(&d).await;
+    d.wait_outbox_empty().await;
     assert_eq!(app.user_by_name("rejected@example.com").await.unwrap()["title"], "after");
     // Drop needs confirmation.
     let out = d.cli_raw(&["outbox", "drop", &row_id]);
@@ -240,7 +227,7 @@ async fn dry_run_records_what_would_be_sent() {
     let d = Daemon::start_with("[target]\nkind = \"dry-run\"\n[outbox]\npoll_interval_seconds = 0.05\n");
     let u = d.create_user("dry@example.com").await;
     d.create_group("Dry", &[&u]).await;
-    wait_delivered(&d).await;
+    d.wait_outbox_empty().await;
     let log = std::fs::read_to_string(d.data_dir().join("dry-run.jsonl")).expect("dry-run log");
     let lines: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2, "{log}");
@@ -253,7 +240,7 @@ async fn resync_pushes_a_resource_again() {
     let app = ScimApp::start().await;
     let d = Daemon::start_with(&scim_target_config(&app.base));
     let u = d.create_user("again@example.com").await;
-    wait_delivered(&d).await;
+    d.wait_outbox_empty().await;
     // Someone edits the account in the app by hand; a resync puts our state back.
     let app_user = app.user_by_name("again@example.com").await.unwrap();
     let app_id = app_user["id"].as_str().unwrap();
@@ -266,7 +253,7 @@ async fn resync_pushes_a_resource_again() {
         .unwrap();
     assert_eq!(app.user_by_name("again@example.com").await.unwrap()["active"], false);
     d.cli(&["resync", "user", &u]);
-    wait_delivered(&d).await;
+    d.wait_outbox_empty().await;
     assert_eq!(app.user_by_name("again@example.com").await.unwrap()["active"], true);
     assert_eq!(d.cli_raw(&["resync", "user", "nope"]).status.code(), Some(1));
 }
@@ -297,7 +284,7 @@ async fn a_throttling_app_pauses_all_deliveries() {
         "only the deliveries already in flight (concurrency 4) may hit the app during the pause; saw {throttled}"
     );
     proxy.set(Mode::Forward);
-    wait_delivered(&d).await;
+    d.wait_outbox_empty().await;
     assert_eq!(app.all("Users").await.len(), 20);
 }
 
@@ -310,7 +297,7 @@ async fn requests_to_the_app_respect_the_rate_limit() {
     for i in 0..4 {
         d.create_user(&format!("r{i}@example.com")).await;
     }
-    wait_delivered(&d).await;
+    d.wait_outbox_empty().await;
     let seen = proxy.seen();
     assert!(seen.len() >= 8, "a lookup and a create per user: {}", seen.len());
     // A token bucket of 5/s with burst 1 admits one request per 200 ms. Single gaps can look
@@ -362,7 +349,7 @@ async fn oauth2_client_credentials_are_fetched_cached_and_refreshed_on_401() {
     for i in 0..5 {
         d.create_user(&format!("oauth{i}@example.com")).await;
     }
-    wait_delivered(&d).await;
+    d.wait_outbox_empty().await;
     assert_eq!(app.all("Users").await.len(), 5);
     assert_eq!(calls.load(Ordering::SeqCst), 2, "one token, refreshed once after the 401, then cached");
 }

@@ -216,6 +216,20 @@ impl Daemon {
         self.req(Method::DELETE, path, None).await
     }
 
+    /// Bounded wait until `outbox list` reports nothing waiting (held rows do not count);
+    /// fails with what is still queued.
+    pub async fn wait_outbox_empty(&self) {
+        let mut last = String::new();
+        for _ in 0..600 {
+            last = self.cli(&["outbox", "list"]);
+            if last.starts_with("0 change(s) waiting") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("outbox did not drain within 30 s:\n{last}");
+    }
+
     /// Create a user and return its id.
     pub async fn create_user(&self, user_name: &str) -> String {
         let r = self.post("/Users", user_body(user_name)).await;
