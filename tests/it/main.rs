@@ -4,6 +4,7 @@
 mod app;
 mod support;
 
+mod audit;
 mod auth;
 mod bulk;
 mod discovery;
