@@ -6,6 +6,7 @@ mod support;
 
 mod audit;
 mod auth;
+mod backup;
 mod bulk;
 mod discovery;
 mod durability;
