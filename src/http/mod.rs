@@ -8,6 +8,7 @@ mod auth;
 pub mod ops_api;
 mod respond;
 mod scim_api;
+pub mod status_page;
 
 use std::sync::Arc;
 use std::time::Instant;

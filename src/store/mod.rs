@@ -20,6 +20,7 @@ mod open;
 mod outbox;
 mod reader;
 mod resources;
+mod status;
 mod tokens;
 mod writer;
 
@@ -34,6 +35,7 @@ pub use backup::BackupReport;
 pub use outbox::{
     Attempt, Bundle, Claimed, Completion, GuardPolicy, GuardStatus, GuardTrip, OutboxRow, OutboxState, guard_trips,
 };
+pub use status::{DeliveryAttempt, HeldChange};
 pub use tokens::{NewToken, TokenInfo};
 
 /// Store settings, taken from `config::StoreConfig` by `app`.
@@ -213,6 +215,16 @@ impl Store {
             Some(audit) => self.writer.submit(writer::WriteOp::Audited { op: Box::new(op), audit }).await,
             None => self.writer.submit(op).await,
         }
+    }
+
+    /// The latest `limit` delivery attempts (or only failed ones), newest first.
+    pub async fn recent_attempts(&self, limit: usize, failures_only: bool) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        self.readers.run(move |c| status::recent_attempts(c, limit, failures_only)).await
+    }
+
+    /// The first `limit` changes the deletion guard holds, with their resources' names.
+    pub async fn held_changes(&self, limit: usize) -> Result<Vec<HeldChange>, StoreError> {
+        self.readers.run(move |c| status::held(c, limit)).await
     }
 
     /// Audit records, most recent `q.limit`, oldest first.

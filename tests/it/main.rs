@@ -19,5 +19,6 @@ mod ops;
 mod provisioning;
 mod quirks;
 mod sorting;
+mod status_page;
 mod users;
 mod webhook;
