@@ -604,3 +604,31 @@ async fn healthcheck(loaded: &Loaded, url: Option<String>, timeout_seconds: u64)
     }
     Ok(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_durations_and_rfc3339() {
+        assert_eq!(parse_since("2026-01-31T08:00:00+01:00").unwrap(), "2026-01-31T07:00:00.000Z");
+        let ten_min_ago = parse_since("10m").unwrap();
+        let (lo, hi) = (
+            crate::model::time_before(std::time::Duration::from_secs(601)),
+            crate::model::time_before(std::time::Duration::from_secs(599)),
+        );
+        assert!(lo <= ten_min_ago && ten_min_ago <= hi, "{lo} <= {ten_min_ago} <= {hi}");
+        assert!(parse_since("7d").unwrap() < parse_since("24h").unwrap());
+        for bad in ["", "h", "10w", "yesterday", "99999999999999999999d"] {
+            assert!(parse_since(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn resource_names_a_type_and_id_or_an_id_or_name() {
+        assert_eq!(parse_resource("Users/abc"), (Some("User".into()), "abc".into()));
+        assert_eq!(parse_resource("groups/g1"), (Some("Group".into()), "g1".into()));
+        assert_eq!(parse_resource("alice@example.com"), (None, "alice@example.com".into()));
+        assert_eq!(parse_resource("dept/x"), (None, "dept/x".into()), "not a type: a name with a slash");
+    }
+}
