@@ -212,7 +212,9 @@ impl Store {
         audit: Option<NewAudit>,
     ) -> Result<writer::WriteOutput, StoreError> {
         match audit {
-            Some(audit) => self.writer.submit(writer::WriteOp::Audited { op: Box::new(op), audit }).await,
+            Some(audit) => {
+                self.writer.submit(writer::WriteOp::Audited { op: Box::new(op), audit: Box::new(audit) }).await
+            }
             None => self.writer.submit(op).await,
         }
     }

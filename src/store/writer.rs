@@ -54,7 +54,7 @@ pub enum WriteOp {
     /// neither does (a rejected change leaves no audit row).
     Audited {
         op: Box<WriteOp>,
-        audit: NewAudit,
+        audit: Box<NewAudit>,
     },
     /// Delete up to `batch` audit records older than `before`.
     AuditPrune {
@@ -215,7 +215,7 @@ fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
         WriteOp::Resync { kind, id } => {
             resources::resync(conn, kind, &id, &now).map(|n| WriteOutput::Changed(n as usize))
         }
-        WriteOp::Audited { op, audit } => apply_audited(conn, *op, audit, &now),
+        WriteOp::Audited { op, audit } => apply_audited(conn, *op, *audit, &now),
         WriteOp::AuditPrune { before, batch } => audit::prune(conn, &before, batch).map(WriteOutput::Changed),
     }
 }
