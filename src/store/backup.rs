@@ -52,6 +52,16 @@ pub fn run(db: &Path, dest: &Path, busy_timeout_seconds: u64) -> Result<BackupRe
         .map_err(|e| fail(&format!("cannot open {}", db.display()), &e))?;
     src.busy_timeout(Duration::from_secs(busy_timeout_seconds))?;
     let result = (|| {
+        // Token hashes and personal data: private from the first byte, like the data directory.
+        let file =
+            std::fs::File::create(&partial).map_err(|e| fail(&format!("cannot create {}", partial.display()), &e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| fail(&format!("cannot restrict {}", partial.display()), &e))?;
+        }
+        drop(file);
         let mut dst =
             Connection::open(&partial).map_err(|e| fail(&format!("cannot create {}", partial.display()), &e))?;
         {

@@ -50,6 +50,12 @@ async fn backup_under_load_restores_every_acknowledged_change() {
     stop.cancel();
     let total = load.await.expect("load task");
     assert!(out.contains("integrity check ok"), "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the copy holds personal data: owner-only");
+    }
     assert!(total > before.len(), "writes went on during and after the backup");
 
     // The copy holds every user acknowledged before the backup started.
