@@ -140,7 +140,7 @@ vertical-align:top}th{background:#f6f6f6}.num{text-align:right;font-variant-nume
 .ok{color:#17692c;font-weight:600}.bad{color:#a4161a;font-weight:600}.warn{color:#9a6700;font-weight:600}\
 .muted{color:#666}.box{border:1px solid #e3c06b;background:#fff8e5;padding:.5em .8em;margin:.5em 0}\
 dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{color:#555}dd{margin:0}\
-code{font-size:.95em}";
+code{font-size:.95em}.t{white-space:nowrap}";
 
 /// The whole page.
 pub fn render(v: &StatusView) -> String {
@@ -240,7 +240,7 @@ fn guard(h: &mut String, g: &Guard) {
     for r in &g.held {
         let _ = write!(
             h,
-            "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"t\">{}</td></tr>",
             r.outbox_id,
             name_cell(&r.kind, &r.resource_id, r.name.as_deref()),
             esc(&r.op),
@@ -272,7 +272,7 @@ fn deliveries(h: &mut String, id: &str, title: &str, empty: &str, rows: &[Delive
         };
         let _ = write!(
             h,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td></tr>",
+            "<tr><td class=\"t\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td></tr>",
             esc(&r.finished_at),
             r.outbox_id,
             name_cell(&r.kind, &r.resource_id, r.name.as_deref()),
@@ -297,7 +297,7 @@ fn sync_runs(h: &mut String, runs: &[SyncRunRow]) {
     for r in runs {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.started_at),
             esc(r.finished_at.as_deref().unwrap_or("running")),
             esc(&r.outcome),
@@ -338,7 +338,7 @@ fn changes(h: &mut String, rows: &[ChangeRow]) {
     for r in rows {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            "<tr><td class=\"t\">{}</td><td>{}</td><td class=\"t\">{}</td><td>{}</td><td><code>{}</code></td></tr>",
             esc(&r.at),
             esc(&r.actor),
             esc(&r.method),
