@@ -478,7 +478,8 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
                 eprintln!("say which: `scimsync outbox retry ID` or `scimsync outbox retry --all-dead`");
                 2
             } else {
-                let n = store.outbox_retry_dead(id).await?;
+                let audit = cli_audit("outbox retry", "outbox", id.map(|i| i.to_string()).as_deref());
+                let n = store.outbox_retry_dead_audited(id, audit).await?;
                 eprintln!("re-queued {n} dead change(s)");
                 if n == 0 && id.is_some() { 1 } else { 0 }
             }
@@ -487,7 +488,7 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
             if !confirm {
                 eprintln!("dropping change {id} means it never reaches the app; run again with --confirm to do it");
                 2
-            } else if store.outbox_drop(id).await? {
+            } else if store.outbox_drop_audited(id, cli_audit("outbox drop", "outbox", Some(&id.to_string()))).await? {
                 tracing::warn!(outbox_id = id, "outbox row dropped by an operator");
                 eprintln!("dropped change {id}");
                 0
@@ -538,7 +539,7 @@ async fn resync(loaded: Loaded, kind: &str, id: &str) -> Result<i32> {
         return Ok(2);
     };
     let store = open_for_cli(&loaded)?;
-    let code = match store.resync(kind, id).await {
+    let code = match store.resync_audited(kind, id, cli_audit("resync", kind.as_str(), Some(id))).await {
         Ok(n) => {
             eprintln!("queued {} {id} for delivery (outbox {n})", kind.as_str());
             0

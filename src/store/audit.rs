@@ -97,6 +97,22 @@ pub fn resource_name(conn: &Connection, id: &str) -> Result<Option<String>, Stor
         .flatten())
 }
 
+/// What an outbox row is about (before an operator drops it): `{outbox_id, type, id, op}`.
+pub fn outbox_brief(conn: &Connection, outbox_id: i64) -> Result<Option<Value>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT resource_kind, resource_id, op, state FROM outbox WHERE id = ?1")?
+        .query_row([outbox_id], |r| {
+            Ok(serde_json::json!({
+                "outbox_id": outbox_id,
+                "type": r.get::<_, String>(0)?,
+                "id": r.get::<_, String>(1)?,
+                "op": r.get::<_, String>(2)?,
+                "state": r.get::<_, String>(3)?,
+            }))
+        })
+        .optional()?)
+}
+
 /// Delete up to `batch` records older than `before`; returns how many went. Called in a
 /// loop by the pruner so that one huge backlog never holds the writer for long.
 pub fn prune(conn: &Connection, before: &str, batch: usize) -> Result<usize, StoreError> {

@@ -410,6 +410,31 @@ impl Store {
         }
     }
 
+    /// `outbox_retry_dead`, recorded in the audit log when something was re-queued.
+    pub async fn outbox_retry_dead_audited(&self, id: Option<i64>, audit: NewAudit) -> Result<usize, StoreError> {
+        match self.submit_audited(writer::WriteOp::OutboxRetryDead(id), Some(audit)).await? {
+            writer::WriteOutput::Changed(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `outbox_drop`, recorded in the audit log (with what the dropped change was about)
+    /// when a row was dropped.
+    pub async fn outbox_drop_audited(&self, id: i64, audit: NewAudit) -> Result<bool, StoreError> {
+        match self.submit_audited(writer::WriteOp::OutboxDrop(id), Some(audit)).await? {
+            writer::WriteOutput::Changed(n) => Ok(n > 0),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `resync`, recorded in the audit log.
+    pub async fn resync_audited(&self, kind: ResourceKind, id: &str, audit: NewAudit) -> Result<i64, StoreError> {
+        match self.submit_audited(writer::WriteOp::Resync { kind, id: id.to_string() }, Some(audit)).await? {
+            writer::WriteOutput::Changed(n) => Ok(n as i64),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Queue a full re-delivery of one resource; returns the new outbox id.
     pub async fn resync(&self, kind: ResourceKind, id: &str) -> Result<i64, StoreError> {
         match self.writer.submit(writer::WriteOp::Resync { kind, id: id.to_string() }).await? {

@@ -223,12 +223,23 @@ fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
 /// Run `op`, then write its audit record completed with what the change produced: the
 /// resource's version and name, or what an operator's action affected.
 fn apply_audited(conn: &Connection, op: WriteOp, mut a: NewAudit, now: &str) -> Result<WriteOutput, StoreError> {
-    // A deleted resource has no row left to name it afterwards.
+    // A deleted resource has no row left to name it afterwards; a dropped outbox row neither.
     let name_before = match &op {
-        WriteOp::Delete { id, .. } => audit::resource_name(conn, id)?,
+        WriteOp::Delete { id, .. } | WriteOp::Resync { id, .. } => audit::resource_name(conn, id)?,
         _ => None,
     };
+    if let WriteOp::OutboxDrop(id) = &op {
+        if let (Some(brief), Some(o)) = (audit::outbox_brief(conn, *id)?, a.summary.as_object_mut()) {
+            o.insert("change".into(), brief);
+        }
+    }
+    // Revoking an unknown token, dropping an unknown row, retrying nothing: no action, no record.
+    let is_resync = matches!(op, WriteOp::Resync { .. });
+    let noop_if_zero = matches!(op, WriteOp::TokenRevoke(_) | WriteOp::OutboxDrop(_) | WriteOp::OutboxRetryDead(_));
     let out = apply(conn, op)?;
+    if noop_if_zero && matches!(out, WriteOutput::Changed(0)) {
+        return Ok(out);
+    }
     let (name, version) = match &out {
         WriteOutput::Resource(r) => {
             let name = ["userName", "displayName"].iter().find_map(|k| r.attrs.get(*k).and_then(|v| v.as_str()));
@@ -248,10 +259,12 @@ fn apply_audited(conn: &Connection, op: WriteOp, mut a: NewAudit, now: &str) -> 
             (None, None)
         }
         WriteOutput::Changed(n) => {
+            // A resync answers with the outbox id it queued; the others with a row count.
+            let key = if is_resync { "outbox_id" } else { "count" };
             if let Some(o) = a.summary.as_object_mut() {
-                o.insert("count".into(), (*n).into());
+                o.insert(key.into(), (*n).into());
             }
-            (None, None)
+            (name_before, None)
         }
         _ => (name_before, None),
     };

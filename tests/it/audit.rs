@@ -217,3 +217,36 @@ async fn operator_actions_are_recorded() {
     assert_eq!(cli[3]["resource_id"], new_id.as_str());
     assert!(!d.cli(&["audit"]).contains(&secret), "the token secret is never recorded");
 }
+
+#[tokio::test]
+async fn resync_and_drop_are_recorded_and_no_ops_are_not() {
+    // No target: changes stay queued, so the row to drop cannot be delivered first.
+    let d = Daemon::start();
+    let id = d.create_user("gus@example.com").await;
+    let operator =
+        |d: &Daemon| -> Vec<Value> { audit(d, &[]).into_iter().filter(|r| r["actor"] == "cli").skip(1).collect() };
+    d.cli(&["resync", "user", &id]);
+    let list = d.cli(&["outbox", "list"]);
+    let queued: Vec<i64> = list
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.get(1) == Some(&"pending")).then(|| cols[0].parse().expect("outbox id"))
+        })
+        .collect();
+    assert_eq!(queued.len(), 2, "the create and the resync:\n{list}");
+    d.cli(&["outbox", "drop", &queued[1].to_string(), "--confirm"]);
+    // Nothing to act on: exit 1, and no record.
+    assert_eq!(d.cli_raw(&["outbox", "drop", "999999", "--confirm"]).status.code(), Some(1));
+    assert_eq!(d.cli_raw(&["token", "revoke", "00000000"]).status.code(), Some(1));
+    assert_eq!(d.cli_raw(&["outbox", "retry", "--all-dead"]).status.code(), Some(0));
+    let recs = operator(&d);
+    assert_eq!(methods(&recs), vec!["resync", "outbox drop"], "{recs:#?}");
+    assert_eq!(recs[0]["resource_type"], "User");
+    assert_eq!(recs[0]["resource_id"], id.as_str());
+    assert_eq!(recs[0]["resource_name"], "gus@example.com");
+    assert_eq!(recs[0]["summary"]["outbox_id"], queued[1], "{:#?}", recs[0]);
+    assert_eq!(recs[1]["resource_id"], queued[1].to_string());
+    let change = &recs[1]["summary"]["change"];
+    assert_eq!((change["id"].as_str(), change["op"].as_str()), (Some(id.as_str()), Some("update")), "{change}");
+}
