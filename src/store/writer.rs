@@ -233,8 +233,8 @@ fn apply_audited(conn: &Connection, op: WriteOp, mut a: NewAudit, now: &str) -> 
             o.insert("change".into(), brief);
         }
     }
-    // Revoking an unknown token, dropping an unknown row, retrying nothing: no action, no record.
     let is_resync = matches!(op, WriteOp::Resync { .. });
+    // Revoking an unknown token, dropping an unknown row, retrying nothing: no action, no record.
     let noop_if_zero = matches!(op, WriteOp::TokenRevoke(_) | WriteOp::OutboxDrop(_) | WriteOp::OutboxRetryDead(_));
     let out = apply(conn, op)?;
     if noop_if_zero && matches!(out, WriteOutput::Changed(0)) {
