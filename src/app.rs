@@ -193,10 +193,28 @@ pub async fn run(
     // The worker has its own token: it stops after HTTP, so changes accepted by requests that
     // were finishing are still claimed or left queued (never lost either way).
     let worker_stop = CancellationToken::new();
+    let scheduler_stop = CancellationToken::new();
+    let mut scheduler = None;
     let worker = match build_target(cfg) {
         Ok(Some(target)) => {
+            let target = Arc::new(target);
+            if target.lister().is_some() {
+                scheduler = Some(crate::reconcile::scheduler::start(
+                    store.clone(),
+                    target.clone(),
+                    cfg.reconcile.clone(),
+                    cfg.target.scim.deprovision == DeprovisionConfig::Deactivate,
+                    wake.clone(),
+                    scheduler_stop.clone(),
+                ));
+            } else {
+                tracing::info!(
+                    target = target.name(),
+                    "reconciliation off: this target cannot list the app's accounts"
+                );
+            }
             let (store, opts, wake, stop) = (store.clone(), worker_options(cfg), wake.clone(), worker_stop.clone());
-            Some(tokio::spawn(outbox_worker::run(store, Arc::new(target), opts, wake, stop)))
+            Some(tokio::spawn(outbox_worker::run(store, target, opts, wake, stop)))
         }
         Ok(None) => {
             let queued = store.outbox_depth().await.map(|d| d.0).unwrap_or(0);
@@ -232,6 +250,7 @@ pub async fn run(
                 TargetKind::DryRun => "dry-run",
             },
             bearer_token: (!cfg.admin.bearer_token.is_empty()).then(|| cfg.admin.bearer_token.expose().to_string()),
+            sync: scheduler.as_ref().map(|(h, _)| h.clone()),
         });
         tokio::spawn(ops_api::serve(l, ops, shutdown.clone()))
     });
@@ -243,6 +262,12 @@ pub async fn run(
     worker_stop.cancel();
     if let Some(w) = worker {
         let _ = w.await;
+    }
+    // A sync run in progress is abandoned (its run is closed as interrupted at next start);
+    // repairs it queued are in the outbox already.
+    scheduler_stop.cancel();
+    if let Some((_, task)) = scheduler {
+        let _ = task.await;
     }
     // The writer goes last: it commits whatever the finished requests queued, then stops.
     tokio::task::spawn_blocking(move || store.close()).await.ok();

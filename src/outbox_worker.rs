@@ -220,7 +220,14 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
             if let Outcome::Retry { after: Some(a), .. } = &outcome {
                 pause = Some(*a);
             }
-            decide(opts, head.attempts, &head.created_at, outcome)
+            let mut c = decide(opts, head.attempts, &head.created_at, outcome);
+            // Remember what the app was sent: the drift report's third side.
+            if let (Completion::Success { applied, .. }, Some(cur)) = (&mut c, &job.current) {
+                if job.attrs_changed {
+                    *applied = Some((cur.meta.version, crate::downstream::representation(cur)));
+                }
+            }
+            c
         }
     };
     match &completion {
@@ -256,7 +263,7 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
 /// Map a target outcome to what the outbox records, applying the retry policy.
 fn decide(opts: &WorkerOptions, attempts_before: u32, created_at: &str, outcome: Outcome) -> Completion {
     match outcome {
-        Outcome::Done { app_id } => Completion::Success { id_map: Some(app_id) },
+        Outcome::Done { app_id } => Completion::Success { id_map: Some(app_id), applied: None },
         Outcome::Permanent { error } => Completion::Dead { error },
         Outcome::Retry { after, error } => {
             let attempts = attempts_before + 1;
@@ -304,6 +311,7 @@ async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreErro
     let app_id = store.app_id(&head.resource_id).await?;
     let mut attrs_changed = created_here;
     let mut tombstone = serde_json::Map::new();
+    let mut deactivate_only = false;
     // Net membership change over the coalesced rows, in commit order.
     let mut added: Vec<String> = Vec::new();
     let mut removed: Vec<String> = Vec::new();
@@ -330,6 +338,18 @@ async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreErro
                 removed.push(id.to_string());
             }
         }
+        // A repair removing members the app has and we do not know: named by the app's id.
+        for app in r
+            .payload
+            .get("members_removed_app_ids")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+        {
+            removed.push(format!("{APP_MEMBER}{app}"));
+        }
+        deactivate_only |= r.payload.get("deactivate_only").and_then(|v| v.as_bool()).unwrap_or(false);
     }
     // A group new to the app gets its whole current member list.
     if let Some(members) = current.as_ref().and_then(|c| c.members.as_ref()) {
@@ -340,6 +360,10 @@ async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreErro
     let mut missing = Vec::new();
     let wanted: HashSet<&String> = added.iter().chain(removed.iter()).collect();
     for id in wanted {
+        if let Some(app) = id.strip_prefix(APP_MEMBER) {
+            member_app_ids.insert(id.clone(), app.to_string());
+            continue;
+        }
         match store.app_id(id).await? {
             Some(a) => {
                 member_app_ids.insert(id.clone(), a);
@@ -365,8 +389,12 @@ async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreErro
         members_removed: removed,
         member_app_ids,
         attrs_changed,
+        deactivate_only,
     }))
 }
+
+/// Prefix of a member named by the app's id rather than ours (repair of strangers).
+const APP_MEMBER: &str = "app:";
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,7 @@ mod idp_flows;
 mod ops;
 mod provisioning;
 mod quirks;
+mod reconcile;
 mod sorting;
 mod users;
 mod webhook;
