@@ -212,3 +212,53 @@ async fn a_mass_deprovisioning_beyond_the_safety_limit_repairs_nothing_until_con
     assert_eq!(inactive.len(), 4, "{inactive:?}");
     assert!(!inactive.contains(&"breakglass@example.com"));
 }
+
+#[tokio::test]
+async fn stuck_provisions_are_reported_requeued_and_a_failed_listing_fails_the_run() {
+    use crate::app::{Mode, Proxy};
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    // The app refuses everything with a permanent error: the create is dead-lettered.
+    let d = Daemon::start_with(&format!("{}[reconcile]\nschedule = \"\"\n", scim_target_config(&proxy.base)));
+    proxy.set(Mode::Fail { status: 400, retry_after: None });
+    d.create_user("stuck@example.com").await;
+    d.wait_outbox_empty().await;
+    // While the app fails, a sync run fails with the reason, and says so.
+    let r: Value = d.http.post(format!("{}/sync", d.admin_base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("HTTP 400"), "{r}");
+    let runs = d.cli(&["sync", "runs"]);
+    assert!(runs.contains("failed") && runs.contains("listing Users"), "{runs}");
+    // The app is back: the run reports the dead letter as stuck and puts it back in the queue.
+    proxy.set(Mode::Forward);
+    sync(&d, false).await;
+    let (full, items) = report(&d).await;
+    assert_eq!(
+        items,
+        vec![
+            tuple("missing_in_app", "stuck@example.com", "", "not_applied_yet", "none"),
+            tuple("stuck_provision", "stuck@example.com", "", "not_applied_yet", "requeued"),
+        ],
+        "{full:#}"
+    );
+    d.wait_outbox_empty().await;
+    assert!(app.user_by_name("stuck@example.com").await.is_some(), "the re-queued create was delivered");
+    let run = sync(&d, false).await;
+    assert_eq!((run["summary"]["total"].as_u64(), run["summary"]["resolved"].as_u64()), (Some(0), Some(2)), "{run}");
+}
+
+#[tokio::test]
+async fn the_cron_schedule_runs_syncs_on_its_own() {
+    let app = ScimApp::start().await;
+    let d = Daemon::start_with(&format!("{}[reconcile]\nschedule = \"* * * * * *\"\n", scim_target_config(&app.base)));
+    d.create_user("sched@example.com").await;
+    let mut runs = String::new();
+    for _ in 0..100 {
+        runs = d.cli(&["sync", "runs"]);
+        if runs.matches(" schedule ").count() >= 2 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no two scheduled runs within 10 s:\n{runs}");
+}
