@@ -171,6 +171,7 @@ pub fn worker_options(cfg: &Config) -> WorkerOptions {
             share_min_count: o.deletion_guard.share_min_count,
             window: Duration::from_secs(o.deletion_guard.window_seconds),
         }),
+        protected: cfg.reconcile.protected.iter().map(|p| p.to_lowercase()).collect(),
         ..WorkerOptions::default()
     }
 }

@@ -113,6 +113,10 @@ pub enum OutboxAction {
         /// The held changes (required: release acts on all of them).
         #[arg(long, required = true)]
         held: bool,
+        /// Only this target's (`scim`, `webhook`, `dry-run`); a daemon has one target, so
+        /// this is a safety check that the command acts where you think it does.
+        #[arg(long, value_name = "T")]
+        target: Option<String>,
     },
     /// Drop the deprovisioning changes the deletion guard holds (they never reach the app)
     /// and reset the guard. Needs --confirm.
@@ -120,6 +124,9 @@ pub enum OutboxAction {
         /// The held changes (required: discard acts on all of them).
         #[arg(long, required = true)]
         held: bool,
+        /// Only this target's (see `release --target`).
+        #[arg(long, value_name = "T")]
+        target: Option<String>,
         /// Really drop them.
         #[arg(long)]
         confirm: bool,
@@ -402,13 +409,19 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
                 1
             }
         }
-        OutboxAction::Release { held: _ } => {
+        OutboxAction::Release { target: Some(t), .. } | OutboxAction::Discard { target: Some(t), .. }
+            if t != target_name(&loaded.config) =>
+        {
+            eprintln!("this daemon's target is {:?}, not {t:?}: nothing done", target_name(&loaded.config));
+            2
+        }
+        OutboxAction::Release { .. } => {
             let n = store.outbox_release_held().await?;
             tracing::warn!(rows = n, "deletion guard: held changes released by an operator; the guard is reset");
             eprintln!("released {n} held change(s); the running daemon delivers them, and the deletion guard is reset");
             0
         }
-        OutboxAction::Discard { held: _, confirm } => {
+        OutboxAction::Discard { confirm, .. } => {
             if !confirm {
                 let n = store.guard_status().await?.held;
                 eprintln!(
@@ -435,6 +448,16 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
     };
     tokio::task::spawn_blocking(move || store.close()).await.ok();
     Ok(code)
+}
+
+/// The configured target's name as `--target` takes it and metrics label it.
+fn target_name(cfg: &Config) -> &'static str {
+    match cfg.target.kind {
+        crate::config::TargetKind::None => "none",
+        crate::config::TargetKind::Scim => "scim",
+        crate::config::TargetKind::Webhook => "webhook",
+        crate::config::TargetKind::DryRun => "dry-run",
+    }
 }
 
 async fn resync(loaded: Loaded, kind: &str, id: &str) -> Result<i32> {

@@ -43,6 +43,9 @@ pub struct WorkerOptions {
     pub wait_interval: Duration,
     /// The accidental-deletion guard; `None`: off, every deprovisioning is delivered.
     pub deletion_guard: Option<DeletionGuard>,
+    /// Accounts never deprovisioned in the app (`reconcile.protected`, lowercased): their
+    /// deletions are not sent and their deactivations are sent as active.
+    pub protected: Vec<String>,
 }
 
 /// The accidental-deletion guard's thresholds (`[outbox.deletion_guard]`): more
@@ -82,6 +85,7 @@ impl Default for WorkerOptions {
             max_rows_per_bundle: 100,
             wait_interval: Duration::from_secs(2),
             deletion_guard: None,
+            protected: Vec::new(),
         }
     }
 }
@@ -215,7 +219,15 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
                 Completion::Waiting { next_attempt_at: time_after(opts.wait_interval), reason }
             }
         }
-        Ok(Prepared::Job(job)) => {
+        Ok(Prepared::Job(job)) if job.is_delete() && is_protected(opts, &job) => {
+            tracing::warn!(outbox_id = head.id, resource = %head.resource_id,
+                "protected account (reconcile.protected): its deletion is not sent to the app");
+            Completion::Skipped { reason: "not sent: protected account (reconcile.protected)".into() }
+        }
+        Ok(Prepared::Job(mut job)) => {
+            if is_protected(opts, &job) {
+                keep_active(&mut job);
+            }
             let outcome = target.deliver(&job).await;
             if let Outcome::Retry { after: Some(a), .. } = &outcome {
                 pause = Some(*a);
@@ -231,6 +243,7 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
         }
     };
     match &completion {
+        Completion::Skipped { .. } => {}
         Completion::Success { .. } => tracing::info!(
             outbox_id = head.id, resource = %head.resource_id, kind = head.kind.as_str(), rows = bundle.rows.len(), "delivered"
         ),
@@ -246,7 +259,7 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
     }
     crate::telemetry::delivery(
         match &completion {
-            Completion::Success { .. } => DeliveryOutcome::Success,
+            Completion::Success { .. } | Completion::Skipped { .. } => DeliveryOutcome::Success,
             Completion::Retry { .. } => DeliveryOutcome::Retry,
             Completion::Dead { .. } => DeliveryOutcome::Dead,
             Completion::Waiting { .. } => DeliveryOutcome::Waiting,
@@ -258,6 +271,33 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
         tracing::error!(outbox_id = head.id, error = %e, "could not record the delivery outcome");
     }
     pause
+}
+
+/// Whether the job's account is one of `reconcile.protected` (by userName / displayName, or
+/// the name a deleted one had).
+fn is_protected(opts: &WorkerOptions, job: &Job) -> bool {
+    if opts.protected.is_empty() {
+        return false;
+    }
+    let name = match &job.current {
+        Some(r) => r.display_name().to_lowercase(),
+        None => ["userName", "displayName"]
+            .iter()
+            .find_map(|k| job.tombstone.get(*k).and_then(|v| v.as_str()))
+            .unwrap_or_default()
+            .to_lowercase(),
+    };
+    opts.protected.contains(&name)
+}
+
+/// A protected user's deactivation is sent as active: the app keeps its break-glass admin.
+fn keep_active(job: &mut Job) {
+    if let Some(cur) = &mut job.current {
+        if cur.kind == ResourceKind::User && cur.attrs.get("active") == Some(&serde_json::Value::Bool(false)) {
+            tracing::warn!(resource = %cur.id, "protected account (reconcile.protected): kept active in the app");
+            cur.attrs.insert("active".into(), serde_json::Value::Bool(true));
+        }
+    }
 }
 
 /// Map a target outcome to what the outbox records, applying the retry policy.

@@ -53,6 +53,11 @@ fn detail(r: &DriftRow) -> String {
             }
             parts.join("; ")
         }
+        Some(DriftKind::StuckProvision) if r.ours["state"] == "held" => format!(
+            "outbox #{} {}: held by the deletion guard (scimsync outbox release --held | discard --held --confirm)",
+            value_text(&r.ours["outbox_id"]),
+            value_text(&r.ours["op"])
+        ),
         Some(DriftKind::StuckProvision) => format!(
             "outbox #{} {} {} after {} attempt(s): {}",
             value_text(&r.ours["outbox_id"]),
