@@ -261,7 +261,14 @@ pub fn compare(d: &Desired<'_>, a: &Actual<'_>, ignore: &[String]) -> Vec<DriftI
                 attribute: Some("members".into()),
                 ours: serde_json::json!({ "missing_in_app": missing }),
                 app: serde_json::json!({ "extra_in_app": extra }),
-                cause: if d.pending { Cause::NotAppliedYet } else { Cause::Unknown },
+                // Nothing queued and delivered before: every member change reached the app.
+                cause: if d.pending {
+                    Cause::NotAppliedYet
+                } else if d.applied.is_some() {
+                    Cause::EditedInApp
+                } else {
+                    Cause::Unknown
+                },
             });
         }
     }

@@ -110,7 +110,7 @@ async fn edits_in_the_app_are_reported_exactly_and_repaired() {
         vec![
             tuple("active_mismatch", "u2@example.com", "active", "edited_in_app", "none"),
             tuple("attribute_mismatch", "u0@example.com", "userName", "edited_in_app", "none"),
-            tuple("membership_mismatch", "eng", "members", "unknown", "none"),
+            tuple("membership_mismatch", "eng", "members", "edited_in_app", "none"),
             tuple("missing_in_app", "u3@example.com", "", "edited_in_app", "none"),
             tuple("orphaned_in_app", "stray@example.com", "", "edited_in_app", "none"),
         ],
