@@ -262,3 +262,25 @@ async fn the_cron_schedule_runs_syncs_on_its_own() {
     }
     panic!("no two scheduled runs within 10 s:\n{runs}");
 }
+
+#[tokio::test]
+async fn a_run_missed_while_stopped_is_caught_up_once_at_start() {
+    let app = ScimApp::start().await;
+    let mut d = Daemon::start_with(&config(&app, ""));
+    sync(&d, false).await;
+    assert!(d.stop().success());
+    // Every second: by the time we restart, many run times have passed while stopped.
+    d.set_extra_config(&format!("{}[reconcile]\nschedule = \"* * * * * *\"\n", scim_target_config(&app.base)));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    d.spawn();
+    let mut runs = String::new();
+    for _ in 0..100 {
+        runs = d.cli(&["sync", "runs"]);
+        if runs.contains(" catch_up ") {
+            assert_eq!(runs.matches(" catch_up ").count(), 1, "caught up once, not per missed time:\n{runs}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no catch-up run after a restart past a scheduled time:\n{runs}");
+}
