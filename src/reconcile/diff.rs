@@ -440,4 +440,61 @@ mod tests {
             assert_eq!(serde_json::to_value(k).unwrap(), json!(k.as_str()));
         }
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let key = prop_oneof![
+                Just("value".to_string()),
+                Just("type".to_string()),
+                Just("primary".to_string()),
+                Just("userName".to_string()),
+                Just("emails".to_string()),
+                Just("active".to_string()),
+                "[a-zA-Z]{1,6}",
+            ];
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i32>().prop_map(Value::from),
+                "[a-zA-Z0-9@ .]{0,8}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 24, 4, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec((key.clone(), inner), 0..4)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn object() -> impl Strategy<Value = Map<String, Value>> {
+            prop::collection::vec(("[a-zA-Z]{1,6}|userName|emails|active|members", json_value()), 0..6)
+                .prop_map(|kv| kv.into_iter().collect())
+        }
+
+        proptest! {
+            /// An account always holds itself: no drift between equal states, whatever the shape.
+            #[test]
+            fn equal_states_have_no_drift(a in object()) {
+                let d = Desired { resource_id: "r", name: "n", attrs: &a, applied: Some(&a), pending: false, members: None };
+                let items = compare(&d, &Actual { app_id: "x", name: "n", attrs: &a, members: None }, &[]);
+                prop_assert!(items.is_empty(), "{items:?}");
+            }
+
+            /// Arbitrary pairs never panic, and every item names a compared attribute with
+            /// values the two sides really do not share.
+            #[test]
+            fn arbitrary_pairs_report_real_differences(a in object(), b in object(), applied in proptest::option::of(object())) {
+                let d = Desired { resource_id: "r", name: "n", attrs: &a, applied: applied.as_ref(), pending: false, members: None };
+                for it in compare(&d, &Actual { app_id: "x", name: "n", attrs: &b, members: None }, &[]) {
+                    let key = it.attribute.clone().unwrap();
+                    prop_assert!(!NEVER_COMPARED.contains(&key.as_str()));
+                    prop_assert!(!holds(&key, &it.ours, &it.app), "{key}: {} vs {}", it.ours, it.app);
+                }
+            }
+        }
+    }
 }
