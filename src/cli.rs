@@ -501,7 +501,7 @@ async fn sync_now(loaded: &Loaded, confirm: bool, url: Option<String>, timeout_s
     let url = format!("{}/sync{}", base.trim_end_matches('/'), if confirm { "?confirm=true" } else { "" });
     let client = crate::downstream::http_client(std::time::Duration::from_secs(timeout_seconds.max(1)), None)
         .map_err(anyhow::Error::msg)?;
-    let mut req = client.post(&url);
+    let mut req = client.post(&url).header("x-requested-by", "scimsync-cli");
     let token = &loaded.config.admin.bearer_token;
     if !token.is_empty() {
         req = req.bearer_auth(token.expose());
@@ -523,8 +523,15 @@ async fn sync_now(loaded: &Loaded, confirm: bool, url: Option<String>, timeout_s
     let store = open_for_cli(loaded)?;
     print_report(&store, run_id, false).await?;
     tokio::task::spawn_blocking(move || store.close()).await.ok();
-    // The run's success, not the drift it found (`scimsync drift` exits 3 on drift).
-    Ok(if body["status"] == "ok" { 0 } else { 1 })
+    // The run's success, not the drift it found (`scimsync drift` exits 3 on drift); 4 when
+    // the safety limit refused the repair, so a script notices.
+    Ok(if body["status"] != "ok" {
+        1
+    } else if body["summary"]["repair"]["refused"].is_string() {
+        4
+    } else {
+        0
+    })
 }
 
 async fn sync_runs(loaded: Loaded, limit: usize) -> Result<i32> {
@@ -577,6 +584,17 @@ async fn print_report(store: &crate::store::Store, run: Option<i64>, json: bool)
         return Ok(1);
     };
     let items = store.drift_items(r.id).await?;
+    if run.is_none() {
+        if let Some(l) = store.sync_runs(1).await?.into_iter().next().filter(|l| l.id != r.id) {
+            eprintln!(
+                "note: the latest run ({}, started {}) {}: {}; this is the last successful report",
+                l.id,
+                l.started_at,
+                l.status,
+                l.error.as_deref().unwrap_or("no report")
+            );
+        }
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&report::to_json(&r, &items))?);
     } else {

@@ -277,6 +277,17 @@ impl ScimTarget {
         Ok((page, if done { None } else { Some(start + n) }))
     }
 
+    /// One resource by the app's id; `None` when the app says 404.
+    pub async fn get_one(&self, kind: ResourceKind, app_id: &str) -> Result<Option<Value>, Outcome> {
+        let path = format!("{}/{app_id}", kind.segment());
+        let r = self.send(Method::GET, &path, None, "get").await?;
+        match r.status {
+            200 => Ok(Some(r.json())),
+            404 => Ok(None),
+            _ => Err(self.fail(&r, &format!("GET /{path}"))),
+        }
+    }
+
     /// Find an existing account by its unique name (and `externalId` for users without a
     /// match on name), so a create never duplicates.
     async fn lookup(

@@ -70,6 +70,15 @@ async fn handle(state: &OpsState, path: &str, query: &str, method: &Method, head
         r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"scimsync-admin\""));
         return r;
     }
+    // A POST from a web page on the admin's machine must not start a confirmed repair: a
+    // browser sends no custom header cross-origin without a CORS preflight (which we never
+    // answer), so one is required.
+    if is_post && !headers.contains_key("x-requested-by") {
+        return text(
+            StatusCode::FORBIDDEN,
+            "POST needs an X-Requested-By header (any value), e.g. curl -X POST -H 'X-Requested-By: me' ...\n",
+        );
+    }
     let param = |name: &str| -> Option<String> {
         serde_urlencoded::from_str::<Vec<(String, String)>>(query)
             .ok()?
@@ -145,8 +154,16 @@ async fn drift(state: &OpsState, run_id: Option<i64>, html: bool) -> Response {
         r.headers_mut().insert("content-type", HeaderValue::from_static("text/html; charset=utf-8"));
         return r;
     }
+    // Say when a later run failed: the report shown is then older than the last attempt.
+    let latest = state.store.sync_runs(1).await.ok().and_then(|r| r.into_iter().next());
     match run {
-        Some(run) => json_response(StatusCode::OK, &report::to_json(&run, &items)),
+        Some(run) => {
+            let mut body = report::to_json(&run, &items);
+            if let Some(l) = latest.filter(|l| l.id != run.id && run_id.is_none()) {
+                body["latest_run"] = json!(l);
+            }
+            json_response(StatusCode::OK, &body)
+        }
         None if run_id.is_some() => json_response(StatusCode::NOT_FOUND, &json!({"error": "no such sync run"})),
         None => json_response(StatusCode::NOT_FOUND, &json!({"error": "no sync run has finished yet"})),
     }

@@ -17,7 +17,7 @@ use super::plan::{self, Fix, Found, Repair};
 use crate::config::ReconcileConfig;
 use crate::downstream::representation;
 use crate::model::ResourceKind;
-use crate::store::{AppKey, DriftRow, Matched, Store};
+use crate::store::{AppKey, DriftRow, Matched, PageMatch, Store};
 
 /// Where the app's accounts come from: the SCIM target in the daemon, a listing in memory in
 /// the benchmark.
@@ -28,6 +28,8 @@ pub trait Listing: Sync {
         kind: ResourceKind,
         start: u64,
     ) -> impl Future<Output = Result<(Vec<Value>, Option<u64>), String>> + Send;
+    /// One account by the app's id (`None`: gone).
+    fn get(&self, kind: ResourceKind, app_id: &str) -> impl Future<Output = Result<Option<Value>, String>> + Send;
 }
 
 impl Listing for crate::downstream::Target {
@@ -35,10 +37,21 @@ impl Listing for crate::downstream::Target {
         let Some(t) = self.lister() else {
             return Err(format!("the {} target cannot list the app's accounts", self.name()));
         };
-        t.list_page(kind, start).await.map_err(|o| match o {
-            crate::downstream::Outcome::Retry { error, .. } | crate::downstream::Outcome::Permanent { error } => error,
-            crate::downstream::Outcome::Done { .. } => "listing failed".into(),
-        })
+        t.list_page(kind, start).await.map_err(outcome_text)
+    }
+
+    async fn get(&self, kind: ResourceKind, app_id: &str) -> Result<Option<Value>, String> {
+        let Some(t) = self.lister() else {
+            return Err(format!("the {} target cannot read the app's accounts", self.name()));
+        };
+        t.get_one(kind, app_id).await.map_err(outcome_text)
+    }
+}
+
+fn outcome_text(o: crate::downstream::Outcome) -> String {
+    match o {
+        crate::downstream::Outcome::Retry { error, .. } | crate::downstream::Outcome::Permanent { error } => error,
+        crate::downstream::Outcome::Done { .. } => "unexpected answer".into(),
     }
 }
 
@@ -225,10 +238,9 @@ async fn collect<L: Listing>(
     Ok((rows, summary, counts))
 }
 
-/// Now minus `secs`, as RFC 3339 (the store's time format).
+/// Now minus `secs`, in the store's time format.
 fn shift_secs(secs: u64) -> String {
-    let t = time::OffsetDateTime::now_utc() - time::Duration::seconds(secs.min(i64::MAX as u64 / 2) as i64);
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    crate::model::time_before(std::time::Duration::from_secs(secs.min(100 * 365 * 86_400)))
 }
 
 /// The name an app account is matched and shown by.
@@ -237,14 +249,20 @@ fn app_name(kind: ResourceKind, v: &Value) -> String {
     v.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
-fn app_members(v: &Value) -> BTreeSet<String> {
-    v.get("members")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.get("value").and_then(Value::as_str))
-        .map(str::to_string)
-        .collect()
+fn app_members(v: &Value) -> Option<BTreeSet<String>> {
+    let members = v.get("members")?.as_array()?;
+    Some(members.iter().filter_map(|m| m.get("value").and_then(Value::as_str)).map(str::to_string).collect())
+}
+
+/// A listed group's members. Apps may leave `members` out of list responses (it is costly):
+/// then the group is read on its own; if that has none either, the group is empty.
+async fn group_members<L: Listing>(listing: &L, v: &Value, app_id: &str) -> Result<Option<BTreeSet<String>>, String> {
+    if let Some(m) = app_members(v) {
+        return Ok(Some(m));
+    }
+    let one =
+        listing.get(ResourceKind::Group, app_id).await.map_err(|err| format!("reading Groups/{app_id}: {err}"))?;
+    Ok(Some(one.as_ref().and_then(app_members).unwrap_or_default()))
 }
 
 /// Desired members as app ids, for those provisioned.
@@ -264,6 +282,7 @@ async fn diff_kind<L: Listing>(
     let never_delete_users = cfg.never_delete.iter().any(|t| t == "users");
     let e = |e: crate::store::StoreError| format!("store: {e}");
     let mut seen: HashSet<String> = HashSet::new();
+    let mut seen_app: HashSet<String> = HashSet::new();
     let mut start = Some(1u64);
     let mut listed = 0u64;
     while let Some(s) = start {
@@ -280,20 +299,31 @@ async fn diff_kind<L: Listing>(
             .collect();
         let matched = store.sync_match_page(kind, keys.clone()).await.map_err(e)?;
         for ((v, key), m) in page.iter().zip(&keys).zip(matched) {
+            // Offset paging shifts when accounts come and go during the listing: the same
+            // account may show up twice. Once is enough (and a live account is never taken
+            // for a duplicate of itself).
+            if !seen_app.insert(key.app_id.clone()) {
+                continue;
+            }
             let empty = Map::new();
             let attrs = v.as_object().unwrap_or(&empty);
-            let have = if kind == ResourceKind::Group { Some(app_members(v)) } else { None };
+            let have = if kind == ResourceKind::Group { group_members(listing, v, &key.app_id).await? } else { None };
             let actual = Actual { app_id: &key.app_id, name: &key.name, attrs, members: have.as_ref() };
-            let Some(m) = m else {
-                let inactive = attrs.get("active") == Some(&Value::Bool(false));
-                if kind == ResourceKind::User && inactive && (deactivates || never_delete_users) {
+            let m = match m {
+                PageMatch::Ours(m) => m,
+                // Our deletion of it is on its way: not an orphan, nothing to do twice.
+                PageMatch::Deprovisioning => continue,
+                PageMatch::Unknown => {
+                    let inactive = attrs.get("active") == Some(&Value::Bool(false));
+                    if kind == ResourceKind::User && inactive && (deactivates || never_delete_users) {
+                        continue;
+                    }
+                    found.push(Found { item: diff::orphan(&actual), resource_kind: kind, fix: Some(Fix::Orphan) });
                     continue;
                 }
-                found.push(Found { item: diff::orphan(&actual), resource_kind: kind, fix: Some(Fix::Orphan) });
-                continue;
             };
             if !seen.insert(m.resource.id.clone()) {
-                // A second app account matching the same resource (by name): a duplicate.
+                // A second app account with the name of one of ours: a duplicate in the app.
                 found.push(Found { item: diff::orphan(&actual), resource_kind: kind, fix: Some(Fix::Orphan) });
                 continue;
             }
@@ -310,7 +340,7 @@ async fn diff_kind<L: Listing>(
             };
             for mut item in diff::compare(&desired, &actual, &cfg.ignore_attributes) {
                 let fix = if item.kind == DriftKind::MembershipMismatch {
-                    Some(member_fix(store, &m, have.as_ref(), &mut item).await?)
+                    Some(member_fix(store, cfg, &m, have.as_ref(), &mut item).await?)
                 } else {
                     Some(Fix::Resync { forget_app_id: false })
                 };
@@ -348,6 +378,7 @@ async fn diff_kind<L: Listing>(
 /// The member fix of a group, and the report's values rewritten with names a human knows.
 async fn member_fix(
     store: &Store,
+    cfg: &ReconcileConfig,
     m: &Matched,
     have: Option<&BTreeSet<String>>,
     item: &mut DriftItem,
@@ -364,6 +395,10 @@ async fn member_fix(
     let mut extra_named = Vec::new();
     for (app_id, k) in extra.iter().zip(known) {
         match k {
+            // A break-glass account stays in the app's groups too (an admins group, say).
+            Some((_, name)) if plan::is_protected(cfg, &name) => {
+                extra_named.push(json!({"name": name, "app_id": app_id, "protected": true}));
+            }
             Some((id, name)) => {
                 remove.push(id);
                 extra_named.push(json!({"name": name, "app_id": app_id}));

@@ -95,6 +95,11 @@ pub fn plan(cfg: &ReconcileConfig, found: &[Found], listed: u64, confirm: bool) 
     let mut ops = Vec::new();
     let mut repair = Vec::with_capacity(found.len());
     let mut deprovisions = 0u64;
+    let deactivating: std::collections::HashSet<&str> = found
+        .iter()
+        .filter(|f| f.item.kind == DriftKind::ActiveMismatch && f.item.ours == Value::Bool(false))
+        .filter_map(|f| f.item.resource_id.as_deref())
+        .collect();
     for f in found {
         let it = &f.item;
         let (Some(fix), RepairMode::Repair) = (&f.fix, mode(cfg, it.kind)) else {
@@ -125,22 +130,37 @@ pub fn plan(cfg: &ReconcileConfig, found: &[Found], listed: u64, confirm: bool) 
                 });
             }
             Fix::Resync { forget_app_id } => {
-                // Sending `active: false` again is a deactivation.
-                if it.kind == DriftKind::ActiveMismatch && it.ours == Value::Bool(false) {
-                    if is_protected(cfg, &it.name) {
-                        repair.push(Repair::Protected);
-                        continue;
-                    }
-                    deprovisions += 1;
-                }
                 let Some(id) = it.resource_id.clone() else {
                     repair.push(Repair::None);
                     continue;
                 };
+                // Resending our state deactivates an account we hold inactive and the app
+                // active, whichever attribute the item is about: that is a deprovisioning,
+                // allowed only where `active` is repaired, never for a protected account,
+                // and counted against the safety limit (once per account).
+                let deactivates = deactivating.contains(id.as_str());
+                if deactivates {
+                    if mode(cfg, DriftKind::ActiveMismatch) != RepairMode::Repair {
+                        repair.push(Repair::None);
+                        continue;
+                    }
+                    if is_protected(cfg, &it.name) {
+                        repair.push(Repair::Protected);
+                        continue;
+                    }
+                }
                 // Several mismatches of one account need one resync.
                 let dup = ops.iter().any(|o| matches!(o, RepairOp::Resync { id: x, .. } if *x == id));
                 if !dup {
-                    ops.push(RepairOp::Resync { kind: f.resource_kind, id, forget_app_id: *forget_app_id });
+                    if deactivates {
+                        deprovisions += 1;
+                    }
+                    ops.push(RepairOp::Resync {
+                        kind: f.resource_kind,
+                        id,
+                        forget_app_id: *forget_app_id,
+                        deprovision: deactivates,
+                    });
                 }
             }
             Fix::Members { add, remove, remove_app_ids } => {
@@ -253,6 +273,37 @@ mod tests {
             false,
         );
         assert_eq!(p.repair, vec![Repair::Protected]);
+    }
+
+    #[test]
+    fn repairing_another_attribute_never_deactivates_behind_the_operators_back() {
+        // Ours inactive, the app active, and the title differs too.
+        let mut active = item(DriftKind::ActiveMismatch, "f", Some("rf"), Some("xf"));
+        active.ours = json!(false);
+        let mut title = item(DriftKind::AttributeMismatch, "f", Some("rf"), Some("xf"));
+        title.attribute = Some("title".into());
+        let resync = Some(Fix::Resync { forget_app_id: false });
+        let both = [
+            Found { item: active, resource_kind: ResourceKind::User, fix: resync.clone() },
+            Found { item: title, resource_kind: ResourceKind::User, fix: resync },
+        ];
+        // `active` report-only: the title is not repaired either (the resync would deactivate).
+        let mut c = repair_all();
+        c.repair.active_mismatch = RepairMode::Report;
+        let p = plan(&c, &both, 100, false);
+        assert_eq!((p.ops.len(), p.repair.clone()), (0, vec![Repair::None, Repair::None]));
+        // Both repaired: one resync, marked and counted as a deprovisioning.
+        let p = plan(&repair_all(), &both, 100, false);
+        assert_eq!(p.deprovisions, 1);
+        assert_eq!(
+            p.ops,
+            vec![RepairOp::Resync {
+                kind: ResourceKind::User,
+                id: "rf".into(),
+                forget_app_id: false,
+                deprovision: true
+            }]
+        );
     }
 
     #[test]

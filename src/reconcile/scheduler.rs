@@ -100,11 +100,24 @@ async fn run(
 ) {
     let schedule = if cfg.schedule.trim().is_empty() { None } else { cron::Schedule::from_str(&cfg.schedule).ok() };
     tracing::info!(schedule = %cfg.schedule, "sync scheduler started");
+    if let Ok(n @ 1..) = store.sync_close_running("interrupted (the daemon stopped during the run)").await {
+        tracing::warn!(runs = n, "sync: a run was interrupted when the daemon last stopped");
+    }
     let once = |trigger: Trigger, confirm: bool| {
-        let (store, target, cfg, wake, running) = (&store, &target, &cfg, &wake, &running);
+        let (store, target, cfg, wake, running, shutdown) = (&store, &target, &cfg, &wake, &running, &shutdown);
         async move {
             running.store(true, Ordering::SeqCst);
-            let r = full_sync::run(store, target.as_ref(), cfg, deactivates, trigger, confirm).await;
+            // Shutdown does not wait for a run over a large app: the run is dropped between
+            // two steps (a repair is one transaction: queued whole or not at all) and
+            // recorded as interrupted.
+            let r = tokio::select! {
+                r = full_sync::run(store, target.as_ref(), cfg, deactivates, trigger, confirm) => r,
+                _ = shutdown.cancelled() => {
+                    let _ = store.sync_close_running("interrupted by shutdown").await;
+                    running.store(false, Ordering::SeqCst);
+                    return Err(TriggerError::Stopped);
+                }
+            };
             running.store(false, Ordering::SeqCst);
             // Repairs and re-queued dead letters are waiting in the outbox.
             wake.notify_one();

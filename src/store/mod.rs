@@ -31,7 +31,7 @@ use crate::model::{MemberDelta, MemberRef, Resource, ResourceKind};
 pub use outbox::{
     Attempt, Bundle, Claimed, Completion, GuardPolicy, GuardStatus, GuardTrip, OutboxRow, OutboxState, guard_trips,
 };
-pub use sync::{AppKey, DriftRow, Matched, MemberInfo, RepairOp, Stuck, SyncRun, orphan_id};
+pub use sync::{AppKey, DriftRow, Matched, MemberInfo, PageMatch, RepairOp, Stuck, SyncRun, orphan_id};
 pub use tokens::{NewToken, TokenInfo};
 
 /// Store settings, taken from `config::StoreConfig` by `app`.
@@ -328,11 +328,7 @@ impl Store {
     }
 
     /// Match a page of the app's listing to our resources (see [`sync::match_page`]).
-    pub async fn sync_match_page(
-        &self,
-        kind: ResourceKind,
-        keys: Vec<AppKey>,
-    ) -> Result<Vec<Option<Matched>>, StoreError> {
+    pub async fn sync_match_page(&self, kind: ResourceKind, keys: Vec<AppKey>) -> Result<Vec<PageMatch>, StoreError> {
         self.readers.run(move |c| sync::match_page(c, kind, &keys)).await
     }
 
@@ -380,6 +376,14 @@ impl Store {
         let op = writer::WriteOp::SyncRunFinish { id, status: status.to_string(), error, summary, items, keep_since };
         match self.writer.submit(op).await? {
             writer::WriteOutput::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Close runs left `running` as failed with `reason`; returns how many.
+    pub async fn sync_close_running(&self, reason: &str) -> Result<usize, StoreError> {
+        match self.writer.submit(writer::WriteOp::SyncCloseRunning(reason.to_string())).await? {
+            writer::WriteOutput::Changed(n) => Ok(n),
             other => Err(unexpected(other)),
         }
     }
@@ -615,6 +619,67 @@ mod tests {
         let c = deliver_all(store.clone()).await;
         assert_eq!((c.bundles.len(), c.held, c.tripped), (3, 0, None));
         assert!(c.bundles.iter().all(|b| b.head().op == crate::model::ChangeOp::Delete));
+        store.close();
+    }
+
+    /// Sync runs and repairs: retention keeps the newest successful report, runs left
+    /// running are closed, and a repair never duplicates a change already on its way nor
+    /// removes an "orphan" that is one of ours.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sync_runs_retention_and_repair_rechecks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let finish = |id, status: &'static str| {
+            let s = store.clone();
+            async move {
+                // keep_since in the future: everything older is prunable.
+                s.sync_run_finish(id, status, None, json!({}), Vec::new(), "9999-01-01T00:00:00.000Z".into())
+                    .await
+                    .unwrap()
+            }
+        };
+        let a = store.sync_run_start("manual").await.unwrap();
+        finish(a, "ok").await;
+        let b = store.sync_run_start("manual").await.unwrap();
+        finish(b, "failed").await;
+        let ids: Vec<i64> = store.sync_runs(10).await.unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![a], "old runs pruned, the newest successful one kept");
+        let c = store.sync_run_start("schedule").await.unwrap();
+        assert_eq!(store.sync_close_running("interrupted by shutdown").await.unwrap(), 1);
+        let r = store.sync_run(Some(c)).await.unwrap().unwrap();
+        assert_eq!((r.status.as_str(), r.error.as_deref()), ("failed", Some("interrupted by shutdown")));
+
+        store.create(user("u1", "alice")).await.unwrap();
+        let resync =
+            || RepairOp::Resync { kind: ResourceKind::User, id: "u1".into(), forget_app_id: false, deprovision: false };
+        // u1's create is still queued: a resync would duplicate it.
+        assert_eq!(store.sync_repair(c, vec![resync()]).await.unwrap(), 0);
+        let claimed = store
+            .outbox_claim(10, 10, crate::model::time_after(std::time::Duration::from_secs(60)), None)
+            .await
+            .unwrap();
+        for b in &claimed.bundles {
+            store
+                .outbox_complete(
+                    b,
+                    crate::model::now(),
+                    Completion::Success { id_map: Some(Some("app-u1".into())), applied: None },
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.sync_repair(c, vec![resync()]).await.unwrap(), 1);
+        let orphan = |app_id: &str, name: &str| RepairOp::Orphan {
+            kind: ResourceKind::User,
+            app_id: app_id.into(),
+            name: name.into(),
+            deactivate_only: false,
+        };
+        // Mapped to u1, or named like one of ours: not an orphan (any more).
+        assert_eq!(store.sync_repair(c, vec![orphan("app-u1", "someone"), orphan("x9", "ALICE")]).await.unwrap(), 0);
+        // A real orphan, once: the second repair finds its deprovisioning queued.
+        assert_eq!(store.sync_repair(c, vec![orphan("x7", "mallory")]).await.unwrap(), 1);
+        assert_eq!(store.sync_repair(c, vec![orphan("x7", "mallory")]).await.unwrap(), 0);
         store.close();
     }
 

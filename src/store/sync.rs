@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value, json};
 
 use super::StoreError;
-use crate::model::{Resource, ResourceKind, fold_case};
+use crate::model::{ChangeOp, Resource, ResourceKind, fold_case};
 
 /// One account as the app lists it, reduced to what matching needs.
 #[derive(Debug, Clone)]
@@ -18,6 +18,18 @@ pub struct AppKey {
     /// `userName` (users) or `displayName` (groups).
     pub name: String,
     pub external_id: Option<String>,
+}
+
+/// What an app account is to us.
+#[derive(Debug, Clone)]
+pub enum PageMatch {
+    /// One of our resources.
+    Ours(Box<Matched>),
+    /// One we deleted (or deprovisioned) whose removal is still on its way to the app: not
+    /// an orphan, and not to be removed twice.
+    Deprovisioning,
+    /// Not ours: an orphan (or a duplicate of an account matched already).
+    Unknown,
 }
 
 /// One of our resources matched to an app account.
@@ -89,7 +101,8 @@ pub struct DriftRow {
 pub enum RepairOp {
     /// Send the whole current state again; `forget_app_id` when the app lost the account,
     /// so the worker finds or creates it instead of updating a dead id.
-    Resync { kind: ResourceKind, id: String, forget_app_id: bool },
+    /// `deprovision`: the state sent deactivates the account in the app.
+    Resync { kind: ResourceKind, id: String, forget_app_id: bool, deprovision: bool },
     /// Add and remove group members in the app: ours by our id, strangers by the app's id.
     Members { group_id: String, add: Vec<String>, remove: Vec<String>, remove_app_ids: Vec<String> },
     /// Deprovision an account the IdP does not know. `deactivate_only`: never delete it.
@@ -125,7 +138,7 @@ fn id_by_name(conn: &Connection, kind: ResourceKind, key: &AppKey) -> Result<Opt
 /// Match one page of the app's listing: by the app id in our id map, else by name, else by
 /// `externalId`. An app account matched by name to a resource already mapped to another
 /// app account is a duplicate, so it stays unmatched (and is reported as orphaned).
-pub fn match_page(conn: &Connection, kind: ResourceKind, keys: &[AppKey]) -> Result<Vec<Option<Matched>>, StoreError> {
+pub fn match_page(conn: &Connection, kind: ResourceKind, keys: &[AppKey]) -> Result<Vec<PageMatch>, StoreError> {
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         let by_map: Option<String> = conn
@@ -137,22 +150,26 @@ pub fn match_page(conn: &Connection, kind: ResourceKind, keys: &[AppKey]) -> Res
             None => id_by_name(conn, kind, key)?,
         };
         let Some(id) = id else {
-            out.push(None);
+            out.push(PageMatch::Unknown);
             continue;
         };
         let Some(resource) = resource_by_id(conn, kind, &id)? else {
-            // Mapped, but deleted on our side: the deprovisioning is on its way or stuck.
-            out.push(None);
+            // Mapped, but deleted on our side: its deprovisioning is on its way (or held, or
+            // dead: the stuck items say so).
+            let undelivered = conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE resource_id = ?1 AND state != 'done')")?
+                .query_row([&id], |r| r.get::<_, bool>(0))?;
+            out.push(if undelivered { PageMatch::Deprovisioning } else { PageMatch::Unknown });
             continue;
         };
         let (mapped_app_id, applied) = mapping(conn, &id)?;
         if mapped_app_id.as_deref().is_some_and(|m| m != key.app_id) {
-            out.push(None);
+            out.push(PageMatch::Unknown);
             continue;
         }
         let pending = super::outbox::has_undelivered(conn, &id)?;
         let members = if kind == ResourceKind::Group { Some(members_of(conn, &id)?) } else { None };
-        out.push(Some(Matched { resource, mapped_app_id, applied, pending, members }));
+        out.push(PageMatch::Ours(Box::new(Matched { resource, mapped_app_id, applied, pending, members })));
     }
     Ok(out)
 }
@@ -219,7 +236,8 @@ pub fn load_unmatched(conn: &Connection, kind: ResourceKind, ids: &[String]) -> 
 pub fn names_for_app_ids(conn: &Connection, app_ids: &[String]) -> Result<Vec<Option<(String, String)>>, StoreError> {
     let mut st = conn.prepare_cached(
         "SELECT r.id, coalesce(json_extract(r.data, '$.userName'), json_extract(r.data, '$.displayName'), r.id)
-         FROM id_map im JOIN resources r ON r.id = im.resource_id WHERE im.app_id = ?1",
+         FROM id_map im JOIN resources r ON r.id = im.resource_id
+         WHERE im.resource_kind IN ('User', 'Group') AND im.app_id = ?1",
     )?;
     let mut out = Vec::with_capacity(app_ids.len());
     for a in app_ids {
@@ -256,13 +274,18 @@ pub fn stuck(conn: &Connection, older_than: &str, limit: usize) -> Result<Vec<St
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Close runs left `running` (a crash, a kill, a shutdown mid-run) as failed with `reason`.
+pub fn close_running(conn: &Connection, reason: &str, now: &str) -> Result<usize, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE sync_runs SET status = 'failed', finished_at = ?1, error = ?2 WHERE status = 'running'",
+        )?
+        .execute(params![now, reason])?)
+}
+
 /// Start a run. Runs left `running` by a crash are closed as failed first.
 pub fn run_start(conn: &Connection, trigger: &str, now: &str) -> Result<i64, StoreError> {
-    conn.prepare_cached(
-        "UPDATE sync_runs SET status = 'failed', finished_at = ?1, error = 'interrupted (the daemon stopped during the run)'
-         WHERE status = 'running'",
-    )?
-    .execute([now])?;
+    close_running(conn, "interrupted (the daemon stopped during the run)", now)?;
     conn.prepare_cached("INSERT INTO sync_runs (trigger, started_at, status) VALUES (?1, ?2, 'running')")?
         .execute(params![trigger, now])?;
     Ok(conn.last_insert_rowid())
@@ -308,7 +331,7 @@ pub fn run_finish(
     }
     conn.prepare_cached(
         "DELETE FROM sync_runs WHERE started_at < ?1 AND status != 'running'
-           AND id != (SELECT max(id) FROM sync_runs WHERE status = 'ok')",
+           AND id IS NOT (SELECT max(id) FROM sync_runs WHERE status = 'ok')",
     )?
     .execute([keep_since])?;
     Ok(())
@@ -371,80 +394,104 @@ pub fn items(conn: &Connection, run_id: i64) -> Result<Vec<DriftRow>, StoreError
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Queue the corrective rows of a repair; returns how many rows were queued.
+/// Queue the corrective rows of a repair; returns how many rows were queued. Re-checked
+/// here, in the writer's transaction, so a repair never races the IdP or the worker: nothing
+/// is queued for a resource that has a change on its way already (it would duplicate it), and
+/// an "orphan" that is mapped to one of our resources or carries one of our names by now (the
+/// IdP created it meanwhile, or the listing showed a live account twice) is left alone.
 pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Result<usize, StoreError> {
     let mut n = 0;
-    let mut insert = |kind: ResourceKind, id: &str, op: &str, version: i64, payload: Value| -> Result<(), StoreError> {
-        conn.prepare_cached(
-            "INSERT INTO outbox (resource_kind, resource_id, op, version, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![kind.as_str(), id, op, version, payload.to_string(), now])?;
-        n += 1;
-        Ok(())
-    };
     let version_of = |id: &str| -> Result<Option<i64>, StoreError> {
         Ok(conn
             .prepare_cached("SELECT version FROM resources WHERE id = ?1")?
             .query_row([id], |r| r.get(0))
             .optional()?)
     };
+    let undelivered = |id: &str| -> Result<bool, StoreError> {
+        Ok(conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE resource_id = ?1 AND state != 'done')")?
+            .query_row([id], |r| r.get(0))?)
+    };
     for op in ops {
         match op {
-            RepairOp::Resync { kind, id, forget_app_id } => {
+            RepairOp::Resync { kind, id, forget_app_id, deprovision } => {
                 let Some(v) = version_of(id)? else { continue };
+                if undelivered(id)? {
+                    continue;
+                }
                 if *forget_app_id {
                     conn.prepare_cached("DELETE FROM id_map WHERE resource_id = ?1")?.execute([id])?;
                 }
-                insert(
-                    *kind,
-                    id,
-                    "update",
-                    v,
-                    json!({"attributes_changed": true, "resync": true, "repair_run": run_id}),
-                )?;
+                let mut payload = json!({"attributes_changed": true, "resync": true, "repair_run": run_id});
+                if *deprovision {
+                    // A deactivation like any other: the deletion guard counts and may hold it.
+                    payload["deprovision"] = Value::Bool(true);
+                }
+                super::resources::enqueue(conn, *kind, id, ChangeOp::Update, v as u64, &payload, now)?;
+                n += 1;
             }
             RepairOp::Members { group_id, add, remove, remove_app_ids } => {
                 let Some(v) = version_of(group_id)? else { continue };
-                insert(
+                if undelivered(group_id)? {
+                    continue;
+                }
+                let payload = json!({"members_added": add, "members_removed": remove,
+                                     "members_removed_app_ids": remove_app_ids, "repair_run": run_id});
+                super::resources::enqueue(
+                    conn,
                     ResourceKind::Group,
                     group_id,
-                    "update",
-                    v,
-                    json!({"members_added": add, "members_removed": remove,
-                           "members_removed_app_ids": remove_app_ids, "repair_run": run_id}),
+                    ChangeOp::Update,
+                    v as u64,
+                    &payload,
+                    now,
                 )?;
+                n += 1;
             }
             RepairOp::Orphan { kind, app_id, name, deactivate_only } => {
                 let id = orphan_id(*kind, app_id);
+                let ours: bool = conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM id_map im JOIN resources r ON r.id = im.resource_id
+                                        WHERE im.resource_kind = ?1 AND im.app_id = ?2)
+                             OR EXISTS (SELECT 1 FROM resources WHERE kind = ?1
+                                        AND coalesce(user_name_ci, display_name_ci) = ?3)",
+                    )?
+                    .query_row(params![kind.as_str(), app_id, fold_case(name)], |r| r.get(0))?;
+                if ours || undelivered(&id)? {
+                    continue;
+                }
                 conn.prepare_cached(
                     "INSERT INTO id_map (resource_id, resource_kind, app_id, updated_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (resource_id) DO UPDATE SET app_id = excluded.app_id, updated_at = excluded.updated_at",
                 )?
                 .execute(params![id, kind.as_str(), app_id, now])?;
                 let name_key = if *kind == ResourceKind::User { "userName" } else { "displayName" };
-                insert(
-                    *kind,
-                    &id,
-                    "delete",
-                    0,
-                    json!({"deprovision": true, "orphan": true, "deactivate_only": deactivate_only,
-                           "tombstone": {name_key: name}, "repair_run": run_id}),
-                )?;
+                let payload = json!({"deprovision": true, "orphan": true, "deactivate_only": deactivate_only,
+                                     "tombstone": {name_key: name}, "repair_run": run_id});
+                super::resources::enqueue(conn, *kind, &id, ChangeOp::Delete, 0, &payload, now)?;
+                n += 1;
             }
         }
     }
     Ok(n)
 }
 
-/// Re-queue dead-lettered rows (the scheduler's retry of failed provisions); returns their ids.
+/// Re-queue dead-lettered rows that gave up on a passing failure (their retries or their
+/// wait ran out: the worker's messages then say "gave up", see `outbox_worker::decide`):
+/// their cause may have cleared. Rows the app refused outright (a permanent error) stay dead
+/// until an operator acts; re-sending them every run would only flap the alerts. Returns
+/// their ids.
 pub fn requeue_dead(conn: &Connection, now: &str) -> Result<Vec<i64>, StoreError> {
     let ids: Vec<i64> = conn
-        .prepare_cached("SELECT id FROM outbox WHERE state = 'dead' ORDER BY id")?
+        .prepare_cached("SELECT id FROM outbox WHERE state = 'dead' AND last_error LIKE '%gave up%' ORDER BY id")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    conn.prepare_cached(
-        "UPDATE outbox SET state = 'retry', next_attempt_at = ?1, done_at = NULL, attempts = 0 WHERE state = 'dead'",
-    )?
-    .execute([now])?;
+    let mut st = conn.prepare_cached(
+        "UPDATE outbox SET state = 'retry', next_attempt_at = ?1, done_at = NULL, attempts = 0 WHERE id = ?2",
+    )?;
+    for id in &ids {
+        st.execute(params![now, id])?;
+    }
     Ok(ids)
 }

@@ -63,6 +63,7 @@ pub enum WriteOp {
         ops: Vec<super::sync::RepairOp>,
     },
     SyncRequeueDead,
+    SyncCloseRunning(String),
 }
 
 #[derive(Debug)]
@@ -227,5 +228,6 @@ fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
         }
         WriteOp::SyncRepair { run_id, ops } => sync::repair(conn, &ops, run_id, &now).map(WriteOutput::Changed),
         WriteOp::SyncRequeueDead => sync::requeue_dead(conn, &now).map(WriteOutput::Ids),
+        WriteOp::SyncCloseRunning(reason) => sync::close_running(conn, &reason, &now).map(WriteOutput::Changed),
     }
 }

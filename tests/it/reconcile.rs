@@ -36,7 +36,7 @@ fn app_id(app_users: &[Value], name: &str) -> String {
 /// Run a sync through the admin trigger; returns the run result.
 async fn sync(d: &Daemon, confirm: bool) -> Value {
     let url = format!("{}/sync{}", d.admin_base, if confirm { "?confirm=true" } else { "" });
-    let r = d.http.post(url).send().await.unwrap();
+    let r = d.http.post(url).header("x-requested-by", "tests").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["status"], "ok", "{v}");
@@ -203,6 +203,8 @@ async fn a_mass_deprovisioning_beyond_the_safety_limit_repairs_nothing_until_con
     assert!(html.contains("id=\"refused\""), "{html}");
 
     // Confirmed: repaired, except the protected account.
+    let refused = d.cli_raw(&["sync", "now", "--url", &d.admin_base]);
+    assert_eq!(refused.status.code(), Some(4), "a refused repair is its own exit code");
     let out = d.cli(&["sync", "now", "--confirm", "--url", &d.admin_base]);
     assert!(out.contains("Repair queued 4 change(s)"), "{out}");
     d.wait_outbox_empty().await;
@@ -218,33 +220,57 @@ async fn stuck_provisions_are_reported_requeued_and_a_failed_listing_fails_the_r
     use crate::app::{Mode, Proxy};
     let app = ScimApp::start().await;
     let proxy = Proxy::start(&app.base).await;
-    // The app refuses everything with a permanent error: the create is dead-lettered.
-    let d = Daemon::start_with(&format!("{}[reconcile]\nschedule = \"\"\n", scim_target_config(&proxy.base)));
-    proxy.set(Mode::Fail { status: 400, retry_after: None });
+    // One attempt each, so failures are dead-lettered at once.
+    let d = Daemon::start_with(&format!(
+        "{}max_attempts = 1\n[reconcile]\nschedule = \"\"\n",
+        scim_target_config(&proxy.base)
+    ));
+    // An outage (503): dead after its attempts ran out; its cause may clear.
+    proxy.set(Mode::Fail { status: 503, retry_after: None });
     d.create_user("stuck@example.com").await;
     d.wait_outbox_empty().await;
+    // A refusal (400): permanent; re-sending it every run would only flap the alerts.
+    proxy.set(Mode::Fail { status: 400, retry_after: None });
+    d.create_user("refused@example.com").await;
+    d.wait_outbox_empty().await;
     // While the app fails, a sync run fails with the reason, and says so.
-    let r: Value = d.http.post(format!("{}/sync", d.admin_base)).send().await.unwrap().json().await.unwrap();
+    proxy.set(Mode::Fail { status: 503, retry_after: None });
+    // Without X-Requested-By (what a cross-site form would send): refused.
+    let forged = d.http.post(format!("{}/sync?confirm=true", d.admin_base)).send().await.unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let r: Value = d
+        .http
+        .post(format!("{}/sync", d.admin_base))
+        .header("x-requested-by", "tests")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["status"], "failed", "{r}");
-    assert!(r["error"].as_str().unwrap().contains("HTTP 400"), "{r}");
+    assert!(r["error"].as_str().unwrap().contains("HTTP 503"), "{r}");
     let runs = d.cli(&["sync", "runs"]);
     assert!(runs.contains("failed") && runs.contains("listing Users"), "{runs}");
-    // The app is back: the run reports the dead letter as stuck and puts it back in the queue.
+    // The app is back: the run reports both dead letters as stuck and re-queues the outage's.
     proxy.set(Mode::Forward);
     sync(&d, false).await;
     let (full, items) = report(&d).await;
     assert_eq!(
         items,
         vec![
+            tuple("missing_in_app", "refused@example.com", "", "not_applied_yet", "none"),
             tuple("missing_in_app", "stuck@example.com", "", "not_applied_yet", "none"),
+            tuple("stuck_provision", "refused@example.com", "", "not_applied_yet", "none"),
             tuple("stuck_provision", "stuck@example.com", "", "not_applied_yet", "requeued"),
         ],
         "{full:#}"
     );
     d.wait_outbox_empty().await;
     assert!(app.user_by_name("stuck@example.com").await.is_some(), "the re-queued create was delivered");
+    assert!(app.user_by_name("refused@example.com").await.is_none(), "the refused one stays dead");
     let run = sync(&d, false).await;
-    assert_eq!((run["summary"]["total"].as_u64(), run["summary"]["resolved"].as_u64()), (Some(0), Some(2)), "{run}");
+    assert_eq!((run["summary"]["total"].as_u64(), run["summary"]["resolved"].as_u64()), (Some(2), Some(2)), "{run}");
 }
 
 #[tokio::test]
@@ -269,18 +295,29 @@ async fn a_run_missed_while_stopped_is_caught_up_once_at_start() {
     let mut d = Daemon::start_with(&config(&app, ""));
     sync(&d, false).await;
     assert!(d.stop().success());
-    // Every second: by the time we restart, many run times have passed while stopped.
-    d.set_extra_config(&format!("{}[reconcile]\nschedule = \"* * * * * *\"\n", scim_target_config(&app.base)));
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // The last run is made three hours old: with an hourly schedule, three run times were
+    // missed while stopped. One catch-up run, not three, and none of the schedule's own
+    // (the next hour is minutes away at the earliest).
+    let db = d.data_dir().join("scimsync.db");
+    let conn = rusqlite::Connection::open(&db).expect("open the daemon's database");
+    let three_hours_ago = (time::OffsetDateTime::now_utc() - time::Duration::hours(3))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    conn.execute("UPDATE sync_runs SET started_at = ?1", [&three_hours_ago]).unwrap();
+    drop(conn);
+    d.set_extra_config(&format!("{}[reconcile]\nschedule = \"0 0 * * * *\"\n", scim_target_config(&app.base)));
     d.spawn();
     let mut runs = String::new();
     for _ in 0..100 {
         runs = d.cli(&["sync", "runs"]);
         if runs.contains(" catch_up ") {
-            assert_eq!(runs.matches(" catch_up ").count(), 1, "caught up once, not per missed time:\n{runs}");
-            return;
+            break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!("no catch-up run after a restart past a scheduled time:\n{runs}");
+    // Let a second catch-up show itself if there were one.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let runs = d.cli(&["sync", "runs"]);
+    assert_eq!(runs.matches(" catch_up ").count(), 1, "one catch-up run:\n{runs}");
+    assert_eq!(runs.matches(" manual ").count(), 1, "{runs}");
 }
