@@ -171,11 +171,13 @@ pub fn worker_options(cfg: &Config) -> WorkerOptions {
             share_min_count: o.deletion_guard.share_min_count,
             window: Duration::from_secs(o.deletion_guard.window_seconds),
         }),
+        shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace_seconds),
         ..WorkerOptions::default()
     }
 }
 
-/// Run until `shutdown` is cancelled, then stop in order.
+/// Run until `shutdown` is cancelled, then stop in order. `live` holds what a SIGHUP can
+/// change (rate limits, the TLS certificate).
 pub async fn run(
     cfg: &Config,
     store: Store,
@@ -183,6 +185,7 @@ pub async fn run(
     admin: Option<TcpListener>,
     base_url: String,
     shutdown: CancellationToken,
+    live: &crate::reload::Live,
 ) {
     let wake = Arc::new(Notify::new());
     let service = Service::new(
@@ -190,9 +193,11 @@ pub async fn run(
         ListLimits { default_page_size: cfg.scim.default_page_size, max_page_size: cfg.scim.max_page_size },
         wake.clone(),
     );
-    // The worker has its own token: it stops after HTTP, so changes accepted by requests that
-    // were finishing are still claimed or left queued (never lost either way).
-    let worker_stop = CancellationToken::new();
+    // The worker stops claiming at SIGTERM, while HTTP finishes its requests: both drain at
+    // once within the one `server.shutdown_grace_seconds` budget. Changes accepted by the
+    // finishing requests stay queued for the next start (never lost); deliveries at hand are
+    // finished and recorded.
+    let worker_stop = shutdown.child_token();
     let worker = match build_target(cfg) {
         Ok(Some(target)) => {
             let (store, opts, wake, stop) = (store.clone(), worker_options(cfg), wake.clone(), worker_stop.clone());
@@ -219,6 +224,7 @@ pub async fn run(
         max_page_size: cfg.scim.max_page_size,
         bulk_max_operations: cfg.scim.bulk_max_operations,
         bulk_max_payload_bytes: cfg.scim.bulk_max_payload_bytes,
+        rate_limits: live.rate_limits.clone(),
     });
     // The admin listener stops with the SCIM one: readiness and metrics stay answerable
     // while in-flight requests finish.
@@ -235,7 +241,8 @@ pub async fn run(
         });
         tokio::spawn(ops_api::serve(l, ops, shutdown.clone()))
     });
-    http::serve(listener, state, shutdown).await;
+    let grace = Duration::from_secs(cfg.server.shutdown_grace_seconds);
+    http::serve(listener, state, live.tls.clone(), shutdown, grace).await;
     if let Some(a) = admin {
         let _ = a.await;
     }

@@ -43,6 +43,9 @@ pub struct WorkerOptions {
     pub wait_interval: Duration,
     /// The accidental-deletion guard; `None`: off, every deprovisioning is delivered.
     pub deletion_guard: Option<DeletionGuard>,
+    /// At shutdown, how long deliveries at hand may take to finish (capped by the lease);
+    /// the rest are aborted and delivered again at the next start.
+    pub shutdown_grace: Duration,
 }
 
 /// The accidental-deletion guard's thresholds (`[outbox.deletion_guard]`): more
@@ -82,6 +85,7 @@ impl Default for WorkerOptions {
             max_rows_per_bundle: 100,
             wait_interval: Duration::from_secs(2),
             deletion_guard: None,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -185,7 +189,10 @@ pub async fn run(
             }
         }
     }
-    let deadline = tokio::time::sleep(opts.lease.min(Duration::from_secs(30)));
+    if !tasks.is_empty() {
+        tracing::info!(deliveries = tasks.len(), "outbox: stopped claiming; finishing the deliveries at hand");
+    }
+    let deadline = tokio::time::sleep(opts.lease.min(opts.shutdown_grace));
     tokio::pin!(deadline);
     while !tasks.is_empty() {
         tokio::select! {

@@ -86,7 +86,10 @@ impl Daemon {
             http: client(),
             extra_config: extra_config.to_string(),
             // The admin listener's default port (9090) would collide between parallel tests.
-            env: std::iter::once(("SCIMSYNC_ADMIN__LISTEN", "127.0.0.1:0"))
+            // Load tests go far beyond the default per-token rate limit: tests of the limit
+            // set their own (a later variable of the same name wins).
+            env: [("SCIMSYNC_ADMIN__LISTEN", "127.0.0.1:0"), ("SCIMSYNC_SERVER__RATE_LIMIT__REQUESTS_PER_SECOND", "0")]
+                .into_iter()
                 .chain(env.iter().copied())
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
