@@ -244,7 +244,11 @@ pub async fn run(
     let grace = Duration::from_secs(cfg.server.shutdown_grace_seconds);
     http::serve(listener, state, live.tls.clone(), shutdown, grace).await;
     if let Some(a) = admin {
-        let _ = a.await;
+        // The admin listener shut down with the SCIM one; a scrape still running gets the
+        // same budget, not more.
+        if tokio::time::timeout(grace, a).await.is_err() {
+            tracing::warn!("admin listener still busy at the shutdown deadline; leaving it");
+        }
     }
     tracing::info!("http server stopped");
     worker_stop.cancel();

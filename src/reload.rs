@@ -69,8 +69,14 @@ pub fn spawn(
                 msg = hangups.recv() => if msg.is_none() { return },
             }
             tracing::info!(file = ?file.as_ref().map(|f| f.display().to_string()), "SIGHUP: reloading the configuration");
+            crate::systemd::reloading();
             let ok = reload(file.clone(), &mut running, &live).await;
             crate::telemetry::config_reload(ok);
+            crate::systemd::reloaded(if ok {
+                "serving; configuration reloaded"
+            } else {
+                "serving; the last reload was refused (see the log), previous settings in force"
+            });
             match store.list_tokens().await {
                 Ok(t) => tracing::info!(
                     active_tokens = t.iter().filter(|t| t.revoked_at.is_none()).count(),
