@@ -200,7 +200,8 @@ pub async fn run(
     let worker_stop = shutdown.child_token();
     let worker = match build_target(cfg) {
         Ok(Some(target)) => {
-            let (store, opts, wake, stop) = (store.clone(), worker_options(cfg), wake.clone(), worker_stop.clone());
+            let opts = WorkerOptions { updates: Some(live.outbox.subscribe()), ..worker_options(cfg) };
+            let (store, wake, stop) = (store.clone(), wake.clone(), worker_stop.clone());
             Some(tokio::spawn(outbox_worker::run(store, Arc::new(target), opts, wake, stop)))
         }
         Ok(None) => {

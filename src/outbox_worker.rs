@@ -46,6 +46,9 @@ pub struct WorkerOptions {
     /// At shutdown, how long deliveries at hand may take to finish (capped by the lease);
     /// the rest are aborted and delivered again at the next start.
     pub shutdown_grace: Duration,
+    /// New options sent on a configuration reload (SIGHUP), taken between claims. The
+    /// concurrency stays as started (the permits are sized once).
+    pub updates: Option<tokio::sync::watch::Receiver<WorkerOptions>>,
 }
 
 /// The accidental-deletion guard's thresholds (`[outbox.deletion_guard]`): more
@@ -86,6 +89,7 @@ impl Default for WorkerOptions {
             wait_interval: Duration::from_secs(2),
             deletion_guard: None,
             shutdown_grace: Duration::from_secs(30),
+            updates: None,
         }
     }
 }
@@ -94,7 +98,7 @@ impl Default for WorkerOptions {
 pub async fn run(
     store: Store,
     target: Arc<Target>,
-    opts: WorkerOptions,
+    mut opts: WorkerOptions,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
@@ -117,6 +121,13 @@ pub async fn run(
         while tasks.try_join_next().is_some() {}
         if shutdown.is_cancelled() {
             break;
+        }
+        if let Some(rx) = opts.updates.as_mut().filter(|rx| rx.has_changed().unwrap_or(false)) {
+            let mut new = rx.borrow_and_update().clone();
+            new.concurrency = opts.concurrency;
+            new.updates = opts.updates.take();
+            opts = new;
+            tracing::info!("outbox: new retry and timing settings in force");
         }
         if let Some(until) = paused(&pause) {
             tokio::select! {

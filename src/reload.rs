@@ -3,8 +3,10 @@
 //! takes effect after a restart. A configuration that does not load or validate is refused
 //! whole: the daemon keeps running with the settings it has, and says why.
 //!
-//! Changes live: `log.level`, `[server.rate_limit]`, and the TLS certificate and key (the
-//! files are read again on every SIGHUP, so a renewed certificate needs no config change).
+//! Changes live: `log.level`, `[server.rate_limit]`, the TLS certificate and key (the files
+//! are read again on every SIGHUP, so a renewed certificate needs no config change), and the
+//! outbox's retry and timing settings and deletion guard (not its concurrency or its rate
+//! limit towards the app).
 //! API tokens need no reload at all: they live in the store and are checked per request, so
 //! `scimsync token create` / `revoke` take effect at once.
 //!
@@ -22,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::http::rate_limit::RateLimits;
 use crate::http::tls::CertStore;
+use crate::outbox_worker::WorkerOptions;
 use crate::store::Store;
 
 /// Settings of the running daemon that a reload can change in place.
@@ -30,6 +33,8 @@ pub struct Live {
     pub rate_limits: RateLimits,
     /// The SCIM listener's certificate; `None` when it serves plain HTTP.
     pub tls: Option<Arc<CertStore>>,
+    /// The outbox worker's retry and timing settings.
+    pub outbox: Arc<tokio::sync::watch::Sender<WorkerOptions>>,
 }
 
 impl Live {
@@ -38,19 +43,32 @@ impl Live {
     pub fn from_config(cfg: &Config) -> Result<Live, String> {
         let t = &cfg.server.tls;
         let tls = if t.enabled() { Some(Arc::new(CertStore::load(&t.cert_file, &t.key_file)?)) } else { None };
-        Ok(Live { rate_limits: RateLimits::new(&cfg.server.rate_limit), tls })
+        let outbox = Arc::new(tokio::sync::watch::Sender::new(crate::app::worker_options(cfg)));
+        Ok(Live { rate_limits: RateLimits::new(&cfg.server.rate_limit), tls, outbox })
     }
 }
 
-/// Keys whose new value is applied by a reload. Everything else is reported as needing a
-/// restart.
-const LIVE_KEYS: [&str; 5] = [
+/// Keys whose new value is applied by a reload (a trailing `.` covers a whole section).
+/// Everything else is reported as needing a restart.
+const LIVE_KEYS: [&str; 13] = [
     "log.level",
     "server.rate_limit.requests_per_second",
     "server.rate_limit.burst",
     "server.tls.cert_file",
     "server.tls.key_file",
+    "outbox.poll_interval_seconds",
+    "outbox.lease_seconds",
+    "outbox.max_attempts",
+    "outbox.max_age_seconds",
+    "outbox.retry_base_seconds",
+    "outbox.retry_max_seconds",
+    "outbox.retry_after_max_seconds",
+    "outbox.deletion_guard.",
 ];
+
+fn is_live(key: &str) -> bool {
+    LIVE_KEYS.iter().any(|k| if k.ends_with('.') { key.starts_with(k) } else { key == *k })
+}
 
 /// Reload on every message from `hangups` until `shutdown`.
 pub fn spawn(
@@ -125,34 +143,47 @@ async fn reload(file: Option<PathBuf>, running: &mut Config, live: &Live) -> boo
         live.rate_limits.configure(&new.server.rate_limit);
         running.server.rate_limit = new.server.rate_limit.clone();
     }
-    match (&live.tls, new.server.tls.enabled()) {
-        (Some(certs), true) => {
-            let before = certs.describe();
-            match certs.reload(&new.server.tls.cert_file, &new.server.tls.key_file) {
-                Ok(now) if now == before => tracing::info!(certificate = %now, "TLS certificate re-read: unchanged"),
-                Ok(now) => tracing::info!(certificate = %now, previous = %before, "TLS certificate reloaded"),
-                Err(e) => {
-                    ok = false;
-                    tracing::error!(error = %e, "TLS certificate not reloaded; the previous one is still served");
+    // The outbox worker's retry and timing settings; concurrency and the flow control towards
+    // the app are fixed at start (reported below), and the shutdown budget is server-wide.
+    let mut outbox = new.outbox.clone();
+    outbox.concurrency = running.outbox.concurrency;
+    outbox.rate_limit_per_second = running.outbox.rate_limit_per_second;
+    outbox.rate_limit_burst = running.outbox.rate_limit_burst;
+    if outbox != running.outbox {
+        let mut cfg = running.clone();
+        cfg.outbox = outbox.clone();
+        live.outbox.send_replace(crate::app::worker_options(&cfg));
+        running.outbox = outbox;
+    }
+    // Turning TLS on or off changes the listener: reported below as needing a restart.
+    if let (Some(certs), true) = (&live.tls, new.server.tls.enabled()) {
+        let before = certs.describe();
+        match certs.reload(&new.server.tls.cert_file, &new.server.tls.key_file) {
+            Ok(now) => {
+                if now == before {
+                    tracing::info!(certificate = %now, "TLS certificate re-read: unchanged");
+                } else {
+                    tracing::info!(certificate = %now, previous = %before, "TLS certificate reloaded");
                 }
-            }
-            if ok {
                 running.server.tls = new.server.tls.clone();
             }
+            Err(e) => {
+                ok = false;
+                tracing::error!(error = %e, "TLS certificate not reloaded; the previous one is still served");
+            }
         }
-        // Turning TLS on or off changes the listener: reported below as needing a restart.
-        _ => {}
     }
 
-    let (applied, restart): (Vec<&String>, Vec<&String>) = changed.iter().partition(|k| {
-        LIVE_KEYS.contains(&k.as_str())
-            && (!k.starts_with("server.tls.") || live.tls.is_some() == new.server.tls.enabled())
-    });
+    let (applied, restart): (Vec<&String>, Vec<&String>) = changed
+        .iter()
+        .partition(|k| is_live(k) && (!k.starts_with("server.tls.") || live.tls.is_some() == new.server.tls.enabled()));
     for key in &restart {
         tracing::warn!(key = %key, "setting changed in the configuration but needs a restart to take effect");
     }
     if ok {
         tracing::info!(changed = ?applied, needs_restart = restart.len(), "configuration reloaded");
+    } else {
+        tracing::warn!(changed = ?applied, "configuration partly reloaded: see the error above");
     }
     ok
 }
@@ -222,5 +253,15 @@ mod tests {
             ]
         );
         assert!(changed_keys(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn live_keys() {
+        for k in ["log.level", "server.rate_limit.burst", "outbox.max_attempts", "outbox.deletion_guard.enabled"] {
+            assert!(is_live(k), "{k}");
+        }
+        for k in ["log.format", "server.listen", "outbox.concurrency", "outbox.rate_limit_burst", "target (a secret)"] {
+            assert!(!is_live(k), "{k}");
+        }
     }
 }

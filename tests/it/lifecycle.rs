@@ -419,3 +419,34 @@ fn systemd_unit_verifies_and_is_hardened() {
         .unwrap_or_else(|| panic!("no exposure level in: {text}{}", String::from_utf8_lossy(&out.stderr)));
     assert!(level <= 2.0, "exposure {level} (0 = locked down, 10 = unprotected); hardening lost?\n{text}");
 }
+
+/// The outbox's retry settings change on SIGHUP: a change failing against a broken app is
+/// retried on and on under `max_attempts = 1000`; once a reload lowers it to 2, its next
+/// failure dead-letters it, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_changes_outbox_retry_settings() {
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    proxy.set(Mode::Fail { status: 500, retry_after: None });
+    // scim_target_config ends inside [outbox]: the extra key lands there.
+    let extra = |attempts: u32| format!("{}max_attempts = {attempts}\n", scim_target_config(&proxy.base));
+    let mut d = Daemon::start_with(&extra(1000));
+    d.create_user("retry-live@example.com").await;
+    until("three failed delivery attempts", || proxy.seen().len() >= 3).await;
+    let dead =
+        |d: &Daemon| d.cli(&["outbox", "list", "--dead"]).lines().any(|l| l.split_whitespace().nth(1) == Some("dead"));
+    assert!(!dead(&d), "dead-lettered before the reload");
+
+    d.rewrite_config(&extra(2));
+    d.signal("HUP");
+    let mut is_dead = false;
+    for _ in 0..600 {
+        if dead(&d) {
+            is_dead = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(is_dead, "outbox.max_attempts = 2 was not applied by SIGHUP; log:\n{}", d.log());
+    assert!(!d.log().contains("needs a restart"), "outbox.max_attempts is live:\n{}", d.log());
+}
