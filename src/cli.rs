@@ -164,6 +164,16 @@ fn check_config(loaded: &Loaded) -> Result<i32> {
         println!("warning: unknown key {k:?} is ignored; see config.example.toml for the valid keys");
     }
     println!("\neffective configuration:\n{}", toml_like(&loaded.config));
+    let tls = &loaded.config.server.tls;
+    if tls.enabled() {
+        match crate::http::tls::CertStore::load(&tls.cert_file, &tls.key_file) {
+            Ok(c) => println!("TLS certificate: {}", c.describe()),
+            Err(e) => {
+                println!("problem: {e}");
+                return Ok(2);
+            }
+        }
+    }
     println!("configuration OK");
     Ok(0)
 }

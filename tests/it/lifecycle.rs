@@ -342,6 +342,11 @@ async fn tls_serves_a_generated_certificate_and_reloads_it_on_sighup() {
     d.wait_log("TLS certificate not reloaded", 1).await;
     let r = trusting(&cert2).get(&url).bearer_auth(&token).send().await.expect("still served");
     assert_eq!(r.status(), StatusCode::OK);
+    // check-config explains the same problem before a restart would meet it.
+    let out = d.cli_raw(&["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("server.tls.key_file"), "{text}");
     assert!(d.stop().success());
 }
 
