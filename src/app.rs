@@ -172,6 +172,7 @@ pub fn worker_options(cfg: &Config) -> WorkerOptions {
             window: Duration::from_secs(o.deletion_guard.window_seconds),
         }),
         shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace_seconds),
+        protected: cfg.reconcile.protected.iter().map(|p| p.to_lowercase()).collect(),
         ..WorkerOptions::default()
     }
 }
@@ -196,13 +197,32 @@ pub async fn run(
     // The worker stops claiming at SIGTERM, while HTTP finishes its requests: both drain at
     // once within the one `server.shutdown_grace_seconds` budget. Changes accepted by the
     // finishing requests stay queued for the next start (never lost); deliveries at hand are
-    // finished and recorded.
+    // finished and recorded. The scheduler stops at SIGTERM too: a sync run is abandoned
+    // (closed as interrupted at the next start), and the repairs it queued are in the outbox.
     let worker_stop = shutdown.child_token();
+    let scheduler_stop = shutdown.child_token();
+    let mut scheduler = None;
     let worker = match build_target(cfg) {
         Ok(Some(target)) => {
+            let target = Arc::new(target);
+            if target.lister().is_some() {
+                scheduler = Some(crate::reconcile::scheduler::start(
+                    store.clone(),
+                    target.clone(),
+                    cfg.reconcile.clone(),
+                    cfg.target.scim.deprovision == DeprovisionConfig::Deactivate,
+                    wake.clone(),
+                    scheduler_stop.clone(),
+                ));
+            } else {
+                tracing::info!(
+                    target = target.name(),
+                    "reconciliation off: this target cannot list the app's accounts"
+                );
+            }
             let opts = WorkerOptions { updates: Some(live.outbox.subscribe()), ..worker_options(cfg) };
             let (store, wake, stop) = (store.clone(), wake.clone(), worker_stop.clone());
-            Some(tokio::spawn(outbox_worker::run(store, Arc::new(target), opts, wake, stop)))
+            Some(tokio::spawn(outbox_worker::run(store, target, opts, wake, stop)))
         }
         Ok(None) => {
             let queued = store.outbox_depth().await.map(|d| d.0).unwrap_or(0);
@@ -239,6 +259,7 @@ pub async fn run(
                 TargetKind::DryRun => "dry-run",
             },
             bearer_token: (!cfg.admin.bearer_token.is_empty()).then(|| cfg.admin.bearer_token.expose().to_string()),
+            sync: scheduler.as_ref().map(|(h, _)| h.clone()),
         });
         tokio::spawn(ops_api::serve(l, ops, shutdown.clone()))
     });
@@ -255,6 +276,12 @@ pub async fn run(
     worker_stop.cancel();
     if let Some(w) = worker {
         let _ = w.await;
+    }
+    // A sync run in progress is abandoned (its run is closed as interrupted at next start);
+    // repairs it queued are in the outbox already.
+    scheduler_stop.cancel();
+    if let Some((_, task)) = scheduler {
+        let _ = task.await;
     }
     // The writer goes last: it commits whatever the finished requests queued, then stops.
     tokio::task::spawn_blocking(move || store.close()).await.ok();

@@ -28,6 +28,7 @@ pub struct Config {
     pub target: TargetConfig,
     pub outbox: OutboxConfig,
     pub admin: AdminConfig,
+    pub reconcile: ReconcileConfig,
 }
 
 /// The admin listener: `/healthz`, `/readyz`, `/metrics`, on its own address so that it can
@@ -225,6 +226,89 @@ impl Default for DeletionGuardConfig {
     }
 }
 
+/// Scheduled full sync: list the app, compare with what the IdP wants, write a drift report,
+/// and (per kind, opt-in) repair.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// Cron expression with seconds (`sec min hour day-of-month month day-of-week [year]`, UTC),
+    /// e.g. "0 */30 * * * *" for every 30 minutes; empty: no schedule (runs only on demand).
+    pub schedule: String,
+    /// A queued change older than this is reported as stuck.
+    pub stuck_after_seconds: u64,
+    /// Put dead-lettered changes back in the queue at each run (their cause may have cleared).
+    pub requeue_dead: bool,
+    /// Keep reports this long (the newest successful report is always kept).
+    pub report_retention_days: u64,
+    /// Attributes never compared (e.g. ones the app does not store).
+    pub ignore_attributes: Vec<String>,
+    /// Accounts (userName or group displayName, any case) that repair never deactivates or
+    /// deletes, and that IdP deprovisioning never reaches: break-glass admins.
+    pub protected: Vec<String>,
+    /// Resource types repair never deletes: "users" (deactivated instead) and/or "groups"
+    /// (left alone and reported).
+    pub never_delete: Vec<String>,
+    /// What to do per drift kind: "report" (default) or "repair".
+    pub repair: RepairConfig,
+    /// The safety limit of repair.
+    pub safety: SafetyConfig,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            schedule: "0 */30 * * * *".into(),
+            stuck_after_seconds: 3600,
+            requeue_dead: true,
+            report_retention_days: 30,
+            ignore_attributes: Vec::new(),
+            protected: Vec::new(),
+            never_delete: Vec::new(),
+            repair: RepairConfig::default(),
+            safety: SafetyConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RepairMode {
+    #[default]
+    Report,
+    Repair,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RepairConfig {
+    /// Provision it again.
+    pub missing_in_app: RepairMode,
+    /// Deprovision it in the app (deactivate or delete, as `target.scim.deprovision` says).
+    pub orphaned_in_app: RepairMode,
+    /// Send our value again.
+    pub attribute_mismatch: RepairMode,
+    /// Send our `active` again.
+    pub active_mismatch: RepairMode,
+    /// Add the missing members and remove the extra ones.
+    pub membership_mismatch: RepairMode,
+}
+
+/// A run whose repair would deactivate or delete more accounts than this repairs nothing and
+/// says so in its report (`scimsync sync now --confirm` repairs anyway, once).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SafetyConfig {
+    pub max_deprovision_count: u64,
+    /// Share (0..1] of the accounts the app listed.
+    pub max_deprovision_share: f64,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        SafetyConfig { max_deprovision_count: 10, max_deprovision_share: 0.05 }
+    }
+}
+
 /// A secret string: never printed. `Debug` and serialisation show `<redacted>` (empty stays
 /// empty, so the defaults layer does not invent a value).
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -417,6 +501,7 @@ impl Default for Config {
             target: TargetConfig::default(),
             outbox: OutboxConfig::default(),
             admin: AdminConfig::default(),
+            reconcile: ReconcileConfig::default(),
         }
     }
 }
@@ -548,6 +633,26 @@ impl Config {
         }
         if self.store.max_batch == 0 {
             p.push(("store.max_batch".into(), "must be at least 1".into()));
+        }
+        if !self.reconcile.schedule.trim().is_empty() {
+            if let Err(e) = self.reconcile.schedule.parse::<cron::Schedule>() {
+                p.push((
+                    "reconcile.schedule".into(),
+                    format!(
+                        "{:?} is not a cron expression ({e}); write seconds first, e.g. \"0 */30 * * * *\", or \"\" for none",
+                        self.reconcile.schedule
+                    ),
+                ));
+            }
+        }
+        for t in &self.reconcile.never_delete {
+            if t != "users" && t != "groups" {
+                p.push(("reconcile.never_delete".into(), format!("{t:?}: the entries are \"users\" and \"groups\"")));
+            }
+        }
+        let share = self.reconcile.safety.max_deprovision_share;
+        if !(share > 0.0 && share <= 1.0) {
+            p.push(("reconcile.safety.max_deprovision_share".into(), "must be in (0, 1]".into()));
         }
         if self.scim.max_page_size == 0 {
             p.push(("scim.max_page_size".into(), "must be at least 1".into()));

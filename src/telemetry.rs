@@ -116,6 +116,11 @@ struct TokenLabels {
     token: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 struct Metrics {
@@ -131,6 +136,10 @@ struct Metrics {
     guard_held: Family<TargetLabels, Gauge>,
     rate_limited: Family<TokenLabels, Counter>,
     config_reloads: Family<OutcomeLabels, Counter>,
+    sync_runs: Family<OutcomeLabels, Counter>,
+    sync_duration: Histogram,
+    sync_last_success: FloatGauge,
+    drift_items: Family<KindLabels, Gauge>,
     last_delivery: Mutex<Option<LastDelivery>>,
 }
 
@@ -209,6 +218,23 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Configuration reloads on SIGHUP by outcome: success, error (the previous settings stay)",
         config_reloads.clone(),
     );
+    let sync_runs = Family::<OutcomeLabels, Counter>::default();
+    registry.register("scimsync_sync_runs", "Full sync runs by outcome: ok, failed", sync_runs.clone());
+    // 10 ms .. ~20 min: a full sync lists the whole app.
+    let sync_duration = Histogram::new(exponential_buckets(0.01, 2.0, 18));
+    registry.register("scimsync_sync_duration_seconds", "Duration of full sync runs", sync_duration.clone());
+    let sync_last_success = FloatGauge::default();
+    registry.register(
+        "scimsync_sync_last_success_timestamp_seconds",
+        "Unix time the last successful full sync finished; 0 before the first",
+        sync_last_success.clone(),
+    );
+    let drift_items = Family::<KindLabels, Gauge>::default();
+    registry.register(
+        "scimsync_drift_items",
+        "Items of the latest drift report by kind (`scimsync drift`)",
+        drift_items.clone(),
+    );
     registry.register(
         "scimsync_build",
         "The running scimsync's version",
@@ -227,6 +253,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         guard_held,
         rate_limited,
         config_reloads,
+        sync_runs,
+        sync_duration,
+        sync_last_success,
+        drift_items,
         last_delivery: Mutex::new(None),
     }
 });
@@ -322,6 +352,20 @@ pub fn set_store_gauges(g: &StoreGauges) {
     m.database_size.set(g.database_size_bytes.min(i64::MAX as u64) as i64);
     if let Some((target, held)) = g.guard_held {
         m.guard_held.get_or_create(&TargetLabels { target }).set(held.min(i64::MAX as u64) as i64);
+    }
+}
+
+/// A full sync run ended. `drift`: the report's counts by kind (only for a run that got one).
+pub fn sync_run(ok: bool, elapsed: Duration, drift: &[(&'static str, u64)]) {
+    let m = &*METRICS;
+    m.sync_runs.get_or_create(&OutcomeLabels { outcome: if ok { "ok" } else { "failed" } }).inc();
+    m.sync_duration.observe(elapsed.as_secs_f64());
+    if ok {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        m.sync_last_success.set(t.as_secs_f64());
+        for (kind, n) in drift {
+            m.drift_items.get_or_create(&KindLabels { kind }).set((*n).min(i64::MAX as u64) as i64);
+        }
     }
 }
 

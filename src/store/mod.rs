@@ -18,6 +18,7 @@ mod open;
 mod outbox;
 mod reader;
 mod resources;
+mod sync;
 mod tokens;
 mod writer;
 
@@ -30,6 +31,7 @@ use crate::model::{MemberDelta, MemberRef, Resource, ResourceKind};
 pub use outbox::{
     Attempt, Bundle, Claimed, Completion, GuardPolicy, GuardStatus, GuardTrip, OutboxRow, OutboxState, guard_trips,
 };
+pub use sync::{AppKey, DriftRow, Matched, MemberInfo, RepairOp, Stuck, SyncRun, orphan_id};
 pub use tokens::{NewToken, TokenInfo};
 
 /// Store settings, taken from `config::StoreConfig` by `app`.
@@ -325,6 +327,93 @@ impl Store {
         self.readers.run(outbox::depth).await
     }
 
+    /// Match a page of the app's listing to our resources (see [`sync::match_page`]).
+    pub async fn sync_match_page(
+        &self,
+        kind: ResourceKind,
+        keys: Vec<AppKey>,
+    ) -> Result<Vec<Option<Matched>>, StoreError> {
+        self.readers.run(move |c| sync::match_page(c, kind, &keys)).await
+    }
+
+    /// Every resource of a kind as `(id, name)`, in creation order.
+    pub async fn sync_all_ids(&self, kind: ResourceKind) -> Result<Vec<(String, String)>, StoreError> {
+        self.readers.run(move |c| sync::all_ids(c, kind)).await
+    }
+
+    /// Full detail of resources the listing did not match.
+    pub async fn sync_load_unmatched(&self, kind: ResourceKind, ids: Vec<String>) -> Result<Vec<Matched>, StoreError> {
+        self.readers.run(move |c| sync::load_unmatched(c, kind, &ids)).await
+    }
+
+    /// `(our id, name)` for app ids we know, in the order asked.
+    pub async fn sync_names_for_app_ids(
+        &self,
+        app_ids: Vec<String>,
+    ) -> Result<Vec<Option<(String, String)>>, StoreError> {
+        self.readers.run(move |c| sync::names_for_app_ids(c, &app_ids)).await
+    }
+
+    /// Dead, held, and undelivered-since-`older_than` outbox rows (at most `limit`).
+    pub async fn sync_stuck(&self, older_than: String, limit: usize) -> Result<Vec<Stuck>, StoreError> {
+        self.readers.run(move |c| sync::stuck(c, &older_than, limit)).await
+    }
+
+    /// Record the start of a sync run; returns its id.
+    pub async fn sync_run_start(&self, trigger: &str) -> Result<i64, StoreError> {
+        match self.writer.submit(writer::WriteOp::SyncRunStart(trigger.to_string())).await? {
+            writer::WriteOutput::Changed(n) => Ok(n as i64),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Record the end of a run with its report, pruning runs started before `keep_since`.
+    pub async fn sync_run_finish(
+        &self,
+        id: i64,
+        status: &str,
+        error: Option<String>,
+        summary: serde_json::Value,
+        items: Vec<DriftRow>,
+        keep_since: String,
+    ) -> Result<(), StoreError> {
+        let op = writer::WriteOp::SyncRunFinish { id, status: status.to_string(), error, summary, items, keep_since };
+        match self.writer.submit(op).await? {
+            writer::WriteOutput::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Recent sync runs, newest first.
+    pub async fn sync_runs(&self, limit: usize) -> Result<Vec<SyncRun>, StoreError> {
+        self.readers.run(move |c| sync::runs(c, limit)).await
+    }
+
+    /// A run by id, or (`None`) the newest successful one.
+    pub async fn sync_run(&self, id: Option<i64>) -> Result<Option<SyncRun>, StoreError> {
+        self.readers.run(move |c| sync::run(c, id)).await
+    }
+
+    pub async fn drift_items(&self, run_id: i64) -> Result<Vec<DriftRow>, StoreError> {
+        self.readers.run(move |c| sync::items(c, run_id)).await
+    }
+
+    /// Queue a repair's corrective rows in one transaction; returns how many.
+    pub async fn sync_repair(&self, run_id: i64, ops: Vec<RepairOp>) -> Result<usize, StoreError> {
+        match self.writer.submit(writer::WriteOp::SyncRepair { run_id, ops }).await? {
+            writer::WriteOutput::Changed(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Put every dead-lettered row back in the queue; returns their outbox ids.
+    pub async fn sync_requeue_dead(&self) -> Result<Vec<i64>, StoreError> {
+        match self.writer.submit(writer::WriteOp::SyncRequeueDead).await? {
+            writer::WriteOutput::Ids(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The app's id for one of our resources, once provisioned.
     pub async fn app_id(&self, resource_id: &str) -> Result<Option<String>, StoreError> {
         let id = resource_id.to_string();
@@ -477,7 +566,10 @@ mod tests {
             let c = store.outbox_claim(100, 10, lease(), policy()).await.unwrap();
             for b in &c.bundles {
                 let app = Some(Some(format!("app-{}", b.head().resource_id)));
-                store.outbox_complete(b, crate::model::now(), Completion::Success { id_map: app }).await.unwrap();
+                store
+                    .outbox_complete(b, crate::model::now(), Completion::Success { id_map: app, applied: None })
+                    .await
+                    .unwrap();
             }
             c
         };

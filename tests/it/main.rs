@@ -17,6 +17,7 @@ mod lifecycle;
 mod ops;
 mod provisioning;
 mod quirks;
+mod reconcile;
 mod sorting;
 mod users;
 mod webhook;

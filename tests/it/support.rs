@@ -114,6 +114,12 @@ impl Daemon {
         self.dir.path().join("data")
     }
 
+    /// Replace the extra TOML (takes effect at the next `spawn`).
+    pub fn set_extra_config(&mut self, extra_config: &str) {
+        self.extra_config = extra_config.to_string();
+        self.write_config();
+    }
+
     fn write_config(&self) {
         let cfg = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndata_dir = \"{}\"\n[log]\nlevel = \"warn\"\n{}",
