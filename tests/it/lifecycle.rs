@@ -455,3 +455,50 @@ async fn sighup_changes_outbox_retry_settings() {
     assert!(is_dead, "outbox.max_attempts = 2 was not applied by SIGHUP; log:\n{}", d.log());
     assert!(!d.log().contains("needs a restart"), "outbox.max_attempts is live:\n{}", d.log());
 }
+
+/// The shutdown budget is a deadline: with a request whose body never completes and a
+/// delivery stuck on a hanging app, the daemon still exits 0 once
+/// `server.shutdown_grace_seconds` is over. The stuck request is closed unanswered (nothing
+/// was acknowledged); the abandoned delivery is recovered at the next start and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_deadline_cuts_off_what_hangs_and_loses_nothing() {
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    proxy.set(Mode::Slow(Duration::from_secs(600)));
+    let mut d = Daemon::start_with_env(
+        &scim_target_config(&proxy.base).replace("request_timeout_seconds = 5", "request_timeout_seconds = 600"),
+        &[("SCIMSYNC_SERVER__SHUTDOWN_GRACE_SECONDS", "1")],
+    );
+    let u = d.create_user("stuck@example.com").await;
+    until("the delivery to hang in flight", || d.cli(&["outbox", "list"]).contains("in_flight")).await;
+
+    let addr = host_port(&d.base);
+    let mut raw = std::net::TcpStream::connect(&addr).expect("connect");
+    raw.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        raw,
+        "POST /scim/v2/Users HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/scim+json\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n",
+        d.token
+    )
+    .unwrap();
+    assert!(read_response(&mut raw).starts_with("HTTP/1.1 100"));
+    raw.write_all(b"{\"schemas\":").unwrap();
+
+    let status = d.stop();
+    assert!(status.success(), "exit {status:?}; log:\n{}", d.log());
+    let log = d.log();
+    assert!(log.contains("requests still running at the shutdown deadline"), "{log}");
+    assert!(log.contains("deliveries still running at the shutdown deadline"), "{log}");
+    let mut rest = Vec::new();
+    let _ = raw.read_to_end(&mut rest);
+    assert!(!String::from_utf8_lossy(&rest).contains("HTTP/1.1 2"), "the cut-off request must not be acknowledged");
+
+    proxy.set(Mode::Forward);
+    d.spawn();
+    d.wait_outbox_empty().await;
+    assert!(app.user_by_name("stuck@example.com").await.is_some(), "the abandoned delivery was not redone");
+    assert_eq!(d.get(&format!("/Users/{u}")).await.status, StatusCode::OK);
+    let r = d.get("/Users?count=0").await;
+    assert_eq!(r.body["totalResults"], 1, "nothing from the cut-off request was stored");
+}
