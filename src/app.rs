@@ -178,7 +178,7 @@ pub fn worker_options(cfg: &Config) -> WorkerOptions {
 }
 
 /// Run until `shutdown` is cancelled, then stop in order. `live` holds what a SIGHUP can
-/// change (rate limits, the TLS certificate).
+/// change (rate limits, the TLS certificate, the outbox's retry settings).
 pub async fn run(
     cfg: &Config,
     store: Store,
