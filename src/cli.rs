@@ -214,6 +214,16 @@ fn check_config(loaded: &Loaded) -> Result<i32> {
         println!("warning: unknown key {k:?} is ignored; see config.example.toml for the valid keys");
     }
     println!("\neffective configuration:\n{}", toml_like(&loaded.config));
+    let tls = &loaded.config.server.tls;
+    if tls.enabled() {
+        match crate::http::tls::CertStore::load(&tls.cert_file, &tls.key_file) {
+            Ok(c) => println!("TLS certificate: {}", c.describe()),
+            Err(e) => {
+                println!("problem: {e}");
+                return Ok(2);
+            }
+        }
+    }
     println!("configuration OK");
     Ok(0)
 }
@@ -235,6 +245,10 @@ async fn serve(loaded: Loaded) -> Result<i32> {
     let listener = app::bind(&cfg).await.with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     let admin =
         app::bind_admin(&cfg).await.with_context(|| format!("cannot listen on {} (admin.listen)", cfg.admin.listen))?;
+    let live = crate::reload::Live::from_config(&cfg).map_err(anyhow::Error::msg)?;
+    if let Some(t) = &live.tls {
+        tracing::info!(certificate = %t.describe(), "TLS on the SCIM listener");
+    }
     let admin_bound = admin.as_ref().map(|l| l.local_addr()).transpose()?;
     let bound = listener.local_addr()?;
     let base_url = cfg.scim_base_url(bound);
@@ -249,6 +263,11 @@ async fn serve(loaded: Loaded) -> Result<i32> {
             t.token, t.id
         )?;
     }
+    // Signal handlers go in before the listening line: a script (or test) that signals the
+    // daemon once it has printed must never meet the default action.
+    let token = CancellationToken::new();
+    shutdown::on_signals(token.clone());
+    let hangups = shutdown::on_hangup();
     writeln!(out, "scimsync listening on {base_url}")?;
     // After the SCIM line: scripts that take the first "listening on" line get the SCIM API.
     if let Some(a) = admin_bound {
@@ -257,11 +276,10 @@ async fn serve(loaded: Loaded) -> Result<i32> {
     out.flush()?;
     drop(out);
     tracing::info!(%bound, admin = ?admin_bound, base_url, data_dir = %cfg.store.data_dir.display(), "scimsync started");
-    let token = CancellationToken::new();
-    shutdown::on_signals(token.clone());
+    crate::reload::spawn(loaded.file.clone(), cfg.clone(), live.clone(), store.clone(), hangups, token.clone());
     crate::systemd::ready(&format!("serving SCIM on {base_url}"));
     crate::systemd::spawn_watchdog(store.clone(), token.clone());
-    app::run(&cfg, store, listener, admin, base_url, token).await;
+    app::run(&cfg, store, listener, admin, base_url, token, &live).await;
     tracing::info!("scimsync stopped");
     Ok(0)
 }

@@ -399,6 +399,48 @@ pub struct ServerConfig {
     pub public_url: String,
     /// Largest accepted request body; larger ones get 413 (RFC 7644 §3.12 error body).
     pub max_body_bytes: u64,
+    /// After SIGTERM: how long in-flight requests, then the deliveries at hand, may take
+    /// before the daemon closes what is left and exits (both share this one budget, so it
+    /// must stay below systemd's `TimeoutStopSec`).
+    pub shutdown_grace_seconds: u64,
+    /// TLS on the SCIM listener (`[server.tls]`); off unless both files are named.
+    pub tls: TlsConfig,
+    /// Per-token request rate limit on the SCIM API (`[server.rate_limit]`).
+    pub rate_limit: RateLimitConfig,
+}
+
+/// TLS for hosts without a reverse proxy. The files are read at start and again on SIGHUP,
+/// so a renewed certificate is served without a restart.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) matching the leaf certificate.
+    pub key_file: PathBuf,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty() || !self.key_file.as_os_str().is_empty()
+    }
+}
+
+/// A token bucket per API token: `requests_per_second` steady, `burst` at once. Over it the
+/// IdP gets 429 with `Retry-After`. Changes on SIGHUP.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Steady requests per second allowed per token; 0 turns the limit off.
+    pub requests_per_second: u32,
+    /// Requests a token may make at once above the steady rate (the bucket's size).
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig { requests_per_second: 100, burst: 200 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -465,7 +507,14 @@ impl Default for Config {
 }
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: "127.0.0.1:8080".into(), public_url: String::new(), max_body_bytes: 1024 * 1024 }
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_url: String::new(),
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_seconds: 20,
+            tls: TlsConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+        }
     }
 }
 impl Default for StoreConfig {
@@ -575,6 +624,7 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             p.push(("server.max_body_bytes".into(), "must be at least 1024".into()));
         }
+        p.extend(self.validate_server_ops());
         if self.store.data_dir.as_os_str().is_empty() {
             p.push(("store.data_dir".into(), "must name a directory".into()));
         }
@@ -719,10 +769,42 @@ impl Config {
         p
     }
 
+    /// Shutdown budget, TLS files and rate limits (`[server]`, `[server.tls]`,
+    /// `[server.rate_limit]`).
+    fn validate_server_ops(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        let s = &self.server;
+        if s.shutdown_grace_seconds == 0 || s.shutdown_grace_seconds > 3600 {
+            p.push((
+                "server.shutdown_grace_seconds".into(),
+                "must be between 1 and 3600 (keep it below systemd's TimeoutStopSec)".into(),
+            ));
+        }
+        let t = &s.tls;
+        if t.enabled() {
+            for (key, path) in [("server.tls.cert_file", &t.cert_file), ("server.tls.key_file", &t.key_file)] {
+                if path.as_os_str().is_empty() {
+                    p.push((key.into(), "must be set too: TLS needs both a certificate and a key file".into()));
+                } else if !path.is_file() {
+                    p.push((key.into(), format!("{} is not a readable file", path.display())));
+                }
+            }
+        }
+        let r = &s.rate_limit;
+        if r.requests_per_second > 0 && r.burst == 0 {
+            p.push((
+                "server.rate_limit.burst".into(),
+                "must be at least 1 when server.rate_limit.requests_per_second is set (0 turns the limit off)".into(),
+            ));
+        }
+        p
+    }
+
     /// The SCIM base URL (`.../scim/v2`) for `meta.location`, given the bound address.
     pub fn scim_base_url(&self, bound: SocketAddr) -> String {
         let root = if self.server.public_url.is_empty() {
-            format!("http://{bound}")
+            let scheme = if self.server.tls.enabled() { "https" } else { "http" };
+            format!("{scheme}://{bound}")
         } else {
             self.server.public_url.trim_end_matches('/').to_string()
         };
@@ -918,6 +1000,27 @@ mod tests {
         assert!(err.contains("outbox.deletion_guard.window_seconds"), "{err}");
         let l = load_str("[outbox.deletion_guard]\nenabled = false\n", &[]).unwrap();
         assert!(!l.config.outbox.deletion_guard.enabled);
+    }
+
+    #[test]
+    fn server_ops_settings_are_checked() {
+        let d = Config::default();
+        assert_eq!((d.server.rate_limit.requests_per_second, d.server.rate_limit.burst), (100, 200));
+        assert!(!d.server.tls.enabled());
+        let err = load_str(
+            "[server]\nshutdown_grace_seconds = 0\n[server.tls]\ncert_file = \"/nonexistent.pem\"\n\
+             [server.rate_limit]\nrequests_per_second = 5\nburst = 0\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for key in
+            ["server.shutdown_grace_seconds", "server.tls.cert_file", "server.tls.key_file", "server.rate_limit.burst"]
+        {
+            assert!(err.contains(key), "{key} missing in: {err}");
+        }
+        let l = load_str("[server.rate_limit]\nrequests_per_second = 0\nburst = 0\n", &[]).unwrap();
+        assert_eq!(l.config.server.rate_limit.requests_per_second, 0);
     }
 
     #[test]

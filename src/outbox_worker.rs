@@ -43,6 +43,12 @@ pub struct WorkerOptions {
     pub wait_interval: Duration,
     /// The accidental-deletion guard; `None`: off, every deprovisioning is delivered.
     pub deletion_guard: Option<DeletionGuard>,
+    /// At shutdown, how long deliveries at hand may take to finish (capped by the lease);
+    /// the rest are aborted and delivered again at the next start.
+    pub shutdown_grace: Duration,
+    /// New options sent on a configuration reload (SIGHUP), taken between claims. The
+    /// concurrency stays as started (the permits are sized once).
+    pub updates: Option<tokio::sync::watch::Receiver<WorkerOptions>>,
     /// Accounts never deprovisioned in the app (`reconcile.protected`, lowercased): their
     /// deletions are not sent and their deactivations are sent as active.
     pub protected: Vec<String>,
@@ -85,6 +91,8 @@ impl Default for WorkerOptions {
             max_rows_per_bundle: 100,
             wait_interval: Duration::from_secs(2),
             deletion_guard: None,
+            shutdown_grace: Duration::from_secs(30),
+            updates: None,
             protected: Vec::new(),
         }
     }
@@ -94,7 +102,7 @@ impl Default for WorkerOptions {
 pub async fn run(
     store: Store,
     target: Arc<Target>,
-    opts: WorkerOptions,
+    mut opts: WorkerOptions,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
@@ -117,6 +125,13 @@ pub async fn run(
         while tasks.try_join_next().is_some() {}
         if shutdown.is_cancelled() {
             break;
+        }
+        if let Some(rx) = opts.updates.as_mut().filter(|rx| rx.has_changed().unwrap_or(false)) {
+            let mut new = rx.borrow_and_update().clone();
+            new.concurrency = opts.concurrency;
+            new.updates = opts.updates.take();
+            opts = new;
+            tracing::info!("outbox: new retry and timing settings in force");
         }
         if let Some(until) = paused(&pause) {
             tokio::select! {
@@ -189,7 +204,10 @@ pub async fn run(
             }
         }
     }
-    let deadline = tokio::time::sleep(opts.lease.min(Duration::from_secs(30)));
+    if !tasks.is_empty() {
+        tracing::info!(deliveries = tasks.len(), "outbox: stopped claiming; finishing the deliveries at hand");
+    }
+    let deadline = tokio::time::sleep(opts.lease.min(opts.shutdown_grace));
     tokio::pin!(deadline);
     while !tasks.is_empty() {
         tokio::select! {

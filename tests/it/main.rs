@@ -13,6 +13,7 @@ mod fuzzed;
 mod groups;
 mod guard;
 mod idp_flows;
+mod lifecycle;
 mod ops;
 mod provisioning;
 mod quirks;
