@@ -252,12 +252,7 @@ pub async fn run(
     let admin = admin.map(|l| {
         let ops = Arc::new(OpsState {
             store: store.clone(),
-            target_kind: match cfg.target.kind {
-                TargetKind::None => "none",
-                TargetKind::Scim => "scim",
-                TargetKind::Webhook => "webhook",
-                TargetKind::DryRun => "dry-run",
-            },
+            target_kind: cfg.target.kind.as_str(),
             bearer_token: (!cfg.admin.bearer_token.is_empty()).then(|| cfg.admin.bearer_token.expose().to_string()),
             sync: scheduler.as_ref().map(|(h, _)| h.clone()),
         });

@@ -428,9 +428,9 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
             }
         }
         OutboxAction::Release { target: Some(t), .. } | OutboxAction::Discard { target: Some(t), .. }
-            if t != target_name(&loaded.config) =>
+            if t != loaded.config.target.kind.as_str() =>
         {
-            eprintln!("this daemon's target is {:?}, not {t:?}: nothing done", target_name(&loaded.config));
+            eprintln!("this daemon's target is {:?}, not {t:?}: nothing done", loaded.config.target.kind.as_str());
             2
         }
         OutboxAction::Release { .. } => {
@@ -466,16 +466,6 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
     };
     tokio::task::spawn_blocking(move || store.close()).await.ok();
     Ok(code)
-}
-
-/// The configured target's name as `--target` takes it and metrics label it.
-fn target_name(cfg: &Config) -> &'static str {
-    match cfg.target.kind {
-        crate::config::TargetKind::None => "none",
-        crate::config::TargetKind::Scim => "scim",
-        crate::config::TargetKind::Webhook => "webhook",
-        crate::config::TargetKind::DryRun => "dry-run",
-    }
 }
 
 async fn resync(loaded: Loaded, kind: &str, id: &str) -> Result<i32> {

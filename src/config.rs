@@ -123,6 +123,18 @@ pub enum TargetKind {
     DryRun,
 }
 
+impl TargetKind {
+    /// The name as configured (`kind = "..."`), as `--target` takes it and metrics label it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::None => "none",
+            TargetKind::Scim => "scim",
+            TargetKind::Webhook => "webhook",
+            TargetKind::DryRun => "dry-run",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScimTargetConfig {
@@ -439,7 +451,7 @@ pub struct RateLimitConfig {
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        RateLimitConfig { requests_per_second: 100, burst: 200 }
+        RateLimitConfig { requests_per_second: 1000, burst: 2000 }
     }
 }
 
@@ -1005,7 +1017,7 @@ mod tests {
     #[test]
     fn server_ops_settings_are_checked() {
         let d = Config::default();
-        assert_eq!((d.server.rate_limit.requests_per_second, d.server.rate_limit.burst), (100, 200));
+        assert_eq!((d.server.rate_limit.requests_per_second, d.server.rate_limit.burst), (1000, 2000));
         assert!(!d.server.tls.enabled());
         let err = load_str(
             "[server]\nshutdown_grace_seconds = 0\n[server.tls]\ncert_file = \"/nonexistent.pem\"\n\

@@ -167,8 +167,17 @@ async fn collect<L: Listing>(
             fix: None,
         });
     }
+    // The previous report: the base of new/resolved, and which repairs were tried already.
+    let previous: Vec<DriftRow> = match store.sync_run(None).await.map_err(e)? {
+        Some(prev) => {
+            store.drift_items(prev.id).await.map_err(e)?.into_iter().filter(|r| r.change != "resolved").collect()
+        }
+        None => Vec::new(),
+    };
+    let tried: HashSet<String> =
+        previous.iter().filter(|r| r.repair == Repair::Queued.as_str()).map(|r| r.fingerprint.clone()).collect();
     let total_listed = listed[0] + listed[1];
-    let mut p = plan::plan(cfg, &found[..stuck_start], total_listed, confirm);
+    let mut p = plan::plan(cfg, &found[..stuck_start], total_listed, confirm, &tried);
     for s in &stuck {
         p.repair.push(if requeued.contains(&s.outbox_id) { Repair::Requeued } else { Repair::None });
     }
@@ -192,12 +201,6 @@ async fn collect<L: Listing>(
             fingerprint: f.item.fingerprint(f.resource_kind.as_str()),
         })
         .collect();
-    let previous = match store.sync_run(None).await.map_err(e)? {
-        Some(prev) => {
-            store.drift_items(prev.id).await.map_err(e)?.into_iter().filter(|r| r.change != "resolved").collect()
-        }
-        None => Vec::new(),
-    };
     let cur_fp: Vec<String> = rows.iter().map(|r| r.fingerprint.clone()).collect();
     let prev_fp: Vec<String> = previous.iter().map(|r| r.fingerprint.clone()).collect();
     let (is_new, resolved) = diff::changes(&cur_fp, &prev_fp);

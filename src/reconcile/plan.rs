@@ -42,6 +42,10 @@ pub enum Repair {
     RefusedLimit,
     /// A dead-lettered change put back in the queue.
     Requeued,
+    /// Repaired by the previous run, delivered, and still different: the app does not keep
+    /// the value (add it to `ignore_attributes`, or fix it in the app). Not queued again, so a
+    /// repair never loops.
+    NoEffect,
 }
 
 impl Repair {
@@ -53,6 +57,7 @@ impl Repair {
             Repair::NeverDelete => "never_delete",
             Repair::RefusedLimit => "refused_limit",
             Repair::Requeued => "requeued",
+            Repair::NoEffect => "no_effect",
         }
     }
 }
@@ -89,7 +94,14 @@ pub fn is_protected(cfg: &ReconcileConfig, name: &str) -> bool {
 
 /// Decide the repair. `listed`: accounts (users and groups) the app listed, the base of the
 /// share limit. `confirm`: an operator confirmed this run past the safety limit.
-pub fn plan(cfg: &ReconcileConfig, found: &[Found], listed: u64, confirm: bool) -> Plan {
+/// `tried`: fingerprints the previous run queued a repair for.
+pub fn plan(
+    cfg: &ReconcileConfig,
+    found: &[Found],
+    listed: u64,
+    confirm: bool,
+    tried: &std::collections::HashSet<String>,
+) -> Plan {
     let never_delete_users = cfg.never_delete.iter().any(|t| t == "users");
     let never_delete_groups = cfg.never_delete.iter().any(|t| t == "groups");
     let mut ops = Vec::new();
@@ -106,6 +118,10 @@ pub fn plan(cfg: &ReconcileConfig, found: &[Found], listed: u64, confirm: bool) 
             repair.push(Repair::None);
             continue;
         };
+        if it.cause != super::diff::Cause::NotAppliedYet && tried.contains(&it.fingerprint(f.resource_kind.as_str())) {
+            repair.push(Repair::NoEffect);
+            continue;
+        }
         match fix {
             Fix::Orphan => {
                 if is_protected(cfg, &it.name) {
@@ -225,6 +241,10 @@ mod tests {
         }
     }
 
+    fn none() -> std::collections::HashSet<String> {
+        Default::default()
+    }
+
     fn repair_all() -> ReconcileConfig {
         let mut c = ReconcileConfig::default();
         c.repair.orphaned_in_app = RepairMode::Repair;
@@ -237,7 +257,7 @@ mod tests {
 
     #[test]
     fn report_mode_repairs_nothing() {
-        let p = plan(&ReconcileConfig::default(), &[orphan("a")], 100, false);
+        let p = plan(&ReconcileConfig::default(), &[orphan("a")], 100, false, &none());
         assert_eq!((p.ops.len(), p.repair[0]), (0, Repair::None));
     }
 
@@ -248,7 +268,7 @@ mod tests {
         c.never_delete = vec!["users".into(), "groups".into()];
         let mut g = orphan("Admins");
         g.resource_kind = ResourceKind::Group;
-        let p = plan(&c, &[orphan("breakglass@CORP.example"), orphan("stray"), g], 100, false);
+        let p = plan(&c, &[orphan("breakglass@CORP.example"), orphan("stray"), g], 100, false, &none());
         assert_eq!(p.repair, vec![Repair::Protected, Repair::Queued, Repair::NeverDelete]);
         assert_eq!(
             p.ops,
@@ -271,6 +291,7 @@ mod tests {
             }],
             100,
             false,
+            &none(),
         );
         assert_eq!(p.repair, vec![Repair::Protected]);
     }
@@ -290,10 +311,10 @@ mod tests {
         // `active` report-only: the title is not repaired either (the resync would deactivate).
         let mut c = repair_all();
         c.repair.active_mismatch = RepairMode::Report;
-        let p = plan(&c, &both, 100, false);
+        let p = plan(&c, &both, 100, false, &none());
         assert_eq!((p.ops.len(), p.repair.clone()), (0, vec![Repair::None, Repair::None]));
         // Both repaired: one resync, marked and counted as a deprovisioning.
-        let p = plan(&repair_all(), &both, 100, false);
+        let p = plan(&repair_all(), &both, 100, false, &none());
         assert_eq!(p.deprovisions, 1);
         assert_eq!(
             p.ops,
@@ -318,19 +339,31 @@ mod tests {
             resource_kind: ResourceKind::User,
             fix: Some(Fix::Resync { forget_app_id: false }),
         });
-        let p = plan(&c, &all, 1000, false);
+        let p = plan(&c, &all, 1000, false, &none());
         assert!(p.ops.is_empty(), "nothing at all is repaired");
         assert_eq!(p.repair, vec![Repair::RefusedLimit; 4]);
         assert_eq!(p.deprovisions, 3);
         assert!(p.refused.as_deref().unwrap().contains("scimsync sync now --confirm"), "{:?}", p.refused);
-        let p = plan(&c, &all, 1000, true);
+        let p = plan(&c, &all, 1000, true, &none());
         assert_eq!((p.ops.len(), p.refused), (4, None));
         // The share counts too: 2 of 10 listed is over 10 %.
         let mut c = repair_all();
         c.safety.max_deprovision_share = 0.1;
         c.safety.max_deprovision_count = 100;
-        assert!(plan(&c, &found[..2], 10, false).refused.is_some());
-        assert!(plan(&c, &found[..1], 10, false).refused.is_none());
+        assert!(plan(&c, &found[..2], 10, false, &none()).refused.is_some());
+        assert!(plan(&c, &found[..1], 10, false, &none()).refused.is_none());
+    }
+
+    #[test]
+    fn a_repair_that_did_not_stick_is_not_queued_again() {
+        let f = orphan("ghost");
+        let tried: std::collections::HashSet<String> = [f.item.fingerprint("User")].into_iter().collect();
+        let p = plan(&repair_all(), std::slice::from_ref(&f), 100, false, &tried);
+        assert_eq!((p.ops.len(), p.repair.clone()), (0, vec![Repair::NoEffect]));
+        // Still on its way (not applied yet): that is not "no effect".
+        let mut pending = f.clone();
+        pending.item.cause = Cause::NotAppliedYet;
+        assert_eq!(plan(&repair_all(), &[pending], 100, false, &tried).repair, vec![Repair::Queued]);
     }
 
     #[test]
@@ -341,7 +374,7 @@ mod tests {
             i.attribute = Some(attr.into());
             Found { item: i, resource_kind: ResourceKind::User, fix: Some(Fix::Resync { forget_app_id: false }) }
         };
-        let p = plan(&c, &[mk("title"), mk("nickName")], 10, false);
+        let p = plan(&c, &[mk("title"), mk("nickName")], 10, false, &none());
         assert_eq!(p.ops.len(), 1);
         assert_eq!(p.repair, vec![Repair::Queued, Repair::Queued]);
     }
