@@ -1,5 +1,6 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, and the status page (`/`,
-//! `/status`, see [`super::status_page`]), on its own address (`[admin]`).
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, the sync trigger and the drift
+//! report (JSON and HTML), and the status page (`/`, `/status`, see
+//! [`super::status_page`]), on its own address (`[admin]`).
 //!
 //! Owns: the admin routes, their optional bearer token, the readiness verdict. Must not
 //! touch: SQL (the store answers typed questions), metric names (that is `telemetry`), the
@@ -29,31 +30,39 @@ pub struct OpsState {
     pub target_kind: &'static str,
     /// When set, every route but `/healthz` needs `Authorization: Bearer <this>`.
     pub bearer_token: Option<String>,
+    /// The sync scheduler, when the target can be reconciled (it lists accounts).
+    pub sync: Option<crate::reconcile::scheduler::SyncHandle>,
 }
 
 /// Serve the admin routes on an already bound listener until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, state: Arc<OpsState>, shutdown: CancellationToken) {
-    let routes = warp::path::full().and(warp::method()).and(warp::header::headers_cloned()).then(
-        move |path: warp::path::FullPath, method: Method, headers: HeaderMap| {
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let routes = warp::path::full().and(query).and(warp::method()).and(warp::header::headers_cloned()).then(
+        move |path: warp::path::FullPath, query: String, method: Method, headers: HeaderMap| {
             let st = state.clone();
-            async move { handle(&st, path.as_str(), &method, &headers).await }
+            async move { handle(&st, path.as_str(), &query, &method, &headers).await }
         },
     );
     warp::serve(routes).incoming(listener).graceful(async move { shutdown.cancelled().await }).run().await;
 }
 
-async fn handle(state: &OpsState, path: &str, method: &Method, headers: &HeaderMap) -> Response {
+/// The admin routes, for the 404 text.
+const ROUTES: &str = "/healthz, /readyz, /metrics, POST /sync, /sync/runs, /drift (JSON), /drift.html, /status";
+
+async fn handle(state: &OpsState, path: &str, query: &str, method: &Method, headers: &HeaderMap) -> Response {
     let path = path.trim_end_matches('/');
     let path = if path.is_empty() { "/" } else { path };
-    if !matches!(path, "/healthz" | "/readyz" | "/metrics" | "/" | "/status") {
-        return text(
-            StatusCode::NOT_FOUND,
-            "not found; the admin endpoints are /healthz, /readyz, /metrics, /status\n",
-        );
+    let is_post = path == "/sync";
+    if !matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/sync" | "/sync/runs" | "/drift" | "/drift.html" | "/" | "/status"
+    ) {
+        return text(StatusCode::NOT_FOUND, &format!("not found; the admin endpoints are {ROUTES}\n"));
     }
-    if method != Method::GET && method != Method::HEAD {
-        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
-        r.headers_mut().insert("allow", HeaderValue::from_static("GET, HEAD"));
+    let allowed = if is_post { method == Method::POST } else { method == Method::GET || method == Method::HEAD };
+    if !allowed {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, if is_post { "use POST\n" } else { "use GET\n" });
+        r.headers_mut().insert("allow", HeaderValue::from_static(if is_post { "POST" } else { "GET, HEAD" }));
         return r;
     }
     // Liveness stays open: a process supervisor probing it has no token, and it says nothing.
@@ -66,10 +75,103 @@ async fn handle(state: &OpsState, path: &str, method: &Method, headers: &HeaderM
         r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"scimsync-admin\""));
         return r;
     }
+    // A POST from a web page on the admin's machine must not start a confirmed repair: a
+    // browser sends no custom header cross-origin without a CORS preflight (which we never
+    // answer), so one is required.
+    if is_post && !headers.contains_key("x-requested-by") {
+        return text(
+            StatusCode::FORBIDDEN,
+            "POST needs an X-Requested-By header (any value), e.g. curl -X POST -H 'X-Requested-By: me' ...\n",
+        );
+    }
+    let param = |name: &str| -> Option<String> {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .ok()?
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    };
     match path {
         "/readyz" => readyz(state).await,
+        "/sync" => sync_now(state, param("confirm").is_some_and(|v| v == "true" || v == "1")).await,
+        "/sync/runs" => match state.store.sync_runs(50).await {
+            Ok(runs) => json_response(StatusCode::OK, &json!({ "runs": runs })),
+            Err(e) => store_error(e),
+        },
+        "/drift" | "/drift.html" => {
+            let run_id = match param("run").map(|r| r.parse::<i64>()) {
+                Some(Ok(id)) => Some(id),
+                Some(Err(_)) => return text(StatusCode::BAD_REQUEST, "run must be a run id (a number)\n"),
+                None => None,
+            };
+            drift(state, run_id, path == "/drift.html").await
+        }
         "/metrics" => metrics(state).await,
         _ => status(state).await,
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    let mut r = v.to_string().into_response();
+    *r.status_mut() = status;
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+fn store_error(e: crate::store::StoreError) -> Response {
+    tracing::error!(error = %e, "admin: store read failed");
+    json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": "the store could not answer; see the log"}))
+}
+
+/// Run a sync now and answer with its result (the report is at `/drift?run=ID`).
+async fn sync_now(state: &OpsState, confirm: bool) -> Response {
+    use crate::reconcile::scheduler::TriggerError;
+    let Some(sync) = &state.sync else {
+        return json_response(
+            StatusCode::CONFLICT,
+            &json!({"error": format!("reconciliation needs a target that lists accounts (target.kind = \"scim\"); this one is {:?}", state.target_kind)}),
+        );
+    };
+    match sync.run_now(confirm).await {
+        Ok(r) => json_response(StatusCode::OK, &json!(r)),
+        Err(TriggerError::Busy) => json_response(
+            StatusCode::CONFLICT,
+            &json!({"error": "a sync run is already in progress; its report will be at /drift when it ends"}),
+        ),
+        Err(e) => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": e.to_string()})),
+    }
+}
+
+async fn drift(state: &OpsState, run_id: Option<i64>, html: bool) -> Response {
+    use crate::reconcile::report;
+    let run = match state.store.sync_run(run_id).await {
+        Ok(r) => r,
+        Err(e) => return store_error(e),
+    };
+    let items = match &run {
+        Some(r) => match state.store.drift_items(r.id).await {
+            Ok(i) => i,
+            Err(e) => return store_error(e),
+        },
+        None => Vec::new(),
+    };
+    if html {
+        let mut r = report::to_html(run.as_ref(), &items).into_response();
+        r.headers_mut().insert("content-type", HeaderValue::from_static("text/html; charset=utf-8"));
+        return r;
+    }
+    // Say when a later run failed: the report shown is then older than the last attempt.
+    let latest = state.store.sync_runs(1).await.ok().and_then(|r| r.into_iter().next());
+    match run {
+        Some(run) => {
+            let mut body = report::to_json(&run, &items);
+            if let Some(l) = latest.filter(|l| l.id != run.id && run_id.is_none()) {
+                body["latest_run"] = json!(l);
+            }
+            json_response(StatusCode::OK, &body)
+        }
+        None if run_id.is_some() => json_response(StatusCode::NOT_FOUND, &json!({"error": "no such sync run"})),
+        None => json_response(StatusCode::NOT_FOUND, &json!({"error": "no sync run has finished yet"})),
     }
 }
 
@@ -85,8 +187,8 @@ fn authorized(state: &OpsState, headers: &HeaderMap) -> bool {
     bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response {
-    let mut r = body.into_response();
+fn text(status: StatusCode, body: &str) -> Response {
+    let mut r = body.to_string().into_response();
     *r.status_mut() = status;
     r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
     r
@@ -173,6 +275,26 @@ async fn readiness(state: &OpsState) -> (bool, Value) {
 
 /// Rows per table on the status page.
 const STATUS_ROWS: usize = 20;
+/// Sync runs on the status page.
+const SYNC_RUN_ROWS: usize = 5;
+
+/// One line for a sync run's summary: what was listed, how many differences, repairs.
+fn run_summary(s: &Value) -> String {
+    let mut parts = Vec::new();
+    if let (Some(u), Some(g)) = (s["listed"]["users"].as_u64(), s["listed"]["groups"].as_u64()) {
+        parts.push(format!("listed {u} users, {g} groups"));
+    }
+    if let Some(t) = s["total"].as_u64() {
+        parts.push(format!("{t} difference(s)"));
+    }
+    if let Some(q) = s["repair"]["queued_changes"].as_u64().filter(|q| *q > 0) {
+        parts.push(format!("{q} repair change(s) queued"));
+    }
+    if let Some(d) = s["duration_seconds"].as_f64() {
+        parts.push(format!("{d:.1} s"));
+    }
+    parts.join("; ")
+}
 
 /// The status page: the readiness verdict plus what the store says now. A part the store
 /// cannot answer in time is shown empty, and the failure is one of the "not ready" reasons.
@@ -192,7 +314,9 @@ async fn status(state: &OpsState) -> Response {
         let recent = store.recent_attempts(STATUS_ROWS, false).await?;
         let failures = store.recent_attempts(STATUS_ROWS, true).await?;
         let changes = store.audit_list(crate::store::AuditQuery { limit: STATUS_ROWS, ..Default::default() }).await?;
-        Ok::<_, crate::store::StoreError>((depth, oldest, counts, guard, held, recent, failures, changes))
+        let runs = store.sync_runs(SYNC_RUN_ROWS).await?;
+        let report = store.sync_run(None).await?;
+        Ok::<_, crate::store::StoreError>((depth, oldest, counts, guard, held, recent, failures, changes, runs, report))
     };
     let mut view = StatusView {
         generated_at: crate::model::now(),
@@ -202,7 +326,27 @@ async fn status(state: &OpsState) -> Response {
     view.health.target_kind = state.target_kind.to_string();
     view.health.last_delivery = telemetry::last_delivery().map(|l| (l.outcome.as_str().to_string(), l.at.clone()));
     match tokio::time::timeout(CHECK_TIMEOUT, read).await {
-        Ok(Ok((depth, oldest, counts, guard, held, recent, failures, changes))) => {
+        Ok(Ok((depth, oldest, counts, guard, held, recent, failures, changes, runs, report))) => {
+            view.sync_runs = runs
+                .into_iter()
+                .map(|r| page::SyncRunRow {
+                    outcome: match &r.error {
+                        Some(e) => format!("{}: {e}", r.status),
+                        None => r.status.clone(),
+                    },
+                    summary: run_summary(&r.summary),
+                    started_at: r.started_at,
+                    finished_at: r.finished_at,
+                })
+                .collect();
+            // The latest successful run's report, as /drift shows it.
+            view.drift = report.map(|r| page::DriftSummary {
+                generated_at: r.finished_at.unwrap_or(r.started_at),
+                counts: r.summary["counts"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
+                    .unwrap_or_default(),
+            });
             view.queue = page::Queue {
                 depth,
                 oldest_age_seconds: oldest.as_deref().map(|o| crate::model::age_of(o).as_secs()),

@@ -19,6 +19,9 @@ pub async fn dispatch(state: &ApiState, req: Request) -> (Response, Option<Strin
         Ok(t) => t,
         Err(e) => return (respond::service_error(&e), None),
     };
+    if let Err(wait) = state.rate_limits.check(&token.id) {
+        return (too_many_requests(&token.id, wait), Some(token.id));
+    }
     let origin = Origin { token_id: token.id, request_id: idp_request_id(&req.headers) };
     let resp = match route(state, &req, &origin).await {
         Ok(r) => r,
@@ -51,6 +54,22 @@ fn idp_request_id(headers: &warp::http::HeaderMap) -> Option<String> {
 }
 
 type Reply = Result<Response, ServiceError>;
+
+/// 429 with `Retry-After` (whole seconds, rounded up) and a §3.12 body.
+fn too_many_requests(token_id: &str, wait: std::time::Duration) -> Response {
+    crate::telemetry::rate_limited(token_id);
+    let secs = super::rate_limit::retry_after_seconds(wait);
+    let mut r = respond::error(
+        &ScimError::new(
+            429,
+            None,
+            format!("too many requests with this token; retry after {secs} second(s) (server.rate_limit)"),
+        ),
+        None,
+    );
+    r.headers_mut().insert("retry-after", HeaderValue::from(secs));
+    r
+}
 
 fn method_not_allowed(req: &Request, allowed: &str) -> Reply {
     let mut r = respond::error(

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::audit::{self, NewAudit};
 use super::outbox::{self, Claimed, Completion, GuardPolicy, OutboxRow};
 use super::tokens::GeneratedToken;
-use super::{NewResource, StoreError, Update, resources, tokens};
+use super::{NewResource, StoreError, Update, resources, sync, tokens};
 use crate::model::{Resource, ResourceKind};
 
 #[derive(Debug)]
@@ -61,6 +61,21 @@ pub enum WriteOp {
         before: String,
         batch: usize,
     },
+    SyncRunStart(String),
+    SyncRunFinish {
+        id: i64,
+        status: String,
+        error: Option<String>,
+        summary: serde_json::Value,
+        items: Vec<super::sync::DriftRow>,
+        keep_since: String,
+    },
+    SyncRepair {
+        run_id: i64,
+        ops: Vec<super::sync::RepairOp>,
+    },
+    SyncRequeueDead,
+    SyncCloseRunning(String),
 }
 
 #[derive(Debug)]
@@ -71,6 +86,7 @@ pub enum WriteOutput {
     Pragmas(Vec<(String, String)>),
     Claimed(Claimed),
     Rows(Vec<OutboxRow>),
+    Ids(Vec<i64>),
 }
 
 struct Job {
@@ -217,6 +233,16 @@ fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
         }
         WriteOp::Audited { op, audit } => apply_audited(conn, *op, *audit, &now),
         WriteOp::AuditPrune { before, batch } => audit::prune(conn, &before, batch).map(WriteOutput::Changed),
+        WriteOp::SyncRunStart(trigger) => {
+            sync::run_start(conn, &trigger, &now).map(|id| WriteOutput::Changed(id as usize))
+        }
+        WriteOp::SyncRunFinish { id, status, error, summary, items, keep_since } => {
+            sync::run_finish(conn, id, &status, error.as_deref(), &summary, &items, &keep_since, &now)
+                .map(|_| WriteOutput::Done)
+        }
+        WriteOp::SyncRepair { run_id, ops } => sync::repair(conn, &ops, run_id, &now).map(WriteOutput::Changed),
+        WriteOp::SyncRequeueDead => sync::requeue_dead(conn, &now).map(WriteOutput::Ids),
+        WriteOp::SyncCloseRunning(reason) => sync::close_running(conn, &reason, &now).map(WriteOutput::Changed),
     }
 }
 

@@ -109,6 +109,13 @@ async fn status_page_in_chromium_shows_queue_failures_and_held_deletions() {
         })
         .collect();
     assert!(!held_ids.is_empty(), "the guard holds some of the deletions");
+    // A sync run now: its report shows the held deletions as drift (the app still has them).
+    let sync = d.http.post(format!("{}/sync", d.admin_base)).header("X-Requested-By", "test").send().await.unwrap();
+    assert_eq!(sync.status(), StatusCode::OK, "{}", sync.text().await.unwrap());
+    let report: serde_json::Value =
+        d.http.get(format!("{}/drift", d.admin_base)).send().await.unwrap().json().await.unwrap();
+    let counts = report["run"]["summary"]["counts"].as_object().expect("counts").clone();
+    assert!(counts.values().any(|n| n.as_u64() > Some(0)), "some drift: {report}");
     // The app now fails: the next change is retried, not delivered.
     proxy.set(Mode::Fail { status: 500, retry_after: None });
     d.create_user("fay@example.com").await;
@@ -139,8 +146,12 @@ async fn status_page_in_chromium_shows_queue_failures_and_held_deletions() {
     assert!(failures.contains("fay@example.com") && failures.contains("500"), "{failures}");
     let deliveries = text_of(&dom, "table", "recent-deliveries");
     assert!(deliveries.contains("eve@example.com") && deliveries.contains("success"), "{deliveries}");
-    assert_eq!(text_of(&dom, "p", "sync-runs"), "no sync run yet");
-    assert!(text_of(&dom, "p", "drift").starts_with("no drift report yet"));
+    let runs = text_of(&dom, "table", "sync-runs");
+    assert!(runs.contains(report["run"]["started_at"].as_str().unwrap()) && runs.contains("ok"), "{runs}");
+    let drift = element(&dom, "table", "drift");
+    for (kind, n) in &counts {
+        assert!(drift.contains(&format!("<td>{kind}</td><td class=\"num\">{n}</td>")), "{kind} {n} in {drift}");
+    }
     let changes = text_of(&dom, "table", "recent-changes");
     assert!(changes.contains("DELETE") && changes.contains("fay@example.com"), "{changes}");
     assert!(!dom.contains("<script"), "the page needs no script");
