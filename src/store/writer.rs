@@ -254,10 +254,10 @@ fn apply_audited(conn: &Connection, op: WriteOp, mut a: NewAudit, now: &str) -> 
         WriteOp::Delete { id, .. } | WriteOp::Resync { id, .. } => audit::resource_name(conn, id)?,
         _ => None,
     };
-    if let WriteOp::OutboxDrop(id) = &op {
-        if let (Some(brief), Some(o)) = (audit::outbox_brief(conn, *id)?, a.summary.as_object_mut()) {
-            o.insert("change".into(), brief);
-        }
+    if let WriteOp::OutboxDrop(id) = &op
+        && let (Some(brief), Some(o)) = (audit::outbox_brief(conn, *id)?, a.summary.as_object_mut())
+    {
+        o.insert("change".into(), brief);
     }
     let is_resync = matches!(op, WriteOp::Resync { .. });
     // Revoking an unknown token, dropping an unknown row, retrying nothing: no action, no record.
