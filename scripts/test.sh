@@ -3,7 +3,8 @@
 #   1. module boundaries (scripts/check-layers.sh);
 #   2. cargo test: unit tests, property tests, and the one integration-test binary that
 #      starts the real daemon on 127.0.0.1:0 and talks HTTP to it, provisioning into the real
-#      scim2-server (from .venv) as the downstream app; the bench crate compiles;
+#      scim2-server (from .venv) as the downstream app, and loading the status page in
+#      headless Chromium (scripts/browser-env.sh); the bench crate compiles;
 #   3. a short coverage-guided fuzz run of the parsers and the PATCH engine (scripts/fuzz.sh:
 #      20 s per target, two at a time, on stable; FUZZ_SECONDS changes the 20); any panic,
 #      crash or hang fails the run and leaves the input in tests/fixtures/fuzzed/;
@@ -15,6 +16,9 @@ scripts/check-layers.sh
 # The provisioning tests run the real scim2-server as the downstream app: make the pinned
 # Python tools ready once, before tests start in parallel.
 scripts/python-env.sh >/dev/null
+# The status-page test loads the admin listener's page in headless Chromium (Debian's
+# package; installed once, a no-op afterwards).
+scripts/browser-env.sh >/dev/null
 cargo test --workspace --locked
 scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 scripts/conformance.sh

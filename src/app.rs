@@ -26,7 +26,7 @@ use crate::http::{self, ApiState};
 use crate::model::ResourceKind;
 use crate::outbox_worker::{self, DeletionGuard, WorkerOptions};
 use crate::service::{ListLimits, Service};
-use crate::store::{NewToken, Store, StoreError, StoreOptions};
+use crate::store::{NewAudit, NewToken, Store, StoreError, StoreOptions};
 
 pub fn store_options(cfg: &Config) -> StoreOptions {
     StoreOptions {
@@ -46,7 +46,40 @@ pub async fn bootstrap_token(store: &Store) -> Result<Option<NewToken>, StoreErr
     if store.list_tokens().await?.iter().any(|t| t.revoked_at.is_none()) {
         return Ok(None);
     }
-    Ok(Some(store.create_token("bootstrap").await?))
+    let audit = NewAudit {
+        actor: "daemon".into(),
+        token_id: None,
+        method: "token create".into(),
+        resource_type: "token".into(),
+        resource_id: None,
+        request_id: None,
+        summary: serde_json::json!({"reason": "first start: no active token"}),
+    };
+    Ok(Some(store.create_token_audited("bootstrap", audit).await?))
+}
+
+/// Audit records pruned per transaction: small enough that the writer (and so every SCIM
+/// write) never waits long behind a prune.
+const AUDIT_PRUNE_BATCH: usize = 1000;
+
+/// Delete audit records older than `audit.retention_days`, at start and then every
+/// `audit.prune_interval_seconds`, until `stop`.
+pub async fn prune_audit(store: Store, retention_days: u64, interval: Duration, stop: CancellationToken) {
+    if retention_days == 0 {
+        return;
+    }
+    loop {
+        let before = crate::model::time_before(Duration::from_secs(retention_days * 86_400));
+        match store.audit_prune(&before, AUDIT_PRUNE_BATCH).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, before, "audit log: expired records deleted"),
+            Err(e) => tracing::warn!(error = %e, "audit log: pruning failed; will try again"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
 }
 
 pub async fn bind(cfg: &Config) -> std::io::Result<TcpListener> {
@@ -237,6 +270,12 @@ pub async fn run(
             None
         }
     };
+    let pruner = tokio::spawn(prune_audit(
+        store.clone(),
+        cfg.audit.retention_days,
+        Duration::from_secs(cfg.audit.prune_interval_seconds),
+        worker_stop.clone(),
+    ));
     let state = Arc::new(ApiState {
         service,
         base_url,
@@ -278,6 +317,7 @@ pub async fn run(
     if let Some((_, task)) = scheduler {
         let _ = task.await;
     }
+    let _ = pruner.await;
     // The writer goes last: it commits whatever the finished requests queued, then stops.
     tokio::task::spawn_blocking(move || store.close()).await.ok();
     tracing::info!("store closed");

@@ -1,5 +1,5 @@
 //! The command line: `serve`, `check-config`, `token create|list|revoke`, `outbox`, `resync`,
-//! `healthcheck`.
+//! `healthcheck`, `audit`, `backup`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -77,6 +77,28 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         timeout_seconds: u64,
     },
+    /// Show the audit log: accepted SCIM changes (token id, method, resource, what changed
+    /// by name, the IdP's request id) and operator actions. The most recent --limit records
+    /// matching the filters, oldest first.
+    Audit {
+        /// Only records since then: a duration back from now (`90s`, `15m`, `24h`, `7d`) or an
+        /// RFC 3339 time (`2026-01-31T08:00:00Z`).
+        #[arg(long, value_name = "DURATION|RFC3339")]
+        since: Option<String>,
+        /// Only one resource: `Users/ID`, `Groups/ID`, an id, or a userName / group
+        /// displayName (any case).
+        #[arg(long, value_name = "RESOURCE")]
+        resource: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Copy the database to PATH with SQLite's online backup, safe while the daemon runs,
+    /// then verify the copy (integrity check, counts). PATH must not exist. See the README
+    /// for the restore steps.
+    Backup { path: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +214,121 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Healthcheck { url, timeout_seconds } => {
             runtime()?.block_on(healthcheck(&loaded, url, timeout_seconds))
         }
+        Command::Audit { since, resource, json, limit } => {
+            runtime()?.block_on(audit(loaded, since.as_deref(), resource.as_deref(), json, limit))
+        }
+        Command::Backup { path } => backup(&loaded, &path),
+    }
+}
+
+/// An operator's action, for the audit log.
+fn cli_audit(method: &str, resource_type: &str, resource_id: Option<&str>) -> crate::store::NewAudit {
+    crate::store::NewAudit {
+        actor: "cli".into(),
+        token_id: None,
+        method: method.into(),
+        resource_type: resource_type.into(),
+        resource_id: resource_id.map(str::to_string),
+        request_id: None,
+        summary: serde_json::json!({}),
+    }
+}
+
+/// `--since`: a duration back from now (`90s`, `15m`, `24h`, `7d`) or an RFC 3339 time, as
+/// our stored timestamp format.
+fn parse_since(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if let Some(t) = crate::model::normalize_time(s) {
+        return Ok(t);
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("--since {s:?}: write e.g. 15m, 24h, 7d or 2026-01-31T08:00:00Z"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("--since {s:?}: the unit must be s, m, h or d (e.g. 24h), or give an RFC 3339 time")),
+    };
+    let d = n.checked_mul(secs).ok_or_else(|| format!("--since {s:?} is too far back"))?;
+    Ok(crate::model::time_before(std::time::Duration::from_secs(d)))
+}
+
+/// `--resource`: `Users/ID` / `Groups/ID` name a type and id; anything else an id or a name.
+fn parse_resource(s: &str) -> (Option<String>, String) {
+    match s.trim().split_once('/') {
+        Some((t, id)) => match crate::model::ResourceKind::from_segment(t) {
+            Some(k) => (Some(k.as_str().to_string()), id.to_string()),
+            None => (None, s.trim().to_string()),
+        },
+        None => (None, s.trim().to_string()),
+    }
+}
+
+async fn audit(loaded: Loaded, since: Option<&str>, resource: Option<&str>, json: bool, limit: usize) -> Result<i32> {
+    let since = match since.map(parse_since).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(2);
+        }
+    };
+    let (resource_type, resource) = match resource.map(parse_resource) {
+        Some((t, r)) => (t, Some(r)),
+        None => (None, None),
+    };
+    let store = open_for_cli(&loaded)?;
+    let q = crate::store::AuditQuery { since, resource_type, resource, limit: limit.max(1) };
+    let records = store.audit_list(q).await;
+    tokio::task::spawn_blocking(move || store.close()).await.ok();
+    let mut out = std::io::stdout().lock();
+    for r in records? {
+        if json {
+            writeln!(out, "{}", serde_json::to_string(&r)?)?;
+        } else {
+            let who = match (&r.actor[..], &r.token_id) {
+                ("token", Some(t)) => format!("token:{t}"),
+                (a, _) => a.to_string(),
+            };
+            let what = format!(
+                "{}{}{}",
+                r.resource_type,
+                r.resource_id.as_deref().map(|i| format!("/{i}")).unwrap_or_default(),
+                r.resource_name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
+            );
+            writeln!(
+                out,
+                "{}  {:<15} {:<14} {}  request-id={}  {}",
+                r.at,
+                who,
+                r.method,
+                what,
+                r.request_id.as_deref().unwrap_or("-"),
+                r.summary
+            )?;
+        }
+    }
+    Ok(0)
+}
+
+fn backup(loaded: &Loaded, path: &std::path::Path) -> Result<i32> {
+    telemetry::init(&loaded.config.log);
+    let cfg = &loaded.config.store;
+    match crate::store::Store::backup(&cfg.data_dir, path, cfg.busy_timeout_seconds) {
+        Ok(r) => {
+            println!("backup written to {} ({} bytes), integrity check ok", r.path.display(), r.bytes);
+            println!("schema version {}", r.schema_version);
+            println!(
+                "{} users, {} groups, {} memberships, {} undelivered change(s), {} active token(s), {} audit record(s)",
+                r.users, r.groups, r.memberships, r.undelivered, r.tokens, r.audit_records
+            );
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("backup failed: {e}");
+            Ok(1)
+        }
     }
 }
 
@@ -290,7 +427,7 @@ async fn token(loaded: Loaded, action: TokenAction) -> Result<i32> {
         .with_context(|| format!("cannot open the store in {}", loaded.config.store.data_dir.display()))?;
     let code = match action {
         TokenAction::Create { label } => {
-            let t = store.create_token(&label).await?;
+            let t = store.create_token_audited(&label, cli_audit("token create", "token", None)).await?;
             eprintln!("created token {} (label {:?}); it is shown only this once:", t.id, t.label);
             println!("{}", t.token);
             0
@@ -304,7 +441,7 @@ async fn token(loaded: Loaded, action: TokenAction) -> Result<i32> {
             0
         }
         TokenAction::Revoke { id } => {
-            if store.revoke_token(&id).await? {
+            if store.revoke_token_audited(&id, cli_audit("token revoke", "token", Some(&id))).await? {
                 eprintln!("revoked token {id}");
                 0
             } else {
@@ -409,7 +546,8 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
                 eprintln!("say which: `scimsync outbox retry ID` or `scimsync outbox retry --all-dead`");
                 2
             } else {
-                let n = store.outbox_retry_dead(id).await?;
+                let audit = cli_audit("outbox retry", "outbox", id.map(|i| i.to_string()).as_deref());
+                let n = store.outbox_retry_dead_audited(id, audit).await?;
                 eprintln!("re-queued {n} dead change(s)");
                 if n == 0 && id.is_some() { 1 } else { 0 }
             }
@@ -418,7 +556,7 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
             if !confirm {
                 eprintln!("dropping change {id} means it never reaches the app; run again with --confirm to do it");
                 2
-            } else if store.outbox_drop(id).await? {
+            } else if store.outbox_drop_audited(id, cli_audit("outbox drop", "outbox", Some(&id.to_string()))).await? {
                 tracing::warn!(outbox_id = id, "outbox row dropped by an operator");
                 eprintln!("dropped change {id}");
                 0
@@ -434,7 +572,7 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
             2
         }
         OutboxAction::Release { .. } => {
-            let n = store.outbox_release_held().await?;
+            let n = store.outbox_release_held_audited(cli_audit("outbox release --held", "outbox", None)).await?;
             tracing::warn!(rows = n, "deletion guard: held changes released by an operator; the guard is reset");
             eprintln!("released {n} held change(s); the running daemon delivers them, and the deletion guard is reset");
             0
@@ -447,8 +585,9 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
                 );
                 2
             } else {
-                let rows = store.outbox_discard_held().await?;
-                // Until the audit log exists, the warn line is the record of the decision.
+                // The audit record (with every dropped change) commits with the discard.
+                let rows =
+                    store.outbox_discard_held_audited(cli_audit("outbox discard --held", "outbox", None)).await?;
                 for r in &rows {
                     tracing::warn!(
                         outbox_id = r.id,
@@ -474,7 +613,7 @@ async fn resync(loaded: Loaded, kind: &str, id: &str) -> Result<i32> {
         return Ok(2);
     };
     let store = open_for_cli(&loaded)?;
-    let code = match store.resync(kind, id).await {
+    let code = match store.resync_audited(kind, id, cli_audit("resync", kind.as_str(), Some(id))).await {
         Ok(n) => {
             eprintln!("queued {} {id} for delivery (outbox {n})", kind.as_str());
             0
@@ -656,4 +795,32 @@ async fn healthcheck(loaded: &Loaded, url: Option<String>, timeout_seconds: u64)
         None => println!("  {}", body.trim()),
     }
     Ok(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_durations_and_rfc3339() {
+        assert_eq!(parse_since("2026-01-31T08:00:00+01:00").unwrap(), "2026-01-31T07:00:00.000Z");
+        let ten_min_ago = parse_since("10m").unwrap();
+        let (lo, hi) = (
+            crate::model::time_before(std::time::Duration::from_secs(601)),
+            crate::model::time_before(std::time::Duration::from_secs(599)),
+        );
+        assert!(lo <= ten_min_ago && ten_min_ago <= hi, "{lo} <= {ten_min_ago} <= {hi}");
+        assert!(parse_since("7d").unwrap() < parse_since("24h").unwrap());
+        for bad in ["", "h", "10w", "yesterday", "99999999999999999999d"] {
+            assert!(parse_since(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn resource_names_a_type_and_id_or_an_id_or_name() {
+        assert_eq!(parse_resource("Users/abc"), (Some("User".into()), "abc".into()));
+        assert_eq!(parse_resource("groups/g1"), (Some("Group".into()), "g1".into()));
+        assert_eq!(parse_resource("alice@example.com"), (None, "alice@example.com".into()));
+        assert_eq!(parse_resource("dept/x"), (None, "dept/x".into()), "not a type: a name with a slash");
+    }
 }

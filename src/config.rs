@@ -29,6 +29,24 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub admin: AdminConfig,
     pub reconcile: ReconcileConfig,
+    pub audit: AuditConfig,
+}
+
+/// The audit log (`scimsync audit`): every accepted SCIM change and operator action, kept
+/// for `retention_days` and pruned in the background.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Records older than this many days are deleted; 0 keeps them forever.
+    pub retention_days: u64,
+    /// How often the daemon prunes old records (also once at start).
+    pub prune_interval_seconds: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { retention_days: 365, prune_interval_seconds: 3600 }
+    }
 }
 
 /// The admin listener: `/healthz`, `/readyz`, `/metrics`, on its own address so that it can
@@ -513,6 +531,7 @@ impl Default for Config {
             target: TargetConfig::default(),
             outbox: OutboxConfig::default(),
             admin: AdminConfig::default(),
+            audit: AuditConfig::default(),
             reconcile: ReconcileConfig::default(),
         }
     }
@@ -741,6 +760,18 @@ impl Config {
             p.push((
                 "outbox.deletion_guard.window_seconds".into(),
                 "must be at least 1; to turn the guard off set outbox.deletion_guard.enabled = false".into(),
+            ));
+        }
+        if self.audit.prune_interval_seconds == 0 {
+            p.push((
+                "audit.prune_interval_seconds".into(),
+                "must be at least 1; to keep every record set audit.retention_days = 0".into(),
+            ));
+        }
+        if self.audit.retention_days > 36_500 {
+            p.push((
+                "audit.retention_days".into(),
+                "must be at most 36500 (100 years); 0 keeps records forever".into(),
             ));
         }
         if self.scim.bulk_max_operations == 0 || self.scim.bulk_max_operations > 100_000 {

@@ -6,6 +6,8 @@
 //! the write names the version it was computed from and is retried if another write got in
 //! first). Must not touch: warp types, reqwest, SQL.
 
+mod audit_summary;
+
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -15,7 +17,7 @@ use crate::model::query::Filter;
 use crate::model::{MemberDelta, Resource, ResourceKind};
 use crate::scim::patch::{self, PatchError};
 use crate::scim::{ScimError, ScimType, bulk, filter, list, resource, schema};
-use crate::store::{ListPart, Load, NewResource, Page, Store, StoreError, TokenInfo, Update};
+use crate::store::{ListPart, Load, NewAudit, NewResource, Page, Store, StoreError, TokenInfo, Update};
 
 /// Errors of a use-case: a protocol error to show the IdP as it is, or a failure that
 /// `http` turns into 503/500 without showing internals.
@@ -47,6 +49,28 @@ impl From<StoreError> for ServiceError {
             }
             StoreError::Closed => ServiceError::Unavailable("shutting down".into()),
             StoreError::Internal(m) => ServiceError::Internal(m),
+        }
+    }
+}
+
+/// Where a change came from, for the audit log: the authenticated token and the IdP's own
+/// request id, when it sent one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Origin {
+    pub token_id: String,
+    pub request_id: Option<String>,
+}
+
+impl Origin {
+    fn audit(&self, method: &str, kind: ResourceKind, id: Option<&str>, summary: Value) -> NewAudit {
+        NewAudit {
+            actor: "token".into(),
+            token_id: Some(self.token_id.clone()),
+            method: method.into(),
+            resource_type: kind.as_str().into(),
+            resource_id: id.map(str::to_string),
+            request_id: self.request_id.clone(),
+            summary,
         }
     }
 }
@@ -111,7 +135,7 @@ impl Service {
         Ok(self.store.verify_token(token).await?)
     }
 
-    pub async fn create(&self, kind: ResourceKind, body: Value) -> Result<Resource, ServiceError> {
+    pub async fn create(&self, origin: &Origin, kind: ResourceKind, body: Value) -> Result<Resource, ServiceError> {
         let parsed = resource::parse_input(kind, body)?;
         let new = NewResource {
             kind,
@@ -119,7 +143,9 @@ impl Service {
             attrs: parsed.attrs,
             members: parsed.members.unwrap_or_default(),
         };
-        Ok(self.committed(self.store.create(new).await)?)
+        let summary = audit_summary::created(&new.attrs, new.members.len());
+        let audit = origin.audit("POST", kind, Some(&new.id), summary);
+        Ok(self.committed(self.store.create_audited(new, audit).await)?)
     }
 
     pub async fn get(&self, kind: ResourceKind, id: &str, load: Load) -> Result<Resource, ServiceError> {
@@ -134,6 +160,7 @@ impl Service {
     /// group's `members` are replaced by the list sent (none when the key is absent).
     pub async fn replace(
         &self,
+        origin: &Origin,
         kind: ResourceKind,
         id: &str,
         body: Value,
@@ -154,6 +181,7 @@ impl Service {
                 }
                 _ => MemberDelta::default(),
             };
+            let summary = audit_summary::replaced(&cur.attrs, &attrs, &members);
             let upd = Update {
                 kind,
                 id: id.to_string(),
@@ -161,7 +189,8 @@ impl Service {
                 attrs: Some(attrs),
                 members,
             };
-            match self.committed(self.store.update(upd).await) {
+            let audit = origin.audit("PUT", kind, Some(id), summary);
+            match self.committed(self.store.update_audited(upd, audit).await) {
                 Err(StoreError::VersionMismatch { .. }) if if_match.is_none() => continue,
                 other => return Ok(other?),
             }
@@ -172,6 +201,7 @@ impl Service {
     /// PATCH (RFC 7644 §3.5.2): every operation applies, or none does.
     pub async fn patch(
         &self,
+        origin: &Origin,
         kind: ResourceKind,
         id: &str,
         body: Value,
@@ -203,8 +233,10 @@ impl Service {
             // (an IdP pushing a group) never conflict. Attribute changes were computed from
             // the version read, so they must land on that version.
             let expected_version = if attrs.is_some() || if_match.is_some() { Some(cur.meta.version) } else { None };
+            let summary = audit_summary::patched(&ops, &cur.attrs, attrs.as_ref(), &effect.members);
             let upd = Update { kind, id: id.to_string(), expected_version, attrs, members: effect.members };
-            match self.committed(self.store.update(upd).await) {
+            let audit = origin.audit("PATCH", kind, Some(id), summary);
+            match self.committed(self.store.update_audited(upd, audit).await) {
                 Err(StoreError::VersionMismatch { .. }) if if_match.is_none() => continue,
                 other => return Ok(other?),
             }
@@ -212,8 +244,15 @@ impl Service {
         Err(ServiceError::Unavailable("the resource is changing too fast; retry".into()))
     }
 
-    pub async fn delete(&self, kind: ResourceKind, id: &str, if_match: Option<u64>) -> Result<(), ServiceError> {
-        Ok(self.committed(self.store.delete(kind, id, if_match).await)?)
+    pub async fn delete(
+        &self,
+        origin: &Origin,
+        kind: ResourceKind,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<(), ServiceError> {
+        let audit = origin.audit("DELETE", kind, Some(id), Value::Object(Default::default()));
+        Ok(self.committed(self.store.delete_audited(kind, id, if_match, audit).await)?)
     }
 
     /// A page of resources (RFC 7644 §3.4.2): `filter` parsed and checked against the
@@ -284,7 +323,7 @@ impl Service {
     /// whatever happens to the next), substituting `bulkId` references as the POSTs they
     /// name finish (§3.7.2). Stops once `failOnErrors` operations have failed; the
     /// operations not run are left out of the result (§3.7.3).
-    pub async fn bulk(&self, req: &bulk::BulkRequest) -> Vec<bulk::OpResult<ServiceError>> {
+    pub async fn bulk(&self, origin: &Origin, req: &bulk::BulkRequest) -> Vec<bulk::OpResult<ServiceError>> {
         let mut sched = bulk::Scheduler::new(req);
         let mut results = Vec::with_capacity(req.entries.len());
         let mut errors = 0u32;
@@ -293,7 +332,7 @@ impl Service {
                 bulk::Step::Fail(i, e) => (i, Err((None, ServiceError::from(e)))),
                 bulk::Step::Run(i) => match &req.entries[i].op {
                     Err(e) => (i, Err((None, ServiceError::from(e.clone())))),
-                    Ok(op) => (i, self.bulk_op(&op.resolved(|b| sched.resolve(b))).await),
+                    Ok(op) => (i, self.bulk_op(origin, &op.resolved(|b| sched.resolve(b))).await),
                 },
             };
             let entry = &req.entries[index];
@@ -325,6 +364,7 @@ impl Service {
     /// or the error (with the target when the path named one).
     async fn bulk_op(
         &self,
+        origin: &Origin,
         op: &bulk::Operation,
     ) -> Result<(Target, u16, Option<u64>), (Option<Target>, ServiceError)> {
         let t = op.target().map_err(|e| (None, e.into()))?;
@@ -343,16 +383,16 @@ impl Service {
         };
         let res = match (op.method, &t.id) {
             (bulk::Method::Post, _) => {
-                self.create(t.kind, data()).await.map(|r| ((t.kind, r.id), Some(r.meta.version)))
+                self.create(origin, t.kind, data()).await.map(|r| ((t.kind, r.id), Some(r.meta.version)))
             }
             (bulk::Method::Put, Some(id)) => {
-                self.replace(t.kind, id, data(), if_match).await.map(|r| ((t.kind, r.id), Some(r.meta.version)))
+                self.replace(origin, t.kind, id, data(), if_match).await.map(|r| ((t.kind, r.id), Some(r.meta.version)))
             }
             (bulk::Method::Patch, Some(id)) => {
-                self.patch(t.kind, id, data(), if_match).await.map(|r| ((t.kind, r.id), Some(r.meta.version)))
+                self.patch(origin, t.kind, id, data(), if_match).await.map(|r| ((t.kind, r.id), Some(r.meta.version)))
             }
             (bulk::Method::Delete, Some(id)) => {
-                self.delete(t.kind, id, if_match).await.map(|()| ((t.kind, id.clone()), None))
+                self.delete(origin, t.kind, id, if_match).await.map(|()| ((t.kind, id.clone()), None))
             }
             (_, None) => Err(ServiceError::Internal("bulk operation without a resource id".into())),
         };

@@ -10,6 +10,7 @@ pub mod rate_limit;
 mod respond;
 mod scim_api;
 pub mod server;
+pub mod status_page;
 pub mod tls;
 
 use std::sync::Arc;

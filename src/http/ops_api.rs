@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics`, the sync trigger and the drift
-//! report (JSON and HTML), on its own address (`[admin]`).
+//! report (JSON and HTML), and the status page (`/`, `/status`, see
+//! [`super::status_page`]), on its own address (`[admin]`).
 //!
 //! Owns: the admin routes, their optional bearer token, the readiness verdict. Must not
 //! touch: SQL (the store answers typed questions), metric names (that is `telemetry`), the
@@ -46,12 +47,16 @@ pub async fn serve(listener: TcpListener, state: Arc<OpsState>, shutdown: Cancel
 }
 
 /// The admin routes, for the 404 text.
-const ROUTES: &str = "/healthz, /readyz, /metrics, POST /sync, /sync/runs, /drift (JSON), /drift.html";
+const ROUTES: &str = "/healthz, /readyz, /metrics, POST /sync, /sync/runs, /drift (JSON), /drift.html, /status";
 
 async fn handle(state: &OpsState, path: &str, query: &str, method: &Method, headers: &HeaderMap) -> Response {
     let path = path.trim_end_matches('/');
+    let path = if path.is_empty() { "/" } else { path };
     let is_post = path == "/sync";
-    if !matches!(path, "/healthz" | "/readyz" | "/metrics" | "/sync" | "/sync/runs" | "/drift" | "/drift.html") {
+    if !matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/sync" | "/sync/runs" | "/drift" | "/drift.html" | "/" | "/status"
+    ) {
         return text(StatusCode::NOT_FOUND, &format!("not found; the admin endpoints are {ROUTES}\n"));
     }
     let allowed = if is_post { method == Method::POST } else { method == Method::GET || method == Method::HEAD };
@@ -101,7 +106,8 @@ async fn handle(state: &OpsState, path: &str, query: &str, method: &Method, head
             };
             drift(state, run_id, path == "/drift.html").await
         }
-        _ => metrics(state).await,
+        "/metrics" => metrics(state).await,
+        _ => status(state).await,
     }
 }
 
@@ -192,6 +198,18 @@ fn text(status: StatusCode, body: &str) -> Response {
 /// is at this build's version. The target's state is reported, never fails readiness: an
 /// app that is down must not get the daemon restarted, its changes queue up.
 async fn readyz(state: &OpsState) -> Response {
+    let (ready, body) = readiness(state).await;
+    if !ready {
+        tracing::warn!(reasons = ?body["reasons"], "readiness probe: not ready");
+    }
+    let mut r = body.to_string().into_response();
+    *r.status_mut() = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The readiness verdict and its JSON detail (for `/readyz` and the status page).
+async fn readiness(state: &OpsState) -> (bool, Value) {
     let mut reasons: Vec<String> = Vec::new();
     let store_check = match tokio::time::timeout(CHECK_TIMEOUT, state.store.writer_pragmas()).await {
         Ok(Ok(_)) => json!({"ok": true}),
@@ -252,12 +270,147 @@ async fn readyz(state: &OpsState) -> Response {
         "checks": {"store": store_check, "migrations": migrations_check, "target": target_check, "deletion_guard": guard_check},
         "reasons": reasons,
     });
-    if !ready {
-        tracing::warn!(reasons = ?body["reasons"], "readiness probe: not ready");
+    (ready, body)
+}
+
+/// Rows per table on the status page.
+const STATUS_ROWS: usize = 20;
+/// Sync runs on the status page.
+const SYNC_RUN_ROWS: usize = 5;
+
+/// One line for a sync run's summary: what was listed, how many differences, repairs.
+fn run_summary(s: &Value) -> String {
+    let mut parts = Vec::new();
+    if let (Some(u), Some(g)) = (s["listed"]["users"].as_u64(), s["listed"]["groups"].as_u64()) {
+        parts.push(format!("listed {u} users, {g} groups"));
     }
-    let mut r = body.to_string().into_response();
-    *r.status_mut() = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    if let Some(t) = s["total"].as_u64() {
+        parts.push(format!("{t} difference(s)"));
+    }
+    if let Some(q) = s["repair"]["queued_changes"].as_u64().filter(|q| *q > 0) {
+        parts.push(format!("{q} repair change(s) queued"));
+    }
+    if let Some(d) = s["duration_seconds"].as_f64() {
+        parts.push(format!("{d:.1} s"));
+    }
+    parts.join("; ")
+}
+
+/// The status page: the readiness verdict plus what the store says now. A part the store
+/// cannot answer in time is shown empty, and the failure is one of the "not ready" reasons.
+async fn status(state: &OpsState) -> Response {
+    use super::status_page::{self as page, StatusView};
+    let (ready, body) = readiness(state).await;
+    let mut reasons: Vec<String> = body["reasons"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let store = &state.store;
+    let read = async {
+        let (depth, oldest) = store.outbox_depth().await?;
+        let counts = store.outbox_counts().await?;
+        let guard = store.guard_status().await?;
+        let held = store.held_changes(STATUS_ROWS).await?;
+        let recent = store.recent_attempts(STATUS_ROWS, false).await?;
+        let failures = store.recent_attempts(STATUS_ROWS, true).await?;
+        let changes = store.audit_list(crate::store::AuditQuery { limit: STATUS_ROWS, ..Default::default() }).await?;
+        let runs = store.sync_runs(SYNC_RUN_ROWS).await?;
+        let report = store.sync_run(None).await?;
+        Ok::<_, crate::store::StoreError>((depth, oldest, counts, guard, held, recent, failures, changes, runs, report))
+    };
+    let mut view = StatusView {
+        generated_at: crate::model::now(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        ..Default::default()
+    };
+    view.health.target_kind = state.target_kind.to_string();
+    view.health.last_delivery = telemetry::last_delivery().map(|l| (l.outcome.as_str().to_string(), l.at.clone()));
+    match tokio::time::timeout(CHECK_TIMEOUT, read).await {
+        Ok(Ok((depth, oldest, counts, guard, held, recent, failures, changes, runs, report))) => {
+            view.sync_runs = runs
+                .into_iter()
+                .map(|r| page::SyncRunRow {
+                    outcome: match &r.error {
+                        Some(e) => format!("{}: {e}", r.status),
+                        None => r.status.clone(),
+                    },
+                    summary: run_summary(&r.summary),
+                    started_at: r.started_at,
+                    finished_at: r.finished_at,
+                })
+                .collect();
+            // The latest successful run's report, as /drift shows it.
+            view.drift = report.map(|r| page::DriftSummary {
+                generated_at: r.finished_at.unwrap_or(r.started_at),
+                counts: r.summary["counts"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
+                    .unwrap_or_default(),
+            });
+            view.queue = page::Queue {
+                depth,
+                oldest_age_seconds: oldest.as_deref().map(|o| crate::model::age_of(o).as_secs()),
+                dead: counts.iter().find(|(s, _)| s == "dead").map(|(_, n)| *n).unwrap_or(0),
+            };
+            view.guard = page::Guard {
+                tripped_at: guard.tripped_at,
+                held_total: guard.held,
+                held: held
+                    .into_iter()
+                    .map(|h| page::HeldRow {
+                        outbox_id: h.outbox_id,
+                        kind: h.kind,
+                        resource_id: h.resource_id,
+                        name: h.name,
+                        op: h.op,
+                        created_at: h.created_at,
+                    })
+                    .collect(),
+            };
+            let rows = |v: Vec<crate::store::DeliveryAttempt>| -> Vec<page::DeliveryRow> {
+                v.into_iter()
+                    .map(|a| page::DeliveryRow {
+                        outbox_id: a.outbox_id,
+                        kind: a.kind,
+                        resource_id: a.resource_id,
+                        name: a.name,
+                        op: a.op,
+                        finished_at: a.finished_at,
+                        outcome: a.outcome,
+                        detail: a.detail,
+                    })
+                    .collect()
+            };
+            view.recent_deliveries = rows(recent);
+            view.recent_failures = rows(failures);
+            view.recent_changes = changes
+                .into_iter()
+                .rev()
+                .map(|c| page::ChangeRow {
+                    at: c.at,
+                    actor: match (c.actor.as_str(), &c.token_id) {
+                        ("token", Some(t)) => format!("token {t}"),
+                        (a, _) => a.to_string(),
+                    },
+                    method: c.method,
+                    resource: format!(
+                        "{}{}{}",
+                        c.resource_type,
+                        c.resource_id.map(|i| format!(" {i}")).unwrap_or_default(),
+                        c.resource_name.map(|n| format!(" ({n})")).unwrap_or_default()
+                    ),
+                    summary: c.summary.to_string(),
+                })
+                .collect();
+        }
+        Ok(Err(e)) => reasons.push(format!("status: the store could not answer: {e}")),
+        Err(_) => reasons.push("status: the store did not answer in time".into()),
+    }
+    view.health.ready = ready && reasons.is_empty();
+    view.health.reasons = reasons;
+    let mut r = page::render(&view).into_response();
+    r.headers_mut().insert("content-type", HeaderValue::from_static("text/html; charset=utf-8"));
+    r.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
     r
 }
 

@@ -10,7 +10,7 @@ use crate::model::{Resource, ResourceKind};
 use crate::scim::list::{ListQuery, list_response};
 use crate::scim::resource::{self, Projection};
 use crate::scim::{ScimError, schema};
-use crate::service::{ListRequest, ServiceError};
+use crate::service::{ListRequest, Origin, ServiceError};
 use crate::store::Load;
 
 /// Handle one request; returns the response and the caller's token id (for the log line).
@@ -22,11 +22,35 @@ pub async fn dispatch(state: &ApiState, req: Request) -> (Response, Option<Strin
     if let Err(wait) = state.rate_limits.check(&token.id) {
         return (too_many_requests(&token.id, wait), Some(token.id));
     }
-    let resp = match route(state, &req).await {
+    let origin = Origin { token_id: token.id, request_id: idp_request_id(&req.headers) };
+    let resp = match route(state, &req, &origin).await {
         Ok(r) => r,
         Err(e) => respond::service_error(&e),
     };
-    (resp, Some(token.id))
+    (resp, Some(origin.token_id))
+}
+
+/// Headers an IdP may name its request by, most specific first: Entra's `client-request-id`
+/// (and the `x-ms-` form Microsoft clients use), Okta's `X-Okta-Request-Id`, then the
+/// generic ones a proxy or another IdP adds. The value goes to the audit log, so the
+/// IdP's own logs can be joined with ours.
+const REQUEST_ID_HEADERS: [&str; 6] = [
+    "client-request-id",
+    "x-ms-client-request-id",
+    "x-okta-request-id",
+    "x-request-id",
+    "request-id",
+    "x-correlation-id",
+];
+
+/// Longest request id kept: an id is short; anything longer is not one.
+const MAX_REQUEST_ID_CHARS: usize = 128;
+
+fn idp_request_id(headers: &warp::http::HeaderMap) -> Option<String> {
+    REQUEST_ID_HEADERS.iter().find_map(|h| {
+        let v = headers.get(*h)?.to_str().ok()?.trim();
+        (!v.is_empty()).then(|| v.chars().filter(|c| !c.is_control()).take(MAX_REQUEST_ID_CHARS).collect())
+    })
 }
 
 type Reply = Result<Response, ServiceError>;
@@ -58,7 +82,7 @@ fn method_not_allowed(req: &Request, allowed: &str) -> Reply {
     Ok(r)
 }
 
-async fn route(state: &ApiState, req: &Request) -> Reply {
+async fn route(state: &ApiState, req: &Request, origin: &Origin) -> Reply {
     let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let m = &req.method;
     let kind_of = ResourceKind::from_segment;
@@ -79,7 +103,7 @@ async fn route(state: &ApiState, req: &Request) -> Reply {
             _ => method_not_allowed(req, "POST"),
         },
         [s] if s.eq_ignore_ascii_case("Bulk") => match *m {
-            Method::POST => bulk(state, req).await,
+            Method::POST => bulk(state, req, origin).await,
             _ => method_not_allowed(req, "POST"),
         },
         [s] if s.eq_ignore_ascii_case("Me") => {
@@ -92,7 +116,7 @@ async fn route(state: &ApiState, req: &Request) -> Reply {
                         ListQuery::from_pairs(query_pairs(&req.query)?.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
                     list(state, kind, q).await
                 }
-                Method::POST => create(state, req, kind).await,
+                Method::POST => create(state, req, kind, origin).await,
                 _ => method_not_allowed(req, "GET, POST"),
             },
             None => Err(ScimError::not_found(format!("no endpoint /{s}")).into()),
@@ -107,10 +131,10 @@ async fn route(state: &ApiState, req: &Request) -> Reply {
             },
             Some(kind) => match *m {
                 Method::GET => get_one(state, req, kind, id).await,
-                Method::PUT => replace(state, req, kind, id).await,
-                Method::PATCH => patch(state, req, kind, id).await,
+                Method::PUT => replace(state, req, kind, id, origin).await,
+                Method::PATCH => patch(state, req, kind, id, origin).await,
                 Method::DELETE => {
-                    state.service.delete(kind, id, if_match(req)).await?;
+                    state.service.delete(origin, kind, id, if_match(req)).await?;
                     Ok(respond::empty(StatusCode::NO_CONTENT))
                 }
                 _ => method_not_allowed(req, "GET, PUT, PATCH, DELETE"),
@@ -189,10 +213,10 @@ fn load_for(kind: ResourceKind, proj: &Projection) -> Load {
     }
 }
 
-async fn create(state: &ApiState, req: &Request, kind: ResourceKind) -> Reply {
+async fn create(state: &ApiState, req: &Request, kind: ResourceKind, origin: &Origin) -> Reply {
     let proj = projection(req)?;
     let body = parse_json(req)?;
-    let res = state.service.create(kind, body).await?;
+    let res = state.service.create(origin, kind, body).await?;
     let mut r = with_resource(StatusCode::CREATED, state, &res, &proj);
     let location = format!("{}/{}/{}", state.base_url, kind.segment(), res.id);
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -217,18 +241,18 @@ async fn get_one(state: &ApiState, req: &Request, kind: ResourceKind, id: &str) 
     Ok(with_resource(StatusCode::OK, state, &res, &proj))
 }
 
-async fn replace(state: &ApiState, req: &Request, kind: ResourceKind, id: &str) -> Reply {
+async fn replace(state: &ApiState, req: &Request, kind: ResourceKind, id: &str, origin: &Origin) -> Reply {
     let proj = projection(req)?;
     let body = parse_json(req)?;
-    let res = state.service.replace(kind, id, body, if_match(req)).await?;
+    let res = state.service.replace(origin, kind, id, body, if_match(req)).await?;
     let res = reload_if_needed(state, kind, res, &proj).await?;
     Ok(with_resource(StatusCode::OK, state, &res, &proj))
 }
 
-async fn patch(state: &ApiState, req: &Request, kind: ResourceKind, id: &str) -> Reply {
+async fn patch(state: &ApiState, req: &Request, kind: ResourceKind, id: &str, origin: &Origin) -> Reply {
     let proj = projection(req)?;
     let body = parse_json(req)?;
-    let res = state.service.patch(kind, id, body, if_match(req)).await?;
+    let res = state.service.patch(origin, kind, id, body, if_match(req)).await?;
     // Groups answer 204 unless the IdP asked for attributes or the config says otherwise:
     // Entra expects 204, and a large group must not be echoed for every member change.
     if kind == ResourceKind::Group && !state.group_patch_returns_resource && proj.attributes.is_empty() {
@@ -273,12 +297,12 @@ async fn list(state: &ApiState, kind: ResourceKind, q: ListQuery) -> Reply {
 /// `POST /Bulk` (RFC 7644 §3.7). The request as a whole fails only when it cannot be read
 /// or exceeds a §3.7.4 limit (413); otherwise the answer is 200 with one result per
 /// operation that ran, failures included (§3.7.3).
-async fn bulk(state: &ApiState, req: &Request) -> Reply {
+async fn bulk(state: &ApiState, req: &Request, origin: &Origin) -> Reply {
     if req.body.len() as u64 > state.bulk_max_payload_bytes {
         return Err(crate::scim::bulk::payload_too_large(state.bulk_max_payload_bytes).into());
     }
     let breq = crate::scim::bulk::parse_request(&parse_json(req)?, state.bulk_max_operations)?;
-    let results = state.service.bulk(&breq).await;
+    let results = state.service.bulk(origin, &breq).await;
     let results = results.into_iter().map(|r| r.map_err(|e| respond::to_scim(&e))).collect();
     Ok(respond::json(StatusCode::OK, &crate::scim::bulk::response(&state.base_url, results)))
 }

@@ -12,12 +12,15 @@
 //! `synchronous=FULL` in WAL mode, so when a call returns `Ok` its change (and its outbox row)
 //! is on disk. Callers build their 2xx reply only after that.
 
+mod audit;
+mod backup;
 mod filter_sql;
 mod migrations;
 mod open;
 mod outbox;
 mod reader;
 mod resources;
+mod status;
 mod sync;
 mod tokens;
 mod writer;
@@ -28,9 +31,12 @@ use std::sync::Arc;
 use crate::model::query::{AttrPath, Filter, Sort};
 use crate::model::{MemberDelta, MemberRef, Resource, ResourceKind};
 
+pub use audit::{AuditQuery, AuditRecord, NewAudit};
+pub use backup::BackupReport;
 pub use outbox::{
     Attempt, Bundle, Claimed, Completion, GuardPolicy, GuardStatus, GuardTrip, OutboxRow, OutboxState, guard_trips,
 };
+pub use status::{DeliveryAttempt, HeldChange};
 pub use sync::{AppKey, DriftRow, Matched, MemberInfo, PageMatch, RepairOp, Stuck, SyncRun, orphan_id};
 pub use tokens::{NewToken, TokenInfo};
 
@@ -139,6 +145,12 @@ impl Store {
         Ok(Store { writer: Arc::new(writer), readers: Arc::new(readers), path: Arc::new(path) })
     }
 
+    /// Copy the database in `data_dir` to `dest` with SQLite's online backup (safe while a
+    /// daemon writes to it) and verify the copy. Blocking: call from a blocking thread.
+    pub fn backup(data_dir: &Path, dest: &Path, busy_timeout_seconds: u64) -> Result<BackupReport, StoreError> {
+        backup::run(&data_dir.join(open::DB_FILE), dest, busy_timeout_seconds)
+    }
+
     /// Stop the writer after it has committed everything queued before this call.
     pub fn close(&self) {
         self.writer.close();
@@ -162,6 +174,83 @@ impl Store {
         match self.writer.submit(writer::WriteOp::Delete { kind, id: id.to_string(), expected_version }).await? {
             writer::WriteOutput::Done => Ok(()),
             other => Err(unexpected(other)),
+        }
+    }
+
+    /// `create` with its audit record, committed together.
+    pub async fn create_audited(&self, new: NewResource, audit: NewAudit) -> Result<Resource, StoreError> {
+        match self.submit_audited(writer::WriteOp::Create(new), Some(audit)).await? {
+            writer::WriteOutput::Resource(r) => Ok(*r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `update` with its audit record, committed together.
+    pub async fn update_audited(&self, upd: Update, audit: NewAudit) -> Result<Resource, StoreError> {
+        match self.submit_audited(writer::WriteOp::Update(upd), Some(audit)).await? {
+            writer::WriteOutput::Resource(r) => Ok(*r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `delete` with its audit record, committed together.
+    pub async fn delete_audited(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        expected_version: Option<u64>,
+        audit: NewAudit,
+    ) -> Result<(), StoreError> {
+        let op = writer::WriteOp::Delete { kind, id: id.to_string(), expected_version };
+        match self.submit_audited(op, Some(audit)).await? {
+            writer::WriteOutput::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn submit_audited(
+        &self,
+        op: writer::WriteOp,
+        audit: Option<NewAudit>,
+    ) -> Result<writer::WriteOutput, StoreError> {
+        match audit {
+            Some(audit) => {
+                self.writer.submit(writer::WriteOp::Audited { op: Box::new(op), audit: Box::new(audit) }).await
+            }
+            None => self.writer.submit(op).await,
+        }
+    }
+
+    /// The latest `limit` delivery attempts (or only failed ones), newest first.
+    pub async fn recent_attempts(&self, limit: usize, failures_only: bool) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        self.readers.run(move |c| status::recent_attempts(c, limit, failures_only)).await
+    }
+
+    /// The first `limit` changes the deletion guard holds, with their resources' names.
+    pub async fn held_changes(&self, limit: usize) -> Result<Vec<HeldChange>, StoreError> {
+        self.readers.run(move |c| status::held(c, limit)).await
+    }
+
+    /// Audit records, most recent `q.limit`, oldest first.
+    pub async fn audit_list(&self, q: AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.readers.run(move |c| audit::list(c, &q)).await
+    }
+
+    /// Delete audit records older than `before` (stored RFC 3339 format), `batch` per
+    /// transaction so the writer is never held long; returns how many went.
+    pub async fn audit_prune(&self, before: &str, batch: usize) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let op = writer::WriteOp::AuditPrune { before: before.to_string(), batch: batch.max(1) };
+            match self.writer.submit(op).await? {
+                writer::WriteOutput::Changed(n) => {
+                    total += n;
+                    if n < batch.max(1) {
+                        return Ok(total);
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
         }
     }
 
@@ -265,6 +354,24 @@ impl Store {
         }
     }
 
+    /// `outbox_release_held`, recorded in the audit log (with how many rows) in the same
+    /// transaction.
+    pub async fn outbox_release_held_audited(&self, audit: NewAudit) -> Result<usize, StoreError> {
+        match self.submit_audited(writer::WriteOp::OutboxReleaseHeld, Some(audit)).await? {
+            writer::WriteOutput::Changed(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `outbox_discard_held`, recorded in the audit log (with every dropped change) in the
+    /// same transaction.
+    pub async fn outbox_discard_held_audited(&self, audit: NewAudit) -> Result<Vec<OutboxRow>, StoreError> {
+        match self.submit_audited(writer::WriteOp::OutboxDiscardHeld, Some(audit)).await? {
+            writer::WriteOutput::Rows(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Whether the deletion guard is tripped, and how many rows it holds.
     pub async fn guard_status(&self) -> Result<GuardStatus, StoreError> {
         self.readers.run(outbox::guard_status).await
@@ -301,6 +408,31 @@ impl Store {
     pub async fn outbox_drop(&self, id: i64) -> Result<bool, StoreError> {
         match self.writer.submit(writer::WriteOp::OutboxDrop(id)).await? {
             writer::WriteOutput::Changed(n) => Ok(n > 0),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `outbox_retry_dead`, recorded in the audit log when something was re-queued.
+    pub async fn outbox_retry_dead_audited(&self, id: Option<i64>, audit: NewAudit) -> Result<usize, StoreError> {
+        match self.submit_audited(writer::WriteOp::OutboxRetryDead(id), Some(audit)).await? {
+            writer::WriteOutput::Changed(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `outbox_drop`, recorded in the audit log (with what the dropped change was about)
+    /// when a row was dropped.
+    pub async fn outbox_drop_audited(&self, id: i64, audit: NewAudit) -> Result<bool, StoreError> {
+        match self.submit_audited(writer::WriteOp::OutboxDrop(id), Some(audit)).await? {
+            writer::WriteOutput::Changed(n) => Ok(n > 0),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `resync`, recorded in the audit log.
+    pub async fn resync_audited(&self, kind: ResourceKind, id: &str, audit: NewAudit) -> Result<i64, StoreError> {
+        match self.submit_audited(writer::WriteOp::Resync { kind, id: id.to_string() }, Some(audit)).await? {
+            writer::WriteOutput::Changed(n) => Ok(n as i64),
             other => Err(unexpected(other)),
         }
     }
@@ -433,6 +565,27 @@ impl Store {
         let tok = tokens::generate(label)?;
         match self.writer.submit(writer::WriteOp::TokenCreate(tok.clone())).await? {
             writer::WriteOutput::Done => Ok(tok.public),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `create_token`, recorded in the audit log (the new token's id, never its secret).
+    pub async fn create_token_audited(&self, label: &str, mut audit: NewAudit) -> Result<NewToken, StoreError> {
+        let tok = tokens::generate(label)?;
+        audit.resource_id = Some(tok.public.id.clone());
+        if let Some(o) = audit.summary.as_object_mut() {
+            o.insert("label".into(), label.into());
+        }
+        match self.submit_audited(writer::WriteOp::TokenCreate(tok.clone()), Some(audit)).await? {
+            writer::WriteOutput::Done => Ok(tok.public),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `revoke_token`, recorded in the audit log when a token was revoked.
+    pub async fn revoke_token_audited(&self, id: &str, audit: NewAudit) -> Result<bool, StoreError> {
+        match self.submit_audited(writer::WriteOp::TokenRevoke(id.to_string()), Some(audit)).await? {
+            writer::WriteOutput::Changed(n) => Ok(n > 0),
             other => Err(unexpected(other)),
         }
     }

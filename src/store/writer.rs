@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::audit::{self, NewAudit};
 use super::outbox::{self, Claimed, Completion, GuardPolicy, OutboxRow};
 use super::tokens::GeneratedToken;
 use super::{NewResource, StoreError, Update, resources, sync, tokens};
@@ -48,6 +49,17 @@ pub enum WriteOp {
     Resync {
         kind: ResourceKind,
         id: String,
+    },
+    /// Another operation plus its audit record, in the same savepoint: both commit or
+    /// neither does (a rejected change leaves no audit row).
+    Audited {
+        op: Box<WriteOp>,
+        audit: Box<NewAudit>,
+    },
+    /// Delete up to `batch` audit records older than `before`.
+    AuditPrune {
+        before: String,
+        batch: usize,
     },
     SyncRunStart(String),
     SyncRunFinish {
@@ -219,6 +231,8 @@ fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
         WriteOp::Resync { kind, id } => {
             resources::resync(conn, kind, &id, &now).map(|n| WriteOutput::Changed(n as usize))
         }
+        WriteOp::Audited { op, audit } => apply_audited(conn, *op, *audit, &now),
+        WriteOp::AuditPrune { before, batch } => audit::prune(conn, &before, batch).map(WriteOutput::Changed),
         WriteOp::SyncRunStart(trigger) => {
             sync::run_start(conn, &trigger, &now).map(|id| WriteOutput::Changed(id as usize))
         }
@@ -230,4 +244,56 @@ fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
         WriteOp::SyncRequeueDead => sync::requeue_dead(conn, &now).map(WriteOutput::Ids),
         WriteOp::SyncCloseRunning(reason) => sync::close_running(conn, &reason, &now).map(WriteOutput::Changed),
     }
+}
+
+/// Run `op`, then write its audit record completed with what the change produced: the
+/// resource's version and name, or what an operator's action affected.
+fn apply_audited(conn: &Connection, op: WriteOp, mut a: NewAudit, now: &str) -> Result<WriteOutput, StoreError> {
+    // A deleted resource has no row left to name it afterwards; a dropped outbox row neither.
+    let name_before = match &op {
+        WriteOp::Delete { id, .. } | WriteOp::Resync { id, .. } => audit::resource_name(conn, id)?,
+        _ => None,
+    };
+    if let WriteOp::OutboxDrop(id) = &op
+        && let (Some(brief), Some(o)) = (audit::outbox_brief(conn, *id)?, a.summary.as_object_mut())
+    {
+        o.insert("change".into(), brief);
+    }
+    let is_resync = matches!(op, WriteOp::Resync { .. });
+    // Revoking an unknown token, dropping an unknown row, retrying nothing: no action, no record.
+    let noop_if_zero = matches!(op, WriteOp::TokenRevoke(_) | WriteOp::OutboxDrop(_) | WriteOp::OutboxRetryDead(_));
+    let out = apply(conn, op)?;
+    if noop_if_zero && matches!(out, WriteOutput::Changed(0)) {
+        return Ok(out);
+    }
+    let (name, version) = match &out {
+        WriteOutput::Resource(r) => {
+            let name = ["userName", "displayName"].iter().find_map(|k| r.attrs.get(*k).and_then(|v| v.as_str()));
+            (name.map(str::to_string), Some(r.meta.version))
+        }
+        WriteOutput::Rows(rows) => {
+            let list: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| {
+                    serde_json::json!({"outbox_id": r.id, "type": r.kind.as_str(), "id": r.resource_id, "op": r.op.as_str()})
+                })
+                .collect();
+            if let Some(o) = a.summary.as_object_mut() {
+                o.insert("count".into(), list.len().into());
+                o.insert("changes".into(), list.into());
+            }
+            (None, None)
+        }
+        WriteOutput::Changed(n) => {
+            // A resync answers with the outbox id it queued; the others with a row count.
+            let key = if is_resync { "outbox_id" } else { "count" };
+            if let Some(o) = a.summary.as_object_mut() {
+                o.insert(key.into(), (*n).into());
+            }
+            (name_before, None)
+        }
+        _ => (name_before, None),
+    };
+    audit::insert(conn, &a, name.as_deref(), version, now)?;
+    Ok(out)
 }

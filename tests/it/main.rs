@@ -4,7 +4,9 @@
 mod app;
 mod support;
 
+mod audit;
 mod auth;
+mod backup;
 mod bulk;
 mod discovery;
 mod durability;
@@ -19,5 +21,6 @@ mod provisioning;
 mod quirks;
 mod reconcile;
 mod sorting;
+mod status_page;
 mod users;
 mod webhook;

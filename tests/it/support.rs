@@ -78,6 +78,15 @@ impl Daemon {
 
     /// Start with extra TOML and `SCIMSYNC_*` environment variables.
     pub fn start_with_env(extra_config: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_seeded(extra_config, env, None)
+    }
+
+    /// Start on a copy of an existing database file (a restored backup).
+    pub fn start_restored(db: &Path) -> Daemon {
+        Self::start_seeded("", &[], Some(db))
+    }
+
+    fn start_seeded(extra_config: &str, env: &[(&str, &str)], db: Option<&Path>) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut d = Daemon {
             dir,
@@ -100,6 +109,10 @@ impl Daemon {
                 .collect(),
         };
         d.write_config();
+        if let Some(db) = db {
+            std::fs::create_dir_all(d.data_dir()).expect("data dir");
+            std::fs::copy(db, d.data_dir().join("scimsync.db")).expect("copy the database");
+        }
         d.token = d.cli(&["token", "create", "--label", "tests"]).trim().to_string();
         assert!(d.token.starts_with("scimsync_"), "token create printed {:?}", d.token);
         d.spawn();

@@ -1,0 +1,88 @@
+//! Read-only questions the status page asks: recent delivery attempts and the changes the
+//! deletion guard holds, each with a human name for its resource.
+
+use rusqlite::{Connection, params};
+
+use super::StoreError;
+
+/// One delivery attempt with what it was about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    pub outbox_id: i64,
+    pub kind: String,
+    pub resource_id: String,
+    /// userName / displayName, when still known (see [`NAME_OF`]).
+    pub name: Option<String>,
+    pub op: String,
+    pub started_at: String,
+    pub finished_at: String,
+    /// `success`, `retry`, `permanent`, `waiting`.
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// One change the deletion guard holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldChange {
+    pub outbox_id: i64,
+    pub kind: String,
+    pub resource_id: String,
+    pub name: Option<String>,
+    pub op: String,
+    pub created_at: String,
+}
+
+/// The name of outbox row `o`'s resource: from the resource itself, or (once deleted) from
+/// the latest audit record that named it.
+const NAME_OF: &str = "coalesce(
+    (SELECT coalesce(json_extract(r.data, '$.userName'), json_extract(r.data, '$.displayName'))
+       FROM resources r WHERE r.id = o.resource_id),
+    (SELECT a.resource_name FROM audit_log a
+      WHERE a.resource_id = o.resource_id AND a.resource_name IS NOT NULL ORDER BY a.id DESC LIMIT 1))";
+
+/// The latest `limit` attempts (all, or only those that did not succeed), newest first.
+pub fn recent_attempts(
+    conn: &Connection,
+    limit: usize,
+    failures_only: bool,
+) -> Result<Vec<DeliveryAttempt>, StoreError> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT o.id, o.resource_kind, o.resource_id, {NAME_OF}, o.op, t.started_at, t.finished_at, t.outcome, t.detail
+           FROM outbox_attempts t JOIN outbox o ON o.id = t.outbox_id
+          WHERE (?1 = 0 OR t.outcome IN ('retry', 'permanent'))
+          ORDER BY t.id DESC LIMIT ?2"
+    ))?;
+    let rows = st.query_map(params![failures_only as i64, limit as i64], |r| {
+        Ok(DeliveryAttempt {
+            outbox_id: r.get(0)?,
+            kind: r.get(1)?,
+            resource_id: r.get(2)?,
+            name: r.get(3)?,
+            op: r.get(4)?,
+            started_at: r.get(5)?,
+            finished_at: r.get(6)?,
+            outcome: r.get(7)?,
+            detail: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The first `limit` held changes, in commit order.
+pub fn held(conn: &Connection, limit: usize) -> Result<Vec<HeldChange>, StoreError> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT o.id, o.resource_kind, o.resource_id, {NAME_OF}, o.op, o.created_at
+           FROM outbox o WHERE o.state = 'held' ORDER BY o.id LIMIT ?1"
+    ))?;
+    let rows = st.query_map([limit as i64], |r| {
+        Ok(HeldChange {
+            outbox_id: r.get(0)?,
+            kind: r.get(1)?,
+            resource_id: r.get(2)?,
+            name: r.get(3)?,
+            op: r.get(4)?,
+            created_at: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,174 @@
+//! The status page on the admin listener (issue 6), loaded in headless Chromium: after real
+//! deliveries, a failing one and deletions held by the guard (issue 9), the rendered page
+//! shows the numbers and names an operator needs. Chromium comes from
+//! `scripts/browser-env.sh`; without it these tests fail and say so.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::app::{Mode, Proxy, ScimApp, scim_target_config};
+use crate::support::*;
+
+fn chromium() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/chromium");
+    assert!(
+        p.exists(),
+        "headless Chromium is needed for the status page test and /usr/bin/chromium is missing: \
+         run scripts/browser-env.sh (scripts/test.sh does) and try again"
+    );
+    p
+}
+
+/// The DOM Chromium built from `url`, serialized (`--dump-dom`). Bounded: fails after 60 s.
+fn dump_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", profile.path().display()),
+            "--dump-dom",
+            url,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut s).expect("read chromium output");
+        s
+    });
+    for _ in 0..1200 {
+        if let Some(st) = child.try_wait().expect("wait chromium") {
+            assert!(st.success(), "chromium exited with {st}");
+            return reader.join().expect("reader");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("chromium did not finish loading {url} within 60 s");
+}
+
+/// The text of the element `<tag id="id" ...>...</tag>` (first occurrence), tags included.
+fn element<'a>(dom: &'a str, tag: &str, id: &str) -> &'a str {
+    let start = dom.find(&format!("<{tag} id=\"{id}\"")).unwrap_or_else(|| panic!("no <{tag} id={id:?}> in:\n{dom}"));
+    let end = dom[start..].find(&format!("</{tag}>")).expect("closing tag") + start;
+    &dom[start..end]
+}
+
+/// The text content of the element with this id (tags stripped).
+fn text_of(dom: &str, tag: &str, id: &str) -> String {
+    let el = element(dom, tag, id);
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in el.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_in_chromium_shows_queue_failures_and_held_deletions() {
+    chromium();
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    let guard = "[outbox.deletion_guard]\nthreshold_count = 2\nthreshold_share = 1.0\n";
+    let d = Daemon::start_with(&format!("{}max_attempts = 1000\n{guard}", scim_target_config(&proxy.base)));
+    let names = ["ann", "ben", "cat", "dan", "eve"];
+    let mut ids = Vec::new();
+    for n in names {
+        ids.push(d.create_user(&format!("{n}@example.com")).await);
+    }
+    d.wait_outbox_empty().await;
+    for id in &ids[..4] {
+        assert_eq!(d.delete(&format!("/Users/{id}")).await.status, StatusCode::NO_CONTENT);
+    }
+    d.wait_outbox_empty().await;
+    let held_ids: Vec<String> = d
+        .cli(&["outbox", "list", "--held"])
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.get(1) == Some(&"held")).then(|| cols[3].to_string())
+        })
+        .collect();
+    assert!(!held_ids.is_empty(), "the guard holds some of the deletions");
+    // A sync run now: its report shows the held deletions as drift (the app still has them).
+    let sync = d.http.post(format!("{}/sync", d.admin_base)).header("X-Requested-By", "test").send().await.unwrap();
+    assert_eq!(sync.status(), StatusCode::OK, "{}", sync.text().await.unwrap());
+    let report: serde_json::Value =
+        d.http.get(format!("{}/drift", d.admin_base)).send().await.unwrap().json().await.unwrap();
+    let counts = report["run"]["summary"]["counts"].as_object().expect("counts").clone();
+    assert!(counts.values().any(|n| n.as_u64() > Some(0)), "some drift: {report}");
+    // The app now fails: the next change is retried, not delivered.
+    proxy.set(Mode::Fail { status: 500, retry_after: None });
+    d.create_user("fay@example.com").await;
+    let status_url = format!("{}/status", d.admin_base);
+    let mut page = String::new();
+    for _ in 0..600 {
+        page = d.http.get(&status_url).send().await.unwrap().text().await.unwrap();
+        if page.contains("fay@example.com") && page.contains("id=\"recent-failures\"><thead>") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(page.contains("fay@example.com"), "the failing delivery never showed:\n{page}");
+
+    let dom = tokio::task::block_in_place(|| dump_dom(&status_url));
+    assert_eq!(text_of(&dom, "dd", "readiness"), "ready", "a failing app does not make the daemon unready");
+    assert_eq!(text_of(&dom, "dd", "target-kind"), "scim");
+    assert_eq!(text_of(&dom, "dd", "queue-depth"), "1", "only fay's create waits (held ones are not queued)");
+    assert_ne!(text_of(&dom, "dd", "queue-oldest"), "-");
+    assert_eq!(text_of(&dom, "span", "guard-state"), "tripped");
+    assert_eq!(text_of(&dom, "span", "guard-held"), held_ids.len().to_string());
+    let held = text_of(&dom, "table", "held");
+    for (i, id) in ids[..4].iter().enumerate() {
+        let name = format!("{}@example.com", names[i]);
+        assert_eq!(held.contains(&name), held_ids.contains(id), "{name} held? table:\n{held}");
+    }
+    let failures = text_of(&dom, "table", "recent-failures");
+    assert!(failures.contains("fay@example.com") && failures.contains("500"), "{failures}");
+    let deliveries = text_of(&dom, "table", "recent-deliveries");
+    assert!(deliveries.contains("eve@example.com") && deliveries.contains("success"), "{deliveries}");
+    let runs = text_of(&dom, "table", "sync-runs");
+    assert!(runs.contains(report["run"]["started_at"].as_str().unwrap()) && runs.contains("ok"), "{runs}");
+    let drift = element(&dom, "table", "drift");
+    for (kind, n) in &counts {
+        assert!(drift.contains(&format!("<td>{kind}</td><td class=\"num\">{n}</td>")), "{kind} {n} in {drift}");
+    }
+    let changes = text_of(&dom, "table", "recent-changes");
+    assert!(changes.contains("DELETE") && changes.contains("fay@example.com"), "{changes}");
+    assert!(!dom.contains("<script"), "the page needs no script");
+}
+
+#[tokio::test]
+async fn status_page_needs_the_admin_token_when_one_is_set() {
+    let token = "status-page-admin-token-0123456789";
+    let d = Daemon::start_with_env("", &[("SCIMSYNC_ADMIN__BEARER_TOKEN", token)]);
+    for path in ["/", "/status"] {
+        let url = format!("{}{path}", d.admin_base);
+        let r = d.http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path} without the token");
+        let r = d.http.get(&url).bearer_auth(token).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path} with the token");
+        assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("<h1>scimsync status</h1>") && body.contains("no sync run yet"), "{body}");
+    }
+}
