@@ -401,6 +401,7 @@ pub fn items(conn: &Connection, run_id: i64) -> Result<Vec<DriftRow>, StoreError
 /// IdP created it meanwhile, or the listing showed a live account twice) is left alone.
 pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Result<usize, StoreError> {
     let mut n = 0;
+    let mut done: Vec<Value> = Vec::new();
     let version_of = |id: &str| -> Result<Option<i64>, StoreError> {
         Ok(conn
             .prepare_cached("SELECT version FROM resources WHERE id = ?1")?
@@ -473,6 +474,31 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                 n += 1;
             }
         }
+        // Reached only by a queued op (the skipped ones `continue` above).
+        done.push(match op {
+            RepairOp::Resync { kind, id, deprovision, .. } => {
+                json!({"op": "resync", "type": kind.as_str(), "id": id, "deactivates": deprovision})
+            }
+            RepairOp::Members { group_id, add, remove, remove_app_ids } => json!({"op": "members", "id": group_id,
+                "add": add.len(), "remove": remove.len() + remove_app_ids.len()}),
+            RepairOp::Orphan { kind, app_id, name, deactivate_only } => json!({"op": "deprovision_orphan",
+                "type": kind.as_str(), "app_id": app_id, "name": name, "deactivate_only": deactivate_only}),
+        });
+    }
+    // The audit log says what the reconciler changed and why (its run), like any operator.
+    if n > 0 {
+        let total = done.len();
+        done.truncate(1000);
+        let audit = super::audit::NewAudit {
+            actor: "reconcile".into(),
+            token_id: None,
+            method: "repair".into(),
+            resource_type: "sync_run".into(),
+            resource_id: Some(run_id.to_string()),
+            request_id: None,
+            summary: json!({"queued": n, "changes": done, "listed_changes": done.len(), "total_changes": total}),
+        };
+        super::audit::insert(conn, &audit, None, None, now)?;
     }
     Ok(n)
 }

@@ -151,6 +151,12 @@ async fn edits_in_the_app_are_reported_exactly_and_repaired() {
     d.spawn();
     let run = sync(&d, false).await;
     assert_eq!(run["summary"]["repair"]["queued_items"], 5, "{run}");
+    // The audit log names what the reconciler queued, under its run.
+    let audit: Vec<Value> =
+        d.cli(&["audit", "--json"]).lines().map(|l| serde_json::from_str(l).expect("audit --json line")).collect();
+    let rec = audit.iter().find(|r| r["actor"] == "reconcile").expect("a reconcile record");
+    assert_eq!((rec["method"].as_str(), rec["summary"]["queued"].as_u64()), (Some("repair"), Some(5)), "{rec}");
+    assert!(rec.to_string().contains("\"name\":\"stray@example.com\""), "{rec}");
     d.wait_outbox_empty().await;
     let run = sync(&d, false).await;
     assert_eq!(run["summary"]["total"], 0, "{run}");
