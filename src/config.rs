@@ -28,6 +28,8 @@ pub struct Config {
     pub target: TargetConfig,
     pub outbox: OutboxConfig,
     pub admin: AdminConfig,
+    /// Provisioning policy (`[policy]`): group rules, role order, seats, keep-at-least.
+    pub policy: crate::policy::PolicyConfig,
 }
 
 /// The admin listener: `/healthz`, `/readyz`, `/metrics`, on its own address so that it can
@@ -375,6 +377,7 @@ impl Default for Config {
             target: TargetConfig::default(),
             outbox: OutboxConfig::default(),
             admin: AdminConfig::default(),
+            policy: crate::policy::PolicyConfig::default(),
         }
     }
 }
@@ -608,6 +611,9 @@ impl Config {
                 "must be at least 16 characters without spaces (e.g. `openssl rand -hex 32`), or empty for none".into(),
             ));
         }
+        if let Err(errs) = crate::policy::Policy::compile(&self.policy) {
+            p.extend(errs);
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             p.push(("log.level".into(), format!("{:?} is not a valid level or filter; try \"info\"", self.log.level)));
         }
@@ -660,7 +666,8 @@ fn prune_unknown(user: &Dict, known: &Dict) -> Dict {
 }
 
 fn source_of(fig: &Figment, key: &str) -> Option<String> {
-    let meta = fig.find_metadata(key)?;
+    // `policy.group_rules[2].regex`: figment knows the array, not its element.
+    let meta = fig.find_metadata(key).or_else(|| fig.find_metadata(key.split('[').next()?))?;
     Some(match &meta.source {
         Some(figment::Source::File(p)) => format!("file {}", p.display()),
         Some(other) => format!("{} {other}", meta.name),

@@ -1,0 +1,240 @@
+//! Constraints: compare the facts before a change with the facts after it (both read inside
+//! the writer's transaction) and refuse a change that introduces a violation. Only a
+//! violation the change makes worse is refused, so tightening the config never locks the
+//! IdP out of fixing the state it finds.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Access, Policy};
+
+/// One user's facts: whether it is active, and the mapped groups it is in (id, name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFacts {
+    pub user_name: String,
+    pub active: bool,
+    pub groups: Vec<(String, String)>,
+}
+
+/// The users in mapped groups, by user id. Users in no mapped group are absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub users: BTreeMap<String, UserFacts>,
+}
+
+/// Why a change is refused; the message says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error(
+        "user {user:?} would be in {} groups of exclusive class {class:?} ({}); a user may be in one: remove it from the other group first",
+        groups.len(),
+        groups.iter().map(|g| format!("{g:?}")).collect::<Vec<_>>().join(", ")
+    )]
+    Exclusive { user: String, class: String, groups: Vec<String> },
+    #[error(
+        "entitlement {entitlement:?} has {seats} seat(s) (policy.seats) and this change would give it to {holders} active user(s) (new: {}); free a seat or raise the limit",
+        new.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ")
+    )]
+    Seats { entitlement: String, seats: u64, holders: u64, new: Vec<String> },
+    #[error(
+        "role {role:?} must keep at least {min} active holder(s) (policy.keep_at_least) and this change would leave {left} (it removes it from {}); give the role to another user first",
+        lost.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ")
+    )]
+    KeepAtLeast { role: String, min: u64, left: u64, lost: Vec<String> },
+}
+
+impl Snapshot {
+    fn access_of(&self, policy: &Policy, id: &str) -> Access {
+        match self.users.get(id) {
+            Some(u) => policy.access(u.groups.iter().map(|(_, n)| n.as_str())),
+            None => policy.access(std::iter::empty()),
+        }
+    }
+
+    fn name_of<'a>(&'a self, other: &'a Snapshot, id: &'a str) -> &'a str {
+        self.users.get(id).or_else(|| other.users.get(id)).map(|u| u.user_name.as_str()).unwrap_or(id)
+    }
+
+    /// Active users holding each role / entitlement.
+    fn holders(&self, policy: &Policy) -> (BTreeMap<String, BTreeSet<String>>, BTreeMap<String, BTreeSet<String>>) {
+        let mut roles: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut ents: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (id, u) in &self.users {
+            if !u.active {
+                continue;
+            }
+            let a = policy.access(u.groups.iter().map(|(_, n)| n.as_str()));
+            for r in a.roles {
+                roles.entry(r).or_default().insert(id.clone());
+            }
+            for e in a.entitlements {
+                ents.entry(e).or_default().insert(id.clone());
+            }
+        }
+        (roles, ents)
+    }
+
+    /// Groups per exclusive class for one user.
+    fn classes(&self, policy: &Policy, id: &str) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if let Some(u) = self.users.get(id) {
+            for (_, name) in &u.groups {
+                let classes: BTreeSet<String> = policy.grants(name).into_iter().filter_map(|g| g.class).collect();
+                for c in classes {
+                    out.entry(c).or_default().push(name.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Refuse the change from `before` to `after` if it breaks a constraint it did not break
+/// already. Checks run in a fixed order (classes, seats, holders) so the error is stable.
+pub fn check(policy: &Policy, before: &Snapshot, after: &Snapshot) -> Result<(), Violation> {
+    for id in after.users.keys() {
+        let was = before.classes(policy, id);
+        for (class, groups) in after.classes(policy, id) {
+            let had = was.get(&class).map_or(0, Vec::len);
+            if groups.len() > 1 && groups.len() > had {
+                return Err(Violation::Exclusive { user: after.name_of(before, id).to_string(), class, groups });
+            }
+        }
+    }
+    let (roles_before, ents_before) = before.holders(policy);
+    let (roles_after, ents_after) = after.holders(policy);
+    let empty = BTreeSet::new();
+    for (ent, seats) in &policy.seats {
+        let now = ents_after.get(ent).unwrap_or(&empty);
+        let was = ents_before.get(ent).unwrap_or(&empty);
+        if now.len() as u64 > *seats && now.len() > was.len() {
+            let new = now.difference(was).map(|id| after.name_of(before, id).to_string()).collect();
+            return Err(Violation::Seats { entitlement: ent.clone(), seats: *seats, holders: now.len() as u64, new });
+        }
+    }
+    for (role, min) in &policy.keep_at_least {
+        let now = roles_after.get(role).unwrap_or(&empty);
+        let was = roles_before.get(role).unwrap_or(&empty);
+        if (now.len() as u64) < *min && now.len() < was.len() {
+            let lost = was.difference(now).map(|id| before.name_of(after, id).to_string()).collect();
+            return Err(Violation::KeepAtLeast { role: role.clone(), min: *min, left: now.len() as u64, lost });
+        }
+    }
+    Ok(())
+}
+
+/// Users (ids) whose effective access differs between the two snapshots: the app must hear
+/// of it. Users absent from `after` because they were deleted are the caller's to skip.
+pub fn access_changed(policy: &Policy, before: &Snapshot, after: &Snapshot) -> Vec<String> {
+    let ids: BTreeSet<&String> = before.users.keys().chain(after.users.keys()).collect();
+    ids.into_iter()
+        .filter(|id| before.access_of(policy, id) != after.access_of(policy, id))
+        .map(|id| id.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{GroupRuleConfig, PolicyConfig};
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy::compile(&PolicyConfig {
+            group_rules: vec![
+                GroupRuleConfig {
+                    regex: Some(r"^(?P<plan>.+)-(?P<product>[^-]+)-(?P<sub>sub_\w+)$".into()),
+                    entitlement: Some("{sub}".into()),
+                    class: Some("licence".into()),
+                    ..Default::default()
+                },
+                GroupRuleConfig {
+                    contains: Some("admin".into()),
+                    role: Some("admin".into()),
+                    class: Some("role".into()),
+                    ..Default::default()
+                },
+                GroupRuleConfig {
+                    contains: Some("member".into()),
+                    role: Some("member".into()),
+                    class: Some("role".into()),
+                    ..Default::default()
+                },
+            ],
+            seats: [("sub_A".to_string(), 2)].into(),
+            keep_at_least: [("admin".to_string(), 1)].into(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn snap(users: &[(&str, bool, &[&str])]) -> Snapshot {
+        Snapshot {
+            users: users
+                .iter()
+                .map(|(id, active, groups)| {
+                    (
+                        id.to_string(),
+                        UserFacts {
+                            user_name: format!("{id}@example.com"),
+                            active: *active,
+                            groups: groups.iter().map(|g| (format!("id-{g}"), g.to_string())).collect(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn exclusive_class() {
+        let p = policy();
+        let before = snap(&[("u", true, &["Ent-AWS-sub_A"])]);
+        let after = snap(&[("u", true, &["Ent-AWS-sub_A", "Pro-GCP-sub_B"])]);
+        let e = check(&p, &before, &after).unwrap_err();
+        assert!(matches!(&e, Violation::Exclusive { class, .. } if class == "licence"), "{e}");
+        assert!(e.to_string().contains("u@example.com"), "{e}");
+        // Already two (config tightened later): removing one is fine, adding none is fine.
+        assert_eq!(check(&p, &after, &after), Ok(()));
+        assert_eq!(check(&p, &after, &before), Ok(()));
+    }
+
+    #[test]
+    fn seats_count_active_users_only() {
+        let p = policy();
+        let two = snap(&[("a", true, &["E-X-sub_A"]), ("b", true, &["E-X-sub_A"]), ("c", false, &["E-X-sub_A"])]);
+        let three = snap(&[("a", true, &["E-X-sub_A"]), ("b", true, &["E-X-sub_A"]), ("c", true, &["E-X-sub_A"])]);
+        assert_eq!(check(&p, &snap(&[]), &two), Ok(()));
+        let e = check(&p, &two, &three).unwrap_err();
+        assert_eq!(
+            e,
+            Violation::Seats { entitlement: "sub_A".into(), seats: 2, holders: 3, new: vec!["c@example.com".into()] }
+        );
+    }
+
+    #[test]
+    fn last_admin_stays() {
+        let p = policy();
+        let one = snap(&[("a", true, &["Admins"]), ("m", true, &["Members"])]);
+        for after in [
+            snap(&[("m", true, &["Members"])]),
+            snap(&[("a", false, &["Admins"]), ("m", true, &["Members"])]),
+            snap(&[("a", true, &["Members"]), ("m", true, &["Members"])]),
+        ] {
+            let e = check(&p, &one, &after).unwrap_err();
+            assert!(matches!(&e, Violation::KeepAtLeast { left: 0, .. }), "{e}");
+        }
+        // A second admin first, then the first may go.
+        let two = snap(&[("a", true, &["Admins"]), ("m", true, &["Admins"])]);
+        assert_eq!(check(&p, &two, &snap(&[("m", true, &["Admins"])])), Ok(()));
+        // The role move: in one role group at a time.
+        let e = check(&p, &one, &snap(&[("a", true, &["Admins"]), ("m", true, &["Members", "Admins"])])).unwrap_err();
+        assert!(matches!(e, Violation::Exclusive { .. }));
+    }
+
+    #[test]
+    fn changed_access_is_found() {
+        let p = policy();
+        let before = snap(&[("a", true, &["Admins"]), ("b", true, &["Members"])]);
+        let after = snap(&[("a", false, &["Admins"]), ("c", true, &["Members"])]);
+        assert_eq!(access_changed(&p, &before, &after), vec!["b".to_string(), "c".to_string()]);
+    }
+}
