@@ -184,6 +184,16 @@ pub async fn run(
     base_url: String,
     shutdown: CancellationToken,
 ) {
+    // The policy goes with the store handle: every resource write through it is checked in
+    // the writer's transaction, and the worker renders effective access from it.
+    let store = match crate::policy::Policy::compile(&cfg.policy) {
+        Ok(p) => store.with_policy(Arc::new(p)),
+        Err(e) => {
+            // validate() ran at load, so this is a bug, not an operator's mistake.
+            tracing::error!(problems = ?e, "provisioning policy does not compile; running without it");
+            store
+        }
+    };
     let wake = Arc::new(Notify::new());
     let service = Service::new(
         store.clone(),

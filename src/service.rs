@@ -45,6 +45,11 @@ impl From<StoreError> for ServiceError {
             StoreError::UnknownMember(id) => {
                 ScimError::invalid_value(format!("members: {id:?} is not the id of an existing user or group")).into()
             }
+            // A policy constraint (RFC 7644 §3.12: 409 when the service provider refuses a
+            // change that conflicts with its state). No scimType: `uniqueness` would tell an
+            // IdP that the resource exists already (Entra then tries to match it), which is
+            // not what happened; the detail says which constraint and what to do.
+            StoreError::Policy(detail) => ScimError::new(409, None, detail).into(),
             StoreError::Closed => ServiceError::Unavailable("shutting down".into()),
             StoreError::Internal(m) => ServiceError::Internal(m),
         }

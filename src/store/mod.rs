@@ -16,6 +16,7 @@ mod filter_sql;
 mod migrations;
 mod open;
 mod outbox;
+mod policy_facts;
 mod reader;
 mod resources;
 mod tokens;
@@ -52,6 +53,10 @@ pub enum StoreError {
     /// The resource changed since the caller read it (optimistic concurrency / If-Match).
     #[error("version mismatch: expected {expected}, current {current}")]
     VersionMismatch { expected: u64, current: u64 },
+    /// The provisioning policy refuses the change; the text says which constraint and what
+    /// to do (shown to the IdP as a 409 `detail`).
+    #[error("{0}")]
+    Policy(String),
     /// A group member that names no existing user or group.
     #[error("member {0:?} does not exist")]
     UnknownMember(String),
@@ -123,6 +128,8 @@ pub struct Store {
     readers: Arc<reader::ReaderPool>,
     /// The database file, for its size (metrics); the WAL sits beside it.
     path: Arc<PathBuf>,
+    /// The provisioning policy resource writes are checked against; `None`: no policy.
+    policy: Option<Arc<crate::policy::Policy>>,
 }
 
 impl Store {
@@ -134,7 +141,41 @@ impl Store {
         migrations::apply(&mut conn)?;
         let writer = writer::WriterHandle::start(conn, opts.max_batch)?;
         let readers = reader::ReaderPool::open(&path, opts.readers, opts.busy_timeout_seconds)?;
-        Ok(Store { writer: Arc::new(writer), readers: Arc::new(readers), path: Arc::new(path) })
+        Ok(Store { writer: Arc::new(writer), readers: Arc::new(readers), path: Arc::new(path), policy: None })
+    }
+
+    /// This handle with resource writes (create, update, delete) checked against `policy`
+    /// inside the writer's transaction: a write that breaks a constraint fails with
+    /// [`StoreError::Policy`] and applies nothing; users whose effective access changes get
+    /// an update queued in the same transaction. An empty policy is no policy.
+    pub fn with_policy(mut self, policy: Arc<crate::policy::Policy>) -> Store {
+        self.policy = (!policy.is_empty()).then_some(policy);
+        self
+    }
+
+    /// The policy given to [`Store::with_policy`], if any.
+    pub fn policy(&self) -> Option<&Arc<crate::policy::Policy>> {
+        self.policy.as_ref()
+    }
+
+    /// The effective access (roles, entitlements) of one user as stored now, under the
+    /// policy given to [`Store::with_policy`]: what the app should have. The outbox worker
+    /// sends it; reconciliation can compare it with what the app lists. `None` when no
+    /// policy is set or there is no such user.
+    pub async fn effective_access(&self, user_id: &str) -> Result<Option<crate::policy::Access>, StoreError> {
+        let Some(policy) = self.policy.clone() else { return Ok(None) };
+        let Some(user) = self.get(ResourceKind::User, user_id, Load { members: false, groups: true }).await? else {
+            return Ok(None);
+        };
+        let groups = user.groups.unwrap_or_default();
+        Ok(Some(policy.access(groups.iter().map(|g| g.display.as_deref().unwrap_or("")))))
+    }
+
+    fn policed(&self, op: writer::WriteOp) -> writer::WriteOp {
+        match &self.policy {
+            Some(p) => writer::WriteOp::Policed { op: Box::new(op), policy: p.clone() },
+            None => op,
+        }
     }
 
     /// Stop the writer after it has committed everything queued before this call.
@@ -143,21 +184,25 @@ impl Store {
     }
 
     pub async fn create(&self, new: NewResource) -> Result<Resource, StoreError> {
-        match self.writer.submit(writer::WriteOp::Create(new)).await? {
+        match self.writer.submit(self.policed(writer::WriteOp::Create(new))).await? {
             writer::WriteOutput::Resource(r) => Ok(*r),
             other => Err(unexpected(other)),
         }
     }
 
     pub async fn update(&self, upd: Update) -> Result<Resource, StoreError> {
-        match self.writer.submit(writer::WriteOp::Update(upd)).await? {
+        match self.writer.submit(self.policed(writer::WriteOp::Update(upd))).await? {
             writer::WriteOutput::Resource(r) => Ok(*r),
             other => Err(unexpected(other)),
         }
     }
 
     pub async fn delete(&self, kind: ResourceKind, id: &str, expected_version: Option<u64>) -> Result<(), StoreError> {
-        match self.writer.submit(writer::WriteOp::Delete { kind, id: id.to_string(), expected_version }).await? {
+        match self
+            .writer
+            .submit(self.policed(writer::WriteOp::Delete { kind, id: id.to_string(), expected_version }))
+            .await?
+        {
             writer::WriteOutput::Done => Ok(()),
             other => Err(unexpected(other)),
         }

@@ -49,6 +49,12 @@ pub enum WriteOp {
         kind: ResourceKind,
         id: String,
     },
+    /// A resource write (`Create`, `Update`, `Delete`) checked against the provisioning
+    /// policy in the same savepoint (see `policy_facts`).
+    Policed {
+        op: Box<WriteOp>,
+        policy: std::sync::Arc<crate::policy::Policy>,
+    },
 }
 
 #[derive(Debug)]
@@ -200,6 +206,7 @@ fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
         WriteOp::OutboxDrop(id) => outbox::drop_row(conn, id).map(WriteOutput::Changed),
         WriteOp::OutboxReleaseHeld => outbox::release_held(conn).map(WriteOutput::Changed),
         WriteOp::OutboxDiscardHeld => outbox::discard_held(conn).map(WriteOutput::Rows),
+        WriteOp::Policed { op, policy } => super::policy_facts::apply_under(conn, &policy, *op, &now, apply),
         WriteOp::Resync { kind, id } => {
             resources::resync(conn, kind, &id, &now).map(|n| WriteOutput::Changed(n as usize))
         }

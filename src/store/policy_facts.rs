@@ -1,0 +1,101 @@
+//! The facts the provisioning policy needs, read inside the writer's transaction: who is in
+//! which mapped group, and who is active. A write under a policy reads them before and after
+//! the operation (in the operation's savepoint), asks `policy::constraints` for a verdict,
+//! and queues a user update for every user whose effective access changed. Because the one
+//! writer runs operations one after another, two concurrent requests cannot both pass a
+//! check that only one of them may pass (the last seat, the last admin).
+//!
+//! SQL only; the evaluation is `crate::policy`'s.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::writer::WriteOp;
+use super::{StoreError, resources};
+use crate::model::ResourceKind;
+use crate::policy::{Policy, Snapshot, UserFacts, constraints};
+
+/// Every user in a group some rule maps, with its mapped groups and `active` flag.
+pub fn snapshot(conn: &Connection, policy: &Policy) -> Result<Snapshot, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT seq, id, coalesce(json_extract(data, '$.displayName'), '') FROM resources WHERE kind = 'Group'",
+    )?;
+    let groups: Vec<(i64, String, String)> =
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+    let mapped: BTreeMap<i64, (String, String)> =
+        groups.into_iter().filter(|(_, _, name)| policy.is_mapped(name)).map(|(s, id, n)| (s, (id, n))).collect();
+    let mut snap = Snapshot::default();
+    if mapped.is_empty() {
+        return Ok(snap);
+    }
+    let seqs: Vec<i64> = mapped.keys().copied().collect();
+    let list = serde_json::to_string(&seqs).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let mut st = conn.prepare_cached(
+        "SELECT gm.group_seq, u.id, coalesce(json_extract(u.data, '$.userName'), ''), json_extract(u.data, '$.active')
+         FROM group_members gm JOIN resources u ON u.seq = gm.member_seq
+         WHERE u.kind = 'User' AND gm.group_seq IN (SELECT value FROM json_each(?1))
+         ORDER BY gm.member_seq, gm.group_seq",
+    )?;
+    let rows = st.query_map([list], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<i64>>(3)?))
+    })?;
+    for row in rows {
+        let (gseq, uid, user_name, active) = row?;
+        let u = snap.users.entry(uid).or_insert_with(|| UserFacts {
+            user_name,
+            // `active` absent means active (RFC 7643 §4.1.1 leaves it to us; we provision
+            // such users as active); JSON false reads back as 0.
+            active: active != Some(0),
+            groups: Vec::new(),
+        });
+        if let Some((gid, name)) = mapped.get(&gseq) {
+            u.groups.push((gid.clone(), name.clone()));
+        }
+    }
+    Ok(snap)
+}
+
+/// Whether `op` can change what the policy looks at. A new user is in no group yet; a user
+/// update matters only when it flips `active` (holders count active users only).
+fn relevant(conn: &Connection, op: &WriteOp) -> Result<bool, StoreError> {
+    Ok(match op {
+        WriteOp::Create(n) => n.kind == ResourceKind::Group && !n.members.is_empty(),
+        WriteOp::Update(u) if u.kind == ResourceKind::User => {
+            let Some(attrs) = &u.attrs else { return Ok(false) };
+            let new_active = attrs.get("active") != Some(&serde_json::Value::Bool(false));
+            let old: Option<Option<i64>> = conn
+                .prepare_cached("SELECT json_extract(data, '$.active') FROM resources WHERE id = ?1 AND kind = 'User'")?
+                .query_row(params![u.id], |r| r.get(0))
+                .optional()?;
+            match old {
+                None => false,
+                Some(a) => (a != Some(0)) != new_active,
+            }
+        }
+        WriteOp::Update(_) | WriteOp::Delete { .. } => true,
+        _ => false,
+    })
+}
+
+/// Run `op` under `policy`: refuse it (nothing applied: the caller's savepoint rolls back)
+/// when it breaks a constraint, and queue an update of every user whose access changed.
+pub fn apply_under<T>(
+    conn: &Connection,
+    policy: &Policy,
+    op: WriteOp,
+    now: &str,
+    run: impl FnOnce(&Connection, WriteOp) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if policy.is_empty() || !relevant(conn, &op)? {
+        return run(conn, op);
+    }
+    let before = snapshot(conn, policy)?;
+    let out = run(conn, op)?;
+    let after = snapshot(conn, policy)?;
+    constraints::check(policy, &before, &after).map_err(|v| StoreError::Policy(v.to_string()))?;
+    for id in constraints::access_changed(policy, &before, &after) {
+        resources::enqueue_access_change(conn, &id, now)?;
+    }
+    Ok(out)
+}
