@@ -14,6 +14,7 @@ mod groups;
 mod guard;
 mod idp_flows;
 mod ops;
+mod policy;
 mod provisioning;
 mod quirks;
 mod sorting;
