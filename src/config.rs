@@ -728,6 +728,29 @@ mod tests {
         assert!(loaded.unknown_keys.is_empty(), "unknown keys in example: {:?}", loaded.unknown_keys);
     }
 
+    /// The commented `[policy]` examples are valid once uncommented (each rule kind, seats,
+    /// keep_at_least), so the documentation cannot rot.
+    #[test]
+    fn example_policy_uncommented_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let section = &text[text.find("\n[policy]\n").expect("a [policy] section")..];
+        let line = regex::Regex::new(r"^# (\[\[policy\.group_rules\]\]|[A-Za-z_0-9]+ = .*)$").unwrap();
+        let uncommented: String = section
+            .lines()
+            .map(|l| line.captures(l).map_or(l, |c| c.get(1).unwrap().as_str()))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let l = load_str(&uncommented, &[]).unwrap();
+        let p = crate::policy::Policy::compile(&l.config.policy).unwrap();
+        let kinds: Vec<&str> = p.rules.iter().map(|r| r.kind.as_str()).collect();
+        for k in ["exact", "contains", "glob", "regex"] {
+            assert!(kinds.contains(&k), "no {k} rule in the example: {kinds:?}");
+        }
+        assert!(!p.seats.is_empty() && !p.keep_at_least.is_empty());
+        assert!(Config::default().policy == crate::policy::PolicyConfig::default(), "no policy by default");
+    }
+
     #[test]
     fn file_then_env_override() {
         let l = load_str(
