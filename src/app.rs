@@ -199,7 +199,8 @@ pub async fn run(
         store.clone(),
         ListLimits { default_page_size: cfg.scim.default_page_size, max_page_size: cfg.scim.max_page_size },
         wake.clone(),
-    );
+    )
+    .with_account_policy(cfg.policy.account.clone());
     // The worker has its own token: it stops after HTTP, so changes accepted by requests that
     // were finishing are still claimed or left queued (never lost either way).
     let worker_stop = CancellationToken::new();

@@ -160,6 +160,7 @@ mod tests {
             default_role: "guest".into(),
             seats: [("Pro".to_string(), 3)].into(),
             keep_at_least: [("admin".to_string(), 0), ("root".to_string(), 1)].into(),
+            ..Default::default()
         })
         .unwrap_err();
         let keys: Vec<&str> = errs.iter().map(|(k, _)| k.as_str()).collect();

@@ -8,6 +8,7 @@
 //! module for a verdict, so concurrent requests cannot both pass a check.
 
 pub mod access;
+pub mod account;
 pub mod constraints;
 pub mod rules;
 
@@ -37,6 +38,8 @@ pub struct PolicyConfig {
     /// Role -> the fewest active users that must keep it (e.g. `admin = 1`: the last admin
     /// cannot be removed).
     pub keep_at_least: BTreeMap<String, u64>,
+    /// `[policy.account]`: reactivation, immutable attributes, inactive users in lists.
+    pub account: account::AccountPolicy,
 }
 
 /// One `[[policy.group_rules]]` entry. Exactly one of `exact`, `contains`, `glob`, `regex`.
@@ -75,6 +78,7 @@ pub struct Policy {
     pub default_role: Option<String>,
     pub seats: BTreeMap<String, u64>,
     pub keep_at_least: BTreeMap<String, u64>,
+    pub account: account::AccountPolicy,
 }
 
 impl Policy {
@@ -139,6 +143,18 @@ impl Policy {
                 ));
             }
         }
+        for attr in &cfg.account.immutable_attributes {
+            let ok = crate::scim::filter::parse_path(attr).ok().and_then(|mut p| {
+                crate::scim::schema::resolve_path(crate::model::ResourceKind::User, &mut p).ok()?;
+                (p.filter.is_none() && p.attr.sub.is_none()).then_some(())
+            });
+            if ok.is_none() {
+                problems.push((
+                    "policy.account.immutable_attributes".into(),
+                    format!("{attr:?} is not a top-level User attribute (e.g. \"userName\", \"externalId\")"),
+                ));
+            }
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -148,6 +164,7 @@ impl Policy {
             default_role: (!cfg.default_role.is_empty()).then(|| cfg.default_role.clone()),
             seats: cfg.seats.clone(),
             keep_at_least: cfg.keep_at_least.clone(),
+            account: cfg.account.clone(),
         })
     }
 
@@ -186,6 +203,22 @@ impl Policy {
         for (r, n) in &self.keep_at_least {
             out.push(format!("keep at least {n} active holder(s) of role {r:?}"));
         }
+        let a = &cfg_account_lines(&self.account);
+        out.extend(a.iter().cloned());
         out
     }
+}
+
+fn cfg_account_lines(a: &account::AccountPolicy) -> Vec<String> {
+    let mut out = Vec::new();
+    if a.reactivation != account::Reactivation::Allow {
+        out.push(format!("account: reactivation through SCIM is {:?}", a.reactivation).to_lowercase());
+    }
+    if !a.immutable_attributes.is_empty() {
+        out.push(format!("account: immutable after create: {}", a.immutable_attributes.join(", ")));
+    }
+    if !a.list_inactive_users {
+        out.push("account: inactive users are left out of GET /Users".into());
+    }
+    out
 }

@@ -352,3 +352,42 @@ async fn check_config_shows_the_rules_and_bad_rules_stop_the_start() {
     assert!(err.contains("policy.group_rules[0].regex: is not a valid pattern"), "{err}");
     assert!(err.contains("bad.toml"), "the source is named: {err}");
 }
+
+#[tokio::test]
+async fn account_policies_immutable_attributes_refused_reactivation_hidden_inactive_users() {
+    let d = Daemon::start_with(
+        "[policy.account]\nimmutable_attributes = [\"userName\", \"externalId\"]\nreactivation = \"refuse\"\nlist_inactive_users = false\n",
+    );
+    let id = user(&d, "ada@x.test").await;
+    let path = format!("/Users/{id}");
+    // Okta's PUT with the whole user: another userName is refused, a title is not.
+    let mut full = d.get(&path).await.body;
+    full["userName"] = json!("grace@x.test");
+    let r = d.put(&path, full.clone()).await;
+    r.assert_error(400, Some("mutability"));
+    assert!(r.body["detail"].as_str().unwrap().contains("userName"), "{}", r.body);
+    full["userName"] = json!("ADA@x.test");
+    full["title"] = json!("Engineer");
+    assert_eq!(d.put(&path, full).await.status, StatusCode::OK, "a case change is no change of userName");
+    // Entra's PATCH replacing externalId, and one removing it.
+    let r = d.patch(&path, patch_body(json!([{"op": "Replace", "path": "externalId", "value": "other"}]))).await;
+    r.assert_error(400, Some("mutability"));
+    let r = d.patch(&path, patch_body(json!([{"op": "remove", "path": "externalId"}]))).await;
+    r.assert_error(400, Some("mutability"));
+    assert_eq!(d.get(&path).await.body["externalId"], "ext-ada@x.test");
+    // Deactivation (Okta's shape) is fine; reactivation through SCIM is refused.
+    let off = patch_body(json!([{"op": "replace", "value": {"active": false}}]));
+    assert_eq!(d.patch(&path, off).await.status, StatusCode::OK);
+    let on = patch_body(json!([{"op": "replace", "value": {"active": true}}]));
+    let r = d.patch(&path, on).await;
+    r.assert_error(409, None);
+    assert!(r.body["detail"].as_str().unwrap().contains("policy.account.reactivation"), "{}", r.body);
+    assert_eq!(d.get(&path).await.body["active"], false);
+    // Lists leave the inactive user out (filters too); a GET by id still finds it.
+    let other = user(&d, "bob@x.test").await;
+    let list = d.get("/Users").await.body;
+    assert_eq!(list["totalResults"], 1, "{list}");
+    assert_eq!(list["Resources"][0]["id"], json!(other));
+    assert_eq!(d.get(&filter_q("/Users", "userName eq \"ada@x.test\"")).await.body["totalResults"], 0);
+    assert_eq!(d.get(&path).await.status, StatusCode::OK);
+}
