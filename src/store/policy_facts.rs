@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
 
 use super::writer::WriteOp;
 use super::{StoreError, resources};
@@ -56,24 +56,57 @@ pub fn snapshot(conn: &Connection, policy: &Policy) -> Result<Snapshot, StoreErr
     Ok(snap)
 }
 
-/// Whether `op` can change what the policy looks at. A new user is in no group yet; a user
-/// update matters only when it flips `active` (holders count active users only).
-fn relevant(conn: &Connection, op: &WriteOp) -> Result<bool, StoreError> {
+/// Whether `op` can change what the policy looks at (memberships of mapped groups, the
+/// `active` flag of their members), so writes that cannot are not slowed by the snapshots.
+/// A new user is in no group yet; a user update matters only when it flips `active`; a
+/// group write only when the group is mapped before or after it (members of unmapped
+/// groups count for nothing: nested groups are not expanded).
+fn relevant(conn: &Connection, policy: &Policy, op: &WriteOp) -> Result<bool, StoreError> {
+    let name_of = |id: &str| -> Result<Option<String>, StoreError> {
+        Ok(conn
+            .prepare_cached(
+                "SELECT json_extract(data, '$.displayName') FROM resources WHERE id = ?1 AND kind = 'Group'",
+            )?
+            .query_row([id], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
+    };
+    let mapped = |v: Option<&str>| v.is_some_and(|n| policy.is_mapped(n));
     Ok(match op {
-        WriteOp::Create(n) => n.kind == ResourceKind::Group && !n.members.is_empty(),
+        WriteOp::Create(n) => {
+            n.kind == ResourceKind::Group
+                && !n.members.is_empty()
+                && mapped(n.attrs.get("displayName").and_then(|v| v.as_str()))
+        }
         WriteOp::Update(u) if u.kind == ResourceKind::User => {
             let Some(attrs) = &u.attrs else { return Ok(false) };
             let new_active = attrs.get("active") != Some(&serde_json::Value::Bool(false));
+            // JSON false reads back as 0; absent (NULL) is active.
             let old: Option<Option<i64>> = conn
                 .prepare_cached("SELECT json_extract(data, '$.active') FROM resources WHERE id = ?1 AND kind = 'User'")?
-                .query_row(params![u.id], |r| r.get(0))
+                .query_row([&u.id], |r| r.get(0))
                 .optional()?;
             match old {
                 None => false,
                 Some(a) => (a != Some(0)) != new_active,
             }
         }
-        WriteOp::Update(_) | WriteOp::Delete { .. } => true,
+        WriteOp::Update(u) => {
+            mapped(name_of(&u.id)?.as_deref())
+                || mapped(u.attrs.as_ref().and_then(|a| a.get("displayName")).and_then(|v| v.as_str()))
+        }
+        WriteOp::Delete { kind: ResourceKind::Group, id, .. } => mapped(name_of(id)?.as_deref()),
+        WriteOp::Delete { kind: ResourceKind::User, id, .. } => {
+            let names: Vec<String> = conn
+                .prepare_cached(
+                    "SELECT coalesce(json_extract(g.data, '$.displayName'), '') FROM group_members gm
+                     JOIN resources g ON g.seq = gm.group_seq JOIN resources u ON u.seq = gm.member_seq
+                     WHERE u.id = ?1",
+                )?
+                .query_map([id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            names.iter().any(|n| policy.is_mapped(n))
+        }
         _ => false,
     })
 }
@@ -87,7 +120,7 @@ pub fn apply_under<T>(
     now: &str,
     run: impl FnOnce(&Connection, WriteOp) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    if policy.is_empty() || !relevant(conn, &op)? {
+    if policy.is_empty() || !relevant(conn, policy, &op)? {
         return run(conn, op);
     }
     let before = snapshot(conn, policy)?;

@@ -160,6 +160,10 @@ async fn licence_groups_grant_the_subscription_one_per_user_within_seats() {
     let r = d.patch(&format!("/Users/{c}"), patch_body(json!([{"op": "replace", "value": {"active": false}}]))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(okta_add(&d, &lic, &[&e]).await.status, StatusCode::NO_CONTENT);
+    // Reactivating it now would take a third seat: refused.
+    let r = d.patch(&format!("/Users/{c}"), patch_body(json!([{"op": "replace", "value": {"active": true}}]))).await;
+    assert_refused(&r, "2 seat(s)");
+    assert_eq!(d.get(&format!("/Users/{c}")).await.body["active"], false);
 }
 
 #[tokio::test]
