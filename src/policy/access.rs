@@ -65,7 +65,7 @@ impl Policy {
 
     /// Roles by the order (highest wins) or all of them; the default when none; every
     /// entitlement.
-    fn resolve(&self, grants: &[Grant]) -> (Access, Vec<String>) {
+    pub(crate) fn resolve(&self, grants: &[Grant]) -> (Access, Vec<String>) {
         let mut reasons = Vec::new();
         let granted: BTreeSet<&str> = grants.iter().filter_map(|g| g.role.as_deref()).collect();
         let entitlements: Vec<String> =

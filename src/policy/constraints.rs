@@ -3,9 +3,9 @@
 //! violation the change makes worse is refused, so tightening the config never locks the
 //! IdP out of fixing the state it finds.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{Access, Policy};
+use super::{Access, Grant, Policy};
 
 /// One user's facts: whether it is active, and the mapped groups it is in (id, name).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,94 +42,122 @@ pub enum Violation {
     KeepAtLeast { role: String, min: u64, left: u64, lost: Vec<String> },
 }
 
-impl Snapshot {
-    fn access_of(&self, policy: &Policy, id: &str) -> Access {
-        match self.users.get(id) {
-            Some(u) => policy.access(u.groups.iter().map(|(_, n)| n.as_str())),
-            None => policy.access(std::iter::empty()),
+/// A snapshot evaluated once: each user's access and exclusive-class groups. Grants are
+/// computed once per distinct group name (a 2,000-member group is one regex match, not
+/// 2,000).
+struct Evaluated<'a> {
+    snap: &'a Snapshot,
+    access: BTreeMap<&'a str, Access>,
+    classes: BTreeMap<&'a str, BTreeMap<String, Vec<String>>>,
+}
+
+impl<'a> Evaluated<'a> {
+    fn new(policy: &Policy, snap: &'a Snapshot) -> Self {
+        let mut cache: HashMap<&str, Vec<Grant>> = HashMap::new();
+        let mut access = BTreeMap::new();
+        let mut classes = BTreeMap::new();
+        for (id, u) in &snap.users {
+            let mut grants = Vec::new();
+            let mut by_class: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (_, name) in &u.groups {
+                let g = cache.entry(name.as_str()).or_insert_with(|| policy.grants(name));
+                let cs: BTreeSet<&String> = g.iter().filter_map(|x| x.class.as_ref()).collect();
+                for c in cs {
+                    by_class.entry(c.clone()).or_default().push(name.clone());
+                }
+                grants.extend(g.iter().cloned());
+            }
+            access.insert(id.as_str(), policy.resolve(&grants).0);
+            classes.insert(id.as_str(), by_class);
         }
+        Evaluated { snap, access, classes }
     }
 
-    fn name_of<'a>(&'a self, other: &'a Snapshot, id: &'a str) -> &'a str {
-        self.users.get(id).or_else(|| other.users.get(id)).map(|u| u.user_name.as_str()).unwrap_or(id)
+    /// A user absent from the snapshot is in no mapped group.
+    fn access_of(&self, policy: &Policy, id: &str) -> Access {
+        self.access.get(id).cloned().unwrap_or_else(|| policy.access(std::iter::empty()))
     }
 
     /// Active users holding each role / entitlement.
-    fn holders(&self, policy: &Policy) -> (BTreeMap<String, BTreeSet<String>>, BTreeMap<String, BTreeSet<String>>) {
-        let mut roles: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let mut ents: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (id, u) in &self.users {
-            if !u.active {
+    fn holders(&self) -> (BTreeMap<&str, BTreeSet<&str>>, BTreeMap<&str, BTreeSet<&str>>) {
+        let mut roles: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut ents: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (id, a) in &self.access {
+            if !self.snap.users[*id].active {
                 continue;
             }
-            let a = policy.access(u.groups.iter().map(|(_, n)| n.as_str()));
-            for r in a.roles {
-                roles.entry(r).or_default().insert(id.clone());
+            for r in &a.roles {
+                roles.entry(r.as_str()).or_default().insert(id);
             }
-            for e in a.entitlements {
-                ents.entry(e).or_default().insert(id.clone());
+            for e in &a.entitlements {
+                ents.entry(e.as_str()).or_default().insert(id);
             }
         }
         (roles, ents)
     }
+}
 
-    /// Groups per exclusive class for one user.
-    fn classes(&self, policy: &Policy, id: &str) -> BTreeMap<String, Vec<String>> {
-        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        if let Some(u) = self.users.get(id) {
-            for (_, name) in &u.groups {
-                let classes: BTreeSet<String> = policy.grants(name).into_iter().filter_map(|g| g.class).collect();
-                for c in classes {
-                    out.entry(c).or_default().push(name.clone());
-                }
-            }
-        }
-        out
-    }
+fn name_of<'a>(a: &'a Snapshot, b: &'a Snapshot, id: &'a str) -> &'a str {
+    a.users.get(id).or_else(|| b.users.get(id)).map(|u| u.user_name.as_str()).unwrap_or(id)
 }
 
 /// Refuse the change from `before` to `after` if it breaks a constraint it did not break
-/// already. Checks run in a fixed order (classes, seats, holders) so the error is stable.
-pub fn check(policy: &Policy, before: &Snapshot, after: &Snapshot) -> Result<(), Violation> {
-    for id in after.users.keys() {
-        let was = before.classes(policy, id);
-        for (class, groups) in after.classes(policy, id) {
-            let had = was.get(&class).map_or(0, Vec::len);
+/// already; otherwise the users (ids) whose effective access differs, whom the app must
+/// hear of (users absent from `after` because they were deleted are the caller's to skip).
+/// Checks run in a fixed order (classes, seats, holders) so the error is stable.
+pub fn evaluate(policy: &Policy, before: &Snapshot, after: &Snapshot) -> Result<Vec<String>, Violation> {
+    let (eb, ea) = (Evaluated::new(policy, before), Evaluated::new(policy, after));
+    let none = BTreeMap::new();
+    for (id, classes) in &ea.classes {
+        let was = eb.classes.get(id).unwrap_or(&none);
+        for (class, groups) in classes {
+            let had = was.get(class).map_or(0, Vec::len);
             if groups.len() > 1 && groups.len() > had {
-                return Err(Violation::Exclusive { user: after.name_of(before, id).to_string(), class, groups });
+                return Err(Violation::Exclusive {
+                    user: name_of(after, before, id).to_string(),
+                    class: class.clone(),
+                    groups: groups.clone(),
+                });
             }
         }
     }
-    let (roles_before, ents_before) = before.holders(policy);
-    let (roles_after, ents_after) = after.holders(policy);
+    let (roles_before, ents_before) = eb.holders();
+    let (roles_after, ents_after) = ea.holders();
     let empty = BTreeSet::new();
     for (ent, seats) in &policy.seats {
-        let now = ents_after.get(ent).unwrap_or(&empty);
-        let was = ents_before.get(ent).unwrap_or(&empty);
+        let now = ents_after.get(ent.as_str()).unwrap_or(&empty);
+        let was = ents_before.get(ent.as_str()).unwrap_or(&empty);
         if now.len() as u64 > *seats && now.len() > was.len() {
-            let new = now.difference(was).map(|id| after.name_of(before, id).to_string()).collect();
+            let new = now.difference(was).map(|id| name_of(after, before, id).to_string()).collect();
             return Err(Violation::Seats { entitlement: ent.clone(), seats: *seats, holders: now.len() as u64, new });
         }
     }
     for (role, min) in &policy.keep_at_least {
-        let now = roles_after.get(role).unwrap_or(&empty);
-        let was = roles_before.get(role).unwrap_or(&empty);
+        let now = roles_after.get(role.as_str()).unwrap_or(&empty);
+        let was = roles_before.get(role.as_str()).unwrap_or(&empty);
         if (now.len() as u64) < *min && now.len() < was.len() {
-            let lost = was.difference(now).map(|id| before.name_of(after, id).to_string()).collect();
+            let lost = was.difference(now).map(|id| name_of(before, after, id).to_string()).collect();
             return Err(Violation::KeepAtLeast { role: role.clone(), min: *min, left: now.len() as u64, lost });
         }
     }
-    Ok(())
+    let ids: BTreeSet<&String> = before.users.keys().chain(after.users.keys()).collect();
+    Ok(ids
+        .into_iter()
+        .filter(|id| eb.access_of(policy, id) != ea.access_of(policy, id))
+        .map(|id| id.to_string())
+        .collect())
 }
 
-/// Users (ids) whose effective access differs between the two snapshots: the app must hear
-/// of it. Users absent from `after` because they were deleted are the caller's to skip.
+/// [`evaluate`]'s verdict alone.
+pub fn check(policy: &Policy, before: &Snapshot, after: &Snapshot) -> Result<(), Violation> {
+    evaluate(policy, before, after).map(|_| ())
+}
+
+/// [`evaluate`]'s changed users, ignoring any violation.
 pub fn access_changed(policy: &Policy, before: &Snapshot, after: &Snapshot) -> Vec<String> {
+    let (eb, ea) = (Evaluated::new(policy, before), Evaluated::new(policy, after));
     let ids: BTreeSet<&String> = before.users.keys().chain(after.users.keys()).collect();
-    ids.into_iter()
-        .filter(|id| before.access_of(policy, id) != after.access_of(policy, id))
-        .map(|id| id.to_string())
-        .collect()
+    ids.into_iter().filter(|id| eb.access_of(policy, id) != ea.access_of(policy, id)).map(|id| id.to_string()).collect()
 }
 
 #[cfg(test)]

@@ -126,8 +126,8 @@ pub fn apply_under<T>(
     let before = snapshot(conn, policy)?;
     let out = run(conn, op)?;
     let after = snapshot(conn, policy)?;
-    constraints::check(policy, &before, &after).map_err(|v| StoreError::Policy(v.to_string()))?;
-    for id in constraints::access_changed(policy, &before, &after) {
+    let changed = constraints::evaluate(policy, &before, &after).map_err(|v| StoreError::Policy(v.to_string()))?;
+    for id in changed {
         resources::enqueue_access_change(conn, &id, now)?;
     }
     Ok(out)
