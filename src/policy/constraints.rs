@@ -148,6 +148,28 @@ pub fn evaluate(policy: &Policy, before: &Snapshot, after: &Snapshot) -> Result<
         .collect())
 }
 
+/// Whether the change from `before` to `after` (facts of the touched users only) gives a
+/// seat-limited entitlement more holders or a kept role fewer: only then do the seat and
+/// keep-at-least checks need the counts over every user.
+pub fn needs_counts(policy: &Policy, before: &Snapshot, after: &Snapshot) -> bool {
+    if policy.seats.is_empty() && policy.keep_at_least.is_empty() {
+        return false;
+    }
+    let (eb, ea) = (Evaluated::new(policy, before), Evaluated::new(policy, after));
+    let ((rb, enb), (ra, ena)) = (eb.holders(), ea.holders());
+    let n = |m: &BTreeMap<&str, BTreeSet<&str>>, k: &str| m.get(k).map_or(0, BTreeSet::len);
+    policy.seats.keys().any(|e| n(&ena, e) > n(&enb, e)) || policy.keep_at_least.keys().any(|r| n(&ra, r) < n(&rb, r))
+}
+
+/// The whole state before a change, from the whole state after it and the touched users'
+/// facts before it: everyone else is unchanged.
+pub fn splice(all_after: &Snapshot, touched: &BTreeSet<String>, touched_before: &Snapshot) -> Snapshot {
+    let mut users: BTreeMap<String, UserFacts> =
+        all_after.users.iter().filter(|(id, _)| !touched.contains(*id)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    users.extend(touched_before.users.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Snapshot { users }
+}
+
 /// [`evaluate`]'s verdict alone.
 pub fn check(policy: &Policy, before: &Snapshot, after: &Snapshot) -> Result<(), Violation> {
     evaluate(policy, before, after).map(|_| ())
@@ -256,6 +278,26 @@ mod tests {
         // The role move: in one role group at a time.
         let e = check(&p, &one, &snap(&[("a", true, &["Admins"]), ("m", true, &["Members", "Admins"])])).unwrap_err();
         assert!(matches!(e, Violation::Exclusive { .. }));
+    }
+
+    #[test]
+    fn counts_are_needed_only_for_growing_seats_or_shrinking_minimums() {
+        let p = policy();
+        let none = snap(&[]);
+        assert!(needs_counts(&p, &none, &snap(&[("a", true, &["E-X-sub_A"])])), "a seat taken");
+        assert!(!needs_counts(&p, &snap(&[("a", true, &["E-X-sub_A"])]), &none), "a seat freed");
+        assert!(
+            needs_counts(&p, &snap(&[("a", true, &["Admins"])]), &snap(&[("a", false, &["Admins"])])),
+            "an admin lost"
+        );
+        assert!(!needs_counts(&p, &none, &snap(&[("a", true, &["Admins"]), ("b", true, &["Members"])])));
+        // Splicing: the touched user's earlier facts replace its later ones; others stay.
+        let all_after = snap(&[("a", true, &["Members"]), ("b", true, &["Admins"])]);
+        let touched: BTreeSet<String> = ["a".to_string()].into();
+        let before = splice(&all_after, &touched, &snap(&[("a", true, &["Admins"])]));
+        assert_eq!(before, snap(&[("a", true, &["Admins"]), ("b", true, &["Admins"])]));
+        let gone = splice(&all_after, &touched, &none);
+        assert_eq!(gone, snap(&[("b", true, &["Admins"])]));
     }
 
     #[test]

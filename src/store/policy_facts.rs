@@ -7,7 +7,7 @@
 //!
 //! SQL only; the evaluation is `crate::policy`'s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -16,8 +16,9 @@ use super::{StoreError, resources};
 use crate::model::ResourceKind;
 use crate::policy::{Policy, Snapshot, UserFacts, constraints};
 
-/// Every user in a group some rule maps, with its mapped groups and `active` flag.
-pub fn snapshot(conn: &Connection, policy: &Policy) -> Result<Snapshot, StoreError> {
+/// Every user in a group some rule maps (or only those of `only`), with its mapped groups
+/// and `active` flag.
+pub fn snapshot(conn: &Connection, policy: &Policy, only: Option<&BTreeSet<String>>) -> Result<Snapshot, StoreError> {
     let mut st = conn.prepare_cached(
         "SELECT seq, id, coalesce(json_extract(data, '$.displayName'), '') FROM resources WHERE kind = 'Group'",
     )?;
@@ -31,13 +32,22 @@ pub fn snapshot(conn: &Connection, policy: &Policy) -> Result<Snapshot, StoreErr
     }
     let seqs: Vec<i64> = mapped.keys().copied().collect();
     let list = serde_json::to_string(&seqs).map_err(|e| StoreError::Internal(e.to_string()))?;
-    let mut st = conn.prepare_cached(
+    // With `only`, start from those users (CROSS JOIN keeps SQLite from walking a big
+    // group's whole member list to find them); without, from the mapped groups.
+    let only = only.map(serde_json::to_string).transpose().map_err(|e| StoreError::Internal(e.to_string()))?;
+    let sql = if only.is_some() {
+        "SELECT gm.group_seq, u.id, coalesce(json_extract(u.data, '$.userName'), ''), json_extract(u.data, '$.active')
+         FROM json_each(?2) AS o CROSS JOIN resources u ON u.id = o.value CROSS JOIN group_members gm ON gm.member_seq = u.seq
+         WHERE u.kind = 'User' AND gm.group_seq IN (SELECT value FROM json_each(?1))
+         ORDER BY gm.member_seq, gm.group_seq"
+    } else {
         "SELECT gm.group_seq, u.id, coalesce(json_extract(u.data, '$.userName'), ''), json_extract(u.data, '$.active')
          FROM group_members gm JOIN resources u ON u.seq = gm.member_seq
-         WHERE u.kind = 'User' AND gm.group_seq IN (SELECT value FROM json_each(?1))
-         ORDER BY gm.member_seq, gm.group_seq",
-    )?;
-    let rows = st.query_map([list], |r| {
+         WHERE u.kind = 'User' AND gm.group_seq IN (SELECT value FROM json_each(?1)) AND ?2 IS NULL
+         ORDER BY gm.member_seq, gm.group_seq"
+    };
+    let mut st = conn.prepare_cached(sql)?;
+    let rows = st.query_map(rusqlite::params![list, only], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, Option<i64>>(3)?))
     })?;
     for row in rows {
@@ -111,8 +121,60 @@ fn relevant(conn: &Connection, policy: &Policy, op: &WriteOp) -> Result<bool, St
     })
 }
 
+/// The users whose facts `op` can change: the members a group write adds or removes (all
+/// of its members when it is renamed, replaced, created or deleted), or the user itself.
+fn affected(conn: &Connection, op: &WriteOp) -> Result<BTreeSet<String>, StoreError> {
+    let members_of = |id: &str| -> Result<Vec<String>, StoreError> {
+        Ok(conn
+            .prepare_cached(
+                "SELECT m.id FROM group_members gm JOIN resources g ON g.seq = gm.group_seq
+                 JOIN resources m ON m.seq = gm.member_seq WHERE g.id = ?1 AND g.kind = 'Group'",
+            )?
+            .query_map([id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
+    };
+    let mut out = BTreeSet::new();
+    match op {
+        WriteOp::Create(n) => out.extend(n.members.iter().map(|m| m.id.clone())),
+        WriteOp::Update(u) if u.kind == ResourceKind::Group => {
+            let renamed = match u.attrs.as_ref() {
+                None => false,
+                Some(a) => {
+                    let new = a.get("displayName").and_then(|v| v.as_str()).map(str::to_string);
+                    let old: Option<String> = conn
+                        .prepare_cached("SELECT json_extract(data, '$.displayName') FROM resources WHERE id = ?1")?
+                        .query_row([&u.id], |r| r.get(0))
+                        .optional()?
+                        .flatten();
+                    new != old
+                }
+            };
+            if renamed || u.members.replace.is_some() {
+                out.extend(members_of(&u.id)?);
+            }
+            out.extend(u.members.replace.iter().flatten().map(|m| m.id.clone()));
+            out.extend(u.members.add.iter().map(|m| m.id.clone()));
+            out.extend(u.members.remove.iter().cloned());
+        }
+        WriteOp::Update(u) => {
+            out.insert(u.id.clone());
+        }
+        WriteOp::Delete { kind: ResourceKind::Group, id, .. } => out.extend(members_of(id)?),
+        WriteOp::Delete { id, .. } => {
+            out.insert(id.clone());
+        }
+        _ => {}
+    }
+    Ok(out)
+}
+
 /// Run `op` under `policy`: refuse it (nothing applied: the caller's savepoint rolls back)
 /// when it breaks a constraint, and queue an update of every user whose access changed.
+///
+/// Cost: the facts of the users the write touches are read before and after it; only when
+/// it could take a seat or drop a kept role's holders (the only checks that need counts
+/// over everyone) are the facts of every member of a mapped group read, once, after the
+/// write (the state before is that, with the touched users' earlier facts put back).
 pub fn apply_under<T>(
     conn: &Connection,
     policy: &Policy,
@@ -123,11 +185,18 @@ pub fn apply_under<T>(
     if policy.is_empty() || !relevant(conn, policy, &op)? {
         return run(conn, op);
     }
-    let before = snapshot(conn, policy)?;
+    let touched = affected(conn, &op)?;
+    let before = snapshot(conn, policy, Some(&touched))?;
     let out = run(conn, op)?;
-    let after = snapshot(conn, policy)?;
-    let changed = constraints::evaluate(policy, &before, &after).map_err(|v| StoreError::Policy(v.to_string()))?;
-    for id in changed {
+    let after = snapshot(conn, policy, Some(&touched))?;
+    let verdict = if constraints::needs_counts(policy, &before, &after) {
+        let all_after = snapshot(conn, policy, None)?;
+        let all_before = constraints::splice(&all_after, &touched, &before);
+        constraints::evaluate(policy, &all_before, &all_after)
+    } else {
+        constraints::evaluate(policy, &before, &after)
+    };
+    for id in verdict.map_err(|v| StoreError::Policy(v.to_string()))? {
         resources::enqueue_access_change(conn, &id, now)?;
     }
     Ok(out)
