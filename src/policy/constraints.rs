@@ -42,6 +42,9 @@ pub enum Violation {
     KeepAtLeast { role: String, min: u64, left: u64, lost: Vec<String> },
 }
 
+/// Holder ids by role or entitlement.
+type Holders<'a> = BTreeMap<&'a str, BTreeSet<&'a str>>;
+
 /// A snapshot evaluated once: each user's access and exclusive-class groups. Grants are
 /// computed once per distinct group name (a 2,000-member group is one regex match, not
 /// 2,000).
@@ -79,7 +82,7 @@ impl<'a> Evaluated<'a> {
     }
 
     /// Active users holding each role / entitlement.
-    fn holders(&self) -> (BTreeMap<&str, BTreeSet<&str>>, BTreeMap<&str, BTreeSet<&str>>) {
+    fn holders(&self) -> (Holders<'_>, Holders<'_>) {
         let mut roles: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         let mut ents: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for (id, a) in &self.access {

@@ -103,13 +103,13 @@ impl Policy {
         }
         if !cfg.role_order.is_empty() {
             for rule in &compiled {
-                if let Some(role) = rule.literal_role() {
-                    if !cfg.role_order.iter().any(|r| r == role) {
-                        problems.push((
-                            format!("{}.role", rule.key),
-                            format!("role {role:?} is not in policy.role_order; add it there so it has a rank"),
-                        ));
-                    }
+                if let Some(role) = rule.literal_role()
+                    && !cfg.role_order.iter().any(|r| r == role)
+                {
+                    problems.push((
+                        format!("{}.role", rule.key),
+                        format!("role {role:?} is not in policy.role_order; add it there so it has a rank"),
+                    ));
                 }
             }
             if !cfg.default_role.is_empty() && !cfg.role_order.contains(&cfg.default_role) {

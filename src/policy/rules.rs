@@ -237,11 +237,10 @@ impl GroupRule {
         };
         let role = template("role", &cfg.role);
         let entitlement = template("entitlement", &cfg.entitlement);
-        if let Some(c) = &cfg.class {
-            if c.trim().is_empty() {
-                problems
-                    .push((format!("{key}.class"), "is empty; name the class (e.g. \"licence\") or remove it".into()));
-            }
+        if let Some(c) = &cfg.class
+            && c.trim().is_empty()
+        {
+            problems.push((format!("{key}.class"), "is empty; name the class (e.g. \"licence\") or remove it".into()));
         }
         if cfg.role.is_none() && cfg.entitlement.is_none() && cfg.class.is_none() {
             problems.push((key.clone(), "grants nothing: give `role`, `entitlement` and/or `class`".into()));
@@ -363,7 +362,8 @@ mod tests {
 
     #[test]
     fn bad_rules_name_the_key() {
-        let cases: Vec<(Box<dyn FnOnce(&mut GroupRuleConfig)>, &str, &str)> = vec![
+        type Case = (Box<dyn FnOnce(&mut GroupRuleConfig)>, &'static str, &'static str);
+        let cases: Vec<Case> = vec![
             (Box::new(|_| {}), "policy.group_rules[0]", "needs one of"),
             (
                 Box::new(|c| {
