@@ -14,5 +14,6 @@ check() { # dir pattern what
 check src/scim '\b(rusqlite|warp|reqwest|tokio)\b|crate::(store|http|config|service)' 'rusqlite/warp/reqwest/tokio/store/http/config'
 check src/store '\b(warp|reqwest)\b|crate::(http|scim|service)' 'warp/reqwest/http/scim/service'
 check src/model '\b(rusqlite|warp|reqwest)\b|crate::(store|http|scim|service)' 'I/O layers'
+check src/reconcile '\b(warp|rusqlite)\b|crate::http' 'warp/rusqlite/http'
 [[ $fail -eq 0 ]] && echo "layers: ok"
 exit $fail

@@ -171,11 +171,14 @@ pub fn worker_options(cfg: &Config) -> WorkerOptions {
             share_min_count: o.deletion_guard.share_min_count,
             window: Duration::from_secs(o.deletion_guard.window_seconds),
         }),
+        shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace_seconds),
+        protected: cfg.reconcile.protected.iter().map(|p| p.to_lowercase()).collect(),
         ..WorkerOptions::default()
     }
 }
 
-/// Run until `shutdown` is cancelled, then stop in order.
+/// Run until `shutdown` is cancelled, then stop in order. `live` holds what a SIGHUP can
+/// change (rate limits, the TLS certificate, the outbox's retry settings).
 pub async fn run(
     cfg: &Config,
     store: Store,
@@ -183,6 +186,7 @@ pub async fn run(
     admin: Option<TcpListener>,
     base_url: String,
     shutdown: CancellationToken,
+    live: &crate::reload::Live,
 ) {
     // The policy goes with the store handle: every resource write through it is checked in
     // the writer's transaction, and the worker renders effective access from it.
@@ -201,13 +205,35 @@ pub async fn run(
         wake.clone(),
     )
     .with_account_policy(cfg.policy.account.clone());
-    // The worker has its own token: it stops after HTTP, so changes accepted by requests that
-    // were finishing are still claimed or left queued (never lost either way).
-    let worker_stop = CancellationToken::new();
+    // The worker stops claiming at SIGTERM, while HTTP finishes its requests: both drain at
+    // once within the one `server.shutdown_grace_seconds` budget. Changes accepted by the
+    // finishing requests stay queued for the next start (never lost); deliveries at hand are
+    // finished and recorded. The scheduler stops at SIGTERM too: a sync run is abandoned
+    // (closed as interrupted at the next start), and the repairs it queued are in the outbox.
+    let worker_stop = shutdown.child_token();
+    let scheduler_stop = shutdown.child_token();
+    let mut scheduler = None;
     let worker = match build_target(cfg) {
         Ok(Some(target)) => {
-            let (store, opts, wake, stop) = (store.clone(), worker_options(cfg), wake.clone(), worker_stop.clone());
-            Some(tokio::spawn(outbox_worker::run(store, Arc::new(target), opts, wake, stop)))
+            let target = Arc::new(target);
+            if target.lister().is_some() {
+                scheduler = Some(crate::reconcile::scheduler::start(
+                    store.clone(),
+                    target.clone(),
+                    cfg.reconcile.clone(),
+                    cfg.target.scim.deprovision == DeprovisionConfig::Deactivate,
+                    wake.clone(),
+                    scheduler_stop.clone(),
+                ));
+            } else {
+                tracing::info!(
+                    target = target.name(),
+                    "reconciliation off: this target cannot list the app's accounts"
+                );
+            }
+            let opts = WorkerOptions { updates: Some(live.outbox.subscribe()), ..worker_options(cfg) };
+            let (store, wake, stop) = (store.clone(), wake.clone(), worker_stop.clone());
+            Some(tokio::spawn(outbox_worker::run(store, target, opts, wake, stop)))
         }
         Ok(None) => {
             let queued = store.outbox_depth().await.map(|d| d.0).unwrap_or(0);
@@ -230,30 +256,38 @@ pub async fn run(
         max_page_size: cfg.scim.max_page_size,
         bulk_max_operations: cfg.scim.bulk_max_operations,
         bulk_max_payload_bytes: cfg.scim.bulk_max_payload_bytes,
+        rate_limits: live.rate_limits.clone(),
     });
     // The admin listener stops with the SCIM one: readiness and metrics stay answerable
     // while in-flight requests finish.
     let admin = admin.map(|l| {
         let ops = Arc::new(OpsState {
             store: store.clone(),
-            target_kind: match cfg.target.kind {
-                TargetKind::None => "none",
-                TargetKind::Scim => "scim",
-                TargetKind::Webhook => "webhook",
-                TargetKind::DryRun => "dry-run",
-            },
+            target_kind: cfg.target.kind.as_str(),
             bearer_token: (!cfg.admin.bearer_token.is_empty()).then(|| cfg.admin.bearer_token.expose().to_string()),
+            sync: scheduler.as_ref().map(|(h, _)| h.clone()),
         });
         tokio::spawn(ops_api::serve(l, ops, shutdown.clone()))
     });
-    http::serve(listener, state, shutdown).await;
+    let grace = Duration::from_secs(cfg.server.shutdown_grace_seconds);
+    http::serve(listener, state, live.tls.clone(), shutdown, grace).await;
     if let Some(a) = admin {
-        let _ = a.await;
+        // The admin listener shut down with the SCIM one; a scrape still running gets the
+        // same budget, not more.
+        if tokio::time::timeout(grace, a).await.is_err() {
+            tracing::warn!("admin listener still busy at the shutdown deadline; leaving it");
+        }
     }
     tracing::info!("http server stopped");
     worker_stop.cancel();
     if let Some(w) = worker {
         let _ = w.await;
+    }
+    // A sync run in progress is abandoned (its run is closed as interrupted at next start);
+    // repairs it queued are in the outbox already.
+    scheduler_stop.cancel();
+    if let Some((_, task)) = scheduler {
+        let _ = task.await;
     }
     // The writer goes last: it commits whatever the finished requests queued, then stops.
     tokio::task::spawn_blocking(move || store.close()).await.ok();

@@ -57,6 +57,22 @@ pub enum Command {
         /// The user's userName or id.
         user: String,
     },
+    /// Reconciliation: run a full sync now, or list past runs.
+    Sync {
+        #[command(subcommand)]
+        action: SyncAction,
+    },
+    /// Print a drift report: the latest (or --run ID) as a table grouped by kind, counts
+    /// first, or as JSON for scripts. Exit code 0 when the report is clean, 3 when it has
+    /// drift, 1 when there is no report.
+    Drift {
+        /// A run id from `scimsync sync runs` (default: the latest successful run).
+        #[arg(long)]
+        run: Option<i64>,
+        /// Stable JSON ({"run": ..., "items": [...]}) instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Probe a running daemon's /readyz (for scripts and container health checks): exit 0
     /// when ready, 1 otherwise, printing the reasons. Sends admin.bearer_token when set.
     Healthcheck {
@@ -103,6 +119,10 @@ pub enum OutboxAction {
         /// The held changes (required: release acts on all of them).
         #[arg(long, required = true)]
         held: bool,
+        /// Only this target's (`scim`, `webhook`, `dry-run`); a daemon has one target, so
+        /// this is a safety check that the command acts where you think it does.
+        #[arg(long, value_name = "T")]
+        target: Option<String>,
     },
     /// Drop the deprovisioning changes the deletion guard holds (they never reach the app)
     /// and reset the guard. Needs --confirm.
@@ -110,9 +130,34 @@ pub enum OutboxAction {
         /// The held changes (required: discard acts on all of them).
         #[arg(long, required = true)]
         held: bool,
+        /// Only this target's (see `release --target`).
+        #[arg(long, value_name = "T")]
+        target: Option<String>,
         /// Really drop them.
         #[arg(long)]
         confirm: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncAction {
+    /// Ask the running daemon (its admin listener) to run a full sync now, wait for it, and
+    /// print the report.
+    Now {
+        /// Repair past the safety limit this once (after reviewing the refused report).
+        #[arg(long)]
+        confirm: bool,
+        /// The admin listener's URL (default: from admin.listen).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Give up waiting after this many seconds (the run goes on in the daemon).
+        #[arg(long, default_value_t = 3600)]
+        timeout_seconds: u64,
+    },
+    /// Recent runs: when, how started, how long, outcome, drift counts.
+    Runs {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
     },
 }
 
@@ -146,6 +191,11 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Outbox { action } => runtime()?.block_on(outbox(loaded, action)),
         Command::Resync { kind, id } => runtime()?.block_on(resync(loaded, &kind, &id)),
         Command::Access { user } => runtime()?.block_on(access(loaded, &user)),
+        Command::Sync { action: SyncAction::Now { confirm, url, timeout_seconds } } => {
+            runtime()?.block_on(sync_now(&loaded, confirm, url, timeout_seconds))
+        }
+        Command::Sync { action: SyncAction::Runs { limit } } => runtime()?.block_on(sync_runs(loaded, limit)),
+        Command::Drift { run, json } => runtime()?.block_on(drift(loaded, run, json)),
         Command::Healthcheck { url, timeout_seconds } => {
             runtime()?.block_on(healthcheck(&loaded, url, timeout_seconds))
         }
@@ -182,6 +232,16 @@ fn check_config(loaded: &Loaded) -> Result<i32> {
             }
         }
     }
+    let tls = &loaded.config.server.tls;
+    if tls.enabled() {
+        match crate::http::tls::CertStore::load(&tls.cert_file, &tls.key_file) {
+            Ok(c) => println!("TLS certificate: {}", c.describe()),
+            Err(e) => {
+                println!("problem: {e}");
+                return Ok(2);
+            }
+        }
+    }
     println!("configuration OK");
     Ok(0)
 }
@@ -203,6 +263,10 @@ async fn serve(loaded: Loaded) -> Result<i32> {
     let listener = app::bind(&cfg).await.with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     let admin =
         app::bind_admin(&cfg).await.with_context(|| format!("cannot listen on {} (admin.listen)", cfg.admin.listen))?;
+    let live = crate::reload::Live::from_config(&cfg).map_err(anyhow::Error::msg)?;
+    if let Some(t) = &live.tls {
+        tracing::info!(certificate = %t.describe(), "TLS on the SCIM listener");
+    }
     let admin_bound = admin.as_ref().map(|l| l.local_addr()).transpose()?;
     let bound = listener.local_addr()?;
     let base_url = cfg.scim_base_url(bound);
@@ -217,6 +281,11 @@ async fn serve(loaded: Loaded) -> Result<i32> {
             t.token, t.id
         )?;
     }
+    // Signal handlers go in before the listening line: a script (or test) that signals the
+    // daemon once it has printed must never meet the default action.
+    let token = CancellationToken::new();
+    shutdown::on_signals(token.clone());
+    let hangups = shutdown::on_hangup();
     writeln!(out, "scimsync listening on {base_url}")?;
     // After the SCIM line: scripts that take the first "listening on" line get the SCIM API.
     if let Some(a) = admin_bound {
@@ -225,11 +294,10 @@ async fn serve(loaded: Loaded) -> Result<i32> {
     out.flush()?;
     drop(out);
     tracing::info!(%bound, admin = ?admin_bound, base_url, data_dir = %cfg.store.data_dir.display(), "scimsync started");
-    let token = CancellationToken::new();
-    shutdown::on_signals(token.clone());
+    crate::reload::spawn(loaded.file.clone(), cfg.clone(), live.clone(), store.clone(), hangups, token.clone());
     crate::systemd::ready(&format!("serving SCIM on {base_url}"));
     crate::systemd::spawn_watchdog(store.clone(), token.clone());
-    app::run(&cfg, store, listener, admin, base_url, token).await;
+    app::run(&cfg, store, listener, admin, base_url, token, &live).await;
     tracing::info!("scimsync stopped");
     Ok(0)
 }
@@ -377,13 +445,19 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
                 1
             }
         }
-        OutboxAction::Release { held: _ } => {
+        OutboxAction::Release { target: Some(t), .. } | OutboxAction::Discard { target: Some(t), .. }
+            if t != loaded.config.target.kind.as_str() =>
+        {
+            eprintln!("this daemon's target is {:?}, not {t:?}: nothing done", loaded.config.target.kind.as_str());
+            2
+        }
+        OutboxAction::Release { .. } => {
             let n = store.outbox_release_held().await?;
             tracing::warn!(rows = n, "deletion guard: held changes released by an operator; the guard is reset");
             eprintln!("released {n} held change(s); the running daemon delivers them, and the deletion guard is reset");
             0
         }
-        OutboxAction::Discard { held: _, confirm } => {
+        OutboxAction::Discard { confirm, .. } => {
             if !confirm {
                 let n = store.guard_status().await?.held;
                 eprintln!(
@@ -443,6 +517,123 @@ fn admin_url(cfg: &Config) -> Option<String> {
         ip => ip,
     };
     Some(format!("http://{}", std::net::SocketAddr::new(ip, addr.port())))
+}
+
+async fn sync_now(loaded: &Loaded, confirm: bool, url: Option<String>, timeout_seconds: u64) -> Result<i32> {
+    let Some(base) = url.or_else(|| admin_url(&loaded.config)) else {
+        eprintln!("the admin listener is disabled (admin.listen = \"\"); enable it or pass --url");
+        return Ok(1);
+    };
+    let url = format!("{}/sync{}", base.trim_end_matches('/'), if confirm { "?confirm=true" } else { "" });
+    let client = crate::downstream::http_client(std::time::Duration::from_secs(timeout_seconds.max(1)), None)
+        .map_err(anyhow::Error::msg)?;
+    let mut req = client.post(&url).header("x-requested-by", "scimsync-cli");
+    let token = &loaded.config.admin.bearer_token;
+    if !token.is_empty() {
+        req = req.bearer_auth(token.expose());
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{url} did not answer (is the daemon running?): {}", crate::downstream::error_chain(&e));
+            return Ok(1);
+        }
+    };
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        eprintln!("sync not run: {}", body["error"].as_str().unwrap_or("unexpected answer"));
+        return Ok(1);
+    }
+    let run_id = body["run_id"].as_i64();
+    let store = open_for_cli(loaded)?;
+    print_report(&store, run_id, false).await?;
+    tokio::task::spawn_blocking(move || store.close()).await.ok();
+    // The run's success, not the drift it found (`scimsync drift` exits 3 on drift); 4 when
+    // the safety limit refused the repair, so a script notices.
+    Ok(if body["status"] != "ok" {
+        1
+    } else if body["summary"]["repair"]["refused"].is_string() {
+        4
+    } else {
+        0
+    })
+}
+
+async fn sync_runs(loaded: Loaded, limit: usize) -> Result<i32> {
+    let store = open_for_cli(&loaded)?;
+    let runs = store.sync_runs(limit).await?;
+    if runs.is_empty() {
+        println!("no sync run yet");
+    } else {
+        println!("{:>6}  {:<9} {:<25} {:>9}  {:<7} DRIFT / ERROR", "RUN", "TRIGGER", "STARTED", "SECONDS", "STATUS");
+    }
+    for r in runs {
+        let what = match &r.error {
+            Some(e) => e.clone(),
+            None => format!(
+                "{} item(s), {} new, {} resolved{}",
+                r.summary["total"],
+                r.summary["new"],
+                r.summary["resolved"],
+                if r.summary["repair"]["refused"].is_string() { ", repair refused (safety limit)" } else { "" }
+            ),
+        };
+        println!(
+            "{:>6}  {:<9} {:<25} {:>9}  {:<7} {}",
+            r.id, r.trigger, r.started_at, r.summary["duration_seconds"], r.status, what
+        );
+    }
+    tokio::task::spawn_blocking(move || store.close()).await.ok();
+    Ok(0)
+}
+
+async fn drift(loaded: Loaded, run: Option<i64>, json: bool) -> Result<i32> {
+    let store = open_for_cli(&loaded)?;
+    let code = print_report(&store, run, json).await?;
+    tokio::task::spawn_blocking(move || store.close()).await.ok();
+    Ok(code)
+}
+
+/// Print a report; exit code 0 clean, 3 drift, 1 none.
+async fn print_report(store: &crate::store::Store, run: Option<i64>, json: bool) -> Result<i32> {
+    use crate::reconcile::report;
+    let Some(r) = store.sync_run(run).await? else {
+        eprintln!(
+            "{}",
+            if run.is_some() {
+                "no such sync run (see `scimsync sync runs`)"
+            } else {
+                "no sync run has finished yet; run `scimsync sync now`"
+            }
+        );
+        return Ok(1);
+    };
+    let items = store.drift_items(r.id).await?;
+    if run.is_none() {
+        if let Some(l) = store.sync_runs(1).await?.into_iter().next().filter(|l| l.id != r.id) {
+            eprintln!(
+                "note: the latest run ({}, started {}) {}: {}; this is the last successful report",
+                l.id,
+                l.started_at,
+                l.status,
+                l.error.as_deref().unwrap_or("no report")
+            );
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report::to_json(&r, &items))?);
+    } else {
+        print!("{}", report::to_text(&r, &items));
+    }
+    let open = items.iter().filter(|i| i.change != "resolved").count();
+    Ok(if r.status != "ok" {
+        1
+    } else if open > 0 {
+        3
+    } else {
+        0
+    })
 }
 
 async fn healthcheck(loaded: &Loaded, url: Option<String>, timeout_seconds: u64) -> Result<i32> {

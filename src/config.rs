@@ -30,6 +30,7 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Provisioning policy (`[policy]`): group rules, role order, seats, keep-at-least.
     pub policy: crate::policy::PolicyConfig,
+    pub reconcile: ReconcileConfig,
 }
 
 /// The admin listener: `/healthz`, `/readyz`, `/metrics`, on its own address so that it can
@@ -122,6 +123,18 @@ pub enum TargetKind {
     Scim,
     Webhook,
     DryRun,
+}
+
+impl TargetKind {
+    /// The name as configured (`kind = "..."`), as `--target` takes it and metrics label it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::None => "none",
+            TargetKind::Scim => "scim",
+            TargetKind::Webhook => "webhook",
+            TargetKind::DryRun => "dry-run",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -227,6 +240,89 @@ impl Default for DeletionGuardConfig {
     }
 }
 
+/// Scheduled full sync: list the app, compare with what the IdP wants, write a drift report,
+/// and (per kind, opt-in) repair.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// Cron expression with seconds (`sec min hour day-of-month month day-of-week [year]`, UTC),
+    /// e.g. "0 */30 * * * *" for every 30 minutes; empty: no schedule (runs only on demand).
+    pub schedule: String,
+    /// A queued change older than this is reported as stuck.
+    pub stuck_after_seconds: u64,
+    /// Put dead-lettered changes back in the queue at each run (their cause may have cleared).
+    pub requeue_dead: bool,
+    /// Keep reports this long (the newest successful report is always kept).
+    pub report_retention_days: u64,
+    /// Attributes never compared (e.g. ones the app does not store).
+    pub ignore_attributes: Vec<String>,
+    /// Accounts (userName or group displayName, any case) that repair never deactivates or
+    /// deletes, and that IdP deprovisioning never reaches: break-glass admins.
+    pub protected: Vec<String>,
+    /// Resource types repair never deletes: "users" (deactivated instead) and/or "groups"
+    /// (left alone and reported).
+    pub never_delete: Vec<String>,
+    /// What to do per drift kind: "report" (default) or "repair".
+    pub repair: RepairConfig,
+    /// The safety limit of repair.
+    pub safety: SafetyConfig,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            schedule: "0 */30 * * * *".into(),
+            stuck_after_seconds: 3600,
+            requeue_dead: true,
+            report_retention_days: 30,
+            ignore_attributes: Vec::new(),
+            protected: Vec::new(),
+            never_delete: Vec::new(),
+            repair: RepairConfig::default(),
+            safety: SafetyConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RepairMode {
+    #[default]
+    Report,
+    Repair,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RepairConfig {
+    /// Provision it again.
+    pub missing_in_app: RepairMode,
+    /// Deprovision it in the app (deactivate or delete, as `target.scim.deprovision` says).
+    pub orphaned_in_app: RepairMode,
+    /// Send our value again.
+    pub attribute_mismatch: RepairMode,
+    /// Send our `active` again.
+    pub active_mismatch: RepairMode,
+    /// Add the missing members and remove the extra ones.
+    pub membership_mismatch: RepairMode,
+}
+
+/// A run whose repair would deactivate or delete more accounts than this repairs nothing and
+/// says so in its report (`scimsync sync now --confirm` repairs anyway, once).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SafetyConfig {
+    pub max_deprovision_count: u64,
+    /// Share (0..1] of the accounts the app listed.
+    pub max_deprovision_share: f64,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        SafetyConfig { max_deprovision_count: 10, max_deprovision_share: 0.05 }
+    }
+}
+
 /// A secret string: never printed. `Debug` and serialisation show `<redacted>` (empty stays
 /// empty, so the defaults layer does not invent a value).
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -317,6 +413,48 @@ pub struct ServerConfig {
     pub public_url: String,
     /// Largest accepted request body; larger ones get 413 (RFC 7644 §3.12 error body).
     pub max_body_bytes: u64,
+    /// After SIGTERM: how long in-flight requests, then the deliveries at hand, may take
+    /// before the daemon closes what is left and exits (both share this one budget, so it
+    /// must stay below systemd's `TimeoutStopSec`).
+    pub shutdown_grace_seconds: u64,
+    /// TLS on the SCIM listener (`[server.tls]`); off unless both files are named.
+    pub tls: TlsConfig,
+    /// Per-token request rate limit on the SCIM API (`[server.rate_limit]`).
+    pub rate_limit: RateLimitConfig,
+}
+
+/// TLS for hosts without a reverse proxy. The files are read at start and again on SIGHUP,
+/// so a renewed certificate is served without a restart.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) matching the leaf certificate.
+    pub key_file: PathBuf,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty() || !self.key_file.as_os_str().is_empty()
+    }
+}
+
+/// A token bucket per API token: `requests_per_second` steady, `burst` at once. Over it the
+/// IdP gets 429 with `Retry-After`. Changes on SIGHUP.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Steady requests per second allowed per token; 0 turns the limit off.
+    pub requests_per_second: u32,
+    /// Requests a token may make at once above the steady rate (the bucket's size).
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig { requests_per_second: 1000, burst: 2000 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -378,12 +516,20 @@ impl Default for Config {
             outbox: OutboxConfig::default(),
             admin: AdminConfig::default(),
             policy: crate::policy::PolicyConfig::default(),
+            reconcile: ReconcileConfig::default(),
         }
     }
 }
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: "127.0.0.1:8080".into(), public_url: String::new(), max_body_bytes: 1024 * 1024 }
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_url: String::new(),
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_seconds: 20,
+            tls: TlsConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+        }
     }
 }
 impl Default for StoreConfig {
@@ -493,6 +639,7 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             p.push(("server.max_body_bytes".into(), "must be at least 1024".into()));
         }
+        p.extend(self.validate_server_ops());
         if self.store.data_dir.as_os_str().is_empty() {
             p.push(("store.data_dir".into(), "must name a directory".into()));
         }
@@ -501,6 +648,26 @@ impl Config {
         }
         if self.store.max_batch == 0 {
             p.push(("store.max_batch".into(), "must be at least 1".into()));
+        }
+        if !self.reconcile.schedule.trim().is_empty() {
+            if let Err(e) = self.reconcile.schedule.parse::<cron::Schedule>() {
+                p.push((
+                    "reconcile.schedule".into(),
+                    format!(
+                        "{:?} is not a cron expression ({e}); write seconds first, e.g. \"0 */30 * * * *\", or \"\" for none",
+                        self.reconcile.schedule
+                    ),
+                ));
+            }
+        }
+        for t in &self.reconcile.never_delete {
+            if t != "users" && t != "groups" {
+                p.push(("reconcile.never_delete".into(), format!("{t:?}: the entries are \"users\" and \"groups\"")));
+            }
+        }
+        let share = self.reconcile.safety.max_deprovision_share;
+        if !(share > 0.0 && share <= 1.0) {
+            p.push(("reconcile.safety.max_deprovision_share".into(), "must be in (0, 1]".into()));
         }
         if self.scim.max_page_size == 0 {
             p.push(("scim.max_page_size".into(), "must be at least 1".into()));
@@ -620,10 +787,42 @@ impl Config {
         p
     }
 
+    /// Shutdown budget, TLS files and rate limits (`[server]`, `[server.tls]`,
+    /// `[server.rate_limit]`).
+    fn validate_server_ops(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        let s = &self.server;
+        if s.shutdown_grace_seconds == 0 || s.shutdown_grace_seconds > 3600 {
+            p.push((
+                "server.shutdown_grace_seconds".into(),
+                "must be between 1 and 3600 (keep it below systemd's TimeoutStopSec)".into(),
+            ));
+        }
+        let t = &s.tls;
+        if t.enabled() {
+            for (key, path) in [("server.tls.cert_file", &t.cert_file), ("server.tls.key_file", &t.key_file)] {
+                if path.as_os_str().is_empty() {
+                    p.push((key.into(), "must be set too: TLS needs both a certificate and a key file".into()));
+                } else if !path.is_file() {
+                    p.push((key.into(), format!("{} is not a readable file", path.display())));
+                }
+            }
+        }
+        let r = &s.rate_limit;
+        if r.requests_per_second > 0 && r.burst == 0 {
+            p.push((
+                "server.rate_limit.burst".into(),
+                "must be at least 1 when server.rate_limit.requests_per_second is set (0 turns the limit off)".into(),
+            ));
+        }
+        p
+    }
+
     /// The SCIM base URL (`.../scim/v2`) for `meta.location`, given the bound address.
     pub fn scim_base_url(&self, bound: SocketAddr) -> String {
         let root = if self.server.public_url.is_empty() {
-            format!("http://{bound}")
+            let scheme = if self.server.tls.enabled() { "https" } else { "http" };
+            format!("{scheme}://{bound}")
         } else {
             self.server.public_url.trim_end_matches('/').to_string()
         };
@@ -843,6 +1042,27 @@ mod tests {
         assert!(err.contains("outbox.deletion_guard.window_seconds"), "{err}");
         let l = load_str("[outbox.deletion_guard]\nenabled = false\n", &[]).unwrap();
         assert!(!l.config.outbox.deletion_guard.enabled);
+    }
+
+    #[test]
+    fn server_ops_settings_are_checked() {
+        let d = Config::default();
+        assert_eq!((d.server.rate_limit.requests_per_second, d.server.rate_limit.burst), (1000, 2000));
+        assert!(!d.server.tls.enabled());
+        let err = load_str(
+            "[server]\nshutdown_grace_seconds = 0\n[server.tls]\ncert_file = \"/nonexistent.pem\"\n\
+             [server.rate_limit]\nrequests_per_second = 5\nburst = 0\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for key in
+            ["server.shutdown_grace_seconds", "server.tls.cert_file", "server.tls.key_file", "server.rate_limit.burst"]
+        {
+            assert!(err.contains(key), "{key} missing in: {err}");
+        }
+        let l = load_str("[server.rate_limit]\nrequests_per_second = 0\nburst = 0\n", &[]).unwrap();
+        assert_eq!(l.config.server.rate_limit.requests_per_second, 0);
     }
 
     #[test]

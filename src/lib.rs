@@ -5,7 +5,8 @@
 //! Map (arrows point one way: `http -> service -> {scim, model, store}`; `scim -> model`;
 //! `store -> model`):
 //! - [`cli`]: subcommands; [`app`]: start and shutdown order; [`config`]: figment layers;
-//!   [`telemetry`]: logging and every metric; [`shutdown`]: signals to one cancellation token.
+//!   [`telemetry`]: logging and every metric; [`shutdown`]: signals to one cancellation token;
+//!   [`reload`]: SIGHUP re-reads the configuration and applies what can change live.
 //! - [`model`]: domain types and the neutral query AST.
 //! - [`scim`]: RFC 7643/7644, pure — schema, filter, path, patch, list, resource JSON, errors.
 //! - [`service`]: use-cases; the transaction boundary.
@@ -24,6 +25,7 @@ pub mod model;
 pub mod outbox_worker;
 pub mod policy;
 pub mod reconcile;
+pub mod reload;
 pub mod scim;
 pub mod service;
 pub mod shutdown;

@@ -43,6 +43,15 @@ pub struct WorkerOptions {
     pub wait_interval: Duration,
     /// The accidental-deletion guard; `None`: off, every deprovisioning is delivered.
     pub deletion_guard: Option<DeletionGuard>,
+    /// At shutdown, how long deliveries at hand may take to finish (capped by the lease);
+    /// the rest are aborted and delivered again at the next start.
+    pub shutdown_grace: Duration,
+    /// New options sent on a configuration reload (SIGHUP), taken between claims. The
+    /// concurrency stays as started (the permits are sized once).
+    pub updates: Option<tokio::sync::watch::Receiver<WorkerOptions>>,
+    /// Accounts never deprovisioned in the app (`reconcile.protected`, lowercased): their
+    /// deletions are not sent and their deactivations are sent as active.
+    pub protected: Vec<String>,
 }
 
 /// The accidental-deletion guard's thresholds (`[outbox.deletion_guard]`): more
@@ -82,6 +91,9 @@ impl Default for WorkerOptions {
             max_rows_per_bundle: 100,
             wait_interval: Duration::from_secs(2),
             deletion_guard: None,
+            shutdown_grace: Duration::from_secs(30),
+            updates: None,
+            protected: Vec::new(),
         }
     }
 }
@@ -90,7 +102,7 @@ impl Default for WorkerOptions {
 pub async fn run(
     store: Store,
     target: Arc<Target>,
-    opts: WorkerOptions,
+    mut opts: WorkerOptions,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
@@ -113,6 +125,13 @@ pub async fn run(
         while tasks.try_join_next().is_some() {}
         if shutdown.is_cancelled() {
             break;
+        }
+        if let Some(rx) = opts.updates.as_mut().filter(|rx| rx.has_changed().unwrap_or(false)) {
+            let mut new = rx.borrow_and_update().clone();
+            new.concurrency = opts.concurrency;
+            new.updates = opts.updates.take();
+            opts = new;
+            tracing::info!("outbox: new retry and timing settings in force");
         }
         if let Some(until) = paused(&pause) {
             tokio::select! {
@@ -185,7 +204,10 @@ pub async fn run(
             }
         }
     }
-    let deadline = tokio::time::sleep(opts.lease.min(Duration::from_secs(30)));
+    if !tasks.is_empty() {
+        tracing::info!(deliveries = tasks.len(), "outbox: stopped claiming; finishing the deliveries at hand");
+    }
+    let deadline = tokio::time::sleep(opts.lease.min(opts.shutdown_grace));
     tokio::pin!(deadline);
     while !tasks.is_empty() {
         tokio::select! {
@@ -215,15 +237,31 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
                 Completion::Waiting { next_attempt_at: time_after(opts.wait_interval), reason }
             }
         }
-        Ok(Prepared::Job(job)) => {
+        Ok(Prepared::Job(job)) if job.is_delete() && is_protected(opts, &job) => {
+            tracing::warn!(outbox_id = head.id, resource = %head.resource_id,
+                "protected account (reconcile.protected): its deletion is not sent to the app");
+            Completion::Skipped { reason: "not sent: protected account (reconcile.protected)".into() }
+        }
+        Ok(Prepared::Job(mut job)) => {
+            if is_protected(opts, &job) {
+                keep_active(&mut job);
+            }
             let outcome = target.deliver(&job).await;
             if let Outcome::Retry { after: Some(a), .. } = &outcome {
                 pause = Some(*a);
             }
-            decide(opts, head.attempts, &head.created_at, outcome)
+            let mut c = decide(opts, head.attempts, &head.created_at, outcome);
+            // Remember what the app was sent: the drift report's third side.
+            if let (Completion::Success { applied, .. }, Some(cur)) = (&mut c, &job.current) {
+                if job.attrs_changed {
+                    *applied = Some((cur.meta.version, crate::downstream::representation(cur)));
+                }
+            }
+            c
         }
     };
     match &completion {
+        Completion::Skipped { .. } => {}
         Completion::Success { .. } => tracing::info!(
             outbox_id = head.id, resource = %head.resource_id, kind = head.kind.as_str(), rows = bundle.rows.len(), "delivered"
         ),
@@ -239,7 +277,7 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
     }
     crate::telemetry::delivery(
         match &completion {
-            Completion::Success { .. } => DeliveryOutcome::Success,
+            Completion::Success { .. } | Completion::Skipped { .. } => DeliveryOutcome::Success,
             Completion::Retry { .. } => DeliveryOutcome::Retry,
             Completion::Dead { .. } => DeliveryOutcome::Dead,
             Completion::Waiting { .. } => DeliveryOutcome::Waiting,
@@ -253,10 +291,37 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
     pause
 }
 
+/// Whether the job's account is one of `reconcile.protected` (by userName / displayName, or
+/// the name a deleted one had).
+fn is_protected(opts: &WorkerOptions, job: &Job) -> bool {
+    if opts.protected.is_empty() {
+        return false;
+    }
+    let name = match &job.current {
+        Some(r) => r.display_name().to_lowercase(),
+        None => ["userName", "displayName"]
+            .iter()
+            .find_map(|k| job.tombstone.get(*k).and_then(|v| v.as_str()))
+            .unwrap_or_default()
+            .to_lowercase(),
+    };
+    opts.protected.contains(&name)
+}
+
+/// A protected user's deactivation is sent as active: the app keeps its break-glass admin.
+fn keep_active(job: &mut Job) {
+    if let Some(cur) = &mut job.current {
+        if cur.kind == ResourceKind::User && cur.attrs.get("active") == Some(&serde_json::Value::Bool(false)) {
+            tracing::warn!(resource = %cur.id, "protected account (reconcile.protected): kept active in the app");
+            cur.attrs.insert("active".into(), serde_json::Value::Bool(true));
+        }
+    }
+}
+
 /// Map a target outcome to what the outbox records, applying the retry policy.
 fn decide(opts: &WorkerOptions, attempts_before: u32, created_at: &str, outcome: Outcome) -> Completion {
     match outcome {
-        Outcome::Done { app_id } => Completion::Success { id_map: Some(app_id) },
+        Outcome::Done { app_id } => Completion::Success { id_map: Some(app_id), applied: None },
         Outcome::Permanent { error } => Completion::Dead { error },
         Outcome::Retry { after, error } => {
             let attempts = attempts_before + 1;
@@ -314,6 +379,7 @@ async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreErro
     let app_id = store.app_id(&head.resource_id).await?;
     let mut attrs_changed = created_here;
     let mut tombstone = serde_json::Map::new();
+    let mut deactivate_only = false;
     // Net membership change over the coalesced rows, in commit order.
     let mut added: Vec<String> = Vec::new();
     let mut removed: Vec<String> = Vec::new();
@@ -340,6 +406,18 @@ async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreErro
                 removed.push(id.to_string());
             }
         }
+        // A repair removing members the app has and we do not know: named by the app's id.
+        for app in r
+            .payload
+            .get("members_removed_app_ids")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+        {
+            removed.push(format!("{APP_MEMBER}{app}"));
+        }
+        deactivate_only |= r.payload.get("deactivate_only").and_then(|v| v.as_bool()).unwrap_or(false);
     }
     // A group new to the app gets its whole current member list.
     if let Some(members) = current.as_ref().and_then(|c| c.members.as_ref()) {
@@ -350,6 +428,10 @@ async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreErro
     let mut missing = Vec::new();
     let wanted: HashSet<&String> = added.iter().chain(removed.iter()).collect();
     for id in wanted {
+        if let Some(app) = id.strip_prefix(APP_MEMBER) {
+            member_app_ids.insert(id.clone(), app.to_string());
+            continue;
+        }
         match store.app_id(id).await? {
             Some(a) => {
                 member_app_ids.insert(id.clone(), a);
@@ -375,8 +457,12 @@ async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreErro
         members_removed: removed,
         member_app_ids,
         attrs_changed,
+        deactivate_only,
     }))
 }
+
+/// Prefix of a member named by the app's id rather than ours (repair of strangers).
+const APP_MEMBER: &str = "app:";
 
 #[cfg(test)]
 mod tests {

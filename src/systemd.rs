@@ -1,5 +1,6 @@
 //! systemd integration (sd_notify(3)): `READY=1` once migrations ran and both listeners are
-//! bound, `STATUS=` lines an operator sees in `systemctl status`, `STOPPING=1` at shutdown,
+//! bound, `STATUS=` lines an operator sees in `systemctl status`, `RELOADING=1` / `READY=1`
+//! around a SIGHUP reload, `STOPPING=1` at shutdown,
 //! and watchdog pings while the store's writer still answers. Without `NOTIFY_SOCKET` (not
 //! under systemd, or `Type=simple`) every call is a no-op.
 
@@ -17,6 +18,20 @@ pub fn ready(status: &str) {
 
 pub fn status(status: &str) {
     notify(&[NotifyState::Status(status)]);
+}
+
+/// A SIGHUP reload starts (`systemctl reload` waits for the `READY=1` that [`reloaded`]
+/// sends). `MONOTONIC_USEC` goes with it: systemd 253+ requires it.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now, NotifyState::Status("reloading the configuration")]),
+        Err(_) => notify(&[NotifyState::Reloading, NotifyState::Status("reloading the configuration")]),
+    }
+}
+
+/// The reload is over (applied or refused): the service is ready again.
+pub fn reloaded(status: &str) {
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 pub fn stopping() {

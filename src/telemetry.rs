@@ -12,15 +12,57 @@ use crate::config::{LogConfig, LogFormat};
 /// Install the global subscriber. `RUST_LOG`, when set, overrides `log.level` (a debugging
 /// aid that needs no config edit).
 pub fn init(cfg: &LogConfig) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info")));
+    let from_env = std::env::var("RUST_LOG").ok().and_then(|v| EnvFilter::try_new(v).ok());
+    let overridden = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info")));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match cfg.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
+    // The handle's type names the formatter, which differs between text and JSON: keep a
+    // closure that swaps the filter instead.
+    let reload: LogReload = match cfg.format {
+        LogFormat::Json => {
+            let b = builder.json().flatten_event(true).with_current_span(false).with_filter_reloading();
+            let h = b.reload_handle();
+            if b.try_init().is_err() {
+                return;
+            }
+            Box::new(move |f| h.reload(f).map_err(|e| e.to_string()))
+        }
+        LogFormat::Text => {
+            let b = builder.with_ansi(false).with_filter_reloading();
+            let h = b.reload_handle();
+            if b.try_init().is_err() {
+                return;
+            }
+            Box::new(move |f| h.reload(f).map_err(|e| e.to_string()))
+        }
     };
+    let _ = LOG_RELOAD.set((reload, overridden));
+}
+
+type LogReload = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// How to swap the log filter, and whether `RUST_LOG` pinned it at start.
+static LOG_RELOAD: std::sync::OnceLock<(LogReload, bool)> = std::sync::OnceLock::new();
+
+/// What [`set_log_level`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LogLevelChange {
+    Applied,
+    /// `RUST_LOG` was set at start and keeps precedence over `log.level`.
+    PinnedByRustLog,
+}
+
+/// Swap the log filter of the running process (SIGHUP). The directive was validated with
+/// the configuration.
+pub fn set_log_level(level: &str) -> Result<LogLevelChange, String> {
+    let Some((reload, pinned)) = LOG_RELOAD.get() else {
+        return Err("logging was not initialised by this process".into());
+    };
+    if *pinned {
+        return Ok(LogLevelChange::PinnedByRustLog);
+    }
+    let filter = EnvFilter::try_new(level).map_err(|e| format!("log.level {level:?}: {e}"))?;
+    reload(filter).map(|()| LogLevelChange::Applied)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -68,6 +110,17 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    /// The token id (8 hex digits, never the secret); bounded by the tokens an operator made.
+    token: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 struct Metrics {
@@ -81,6 +134,12 @@ struct Metrics {
     outbox_dead: Gauge,
     database_size: Gauge,
     guard_held: Family<TargetLabels, Gauge>,
+    rate_limited: Family<TokenLabels, Counter>,
+    config_reloads: Family<OutcomeLabels, Counter>,
+    sync_runs: Family<OutcomeLabels, Counter>,
+    sync_duration: Histogram,
+    sync_last_success: FloatGauge,
+    drift_items: Family<KindLabels, Gauge>,
     last_delivery: Mutex<Option<LastDelivery>>,
 }
 
@@ -147,6 +206,35 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Deprovisioning changes held by the accidental-deletion guard, by target (release or discard with `scimsync outbox`)",
         guard_held.clone(),
     );
+    let rate_limited = Family::<TokenLabels, Counter>::default();
+    registry.register(
+        "scimsync_rate_limited_requests",
+        "SCIM API requests refused with 429 by the per-token rate limit, by token id",
+        rate_limited.clone(),
+    );
+    let config_reloads = Family::<OutcomeLabels, Counter>::default();
+    registry.register(
+        "scimsync_config_reloads",
+        "Configuration reloads on SIGHUP by outcome: success, error (the previous settings stay)",
+        config_reloads.clone(),
+    );
+    let sync_runs = Family::<OutcomeLabels, Counter>::default();
+    registry.register("scimsync_sync_runs", "Full sync runs by outcome: ok, failed", sync_runs.clone());
+    // 10 ms .. ~20 min: a full sync lists the whole app.
+    let sync_duration = Histogram::new(exponential_buckets(0.01, 2.0, 18));
+    registry.register("scimsync_sync_duration_seconds", "Duration of full sync runs", sync_duration.clone());
+    let sync_last_success = FloatGauge::default();
+    registry.register(
+        "scimsync_sync_last_success_timestamp_seconds",
+        "Unix time the last successful full sync finished; 0 before the first",
+        sync_last_success.clone(),
+    );
+    let drift_items = Family::<KindLabels, Gauge>::default();
+    registry.register(
+        "scimsync_drift_items",
+        "Items of the latest drift report by kind (`scimsync drift`)",
+        drift_items.clone(),
+    );
     registry.register(
         "scimsync_build",
         "The running scimsync's version",
@@ -163,6 +251,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         outbox_dead,
         database_size,
         guard_held,
+        rate_limited,
+        config_reloads,
+        sync_runs,
+        sync_duration,
+        sync_last_success,
+        drift_items,
         last_delivery: Mutex::new(None),
     }
 });
@@ -224,6 +318,16 @@ pub fn delivery(outcome: DeliveryOutcome, elapsed: Duration) {
     }
 }
 
+/// A request was refused by the per-token rate limit (the request line logs it too).
+pub fn rate_limited(token_id: &str) {
+    METRICS.rate_limited.get_or_create(&TokenLabels { token: token_id.to_string() }).inc();
+}
+
+/// A SIGHUP reload finished (`ok`: the new settings are in force; otherwise the old stay).
+pub fn config_reload(ok: bool) {
+    METRICS.config_reloads.get_or_create(&OutcomeLabels { outcome: if ok { "success" } else { "error" } }).inc();
+}
+
 /// The last delivery with a verdict, for `/readyz` (no request to the app per probe).
 pub fn last_delivery() -> Option<LastDelivery> {
     METRICS.last_delivery.lock().ok().and_then(|l| l.clone())
@@ -251,6 +355,20 @@ pub fn set_store_gauges(g: &StoreGauges) {
     }
 }
 
+/// A full sync run ended. `drift`: the report's counts by kind (only for a run that got one).
+pub fn sync_run(ok: bool, elapsed: Duration, drift: &[(&'static str, u64)]) {
+    let m = &*METRICS;
+    m.sync_runs.get_or_create(&OutcomeLabels { outcome: if ok { "ok" } else { "failed" } }).inc();
+    m.sync_duration.observe(elapsed.as_secs_f64());
+    if ok {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        m.sync_last_success.set(t.as_secs_f64());
+        for (kind, n) in drift {
+            m.drift_items.get_or_create(&KindLabels { kind }).set((*n).min(i64::MAX as u64) as i64);
+        }
+    }
+}
+
 /// Every metric in the text exposition format ([`METRICS_CONTENT_TYPE`]).
 pub fn encode_metrics() -> String {
     let mut out = String::new();
@@ -270,6 +388,8 @@ mod tests {
         scim_request("/Test/{id}", "BREW", 405, Duration::from_millis(3));
         delivery(DeliveryOutcome::Retry, Duration::from_millis(30));
         set_store_gauges(&StoreGauges { outbox_depth: 7, ..Default::default() });
+        rate_limited("0badc0de");
+        config_reload(false);
         let text = encode_metrics();
         for needle in [
             "scimsync_scim_requests_total{route=\"/Test/{id}\",method=\"GET\",status=\"200\"} 1",
@@ -282,6 +402,8 @@ mod tests {
             "scimsync_outbox_dead 0",
             "scimsync_database_size_bytes 0",
             "scimsync_build_info{version=\"",
+            "scimsync_rate_limited_requests_total{token=\"0badc0de\"} 1",
+            "scimsync_config_reloads_total{outcome=\"error\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }

@@ -534,7 +534,8 @@ async fn start_daemon(bin: &Path, forward: bool, extra_cfg: &str) -> Result<(Dae
     let data_dir = dir.path().join("data");
     let cfg_path = dir.path().join("scimsync.toml");
     let cfg = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndata_dir = {}\n[log]\nlevel = \"warn\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra_cfg}",
+        // The per-token rate limit is off: the bench measures capacity, not the limiter.
+        "[server]\nlisten = \"127.0.0.1:0\"\n[server.rate_limit]\nrequests_per_second = 0\n[store]\ndata_dir = {}\n[log]\nlevel = \"warn\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra_cfg}",
         toml_str(&data_dir.to_string_lossy())
     );
     std::fs::write(&cfg_path, cfg).context("writing config")?;

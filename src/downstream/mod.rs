@@ -41,6 +41,9 @@ pub struct Job {
     /// Whether attributes changed (or the resource is new): otherwise a membership-only job
     /// sends no attribute update.
     pub attrs_changed: bool,
+    /// Deprovision by deactivation even when the target deletes (a repair under a
+    /// never-delete policy).
+    pub deactivate_only: bool,
 }
 
 impl Job {
@@ -145,6 +148,14 @@ impl Target {
             Target::Scim(_) => "scim",
             Target::Webhook(_) => "webhook",
             Target::DryRun(_) => "dry-run",
+        }
+    }
+
+    /// The SCIM target, the one kind that lists the app's accounts (for reconciliation).
+    pub fn lister(&self) -> Option<&scim_target::ScimTarget> {
+        match self {
+            Target::Scim(t) => Some(t),
+            _ => None,
         }
     }
 

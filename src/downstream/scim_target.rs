@@ -254,32 +254,37 @@ impl ScimTarget {
         Ok(Outcome::Done { app_id: Some(app_id) })
     }
 
-    /// Every resource of a type, page by page (RFC 7644 §3.4.2.4), handing each page to
-    /// `each` so memory is bounded by the page size, not by the app's size. Stops at the
-    /// app's `totalResults`, or at a short or empty page for apps that misreport it.
-    /// Returns how many resources were seen. (The reconciler's full sync uses this.)
-    pub async fn list_all(&self, kind: ResourceKind, mut each: impl FnMut(Vec<Value>)) -> Result<u64, Outcome> {
+    /// One page of every resource of a type (RFC 7644 §3.4.2.4: `startIndex` is 1-based),
+    /// and where the next page starts: `None` at the app's `totalResults`, or at a short or
+    /// empty page for apps that misreport it. The reconciler walks these so that memory is
+    /// bounded by the page size, not by the app's size.
+    pub async fn list_page(&self, kind: ResourceKind, start: u64) -> Result<(Vec<Value>, Option<u64>), Outcome> {
         let size = self.opts.page_size.max(1);
-        let mut start = 1u64;
-        let mut seen = 0u64;
-        loop {
-            let path = format!("{}?startIndex={start}&count={size}", kind.segment());
-            let r = self.send(Method::GET, &path, None, "list").await?;
-            if r.status != 200 {
-                return Err(self.fail(&r, &format!("GET /{path}")));
-            }
-            let v = r.json();
-            let page: Vec<Value> = v["Resources"].as_array().cloned().unwrap_or_default();
-            let total = v["totalResults"].as_u64();
-            let n = page.len() as u64;
-            seen += n;
-            start += n;
-            if n > 0 {
-                each(page);
-            }
-            if n == 0 || total.is_some_and(|t| seen >= t) || (total.is_none() && (n as usize) < size) {
-                return Ok(seen);
-            }
+        let path = format!("{}?startIndex={start}&count={size}", kind.segment());
+        let r = self.send(Method::GET, &path, None, "list").await?;
+        if r.status != 200 {
+            return Err(self.fail(&r, &format!("GET /{path}")));
+        }
+        let mut v = r.json();
+        let page: Vec<Value> = match v.get_mut("Resources").map(Value::take) {
+            Some(Value::Array(a)) => a,
+            _ => Vec::new(),
+        };
+        let total = v["totalResults"].as_u64();
+        let n = page.len() as u64;
+        let seen = start - 1 + n;
+        let done = n == 0 || total.is_some_and(|t| seen >= t) || (total.is_none() && (n as usize) < size);
+        Ok((page, if done { None } else { Some(start + n) }))
+    }
+
+    /// One resource by the app's id; `None` when the app says 404.
+    pub async fn get_one(&self, kind: ResourceKind, app_id: &str) -> Result<Option<Value>, Outcome> {
+        let path = format!("{}/{app_id}", kind.segment());
+        let r = self.send(Method::GET, &path, None, "get").await?;
+        match r.status {
+            200 => Ok(Some(r.json())),
+            404 => Ok(None),
+            _ => Err(self.fail(&r, &format!("GET /{path}"))),
         }
     }
 
@@ -402,7 +407,7 @@ impl ScimTarget {
             return Ok(Outcome::Done { app_id: None });
         };
         let path = format!("{}/{app_id}", job.kind.segment());
-        if self.opts.deprovision == Deprovision::Deactivate && job.kind == ResourceKind::User {
+        if (self.opts.deprovision == Deprovision::Deactivate || job.deactivate_only) && job.kind == ResourceKind::User {
             let patch =
                 json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]});
             let r = self.send(Method::PATCH, &path, Some(&patch), key).await?;

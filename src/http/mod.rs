@@ -6,8 +6,11 @@
 
 mod auth;
 pub mod ops_api;
+pub mod rate_limit;
 mod respond;
 mod scim_api;
+pub mod server;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +38,8 @@ pub struct ApiState {
     /// RFC 7644 §3.7.4 limits of `POST /Bulk`.
     pub bulk_max_operations: u32,
     pub bulk_max_payload_bytes: u64,
+    /// Per-token token buckets (`[server.rate_limit]`); reconfigured on SIGHUP.
+    pub rate_limits: rate_limit::RateLimits,
 }
 
 /// One request, as the handlers see it: everything read off the wire, body included.
@@ -47,11 +52,17 @@ pub struct Request {
     pub body: Bytes,
 }
 
-/// Serve the SCIM API on an already bound listener until `shutdown` is cancelled; then stop
-/// accepting and let in-flight requests finish.
-pub async fn serve(listener: TcpListener, state: Arc<ApiState>, shutdown: CancellationToken) {
-    let routes = routes(state);
-    warp::serve(routes).incoming(listener).graceful(async move { shutdown.cancelled().await }).run().await;
+/// Serve the SCIM API on an already bound listener (over TLS when `tls` is given) until
+/// `shutdown` is cancelled; then stop accepting and let in-flight requests finish, for at
+/// most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    tls: Option<Arc<tls::CertStore>>,
+    shutdown: CancellationToken,
+    grace: std::time::Duration,
+) {
+    server::serve(listener, routes(state), tls, shutdown, grace).await;
 }
 
 fn routes(

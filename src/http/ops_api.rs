@@ -1,4 +1,5 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, on its own address (`[admin]`).
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, the sync trigger and the drift
+//! report (JSON and HTML), on its own address (`[admin]`).
 //!
 //! Owns: the admin routes, their optional bearer token, the readiness verdict. Must not
 //! touch: SQL (the store answers typed questions), metric names (that is `telemetry`), the
@@ -28,27 +29,35 @@ pub struct OpsState {
     pub target_kind: &'static str,
     /// When set, every route but `/healthz` needs `Authorization: Bearer <this>`.
     pub bearer_token: Option<String>,
+    /// The sync scheduler, when the target can be reconciled (it lists accounts).
+    pub sync: Option<crate::reconcile::scheduler::SyncHandle>,
 }
 
 /// Serve the admin routes on an already bound listener until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, state: Arc<OpsState>, shutdown: CancellationToken) {
-    let routes = warp::path::full().and(warp::method()).and(warp::header::headers_cloned()).then(
-        move |path: warp::path::FullPath, method: Method, headers: HeaderMap| {
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let routes = warp::path::full().and(query).and(warp::method()).and(warp::header::headers_cloned()).then(
+        move |path: warp::path::FullPath, query: String, method: Method, headers: HeaderMap| {
             let st = state.clone();
-            async move { handle(&st, path.as_str(), &method, &headers).await }
+            async move { handle(&st, path.as_str(), &query, &method, &headers).await }
         },
     );
     warp::serve(routes).incoming(listener).graceful(async move { shutdown.cancelled().await }).run().await;
 }
 
-async fn handle(state: &OpsState, path: &str, method: &Method, headers: &HeaderMap) -> Response {
+/// The admin routes, for the 404 text.
+const ROUTES: &str = "/healthz, /readyz, /metrics, POST /sync, /sync/runs, /drift (JSON), /drift.html";
+
+async fn handle(state: &OpsState, path: &str, query: &str, method: &Method, headers: &HeaderMap) -> Response {
     let path = path.trim_end_matches('/');
-    if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
-        return text(StatusCode::NOT_FOUND, "not found; the admin endpoints are /healthz, /readyz, /metrics\n");
+    let is_post = path == "/sync";
+    if !matches!(path, "/healthz" | "/readyz" | "/metrics" | "/sync" | "/sync/runs" | "/drift" | "/drift.html") {
+        return text(StatusCode::NOT_FOUND, &format!("not found; the admin endpoints are {ROUTES}\n"));
     }
-    if method != Method::GET && method != Method::HEAD {
-        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
-        r.headers_mut().insert("allow", HeaderValue::from_static("GET, HEAD"));
+    let allowed = if is_post { method == Method::POST } else { method == Method::GET || method == Method::HEAD };
+    if !allowed {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, if is_post { "use POST\n" } else { "use GET\n" });
+        r.headers_mut().insert("allow", HeaderValue::from_static(if is_post { "POST" } else { "GET, HEAD" }));
         return r;
     }
     // Liveness stays open: a process supervisor probing it has no token, and it says nothing.
@@ -61,9 +70,102 @@ async fn handle(state: &OpsState, path: &str, method: &Method, headers: &HeaderM
         r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"scimsync-admin\""));
         return r;
     }
+    // A POST from a web page on the admin's machine must not start a confirmed repair: a
+    // browser sends no custom header cross-origin without a CORS preflight (which we never
+    // answer), so one is required.
+    if is_post && !headers.contains_key("x-requested-by") {
+        return text(
+            StatusCode::FORBIDDEN,
+            "POST needs an X-Requested-By header (any value), e.g. curl -X POST -H 'X-Requested-By: me' ...\n",
+        );
+    }
+    let param = |name: &str| -> Option<String> {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .ok()?
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    };
     match path {
         "/readyz" => readyz(state).await,
+        "/sync" => sync_now(state, param("confirm").is_some_and(|v| v == "true" || v == "1")).await,
+        "/sync/runs" => match state.store.sync_runs(50).await {
+            Ok(runs) => json_response(StatusCode::OK, &json!({ "runs": runs })),
+            Err(e) => store_error(e),
+        },
+        "/drift" | "/drift.html" => {
+            let run_id = match param("run").map(|r| r.parse::<i64>()) {
+                Some(Ok(id)) => Some(id),
+                Some(Err(_)) => return text(StatusCode::BAD_REQUEST, "run must be a run id (a number)\n"),
+                None => None,
+            };
+            drift(state, run_id, path == "/drift.html").await
+        }
         _ => metrics(state).await,
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    let mut r = v.to_string().into_response();
+    *r.status_mut() = status;
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+fn store_error(e: crate::store::StoreError) -> Response {
+    tracing::error!(error = %e, "admin: store read failed");
+    json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": "the store could not answer; see the log"}))
+}
+
+/// Run a sync now and answer with its result (the report is at `/drift?run=ID`).
+async fn sync_now(state: &OpsState, confirm: bool) -> Response {
+    use crate::reconcile::scheduler::TriggerError;
+    let Some(sync) = &state.sync else {
+        return json_response(
+            StatusCode::CONFLICT,
+            &json!({"error": format!("reconciliation needs a target that lists accounts (target.kind = \"scim\"); this one is {:?}", state.target_kind)}),
+        );
+    };
+    match sync.run_now(confirm).await {
+        Ok(r) => json_response(StatusCode::OK, &json!(r)),
+        Err(TriggerError::Busy) => json_response(
+            StatusCode::CONFLICT,
+            &json!({"error": "a sync run is already in progress; its report will be at /drift when it ends"}),
+        ),
+        Err(e) => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": e.to_string()})),
+    }
+}
+
+async fn drift(state: &OpsState, run_id: Option<i64>, html: bool) -> Response {
+    use crate::reconcile::report;
+    let run = match state.store.sync_run(run_id).await {
+        Ok(r) => r,
+        Err(e) => return store_error(e),
+    };
+    let items = match &run {
+        Some(r) => match state.store.drift_items(r.id).await {
+            Ok(i) => i,
+            Err(e) => return store_error(e),
+        },
+        None => Vec::new(),
+    };
+    if html {
+        let mut r = report::to_html(run.as_ref(), &items).into_response();
+        r.headers_mut().insert("content-type", HeaderValue::from_static("text/html; charset=utf-8"));
+        return r;
+    }
+    // Say when a later run failed: the report shown is then older than the last attempt.
+    let latest = state.store.sync_runs(1).await.ok().and_then(|r| r.into_iter().next());
+    match run {
+        Some(run) => {
+            let mut body = report::to_json(&run, &items);
+            if let Some(l) = latest.filter(|l| l.id != run.id && run_id.is_none()) {
+                body["latest_run"] = json!(l);
+            }
+            json_response(StatusCode::OK, &body)
+        }
+        None if run_id.is_some() => json_response(StatusCode::NOT_FOUND, &json!({"error": "no such sync run"})),
+        None => json_response(StatusCode::NOT_FOUND, &json!({"error": "no sync run has finished yet"})),
     }
 }
 
@@ -79,8 +181,8 @@ fn authorized(state: &OpsState, headers: &HeaderMap) -> bool {
     bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response {
-    let mut r = body.into_response();
+fn text(status: StatusCode, body: &str) -> Response {
+    let mut r = body.to_string().into_response();
     *r.status_mut() = status;
     r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
     r

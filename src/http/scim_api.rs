@@ -19,6 +19,9 @@ pub async fn dispatch(state: &ApiState, req: Request) -> (Response, Option<Strin
         Ok(t) => t,
         Err(e) => return (respond::service_error(&e), None),
     };
+    if let Err(wait) = state.rate_limits.check(&token.id) {
+        return (too_many_requests(&token.id, wait), Some(token.id));
+    }
     let resp = match route(state, &req).await {
         Ok(r) => r,
         Err(e) => respond::service_error(&e),
@@ -27,6 +30,22 @@ pub async fn dispatch(state: &ApiState, req: Request) -> (Response, Option<Strin
 }
 
 type Reply = Result<Response, ServiceError>;
+
+/// 429 with `Retry-After` (whole seconds, rounded up) and a §3.12 body.
+fn too_many_requests(token_id: &str, wait: std::time::Duration) -> Response {
+    crate::telemetry::rate_limited(token_id);
+    let secs = super::rate_limit::retry_after_seconds(wait);
+    let mut r = respond::error(
+        &ScimError::new(
+            429,
+            None,
+            format!("too many requests with this token; retry after {secs} second(s) (server.rate_limit)"),
+        ),
+        None,
+    );
+    r.headers_mut().insert("retry-after", HeaderValue::from(secs));
+    r
+}
 
 fn method_not_allowed(req: &Request, allowed: &str) -> Reply {
     let mut r = respond::error(

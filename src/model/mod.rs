@@ -79,6 +79,18 @@ pub struct Resource {
     pub groups: Option<Vec<GroupRef>>,
 }
 
+impl Resource {
+    /// The name a human knows it by: `userName` for users, `displayName` for groups (the id
+    /// when missing).
+    pub fn display_name(&self) -> &str {
+        let key = match self.kind {
+            ResourceKind::User => "userName",
+            ResourceKind::Group => "displayName",
+        };
+        self.attrs.get(key).and_then(Value::as_str).unwrap_or(&self.id)
+    }
+}
+
 /// A reference to a would-be member, as the IdP sends it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberRef {

@@ -1,7 +1,12 @@
 //! Reconciliation: compare what the IdP wants (our store), what we last applied, and what
-//! the app has, and report the differences as drift.
+//! the app has; report the differences as drift and, where policy says so, repair them.
 //!
-//! Owns: the pure three-way diff ([`diff`]); later the schedule, the full-sync orchestration,
-//! reports and the repair policy. Must not touch: warp, SQL strings.
+//! Owns: the schedule ([`scheduler`]), the full-sync orchestration ([`full_sync`]), the pure
+//! three-way diff ([`diff`]), the repair policy and safety limit ([`plan`]) and the report's
+//! human forms ([`report`]). Must not touch: warp, SQL strings.
 
 pub mod diff;
+pub mod full_sync;
+pub mod plan;
+pub mod report;
+pub mod scheduler;

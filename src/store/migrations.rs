@@ -10,6 +10,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0001_init.sql")),
     M::up(include_str!("../../migrations/0002_delivery.sql")),
     M::up(include_str!("../../migrations/0003_deletion_guard.sql")),
+    M::up(include_str!("../../migrations/0004_reconcile.sql")),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {

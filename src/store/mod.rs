@@ -19,6 +19,7 @@ mod outbox;
 mod policy_facts;
 mod reader;
 mod resources;
+mod sync;
 mod tokens;
 mod writer;
 
@@ -31,6 +32,7 @@ use crate::model::{MemberDelta, MemberRef, Resource, ResourceKind};
 pub use outbox::{
     Attempt, Bundle, Claimed, Completion, GuardPolicy, GuardStatus, GuardTrip, OutboxRow, OutboxState, guard_trips,
 };
+pub use sync::{AppKey, DriftRow, Matched, MemberInfo, PageMatch, RepairOp, Stuck, SyncRun, orphan_id};
 pub use tokens::{NewToken, TokenInfo};
 
 /// Store settings, taken from `config::StoreConfig` by `app`.
@@ -370,6 +372,97 @@ impl Store {
         self.readers.run(outbox::depth).await
     }
 
+    /// Match a page of the app's listing to our resources (see [`sync::match_page`]).
+    pub async fn sync_match_page(&self, kind: ResourceKind, keys: Vec<AppKey>) -> Result<Vec<PageMatch>, StoreError> {
+        self.readers.run(move |c| sync::match_page(c, kind, &keys)).await
+    }
+
+    /// Every resource of a kind as `(id, name)`, in creation order.
+    pub async fn sync_all_ids(&self, kind: ResourceKind) -> Result<Vec<(String, String)>, StoreError> {
+        self.readers.run(move |c| sync::all_ids(c, kind)).await
+    }
+
+    /// Full detail of resources the listing did not match.
+    pub async fn sync_load_unmatched(&self, kind: ResourceKind, ids: Vec<String>) -> Result<Vec<Matched>, StoreError> {
+        self.readers.run(move |c| sync::load_unmatched(c, kind, &ids)).await
+    }
+
+    /// `(our id, name)` for app ids we know, in the order asked.
+    pub async fn sync_names_for_app_ids(
+        &self,
+        app_ids: Vec<String>,
+    ) -> Result<Vec<Option<(String, String)>>, StoreError> {
+        self.readers.run(move |c| sync::names_for_app_ids(c, &app_ids)).await
+    }
+
+    /// Dead, held, and undelivered-since-`older_than` outbox rows (at most `limit`).
+    pub async fn sync_stuck(&self, older_than: String, limit: usize) -> Result<Vec<Stuck>, StoreError> {
+        self.readers.run(move |c| sync::stuck(c, &older_than, limit)).await
+    }
+
+    /// Record the start of a sync run; returns its id.
+    pub async fn sync_run_start(&self, trigger: &str) -> Result<i64, StoreError> {
+        match self.writer.submit(writer::WriteOp::SyncRunStart(trigger.to_string())).await? {
+            writer::WriteOutput::Changed(n) => Ok(n as i64),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Record the end of a run with its report, pruning runs started before `keep_since`.
+    pub async fn sync_run_finish(
+        &self,
+        id: i64,
+        status: &str,
+        error: Option<String>,
+        summary: serde_json::Value,
+        items: Vec<DriftRow>,
+        keep_since: String,
+    ) -> Result<(), StoreError> {
+        let op = writer::WriteOp::SyncRunFinish { id, status: status.to_string(), error, summary, items, keep_since };
+        match self.writer.submit(op).await? {
+            writer::WriteOutput::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Close runs left `running` as failed with `reason`; returns how many.
+    pub async fn sync_close_running(&self, reason: &str) -> Result<usize, StoreError> {
+        match self.writer.submit(writer::WriteOp::SyncCloseRunning(reason.to_string())).await? {
+            writer::WriteOutput::Changed(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Recent sync runs, newest first.
+    pub async fn sync_runs(&self, limit: usize) -> Result<Vec<SyncRun>, StoreError> {
+        self.readers.run(move |c| sync::runs(c, limit)).await
+    }
+
+    /// A run by id, or (`None`) the newest successful one.
+    pub async fn sync_run(&self, id: Option<i64>) -> Result<Option<SyncRun>, StoreError> {
+        self.readers.run(move |c| sync::run(c, id)).await
+    }
+
+    pub async fn drift_items(&self, run_id: i64) -> Result<Vec<DriftRow>, StoreError> {
+        self.readers.run(move |c| sync::items(c, run_id)).await
+    }
+
+    /// Queue a repair's corrective rows in one transaction; returns how many.
+    pub async fn sync_repair(&self, run_id: i64, ops: Vec<RepairOp>) -> Result<usize, StoreError> {
+        match self.writer.submit(writer::WriteOp::SyncRepair { run_id, ops }).await? {
+            writer::WriteOutput::Changed(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Put every dead-lettered row back in the queue; returns their outbox ids.
+    pub async fn sync_requeue_dead(&self) -> Result<Vec<i64>, StoreError> {
+        match self.writer.submit(writer::WriteOp::SyncRequeueDead).await? {
+            writer::WriteOutput::Ids(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The app's id for one of our resources, once provisioned.
     pub async fn app_id(&self, resource_id: &str) -> Result<Option<String>, StoreError> {
         let id = resource_id.to_string();
@@ -522,7 +615,10 @@ mod tests {
             let c = store.outbox_claim(100, 10, lease(), policy()).await.unwrap();
             for b in &c.bundles {
                 let app = Some(Some(format!("app-{}", b.head().resource_id)));
-                store.outbox_complete(b, crate::model::now(), Completion::Success { id_map: app }).await.unwrap();
+                store
+                    .outbox_complete(b, crate::model::now(), Completion::Success { id_map: app, applied: None })
+                    .await
+                    .unwrap();
             }
             c
         };
@@ -568,6 +664,67 @@ mod tests {
         let c = deliver_all(store.clone()).await;
         assert_eq!((c.bundles.len(), c.held, c.tripped), (3, 0, None));
         assert!(c.bundles.iter().all(|b| b.head().op == crate::model::ChangeOp::Delete));
+        store.close();
+    }
+
+    /// Sync runs and repairs: retention keeps the newest successful report, runs left
+    /// running are closed, and a repair never duplicates a change already on its way nor
+    /// removes an "orphan" that is one of ours.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sync_runs_retention_and_repair_rechecks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let finish = |id, status: &'static str| {
+            let s = store.clone();
+            async move {
+                // keep_since in the future: everything older is prunable.
+                s.sync_run_finish(id, status, None, json!({}), Vec::new(), "9999-01-01T00:00:00.000Z".into())
+                    .await
+                    .unwrap()
+            }
+        };
+        let a = store.sync_run_start("manual").await.unwrap();
+        finish(a, "ok").await;
+        let b = store.sync_run_start("manual").await.unwrap();
+        finish(b, "failed").await;
+        let ids: Vec<i64> = store.sync_runs(10).await.unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![a], "old runs pruned, the newest successful one kept");
+        let c = store.sync_run_start("schedule").await.unwrap();
+        assert_eq!(store.sync_close_running("interrupted by shutdown").await.unwrap(), 1);
+        let r = store.sync_run(Some(c)).await.unwrap().unwrap();
+        assert_eq!((r.status.as_str(), r.error.as_deref()), ("failed", Some("interrupted by shutdown")));
+
+        store.create(user("u1", "alice")).await.unwrap();
+        let resync =
+            || RepairOp::Resync { kind: ResourceKind::User, id: "u1".into(), forget_app_id: false, deprovision: false };
+        // u1's create is still queued: a resync would duplicate it.
+        assert_eq!(store.sync_repair(c, vec![resync()]).await.unwrap(), 0);
+        let claimed = store
+            .outbox_claim(10, 10, crate::model::time_after(std::time::Duration::from_secs(60)), None)
+            .await
+            .unwrap();
+        for b in &claimed.bundles {
+            store
+                .outbox_complete(
+                    b,
+                    crate::model::now(),
+                    Completion::Success { id_map: Some(Some("app-u1".into())), applied: None },
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.sync_repair(c, vec![resync()]).await.unwrap(), 1);
+        let orphan = |app_id: &str, name: &str| RepairOp::Orphan {
+            kind: ResourceKind::User,
+            app_id: app_id.into(),
+            name: name.into(),
+            deactivate_only: false,
+        };
+        // Mapped to u1, or named like one of ours: not an orphan (any more).
+        assert_eq!(store.sync_repair(c, vec![orphan("app-u1", "someone"), orphan("x9", "ALICE")]).await.unwrap(), 0);
+        // A real orphan, once: the second repair finds its deprovisioning queued.
+        assert_eq!(store.sync_repair(c, vec![orphan("x7", "mallory")]).await.unwrap(), 1);
+        assert_eq!(store.sync_repair(c, vec![orphan("x7", "mallory")]).await.unwrap(), 0);
         store.close();
     }
 

@@ -132,7 +132,12 @@ pub struct Claimed {
 pub enum Completion {
     /// Applied; every row of the bundle is done. `id_map` records what the app calls the
     /// resource now (`Some(None)`: forget it, the app account is gone).
-    Success { id_map: Option<Option<String>> },
+    /// `applied`: the version and attributes the app was sent (recorded for the drift
+    /// report's three-way comparison), when this delivery sent attributes.
+    Success { id_map: Option<Option<String>>, applied: Option<(u64, serde_json::Map<String, Value>)> },
+    /// Nothing to send by policy (a protected account's deletion): every row is done, and
+    /// the attempt records why.
+    Skipped { reason: String },
     /// Failed but may succeed later: the head row waits until `next_attempt_at`.
     Retry { next_attempt_at: String, error: String },
     /// Not deliverable without a change of data or config: the head row is dead-lettered.
@@ -332,6 +337,7 @@ pub fn complete(
     let Some(&head) = ids.first() else { return Ok(()) };
     let (outcome, detail) = match completion {
         Completion::Success { .. } => ("success", None),
+        Completion::Skipped { reason } => ("success", Some(reason.as_str())),
         Completion::Retry { error, .. } => ("retry", Some(error.as_str())),
         Completion::Dead { error } => ("permanent", Some(error.as_str())),
         Completion::Waiting { reason, .. } => ("waiting", Some(reason.as_str())),
@@ -351,7 +357,15 @@ pub fn complete(
         Ok(())
     };
     match completion {
-        Completion::Success { id_map } => {
+        Completion::Skipped { .. } => {
+            let mut st = conn.prepare_cached(
+                "UPDATE outbox SET state = 'done', done_at = ?2, lease_until = NULL, last_error = NULL WHERE id = ?1",
+            )?;
+            for id in ids {
+                st.execute(params![id, now])?;
+            }
+        }
+        Completion::Success { id_map, applied } => {
             conn.prepare_cached(
                 "UPDATE outbox SET state = 'done', done_at = ?2, lease_until = NULL, attempts = attempts + 1,
                         last_error = NULL WHERE id = ?1",
@@ -375,6 +389,10 @@ pub fn complete(
                     conn.prepare_cached("DELETE FROM id_map WHERE resource_id = ?1")?.execute([resource_id])?;
                 }
                 None => {}
+            }
+            if let (Some((version, attrs)), Some(Some(_)) | None) = (applied, id_map) {
+                conn.prepare_cached("UPDATE id_map SET applied = ?2, applied_version = ?3 WHERE resource_id = ?1")?
+                    .execute(params![resource_id, Value::Object(attrs.clone()).to_string(), *version as i64])?;
             }
         }
         Completion::Retry { next_attempt_at, error } => {

@@ -62,7 +62,7 @@ fn write_emails(conn: &Connection, seq: i64, ix: &Indexed) -> Result<(), StoreEr
     Ok(())
 }
 
-fn enqueue(
+pub(super) fn enqueue(
     conn: &Connection,
     kind: ResourceKind,
     id: &str,

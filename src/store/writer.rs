@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::outbox::{self, Claimed, Completion, GuardPolicy, OutboxRow};
 use super::tokens::GeneratedToken;
-use super::{NewResource, StoreError, Update, resources, tokens};
+use super::{NewResource, StoreError, Update, resources, sync, tokens};
 use crate::model::{Resource, ResourceKind};
 
 #[derive(Debug)]
@@ -55,6 +55,21 @@ pub enum WriteOp {
         op: Box<WriteOp>,
         policy: std::sync::Arc<crate::policy::Policy>,
     },
+    SyncRunStart(String),
+    SyncRunFinish {
+        id: i64,
+        status: String,
+        error: Option<String>,
+        summary: serde_json::Value,
+        items: Vec<super::sync::DriftRow>,
+        keep_since: String,
+    },
+    SyncRepair {
+        run_id: i64,
+        ops: Vec<super::sync::RepairOp>,
+    },
+    SyncRequeueDead,
+    SyncCloseRunning(String),
 }
 
 #[derive(Debug)]
@@ -65,6 +80,7 @@ pub enum WriteOutput {
     Pragmas(Vec<(String, String)>),
     Claimed(Claimed),
     Rows(Vec<OutboxRow>),
+    Ids(Vec<i64>),
 }
 
 struct Job {
@@ -210,5 +226,15 @@ fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
         WriteOp::Resync { kind, id } => {
             resources::resync(conn, kind, &id, &now).map(|n| WriteOutput::Changed(n as usize))
         }
+        WriteOp::SyncRunStart(trigger) => {
+            sync::run_start(conn, &trigger, &now).map(|id| WriteOutput::Changed(id as usize))
+        }
+        WriteOp::SyncRunFinish { id, status, error, summary, items, keep_since } => {
+            sync::run_finish(conn, id, &status, error.as_deref(), &summary, &items, &keep_since, &now)
+                .map(|_| WriteOutput::Done)
+        }
+        WriteOp::SyncRepair { run_id, ops } => sync::repair(conn, &ops, run_id, &now).map(WriteOutput::Changed),
+        WriteOp::SyncRequeueDead => sync::requeue_dead(conn, &now).map(WriteOutput::Ids),
+        WriteOp::SyncCloseRunning(reason) => sync::close_running(conn, &reason, &now).map(WriteOutput::Changed),
     }
 }

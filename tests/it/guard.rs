@@ -73,7 +73,10 @@ async fn a_mass_deletion_is_held_across_a_restart_until_released() {
     assert_eq!(inactive_in_app(&app).await, delivered, "still nothing more deactivated");
 
     // Release: every held deprovisioning is delivered and the guard is reset.
-    d.cli(&["outbox", "release", "--held"]);
+    let wrong = d.cli_raw(&["outbox", "release", "--held", "--target", "webhook"]);
+    assert_eq!(wrong.status.code(), Some(2), "another target's name is refused");
+    assert_eq!(held(&d), held_before, "nothing released by the refused command");
+    d.cli(&["outbox", "release", "--held", "--target", "scim"]);
     d.wait_outbox_empty().await;
     assert_eq!(inactive_in_app(&app).await, 8, "released deprovisionings delivered");
     let list = d.cli(&["outbox", "list"]);
@@ -148,4 +151,30 @@ async fn ordinary_offboarding_flows_with_the_default_guard() {
     assert_eq!(inactive_in_app(&app).await, 3);
     assert!(held(&d).is_empty());
     assert!(!d.cli(&["outbox", "list"]).contains("TRIPPED"));
+}
+
+/// Issue 9 point 5 with issue 5's protected accounts: the IdP's deprovisioning of a
+/// break-glass account never reaches the app (deletion not sent, deactivation sent as
+/// active), while everyone else's flows as usual.
+#[tokio::test]
+async fn protected_accounts_are_never_deprovisioned_by_the_idp() {
+    let app = ScimApp::start().await;
+    let d = Daemon::start_with(&format!(
+        "{}[reconcile]\nschedule = \"\"\nprotected = [\"BreakGlass@example.com\", \"keep@example.com\"]\n",
+        scim_target_config(&app.base)
+    ));
+    let bg = d.create_user("breakglass@example.com").await;
+    let keep = d.create_user("keep@example.com").await;
+    let normal = d.create_user("normal@example.com").await;
+    d.wait_outbox_empty().await;
+    assert_eq!(d.delete(&format!("/Users/{bg}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(d.delete(&format!("/Users/{normal}")).await.status, StatusCode::NO_CONTENT);
+    let off = patch_body(json!([{"op": "replace", "path": "active", "value": false}]));
+    let r = d.patch(&format!("/Users/{keep}"), off).await;
+    assert_eq!((r.status, &r.body["active"]), (StatusCode::OK, &json!(false)), "the IdP's state is stored as sent");
+    d.wait_outbox_empty().await;
+    let active = |u: Option<serde_json::Value>| u.expect("in the app")["active"].clone();
+    assert_eq!(active(app.user_by_name("breakglass@example.com").await), json!(true), "deletion not sent");
+    assert_eq!(active(app.user_by_name("keep@example.com").await), json!(true), "deactivation sent as active");
+    assert_eq!(active(app.user_by_name("normal@example.com").await), json!(false), "others deprovisioned as usual");
 }

@@ -210,6 +210,13 @@ async fn systemd_notifications_ready_watchdog_stopping() {
     wait_for("READY=1", &mut seen);
     assert!(seen.contains("STATUS=serving SCIM on http://127.0.0.1:"), "{seen:?}");
     wait_for("WATCHDOG=1", &mut seen);
+    // `systemctl reload` (ExecReload sends SIGHUP) waits for READY=1 after RELOADING=1.
+    d.signal("HUP");
+    wait_for("RELOADING=1", &mut seen);
+    assert!(seen.contains("MONOTONIC_USEC="), "systemd 253+ needs MONOTONIC_USEC with RELOADING=1: {seen:?}");
+    // Each notification is its own datagram: what follows RELOADING=1 must include READY=1.
+    let mut after = seen.split("RELOADING=1").nth(1).unwrap_or_default().to_string();
+    wait_for("READY=1", &mut after);
     assert!(d.stop().success());
     wait_for("STOPPING=1", &mut seen);
 }

@@ -36,6 +36,8 @@ pub struct Daemon {
     pub token: String,
     pub child: Option<Child>,
     pub http: reqwest::Client,
+    /// Everything the daemon wrote to stderr (its log), across restarts; also echoed.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
     extra_config: String,
     /// `SCIMSYNC_*` variables set for the daemon and the CLI (settings outside the
     /// sections `extra_config` can add to).
@@ -84,9 +86,15 @@ impl Daemon {
             token: String::new(),
             child: None,
             http: client(),
+            log: Default::default(),
             extra_config: extra_config.to_string(),
             // The admin listener's default port (9090) would collide between parallel tests.
-            env: std::iter::once(("SCIMSYNC_ADMIN__LISTEN", "127.0.0.1:0"))
+            // Load tests go far beyond the default per-token rate limit: tests of the limit
+            // set their own (a later variable of the same name wins).
+            // A test that configures the limit in the file gets no such variable.
+            env: [("SCIMSYNC_ADMIN__LISTEN", "127.0.0.1:0"), ("SCIMSYNC_SERVER__RATE_LIMIT__REQUESTS_PER_SECOND", "0")]
+                .into_iter()
+                .filter(|(k, _)| !(k.contains("RATE_LIMIT") && extra_config.contains("[server.rate_limit]")))
                 .chain(env.iter().copied())
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
@@ -106,6 +114,12 @@ impl Daemon {
         self.dir.path().join("data")
     }
 
+    /// Replace the extra TOML (takes effect at the next `spawn`).
+    pub fn set_extra_config(&mut self, extra_config: &str) {
+        self.extra_config = extra_config.to_string();
+        self.write_config();
+    }
+
     fn write_config(&self) {
         let cfg = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[store]\ndata_dir = \"{}\"\n[log]\nlevel = \"warn\"\n{}",
@@ -113,6 +127,48 @@ impl Daemon {
             self.extra_config
         );
         std::fs::write(self.config_path(), cfg).expect("write config");
+    }
+
+    /// Replace the extra TOML and rewrite the config file (the running daemon reads it on SIGHUP).
+    pub fn rewrite_config(&mut self, extra_config: &str) {
+        self.extra_config = extra_config.to_string();
+        self.write_config();
+    }
+
+    /// The daemon's log so far (all runs).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Bounded wait until the log has `count` lines containing `needle`; fails with the log.
+    pub async fn wait_log(&self, needle: &str, count: usize) {
+        for _ in 0..600 {
+            if self.log().lines().filter(|l| l.contains(needle)).count() >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{count} log line(s) with {needle:?} did not appear within 30 s; log:\n{}", self.log());
+    }
+
+    /// Send a signal (`TERM`, `HUP`, ...) to the daemon process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("daemon running").id().to_string();
+        let st = Command::new("kill").args([&format!("-{name}"), &pid]).status().expect("run kill");
+        assert!(st.success(), "kill -{name} {pid} failed");
+    }
+
+    /// Bounded wait for the daemon to exit; returns its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("daemon running");
+        for _ in 0..600 {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        panic!("daemon did not exit within 30 s");
     }
 
     /// Run a CLI subcommand against this daemon's config; returns stdout, panics on failure.
@@ -135,9 +191,20 @@ impl Daemon {
             .args(["--config", self.config_path().to_str().expect("utf8"), "serve"])
             .envs(self.env.iter().cloned())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn scimsync");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -169,16 +236,8 @@ impl Daemon {
 
     /// SIGTERM and wait for a clean exit; returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("daemon running");
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-        for _ in 0..300 {
-            if let Some(st) = c.try_wait().expect("wait") {
-                return st;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = c.kill();
-        panic!("daemon did not exit within 15 s of SIGTERM");
+        self.signal("TERM");
+        self.wait_exit()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,419 @@
+//! One full sync run: list the app page by page, match each account to our state, diff,
+//! add stuck provisions, plan the repair, and store the report with what is new and what was
+//! resolved since the previous one.
+//!
+//! Memory is bounded by the page size plus the set of our ids seen (not by the app's size):
+//! pages are matched through the store one at a time, and our resources the listing did not
+//! show are loaded in chunks at the end.
+
+use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+
+use super::diff::{self, Actual, Cause, Desired, DriftItem, DriftKind};
+use super::plan::{self, Fix, Found, Repair};
+use crate::config::ReconcileConfig;
+use crate::downstream::representation;
+use crate::model::ResourceKind;
+use crate::store::{AppKey, DriftRow, Matched, PageMatch, Store};
+
+/// Where the app's accounts come from: the SCIM target in the daemon, a listing in memory in
+/// the benchmark.
+pub trait Listing: Sync {
+    /// One page starting at `start` (1-based) and where the next starts (`None`: the end).
+    fn page(
+        &self,
+        kind: ResourceKind,
+        start: u64,
+    ) -> impl Future<Output = Result<(Vec<Value>, Option<u64>), String>> + Send;
+    /// One account by the app's id (`None`: gone).
+    fn get(&self, kind: ResourceKind, app_id: &str) -> impl Future<Output = Result<Option<Value>, String>> + Send;
+}
+
+impl Listing for crate::downstream::Target {
+    async fn page(&self, kind: ResourceKind, start: u64) -> Result<(Vec<Value>, Option<u64>), String> {
+        let Some(t) = self.lister() else {
+            return Err(format!("the {} target cannot list the app's accounts", self.name()));
+        };
+        t.list_page(kind, start).await.map_err(outcome_text)
+    }
+
+    async fn get(&self, kind: ResourceKind, app_id: &str) -> Result<Option<Value>, String> {
+        let Some(t) = self.lister() else {
+            return Err(format!("the {} target cannot read the app's accounts", self.name()));
+        };
+        t.get_one(kind, app_id).await.map_err(outcome_text)
+    }
+}
+
+fn outcome_text(o: crate::downstream::Outcome) -> String {
+    match o {
+        crate::downstream::Outcome::Retry { error, .. } | crate::downstream::Outcome::Permanent { error } => error,
+        crate::downstream::Outcome::Done { .. } => "unexpected answer".into(),
+    }
+}
+
+/// How a run was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Schedule,
+    CatchUp,
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::CatchUp => "catch_up",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+/// What a finished run reports back (the report itself is in the store).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunResult {
+    pub run_id: i64,
+    pub status: String,
+    pub error: Option<String>,
+    pub summary: Value,
+}
+
+/// Run one full sync and record it. Errors of the app or the store end the run as `failed`
+/// with the reason; they are returned in the result, not as `Err`, except when even
+/// recording the run failed.
+/// `deactivates`: the target deprovisions users by deactivation, so an orphaned user that is
+/// already inactive is in the state a repair would leave it in, and is not drift.
+pub async fn run<L: Listing>(
+    store: &Store,
+    listing: &L,
+    cfg: &ReconcileConfig,
+    deactivates: bool,
+    trigger: Trigger,
+    confirm: bool,
+) -> Result<RunResult, crate::store::StoreError> {
+    let clock = Instant::now();
+    let run_id = store.sync_run_start(trigger.as_str()).await?;
+    tracing::info!(run = run_id, trigger = trigger.as_str(), "sync run started");
+    let outcome = collect(store, listing, cfg, deactivates, confirm, run_id).await;
+    let keep_since = shift_secs(cfg.report_retention_days.min(36_500) * 86_400);
+    let result = match outcome {
+        Ok((rows, mut summary, counts)) => {
+            summary["duration_seconds"] = json!(round3(clock.elapsed().as_secs_f64()));
+            store.sync_run_finish(run_id, "ok", None, summary.clone(), rows, keep_since).await?;
+            crate::telemetry::sync_run(true, clock.elapsed(), &counts);
+            tracing::info!(run = run_id, summary = %summary, "sync run finished");
+            RunResult { run_id, status: "ok".into(), error: None, summary }
+        }
+        Err(error) => {
+            let summary = json!({"duration_seconds": round3(clock.elapsed().as_secs_f64())});
+            store
+                .sync_run_finish(run_id, "failed", Some(error.clone()), summary.clone(), Vec::new(), keep_since)
+                .await?;
+            crate::telemetry::sync_run(false, clock.elapsed(), &[]);
+            tracing::warn!(run = run_id, error = %error, "sync run failed");
+            RunResult { run_id, status: "failed".into(), error: Some(error), summary }
+        }
+    };
+    Ok(result)
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+type Collected = (Vec<DriftRow>, Value, Vec<(&'static str, u64)>);
+
+async fn collect<L: Listing>(
+    store: &Store,
+    listing: &L,
+    cfg: &ReconcileConfig,
+    deactivates: bool,
+    confirm: bool,
+    run_id: i64,
+) -> Result<Collected, String> {
+    let e = |e: crate::store::StoreError| format!("store: {e}");
+    let mut found: Vec<Found> = Vec::new();
+    let mut listed = [0u64; 2];
+    for (slot, kind) in [ResourceKind::User, ResourceKind::Group].into_iter().enumerate() {
+        listed[slot] = diff_kind(store, listing, cfg, deactivates, kind, &mut found).await?;
+    }
+    // Stuck provisions: gathered before dead rows are re-queued, so the report shows them.
+    let older = shift_secs(cfg.stuck_after_seconds);
+    let stuck = store.sync_stuck(older, 10_000).await.map_err(e)?;
+    let requeued: HashSet<i64> = if cfg.requeue_dead {
+        store.sync_requeue_dead().await.map_err(e)?.into_iter().collect()
+    } else {
+        HashSet::new()
+    };
+    let stuck_start = found.len();
+    for s in &stuck {
+        found.push(Found {
+            item: DriftItem {
+                kind: DriftKind::StuckProvision,
+                resource_id: Some(s.resource_id.clone()),
+                app_id: None,
+                name: s.name.clone(),
+                attribute: None,
+                ours: json!({"outbox_id": s.outbox_id, "op": s.op, "state": s.state, "attempts": s.attempts,
+                             "queued_at": s.created_at}),
+                app: json!({"last_error": s.last_error}),
+                cause: Cause::NotAppliedYet,
+            },
+            resource_kind: s.kind,
+            fix: None,
+        });
+    }
+    // The previous report: the base of new/resolved, and which repairs were tried already.
+    let previous: Vec<DriftRow> = match store.sync_run(None).await.map_err(e)? {
+        Some(prev) => {
+            store.drift_items(prev.id).await.map_err(e)?.into_iter().filter(|r| r.change != "resolved").collect()
+        }
+        None => Vec::new(),
+    };
+    let tried: HashSet<String> =
+        previous.iter().filter(|r| r.repair == Repair::Queued.as_str()).map(|r| r.fingerprint.clone()).collect();
+    let total_listed = listed[0] + listed[1];
+    let mut p = plan::plan(cfg, &found[..stuck_start], total_listed, confirm, &tried);
+    for s in &stuck {
+        p.repair.push(if requeued.contains(&s.outbox_id) { Repair::Requeued } else { Repair::None });
+    }
+    let queued = if p.ops.is_empty() { 0 } else { store.sync_repair(run_id, p.ops.clone()).await.map_err(e)? };
+    // Compare with the previous report.
+    let rows: Vec<DriftRow> = found
+        .iter()
+        .zip(&p.repair)
+        .map(|(f, r)| DriftRow {
+            kind: f.item.kind.as_str().into(),
+            resource_kind: f.resource_kind.as_str().into(),
+            resource_id: f.item.resource_id.clone(),
+            app_id: f.item.app_id.clone(),
+            name: f.item.name.clone(),
+            attribute: f.item.attribute.clone(),
+            ours: f.item.ours.clone(),
+            app: f.item.app.clone(),
+            cause: f.item.cause.as_str().into(),
+            change: String::new(),
+            repair: r.as_str().into(),
+            fingerprint: f.item.fingerprint(f.resource_kind.as_str()),
+        })
+        .collect();
+    let cur_fp: Vec<String> = rows.iter().map(|r| r.fingerprint.clone()).collect();
+    let prev_fp: Vec<String> = previous.iter().map(|r| r.fingerprint.clone()).collect();
+    let (is_new, resolved) = diff::changes(&cur_fp, &prev_fp);
+    let mut rows = rows;
+    for (r, new) in rows.iter_mut().zip(&is_new) {
+        r.change = if *new { "new".into() } else { "ongoing".into() };
+    }
+    let new_count = is_new.iter().filter(|n| **n).count();
+    for i in &resolved {
+        let mut r = previous[*i].clone();
+        r.change = "resolved".into();
+        r.repair = "none".into();
+        rows.push(r);
+    }
+    let mut counts: Vec<(&'static str, u64)> = DriftKind::ALL.iter().map(|k| (k.as_str(), 0)).collect();
+    for f in &found {
+        if let Some(c) = counts.iter_mut().find(|(k, _)| *k == f.item.kind.as_str()) {
+            c.1 += 1;
+        }
+    }
+    let count_map: Map<String, Value> = counts.iter().map(|(k, n)| (k.to_string(), json!(n))).collect();
+    let summary = json!({
+        "listed": {"users": listed[0], "groups": listed[1]},
+        "counts": count_map,
+        "total": found.len(),
+        "new": new_count,
+        "resolved": resolved.len(),
+        "repair": {
+            "queued_items": p.repair.iter().filter(|r| **r == Repair::Queued).count(),
+            "queued_changes": queued,
+            "deprovisions": p.deprovisions,
+            "protected": p.repair.iter().filter(|r| **r == Repair::Protected).count(),
+            "refused": p.refused,
+        },
+        "requeued_dead": requeued.len(),
+        "confirmed": confirm,
+    });
+    Ok((rows, summary, counts))
+}
+
+/// Now minus `secs`, in the store's time format.
+fn shift_secs(secs: u64) -> String {
+    crate::model::time_before(std::time::Duration::from_secs(secs.min(100 * 365 * 86_400)))
+}
+
+/// The name an app account is matched and shown by.
+fn app_name(kind: ResourceKind, v: &Value) -> String {
+    let key = if kind == ResourceKind::User { "userName" } else { "displayName" };
+    v.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+fn app_members(v: &Value) -> Option<BTreeSet<String>> {
+    let members = v.get("members")?.as_array()?;
+    Some(members.iter().filter_map(|m| m.get("value").and_then(Value::as_str)).map(str::to_string).collect())
+}
+
+/// A listed group's members. Apps may leave `members` out of list responses (it is costly):
+/// then the group is read on its own; if that has none either, the group is empty.
+async fn group_members<L: Listing>(listing: &L, v: &Value, app_id: &str) -> Result<Option<BTreeSet<String>>, String> {
+    if let Some(m) = app_members(v) {
+        return Ok(Some(m));
+    }
+    let one =
+        listing.get(ResourceKind::Group, app_id).await.map_err(|err| format!("reading Groups/{app_id}: {err}"))?;
+    Ok(Some(one.as_ref().and_then(app_members).unwrap_or_default()))
+}
+
+/// Desired members as app ids, for those provisioned.
+fn desired_members(m: &Matched) -> Option<BTreeSet<String>> {
+    m.members.as_ref().map(|ms| ms.iter().filter_map(|x| x.app_id.clone()).collect())
+}
+
+/// List one kind and diff it; returns how many accounts the app listed.
+async fn diff_kind<L: Listing>(
+    store: &Store,
+    listing: &L,
+    cfg: &ReconcileConfig,
+    deactivates: bool,
+    kind: ResourceKind,
+    found: &mut Vec<Found>,
+) -> Result<u64, String> {
+    let never_delete_users = cfg.never_delete.iter().any(|t| t == "users");
+    let e = |e: crate::store::StoreError| format!("store: {e}");
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut seen_app: HashSet<String> = HashSet::new();
+    let mut start = Some(1u64);
+    let mut listed = 0u64;
+    while let Some(s) = start {
+        let (page, next) = listing.page(kind, s).await.map_err(|err| format!("listing {}: {err}", kind.segment()))?;
+        start = next;
+        listed += page.len() as u64;
+        let keys: Vec<AppKey> = page
+            .iter()
+            .map(|v| AppKey {
+                app_id: v.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
+                name: app_name(kind, v),
+                external_id: v.get("externalId").and_then(Value::as_str).map(str::to_string),
+            })
+            .collect();
+        let matched = store.sync_match_page(kind, keys.clone()).await.map_err(e)?;
+        for ((v, key), m) in page.iter().zip(&keys).zip(matched) {
+            // Offset paging shifts when accounts come and go during the listing: the same
+            // account may show up twice. Once is enough (and a live account is never taken
+            // for a duplicate of itself).
+            if !seen_app.insert(key.app_id.clone()) {
+                continue;
+            }
+            let empty = Map::new();
+            let attrs = v.as_object().unwrap_or(&empty);
+            let have = if kind == ResourceKind::Group { group_members(listing, v, &key.app_id).await? } else { None };
+            let actual = Actual { app_id: &key.app_id, name: &key.name, attrs, members: have.as_ref() };
+            let m = match m {
+                PageMatch::Ours(m) => m,
+                // Our deletion of it is on its way: not an orphan, nothing to do twice.
+                PageMatch::Deprovisioning => continue,
+                PageMatch::Unknown => {
+                    let inactive = attrs.get("active") == Some(&Value::Bool(false));
+                    if kind == ResourceKind::User && inactive && (deactivates || never_delete_users) {
+                        continue;
+                    }
+                    found.push(Found { item: diff::orphan(&actual), resource_kind: kind, fix: Some(Fix::Orphan) });
+                    continue;
+                }
+            };
+            if !seen.insert(m.resource.id.clone()) {
+                // A second app account with the name of one of ours: a duplicate in the app.
+                found.push(Found { item: diff::orphan(&actual), resource_kind: kind, fix: Some(Fix::Orphan) });
+                continue;
+            }
+            let ours = representation(&m.resource);
+            let want = desired_members(&m);
+            let name = m.resource.display_name().to_string();
+            let desired = Desired {
+                resource_id: &m.resource.id,
+                name: &name,
+                attrs: &ours,
+                applied: m.applied.as_ref(),
+                pending: m.pending,
+                members: want.as_ref(),
+            };
+            for mut item in diff::compare(&desired, &actual, &cfg.ignore_attributes) {
+                let fix = if item.kind == DriftKind::MembershipMismatch {
+                    Some(member_fix(store, cfg, &m, have.as_ref(), &mut item).await?)
+                } else {
+                    Some(Fix::Resync { forget_app_id: false })
+                };
+                found.push(Found { item, resource_kind: kind, fix });
+            }
+        }
+    }
+    // Ours that the app did not list: missing there.
+    let all = store.sync_all_ids(kind).await.map_err(e)?;
+    let unseen: Vec<String> = all.into_iter().filter(|(id, _)| !seen.contains(id)).map(|(id, _)| id).collect();
+    for chunk in unseen.chunks(500) {
+        for m in store.sync_load_unmatched(kind, chunk.to_vec()).await.map_err(e)? {
+            let ours = representation(&m.resource);
+            let name = m.resource.display_name().to_string();
+            let d = Desired {
+                resource_id: &m.resource.id,
+                name: &name,
+                attrs: &ours,
+                applied: m.applied.as_ref(),
+                pending: m.pending,
+                members: None,
+            };
+            let mut item = diff::missing(&d);
+            // Keep the report readable: the attributes, not the schemas list.
+            if let Value::Object(o) = &mut item.ours {
+                o.remove("schemas");
+            }
+            let fix = Fix::Resync { forget_app_id: m.mapped_app_id.is_some() };
+            found.push(Found { item, resource_kind: kind, fix: Some(fix) });
+        }
+    }
+    Ok(listed)
+}
+
+/// The member fix of a group, and the report's values rewritten with names a human knows.
+async fn member_fix(
+    store: &Store,
+    cfg: &ReconcileConfig,
+    m: &Matched,
+    have: Option<&BTreeSet<String>>,
+    item: &mut DriftItem,
+) -> Result<Fix, String> {
+    let members = m.members.as_deref().unwrap_or_default();
+    let have = have.cloned().unwrap_or_default();
+    let want: HashSet<&str> = members.iter().filter_map(|x| x.app_id.as_deref()).collect();
+    let missing: Vec<&crate::store::MemberInfo> =
+        members.iter().filter(|x| x.app_id.as_deref().is_some_and(|a| !have.contains(a))).collect();
+    let extra: Vec<String> = have.iter().filter(|a| !want.contains(a.as_str())).cloned().collect();
+    let known = store.sync_names_for_app_ids(extra.clone()).await.map_err(|e| format!("store: {e}"))?;
+    let mut remove = Vec::new();
+    let mut remove_app_ids = Vec::new();
+    let mut extra_named = Vec::new();
+    for (app_id, k) in extra.iter().zip(known) {
+        match k {
+            // A break-glass account stays in the app's groups too (an admins group, say).
+            Some((_, name)) if plan::is_protected(cfg, &name) => {
+                extra_named.push(json!({"name": name, "app_id": app_id, "protected": true}));
+            }
+            Some((id, name)) => {
+                remove.push(id);
+                extra_named.push(json!({"name": name, "app_id": app_id}));
+            }
+            None => {
+                remove_app_ids.push(app_id.clone());
+                extra_named.push(json!({"name": Value::Null, "app_id": app_id}));
+            }
+        }
+    }
+    item.ours =
+        json!({"missing_in_app": missing.iter().map(|x| json!({"name": x.name, "id": x.id})).collect::<Vec<_>>()});
+    item.app = json!({"extra_in_app": extra_named});
+    Ok(Fix::Members { add: missing.iter().map(|x| x.id.clone()).collect(), remove, remove_app_ids })
+}

@@ -1,0 +1,497 @@
+//! What reconciliation needs from the store: matching the app's listing to our resources,
+//! what we last applied, stuck provisions, sync runs with their drift reports, and the
+//! corrective outbox rows a repair queues.
+//!
+//! Owns: the SQL of those. Must not touch: the diff itself or the repair policy (both in
+//! `reconcile`), HTTP.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value, json};
+
+use super::StoreError;
+use crate::model::{ChangeOp, Resource, ResourceKind, fold_case};
+
+/// One account as the app lists it, reduced to what matching needs.
+#[derive(Debug, Clone)]
+pub struct AppKey {
+    pub app_id: String,
+    /// `userName` (users) or `displayName` (groups).
+    pub name: String,
+    pub external_id: Option<String>,
+}
+
+/// What an app account is to us.
+#[derive(Debug, Clone)]
+pub enum PageMatch {
+    /// One of our resources.
+    Ours(Box<Matched>),
+    /// One we deleted (or deprovisioned) whose removal is still on its way to the app: not
+    /// an orphan, and not to be removed twice.
+    Deprovisioning,
+    /// Not ours: an orphan (or a duplicate of an account matched already).
+    Unknown,
+}
+
+/// One of our resources matched to an app account.
+#[derive(Debug, Clone)]
+pub struct Matched {
+    pub resource: Resource,
+    /// The app id our id map holds for it (may differ from the listed one when matched by name).
+    pub mapped_app_id: Option<String>,
+    /// The attributes of the version we last delivered, when recorded.
+    pub applied: Option<Map<String, Value>>,
+    /// Changes for it are still queued, retrying, held or dead: "not applied yet".
+    pub pending: bool,
+    /// Groups only: every member with its app id when provisioned.
+    pub members: Option<Vec<MemberInfo>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberInfo {
+    pub id: String,
+    pub app_id: Option<String>,
+    pub name: String,
+}
+
+/// An outbox row that did not reach the app as it should have.
+#[derive(Debug, Clone)]
+pub struct Stuck {
+    pub outbox_id: i64,
+    pub kind: ResourceKind,
+    pub resource_id: String,
+    pub name: String,
+    pub op: String,
+    pub state: String,
+    pub attempts: u32,
+    pub created_at: String,
+    pub last_error: Option<String>,
+}
+
+/// A sync run as recorded.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SyncRun {
+    pub id: i64,
+    pub trigger: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub error: Option<String>,
+    pub summary: Value,
+}
+
+/// One stored drift item (the report's row; `reconcile` owns the meaning of the strings).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DriftRow {
+    pub kind: String,
+    pub resource_kind: String,
+    pub resource_id: Option<String>,
+    pub app_id: Option<String>,
+    pub name: String,
+    pub attribute: Option<String>,
+    pub ours: Value,
+    pub app: Value,
+    pub cause: String,
+    pub change: String,
+    pub repair: String,
+    pub fingerprint: String,
+}
+
+/// A corrective change a repair queues (one transaction for the whole repair).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RepairOp {
+    /// Send the whole current state again; `forget_app_id` when the app lost the account,
+    /// so the worker finds or creates it instead of updating a dead id.
+    /// `deprovision`: the state sent deactivates the account in the app.
+    Resync { kind: ResourceKind, id: String, forget_app_id: bool, deprovision: bool },
+    /// Add and remove group members in the app: ours by our id, strangers by the app's id.
+    Members { group_id: String, add: Vec<String>, remove: Vec<String>, remove_app_ids: Vec<String> },
+    /// Deprovision an account the IdP does not know. `deactivate_only`: never delete it.
+    Orphan { kind: ResourceKind, app_id: String, name: String, deactivate_only: bool },
+}
+
+/// The resource id an orphan's deprovisioning travels under in the outbox.
+pub fn orphan_id(kind: ResourceKind, app_id: &str) -> String {
+    format!("orphan:{}:{app_id}", kind.as_str())
+}
+
+fn resource_by_id(conn: &Connection, kind: ResourceKind, id: &str) -> Result<Option<Resource>, StoreError> {
+    super::resources::get(conn, kind, id, super::Load::default())
+}
+
+fn id_by_name(conn: &Connection, kind: ResourceKind, key: &AppKey) -> Result<Option<String>, StoreError> {
+    let sql = match kind {
+        ResourceKind::User => "SELECT id FROM resources WHERE kind = 'User' AND user_name_ci = ?1",
+        ResourceKind::Group => {
+            "SELECT id FROM resources WHERE kind = 'Group' AND display_name_ci = ?1 ORDER BY seq LIMIT 1"
+        }
+    };
+    if let Some(id) = conn.prepare_cached(sql)?.query_row([fold_case(&key.name)], |r| r.get(0)).optional()? {
+        return Ok(Some(id));
+    }
+    let Some(ext) = &key.external_id else { return Ok(None) };
+    Ok(conn
+        .prepare_cached("SELECT id FROM resources WHERE kind = ?1 AND external_id = ?2 ORDER BY seq LIMIT 1")?
+        .query_row(params![kind.as_str(), ext], |r| r.get(0))
+        .optional()?)
+}
+
+/// Match one page of the app's listing: by the app id in our id map, else by name, else by
+/// `externalId`. An app account matched by name to a resource already mapped to another
+/// app account is a duplicate, so it stays unmatched (and is reported as orphaned).
+pub fn match_page(conn: &Connection, kind: ResourceKind, keys: &[AppKey]) -> Result<Vec<PageMatch>, StoreError> {
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let by_map: Option<String> = conn
+            .prepare_cached("SELECT resource_id FROM id_map WHERE resource_kind = ?1 AND app_id = ?2")?
+            .query_row(params![kind.as_str(), key.app_id], |r| r.get(0))
+            .optional()?;
+        let id = match by_map {
+            Some(id) => Some(id),
+            None => id_by_name(conn, kind, key)?,
+        };
+        let Some(id) = id else {
+            out.push(PageMatch::Unknown);
+            continue;
+        };
+        let Some(resource) = resource_by_id(conn, kind, &id)? else {
+            // Mapped, but deleted on our side: its deprovisioning is on its way (or held, or
+            // dead: the stuck items say so).
+            let undelivered = conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE resource_id = ?1 AND state != 'done')")?
+                .query_row([&id], |r| r.get::<_, bool>(0))?;
+            out.push(if undelivered { PageMatch::Deprovisioning } else { PageMatch::Unknown });
+            continue;
+        };
+        let (mapped_app_id, applied) = mapping(conn, &id)?;
+        if mapped_app_id.as_deref().is_some_and(|m| m != key.app_id) {
+            out.push(PageMatch::Unknown);
+            continue;
+        }
+        let pending = super::outbox::has_undelivered(conn, &id)?;
+        let members = if kind == ResourceKind::Group { Some(members_of(conn, &id)?) } else { None };
+        out.push(PageMatch::Ours(Box::new(Matched { resource, mapped_app_id, applied, pending, members })));
+    }
+    Ok(out)
+}
+
+fn mapping(conn: &Connection, id: &str) -> Result<(Option<String>, Option<Map<String, Value>>), StoreError> {
+    let row: Option<(String, Option<String>)> = conn
+        .prepare_cached("SELECT app_id, applied FROM id_map WHERE resource_id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match row {
+        None => (None, None),
+        Some((app, applied)) => {
+            let applied = applied.and_then(|a| match serde_json::from_str(&a) {
+                Ok(Value::Object(m)) => Some(m),
+                _ => None,
+            });
+            (Some(app), applied)
+        }
+    })
+}
+
+fn members_of(conn: &Connection, group_id: &str) -> Result<Vec<MemberInfo>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT m.id, im.app_id, coalesce(json_extract(m.data, '$.userName'), json_extract(m.data, '$.displayName'), m.id)
+         FROM resources g JOIN group_members gm ON gm.group_seq = g.seq JOIN resources m ON m.seq = gm.member_seq
+         LEFT JOIN id_map im ON im.resource_id = m.id
+         WHERE g.id = ?1 ORDER BY gm.member_seq",
+    )?;
+    let rows = st.query_map([group_id], |r| Ok(MemberInfo { id: r.get(0)?, app_id: r.get(1)?, name: r.get(2)? }))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Our resources of a kind that the listing did not match: `(id, name)` of all, in creation
+/// order; the caller filters by the ids it saw (a set of ids, not of resources, in memory).
+pub fn all_ids(conn: &Connection, kind: ResourceKind) -> Result<Vec<(String, String)>, StoreError> {
+    let sql = match kind {
+        ResourceKind::User => {
+            "SELECT id, coalesce(json_extract(data, '$.userName'), id) FROM resources WHERE kind = 'User' ORDER BY seq"
+        }
+        ResourceKind::Group => {
+            "SELECT id, coalesce(json_extract(data, '$.displayName'), id) FROM resources WHERE kind = 'Group' ORDER BY seq"
+        }
+    };
+    let mut st = conn.prepare_cached(sql)?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Full detail of resources the app lacks (for the report and cause).
+pub fn load_unmatched(conn: &Connection, kind: ResourceKind, ids: &[String]) -> Result<Vec<Matched>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some(resource) = resource_by_id(conn, kind, id)? else { continue };
+        let (mapped_app_id, applied) = mapping(conn, id)?;
+        let pending = super::outbox::has_undelivered(conn, id)?;
+        let members = if kind == ResourceKind::Group { Some(members_of(conn, id)?) } else { None };
+        out.push(Matched { resource, mapped_app_id, applied, pending, members });
+    }
+    Ok(out)
+}
+
+/// Our (user) resources for app ids, to name the strangers in a group's member list:
+/// `app_id -> (our id, userName)` for those we know.
+pub fn names_for_app_ids(conn: &Connection, app_ids: &[String]) -> Result<Vec<Option<(String, String)>>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT r.id, coalesce(json_extract(r.data, '$.userName'), json_extract(r.data, '$.displayName'), r.id)
+         FROM id_map im JOIN resources r ON r.id = im.resource_id
+         WHERE im.resource_kind IN ('User', 'Group') AND im.app_id = ?1",
+    )?;
+    let mut out = Vec::with_capacity(app_ids.len());
+    for a in app_ids {
+        out.push(st.query_row([a], |r| Ok((r.get(0)?, r.get(1)?))).optional()?);
+    }
+    Ok(out)
+}
+
+/// Outbox rows that are dead, held, or still undelivered after `older_than` (RFC 3339).
+pub fn stuck(conn: &Connection, older_than: &str, limit: usize) -> Result<Vec<Stuck>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT o.id, o.resource_kind, o.resource_id, o.op, o.state, o.attempts, o.created_at, o.last_error,
+                coalesce(json_extract(r.data, '$.userName'), json_extract(r.data, '$.displayName'),
+                         json_extract(o.payload, '$.tombstone.userName'), json_extract(o.payload, '$.tombstone.displayName'),
+                         o.resource_id)
+         FROM outbox o LEFT JOIN resources r ON r.id = o.resource_id
+         WHERE o.state IN ('dead', 'held') OR (o.state IN ('pending', 'retry', 'in_flight') AND o.created_at < ?1)
+         ORDER BY o.id LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![older_than, limit as i64], |r| {
+        let kind: String = r.get(1)?;
+        Ok(Stuck {
+            outbox_id: r.get(0)?,
+            kind: ResourceKind::parse(&kind).unwrap_or(ResourceKind::User),
+            resource_id: r.get(2)?,
+            op: r.get(3)?,
+            state: r.get(4)?,
+            attempts: r.get::<_, i64>(5)? as u32,
+            created_at: r.get(6)?,
+            last_error: r.get(7)?,
+            name: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Close runs left `running` (a crash, a kill, a shutdown mid-run) as failed with `reason`.
+pub fn close_running(conn: &Connection, reason: &str, now: &str) -> Result<usize, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE sync_runs SET status = 'failed', finished_at = ?1, error = ?2 WHERE status = 'running'",
+        )?
+        .execute(params![now, reason])?)
+}
+
+/// Start a run. Runs left `running` by a crash are closed as failed first.
+pub fn run_start(conn: &Connection, trigger: &str, now: &str) -> Result<i64, StoreError> {
+    close_running(conn, "interrupted (the daemon stopped during the run)", now)?;
+    conn.prepare_cached("INSERT INTO sync_runs (trigger, started_at, status) VALUES (?1, ?2, 'running')")?
+        .execute(params![trigger, now])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Finish a run with its report; prune runs older than `keep_since` (the newest finished run
+/// always stays, so "what changed since last time" has a base).
+#[allow(clippy::too_many_arguments)]
+pub fn run_finish(
+    conn: &Connection,
+    id: i64,
+    status: &str,
+    error: Option<&str>,
+    summary: &Value,
+    items: &[DriftRow],
+    keep_since: &str,
+    now: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE sync_runs SET status = ?2, error = ?3, summary = ?4, finished_at = ?5 WHERE id = ?1")?
+        .execute(params![id, status, error, summary.to_string(), now])?;
+    let mut st = conn.prepare_cached(
+        "INSERT INTO drift_items (run_id, seq, kind, resource_kind, resource_id, app_id, name, attribute, ours, app,
+                                  cause, change, repair, fingerprint)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
+    for (seq, it) in items.iter().enumerate() {
+        st.execute(params![
+            id,
+            seq as i64,
+            it.kind,
+            it.resource_kind,
+            it.resource_id,
+            it.app_id,
+            it.name,
+            it.attribute,
+            it.ours.to_string(),
+            it.app.to_string(),
+            it.cause,
+            it.change,
+            it.repair,
+            it.fingerprint
+        ])?;
+    }
+    conn.prepare_cached(
+        "DELETE FROM sync_runs WHERE started_at < ?1 AND status != 'running'
+           AND id IS NOT (SELECT max(id) FROM sync_runs WHERE status = 'ok')",
+    )?
+    .execute([keep_since])?;
+    Ok(())
+}
+
+const RUN_COLS: &str = "id, trigger, started_at, finished_at, status, error, summary";
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SyncRun> {
+    let summary: Option<String> = r.get(6)?;
+    Ok(SyncRun {
+        id: r.get(0)?,
+        trigger: r.get(1)?,
+        started_at: r.get(2)?,
+        finished_at: r.get(3)?,
+        status: r.get(4)?,
+        error: r.get(5)?,
+        summary: summary.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null),
+    })
+}
+
+/// Recent runs, newest first.
+pub fn runs(conn: &Connection, limit: usize) -> Result<Vec<SyncRun>, StoreError> {
+    let mut st = conn.prepare_cached(&format!("SELECT {RUN_COLS} FROM sync_runs ORDER BY id DESC LIMIT ?1"))?;
+    let rows = st.query_map([limit as i64], run_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One run; `None` id: the newest finished successfully (the current report).
+pub fn run(conn: &Connection, id: Option<i64>) -> Result<Option<SyncRun>, StoreError> {
+    let sql = format!(
+        "SELECT {RUN_COLS} FROM sync_runs WHERE (?1 IS NOT NULL AND id = ?1) OR (?1 IS NULL AND status = 'ok')
+         ORDER BY id DESC LIMIT 1"
+    );
+    Ok(conn.prepare_cached(&sql)?.query_row([id], run_row).optional()?)
+}
+
+pub fn items(conn: &Connection, run_id: i64) -> Result<Vec<DriftRow>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT kind, resource_kind, resource_id, app_id, name, attribute, ours, app, cause, change, repair, fingerprint
+         FROM drift_items WHERE run_id = ?1 ORDER BY seq",
+    )?;
+    let rows = st.query_map([run_id], |r| {
+        let ours: String = r.get(6)?;
+        let app: String = r.get(7)?;
+        Ok(DriftRow {
+            kind: r.get(0)?,
+            resource_kind: r.get(1)?,
+            resource_id: r.get(2)?,
+            app_id: r.get(3)?,
+            name: r.get(4)?,
+            attribute: r.get(5)?,
+            ours: serde_json::from_str(&ours).unwrap_or(Value::Null),
+            app: serde_json::from_str(&app).unwrap_or(Value::Null),
+            cause: r.get(8)?,
+            change: r.get(9)?,
+            repair: r.get(10)?,
+            fingerprint: r.get(11)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Queue the corrective rows of a repair; returns how many rows were queued. Re-checked
+/// here, in the writer's transaction, so a repair never races the IdP or the worker: nothing
+/// is queued for a resource that has a change on its way already (it would duplicate it), and
+/// an "orphan" that is mapped to one of our resources or carries one of our names by now (the
+/// IdP created it meanwhile, or the listing showed a live account twice) is left alone.
+pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Result<usize, StoreError> {
+    let mut n = 0;
+    let version_of = |id: &str| -> Result<Option<i64>, StoreError> {
+        Ok(conn
+            .prepare_cached("SELECT version FROM resources WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?)
+    };
+    let undelivered = |id: &str| -> Result<bool, StoreError> {
+        Ok(conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE resource_id = ?1 AND state != 'done')")?
+            .query_row([id], |r| r.get(0))?)
+    };
+    for op in ops {
+        match op {
+            RepairOp::Resync { kind, id, forget_app_id, deprovision } => {
+                let Some(v) = version_of(id)? else { continue };
+                if undelivered(id)? {
+                    continue;
+                }
+                if *forget_app_id {
+                    conn.prepare_cached("DELETE FROM id_map WHERE resource_id = ?1")?.execute([id])?;
+                }
+                let mut payload = json!({"attributes_changed": true, "resync": true, "repair_run": run_id});
+                if *deprovision {
+                    // A deactivation like any other: the deletion guard counts and may hold it.
+                    payload["deprovision"] = Value::Bool(true);
+                }
+                super::resources::enqueue(conn, *kind, id, ChangeOp::Update, v as u64, &payload, now)?;
+                n += 1;
+            }
+            RepairOp::Members { group_id, add, remove, remove_app_ids } => {
+                let Some(v) = version_of(group_id)? else { continue };
+                if undelivered(group_id)? {
+                    continue;
+                }
+                let payload = json!({"members_added": add, "members_removed": remove,
+                                     "members_removed_app_ids": remove_app_ids, "repair_run": run_id});
+                super::resources::enqueue(
+                    conn,
+                    ResourceKind::Group,
+                    group_id,
+                    ChangeOp::Update,
+                    v as u64,
+                    &payload,
+                    now,
+                )?;
+                n += 1;
+            }
+            RepairOp::Orphan { kind, app_id, name, deactivate_only } => {
+                let id = orphan_id(*kind, app_id);
+                let ours: bool = conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM id_map im JOIN resources r ON r.id = im.resource_id
+                                        WHERE im.resource_kind = ?1 AND im.app_id = ?2)
+                             OR EXISTS (SELECT 1 FROM resources WHERE kind = ?1
+                                        AND coalesce(user_name_ci, display_name_ci) = ?3)",
+                    )?
+                    .query_row(params![kind.as_str(), app_id, fold_case(name)], |r| r.get(0))?;
+                if ours || undelivered(&id)? {
+                    continue;
+                }
+                conn.prepare_cached(
+                    "INSERT INTO id_map (resource_id, resource_kind, app_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (resource_id) DO UPDATE SET app_id = excluded.app_id, updated_at = excluded.updated_at",
+                )?
+                .execute(params![id, kind.as_str(), app_id, now])?;
+                let name_key = if *kind == ResourceKind::User { "userName" } else { "displayName" };
+                let payload = json!({"deprovision": true, "orphan": true, "deactivate_only": deactivate_only,
+                                     "tombstone": {name_key: name}, "repair_run": run_id});
+                super::resources::enqueue(conn, *kind, &id, ChangeOp::Delete, 0, &payload, now)?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Re-queue dead-lettered rows that gave up on a passing failure (their retries or their
+/// wait ran out: the worker's messages then say "gave up", see `outbox_worker::decide`):
+/// their cause may have cleared. Rows the app refused outright (a permanent error) stay dead
+/// until an operator acts; re-sending them every run would only flap the alerts. Returns
+/// their ids.
+pub fn requeue_dead(conn: &Connection, now: &str) -> Result<Vec<i64>, StoreError> {
+    let ids: Vec<i64> = conn
+        .prepare_cached("SELECT id FROM outbox WHERE state = 'dead' AND last_error LIKE '%gave up%' ORDER BY id")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut st = conn.prepare_cached(
+        "UPDATE outbox SET state = 'retry', next_attempt_at = ?1, done_at = NULL, attempts = 0 WHERE id = ?2",
+    )?;
+    for id in &ids {
+        st.execute(params![now, id])?;
+    }
+    Ok(ids)
+}
