@@ -371,9 +371,7 @@ async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreErro
         // Under a provisioning policy the app gets the user's effective roles and
         // entitlements (computed from its groups now), replacing whatever the IdP sent.
         if let Some(access) = store.effective_access(&head.resource_id).await? {
-            let (roles, entitlements) = access.to_scim();
-            user.attrs.insert("roles".into(), roles);
-            user.attrs.insert("entitlements".into(), entitlements);
+            access.insert_into(&mut user.attrs);
         }
     }
     let app_id = store.app_id(&head.resource_id).await?;

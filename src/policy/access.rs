@@ -31,6 +31,16 @@ impl Access {
     }
 }
 
+impl Access {
+    /// Put `roles` and `entitlements` into a user's SCIM attributes, replacing what the IdP
+    /// sent: what the app is given (outbox worker) and what it should hold (reconciliation).
+    pub fn insert_into(&self, attrs: &mut serde_json::Map<String, Value>) {
+        let (roles, entitlements) = self.to_scim();
+        attrs.insert("roles".into(), roles);
+        attrs.insert("entitlements".into(), entitlements);
+    }
+}
+
 /// One group of the user and what the rules gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupGrants {
