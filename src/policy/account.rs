@@ -18,11 +18,19 @@ pub struct AccountPolicy {
     /// Whether `GET /Users` lists (and filters find) inactive users. Default true: IdPs look
     /// users up by `userName` before reactivating them.
     pub list_inactive_users: bool,
+    /// Refuse (409 `uniqueness`) a user create or update whose email address another user
+    /// already has. Off by default: SCIM does not make emails unique (RFC 7643 §4.1.2).
+    pub unique_emails: bool,
 }
 
 impl Default for AccountPolicy {
     fn default() -> Self {
-        AccountPolicy { reactivation: Reactivation::Allow, immutable_attributes: Vec::new(), list_inactive_users: true }
+        AccountPolicy {
+            reactivation: Reactivation::Allow,
+            immutable_attributes: Vec::new(),
+            list_inactive_users: true,
+            unique_emails: false,
+        }
     }
 }
 

@@ -173,6 +173,12 @@ impl Policy {
         self.rules.is_empty() && self.default_role.is_none()
     }
 
+    /// Whether the store has anything to check or derive: group rules, a default role, or
+    /// an account policy enforced in the writer (unique emails).
+    pub fn needs_store(&self) -> bool {
+        !self.is_empty() || self.account.unique_emails
+    }
+
     /// Whether a group of this name is mapped by any rule.
     pub fn is_mapped(&self, group_name: &str) -> bool {
         self.rules.iter().any(|r| r.is_match(group_name))
@@ -216,6 +222,9 @@ fn cfg_account_lines(a: &account::AccountPolicy) -> Vec<String> {
     }
     if !a.immutable_attributes.is_empty() {
         out.push(format!("account: immutable after create: {}", a.immutable_attributes.join(", ")));
+    }
+    if a.unique_emails {
+        out.push("account: a user's email addresses must be unique among users".into());
     }
     if !a.list_inactive_users {
         out.push("account: inactive users are left out of GET /Users".into());

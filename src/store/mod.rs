@@ -151,7 +151,7 @@ impl Store {
     /// [`StoreError::Policy`] and applies nothing; users whose effective access changes get
     /// an update queued in the same transaction. An empty policy is no policy.
     pub fn with_policy(mut self, policy: Arc<crate::policy::Policy>) -> Store {
-        self.policy = (!policy.is_empty()).then_some(policy);
+        self.policy = policy.needs_store().then_some(policy);
         self
     }
 
@@ -163,9 +163,9 @@ impl Store {
     /// The effective access (roles, entitlements) of one user as stored now, under the
     /// policy given to [`Store::with_policy`]: what the app should have. The outbox worker
     /// sends it; reconciliation can compare it with what the app lists. `None` when no
-    /// policy is set or there is no such user.
+    /// policy derives access (no group rule, no default role) or there is no such user.
     pub async fn effective_access(&self, user_id: &str) -> Result<Option<crate::policy::Access>, StoreError> {
-        let Some(policy) = self.policy.clone() else { return Ok(None) };
+        let Some(policy) = self.policy.clone().filter(|p| !p.is_empty()) else { return Ok(None) };
         let Some(user) = self.get(ResourceKind::User, user_id, Load { members: false, groups: true }).await? else {
             return Ok(None);
         };

@@ -121,6 +121,25 @@ fn relevant(conn: &Connection, policy: &Policy, op: &WriteOp) -> Result<bool, St
     })
 }
 
+/// `policy.account.unique_emails`: no other user may have an email address of this one
+/// (compared without case, as stored in `resource_emails`).
+fn unique_emails(conn: &Connection, user_id: &str) -> Result<(), StoreError> {
+    let taken: Option<String> = conn
+        .prepare_cached(
+            "SELECT mine.value_ci FROM resources me
+             JOIN resource_emails mine ON mine.resource_seq = me.seq
+             JOIN resource_emails other ON other.value_ci = mine.value_ci AND other.resource_seq != me.seq
+             JOIN resources o ON o.seq = other.resource_seq AND o.kind = 'User'
+             WHERE me.id = ?1 LIMIT 1",
+        )?
+        .query_row([user_id], |r| r.get(0))
+        .optional()?;
+    match taken {
+        Some(value) => Err(StoreError::Unique { attribute: "emails", value }),
+        None => Ok(()),
+    }
+}
+
 /// The users whose facts `op` can change: the members a group write adds or removes (all
 /// of its members when it is renamed, replaced, created or deleted), or the user itself.
 fn affected(conn: &Connection, op: &WriteOp) -> Result<BTreeSet<String>, StoreError> {
@@ -182,8 +201,19 @@ pub fn apply_under<T>(
     now: &str,
     run: impl FnOnce(&Connection, WriteOp) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
+    let email_check = match &op {
+        WriteOp::Create(n) if policy.account.unique_emails && n.kind == ResourceKind::User => Some(n.id.clone()),
+        WriteOp::Update(u) if policy.account.unique_emails && u.kind == ResourceKind::User && u.attrs.is_some() => {
+            Some(u.id.clone())
+        }
+        _ => None,
+    };
     if policy.is_empty() || !relevant(conn, policy, &op)? {
-        return run(conn, op);
+        let out = run(conn, op)?;
+        if let Some(id) = email_check {
+            unique_emails(conn, &id)?;
+        }
+        return Ok(out);
     }
     let touched = affected(conn, &op)?;
     let before = snapshot(conn, policy, Some(&touched))?;
@@ -198,6 +228,9 @@ pub fn apply_under<T>(
     };
     for id in verdict.map_err(|v| StoreError::Policy(v.to_string()))? {
         resources::enqueue_access_change(conn, &id, now)?;
+    }
+    if let Some(id) = email_check {
+        unique_emails(conn, &id)?;
     }
     Ok(out)
 }

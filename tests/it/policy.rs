@@ -360,7 +360,8 @@ async fn check_config_shows_the_rules_and_bad_rules_stop_the_start() {
 #[tokio::test]
 async fn account_policies_immutable_attributes_refused_reactivation_hidden_inactive_users() {
     let d = Daemon::start_with(
-        "[policy.account]\nimmutable_attributes = [\"userName\", \"externalId\"]\nreactivation = \"refuse\"\nlist_inactive_users = false\n",
+        "[policy.account]\nimmutable_attributes = [\"userName\", \"externalId\"]\nreactivation = \"refuse\"\n\
+         list_inactive_users = false\nunique_emails = true\n",
     );
     let id = user(&d, "ada@x.test").await;
     let path = format!("/Users/{id}");
@@ -394,4 +395,20 @@ async fn account_policies_immutable_attributes_refused_reactivation_hidden_inact
     assert_eq!(list["Resources"][0]["id"], json!(other));
     assert_eq!(d.get(&filter_q("/Users", "userName eq \"ada@x.test\"")).await.body["totalResults"], 0);
     assert_eq!(d.get(&path).await.status, StatusCode::OK);
+    // Unique emails: a create, or an update, taking another user's address (any case) is
+    // refused as a uniqueness conflict and applies nothing.
+    let mut dup = okta_user("carol@x.test");
+    dup["emails"] = json!([{"value": "BOB@x.test", "type": "work", "primary": true}]);
+    let r = d.post("/Users", dup).await;
+    r.assert_error(409, Some("uniqueness"));
+    assert!(r.body["detail"].as_str().unwrap().contains("bob@x.test"), "{}", r.body);
+    assert_eq!(d.get(&filter_q("/Users", "userName eq \"carol@x.test\"")).await.body["totalResults"], 0);
+    let r = d
+        .patch(
+            &format!("/Users/{other}"),
+            patch_body(json!([{"op": "add", "path": "emails", "value": [{"value": "ada@x.test", "type": "home"}]}])),
+        )
+        .await;
+    r.assert_error(409, Some("uniqueness"));
+    assert_eq!(d.get(&format!("/Users/{other}")).await.body["emails"].as_array().unwrap().len(), 1);
 }
