@@ -221,12 +221,23 @@ pub async fn run(
     shutdown: CancellationToken,
     live: &crate::reload::Live,
 ) {
+    // The policy goes with the store handle: every resource write through it is checked in
+    // the writer's transaction, and the worker renders effective access from it.
+    let store = match crate::policy::Policy::compile(&cfg.policy) {
+        Ok(p) => store.with_policy(Arc::new(p)),
+        Err(e) => {
+            // validate() ran at load, so this is a bug, not an operator's mistake.
+            tracing::error!(problems = ?e, "provisioning policy does not compile; running without it");
+            store
+        }
+    };
     let wake = Arc::new(Notify::new());
     let service = Service::new(
         store.clone(),
         ListLimits { default_page_size: cfg.scim.default_page_size, max_page_size: cfg.scim.max_page_size },
         wake.clone(),
-    );
+    )
+    .with_account_policy(cfg.policy.account.clone());
     // The worker stops claiming at SIGTERM, while HTTP finishes its requests: both drain at
     // once within the one `server.shutdown_grace_seconds` budget. Changes accepted by the
     // finishing requests stay queued for the next start (never lost); deliveries at hand are

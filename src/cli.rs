@@ -1,5 +1,5 @@
 //! The command line: `serve`, `check-config`, `token create|list|revoke`, `outbox`, `resync`,
-//! `healthcheck`, `audit`, `backup`.
+//! `access`, `healthcheck`, `audit`, `backup`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -50,6 +50,12 @@ pub enum Command {
         /// `user` or `group`.
         kind: String,
         id: String,
+    },
+    /// Explain one user's effective access under `[policy]`: its groups, the rules that
+    /// matched each, the roles and entitlements that result, and why.
+    Access {
+        /// The user's userName or id.
+        user: String,
     },
     /// Reconciliation: run a full sync now, or list past runs.
     Sync {
@@ -206,6 +212,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Token { action } => runtime()?.block_on(token(loaded, action)),
         Command::Outbox { action } => runtime()?.block_on(outbox(loaded, action)),
         Command::Resync { kind, id } => runtime()?.block_on(resync(loaded, &kind, &id)),
+        Command::Access { user } => runtime()?.block_on(access(loaded, &user)),
         Command::Sync { action: SyncAction::Now { confirm, url, timeout_seconds } } => {
             runtime()?.block_on(sync_now(&loaded, confirm, url, timeout_seconds))
         }
@@ -351,6 +358,17 @@ fn check_config(loaded: &Loaded) -> Result<i32> {
         println!("warning: unknown key {k:?} is ignored; see config.example.toml for the valid keys");
     }
     println!("\neffective configuration:\n{}", toml_like(&loaded.config));
+    if let Ok(policy) = crate::policy::Policy::compile(&loaded.config.policy) {
+        let lines = policy.describe();
+        if lines.is_empty() {
+            println!("\nprovisioning policy: none (groups are mirrored, no roles or licences derived)");
+        } else {
+            println!("\nprovisioning policy:");
+            for l in lines {
+                println!("  {l}");
+            }
+        }
+    }
     let tls = &loaded.config.server.tls;
     if tls.enabled() {
         match crate::http::tls::CertStore::load(&tls.cert_file, &tls.key_file) {
@@ -795,6 +813,101 @@ async fn healthcheck(loaded: &Loaded, url: Option<String>, timeout_seconds: u64)
         None => println!("  {}", body.trim()),
     }
     Ok(1)
+}
+
+/// `scimsync access USER`: the explanation is the policy's (pure); this finds the user and
+/// prints it.
+async fn access(loaded: Loaded, who: &str) -> Result<i32> {
+    use crate::model::ResourceKind;
+    use crate::store::Load;
+    let policy = crate::policy::Policy::compile(&loaded.config.policy)
+        .map_err(|e| anyhow::anyhow!("policy does not compile: {e:?}"))?;
+    let store = open_for_cli(&loaded)?;
+    let load = Load { members: false, groups: true };
+    let mut user = store.get(ResourceKind::User, who, load).await?;
+    if user.is_none() {
+        let mut f = crate::scim::filter::parse_filter(&format!("userName eq {}", serde_json::Value::from(who)))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        crate::scim::schema::resolve_filter(ResourceKind::User, &mut f).map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+        user = store.list(ResourceKind::User, Some(f), None, 0, 1, load).await?.resources.into_iter().next();
+    }
+    tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || store.close()
+    })
+    .await
+    .ok();
+    let Some(user) = user else {
+        eprintln!("no user with userName or id {who:?}");
+        return Ok(1);
+    };
+    let name = user.attrs.get("userName").and_then(|v| v.as_str()).unwrap_or("?");
+    let active = user.attrs.get("active") != Some(&serde_json::Value::Bool(false));
+    println!("user {name:?} (id {}), {}", user.id, if active { "active" } else { "inactive" });
+    if policy.is_empty() {
+        println!("no provisioning policy is configured ([policy] in the config): no roles or entitlements are derived");
+        return Ok(0);
+    }
+    let groups = user.groups.unwrap_or_default();
+    let names: Vec<&str> = groups.iter().map(|g| g.display.as_deref().unwrap_or("")).collect();
+    let ex = policy.explain(names.iter().copied());
+    println!("groups ({}):", ex.groups.len());
+    for g in &ex.groups {
+        if g.grants.is_empty() {
+            println!("  {:?}: no rule matches", g.name);
+        }
+        for grant in &g.grants {
+            let rule = &policy.rules[grant.rule];
+            let mut what = Vec::new();
+            if let Some(r) = &grant.role {
+                what.push(format!("role {r:?}"));
+            }
+            if let Some(e) = &grant.entitlement {
+                what.push(format!("entitlement {e:?}"));
+            }
+            if let Some(c) = &grant.class {
+                what.push(format!("exclusive class {c:?}"));
+            }
+            println!(
+                "  {:?}: rule {:?} ({} {:?}) grants {}",
+                g.name,
+                rule.label,
+                rule.kind.as_str(),
+                rule.pattern,
+                what.join(", ")
+            );
+        }
+    }
+    let show = |v: &[String]| if v.is_empty() { "(none)".to_string() } else { v.join(", ") };
+    println!("effective roles: {}", show(&ex.access.roles));
+    println!("effective entitlements: {}", show(&ex.access.entitlements));
+    for r in &ex.reasons {
+        println!("why: {r}");
+    }
+    if !active {
+        println!("note: an inactive user counts toward no seat and no keep_at_least minimum");
+    }
+    let mut classes: std::collections::BTreeMap<&str, usize> = Default::default();
+    for g in &ex.groups {
+        let cs: std::collections::BTreeSet<&str> = g.grants.iter().filter_map(|x| x.class.as_deref()).collect();
+        for c in cs {
+            *classes.entry(c).or_default() += 1;
+        }
+    }
+    for (c, n) in classes {
+        println!("constraint: exclusive class {c:?}: in {n} group(s) of it (at most 1 may be added)");
+    }
+    for e in &ex.access.entitlements {
+        if let Some(n) = policy.seats.get(e) {
+            println!("constraint: entitlement {e:?} has {n} seat(s) (policy.seats)");
+        }
+    }
+    for r in &ex.access.roles {
+        if let Some(n) = policy.keep_at_least.get(r) {
+            println!("constraint: role {r:?} must keep at least {n} active holder(s) (policy.keep_at_least)");
+        }
+    }
+    Ok(0)
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub struct Config {
     pub target: TargetConfig,
     pub outbox: OutboxConfig,
     pub admin: AdminConfig,
+    /// Provisioning policy (`[policy]`): group rules, role order, seats, keep-at-least.
+    pub policy: crate::policy::PolicyConfig,
     pub reconcile: ReconcileConfig,
     pub audit: AuditConfig,
 }
@@ -532,6 +534,7 @@ impl Default for Config {
             outbox: OutboxConfig::default(),
             admin: AdminConfig::default(),
             audit: AuditConfig::default(),
+            policy: crate::policy::PolicyConfig::default(),
             reconcile: ReconcileConfig::default(),
         }
     }
@@ -806,6 +809,9 @@ impl Config {
                 "must be at least 16 characters without spaces (e.g. `openssl rand -hex 32`), or empty for none".into(),
             ));
         }
+        if let Err(errs) = crate::policy::Policy::compile(&self.policy) {
+            p.extend(errs);
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             p.push(("log.level".into(), format!("{:?} is not a valid level or filter; try \"info\"", self.log.level)));
         }
@@ -890,7 +896,8 @@ fn prune_unknown(user: &Dict, known: &Dict) -> Dict {
 }
 
 fn source_of(fig: &Figment, key: &str) -> Option<String> {
-    let meta = fig.find_metadata(key)?;
+    // `policy.group_rules[2].regex`: figment knows the array, not its element.
+    let meta = fig.find_metadata(key).or_else(|| fig.find_metadata(key.split('[').next()?))?;
     Some(match &meta.source {
         Some(figment::Source::File(p)) => format!("file {}", p.display()),
         Some(other) => format!("{} {other}", meta.name),
@@ -949,6 +956,29 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
         let loaded = Config::load_with_env(Some(&path), Env::prefixed("SCIMSYNC_NOTHING_")).unwrap();
         assert!(loaded.unknown_keys.is_empty(), "unknown keys in example: {:?}", loaded.unknown_keys);
+    }
+
+    /// The commented `[policy]` examples are valid once uncommented (each rule kind, seats,
+    /// keep_at_least), so the documentation cannot rot.
+    #[test]
+    fn example_policy_uncommented_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let section = &text[text.find("\n[policy]\n").expect("a [policy] section")..];
+        let line = regex::Regex::new(r"^# (\[\[policy\.group_rules\]\]|[A-Za-z_0-9]+ = .*)$").unwrap();
+        let uncommented: String = section
+            .lines()
+            .map(|l| line.captures(l).map_or(l, |c| c.get(1).unwrap().as_str()))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let l = load_str(&uncommented, &[]).unwrap();
+        let p = crate::policy::Policy::compile(&l.config.policy).unwrap();
+        let kinds: Vec<&str> = p.rules.iter().map(|r| r.kind.as_str()).collect();
+        for k in ["exact", "contains", "glob", "regex"] {
+            assert!(kinds.contains(&k), "no {k} rule in the example: {kinds:?}");
+        }
+        assert!(!p.seats.is_empty() && !p.keep_at_least.is_empty());
+        assert!(Config::default().policy == crate::policy::PolicyConfig::default(), "no policy by default");
     }
 
     #[test]

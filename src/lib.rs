@@ -10,6 +10,7 @@
 //! - [`model`]: domain types and the neutral query AST.
 //! - [`scim`]: RFC 7643/7644, pure — schema, filter, path, patch, list, resource JSON, errors.
 //! - [`service`]: use-cases; the transaction boundary.
+//! - [`policy`]: pure provisioning policy — group rules, effective access, constraints.
 //! - [`store`]: rusqlite — migrations, pragmas, single writer, readers, resources, outbox, tokens.
 //! - [`http`]: warp — routes, auth, error rendering; the admin listener (health, metrics).
 //! - [`outbox_worker`]: claims outbox rows and delivers them through a [`downstream`] target
@@ -22,6 +23,7 @@ pub mod downstream;
 pub mod http;
 pub mod model;
 pub mod outbox_worker;
+pub mod policy;
 pub mod reconcile;
 pub mod reload;
 pub mod scim;

@@ -366,6 +366,14 @@ async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreErro
     let current = store
         .get(kind, &head.resource_id, Load { members: kind == ResourceKind::Group && created_here, groups: false })
         .await?;
+    let mut current = current;
+    if let (ResourceKind::User, Some(user)) = (kind, current.as_mut()) {
+        // Under a provisioning policy the app gets the user's effective roles and
+        // entitlements (computed from its groups now), replacing whatever the IdP sent.
+        if let Some(access) = store.effective_access(&head.resource_id).await? {
+            access.insert_into(&mut user.attrs);
+        }
+    }
     let app_id = store.app_id(&head.resource_id).await?;
     let mut attrs_changed = created_here;
     let mut tombstone = serde_json::Map::new();

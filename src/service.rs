@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::model::query::Filter;
 use crate::model::{MemberDelta, Resource, ResourceKind};
+use crate::policy::account::{AccountPolicy, Refusal};
 use crate::scim::patch::{self, PatchError};
 use crate::scim::{ScimError, ScimType, bulk, filter, list, resource, schema};
 use crate::store::{ListPart, Load, NewAudit, NewResource, Page, Store, StoreError, TokenInfo, Update};
@@ -47,6 +48,11 @@ impl From<StoreError> for ServiceError {
             StoreError::UnknownMember(id) => {
                 ScimError::invalid_value(format!("members: {id:?} is not the id of an existing user or group")).into()
             }
+            // A policy constraint (RFC 7644 §3.12: 409 when the service provider refuses a
+            // change that conflicts with its state). No scimType: `uniqueness` would tell an
+            // IdP that the resource exists already (Entra then tries to match it), which is
+            // not what happened; the detail says which constraint and what to do.
+            StoreError::Policy(detail) => ScimError::new(409, None, detail).into(),
             StoreError::Closed => ServiceError::Unavailable("shutting down".into()),
             StoreError::Internal(m) => ServiceError::Internal(m),
         }
@@ -102,6 +108,8 @@ pub struct Service {
     limits: ListLimits,
     /// Woken after every committed change so the outbox worker delivers without polling delay.
     wake: Arc<Notify>,
+    /// `[policy.account]`: reactivation, immutable attributes, inactive users in lists.
+    account: AccountPolicy,
 }
 
 /// A list query after validation: filter resolved against the schema, page bounded.
@@ -117,7 +125,37 @@ pub struct ListRequest {
 
 impl Service {
     pub fn new(store: Store, limits: ListLimits, wake: Arc<Notify>) -> Self {
-        Service { store, limits, wake }
+        Service { store, limits, wake, account: AccountPolicy::default() }
+    }
+
+    /// This service with the account policies of `[policy.account]` applied to user updates
+    /// and lists.
+    pub fn with_account_policy(mut self, account: AccountPolicy) -> Self {
+        self.account = account;
+        self
+    }
+
+    /// A user update checked against the account policy (`ignore`d reactivations are undone
+    /// in `new`).
+    fn check_account(
+        &self,
+        kind: ResourceKind,
+        old: &serde_json::Map<String, Value>,
+        new: &mut serde_json::Map<String, Value>,
+    ) -> Result<(), ServiceError> {
+        if kind != ResourceKind::User {
+            return Ok(());
+        }
+        self.account.check_update(old, new).map_err(|r| {
+            let detail = r.detail();
+            match r {
+                // RFC 7644 §3.12: "mutability", the modification is incompatible with the
+                // attribute's mutability (immutable, with an existing value).
+                Refusal::Immutable { .. } => ScimError::mutability(detail).into(),
+                // A policy refusal of the account's state, like the constraints: 409.
+                Refusal::Reactivation => ScimError::new(409, None, detail).into(),
+            }
+        })
     }
 
     fn committed<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
@@ -175,6 +213,7 @@ impl Service {
             if let (None, Some(pw)) = (attrs.get("password"), cur.attrs.get("password")) {
                 attrs.insert("password".into(), pw.clone());
             }
+            self.check_account(kind, &cur.attrs, &mut attrs)?;
             let members = match (kind, &parsed.members) {
                 (ResourceKind::Group, m) => {
                     MemberDelta { replace: Some(m.clone().unwrap_or_default()), ..Default::default() }
@@ -226,7 +265,8 @@ impl Service {
                 }
                 other => other.map_err(patch_error)?,
             };
-            let attrs = resource::normalize(kind, attrs)?;
+            let mut attrs = resource::normalize(kind, attrs)?;
+            self.check_account(kind, &cur.attrs, &mut attrs)?;
             let attrs = (attrs != cur.attrs).then_some(attrs);
             // A membership-only change needs no version check: the store applies member
             // deltas atomically and they commute, so concurrent member adds to one big group
@@ -259,10 +299,18 @@ impl Service {
     /// schema, `sortBy`/`sortOrder` resolved (§3.4.2.3), `count` capped at the configured
     /// maximum, `startIndex` 1-based.
     pub async fn list(&self, kind: ResourceKind, req: ListRequest) -> Result<Page, ServiceError> {
-        let filter = match &req.filter {
+        let mut filter = match &req.filter {
             Some(text) if !text.trim().is_empty() => Some(parse_filter(kind, text)?),
             _ => None,
         };
+        if kind == ResourceKind::User && !self.account.list_inactive_users {
+            // `not (active eq false)`: users without `active` are active (RFC 7643 §4.1.1).
+            let active = parse_filter(kind, "not (active eq false)")?;
+            filter = Some(match filter {
+                Some(f) => Filter::And(Box::new(f), Box::new(active)),
+                None => active,
+            });
+        }
         let sort = list::parse_sort(kind, req.sort_by.as_deref(), req.sort_order.as_deref())?;
         let (offset, count) = self.page(&req);
         Ok(self.store.list(kind, filter, sort, offset, count, req.load).await?)

@@ -273,6 +273,22 @@ fn desired_members(m: &Matched) -> Option<BTreeSet<String>> {
     m.members.as_ref().map(|ms| ms.iter().filter_map(|x| x.app_id.clone()).collect())
 }
 
+/// What the app should hold for one of ours: its representation, with a user's effective
+/// roles and entitlements under a provisioning policy (the worker sends those, and records
+/// them as applied, so leaving them out would report every managed user as drifted).
+async fn desired_attrs(
+    store: &Store,
+    res: &crate::model::Resource,
+) -> Result<Map<String, Value>, crate::store::StoreError> {
+    let mut ours = representation(res);
+    if res.kind == ResourceKind::User
+        && let Some(access) = store.effective_access(&res.id).await?
+    {
+        access.insert_into(&mut ours);
+    }
+    Ok(ours)
+}
+
 /// List one kind and diff it; returns how many accounts the app listed.
 async fn diff_kind<L: Listing>(
     store: &Store,
@@ -330,7 +346,7 @@ async fn diff_kind<L: Listing>(
                 found.push(Found { item: diff::orphan(&actual), resource_kind: kind, fix: Some(Fix::Orphan) });
                 continue;
             }
-            let ours = representation(&m.resource);
+            let ours = desired_attrs(store, &m.resource).await.map_err(e)?;
             let want = desired_members(&m);
             let name = m.resource.display_name().to_string();
             let desired = Desired {
@@ -356,7 +372,7 @@ async fn diff_kind<L: Listing>(
     let unseen: Vec<String> = all.into_iter().filter(|(id, _)| !seen.contains(id)).map(|(id, _)| id).collect();
     for chunk in unseen.chunks(500) {
         for m in store.sync_load_unmatched(kind, chunk.to_vec()).await.map_err(e)? {
-            let ours = representation(&m.resource);
+            let ours = desired_attrs(store, &m.resource).await.map_err(e)?;
             let name = m.resource.display_name().to_string();
             let d = Desired {
                 resource_id: &m.resource.id,

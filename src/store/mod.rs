@@ -18,6 +18,7 @@ mod filter_sql;
 mod migrations;
 mod open;
 mod outbox;
+mod policy_facts;
 mod reader;
 mod resources;
 mod status;
@@ -60,6 +61,10 @@ pub enum StoreError {
     /// The resource changed since the caller read it (optimistic concurrency / If-Match).
     #[error("version mismatch: expected {expected}, current {current}")]
     VersionMismatch { expected: u64, current: u64 },
+    /// The provisioning policy refuses the change; the text says which constraint and what
+    /// to do (shown to the IdP as a 409 `detail`).
+    #[error("{0}")]
+    Policy(String),
     /// A group member that names no existing user or group.
     #[error("member {0:?} does not exist")]
     UnknownMember(String),
@@ -131,6 +136,8 @@ pub struct Store {
     readers: Arc<reader::ReaderPool>,
     /// The database file, for its size (metrics); the WAL sits beside it.
     path: Arc<PathBuf>,
+    /// The provisioning policy resource writes are checked against; `None`: no policy.
+    policy: Option<Arc<crate::policy::Policy>>,
 }
 
 impl Store {
@@ -142,7 +149,41 @@ impl Store {
         migrations::apply(&mut conn)?;
         let writer = writer::WriterHandle::start(conn, opts.max_batch)?;
         let readers = reader::ReaderPool::open(&path, opts.readers, opts.busy_timeout_seconds)?;
-        Ok(Store { writer: Arc::new(writer), readers: Arc::new(readers), path: Arc::new(path) })
+        Ok(Store { writer: Arc::new(writer), readers: Arc::new(readers), path: Arc::new(path), policy: None })
+    }
+
+    /// This handle with resource writes (create, update, delete) checked against `policy`
+    /// inside the writer's transaction: a write that breaks a constraint fails with
+    /// [`StoreError::Policy`] and applies nothing; users whose effective access changes get
+    /// an update queued in the same transaction. An empty policy is no policy.
+    pub fn with_policy(mut self, policy: Arc<crate::policy::Policy>) -> Store {
+        self.policy = policy.needs_store().then_some(policy);
+        self
+    }
+
+    /// The policy given to [`Store::with_policy`], if any.
+    pub fn policy(&self) -> Option<&Arc<crate::policy::Policy>> {
+        self.policy.as_ref()
+    }
+
+    /// The effective access (roles, entitlements) of one user as stored now, under the
+    /// policy given to [`Store::with_policy`]: what the app should have. The outbox worker
+    /// sends it; reconciliation can compare it with what the app lists. `None` when no
+    /// policy derives access (no group rule, no default role) or there is no such user.
+    pub async fn effective_access(&self, user_id: &str) -> Result<Option<crate::policy::Access>, StoreError> {
+        let Some(policy) = self.policy.clone().filter(|p| !p.is_empty()) else { return Ok(None) };
+        let Some(user) = self.get(ResourceKind::User, user_id, Load { members: false, groups: true }).await? else {
+            return Ok(None);
+        };
+        let groups = user.groups.unwrap_or_default();
+        Ok(Some(policy.access(groups.iter().map(|g| g.display.as_deref().unwrap_or("")))))
+    }
+
+    fn policed(&self, op: writer::WriteOp) -> writer::WriteOp {
+        match &self.policy {
+            Some(p) => writer::WriteOp::Policed { op: Box::new(op), policy: p.clone() },
+            None => op,
+        }
     }
 
     /// Copy the database in `data_dir` to `dest` with SQLite's online backup (safe while a
@@ -157,21 +198,25 @@ impl Store {
     }
 
     pub async fn create(&self, new: NewResource) -> Result<Resource, StoreError> {
-        match self.writer.submit(writer::WriteOp::Create(new)).await? {
+        match self.writer.submit(self.policed(writer::WriteOp::Create(new))).await? {
             writer::WriteOutput::Resource(r) => Ok(*r),
             other => Err(unexpected(other)),
         }
     }
 
     pub async fn update(&self, upd: Update) -> Result<Resource, StoreError> {
-        match self.writer.submit(writer::WriteOp::Update(upd)).await? {
+        match self.writer.submit(self.policed(writer::WriteOp::Update(upd))).await? {
             writer::WriteOutput::Resource(r) => Ok(*r),
             other => Err(unexpected(other)),
         }
     }
 
     pub async fn delete(&self, kind: ResourceKind, id: &str, expected_version: Option<u64>) -> Result<(), StoreError> {
-        match self.writer.submit(writer::WriteOp::Delete { kind, id: id.to_string(), expected_version }).await? {
+        match self
+            .writer
+            .submit(self.policed(writer::WriteOp::Delete { kind, id: id.to_string(), expected_version }))
+            .await?
+        {
             writer::WriteOutput::Done => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -179,7 +224,7 @@ impl Store {
 
     /// `create` with its audit record, committed together.
     pub async fn create_audited(&self, new: NewResource, audit: NewAudit) -> Result<Resource, StoreError> {
-        match self.submit_audited(writer::WriteOp::Create(new), Some(audit)).await? {
+        match self.submit_audited(self.policed(writer::WriteOp::Create(new)), Some(audit)).await? {
             writer::WriteOutput::Resource(r) => Ok(*r),
             other => Err(unexpected(other)),
         }
@@ -187,7 +232,7 @@ impl Store {
 
     /// `update` with its audit record, committed together.
     pub async fn update_audited(&self, upd: Update, audit: NewAudit) -> Result<Resource, StoreError> {
-        match self.submit_audited(writer::WriteOp::Update(upd), Some(audit)).await? {
+        match self.submit_audited(self.policed(writer::WriteOp::Update(upd)), Some(audit)).await? {
             writer::WriteOutput::Resource(r) => Ok(*r),
             other => Err(unexpected(other)),
         }
@@ -201,7 +246,7 @@ impl Store {
         expected_version: Option<u64>,
         audit: NewAudit,
     ) -> Result<(), StoreError> {
-        let op = writer::WriteOp::Delete { kind, id: id.to_string(), expected_version };
+        let op = self.policed(writer::WriteOp::Delete { kind, id: id.to_string(), expected_version });
         match self.submit_audited(op, Some(audit)).await? {
             writer::WriteOutput::Done => Ok(()),
             other => Err(unexpected(other)),

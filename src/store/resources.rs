@@ -554,6 +554,21 @@ pub fn outbox_for(conn: &Connection, id: &str) -> Result<Vec<(String, u64, Strin
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The effective access of a user changed (a group it is in was renamed, deleted, or its
+/// membership changed): queue an attribute update so the app gets its new roles and
+/// entitlements. The user's own version does not move: nothing the IdP reads changed.
+pub fn enqueue_access_change(conn: &Connection, id: &str, now: &str) -> Result<(), StoreError> {
+    let version: Option<i64> = conn
+        .prepare_cached("SELECT version FROM resources WHERE id = ?1 AND kind = 'User'")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    if let Some(v) = version {
+        let payload = json!({"attributes_changed": true, "access_changed": true});
+        enqueue(conn, ResourceKind::User, id, ChangeOp::Update, v as u64, &payload, now)?;
+    }
+    Ok(())
+}
+
 /// Queue a full re-delivery of a resource (provision on demand): an update row marked
 /// `resync`, so the worker sends the whole current state, group members included.
 pub fn resync(conn: &Connection, kind: ResourceKind, id: &str, now: &str) -> Result<i64, StoreError> {

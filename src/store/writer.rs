@@ -61,6 +61,12 @@ pub enum WriteOp {
         before: String,
         batch: usize,
     },
+    /// A resource write (`Create`, `Update`, `Delete`) checked against the provisioning
+    /// policy in the same savepoint (see `policy_facts`).
+    Policed {
+        op: Box<WriteOp>,
+        policy: std::sync::Arc<crate::policy::Policy>,
+    },
     SyncRunStart(String),
     SyncRunFinish {
         id: i64,
@@ -228,6 +234,7 @@ fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
         WriteOp::OutboxDrop(id) => outbox::drop_row(conn, id).map(WriteOutput::Changed),
         WriteOp::OutboxReleaseHeld => outbox::release_held(conn).map(WriteOutput::Changed),
         WriteOp::OutboxDiscardHeld => outbox::discard_held(conn).map(WriteOutput::Rows),
+        WriteOp::Policed { op, policy } => super::policy_facts::apply_under(conn, &policy, *op, &now, apply),
         WriteOp::Resync { kind, id } => {
             resources::resync(conn, kind, &id, &now).map(|n| WriteOutput::Changed(n as usize))
         }
@@ -250,7 +257,12 @@ fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
 /// resource's version and name, or what an operator's action affected.
 fn apply_audited(conn: &Connection, op: WriteOp, mut a: NewAudit, now: &str) -> Result<WriteOutput, StoreError> {
     // A deleted resource has no row left to name it afterwards; a dropped outbox row neither.
-    let name_before = match &op {
+    // A policed write is audited like the write it wraps.
+    let inner = match &op {
+        WriteOp::Policed { op, .. } => op.as_ref(),
+        other => other,
+    };
+    let name_before = match inner {
         WriteOp::Delete { id, .. } | WriteOp::Resync { id, .. } => audit::resource_name(conn, id)?,
         _ => None,
     };

@@ -17,6 +17,7 @@ mod guard;
 mod idp_flows;
 mod lifecycle;
 mod ops;
+mod policy;
 mod provisioning;
 mod quirks;
 mod reconcile;

@@ -327,3 +327,38 @@ async fn a_run_missed_while_stopped_is_caught_up_once_at_start() {
     assert_eq!(runs.matches(" catch_up ").count(), 1, "one catch-up run:\n{runs}");
     assert_eq!(runs.matches(" manual ").count(), 1, "{runs}");
 }
+
+/// Under a provisioning policy the app holds the effective roles and entitlements, which
+/// are computed, not stored: a freshly provisioned app must still show no drift, and an
+/// admin role removed in the app behind our back must.
+#[tokio::test]
+async fn effective_access_is_compared_without_false_drift() {
+    let app = ScimApp::start().await;
+    let policy = "[policy]\nrole_order = [\"member\", \"admin\"]\ndefault_role = \"member\"\n\
+                  [[policy.group_rules]]\ncontains = \"admin\"\nrole = \"admin\"\n";
+    let d = Daemon::start_with(&format!("{}{policy}", config(&app, "")));
+    let u = d.create_user("ada@example.com").await;
+    d.create_user("bob@example.com").await;
+    d.create_group("Admins", &[&u]).await;
+    d.wait_outbox_empty().await;
+    let run = sync(&d, false).await;
+    assert_eq!(run["summary"]["total"], 0, "no drift right after provisioning: {run}");
+    let users = app.all("Users").await;
+    let ada = app_id(&users, "ada@example.com");
+    app_req(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("Users/{ada}"),
+        Some(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "roles", "value": [{"value": "member"}]}]
+        })),
+    )
+    .await;
+    sync(&d, false).await;
+    let (_, items) = report(&d).await;
+    assert!(
+        items.iter().any(|i| i.0 == "attribute_mismatch" && i.1 == "ada@example.com" && i.2 == "roles"),
+        "{items:?}"
+    );
+}

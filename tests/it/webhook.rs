@@ -244,3 +244,52 @@ async fn https_targets_verify_the_certificate_against_a_configured_ca() {
     assert!(events.iter().any(|e| e.body["userName"] == "tls@example.com" && e.signature_ok), "{events:#?}");
     assert!(!events.iter().any(|e| e.body["userName"] == "tls-untrusted@example.com"));
 }
+
+/// Under a provisioning policy the effective role and entitlements are attributes like any
+/// other: a webhook app gets them through its field mapping.
+#[tokio::test]
+async fn webhook_gets_effective_access_as_mapped_fields() {
+    let (base, got) = receiver().await;
+    let cfg = format!(
+        r#"[target]
+kind = "webhook"
+[target.webhook]
+base_url = "{base}"
+secret = "{SECRET}"
+id_field = "data.id"
+[target.webhook.user_fields]
+login = "userName"
+role = "roles.value"
+licences = "entitlements"
+[target.webhook.events.user_create]
+method = "POST"
+path = "/users"
+[target.webhook.events.user_update]
+method = "PUT"
+path = "/users/{{app_id}}"
+[outbox]
+poll_interval_seconds = 0.05
+[policy]
+role_order = ["member", "admin"]
+default_role = "member"
+[[policy.group_rules]]
+contains = "admin"
+role = "admin"
+[[policy.group_rules]]
+regex = '^(?P<plan>[^-]+)-'
+entitlement = "{{plan}}"
+"#
+    );
+    let d = Daemon::start_with(&cfg);
+    let u = d.create_user("hooked@example.com").await;
+    d.create_group("Pro-Admins", &[&u]).await;
+    d.wait_outbox_empty().await;
+    let events = got.lock().unwrap().clone();
+    let last = events.iter().rev().find(|e| e.event.starts_with("user_")).expect("a user event");
+    assert_eq!(last.body["role"], "admin", "{events:#?}");
+    assert_eq!(last.body["licences"], json!([{"value": "Pro"}]), "{events:#?}");
+    let first = &events[0];
+    if first.event == "user_create" && events.iter().filter(|e| e.event.starts_with("user_")).count() > 1 {
+        assert_eq!(first.body["role"], "member", "the default role before the group: {events:#?}");
+    }
+}
