@@ -304,6 +304,8 @@ impl Plan {
 struct AppListing {
     plan: Arc<Plan>,
     page_size: usize,
+    /// Time spent building pages (the bench's own work, inside the run's time).
+    build_nanos: std::sync::atomic::AtomicU64,
 }
 
 impl AppListing {
@@ -357,7 +359,10 @@ impl AppListing {
 
 impl Listing for AppListing {
     async fn page(&self, kind: ResourceKind, start: u64) -> Result<(Vec<Value>, Option<u64>), String> {
-        Ok(self.make_page(kind, start))
+        let clock = Instant::now();
+        let page = self.make_page(kind, start);
+        self.build_nanos.fetch_add(clock.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(page)
     }
 }
 
@@ -464,6 +469,17 @@ fn release_free_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
 
+/// CPU time of the whole process (all threads), user + system, in seconds.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // After the command name in parentheses: state is field 3, utime 14 and stime 15.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    (ticks(14) + ticks(15)) as f64 / 100.0
+}
+
 fn mb(kib: u64) -> f64 {
     (kib as f64 / 1024.0 * 10.0).round() / 10.0
 }
@@ -530,7 +546,7 @@ pub async fn run(args: ReconcileArgs) -> Result<()> {
         plan.dropped.len()
     ));
 
-    let listing = AppListing { plan: plan.clone(), page_size: args.page_size };
+    let listing = AppListing { plan: plan.clone(), page_size: args.page_size, build_nanos: Default::default() };
     let cfg = ReconcileConfig { schedule: String::new(), ..ReconcileConfig::default() };
     let mut runs_json = Vec::new();
     let mut mismatches = 0;
@@ -538,12 +554,16 @@ pub async fn run(args: ReconcileArgs) -> Result<()> {
         release_free_memory();
         let rss_before = status_kib("VmRSS").unwrap_or(0);
         reset_peak()?;
+        listing.build_nanos.store(0, std::sync::atomic::Ordering::Relaxed);
+        let cpu0 = cpu_seconds();
         let clock = Instant::now();
         let res = full_sync::run(&store, &listing, &cfg, false, Trigger::Manual, false)
             .await
             .map_err(|e| anyhow::anyhow!("full sync: {e}"))?;
         let secs = clock.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu0;
         let peak = status_kib("VmHWM").unwrap_or(0);
+        let build = listing.build_nanos.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9;
         if res.status != "ok" {
             bail!("run {n} {}: {}", res.status, res.error.unwrap_or_default());
         }
@@ -554,6 +574,11 @@ pub async fn run(args: ReconcileArgs) -> Result<()> {
             (plan.users + plan.groups) as f64 / secs,
             mb(rss_before),
             mb(peak)
+        ));
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        say(format!(
+            "  CPU {cpu:.2} s (user+sys, all threads), of which building the listing's pages {build:.2} s; load average {}",
+            load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
         ));
         let listed = (s["listed"]["users"].as_u64().unwrap_or(0), s["listed"]["groups"].as_u64().unwrap_or(0));
         say(format!("  listed: {} users, {} groups", listed.0, listed.1));
@@ -594,6 +619,8 @@ pub async fn run(args: ReconcileArgs) -> Result<()> {
             "run": n,
             "wall_seconds": (secs * 1000.0).round() / 1000.0,
             "users_per_second": (plan.users as f64 / secs).round(),
+            "cpu_seconds": (cpu * 100.0).round() / 100.0,
+            "listing_build_seconds": (build * 1000.0).round() / 1000.0,
             "rss_before_mb": mb(rss_before),
             "peak_rss_mb": mb(peak),
             "summary": s,
@@ -623,7 +650,7 @@ mod tests {
     #[test]
     fn listing_pages_cover_every_account_once_and_skip_the_missing() {
         let plan = Arc::new(Plan::new(2_000, 20, 300, 7));
-        let listing = AppListing { plan: plan.clone(), page_size: 333 };
+        let listing = AppListing { plan: plan.clone(), page_size: 333, build_nanos: Default::default() };
         let mut ids = HashSet::new();
         let mut start = Some(1);
         while let Some(s) = start {

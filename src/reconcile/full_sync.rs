@@ -264,12 +264,10 @@ async fn diff_kind<L: Listing>(
     let never_delete_users = cfg.never_delete.iter().any(|t| t == "users");
     let e = |e: crate::store::StoreError| format!("store: {e}");
     let mut seen: HashSet<String> = HashSet::new();
-    let mut start = Some(1u64);
     let mut listed = 0u64;
-    while let Some(s) = start {
+    // One page listed and matched through the store, ready to diff.
+    let fetch = |s: u64| async move {
         let (page, next) = listing.page(kind, s).await.map_err(|err| format!("listing {}: {err}", kind.segment()))?;
-        start = next;
-        listed += page.len() as u64;
         let keys: Vec<AppKey> = page
             .iter()
             .map(|v| AppKey {
@@ -279,44 +277,64 @@ async fn diff_kind<L: Listing>(
             })
             .collect();
         let matched = store.sync_match_page(kind, keys.clone()).await.map_err(e)?;
-        for ((v, key), m) in page.iter().zip(&keys).zip(matched) {
-            let empty = Map::new();
-            let attrs = v.as_object().unwrap_or(&empty);
-            let have = if kind == ResourceKind::Group { Some(app_members(v)) } else { None };
-            let actual = Actual { app_id: &key.app_id, name: &key.name, attrs, members: have.as_ref() };
-            let Some(m) = m else {
-                let inactive = attrs.get("active") == Some(&Value::Bool(false));
-                if kind == ResourceKind::User && inactive && (deactivates || never_delete_users) {
+        Ok::<_, String>((page, keys, matched, next))
+    };
+    let mut current = Some(fetch(1).await?);
+    while let Some((page, keys, matched, next)) = current.take() {
+        listed += page.len() as u64;
+        // The next page is listed and matched (the app's and the store's time) while this
+        // one is diffed (ours): two pages in memory at most.
+        let ahead = async {
+            match next {
+                Some(s) => fetch(s).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let work = async {
+            for ((v, key), m) in page.iter().zip(&keys).zip(matched) {
+                let empty = Map::new();
+                let attrs = v.as_object().unwrap_or(&empty);
+                let have = if kind == ResourceKind::Group { Some(app_members(v)) } else { None };
+                let actual = Actual { app_id: &key.app_id, name: &key.name, attrs, members: have.as_ref() };
+                let Some(m) = m else {
+                    let inactive = attrs.get("active") == Some(&Value::Bool(false));
+                    if kind == ResourceKind::User && inactive && (deactivates || never_delete_users) {
+                        continue;
+                    }
+                    found.push(Found { item: diff::orphan(&actual), resource_kind: kind, fix: Some(Fix::Orphan) });
+                    continue;
+                };
+                if !seen.insert(m.resource.id.clone()) {
+                    // A second app account matching the same resource (by name): a duplicate.
+                    found.push(Found { item: diff::orphan(&actual), resource_kind: kind, fix: Some(Fix::Orphan) });
                     continue;
                 }
-                found.push(Found { item: diff::orphan(&actual), resource_kind: kind, fix: Some(Fix::Orphan) });
-                continue;
-            };
-            if !seen.insert(m.resource.id.clone()) {
-                // A second app account matching the same resource (by name): a duplicate.
-                found.push(Found { item: diff::orphan(&actual), resource_kind: kind, fix: Some(Fix::Orphan) });
-                continue;
-            }
-            let ours = representation(&m.resource);
-            let want = desired_members(&m);
-            let name = m.resource.display_name().to_string();
-            let desired = Desired {
-                resource_id: &m.resource.id,
-                name: &name,
-                attrs: &ours,
-                applied: m.applied.as_ref(),
-                pending: m.pending,
-                members: want.as_ref(),
-            };
-            for mut item in diff::compare(&desired, &actual, &cfg.ignore_attributes) {
-                let fix = if item.kind == DriftKind::MembershipMismatch {
-                    Some(member_fix(store, &m, have.as_ref(), &mut item).await?)
-                } else {
-                    Some(Fix::Resync { forget_app_id: false })
+                let ours = representation(&m.resource);
+                let want = desired_members(&m);
+                let name = m.resource.display_name().to_string();
+                let desired = Desired {
+                    resource_id: &m.resource.id,
+                    name: &name,
+                    attrs: &ours,
+                    applied: if m.applied_current { Some(&ours) } else { m.applied.as_ref() },
+                    pending: m.pending,
+                    members: want.as_ref(),
                 };
-                found.push(Found { item, resource_kind: kind, fix });
+                for mut item in diff::compare(&desired, &actual, &cfg.ignore_attributes) {
+                    let fix = if item.kind == DriftKind::MembershipMismatch {
+                        Some(member_fix(store, &m, have.as_ref(), &mut item).await?)
+                    } else {
+                        Some(Fix::Resync { forget_app_id: false })
+                    };
+                    found.push(Found { item, resource_kind: kind, fix });
+                }
             }
-        }
+            Ok::<(), String>(())
+        };
+        // `ahead` first: it starts the next page's store work before this page's diff runs.
+        let (ahead, work) = tokio::join!(ahead, work);
+        work?;
+        current = ahead?;
     }
     // Ours that the app did not list: missing there.
     let all = store.sync_all_ids(kind).await.map_err(e)?;
@@ -329,7 +347,7 @@ async fn diff_kind<L: Listing>(
                 resource_id: &m.resource.id,
                 name: &name,
                 attrs: &ours,
-                applied: m.applied.as_ref(),
+                applied: if m.applied_current { Some(&ours) } else { m.applied.as_ref() },
                 pending: m.pending,
                 members: None,
             };
