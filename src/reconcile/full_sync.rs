@@ -309,14 +309,17 @@ async fn diff_kind<L: Listing>(
                     found.push(Found { item: diff::orphan(&actual), resource_kind: kind, fix: Some(Fix::Orphan) });
                     continue;
                 }
-                let ours = representation(&m.resource);
+                // The representation we send is the attributes plus `schemas` minus
+                // `password`, both never compared: compare the attributes themselves rather
+                // than a copy per account (the report's values are copied only on a difference).
+                let ours = &m.resource.attrs;
                 let want = desired_members(&m);
                 let name = m.resource.display_name().to_string();
                 let desired = Desired {
                     resource_id: &m.resource.id,
                     name: &name,
-                    attrs: &ours,
-                    applied: if m.applied_current { Some(&ours) } else { m.applied.as_ref() },
+                    attrs: ours,
+                    applied: if m.applied_current { Some(ours) } else { m.applied.as_ref() },
                     pending: m.pending,
                     members: want.as_ref(),
                 };
@@ -396,4 +399,35 @@ async fn member_fix(
         json!({"missing_in_app": missing.iter().map(|x| json!({"name": x.name, "id": x.id})).collect::<Vec<_>>()});
     item.app = json!({"extra_in_app": extra_named});
     Ok(Fix::Members { add: missing.iter().map(|x| x.id.clone()).collect(), remove, remove_app_ids })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Meta, Resource};
+
+    /// `diff_kind` compares a resource's attributes instead of its representation: they may
+    /// differ only in attributes the diff never compares.
+    #[test]
+    fn representation_differs_from_the_attributes_only_where_the_diff_never_looks() {
+        let attrs = json!({"userName": "a", "password": "secret", "title": "t",
+                           "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "d"}});
+        let r = Resource {
+            kind: ResourceKind::User,
+            id: "id".into(),
+            meta: Meta { version: 1, created: String::new(), last_modified: String::new() },
+            attrs: attrs.as_object().unwrap().clone(),
+            members: None,
+            groups: None,
+        };
+        let rep = representation(&r);
+        let compared = |m: &Map<String, Value>| -> Vec<(String, Value)> {
+            m.iter()
+                .filter(|(k, _)| !diff::NEVER_COMPARED.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        assert_eq!(compared(&rep), compared(&r.attrs));
+        assert_ne!(rep, r.attrs, "the representation does add schemas and drop the password");
+    }
 }

@@ -152,7 +152,7 @@ pub fn match_page(conn: &Connection, kind: ResourceKind, keys: &[AppKey]) -> Res
     }
     let mut ids: Vec<Option<String>> = Vec::with_capacity(keys.len());
     for key in keys {
-        ids.push(match by_app.remove(&key.app_id) {
+        ids.push(match by_app.get(&key.app_id).cloned() {
             Some(id) => Some(id),
             None => id_by_name(conn, kind, key)?,
         });
