@@ -205,7 +205,7 @@ fn group_members(seed: u64, users: usize, largest: usize, g: usize) -> Vec<usize
     if g == 0 {
         return (0..largest.min(users)).collect();
     }
-    let h = mix(seed ^ ((g as u64) << 24) ^ 0x6772_6f75_70);
+    let h = mix(seed ^ ((g as u64) << 24) ^ 0x0067_726f_7570);
     let n = 20 + (h % 41) as usize;
     let mut v: Vec<usize> = (0..n as u64).map(|k| (mix(h ^ k) % users as u64) as usize).collect();
     v.sort_unstable();
