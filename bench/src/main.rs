@@ -29,6 +29,7 @@ const MAX_ERROR_SAMPLES: usize = 8;
 const MAX_ERROR_BODY: usize = 300;
 
 mod delivery;
+mod reconcile;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,7 +41,8 @@ mod delivery;
         `cargo build --release --bin scimsync`) with a throwaway config and data dir. \
         With --url and --token it targets an already running daemon instead.\n\n\
         `loadgen delivery` measures delivery to the downstream app instead (see \
-        `loadgen delivery --help`)."
+        `loadgen delivery --help`); `loadgen reconcile` measures the full sync's diff \
+        (see `loadgen reconcile --help`)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -54,6 +56,9 @@ enum Cmd {
     /// End-to-end delivery: IdP push -> daemon -> outbox -> app; throughput and
     /// latency from the daemon's 2xx to the app's acknowledgement
     Delivery(delivery::DeliveryArgs),
+    /// Reconciliation at scale, in process: a store of N users and G groups diffed
+    /// against an app listing with injected drift; wall time and peak memory
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -823,6 +828,7 @@ fn main() -> std::process::ExitCode {
     };
     let res = match cli.cmd {
         Some(Cmd::Delivery(d)) => rt.block_on(delivery::run(d)),
+        Some(Cmd::Reconcile(r)) => rt.block_on(reconcile::run(r)),
         None => rt.block_on(real_main(cli.bench)),
     };
     match res {

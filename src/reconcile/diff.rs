@@ -177,7 +177,8 @@ fn covers(ours: &Value, app: &Value, ci: bool) -> bool {
     match (ours, app) {
         (Value::String(a), Value::String(b)) => {
             if ci {
-                a.to_lowercase() == b.to_lowercase()
+                // Without allocating: this runs for every name and email of every account.
+                a.chars().flat_map(char::to_lowercase).eq(b.chars().flat_map(char::to_lowercase))
             } else {
                 a == b
             }
@@ -218,15 +219,13 @@ pub fn compare(d: &Desired<'_>, a: &Actual<'_>, ignore: &[String]) -> Vec<DriftI
     let mut ordered: Vec<&str> =
         keys.into_iter().filter(|k| !NEVER_COMPARED.contains(k) && !ignore.iter().any(|i| i == k)).collect();
     ordered.sort_by_key(|k| *k != "active");
+    // An absent `active` means active (RFC 7643 §4.1.1 leaves it to the provider; apps default it on).
+    let default_active = Value::Bool(true);
     for key in ordered {
-        // An absent `active` means active (RFC 7643 §4.1.1 leaves it to the provider; apps default it on).
-        let default_active = Value::Bool(true);
-        let pick = |m: &Map<String, Value>| {
-            m.get(key).unwrap_or(if key == "active" { &default_active } else { &null }).clone()
-        };
-        let ours = pick(d.attrs);
-        let app = pick(a.attrs);
-        if holds(key, &ours, &app) {
+        // By reference: values are copied only into a reported difference.
+        let absent = if key == "active" { &default_active } else { &null };
+        let (ours, app) = (d.attrs.get(key).unwrap_or(absent), a.attrs.get(key).unwrap_or(absent));
+        if holds(key, ours, app) {
             continue;
         }
         let cause = if d.pending {
@@ -234,7 +233,7 @@ pub fn compare(d: &Desired<'_>, a: &Actual<'_>, ignore: &[String]) -> Vec<DriftI
         } else {
             match d.applied {
                 None => Cause::Unknown,
-                Some(m) if holds(key, &ours, m.get(key).unwrap_or(&null)) => Cause::EditedInApp,
+                Some(m) if holds(key, ours, m.get(key).unwrap_or(&null)) => Cause::EditedInApp,
                 Some(_) => Cause::NotAppliedYet,
             }
         };
@@ -244,8 +243,8 @@ pub fn compare(d: &Desired<'_>, a: &Actual<'_>, ignore: &[String]) -> Vec<DriftI
             app_id: Some(a.app_id.to_string()),
             name: d.name.to_string(),
             attribute: Some(key.to_string()),
-            ours,
-            app,
+            ours: ours.clone(),
+            app: app.clone(),
             cause,
         });
     }

@@ -15,7 +15,6 @@ use serde_json::{Map, Value, json};
 use super::diff::{self, Actual, Cause, Desired, DriftItem, DriftKind};
 use super::plan::{self, Fix, Found, Repair};
 use crate::config::ReconcileConfig;
-use crate::downstream::representation;
 use crate::model::ResourceKind;
 use crate::store::{AppKey, DriftRow, Matched, PageMatch, Store};
 
@@ -273,20 +272,21 @@ fn desired_members(m: &Matched) -> Option<BTreeSet<String>> {
     m.members.as_ref().map(|ms| ms.iter().filter_map(|x| x.app_id.clone()).collect())
 }
 
-/// What the app should hold for one of ours: its representation, with a user's effective
-/// roles and entitlements under a provisioning policy (the worker sends those, and records
-/// them as applied, so leaving them out would report every managed user as drifted).
-async fn desired_attrs(
+/// A user's attributes with its effective roles and entitlements, when a provisioning policy
+/// derives them (the worker sends those, and records them as applied, so leaving them out
+/// would report every managed user as drifted); `None`: the attributes as stored are what the
+/// app should hold.
+async fn desired_access(
     store: &Store,
     res: &crate::model::Resource,
-) -> Result<Map<String, Value>, crate::store::StoreError> {
-    let mut ours = representation(res);
-    if res.kind == ResourceKind::User
-        && let Some(access) = store.effective_access(&res.id).await?
-    {
-        access.insert_into(&mut ours);
+) -> Result<Option<Map<String, Value>>, crate::store::StoreError> {
+    if res.kind != ResourceKind::User {
+        return Ok(None);
     }
-    Ok(ours)
+    let Some(access) = store.effective_access(&res.id).await? else { return Ok(None) };
+    let mut ours = res.attrs.clone();
+    access.insert_into(&mut ours);
+    Ok(Some(ours))
 }
 
 /// List one kind and diff it; returns how many accounts the app listed.
@@ -302,12 +302,10 @@ async fn diff_kind<L: Listing>(
     let e = |e: crate::store::StoreError| format!("store: {e}");
     let mut seen: HashSet<String> = HashSet::new();
     let mut seen_app: HashSet<String> = HashSet::new();
-    let mut start = Some(1u64);
     let mut listed = 0u64;
-    while let Some(s) = start {
+    // One page listed and matched through the store, ready to diff.
+    let fetch = |s: u64| async move {
         let (page, next) = listing.page(kind, s).await.map_err(|err| format!("listing {}: {err}", kind.segment()))?;
-        start = next;
-        listed += page.len() as u64;
         let keys: Vec<AppKey> = page
             .iter()
             .map(|v| AppKey {
@@ -317,68 +315,95 @@ async fn diff_kind<L: Listing>(
             })
             .collect();
         let matched = store.sync_match_page(kind, keys.clone()).await.map_err(e)?;
-        for ((v, key), m) in page.iter().zip(&keys).zip(matched) {
-            // Offset paging shifts when accounts come and go during the listing: the same
-            // account may show up twice. Once is enough (and a live account is never taken
-            // for a duplicate of itself).
-            if !seen_app.insert(key.app_id.clone()) {
-                continue;
+        Ok::<_, String>((page, keys, matched, next))
+    };
+    let mut current = Some(fetch(1).await?);
+    while let Some((page, keys, matched, next)) = current.take() {
+        listed += page.len() as u64;
+        // The next page is listed and matched (the app's and the store's time) while this
+        // one is diffed (ours): two pages in memory at most.
+        let ahead = async {
+            match next {
+                Some(s) => fetch(s).await.map(Some),
+                None => Ok(None),
             }
-            let empty = Map::new();
-            let attrs = v.as_object().unwrap_or(&empty);
-            let have = if kind == ResourceKind::Group { group_members(listing, v, &key.app_id).await? } else { None };
-            let actual = Actual { app_id: &key.app_id, name: &key.name, attrs, members: have.as_ref() };
-            let m = match m {
-                PageMatch::Ours(m) => m,
-                // Our deletion of it is on its way: not an orphan, nothing to do twice.
-                PageMatch::Deprovisioning => continue,
-                PageMatch::Unknown => {
-                    let inactive = attrs.get("active") == Some(&Value::Bool(false));
-                    if kind == ResourceKind::User && inactive && (deactivates || never_delete_users) {
+        };
+        let work = async {
+            for ((v, key), m) in page.iter().zip(&keys).zip(matched) {
+                // Offset paging shifts when accounts come and go during the listing: the same
+                // account may show up twice. Once is enough (and a live account is never
+                // taken for a duplicate of itself).
+                if !seen_app.insert(key.app_id.clone()) {
+                    continue;
+                }
+                let empty = Map::new();
+                let attrs = v.as_object().unwrap_or(&empty);
+                let have =
+                    if kind == ResourceKind::Group { group_members(listing, v, &key.app_id).await? } else { None };
+                let actual = Actual { app_id: &key.app_id, name: &key.name, attrs, members: have.as_ref() };
+                let m = match m {
+                    PageMatch::Ours(m) => m,
+                    // Our deletion of it is on its way: not an orphan, nothing to do twice.
+                    PageMatch::Deprovisioning => continue,
+                    PageMatch::Unknown => {
+                        let inactive = attrs.get("active") == Some(&Value::Bool(false));
+                        if kind == ResourceKind::User && inactive && (deactivates || never_delete_users) {
+                            continue;
+                        }
+                        found.push(Found { item: diff::orphan(&actual), resource_kind: kind, fix: Some(Fix::Orphan) });
                         continue;
                     }
+                };
+                if !seen.insert(m.resource.id.clone()) {
+                    // A second app account with the name of one of ours: a duplicate in the app.
                     found.push(Found { item: diff::orphan(&actual), resource_kind: kind, fix: Some(Fix::Orphan) });
                     continue;
                 }
-            };
-            if !seen.insert(m.resource.id.clone()) {
-                // A second app account with the name of one of ours: a duplicate in the app.
-                found.push(Found { item: diff::orphan(&actual), resource_kind: kind, fix: Some(Fix::Orphan) });
-                continue;
-            }
-            let ours = desired_attrs(store, &m.resource).await.map_err(e)?;
-            let want = desired_members(&m);
-            let name = m.resource.display_name().to_string();
-            let desired = Desired {
-                resource_id: &m.resource.id,
-                name: &name,
-                attrs: &ours,
-                applied: m.applied.as_ref(),
-                pending: m.pending,
-                members: want.as_ref(),
-            };
-            for mut item in diff::compare(&desired, &actual, &cfg.ignore_attributes) {
-                let fix = if item.kind == DriftKind::MembershipMismatch {
-                    Some(member_fix(store, cfg, &m, have.as_ref(), &mut item).await?)
-                } else {
-                    Some(Fix::Resync { forget_app_id: false })
+                // The representation we send is the attributes plus `schemas` minus
+                // `password`, both never compared: compare the attributes themselves rather
+                // than a copy per account (the report's values are copied only on a
+                // difference) — unless a policy adds the user's effective access.
+                let with_access = desired_access(store, &m.resource).await.map_err(e)?;
+                let ours = with_access.as_ref().unwrap_or(&m.resource.attrs);
+                let want = desired_members(&m);
+                let name = m.resource.display_name().to_string();
+                let desired = Desired {
+                    resource_id: &m.resource.id,
+                    name: &name,
+                    attrs: ours,
+                    applied: if m.applied_current { Some(ours) } else { m.applied.as_ref() },
+                    pending: m.pending,
+                    members: want.as_ref(),
                 };
-                found.push(Found { item, resource_kind: kind, fix });
+                for mut item in diff::compare(&desired, &actual, &cfg.ignore_attributes) {
+                    let fix = if item.kind == DriftKind::MembershipMismatch {
+                        Some(member_fix(store, cfg, &m, have.as_ref(), &mut item).await?)
+                    } else {
+                        Some(Fix::Resync { forget_app_id: false })
+                    };
+                    found.push(Found { item, resource_kind: kind, fix });
+                }
             }
-        }
+            Ok::<(), String>(())
+        };
+        // `ahead` first: it starts the next page's store work before this page's diff runs.
+        let (ahead, work) = tokio::join!(ahead, work);
+        work?;
+        current = ahead?;
     }
     // Ours that the app did not list: missing there.
     let all = store.sync_all_ids(kind).await.map_err(e)?;
     let unseen: Vec<String> = all.into_iter().filter(|(id, _)| !seen.contains(id)).map(|(id, _)| id).collect();
     for chunk in unseen.chunks(500) {
         for m in store.sync_load_unmatched(kind, chunk.to_vec()).await.map_err(e)? {
-            let ours = desired_attrs(store, &m.resource).await.map_err(e)?;
+            let with_access = desired_access(store, &m.resource).await.map_err(e)?;
+            let ours = with_access.as_ref().unwrap_or(&m.resource.attrs);
             let name = m.resource.display_name().to_string();
             let d = Desired {
                 resource_id: &m.resource.id,
                 name: &name,
-                attrs: &ours,
-                applied: m.applied.as_ref(),
+                attrs: ours,
+                applied: if m.applied_current { Some(ours) } else { m.applied.as_ref() },
                 pending: m.pending,
                 members: None,
             };
@@ -432,4 +457,35 @@ async fn member_fix(
         json!({"missing_in_app": missing.iter().map(|x| json!({"name": x.name, "id": x.id})).collect::<Vec<_>>()});
     item.app = json!({"extra_in_app": extra_named});
     Ok(Fix::Members { add: missing.iter().map(|x| x.id.clone()).collect(), remove, remove_app_ids })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Meta, Resource};
+
+    /// `diff_kind` compares a resource's attributes instead of its representation: they may
+    /// differ only in attributes the diff never compares.
+    #[test]
+    fn representation_differs_from_the_attributes_only_where_the_diff_never_looks() {
+        let attrs = json!({"userName": "a", "password": "secret", "title": "t",
+                           "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "d"}});
+        let r = Resource {
+            kind: ResourceKind::User,
+            id: "id".into(),
+            meta: Meta { version: 1, created: String::new(), last_modified: String::new() },
+            attrs: attrs.as_object().unwrap().clone(),
+            members: None,
+            groups: None,
+        };
+        let rep = crate::downstream::representation(&r);
+        let compared = |m: &Map<String, Value>| -> Vec<(String, Value)> {
+            m.iter()
+                .filter(|(k, _)| !diff::NEVER_COMPARED.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        assert_eq!(compared(&rep), compared(&r.attrs));
+        assert_ne!(rep, r.attrs, "the representation does add schemas and drop the password");
+    }
 }

@@ -22,6 +22,10 @@ fn open_reader(path: &Path, busy_timeout_seconds: u64) -> Result<Connection, Sto
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
     )?;
     c.busy_timeout(std::time::Duration::from_secs(busy_timeout_seconds))?;
+    // 16 MB of page cache (SQLite's default is 2 MB), grown only as used: a full sync probes
+    // the id indexes all over, and at 100k users they hold ~20 MB; with 2 MB most probes
+    // were a read from the file (a fifth of the run's CPU).
+    c.execute_batch("PRAGMA cache_size = -16384")?;
     c.set_prepared_statement_cache_capacity(64);
     Ok(c)
 }

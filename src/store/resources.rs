@@ -1,6 +1,6 @@
 //! SQL for resources, memberships and the outbox rows that record their changes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
@@ -335,6 +335,23 @@ fn row_to_resource(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Resource)> {
     ))
 }
 
+/// Resources of a kind by id, in one query (the ids travel as one JSON array); ids that
+/// name none are absent from the map. Members and groups are not loaded. (`+r.kind`: look
+/// up by id, never scan the kind.)
+pub fn get_many(conn: &Connection, kind: ResourceKind, ids: &[&str]) -> Result<HashMap<String, Resource>, StoreError> {
+    let list = serde_json::to_string(ids).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {SELECT_COLS} FROM resources r WHERE r.id IN (SELECT value FROM json_each(?1)) AND +r.kind = ?2"
+    ))?;
+    let rows = st.query_map(params![list, kind.as_str()], row_to_resource)?;
+    let mut out = HashMap::with_capacity(ids.len());
+    for row in rows {
+        let (_, r) = row?;
+        out.insert(r.id.clone(), r);
+    }
+    Ok(out)
+}
+
 fn load_related(conn: &Connection, seq: i64, res: &mut Resource, load: Load) -> Result<(), StoreError> {
     match res.kind {
         ResourceKind::Group if load.members => {
@@ -371,7 +388,6 @@ fn load_related(conn: &Connection, seq: i64, res: &mut Resource, load: Load) -> 
 /// Members and groups for a whole page with one query per resource type, not one per row
 /// (a page of 100 users used to cost 100 group look-ups).
 fn load_related_page(conn: &Connection, rows: Vec<(i64, Resource)>, load: Load) -> Result<Vec<Resource>, StoreError> {
-    use std::collections::HashMap;
     let seqs_of =
         |kind: ResourceKind| -> Vec<i64> { rows.iter().filter(|(_, r)| r.kind == kind).map(|(s, _)| *s).collect() };
     let mut members: HashMap<i64, Vec<Member>> = HashMap::new();

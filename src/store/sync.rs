@@ -5,6 +5,8 @@
 //! Owns: the SQL of those. Must not touch: the diff itself or the repair policy (both in
 //! `reconcile`), HTTP.
 
+use std::collections::{HashMap, HashSet};
+
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value, json};
 
@@ -38,8 +40,12 @@ pub struct Matched {
     pub resource: Resource,
     /// The app id our id map holds for it (may differ from the listed one when matched by name).
     pub mapped_app_id: Option<String>,
-    /// The attributes of the version we last delivered, when recorded.
+    /// The attributes of the version we last delivered, when recorded and older than
+    /// `resource`'s version.
     pub applied: Option<Map<String, Value>>,
+    /// What we last delivered is `resource`'s current version: what was applied is its
+    /// representation, so `applied` is not loaded (saves parsing one JSON per account).
+    pub applied_current: bool,
     /// Changes for it are still queued, retrying, held or dead: "not applied yet".
     pub pending: bool,
     /// Groups only: every member with its app id when provisioned.
@@ -114,10 +120,6 @@ pub fn orphan_id(kind: ResourceKind, app_id: &str) -> String {
     format!("orphan:{}:{app_id}", kind.as_str())
 }
 
-fn resource_by_id(conn: &Connection, kind: ResourceKind, id: &str) -> Result<Option<Resource>, StoreError> {
-    super::resources::get(conn, kind, id, super::Load::default())
-}
-
 fn id_by_name(conn: &Connection, kind: ResourceKind, key: &AppKey) -> Result<Option<String>, StoreError> {
     let sql = match kind {
         ResourceKind::User => "SELECT id FROM resources WHERE kind = 'User' AND user_name_ci = ?1",
@@ -135,60 +137,131 @@ fn id_by_name(conn: &Connection, kind: ResourceKind, key: &AppKey) -> Result<Opt
         .optional()?)
 }
 
+/// A list of strings as one JSON array parameter, for `IN (SELECT value FROM json_each(?))`:
+/// one statement per page instead of one per row.
+fn json_list<S: AsRef<str>>(items: &[S]) -> Result<String, StoreError> {
+    let v: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    serde_json::to_string(&v).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
 /// Match one page of the app's listing: by the app id in our id map, else by name, else by
 /// `externalId`. An app account matched by name to a resource already mapped to another
 /// app account is a duplicate, so it stays unmatched (and is reported as orphaned).
+/// A page costs a handful of statements (ids by app id, resources, mappings, pending
+/// changes, each for the whole page), plus one per account not in the id map.
 pub fn match_page(conn: &Connection, kind: ResourceKind, keys: &[AppKey]) -> Result<Vec<PageMatch>, StoreError> {
-    let mut out = Vec::with_capacity(keys.len());
+    let app_ids: Vec<&str> = keys.iter().map(|k| k.app_id.as_str()).collect();
+    let mut by_app: HashMap<String, String> = HashMap::with_capacity(keys.len());
+    {
+        let mut st = conn.prepare_cached(
+            "SELECT im.app_id, im.resource_id FROM id_map im
+             WHERE im.resource_kind = ?1 AND im.app_id IN (SELECT value FROM json_each(?2))",
+        )?;
+        let rows = st.query_map(params![kind.as_str(), json_list(&app_ids)?], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        for row in rows {
+            let (app, id): (String, String) = row?;
+            by_app.insert(app, id);
+        }
+    }
+    let mut ids: Vec<Option<String>> = Vec::with_capacity(keys.len());
     for key in keys {
-        let by_map: Option<String> = conn
-            .prepare_cached("SELECT resource_id FROM id_map WHERE resource_kind = ?1 AND app_id = ?2")?
-            .query_row(params![kind.as_str(), key.app_id], |r| r.get(0))
-            .optional()?;
-        let id = match by_map {
+        ids.push(match by_app.get(&key.app_id).cloned() {
             Some(id) => Some(id),
             None => id_by_name(conn, kind, key)?,
-        };
+        });
+    }
+    let wanted: Vec<&str> = ids.iter().flatten().map(String::as_str).collect();
+    let mut loaded = load_many(conn, kind, &wanted)?;
+    // The same resource matched twice (a duplicate by name) is handed out twice.
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for id in &wanted {
+        *uses.entry(id).or_default() += 1;
+    }
+    let mut out = Vec::with_capacity(keys.len());
+    for (key, id) in keys.iter().zip(&ids) {
         let Some(id) = id else {
             out.push(PageMatch::Unknown);
             continue;
         };
-        let Some(resource) = resource_by_id(conn, kind, &id)? else {
+        let n = uses.get_mut(id.as_str()).map(|n| {
+            *n -= 1;
+            *n
+        });
+        let m = if n == Some(0) { loaded.remove(id) } else { loaded.get(id).cloned() };
+        let Some(m) = m else {
             // Mapped, but deleted on our side: its deprovisioning is on its way (or held, or
             // dead: the stuck items say so).
             let undelivered = conn
                 .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE resource_id = ?1 AND state != 'done')")?
-                .query_row([&id], |r| r.get::<_, bool>(0))?;
+                .query_row([id], |r| r.get::<_, bool>(0))?;
             out.push(if undelivered { PageMatch::Deprovisioning } else { PageMatch::Unknown });
             continue;
         };
-        let (mapped_app_id, applied) = mapping(conn, &id)?;
-        if mapped_app_id.as_deref().is_some_and(|m| m != key.app_id) {
+        if m.mapped_app_id.as_deref().is_some_and(|a| a != key.app_id) {
             out.push(PageMatch::Unknown);
             continue;
         }
-        let pending = super::outbox::has_undelivered(conn, &id)?;
-        let members = if kind == ResourceKind::Group { Some(members_of(conn, &id)?) } else { None };
-        out.push(PageMatch::Ours(Box::new(Matched { resource, mapped_app_id, applied, pending, members })));
+        out.push(PageMatch::Ours(Box::new(m)));
     }
     Ok(out)
 }
 
-fn mapping(conn: &Connection, id: &str) -> Result<(Option<String>, Option<Map<String, Value>>), StoreError> {
-    let row: Option<(String, Option<String>)> = conn
-        .prepare_cached("SELECT app_id, applied FROM id_map WHERE resource_id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    Ok(match row {
-        None => (None, None),
-        Some((app, applied)) => {
-            let applied = applied.and_then(|a| match serde_json::from_str(&a) {
-                Ok(Value::Object(m)) => Some(m),
-                _ => None,
-            });
-            (Some(app), applied)
+/// Resources with their mapping, applied attributes, pending flag and (groups) members:
+/// one statement each for the whole set (members: one per group).
+fn load_many(conn: &Connection, kind: ResourceKind, ids: &[&str]) -> Result<HashMap<String, Matched>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let list = json_list(ids)?;
+    let resources = super::resources::get_many(conn, kind, ids)?;
+    // (app id, applied version, applied attributes unless that version is the current one)
+    let mut mappings: HashMap<String, (String, Option<u64>, Option<String>)> = HashMap::with_capacity(ids.len());
+    {
+        let mut st = conn.prepare_cached(
+            "SELECT resource_id, app_id, applied_version, applied FROM id_map
+             WHERE resource_id IN (SELECT value FROM json_each(?1))",
+        )?;
+        let mut rows = st.query([&list])?;
+        while let Some(r) = rows.next()? {
+            let id: String = r.get(0)?;
+            let version: Option<i64> = r.get(2)?;
+            let version = version.map(|v| v as u64);
+            let current = version.is_some() && resources.get(&id).map(|res| res.meta.version) == version;
+            let applied: Option<String> = if current { None } else { r.get(3)? };
+            mappings.insert(id, (r.get(1)?, version, applied));
         }
-    })
+    }
+    // `+state`: probe each resource's rows (few), never scan the queue, which can be long.
+    let mut pending: HashSet<String> = HashSet::new();
+    {
+        let mut st = conn.prepare_cached(
+            "SELECT DISTINCT resource_id FROM outbox
+             WHERE resource_id IN (SELECT value FROM json_each(?1))
+               AND +state IN ('pending', 'retry', 'in_flight', 'dead')",
+        )?;
+        let rows = st.query_map([&list], |r| r.get(0))?;
+        for row in rows {
+            pending.insert(row?);
+        }
+    }
+    let mut out = HashMap::with_capacity(resources.len());
+    for (id, resource) in resources {
+        let (mapped_app_id, applied, applied_current) = match mappings.remove(&id) {
+            None => (None, None, false),
+            Some((app, version, applied)) => {
+                let current = version.is_some() && version == Some(resource.meta.version);
+                let applied = applied.and_then(|a| match serde_json::from_str(&a) {
+                    Ok(Value::Object(m)) => Some(m),
+                    _ => None,
+                });
+                (Some(app), applied, current)
+            }
+        };
+        let members = if kind == ResourceKind::Group { Some(members_of(conn, &id)?) } else { None };
+        let pending = pending.contains(&id);
+        out.insert(id, Matched { resource, mapped_app_id, applied, applied_current, pending, members });
+    }
+    Ok(out)
 }
 
 fn members_of(conn: &Connection, group_id: &str) -> Result<Vec<MemberInfo>, StoreError> {
@@ -218,17 +291,11 @@ pub fn all_ids(conn: &Connection, kind: ResourceKind) -> Result<Vec<(String, Str
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Full detail of resources the app lacks (for the report and cause).
+/// Full detail of resources the app lacks (for the report and cause), in the order asked.
 pub fn load_unmatched(conn: &Connection, kind: ResourceKind, ids: &[String]) -> Result<Vec<Matched>, StoreError> {
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let Some(resource) = resource_by_id(conn, kind, id)? else { continue };
-        let (mapped_app_id, applied) = mapping(conn, id)?;
-        let pending = super::outbox::has_undelivered(conn, id)?;
-        let members = if kind == ResourceKind::Group { Some(members_of(conn, id)?) } else { None };
-        out.push(Matched { resource, mapped_app_id, applied, pending, members });
-    }
-    Ok(out)
+    let wanted: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut loaded = load_many(conn, kind, &wanted)?;
+    Ok(ids.iter().filter_map(|id| loaded.remove(id)).collect())
 }
 
 /// Our (user) resources for app ids, to name the strangers in a group's member list:
