@@ -13,7 +13,7 @@ use warp::http::{HeaderMap, Method, StatusCode};
 
 pub const APP_TOKEN: &str = "app-secret-token";
 
-fn venv() -> &'static PathBuf {
+pub fn venv() -> &'static PathBuf {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
     VENV.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

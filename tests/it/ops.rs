@@ -220,3 +220,57 @@ async fn systemd_notifications_ready_watchdog_stopping() {
     assert!(d.stop().success());
     wait_for("STOPPING=1", &mut seen);
 }
+
+/// "Serves metrics that a Prometheus scrape accepts" (issue 6): the exposition, after real
+/// traffic and a sync run, parses with the Prometheus project's own strict OpenMetrics
+/// parser (prometheus-client, installed by scripts/python-env.sh), and the families we
+/// document are there.
+#[tokio::test]
+async fn metrics_parse_with_the_prometheus_openmetrics_parser() {
+    use std::io::Write;
+    let app = crate::app::ScimApp::start().await;
+    let d = Daemon::start_with(&format!("{}[reconcile]\nschedule = \"\"\n", crate::app::scim_target_config(&app.base)));
+    d.create_user("scrape@example.com").await;
+    d.wait_outbox_empty().await;
+    let r = d.http.post(format!("{}/sync", d.admin_base)).header("x-requested-by", "tests").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = d.http.get(format!("{}/metrics", d.admin_base)).send().await.unwrap().text().await.unwrap();
+    let py = crate::app::venv().join("bin/python");
+    let mut child = std::process::Command::new(&py)
+        .args([
+            "-c",
+            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
+             for f in p(sys.stdin.read()):\n    print(f.name, f.type, len(f.samples))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the venv's python (scripts/python-env.sh)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let families = String::from_utf8(out.stdout).unwrap();
+    for (name, kind) in [
+        ("scimsync_scim_requests", "counter"),
+        ("scimsync_scim_request_duration_seconds", "histogram"),
+        ("scimsync_deliveries", "counter"),
+        ("scimsync_outbox_depth", "gauge"),
+        ("scimsync_sync_runs", "counter"),
+        ("scimsync_sync_duration_seconds", "histogram"),
+        ("scimsync_sync_last_success_timestamp_seconds", "gauge"),
+        ("scimsync_drift_items", "gauge"),
+        ("scimsync_database_size_bytes", "gauge"),
+    ] {
+        let line = families
+            .lines()
+            .find(|l| l.split(' ').next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{families}"));
+        assert!(line.split(' ').nth(1) == Some(kind), "{line}");
+        assert!(line.split(' ').nth(2).is_some_and(|n| n != "0"), "{name} has samples: {line}");
+    }
+}
