@@ -658,19 +658,31 @@ fn admin_url(cfg: &Config) -> Option<String> {
     Some(format!("http://{}", std::net::SocketAddr::new(ip, addr.port())))
 }
 
+/// A request to the admin listener, with admin.bearer_token when one is set.
+fn admin_request(
+    loaded: &Loaded,
+    method: reqwest::Method,
+    url: &str,
+    timeout_seconds: u64,
+) -> Result<reqwest::RequestBuilder> {
+    let client = crate::downstream::http_client(std::time::Duration::from_secs(timeout_seconds.max(1)), None)
+        .map_err(anyhow::Error::msg)?;
+    let mut req = client.request(method, url);
+    let token = &loaded.config.admin.bearer_token;
+    if !token.is_empty() {
+        req = req.bearer_auth(token.expose());
+    }
+    Ok(req)
+}
+
 async fn sync_now(loaded: &Loaded, confirm: bool, url: Option<String>, timeout_seconds: u64) -> Result<i32> {
     let Some(base) = url.or_else(|| admin_url(&loaded.config)) else {
         eprintln!("the admin listener is disabled (admin.listen = \"\"); enable it or pass --url");
         return Ok(1);
     };
     let url = format!("{}/sync{}", base.trim_end_matches('/'), if confirm { "?confirm=true" } else { "" });
-    let client = crate::downstream::http_client(std::time::Duration::from_secs(timeout_seconds.max(1)), None)
-        .map_err(anyhow::Error::msg)?;
-    let mut req = client.post(&url).header("x-requested-by", "scimsync-cli");
-    let token = &loaded.config.admin.bearer_token;
-    if !token.is_empty() {
-        req = req.bearer_auth(token.expose());
-    }
+    let req =
+        admin_request(loaded, reqwest::Method::POST, &url, timeout_seconds)?.header("x-requested-by", "scimsync-cli");
     let resp = match req.send().await {
         Ok(r) => r,
         Err(e) => {
@@ -782,13 +794,7 @@ async fn healthcheck(loaded: &Loaded, url: Option<String>, timeout_seconds: u64)
     };
     let base = base.trim_end_matches('/');
     let url = if base.ends_with("/readyz") { base.to_string() } else { format!("{base}/readyz") };
-    let client = crate::downstream::http_client(std::time::Duration::from_secs(timeout_seconds.max(1)), None)
-        .map_err(anyhow::Error::msg)?;
-    let mut req = client.get(&url);
-    let token = &loaded.config.admin.bearer_token;
-    if !token.is_empty() {
-        req = req.bearer_auth(token.expose());
-    }
+    let req = admin_request(loaded, reqwest::Method::GET, &url, timeout_seconds)?;
     let resp = match req.send().await {
         Ok(r) => r,
         Err(e) => {
