@@ -183,7 +183,28 @@ impl Service {
         };
         let summary = audit_summary::created(&new.attrs, new.members.len());
         let audit = origin.audit("POST", kind, Some(&new.id), summary);
-        Ok(self.committed(self.store.create_audited(new, audit).await)?)
+        match self.store.create_audited(new, audit).await {
+            // Idempotent create (policy.account.existing_email_on_create = "return_existing"):
+            // the account that has the address is the answer, unchanged.
+            Err(StoreError::Unique { attribute: "emails", value }) if self.returns_existing(kind) => {
+                let text = format!("emails.value eq {}", Value::String(value.clone()));
+                let filter = parse_filter(kind, &text)?;
+                let page = self.store.list(kind, Some(filter), None, 0, 1, Load::default()).await?;
+                match page.resources.into_iter().next() {
+                    Some(existing) => Ok(existing),
+                    None => Err(StoreError::Unique { attribute: "emails", value }.into()),
+                }
+            }
+            r => Ok(self.committed(r)?),
+        }
+    }
+
+    fn returns_existing(&self, kind: ResourceKind) -> bool {
+        kind == ResourceKind::User
+            && self.store.policy().is_some_and(|p| {
+                p.account.unique_emails
+                    && p.account.existing_email_on_create == crate::policy::account::ExistingEmail::ReturnExisting
+            })
     }
 
     pub async fn get(&self, kind: ResourceKind, id: &str, load: Load) -> Result<Resource, ServiceError> {

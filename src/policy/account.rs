@@ -21,6 +21,22 @@ pub struct AccountPolicy {
     /// Refuse (409 `uniqueness`) a user create or update whose email address another user
     /// already has. Off by default: SCIM does not make emails unique (RFC 7643 §4.1.2).
     pub unique_emails: bool,
+    /// With `unique_emails`: what a create carrying an email address another user has gets.
+    /// `conflict` (the default): 409 `uniqueness`. `return_existing`: the existing account,
+    /// as a successful create (idempotent create: an IdP retrying a create that timed out,
+    /// or re-pushing a user it lost track of, gets the account instead of an error).
+    pub existing_email_on_create: ExistingEmail,
+    /// Whether a deleted user may be provisioned again: `false` refuses (409) a create whose
+    /// `userName` or `externalId` a deleted user had (an offboarded account coming back
+    /// needs an administrator, not an IdP push). Default true.
+    pub reprovision_deleted: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ExistingEmail {
+    Conflict,
+    ReturnExisting,
 }
 
 impl Default for AccountPolicy {
@@ -30,6 +46,8 @@ impl Default for AccountPolicy {
             immutable_attributes: Vec::new(),
             list_inactive_users: true,
             unique_emails: false,
+            existing_email_on_create: ExistingEmail::Conflict,
+            reprovision_deleted: true,
         }
     }
 }

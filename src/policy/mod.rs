@@ -174,9 +174,9 @@ impl Policy {
     }
 
     /// Whether the store has anything to check or derive: group rules, a default role, or
-    /// an account policy enforced in the writer (unique emails).
+    /// an account policy enforced in the writer (unique emails, no re-provisioning).
     pub fn needs_store(&self) -> bool {
-        !self.is_empty() || self.account.unique_emails
+        !self.is_empty() || self.account.unique_emails || !self.account.reprovision_deleted
     }
 
     /// Whether a group of this name is mapped by any rule.
@@ -225,6 +225,12 @@ fn cfg_account_lines(a: &account::AccountPolicy) -> Vec<String> {
     }
     if a.unique_emails {
         out.push("account: a user's email addresses must be unique among users".into());
+        if a.existing_email_on_create == account::ExistingEmail::ReturnExisting {
+            out.push("account: a create with a taken email address returns the existing account".into());
+        }
+    }
+    if !a.reprovision_deleted {
+        out.push("account: a deleted user is not provisioned again (same userName or externalId)".into());
     }
     if !a.list_inactive_users {
         out.push("account: inactive users are left out of GET /Users".into());

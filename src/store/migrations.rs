@@ -12,6 +12,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0003_deletion_guard.sql")),
     M::up(include_str!("../../migrations/0004_reconcile.sql")),
     M::up(include_str!("../../migrations/0005_audit.sql")),
+    M::up(include_str!("../../migrations/0006_deleted_accounts.sql")),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {

@@ -121,6 +121,28 @@ fn relevant(conn: &Connection, policy: &Policy, op: &WriteOp) -> Result<bool, St
     })
 }
 
+/// `policy.account.reprovision_deleted = false`: a create may not bring back a deleted user
+/// (same userName, any case, or same externalId).
+fn was_deleted(conn: &Connection, n: &super::NewResource) -> Result<(), StoreError> {
+    let name = n.attrs.get("userName").and_then(serde_json::Value::as_str).map(crate::model::fold_case);
+    let ext = n.attrs.get("externalId").and_then(serde_json::Value::as_str);
+    let hit: Option<(String, String)> = conn
+        .prepare_cached(
+            "SELECT coalesce(user_name_ci, external_id), deleted_at FROM deleted_accounts
+             WHERE (?1 IS NOT NULL AND user_name_ci = ?1) OR (?2 IS NOT NULL AND external_id = ?2)
+             ORDER BY deleted_at DESC LIMIT 1",
+        )?
+        .query_row(rusqlite::params![name, ext], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match hit {
+        Some((who, when)) => Err(StoreError::Policy(format!(
+            "the account {who:?} was deleted at {when} and policy.account.reprovision_deleted = false refuses \
+             to provision it again; an administrator must restore it in the app (or allow re-provisioning)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// `policy.account.unique_emails`: no other user may have an email address of this one
 /// (compared without case, as stored in `resource_emails`).
 fn unique_emails(conn: &Connection, user_id: &str) -> Result<(), StoreError> {
@@ -208,6 +230,12 @@ pub fn apply_under<T>(
         }
         _ => None,
     };
+    if let WriteOp::Create(n) = &op
+        && n.kind == ResourceKind::User
+        && !policy.account.reprovision_deleted
+    {
+        was_deleted(conn, n)?;
+    }
     if policy.is_empty() || !relevant(conn, policy, &op)? {
         let out = run(conn, op)?;
         if let Some(id) = email_check {

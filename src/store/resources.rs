@@ -268,6 +268,17 @@ pub fn delete(
             tombstone.insert(k.to_string(), v.clone());
         }
     }
+    if kind == ResourceKind::User {
+        conn.prepare_cached(
+            "INSERT INTO deleted_accounts (resource_id, user_name_ci, external_id, deleted_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            id,
+            old.get("userName").and_then(Value::as_str).map(fold_case),
+            old.get("externalId").and_then(Value::as_str),
+            now
+        ])?;
+    }
     // Every delete deprovisions (the deletion guard counts it), even of an inactive user.
     let payload = json!({ "tombstone": tombstone, "deprovision": true });
     enqueue(conn, kind, id, ChangeOp::Delete, cur.version + 1, &payload, now)?;

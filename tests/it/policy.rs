@@ -412,3 +412,54 @@ async fn account_policies_immutable_attributes_refused_reactivation_hidden_inact
     r.assert_error(409, Some("uniqueness"));
     assert_eq!(d.get(&format!("/Users/{other}")).await.body["emails"].as_array().unwrap().len(), 1);
 }
+
+/// Issue 7 item 4, the last two account policies: a create with a taken email address can
+/// return the existing account (idempotent create), and a deleted user can be kept from
+/// coming back through the IdP.
+#[tokio::test]
+async fn idempotent_create_by_email_and_no_reprovisioning_of_deleted_users() {
+    let d = Daemon::start_with(
+        "[policy.account]\nunique_emails = true\nexisting_email_on_create = \"return_existing\"\n\
+         reprovision_deleted = false\n",
+    );
+    // The IdP's create timed out and it sends it again under another userName with the same
+    // address: the existing account is the answer, and there is still one account.
+    let first = d.post("/Users", user_body("Ada@x.test")).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let mut again = user_body("ada.lovelace@x.test");
+    again["emails"] = json!([{"value": "ADA@x.test", "type": "work", "primary": true}]);
+    let r = d.post("/Users", again).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["id"], first.body["id"], "the existing account, not a new one");
+    assert_eq!(r.body["userName"], "Ada@x.test");
+    assert_eq!(d.get("/Users").await.body["totalResults"], 1);
+
+    // Deleted, then pushed again by userName (any case) or by externalId: refused.
+    let mut grace = user_body("grace@x.test");
+    grace["externalId"] = json!("emp-42");
+    let g = d.post("/Users", grace).await;
+    assert_eq!(g.status, StatusCode::CREATED);
+    assert_eq!(d.delete(&format!("/Users/{}", g.body["id"].as_str().unwrap())).await.status, StatusCode::NO_CONTENT);
+    let r = d.post("/Users", user_body("GRACE@x.test")).await;
+    r.assert_error(409, None);
+    assert!(r.body["detail"].as_str().unwrap().contains("policy.account.reprovision_deleted"), "{}", r.body);
+    let mut by_ext = user_body("g.hopper@x.test");
+    by_ext["externalId"] = json!("emp-42");
+    d.post("/Users", by_ext).await.assert_error(409, None);
+    // Someone new is welcome.
+    assert_eq!(d.post("/Users", user_body("new@x.test")).await.status, StatusCode::CREATED);
+    assert_eq!(d.get("/Users").await.body["totalResults"], 2);
+}
+
+/// The defaults: a taken email is a conflict only when unique_emails is on, and a deleted
+/// user may come back.
+#[tokio::test]
+async fn by_default_a_deleted_user_may_be_provisioned_again_and_a_taken_email_conflicts() {
+    let d = Daemon::start_with("[policy.account]\nunique_emails = true\n");
+    let a = d.post("/Users", user_body("ada@x.test")).await;
+    let mut dup = user_body("other@x.test");
+    dup["emails"] = json!([{"value": "ada@x.test"}]);
+    d.post("/Users", dup).await.assert_error(409, Some("uniqueness"));
+    assert_eq!(d.delete(&format!("/Users/{}", a.body["id"].as_str().unwrap())).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(d.post("/Users", user_body("ada@x.test")).await.status, StatusCode::CREATED);
+}
