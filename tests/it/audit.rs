@@ -176,14 +176,7 @@ async fn operator_actions_are_recorded() {
         assert_eq!(d.delete(&format!("/Users/{id}")).await.status, StatusCode::NO_CONTENT);
     }
     d.wait_outbox_empty().await;
-    let held: Vec<String> = d
-        .cli(&["outbox", "list", "--held"])
-        .lines()
-        .filter_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols.get(1) == Some(&"held")).then(|| cols[3].to_string())
-        })
-        .collect();
+    let held: Vec<String> = d.held_ids();
     assert!(!held.is_empty(), "the guard holds some deletions");
 
     // Without --confirm nothing is discarded and nothing recorded.

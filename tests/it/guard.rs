@@ -12,17 +12,6 @@ fn config(app: &ScimApp, guard: &str) -> String {
     format!("{}[outbox.deletion_guard]\n{guard}", scim_target_config(&app.base))
 }
 
-/// The resource ids `outbox list --held` shows.
-fn held(d: &Daemon) -> Vec<String> {
-    d.cli(&["outbox", "list", "--held"])
-        .lines()
-        .filter_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols.get(1) == Some(&"held")).then(|| cols[3].to_string())
-        })
-        .collect()
-}
-
 async fn inactive_in_app(app: &ScimApp) -> usize {
     app.all("Users").await.iter().filter(|u| u["active"] == false).count()
 }
@@ -50,7 +39,7 @@ async fn a_mass_deletion_is_held_across_a_restart_until_released() {
     assert!(delivered <= 3, "nothing beyond the threshold reaches the app: {delivered} deactivated");
     let list = d.cli(&["outbox", "list", "--held"]);
     assert!(list.contains("deletion guard TRIPPED"), "{list}");
-    let held_before = held(&d);
+    let held_before = d.held_ids();
     assert_eq!(held_before.len() + delivered, 8, "{list}");
     assert!(held_before.iter().all(|h| ids[..8].contains(h)));
     // Visible to monitoring: the metric by target and the readiness detail (still ready).
@@ -69,18 +58,18 @@ async fn a_mass_deletion_is_held_across_a_restart_until_released() {
     d.create_user("after-restart@example.com").await;
     d.wait_outbox_empty().await;
     assert!(app.user_by_name("after-restart@example.com").await.is_some(), "creates flow while tripped");
-    assert_eq!(held(&d), held_before, "held across the restart");
+    assert_eq!(d.held_ids(), held_before, "held across the restart");
     assert_eq!(inactive_in_app(&app).await, delivered, "still nothing more deactivated");
 
     // Release: every held deprovisioning is delivered and the guard is reset.
     let wrong = d.cli_raw(&["outbox", "release", "--held", "--target", "webhook"]);
     assert_eq!(wrong.status.code(), Some(2), "another target's name is refused");
-    assert_eq!(held(&d), held_before, "nothing released by the refused command");
+    assert_eq!(d.held_ids(), held_before, "nothing released by the refused command");
     d.cli(&["outbox", "release", "--held", "--target", "scim"]);
     d.wait_outbox_empty().await;
     assert_eq!(inactive_in_app(&app).await, 8, "released deprovisionings delivered");
     let list = d.cli(&["outbox", "list"]);
-    assert!(held(&d).is_empty() && !list.contains("TRIPPED"), "{list}");
+    assert!(d.held_ids().is_empty() && !list.contains("TRIPPED"), "{list}");
     // Reset: the next deletion counts from zero and flows.
     d.delete(&format!("/Users/{}", ids[8])).await;
     d.wait_outbox_empty().await;
@@ -105,14 +94,14 @@ async fn recreate_and_reactivation_cancel_and_discard_drops() {
     assert_eq!(d.patch(&format!("/Users/{}", ids[4]), off).await.status, StatusCode::OK);
     assert_eq!(d.delete(&format!("/Users/{}", ids[5])).await.status, StatusCode::NO_CONTENT);
     d.wait_outbox_empty().await;
-    let h = held(&d);
+    let h = d.held_ids();
     assert!(h.contains(&ids[4]) && h.contains(&ids[5]), "{h:?}");
     // ...then the IdP reactivates c4 and re-creates c5: both deprovisionings are cancelled.
     let on = patch_body(json!([{"op": "replace", "path": "active", "value": true}]));
     assert_eq!(d.patch(&format!("/Users/{}", ids[4]), on).await.status, StatusCode::OK);
     let c5 = d.create_user("c5@example.com").await;
     d.wait_outbox_empty().await;
-    let h = held(&d);
+    let h = d.held_ids();
     assert!(!h.contains(&ids[4]) && !h.contains(&ids[5]), "cancelled: {h:?}");
     assert_eq!(h.len() + delivered, 4, "the first four stay held");
     for name in ["c4@example.com", "c5@example.com"] {
@@ -125,12 +114,12 @@ async fn recreate_and_reactivation_cancel_and_discard_drops() {
     // Discard needs --confirm; then the held changes are gone for good, logged at warn.
     let out = d.cli_raw(&["outbox", "discard", "--held"]);
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(held(&d).len(), h.len(), "nothing dropped without --confirm");
+    assert_eq!(d.held_ids().len(), h.len(), "nothing dropped without --confirm");
     let out = d.cli_raw(&["outbox", "discard", "--held", "--confirm"]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("discarded") && err.contains("WARN"), "{err}");
-    assert!(held(&d).is_empty());
+    assert!(d.held_ids().is_empty());
     d.wait_outbox_empty().await;
     assert_eq!(inactive_in_app(&app).await, delivered, "discarded deprovisionings never reach the app");
     assert!(!d.cli(&["outbox", "list"]).contains("TRIPPED"), "discard resets the guard");
@@ -149,7 +138,7 @@ async fn ordinary_offboarding_flows_with_the_default_guard() {
         .await;
     d.wait_outbox_empty().await;
     assert_eq!(inactive_in_app(&app).await, 3);
-    assert!(held(&d).is_empty());
+    assert!(d.held_ids().is_empty());
     assert!(!d.cli(&["outbox", "list"]).contains("TRIPPED"));
 }
 

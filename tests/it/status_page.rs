@@ -100,14 +100,7 @@ async fn status_page_in_chromium_shows_queue_failures_and_held_deletions() {
         assert_eq!(d.delete(&format!("/Users/{id}")).await.status, StatusCode::NO_CONTENT);
     }
     d.wait_outbox_empty().await;
-    let held_ids: Vec<String> = d
-        .cli(&["outbox", "list", "--held"])
-        .lines()
-        .filter_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols.get(1) == Some(&"held")).then(|| cols[3].to_string())
-        })
-        .collect();
+    let held_ids: Vec<String> = d.held_ids();
     assert!(!held_ids.is_empty(), "the guard holds some of the deletions");
     // A sync run now: its report shows the held deletions as drift (the app still has them).
     let sync = d.http.post(format!("{}/sync", d.admin_base)).header("X-Requested-By", "test").send().await.unwrap();

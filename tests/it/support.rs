@@ -127,6 +127,18 @@ impl Daemon {
         self.dir.path().join("data")
     }
 
+    /// The resource ids whose changes the deletion guard holds, as `outbox list --held`
+    /// shows them.
+    pub fn held_ids(&self) -> Vec<String> {
+        self.cli(&["outbox", "list", "--held"])
+            .lines()
+            .filter_map(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                (cols.get(1) == Some(&"held")).then(|| cols[3].to_string())
+            })
+            .collect()
+    }
+
     /// Replace the extra TOML (takes effect at the next `spawn`).
     pub fn set_extra_config(&mut self, extra_config: &str) {
         self.extra_config = extra_config.to_string();
