@@ -313,10 +313,8 @@ async fn a_run_missed_while_stopped_is_caught_up_once_at_start() {
     drop(conn);
     d.set_extra_config(&format!("{}[reconcile]\nschedule = \"0 0 * * * *\"\n", scim_target_config(&app.base)));
     d.spawn();
-    let mut runs = String::new();
     for _ in 0..100 {
-        runs = d.cli(&["sync", "runs"]);
-        if runs.contains(" catch_up ") {
+        if d.cli(&["sync", "runs"]).contains(" catch_up ") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
