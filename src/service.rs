@@ -250,12 +250,25 @@ impl Service {
                 members,
             };
             let audit = origin.audit("PUT", kind, Some(id), summary);
-            match self.committed(self.store.update_audited(upd, audit).await) {
-                Err(StoreError::VersionMismatch { .. }) if if_match.is_none() => continue,
-                other => return Ok(other?),
+            if let Some(done) = self.commit_read_modify_write(upd, audit, if_match).await {
+                return done;
             }
         }
         Err(ServiceError::Unavailable("the resource is changing too fast; retry".into()))
+    }
+
+    /// Commit an update computed from the version read. `None`: the resource moved on since
+    /// (and no If-Match pins a version), so the caller reads it again and recomputes.
+    async fn commit_read_modify_write(
+        &self,
+        upd: Update,
+        audit: NewAudit,
+        if_match: Option<u64>,
+    ) -> Option<Result<Resource, ServiceError>> {
+        match self.committed(self.store.update_audited(upd, audit).await) {
+            Err(StoreError::VersionMismatch { .. }) if if_match.is_none() => None,
+            other => Some(other.map_err(Into::into)),
+        }
     }
 
     /// PATCH (RFC 7644 §3.5.2): every operation applies, or none does.
@@ -297,9 +310,8 @@ impl Service {
             let summary = audit_summary::patched(&ops, &cur.attrs, attrs.as_ref(), &effect.members);
             let upd = Update { kind, id: id.to_string(), expected_version, attrs, members: effect.members };
             let audit = origin.audit("PATCH", kind, Some(id), summary);
-            match self.committed(self.store.update_audited(upd, audit).await) {
-                Err(StoreError::VersionMismatch { .. }) if if_match.is_none() => continue,
-                other => return Ok(other?),
+            if let Some(done) = self.commit_read_modify_write(upd, audit, if_match).await {
+                return done;
             }
         }
         Err(ServiceError::Unavailable("the resource is changing too fast; retry".into()))

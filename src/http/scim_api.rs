@@ -279,16 +279,21 @@ async fn reload_if_needed(
     Ok(res)
 }
 
-async fn list(state: &ApiState, kind: ResourceKind, q: ListQuery) -> Reply {
-    let proj = Projection::new(q.attributes.clone(), q.excluded_attributes.clone());
-    let lreq = ListRequest {
+/// The service's list request for what the IdP asked, loading `load`.
+fn list_request(q: &ListQuery, load: Load) -> ListRequest {
+    ListRequest {
         filter: q.filter.clone(),
         sort_by: q.sort_by.clone(),
         sort_order: q.sort_order.clone(),
         start_index: q.start_index,
         count: q.count,
-        load: load_for(kind, &proj),
-    };
+        load,
+    }
+}
+
+async fn list(state: &ApiState, kind: ResourceKind, q: ListQuery) -> Reply {
+    let proj = Projection::new(q.attributes.clone(), q.excluded_attributes.clone());
+    let lreq = list_request(&q, load_for(kind, &proj));
     let page = state.service.list(kind, lreq).await?;
     let items: Vec<Value> = page.resources.iter().map(|r| resource::render(r, &state.base_url, &proj)).collect();
     Ok(respond::json(StatusCode::OK, &list_response(page.total, q.start_index.max(1), items)))
@@ -311,14 +316,7 @@ async fn bulk(state: &ApiState, req: &Request, origin: &Origin) -> Reply {
 async fn search_all(state: &ApiState, req: &Request) -> Reply {
     let q = ListQuery::from_search_body(&parse_json(req)?)?;
     let proj = Projection::new(q.attributes.clone(), q.excluded_attributes.clone());
-    let lreq = ListRequest {
-        filter: q.filter.clone(),
-        sort_by: q.sort_by.clone(),
-        sort_order: q.sort_order.clone(),
-        start_index: q.start_index,
-        count: q.count,
-        load: Load { members: proj.wants("members"), groups: proj.wants("groups") },
-    };
+    let lreq = list_request(&q, Load { members: proj.wants("members"), groups: proj.wants("groups") });
     let page = state.service.search_all(lreq).await?;
     let items: Vec<Value> = page.resources.iter().map(|r| resource::render(r, &state.base_url, &proj)).collect();
     Ok(respond::json(StatusCode::OK, &list_response(page.total, q.start_index.max(1), items)))
