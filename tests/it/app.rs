@@ -58,17 +58,28 @@ impl ScimApp {
         panic!("scim2-server did not come up on port {port} within 15 s");
     }
 
-    /// Every resource of an endpoint (`Users`/`Groups`) as the app holds it.
+    /// Every resource of an endpoint (`Users`/`Groups`) as the app holds it, page by page
+    /// (scim2-server bounds a page by its `maxResults`, so one request is not enough once a
+    /// test has created more than a page of accounts).
     pub async fn all(&self, endpoint: &str) -> Vec<Value> {
-        let r = self
-            .http
-            .get(format!("{}/{endpoint}?count=1000", self.base))
-            .bearer_auth(APP_TOKEN)
-            .send()
-            .await
-            .expect("app reachable");
-        let v: Value = r.json().await.expect("json");
-        v["Resources"].as_array().cloned().unwrap_or_default()
+        let mut out = Vec::new();
+        loop {
+            let r = self
+                .http
+                .get(format!("{}/{endpoint}?startIndex={}&count=500", self.base, out.len() + 1))
+                .bearer_auth(APP_TOKEN)
+                .send()
+                .await
+                .expect("app reachable");
+            let v: Value = r.json().await.expect("json");
+            let page = v["Resources"].as_array().cloned().unwrap_or_default();
+            let total = v["totalResults"].as_u64().expect("a list response carries totalResults") as usize;
+            let empty = page.is_empty();
+            out.extend(page);
+            if out.len() >= total || empty {
+                return out;
+            }
+        }
     }
 
     pub async fn user_by_name(&self, user_name: &str) -> Option<Value> {
