@@ -282,14 +282,19 @@ entitlement = "{{plan}}"
     );
     let d = Daemon::start_with(&cfg);
     let u = d.create_user("hooked@example.com").await;
+    // Delivered before any group exists: the default role, no licence.
+    d.wait_outbox_empty().await;
+    let events = got.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].event, "user_create");
+    assert_eq!(events[0].body["role"], "member", "the default role before the group: {events:#?}");
+    assert!(events[0].body.get("licences").is_none_or(|l| l.is_null() || l == &json!([])), "{events:#?}");
+    // Joining the group changes the user's effective access: the app gets an update.
     d.create_group("Pro-Admins", &[&u]).await;
     d.wait_outbox_empty().await;
     let events = got.lock().unwrap().clone();
     let last = events.iter().rev().find(|e| e.event.starts_with("user_")).expect("a user event");
+    assert_eq!(last.event, "user_update", "{events:#?}");
     assert_eq!(last.body["role"], "admin", "{events:#?}");
     assert_eq!(last.body["licences"], json!([{"value": "Pro"}]), "{events:#?}");
-    let first = &events[0];
-    if first.event == "user_create" && events.iter().filter(|e| e.event.starts_with("user_")).count() > 1 {
-        assert_eq!(first.body["role"], "member", "the default role before the group: {events:#?}");
-    }
 }
