@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use crate::config::{Config, DeprovisionConfig, TargetKind, UpdateMethodConfig, WebhookConfig};
 use crate::downstream::mapping::{FieldSource, Mapping};
 use crate::downstream::scim_target::{Auth, Deprovision, ScimTarget, ScimTargetOptions, UpdateMethod};
+use crate::downstream::webhook_list::{ListOptions, Paging};
 use crate::downstream::webhook_target::{Endpoint, Event, WebhookOptions, WebhookTarget};
 use crate::downstream::{Target, Throttle, dry_run::DryRun};
 use crate::http::ops_api::{self, OpsState};
@@ -172,7 +173,9 @@ pub fn build_webhook_options(w: &WebhookConfig, throttle: Throttle) -> Result<We
         .map_err(|e| format!("user_fields: {e}"))?;
     let group_mapping = Mapping::compile(ResourceKind::Group, &fields(&w.group_fields), &w.drop)
         .map_err(|e| format!("group_fields: {e}"))?;
+    let list = build_webhook_list(w, &user_mapping, &group_mapping).map_err(|e| format!("list.{e}"))?;
     Ok(WebhookOptions {
+        list,
         base_url: w.base_url.clone(),
         secret: w.secret.expose().to_string(),
         headers: w.headers.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect(),
@@ -185,6 +188,77 @@ pub fn build_webhook_options(w: &WebhookConfig, throttle: Throttle) -> Result<We
         throttle,
         ca_file: (!w.ca_file.as_os_str().is_empty()).then(|| w.ca_file.clone()),
     })
+}
+
+/// `[target.webhook.list]` with its names resolved: record fields left empty are the output
+/// fields the mapping fills from userName, displayName and externalId (in pass-through
+/// mode, those names themselves).
+fn build_webhook_list(w: &WebhookConfig, users: &Mapping, groups: &Mapping) -> Result<Option<ListOptions>, String> {
+    let l = &w.list;
+    if l.users.is_empty() {
+        if !l.groups.is_empty() || !l.group.is_empty() {
+            return Err("users: is needed too: reconciliation starts from the users list".into());
+        }
+        return Ok(None);
+    }
+    let Some((_, paging)) = Paging::ALL.iter().find(|(n, _)| *n == l.paging) else {
+        let known: Vec<&str> = Paging::ALL.iter().map(|(n, _)| *n).collect();
+        return Err(format!("paging: {:?} is not one of {}", l.paging, known.join(", ")));
+    };
+    if l.page_size == 0 || l.page_size > 10_000 {
+        return Err("page_size: must be between 1 and 10000".into());
+    }
+    if *paging == Paging::Cursor && l.next_cursor.is_empty() {
+        return Err("next_cursor: paging = \"cursor\" needs the field of the next cursor".into());
+    }
+    if !l.group.is_empty() && !l.group.contains("{app_id}") {
+        return Err(format!("group: {:?} must contain {{app_id}}", l.group));
+    }
+    let field = |given: &str, mapping: &Mapping, attr: &str, key: &str| -> Result<String, String> {
+        if !given.is_empty() {
+            return Ok(given.to_string());
+        }
+        if mapping.is_pass_through() {
+            return Ok(attr.to_string());
+        }
+        match mapping.fields_from(attr, true).first() {
+            Some(f) => Ok(f.to_string()),
+            None if attr == "externalId" => Ok(String::new()),
+            None => Err(format!(
+                "{key}: no output field is mapped from {attr} as it is; name the record field that holds it"
+            )),
+        }
+    };
+    let id = if !l.id.is_empty() {
+        l.id.clone()
+    } else {
+        // The create response may wrap the record (`data.id`); a listed record is the
+        // record itself.
+        w.id_field.rsplit('.').next().filter(|s| !s.is_empty()).unwrap_or("id").to_string()
+    };
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Ok(Some(ListOptions {
+        users: l.users.clone(),
+        groups: non_empty(&l.groups),
+        group: non_empty(&l.group),
+        items: l.items.clone(),
+        paging: *paging,
+        page_size: l.page_size,
+        size_param: l.size_param.clone(),
+        offset_param: l.offset_param.clone(),
+        page_param: l.page_param.clone(),
+        cursor_param: l.cursor_param.clone(),
+        next_cursor: l.next_cursor.clone(),
+        id,
+        user_name: field(&l.user_name, users, "userName", "user_name")?,
+        group_name: if l.groups.is_empty() {
+            String::new()
+        } else {
+            field(&l.group_name, groups, "displayName", "group_name")?
+        },
+        external_id: field(&l.external_id, users, "externalId", "external_id")?,
+        members: l.members.clone(),
+    }))
 }
 
 pub fn worker_options(cfg: &Config) -> WorkerOptions {
@@ -249,19 +323,25 @@ pub async fn run(
     let worker = match build_target(cfg) {
         Ok(Some(target)) => {
             let target = Arc::new(target);
-            if target.lister().is_some() {
+            if target.can_list() {
+                // Whether the app is left holding deactivated accounts rather than none: a
+                // SCIM target set to deactivate, a REST app that gets no user_delete.
+                let deactivates = match cfg.target.kind {
+                    TargetKind::Webhook => !cfg.target.webhook.events.contains_key("user_delete"),
+                    _ => cfg.target.scim.deprovision == DeprovisionConfig::Deactivate,
+                };
                 scheduler = Some(crate::reconcile::scheduler::start(
                     store.clone(),
                     target.clone(),
                     cfg.reconcile.clone(),
-                    cfg.target.scim.deprovision == DeprovisionConfig::Deactivate,
+                    deactivates,
                     wake.clone(),
                     scheduler_stop.clone(),
                 ));
             } else {
                 tracing::info!(
                     target = target.name(),
-                    "reconciliation off: this target cannot list the app's accounts"
+                    "reconciliation off: this target cannot list the app's accounts (for a webhook target, configure [target.webhook.list])"
                 );
             }
             let opts = WorkerOptions { updates: Some(live.outbox.subscribe()), ..worker_options(cfg) };

@@ -103,6 +103,62 @@ pub struct WebhookConfig {
     pub group_fields: BTreeMap<String, crate::downstream::mapping::FieldSource>,
     /// Attributes left out of the SCIM representation when no fields are mapped.
     pub drop: Vec<String>,
+    /// How to list the app's accounts, for reconciliation.
+    pub list: WebhookListConfig,
+}
+
+/// Reading a REST app's accounts back (`[target.webhook.list]`); `users` empty: the target
+/// is not reconciled.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookListConfig {
+    /// GET path of the users list under base_url.
+    pub users: String,
+    /// GET path of the groups list; empty: groups are not reconciled.
+    pub groups: String,
+    /// GET path of one group (`{app_id}`), read when the list leaves members out.
+    pub group: String,
+    /// Dotted path of the records array in a list response; empty: the body is the array.
+    pub items: String,
+    /// none | offset | page | cursor | link.
+    pub paging: String,
+    pub page_size: usize,
+    pub size_param: String,
+    pub offset_param: String,
+    pub page_param: String,
+    pub cursor_param: String,
+    /// Dotted path of the next cursor in a list response (paging = "cursor").
+    pub next_cursor: String,
+    /// Record fields (dotted). `id` empty: target.webhook.id_field's last part, else "id".
+    pub id: String,
+    /// Empty: the output field mapped from userName / displayName / externalId.
+    pub user_name: String,
+    pub group_name: String,
+    pub external_id: String,
+    pub members: String,
+}
+
+impl Default for WebhookListConfig {
+    fn default() -> Self {
+        WebhookListConfig {
+            users: String::new(),
+            groups: String::new(),
+            group: String::new(),
+            items: String::new(),
+            paging: "offset".into(),
+            page_size: 100,
+            size_param: "limit".into(),
+            offset_param: "offset".into(),
+            page_param: "page".into(),
+            cursor_param: "cursor".into(),
+            next_cursor: "next_cursor".into(),
+            id: String::new(),
+            user_name: String::new(),
+            group_name: String::new(),
+            external_id: String::new(),
+            members: "members".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -130,6 +186,7 @@ impl Default for WebhookConfig {
             user_fields: BTreeMap::new(),
             group_fields: BTreeMap::new(),
             drop: Vec::new(),
+            list: WebhookListConfig::default(),
         }
     }
 }

@@ -358,11 +358,12 @@ impl AppListing {
 }
 
 impl Listing for AppListing {
-    async fn page(&self, kind: ResourceKind, start: u64) -> Result<(Vec<Value>, Option<u64>), String> {
+    async fn page(&self, kind: ResourceKind, at: Option<&str>) -> Result<(Vec<Value>, Option<String>), String> {
+        let start = at.map_or(Ok(1), |s| s.parse::<u64>().map_err(|_| format!("bad page token {s:?}")))?;
         let clock = Instant::now();
-        let page = self.make_page(kind, start);
+        let (page, next) = self.make_page(kind, start);
         self.build_nanos.fetch_add(clock.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(page)
+        Ok((page, next.map(|n| n.to_string())))
     }
 
     /// Never needed: every listed group carries its members (the sync reads a group on its

@@ -91,6 +91,32 @@ impl Mapping {
         Ok(Mapping { fields: out, drop: drop.to_vec() })
     }
 
+    /// No fields mapped: the SCIM representation is sent (minus `drop`).
+    pub fn is_pass_through(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Output fields whose source is the attribute `attr` (any sub-attribute or filter of
+    /// it), in configuration order; `plain`: only the attribute itself, untransformed or
+    /// case-folded (the fields that carry the value as it is, to match accounts by).
+    pub fn fields_from(&self, attr: &str, plain: bool) -> Vec<&str> {
+        self.fields
+            .iter()
+            .filter(|(_, c)| match c {
+                Compiled::Path { path, transform, .. } => {
+                    path.attr.urn.is_none()
+                        && path.attr.name.eq_ignore_ascii_case(attr)
+                        && (!plain
+                            || (path.attr.sub.is_none()
+                                && path.filter.is_none()
+                                && matches!(transform, None | Some(Transform::Lowercase | Transform::Trim))))
+                }
+                Compiled::Constant(_) => false,
+            })
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
     /// The body for `representation` (our SCIM JSON for the resource).
     pub fn apply(&self, representation: &Map<String, Value>) -> Map<String, Value> {
         if self.fields.is_empty() {

@@ -9,6 +9,7 @@
 pub mod dry_run;
 pub mod mapping;
 pub mod scim_target;
+pub mod webhook_list;
 pub mod webhook_target;
 
 use std::collections::HashMap;
@@ -151,11 +152,13 @@ impl Target {
         }
     }
 
-    /// The SCIM target, the one kind that lists the app's accounts (for reconciliation).
-    pub fn lister(&self) -> Option<&scim_target::ScimTarget> {
+    /// Whether the target can list the app's accounts (for reconciliation): a SCIM app
+    /// always, a REST app when `[target.webhook.list]` says how.
+    pub fn can_list(&self) -> bool {
         match self {
-            Target::Scim(t) => Some(t),
-            _ => None,
+            Target::Scim(_) => true,
+            Target::Webhook(t) => t.lists(ResourceKind::User),
+            Target::DryRun(_) => false,
         }
     }
 

@@ -70,10 +70,12 @@ pub struct WebhookOptions {
     pub throttle: super::Throttle,
     /// Extra trusted CA certificates (PEM), for apps with a private CA.
     pub ca_file: Option<std::path::PathBuf>,
+    /// How to list the app's accounts for reconciliation; `None`: it is not reconciled.
+    pub list: Option<super::webhook_list::ListOptions>,
 }
 
 pub struct WebhookTarget {
-    opts: WebhookOptions,
+    pub(super) opts: WebhookOptions,
     http: Client,
 }
 
@@ -87,7 +89,11 @@ pub fn sign(secret: &str, timestamp: u64, body: &str) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn dotted<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+/// The value at a dotted path (`data.id`); the empty path is the value itself.
+pub(super) fn dotted<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    if path.is_empty() {
+        return Some(v);
+    }
     path.split('.').try_fold(v, |acc, k| acc.get(k))
 }
 
@@ -95,6 +101,22 @@ impl WebhookTarget {
     pub fn new(opts: WebhookOptions) -> Result<Self, String> {
         let http = super::http_client(opts.request_timeout, opts.ca_file.as_deref())?;
         Ok(WebhookTarget { opts, http })
+    }
+
+    /// A request with the configured headers and the signature over `text` (the body; empty
+    /// for a read).
+    pub(super) fn signed(&self, method: Method, url: &str, event: &str, text: &str) -> reqwest::RequestBuilder {
+        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut rb = self
+            .http
+            .request(method, url)
+            .header("x-scimsync-event", event)
+            .header("x-scimsync-timestamp", ts.to_string())
+            .header("x-scimsync-signature", sign(&self.opts.secret, ts, text));
+        for (k, v) in &self.opts.headers {
+            rb = rb.header(k, v);
+        }
+        rb
     }
 
     async fn call(&self, event: Event, job: &Job, app_id: Option<&str>, body: Option<Value>) -> Result<Value, Outcome> {
@@ -111,17 +133,10 @@ impl WebhookTarget {
         let url = format!("{}/{}", self.opts.base_url.trim_end_matches('/'), path.trim_start_matches('/'));
         let text = body.map(|b| b.to_string()).unwrap_or_default();
         self.opts.throttle.wait().await;
-        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let event_name = Event::ALL.iter().find(|(_, e)| *e == event).map(|(n, _)| *n).unwrap_or("");
         let mut rb = self
-            .http
-            .request(ep.method.clone(), &url)
-            .header("idempotency-key", &job.idempotency_key)
-            .header("x-scimsync-event", Event::ALL.iter().find(|(_, e)| *e == event).map(|(n, _)| *n).unwrap_or(""))
-            .header("x-scimsync-timestamp", ts.to_string())
-            .header("x-scimsync-signature", sign(&self.opts.secret, ts, &text));
-        for (k, v) in &self.opts.headers {
-            rb = rb.header(k, v);
-        }
+            .signed(ep.method.clone(), &url, event_name, &text)
+            .header("idempotency-key", &job.idempotency_key);
         if !text.is_empty() {
             rb = rb.header("content-type", "application/json").body(text);
         }
@@ -158,6 +173,20 @@ impl WebhookTarget {
             }
         };
         let Some(current) = &job.current else {
+            // A repair under `never_delete = ["users"]`: the account the IdP does not know is
+            // switched off, not deleted; we know only its name (the tombstone) and that it is off.
+            if job.deactivate_only && job.kind == ResourceKind::User {
+                if !self.opts.events.contains_key(&update) {
+                    return Err(Outcome::Permanent {
+                        error: "deactivating an account needs target.webhook.events.user_update".into(),
+                    });
+                }
+                let mut rep = job.tombstone.clone();
+                rep.insert("active".into(), Value::Bool(false));
+                let body = Value::Object(mapping.apply(&rep));
+                self.call(update, job, job.app_id.as_deref(), Some(body)).await?;
+                return Ok(Outcome::Done { app_id: None });
+            }
             self.call(delete, job, job.app_id.as_deref(), None).await?;
             return Ok(Outcome::Done { app_id: None });
         };

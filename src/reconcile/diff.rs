@@ -152,12 +152,45 @@ pub const NEVER_COMPARED: &[&str] = &["schemas", "id", "meta", "password", "grou
 /// Attributes whose strings compare case-insensitively.
 const CASE_INSENSITIVE: &[&str] = &["userName", "emails", "displayName"];
 
+/// The vocabulary of the objects compared: SCIM attribute names for a SCIM app, the mapped
+/// output fields for a REST app whose records are compared through its field mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fields {
+    /// The field that decides who can log in (reported as an active-state mismatch).
+    pub active: Option<String>,
+    /// An absent `active` means active (RFC 7643 §4.1.1 leaves it to the provider; SCIM apps
+    /// default it on). Off for mapped fields: a mapping sends what it sends.
+    pub absent_active_is_true: bool,
+    /// Fields whose strings compare case-insensitively.
+    pub case_insensitive: Vec<String>,
+}
+
+impl Fields {
+    /// SCIM's names: `active`, and `userName`, `emails`, `displayName` case-insensitive
+    /// (RFC 7643 §4.1.1 and §4.1.2: `caseExact: false`).
+    pub fn scim() -> Fields {
+        Fields {
+            active: Some("active".into()),
+            absent_active_is_true: true,
+            case_insensitive: CASE_INSENSITIVE.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn is_active(&self, key: &str) -> bool {
+        self.active.as_deref() == Some(key)
+    }
+}
+
 /// Whether the app's value `app` holds our value `ours` for attribute `key`: objects on our
 /// keys, arrays as sets of such matches, strings case-insensitively where the schema says so,
 /// and absent, null and empty as one.
 pub fn holds(key: &str, ours: &Value, app: &Value) -> bool {
     let ci = CASE_INSENSITIVE.contains(&key);
     covers(ours, app, ci)
+}
+
+fn holds_in(fields: &Fields, key: &str, ours: &Value, app: &Value) -> bool {
+    covers(ours, app, fields.case_insensitive.iter().any(|c| c == key))
 }
 
 fn empty(v: &Value) -> bool {
@@ -206,9 +239,14 @@ fn covers(ours: &Value, app: &Value, ci: bool) -> bool {
     }
 }
 
-/// The differences between one desired account and the app account it matched.
-/// `ignore`: attributes the operator excluded from comparison.
+/// The differences between one desired account and the app account it matched, in SCIM's
+/// vocabulary. `ignore`: attributes the operator excluded from comparison.
 pub fn compare(d: &Desired<'_>, a: &Actual<'_>, ignore: &[String]) -> Vec<DriftItem> {
+    compare_with(d, a, ignore, &Fields::scim())
+}
+
+/// [`compare`] in the vocabulary `fields` names.
+pub fn compare_with(d: &Desired<'_>, a: &Actual<'_>, ignore: &[String], fields: &Fields) -> Vec<DriftItem> {
     let mut keys: BTreeSet<&str> = d.attrs.keys().map(String::as_str).collect();
     if let Some(applied) = d.applied {
         keys.extend(applied.keys().map(String::as_str));
@@ -218,14 +256,13 @@ pub fn compare(d: &Desired<'_>, a: &Actual<'_>, ignore: &[String]) -> Vec<DriftI
     // `active` first: it is the one that decides who can log in.
     let mut ordered: Vec<&str> =
         keys.into_iter().filter(|k| !NEVER_COMPARED.contains(k) && !ignore.iter().any(|i| i == k)).collect();
-    ordered.sort_by_key(|k| *k != "active");
-    // An absent `active` means active (RFC 7643 §4.1.1 leaves it to the provider; apps default it on).
+    ordered.sort_by_key(|k| !fields.is_active(k));
     let default_active = Value::Bool(true);
     for key in ordered {
         // By reference: values are copied only into a reported difference.
-        let absent = if key == "active" { &default_active } else { &null };
+        let absent = if fields.is_active(key) && fields.absent_active_is_true { &default_active } else { &null };
         let (ours, app) = (d.attrs.get(key).unwrap_or(absent), a.attrs.get(key).unwrap_or(absent));
-        if holds(key, ours, app) {
+        if holds_in(fields, key, ours, app) {
             continue;
         }
         let cause = if d.pending {
@@ -233,12 +270,12 @@ pub fn compare(d: &Desired<'_>, a: &Actual<'_>, ignore: &[String]) -> Vec<DriftI
         } else {
             match d.applied {
                 None => Cause::Unknown,
-                Some(m) if holds(key, ours, m.get(key).unwrap_or(&null)) => Cause::EditedInApp,
+                Some(m) if holds_in(fields, key, ours, m.get(key).unwrap_or(&null)) => Cause::EditedInApp,
                 Some(_) => Cause::NotAppliedYet,
             }
         };
         out.push(DriftItem {
-            kind: if key == "active" { DriftKind::ActiveMismatch } else { DriftKind::AttributeMismatch },
+            kind: if fields.is_active(key) { DriftKind::ActiveMismatch } else { DriftKind::AttributeMismatch },
             resource_id: Some(d.resource_id.to_string()),
             app_id: Some(a.app_id.to_string()),
             name: d.name.to_string(),

@@ -18,32 +18,144 @@ use crate::config::ReconcileConfig;
 use crate::model::ResourceKind;
 use crate::store::{AppKey, DriftRow, Matched, PageMatch, Store};
 
-/// Where the app's accounts come from: the SCIM target in the daemon, a listing in memory in
-/// the benchmark.
+/// Where the app's accounts come from, and how its records read: the downstream target in
+/// the daemon (a SCIM app, or a REST app through its field mapping), a listing in memory in
+/// the benchmark. The provided methods are SCIM's reading; a REST listing overrides them.
 pub trait Listing: Sync {
-    /// One page starting at `start` (1-based) and where the next starts (`None`: the end).
+    /// One page: `at` is where it starts (`None`: the first page; otherwise a token the
+    /// previous page returned: a SCIM `startIndex`, an offset, a cursor, a next link), and
+    /// the token of the next page (`None`: this was the last).
     fn page(
         &self,
         kind: ResourceKind,
-        start: u64,
-    ) -> impl Future<Output = Result<(Vec<Value>, Option<u64>), String>> + Send;
+        at: Option<&str>,
+    ) -> impl Future<Output = Result<(Vec<Value>, Option<String>), String>> + Send;
     /// One account by the app's id (`None`: gone).
     fn get(&self, kind: ResourceKind, app_id: &str) -> impl Future<Output = Result<Option<Value>, String>> + Send;
+
+    /// Whether the app's accounts of `kind` are listed at all (a REST app may have no groups).
+    fn lists(&self, _kind: ResourceKind) -> bool {
+        true
+    }
+
+    /// Whether [`get`](Listing::get) can read a group whose listing left its members out.
+    fn can_get(&self, _kind: ResourceKind) -> bool {
+        true
+    }
+
+    /// The app's id, name and `externalId` of one of its records.
+    fn key(&self, kind: ResourceKind, record: &Value) -> AppKey {
+        scim_key(kind, record)
+    }
+
+    /// Whether an app account is switched off.
+    fn inactive(&self, _kind: ResourceKind, record: &Value) -> bool {
+        record.get("active") == Some(&Value::Bool(false))
+    }
+
+    /// A group record's members as app ids, when the record carries them.
+    fn members(&self, record: &Value) -> Option<BTreeSet<String>> {
+        app_members(record)
+    }
+
+    /// What the app should hold for our attributes `attrs`, in the app's vocabulary; `None`:
+    /// the attributes themselves (SCIM), compared without a copy.
+    fn desired(&self, _kind: ResourceKind, _attrs: &Map<String, Value>) -> Option<Map<String, Value>> {
+        None
+    }
+
+    /// The vocabulary records compare in.
+    fn fields(&self, _kind: ResourceKind) -> diff::Fields {
+        diff::Fields::scim()
+    }
 }
 
 impl Listing for crate::downstream::Target {
-    async fn page(&self, kind: ResourceKind, start: u64) -> Result<(Vec<Value>, Option<u64>), String> {
-        let Some(t) = self.lister() else {
-            return Err(format!("the {} target cannot list the app's accounts", self.name()));
-        };
-        t.list_page(kind, start).await.map_err(outcome_text)
+    async fn page(&self, kind: ResourceKind, at: Option<&str>) -> Result<(Vec<Value>, Option<String>), String> {
+        use crate::downstream::Target;
+        match self {
+            Target::Scim(t) => {
+                let start = match at {
+                    None => 1,
+                    Some(s) => s.parse::<u64>().map_err(|_| format!("bad page token {s:?}"))?,
+                };
+                let (page, next) = t.list_page(kind, start).await.map_err(outcome_text)?;
+                Ok((page, next.map(|n| n.to_string())))
+            }
+            Target::Webhook(t) => t.list_page(kind, at).await.map_err(outcome_text),
+            _ => Err(format!("the {} target cannot list the app's accounts", self.name())),
+        }
     }
 
     async fn get(&self, kind: ResourceKind, app_id: &str) -> Result<Option<Value>, String> {
-        let Some(t) = self.lister() else {
-            return Err(format!("the {} target cannot read the app's accounts", self.name()));
-        };
-        t.get_one(kind, app_id).await.map_err(outcome_text)
+        use crate::downstream::Target;
+        match self {
+            Target::Scim(t) => t.get_one(kind, app_id).await.map_err(outcome_text),
+            Target::Webhook(t) => t.get_one(kind, app_id).await.map_err(outcome_text),
+            _ => Err(format!("the {} target cannot read the app's accounts", self.name())),
+        }
+    }
+
+    fn lists(&self, kind: ResourceKind) -> bool {
+        match self {
+            crate::downstream::Target::Webhook(t) => t.lists(kind),
+            t => t.can_list(),
+        }
+    }
+
+    fn can_get(&self, kind: ResourceKind) -> bool {
+        match self {
+            crate::downstream::Target::Webhook(t) => t.can_get(kind),
+            _ => true,
+        }
+    }
+
+    fn key(&self, kind: ResourceKind, record: &Value) -> AppKey {
+        match self {
+            crate::downstream::Target::Webhook(t) => {
+                let (app_id, name, external_id) = t.record_key(kind, record);
+                AppKey { app_id, name, external_id }
+            }
+            _ => scim_key(kind, record),
+        }
+    }
+
+    fn inactive(&self, kind: ResourceKind, record: &Value) -> bool {
+        match self {
+            crate::downstream::Target::Webhook(t) => t.record_inactive(kind, record),
+            _ => record.get("active") == Some(&Value::Bool(false)),
+        }
+    }
+
+    fn members(&self, record: &Value) -> Option<BTreeSet<String>> {
+        match self {
+            crate::downstream::Target::Webhook(t) => t.record_members(record),
+            _ => app_members(record),
+        }
+    }
+
+    fn desired(&self, kind: ResourceKind, attrs: &Map<String, Value>) -> Option<Map<String, Value>> {
+        match self {
+            crate::downstream::Target::Webhook(t) => Some(t.view(kind, attrs)),
+            _ => None,
+        }
+    }
+
+    fn fields(&self, kind: ResourceKind) -> diff::Fields {
+        match self {
+            crate::downstream::Target::Webhook(t) => {
+                // The diff compares top-level keys: a nested output field (`status.disabled`)
+                // is compared, and named, by its top-level object.
+                let top = |f: &str| f.split('.').next().unwrap_or(f).to_string();
+                let v = t.vocabulary(kind);
+                diff::Fields {
+                    active: v.active.as_deref().map(top),
+                    absent_active_is_true: v.scim,
+                    case_insensitive: v.case_insensitive.iter().map(|f| top(f)).collect(),
+                }
+            }
+            _ => diff::Fields::scim(),
+        }
     }
 }
 
@@ -138,6 +250,9 @@ async fn collect<L: Listing>(
     let mut found: Vec<Found> = Vec::new();
     let mut listed = [0u64; 2];
     for (slot, kind) in [ResourceKind::User, ResourceKind::Group].into_iter().enumerate() {
+        if !listing.lists(kind) {
+            continue;
+        }
         listed[slot] = diff_kind(store, listing, cfg, deactivates, kind, &mut found).await?;
     }
     // Stuck provisions: gathered before dead rows are re-queued, so the report shows them.
@@ -245,6 +360,15 @@ fn shift_secs(secs: u64) -> String {
     crate::model::time_before(std::time::Duration::from_secs(secs.min(100 * 365 * 86_400)))
 }
 
+/// A SCIM record's id, name and `externalId`.
+fn scim_key(kind: ResourceKind, v: &Value) -> AppKey {
+    AppKey {
+        app_id: v.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
+        name: app_name(kind, v),
+        external_id: v.get("externalId").and_then(Value::as_str).map(str::to_string),
+    }
+}
+
 /// The name an app account is matched and shown by.
 fn app_name(kind: ResourceKind, v: &Value) -> String {
     let key = if kind == ResourceKind::User { "userName" } else { "displayName" };
@@ -257,14 +381,19 @@ fn app_members(v: &Value) -> Option<BTreeSet<String>> {
 }
 
 /// A listed group's members. Apps may leave `members` out of list responses (it is costly):
-/// then the group is read on its own; if that has none either, the group is empty.
+/// then the group is read on its own; if that has none either, the group is empty. `None`:
+/// the app can tell neither way (a REST app without a single-group read), so membership is
+/// not compared.
 async fn group_members<L: Listing>(listing: &L, v: &Value, app_id: &str) -> Result<Option<BTreeSet<String>>, String> {
-    if let Some(m) = app_members(v) {
+    if let Some(m) = listing.members(v) {
         return Ok(Some(m));
     }
+    if !listing.can_get(ResourceKind::Group) {
+        return Ok(None);
+    }
     let one =
-        listing.get(ResourceKind::Group, app_id).await.map_err(|err| format!("reading Groups/{app_id}: {err}"))?;
-    Ok(Some(one.as_ref().and_then(app_members).unwrap_or_default()))
+        listing.get(ResourceKind::Group, app_id).await.map_err(|err| format!("reading group {app_id}: {err}"))?;
+    Ok(Some(one.as_ref().and_then(|g| listing.members(g)).unwrap_or_default()))
 }
 
 /// Desired members as app ids, for those provisioned.
@@ -304,27 +433,22 @@ async fn diff_kind<L: Listing>(
     let mut seen_app: HashSet<String> = HashSet::new();
     let mut listed = 0u64;
     // One page listed and matched through the store, ready to diff.
-    let fetch = |s: u64| async move {
-        let (page, next) = listing.page(kind, s).await.map_err(|err| format!("listing {}: {err}", kind.segment()))?;
-        let keys: Vec<AppKey> = page
-            .iter()
-            .map(|v| AppKey {
-                app_id: v.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
-                name: app_name(kind, v),
-                external_id: v.get("externalId").and_then(Value::as_str).map(str::to_string),
-            })
-            .collect();
+    let fetch = |at: Option<String>| async move {
+        let (page, next) =
+            listing.page(kind, at.as_deref()).await.map_err(|err| format!("listing {}: {err}", kind.segment()))?;
+        let keys: Vec<AppKey> = page.iter().map(|v| listing.key(kind, v)).collect();
         let matched = store.sync_match_page(kind, keys.clone()).await.map_err(e)?;
         Ok::<_, String>((page, keys, matched, next))
     };
-    let mut current = Some(fetch(1).await?);
+    let fields = listing.fields(kind);
+    let mut current = Some(fetch(None).await?);
     while let Some((page, keys, matched, next)) = current.take() {
         listed += page.len() as u64;
         // The next page is listed and matched (the app's and the store's time) while this
         // one is diffed (ours): two pages in memory at most.
         let ahead = async {
             match next {
-                Some(s) => fetch(s).await.map(Some),
+                Some(s) => fetch(Some(s)).await.map(Some),
                 None => Ok(None),
             }
         };
@@ -346,7 +470,7 @@ async fn diff_kind<L: Listing>(
                     // Our deletion of it is on its way: not an orphan, nothing to do twice.
                     PageMatch::Deprovisioning => continue,
                     PageMatch::Unknown => {
-                        let inactive = attrs.get("active") == Some(&Value::Bool(false));
+                        let inactive = listing.inactive(kind, v);
                         if kind == ResourceKind::User && inactive && (deactivates || never_delete_users) {
                             continue;
                         }
@@ -365,21 +489,34 @@ async fn diff_kind<L: Listing>(
                 // difference) — unless a policy adds the user's effective access.
                 let with_access = desired_access(store, &m.resource).await.map_err(e)?;
                 let ours = with_access.as_ref().unwrap_or(&m.resource.attrs);
+                // A REST app is compared through its field mapping: ours and what we
+                // applied, both as the bodies the provisioner sends.
+                let ours_view = listing.desired(kind, ours);
+                let ours = ours_view.as_ref().unwrap_or(ours);
+                let applied_view = match (&ours_view, m.applied_current, &m.applied) {
+                    (Some(_), false, Some(a)) => listing.desired(kind, a),
+                    _ => None,
+                };
+                let applied = if m.applied_current { Some(ours) } else { applied_view.as_ref().or(m.applied.as_ref()) };
                 let want = desired_members(&m);
                 let name = m.resource.display_name().to_string();
                 let desired = Desired {
                     resource_id: &m.resource.id,
                     name: &name,
                     attrs: ours,
-                    applied: if m.applied_current { Some(ours) } else { m.applied.as_ref() },
+                    applied,
                     pending: m.pending,
                     members: want.as_ref(),
                 };
-                for mut item in diff::compare(&desired, &actual, &cfg.ignore_attributes) {
+                for mut item in diff::compare_with(&desired, &actual, &cfg.ignore_attributes, &fields) {
                     let fix = if item.kind == DriftKind::MembershipMismatch {
                         Some(member_fix(store, cfg, &m, have.as_ref(), &mut item).await?)
                     } else {
-                        Some(Fix::Resync { forget_app_id: false })
+                        // Whatever the app calls it (`disabled`, `status`), a repair of an
+                        // active-state mismatch switches the account off when ours is off.
+                        let deactivates = item.kind == DriftKind::ActiveMismatch
+                            && m.resource.attrs.get("active") == Some(&Value::Bool(false));
+                        Some(Fix::Resync { forget_app_id: false, deactivates })
                     };
                     found.push(Found { item, resource_kind: kind, fix });
                 }
@@ -398,11 +535,14 @@ async fn diff_kind<L: Listing>(
         for m in store.sync_load_unmatched(kind, chunk.to_vec()).await.map_err(e)? {
             let with_access = desired_access(store, &m.resource).await.map_err(e)?;
             let ours = with_access.as_ref().unwrap_or(&m.resource.attrs);
+            let ours_view = listing.desired(kind, ours);
+            let ours = ours_view.as_ref().unwrap_or(ours);
             let name = m.resource.display_name().to_string();
             let d = Desired {
                 resource_id: &m.resource.id,
                 name: &name,
                 attrs: ours,
+                // Only whether it was applied matters for a missing account's cause.
                 applied: if m.applied_current { Some(ours) } else { m.applied.as_ref() },
                 pending: m.pending,
                 members: None,
@@ -412,7 +552,7 @@ async fn diff_kind<L: Listing>(
             if let Value::Object(o) = &mut item.ours {
                 o.remove("schemas");
             }
-            let fix = Fix::Resync { forget_app_id: m.mapped_app_id.is_some() };
+            let fix = Fix::Resync { forget_app_id: m.mapped_app_id.is_some(), deactivates: false };
             found.push(Found { item, resource_kind: kind, fix: Some(fix) });
         }
     }

@@ -7,7 +7,6 @@ use super::diff::{DriftItem, DriftKind};
 use crate::config::{ReconcileConfig, RepairMode};
 use crate::model::ResourceKind;
 use crate::store::RepairOp;
-use serde_json::Value;
 
 /// One drift item with what would fix it.
 #[derive(Debug, Clone)]
@@ -20,8 +19,10 @@ pub struct Found {
 /// What would bring the app in line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fix {
-    /// Send our whole state again (`forget_app_id`: the app lost the account).
-    Resync { forget_app_id: bool },
+    /// Send our whole state again (`forget_app_id`: the app lost the account;
+    /// `deactivates`: our state switches off an account the app has active — known to the
+    /// caller, who knows the vocabulary the item's values are in).
+    Resync { forget_app_id: bool, deactivates: bool },
     /// Add/remove members (ours by our id, strangers by app id).
     Members { add: Vec<String>, remove: Vec<String>, remove_app_ids: Vec<String> },
     /// Deprovision an account the IdP does not know.
@@ -109,7 +110,9 @@ pub fn plan(
     let mut deprovisions = 0u64;
     let deactivating: std::collections::HashSet<&str> = found
         .iter()
-        .filter(|f| f.item.kind == DriftKind::ActiveMismatch && f.item.ours == Value::Bool(false))
+        .filter(|f| {
+            f.item.kind == DriftKind::ActiveMismatch && matches!(f.fix, Some(Fix::Resync { deactivates: true, .. }))
+        })
         .filter_map(|f| f.item.resource_id.as_deref())
         .collect();
     for f in found {
@@ -145,7 +148,7 @@ pub fn plan(
                     deactivate_only: !group && never_delete_users,
                 });
             }
-            Fix::Resync { forget_app_id } => {
+            Fix::Resync { forget_app_id, .. } => {
                 let Some(id) = it.resource_id.clone() else {
                     repair.push(Repair::None);
                     continue;
@@ -218,7 +221,7 @@ pub fn plan(
 mod tests {
     use super::*;
     use crate::reconcile::diff::Cause;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn item(kind: DriftKind, name: &str, rid: Option<&str>, app: Option<&str>) -> DriftItem {
         DriftItem {
@@ -287,7 +290,7 @@ mod tests {
             &[Found {
                 item: deact,
                 resource_kind: ResourceKind::User,
-                fix: Some(Fix::Resync { forget_app_id: false }),
+                fix: Some(Fix::Resync { forget_app_id: false, deactivates: true }),
             }],
             100,
             false,
@@ -303,10 +306,17 @@ mod tests {
         active.ours = json!(false);
         let mut title = item(DriftKind::AttributeMismatch, "f", Some("rf"), Some("xf"));
         title.attribute = Some("title".into());
-        let resync = Some(Fix::Resync { forget_app_id: false });
         let both = [
-            Found { item: active, resource_kind: ResourceKind::User, fix: resync.clone() },
-            Found { item: title, resource_kind: ResourceKind::User, fix: resync },
+            Found {
+                item: active,
+                resource_kind: ResourceKind::User,
+                fix: Some(Fix::Resync { forget_app_id: false, deactivates: true }),
+            },
+            Found {
+                item: title,
+                resource_kind: ResourceKind::User,
+                fix: Some(Fix::Resync { forget_app_id: false, deactivates: false }),
+            },
         ];
         // `active` report-only: the title is not repaired either (the resync would deactivate).
         let mut c = repair_all();
@@ -337,7 +347,7 @@ mod tests {
         all.push(Found {
             item: attr,
             resource_kind: ResourceKind::User,
-            fix: Some(Fix::Resync { forget_app_id: false }),
+            fix: Some(Fix::Resync { forget_app_id: false, deactivates: false }),
         });
         let p = plan(&c, &all, 1000, false, &none());
         assert!(p.ops.is_empty(), "nothing at all is repaired");
@@ -372,7 +382,7 @@ mod tests {
         let mk = |attr: &str| {
             let mut i = item(DriftKind::AttributeMismatch, "e", Some("re"), Some("xe"));
             i.attribute = Some(attr.into());
-            Found { item: i, resource_kind: ResourceKind::User, fix: Some(Fix::Resync { forget_app_id: false }) }
+            Found { item: i, resource_kind: ResourceKind::User, fix: Some(Fix::Resync { forget_app_id: false, deactivates: false }) }
         };
         let p = plan(&c, &[mk("title"), mk("nickName")], 10, false, &none());
         assert_eq!(p.ops.len(), 1);

@@ -21,6 +21,8 @@ mod policy;
 mod provisioning;
 mod quirks;
 mod reconcile;
+mod reconcile_rest;
+mod rest_app;
 mod sorting;
 mod status_page;
 mod users;
