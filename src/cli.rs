@@ -166,9 +166,11 @@ pub enum SyncAction {
     /// Ask the running daemon (its admin listener) to run a full sync now, wait for it, and
     /// print the report.
     Now {
-        /// Repair past the safety limit this once (after reviewing the refused report).
-        #[arg(long)]
-        confirm: bool,
+        /// Repair past the safety limit this once: RUN_ID is the run whose refused report
+        /// you reviewed (`scimsync drift --run RUN_ID`). Only the deprovisionings that report
+        /// listed are confirmed; a run that would remove others is refused again.
+        #[arg(long, value_name = "RUN_ID")]
+        confirm: Option<i64>,
         /// The admin listener's URL (default: from admin.listen).
         #[arg(long, value_name = "URL")]
         url: Option<String>,
@@ -675,12 +677,13 @@ fn admin_request(
     Ok(req)
 }
 
-async fn sync_now(loaded: &Loaded, confirm: bool, url: Option<String>, timeout_seconds: u64) -> Result<i32> {
+async fn sync_now(loaded: &Loaded, confirm: Option<i64>, url: Option<String>, timeout_seconds: u64) -> Result<i32> {
     let Some(base) = url.or_else(|| admin_url(&loaded.config)) else {
         eprintln!("the admin listener is disabled (admin.listen = \"\"); enable it or pass --url");
         return Ok(1);
     };
-    let url = format!("{}/sync{}", base.trim_end_matches('/'), if confirm { "?confirm=true" } else { "" });
+    let query = confirm.map(|run| format!("?confirm={run}")).unwrap_or_default();
+    let url = format!("{}/sync{query}", base.trim_end_matches('/'));
     let req =
         admin_request(loaded, reqwest::Method::POST, &url, timeout_seconds)?.header("x-requested-by", "scimsync-cli");
     let resp = match req.send().await {

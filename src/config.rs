@@ -383,7 +383,8 @@ pub struct RepairConfig {
 }
 
 /// A run whose repair would deactivate or delete more accounts than this repairs nothing and
-/// says so in its report (`scimsync sync now --confirm` repairs anyway, once).
+/// says so in its report (`scimsync sync now --confirm RUN_ID` repairs what that report
+/// listed, once).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SafetyConfig {

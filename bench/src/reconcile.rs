@@ -565,7 +565,7 @@ pub async fn run(args: ReconcileArgs) -> Result<()> {
         listing.build_nanos.store(0, std::sync::atomic::Ordering::Relaxed);
         let cpu0 = cpu_seconds();
         let clock = Instant::now();
-        let res = full_sync::run(&store, &listing, &cfg, false, Trigger::Manual, false)
+        let res = full_sync::run(&store, &listing, &cfg, false, Trigger::Manual, None)
             .await
             .map_err(|e| anyhow::anyhow!("full sync: {e}"))?;
         let secs = clock.elapsed().as_secs_f64();

@@ -93,7 +93,14 @@ async fn handle(state: &OpsState, path: &str, query: &str, method: &Method, head
     };
     match path {
         "/readyz" => readyz(state).await,
-        "/sync" => sync_now(state, param("confirm").is_some_and(|v| v == "true" || v == "1")).await,
+        "/sync" => match param("confirm").map(|v| v.parse::<i64>()) {
+            None => sync_now(state, None).await,
+            Some(Ok(run)) => sync_now(state, Some(run)).await,
+            Some(Err(_)) => json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "confirm takes the id of the run whose refused repair you reviewed, e.g. /sync?confirm=12 (see /sync/runs)"}),
+            ),
+        },
         "/sync/runs" => match state.store.sync_runs(50).await {
             Ok(runs) => json_response(StatusCode::OK, &json!({ "runs": runs })),
             Err(e) => store_error(e),
@@ -124,14 +131,20 @@ fn store_error(e: crate::store::StoreError) -> Response {
 }
 
 /// Run a sync now and answer with its result (the report is at `/drift?run=ID`).
-async fn sync_now(state: &OpsState, confirm: bool) -> Response {
+async fn sync_now(state: &OpsState, confirm: Option<i64>) -> Response {
     use crate::reconcile::scheduler::TriggerError;
     let Some(sync) = &state.sync else {
         return json_response(
             StatusCode::CONFLICT,
-            &json!({"error": format!("reconciliation needs a target that lists accounts (target.kind = \"scim\"); this one is {:?}", state.target_kind)}),
+            &json!({"error": format!("reconciliation needs a target that lists accounts (target.kind = \"scim\", or \"webhook\" with [target.webhook.list]); this one is {:?}", state.target_kind)}),
         );
     };
+    // A confirmation names a refused report; anything else is refused before a run starts.
+    if let Some(run) = confirm
+        && let Err(why) = crate::reconcile::full_sync::confirmable(&state.store, run).await
+    {
+        return json_response(StatusCode::CONFLICT, &json!({ "error": why }));
+    }
     match sync.run_now(confirm).await {
         Ok(r) => json_response(StatusCode::OK, &json!(r)),
         Err(TriggerError::Busy) => json_response(

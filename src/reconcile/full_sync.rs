@@ -204,7 +204,7 @@ pub async fn run<L: Listing>(
     cfg: &ReconcileConfig,
     deactivates: bool,
     trigger: Trigger,
-    confirm: bool,
+    confirm: Option<i64>,
 ) -> Result<RunResult, crate::store::StoreError> {
     let clock = Instant::now();
     let run_id = store.sync_run_start(trigger.as_str()).await?;
@@ -243,10 +243,14 @@ async fn collect<L: Listing>(
     listing: &L,
     cfg: &ReconcileConfig,
     deactivates: bool,
-    confirm: bool,
+    confirm: Option<i64>,
     run_id: i64,
 ) -> Result<Collected, String> {
     let e = |e: crate::store::StoreError| format!("store: {e}");
+    let confirmed = match confirm {
+        Some(id) => Some(confirmable(store, id).await?),
+        None => None,
+    };
     let mut found: Vec<Found> = Vec::new();
     let mut listed = [0u64; 2];
     for (slot, kind) in [ResourceKind::User, ResourceKind::Group].into_iter().enumerate() {
@@ -291,7 +295,7 @@ async fn collect<L: Listing>(
     let tried: HashSet<String> =
         previous.iter().filter(|r| r.repair == Repair::Queued.as_str()).map(|r| r.fingerprint.clone()).collect();
     let total_listed = listed[0] + listed[1];
-    let mut p = plan::plan(cfg, &found[..stuck_start], total_listed, confirm, &tried);
+    let mut p = plan::plan(cfg, &found[..stuck_start], total_listed, confirmed.as_ref(), &tried, run_id);
     for s in &stuck {
         p.repair.push(if requeued.contains(&s.outbox_id) { Repair::Requeued } else { Repair::None });
     }
@@ -353,6 +357,29 @@ async fn collect<L: Listing>(
         "confirmed": confirm,
     });
     Ok((rows, summary, counts))
+}
+
+/// What confirming run `run_id` approves: the deprovisionings its refused repair listed.
+/// An error (the reason) when that run does not exist or did not refuse a repair.
+pub async fn confirmable(store: &Store, run_id: i64) -> Result<plan::Confirmed, String> {
+    let e = |e: crate::store::StoreError| format!("store: {e}");
+    let Some(run) = store.sync_run(Some(run_id)).await.map_err(e)? else {
+        return Err(format!("there is no sync run {run_id} to confirm (see `scimsync sync runs`)"));
+    };
+    if !run.summary["repair"]["refused"].is_string() {
+        return Err(format!(
+            "run {run_id} did not refuse a repair: confirm the run whose report says \"repair refused\""
+        ));
+    }
+    let approved = store
+        .drift_items(run_id)
+        .await
+        .map_err(e)?
+        .into_iter()
+        .filter(|r| r.repair == Repair::RefusedLimit.as_str())
+        .map(|r| r.fingerprint)
+        .collect();
+    Ok(plan::Confirmed { run_id, approved })
 }
 
 /// Now minus `secs`, in the store's time format.

@@ -93,21 +93,34 @@ pub fn is_protected(cfg: &ReconcileConfig, name: &str) -> bool {
     cfg.protected.iter().any(|p| p.to_lowercase() == name)
 }
 
+/// An operator's confirmation of a refused report: the deprovisionings it listed (their
+/// fingerprints) may go past the safety limit, and no others.
+#[derive(Debug, Clone, Default)]
+pub struct Confirmed {
+    pub run_id: i64,
+    pub approved: std::collections::HashSet<String>,
+}
+
 /// Decide the repair. `listed`: accounts (users and groups) the app listed, the base of the
-/// share limit. `confirm`: an operator confirmed this run past the safety limit.
-/// `tried`: fingerprints the previous run queued a repair for.
+/// share limit. `confirmed`: the refused report an operator reviewed and confirmed: past the
+/// safety limit only when every deprovisioning of this run was in it (a run that would now
+/// remove more, or others, than the reviewed report said is refused again). `tried`:
+/// fingerprints the previous run queued a repair for. `run_id`: this run, for the message.
 pub fn plan(
     cfg: &ReconcileConfig,
     found: &[Found],
     listed: u64,
-    confirm: bool,
+    confirmed: Option<&Confirmed>,
     tried: &std::collections::HashSet<String>,
+    run_id: i64,
 ) -> Plan {
     let never_delete_users = cfg.never_delete.iter().any(|t| t == "users");
     let never_delete_groups = cfg.never_delete.iter().any(|t| t == "groups");
     let mut ops = Vec::new();
     let mut repair = Vec::with_capacity(found.len());
     let mut deprovisions = 0u64;
+    // Fingerprints of the deprovisioning items, to check against a confirmation.
+    let mut deprovisioning: Vec<String> = Vec::new();
     let deactivating: std::collections::HashSet<&str> = found
         .iter()
         .filter(|f| {
@@ -141,6 +154,7 @@ pub fn plan(
                     continue;
                 };
                 deprovisions += 1;
+                deprovisioning.push(it.fingerprint(f.resource_kind.as_str()));
                 ops.push(RepairOp::Orphan {
                     kind: f.resource_kind,
                     app_id,
@@ -173,6 +187,7 @@ pub fn plan(
                 if !dup {
                     if deactivates {
                         deprovisions += 1;
+                        deprovisioning.push(it.fingerprint(f.resource_kind.as_str()));
                     }
                     ops.push(RepairOp::Resync {
                         kind: f.resource_kind,
@@ -199,14 +214,30 @@ pub fn plan(
     }
     let share_limit = (cfg.safety.max_deprovision_share * listed as f64).floor() as u64;
     let over = deprovisions > cfg.safety.max_deprovision_count || deprovisions > share_limit;
-    if over && !confirm && deprovisions > 0 {
-        let reason = format!(
-            "repair refused: it would deactivate or delete {deprovisions} account(s), over the safety limit \
-             (reconcile.safety: max_deprovision_count = {}, max_deprovision_share = {} of {listed} listed = {share_limit}); \
-             nothing was repaired. Review the report with `scimsync drift`, then run `scimsync sync now --confirm` \
-             to repair anyway",
+    let unconfirmed = match confirmed {
+        Some(c) => deprovisioning.iter().filter(|f| !c.approved.contains(*f)).count(),
+        None => deprovisioning.len(),
+    };
+    if over && unconfirmed > 0 {
+        let limit = format!(
+            "over the safety limit (reconcile.safety: max_deprovision_count = {}, max_deprovision_share = {} of \
+             {listed} listed = {share_limit})",
             cfg.safety.max_deprovision_count, cfg.safety.max_deprovision_share
         );
+        let reason = match confirmed {
+            Some(c) => format!(
+                "repair refused: it would deactivate or delete {deprovisions} account(s), {limit}, and {unconfirmed} \
+                 of them were not in the report of run {} that was confirmed; nothing was repaired. Review this \
+                 report with `scimsync drift --run {run_id}`, then run `scimsync sync now --confirm {run_id}` to \
+                 repair anyway",
+                c.run_id
+            ),
+            None => format!(
+                "repair refused: it would deactivate or delete {deprovisions} account(s), {limit}; nothing was \
+                 repaired. Review the report with `scimsync drift --run {run_id}`, then run `scimsync sync now \
+                 --confirm {run_id}` to repair anyway"
+            ),
+        };
         for r in repair.iter_mut() {
             if *r == Repair::Queued {
                 *r = Repair::RefusedLimit;
@@ -260,7 +291,7 @@ mod tests {
 
     #[test]
     fn report_mode_repairs_nothing() {
-        let p = plan(&ReconcileConfig::default(), &[orphan("a")], 100, false, &none());
+        let p = plan(&ReconcileConfig::default(), &[orphan("a")], 100, None, &none(), 7);
         assert_eq!((p.ops.len(), p.repair[0]), (0, Repair::None));
     }
 
@@ -271,7 +302,7 @@ mod tests {
         c.never_delete = vec!["users".into(), "groups".into()];
         let mut g = orphan("Admins");
         g.resource_kind = ResourceKind::Group;
-        let p = plan(&c, &[orphan("breakglass@CORP.example"), orphan("stray"), g], 100, false, &none());
+        let p = plan(&c, &[orphan("breakglass@CORP.example"), orphan("stray"), g], 100, None, &none(), 7);
         assert_eq!(p.repair, vec![Repair::Protected, Repair::Queued, Repair::NeverDelete]);
         assert_eq!(
             p.ops,
@@ -293,8 +324,9 @@ mod tests {
                 fix: Some(Fix::Resync { forget_app_id: false, deactivates: true }),
             }],
             100,
-            false,
+            None,
             &none(),
+            7,
         );
         assert_eq!(p.repair, vec![Repair::Protected]);
     }
@@ -321,10 +353,10 @@ mod tests {
         // `active` report-only: the title is not repaired either (the resync would deactivate).
         let mut c = repair_all();
         c.repair.active_mismatch = RepairMode::Report;
-        let p = plan(&c, &both, 100, false, &none());
+        let p = plan(&c, &both, 100, None, &none(), 7);
         assert_eq!((p.ops.len(), p.repair.clone()), (0, vec![Repair::None, Repair::None]));
         // Both repaired: one resync, marked and counted as a deprovisioning.
-        let p = plan(&repair_all(), &both, 100, false, &none());
+        let p = plan(&repair_all(), &both, 100, None, &none(), 7);
         assert_eq!(p.deprovisions, 1);
         assert_eq!(
             p.ops,
@@ -349,31 +381,45 @@ mod tests {
             resource_kind: ResourceKind::User,
             fix: Some(Fix::Resync { forget_app_id: false, deactivates: false }),
         });
-        let p = plan(&c, &all, 1000, false, &none());
+        let p = plan(&c, &all, 1000, None, &none(), 7);
         assert!(p.ops.is_empty(), "nothing at all is repaired");
         assert_eq!(p.repair, vec![Repair::RefusedLimit; 4]);
         assert_eq!(p.deprovisions, 3);
-        assert!(p.refused.as_deref().unwrap().contains("scimsync sync now --confirm"), "{:?}", p.refused);
-        let p = plan(&c, &all, 1000, true, &none());
+        assert!(p.refused.as_deref().unwrap().contains("scimsync sync now --confirm 7"), "{:?}", p.refused);
+        // Confirmed: the deprovisionings of the reviewed report may go.
+        let approved: std::collections::HashSet<String> =
+            all.iter().map(|f| f.item.fingerprint(f.resource_kind.as_str())).collect();
+        let ok = Confirmed { run_id: 7, approved };
+        let p = plan(&c, &all, 1000, Some(&ok), &none(), 8);
         assert_eq!((p.ops.len(), p.refused), (4, None));
+        // One more than the reviewed report: refused again, and the message says why.
+        let mut more = all.clone();
+        more.push(orphan("late"));
+        let p = plan(&c, &more, 1000, Some(&ok), &none(), 8);
+        assert!(p.ops.is_empty());
+        let why = p.refused.unwrap();
+        assert!(why.contains("1 of them were not in the report of run 7") && why.contains("--confirm 8"), "{why}");
+        // Fewer than reviewed (one was fixed in the meantime): fine.
+        let p = plan(&c, &all[1..], 1000, Some(&ok), &none(), 8);
+        assert_eq!((p.ops.len(), p.refused), (3, None));
         // The share counts too: 2 of 10 listed is over 10 %.
         let mut c = repair_all();
         c.safety.max_deprovision_share = 0.1;
         c.safety.max_deprovision_count = 100;
-        assert!(plan(&c, &found[..2], 10, false, &none()).refused.is_some());
-        assert!(plan(&c, &found[..1], 10, false, &none()).refused.is_none());
+        assert!(plan(&c, &found[..2], 10, None, &none(), 7).refused.is_some());
+        assert!(plan(&c, &found[..1], 10, None, &none(), 7).refused.is_none());
     }
 
     #[test]
     fn a_repair_that_did_not_stick_is_not_queued_again() {
         let f = orphan("ghost");
         let tried: std::collections::HashSet<String> = [f.item.fingerprint("User")].into_iter().collect();
-        let p = plan(&repair_all(), std::slice::from_ref(&f), 100, false, &tried);
+        let p = plan(&repair_all(), std::slice::from_ref(&f), 100, None, &tried, 7);
         assert_eq!((p.ops.len(), p.repair.clone()), (0, vec![Repair::NoEffect]));
         // Still on its way (not applied yet): that is not "no effect".
         let mut pending = f.clone();
         pending.item.cause = Cause::NotAppliedYet;
-        assert_eq!(plan(&repair_all(), &[pending], 100, false, &tried).repair, vec![Repair::Queued]);
+        assert_eq!(plan(&repair_all(), &[pending], 100, None, &tried, 7).repair, vec![Repair::Queued]);
     }
 
     #[test]
@@ -384,7 +430,7 @@ mod tests {
             i.attribute = Some(attr.into());
             Found { item: i, resource_kind: ResourceKind::User, fix: Some(Fix::Resync { forget_app_id: false, deactivates: false }) }
         };
-        let p = plan(&c, &[mk("title"), mk("nickName")], 10, false, &none());
+        let p = plan(&c, &[mk("title"), mk("nickName")], 10, None, &none(), 7);
         assert_eq!(p.ops.len(), 1);
         assert_eq!(p.repair, vec![Repair::Queued, Repair::Queued]);
     }

@@ -32,13 +32,14 @@ type Reply = oneshot::Sender<Result<RunResult, TriggerError>>;
 /// Ask the scheduler for runs; cheap to clone.
 #[derive(Clone)]
 pub struct SyncHandle {
-    tx: mpsc::Sender<(bool, Reply)>,
+    tx: mpsc::Sender<(Option<i64>, Reply)>,
     running: Arc<AtomicBool>,
 }
 
 impl SyncHandle {
-    /// Run a sync now and wait for its result. `confirm`: repair past the safety limit.
-    pub async fn run_now(&self, confirm: bool) -> Result<RunResult, TriggerError> {
+    /// Run a sync now and wait for its result. `confirm`: the refused run whose report an
+    /// operator reviewed; its deprovisionings may go past the safety limit.
+    pub async fn run_now(&self, confirm: Option<i64>) -> Result<RunResult, TriggerError> {
         if self.running.load(Ordering::SeqCst) {
             return Err(TriggerError::Busy);
         }
@@ -94,7 +95,7 @@ async fn run(
     cfg: ReconcileConfig,
     deactivates: bool,
     wake: Arc<Notify>,
-    mut rx: mpsc::Receiver<(bool, Reply)>,
+    mut rx: mpsc::Receiver<(Option<i64>, Reply)>,
     running: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
@@ -103,7 +104,7 @@ async fn run(
     if let Ok(n @ 1..) = store.sync_close_running("interrupted (the daemon stopped during the run)").await {
         tracing::warn!(runs = n, "sync: a run was interrupted when the daemon last stopped");
     }
-    let once = |trigger: Trigger, confirm: bool| {
+    let once = |trigger: Trigger, confirm: Option<i64>| {
         let (store, target, cfg, wake, running, shutdown) = (&store, &target, &cfg, &wake, &running, &shutdown);
         async move {
             running.store(true, Ordering::SeqCst);
@@ -131,7 +132,7 @@ async fn run(
             let started = chrono::DateTime::parse_from_rfc3339(&last.started_at).map(|t| t.with_timezone(&chrono::Utc));
             if started.is_ok_and(|t| missed(s, t, chrono::Utc::now())) {
                 tracing::info!(last = %last.started_at, "sync: a scheduled run was missed while stopped; catching up once");
-                if let Err(e) = once(Trigger::CatchUp, false).await {
+                if let Err(e) = once(Trigger::CatchUp, None).await {
                     tracing::error!(error = %e, "sync: catch-up run failed");
                 }
             }
@@ -146,7 +147,7 @@ async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(sleep), if next.is_some() => {
-                if let Err(e) = once(Trigger::Schedule, false).await {
+                if let Err(e) = once(Trigger::Schedule, None).await {
                     tracing::error!(error = %e, "sync: scheduled run failed");
                 }
             }

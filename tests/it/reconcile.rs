@@ -34,8 +34,8 @@ fn app_id(app_users: &[Value], name: &str) -> String {
 }
 
 /// Run a sync through the admin trigger; returns the run result.
-async fn sync(d: &Daemon, confirm: bool) -> Value {
-    let url = format!("{}/sync{}", d.admin_base, if confirm { "?confirm=true" } else { "" });
+async fn sync(d: &Daemon) -> Value {
+    let url = format!("{}/sync", d.admin_base);
     let r = d.http.post(url).header("x-requested-by", "tests").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let v: Value = r.json().await.unwrap();
@@ -84,9 +84,19 @@ async fn edits_in_the_app_are_reported_exactly_and_repaired() {
     d.wait_outbox_empty().await;
 
     // Clean before anyone touches the app.
-    let run = sync(&d, false).await;
+    let run = sync(&d).await;
     assert_eq!(run["summary"]["total"], 0, "a freshly provisioned app has no drift: {run}");
     assert_eq!(run["summary"]["listed"], json!({"users": 5, "groups": 1}));
+    // Nothing was refused: there is nothing to confirm, and no run starts.
+    let r = d
+        .http
+        .post(format!("{}/sync?confirm={}", d.admin_base, run["run_id"]))
+        .header("x-requested-by", "tests")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(r.text().await.unwrap().contains("did not refuse a repair"));
 
     // Edit the app by hand: rename one, deactivate one, delete one, add a stray account,
     // drop a member.
@@ -103,7 +113,7 @@ async fn edits_in_the_app_are_reported_exactly_and_repaired() {
         json!({"schemas": [PATCH_OP], "Operations": [{"op": "remove", "path": format!("members[value eq \"{u1}\"]")}]});
     app_req(&app, reqwest::Method::PATCH, &format!("Groups/{}", app_id(&groups, "eng")), Some(drop)).await;
 
-    let run = sync(&d, false).await;
+    let run = sync(&d).await;
     let (full, items) = report(&d).await;
     assert_eq!(
         items,
@@ -149,7 +159,7 @@ async fn edits_in_the_app_are_reported_exactly_and_repaired() {
         &format!("{REPAIR_ALL}[reconcile.safety]\nmax_deprovision_count = 1\nmax_deprovision_share = 1.0\n"),
     ));
     d.spawn();
-    let run = sync(&d, false).await;
+    let run = sync(&d).await;
     assert_eq!(run["summary"]["repair"]["queued_items"], 5, "{run}");
     // The audit log names what the reconciler queued, under its run.
     let audit: Vec<Value> =
@@ -158,7 +168,7 @@ async fn edits_in_the_app_are_reported_exactly_and_repaired() {
     assert_eq!((rec["method"].as_str(), rec["summary"]["queued"].as_u64()), (Some("repair"), Some(5)), "{rec}");
     assert!(rec.to_string().contains("\"name\":\"stray@example.com\""), "{rec}");
     d.wait_outbox_empty().await;
-    let run = sync(&d, false).await;
+    let run = sync(&d).await;
     assert_eq!(run["summary"]["total"], 0, "{run}");
     assert_eq!(run["summary"]["resolved"], 5, "{run}");
     let users = app.all("Users").await;
@@ -188,7 +198,7 @@ async fn a_mass_deprovisioning_beyond_the_safety_limit_repairs_nothing_until_con
     }
     app_req(&app, reqwest::Method::POST, "Users", Some(user_body("breakglass@example.com"))).await;
 
-    let run = sync(&d, false).await;
+    let run = sync(&d).await;
     let refused = run["summary"]["repair"]["refused"].as_str().expect("refused");
     assert!(refused.contains("4 account(s)") && refused.contains("scimsync sync now --confirm"), "{refused}");
     let (_, items) = report(&d).await;
@@ -208,16 +218,37 @@ async fn a_mass_deprovisioning_beyond_the_safety_limit_repairs_nothing_until_con
     let html = d.http.get(format!("{}/drift.html", d.admin_base)).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("id=\"refused\""), "{html}");
 
-    // Confirmed: repaired, except the protected account.
+    let reviewed = run["run_id"].as_i64().expect("run id");
+    assert!(refused.contains(&format!("--confirm {reviewed}")), "the message names the run to confirm: {refused}");
     let refused = d.cli_raw(&["sync", "now", "--url", &d.admin_base]);
     assert_eq!(refused.status.code(), Some(4), "a refused repair is its own exit code");
-    let out = d.cli(&["sync", "now", "--confirm", "--url", &d.admin_base]);
-    assert!(out.contains("Repair queued 4 change(s)"), "{out}");
+
+    // A confirmation names the reviewed report: not a bare yes, not a run that refused nothing.
+    let post = |q: String| d.http.post(format!("{}/sync?{q}", d.admin_base)).header("x-requested-by", "tests").send();
+    assert_eq!(post("confirm=true".into()).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let r = post("confirm=999".into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT, "no such run");
+    assert!(r.text().await.unwrap().contains("there is no sync run 999"));
+
+    // After the review one more stray shows up: confirming the old report does not cover it.
+    app_req(&app, reqwest::Method::POST, "Users", Some(user_body("stray4@example.com"))).await;
+    let out = d.cli_raw(&["sync", "now", "--confirm", &reviewed.to_string(), "--url", &d.admin_base]);
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stdout));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("1 of them were not in the report of run {reviewed}")), "{text}");
+    d.wait_outbox_empty().await;
+    assert!(app.all("Users").await.iter().all(|u| u["active"] != false), "still nothing deprovisioned");
+
+    // Confirming the report that lists all five: repaired, except the protected account.
+    let runs: Value = d.http.get(format!("{}/sync/runs", d.admin_base)).send().await.unwrap().json().await.unwrap();
+    let latest = runs["runs"][0]["id"].as_i64().unwrap().to_string();
+    let out = d.cli(&["sync", "now", "--confirm", &latest, "--url", &d.admin_base]);
+    assert!(out.contains("Repair queued 5 change(s)"), "{out}");
     d.wait_outbox_empty().await;
     let users = app.all("Users").await;
     let inactive: Vec<&str> =
         users.iter().filter(|u| u["active"] == false).map(|u| u["userName"].as_str().unwrap()).collect();
-    assert_eq!(inactive.len(), 4, "{inactive:?}");
+    assert_eq!(inactive.len(), 5, "{inactive:?}");
     assert!(!inactive.contains(&"breakglass@example.com"));
 }
 
@@ -260,7 +291,7 @@ async fn stuck_provisions_are_reported_requeued_and_a_failed_listing_fails_the_r
     assert!(runs.contains("failed") && runs.contains("listing Users"), "{runs}");
     // The app is back: the run reports both dead letters as stuck and re-queues the outage's.
     proxy.set(Mode::Forward);
-    sync(&d, false).await;
+    sync(&d).await;
     let (full, items) = report(&d).await;
     assert_eq!(
         items,
@@ -275,7 +306,7 @@ async fn stuck_provisions_are_reported_requeued_and_a_failed_listing_fails_the_r
     d.wait_outbox_empty().await;
     assert!(app.user_by_name("stuck@example.com").await.is_some(), "the re-queued create was delivered");
     assert!(app.user_by_name("refused@example.com").await.is_none(), "the refused one stays dead");
-    let run = sync(&d, false).await;
+    let run = sync(&d).await;
     assert_eq!((run["summary"]["total"].as_u64(), run["summary"]["resolved"].as_u64()), (Some(2), Some(2)), "{run}");
 }
 
@@ -299,7 +330,7 @@ async fn the_cron_schedule_runs_syncs_on_its_own() {
 async fn a_run_missed_while_stopped_is_caught_up_once_at_start() {
     let app = ScimApp::start().await;
     let mut d = Daemon::start_with(&config(&app, ""));
-    sync(&d, false).await;
+    sync(&d).await;
     assert!(d.stop().success());
     // The last run is made three hours old: with an hourly schedule, three run times were
     // missed while stopped. One catch-up run, not three, and none of the schedule's own
@@ -339,7 +370,7 @@ async fn effective_access_is_compared_without_false_drift() {
     d.create_user("bob@example.com").await;
     d.create_group("Admins", &[&u]).await;
     d.wait_outbox_empty().await;
-    let run = sync(&d, false).await;
+    let run = sync(&d).await;
     assert_eq!(run["summary"]["total"], 0, "no drift right after provisioning: {run}");
     let users = app.all("Users").await;
     let ada = app_id(&users, "ada@example.com");
@@ -353,7 +384,7 @@ async fn effective_access_is_compared_without_false_drift() {
         })),
     )
     .await;
-    sync(&d, false).await;
+    sync(&d).await;
     let (_, items) = report(&d).await;
     assert!(
         items.iter().any(|i| i.0 == "attribute_mismatch" && i.1 == "ada@example.com" && i.2 == "roles"),
