@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test.sh — the whole test suite, as CI runs it (.ci/run calls exactly this):
-#   1. module boundaries (scripts/check-layers.sh);
+#   1. module boundaries (scripts/check-layers.sh), rustfmt and clippy -D warnings;
 #   2. cargo test: unit tests, property tests, and the one integration-test binary that
 #      starts the real daemon on 127.0.0.1:0 and talks HTTP to it, provisioning into the real
 #      scim2-server (from .venv) as the downstream app, and loading the status page in
@@ -13,6 +13,18 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/check-layers.sh
+# Formatting and lints (rustfmt.toml; clippy with warnings as errors). Both come with
+# rustup's default profile; a toolchain without them skips the step and says so.
+if cargo fmt --version >/dev/null 2>&1; then
+    cargo fmt --all --check || { echo "formatting differs: run cargo fmt"; exit 1; }
+else
+    echo "cargo fmt not installed: format check skipped"
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+else
+    echo "cargo clippy not installed: lint step skipped"
+fi
 # The provisioning tests run the real scim2-server as the downstream app: make the pinned
 # Python tools ready once, before tests start in parallel.
 scripts/python-env.sh >/dev/null

@@ -764,16 +764,16 @@ async fn print_report(store: &crate::store::Store, run: Option<i64>, json: bool)
         return Ok(1);
     };
     let items = store.drift_items(r.id).await?;
-    if run.is_none() {
-        if let Some(l) = store.sync_runs(1).await?.into_iter().next().filter(|l| l.id != r.id) {
-            eprintln!(
-                "note: the latest run ({}, started {}) {}: {}; this is the last successful report",
-                l.id,
-                l.started_at,
-                l.status,
-                l.error.as_deref().unwrap_or("no report")
-            );
-        }
+    if run.is_none()
+        && let Some(l) = store.sync_runs(1).await?.into_iter().next().filter(|l| l.id != r.id)
+    {
+        eprintln!(
+            "note: the latest run ({}, started {}) {}: {}; this is the last successful report",
+            l.id,
+            l.started_at,
+            l.status,
+            l.error.as_deref().unwrap_or("no report")
+        );
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&report::to_json(&r, &items))?);

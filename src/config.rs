@@ -20,6 +20,7 @@ pub const DEFAULT_CONFIG_PATHS: [&str; 2] = ["./scimsync.toml", "/etc/scimsync/s
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
+#[derive(Default)]
 pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
@@ -581,22 +582,6 @@ pub enum LogFormat {
     Json,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            store: StoreConfig::default(),
-            scim: ScimConfig::default(),
-            log: LogConfig::default(),
-            target: TargetConfig::default(),
-            outbox: OutboxConfig::default(),
-            admin: AdminConfig::default(),
-            audit: AuditConfig::default(),
-            policy: crate::policy::PolicyConfig::default(),
-            reconcile: ReconcileConfig::default(),
-        }
-    }
-}
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -705,9 +690,8 @@ impl Config {
                 format!("{:?} is not an IP:port address; write e.g. \"127.0.0.1:8080\"", self.server.listen),
             ));
         }
-        if !self.server.public_url.is_empty()
-            && !(self.server.public_url.starts_with("http://") || self.server.public_url.starts_with("https://"))
-        {
+        let public = &self.server.public_url;
+        if !public.is_empty() && !public.starts_with("http://") && !public.starts_with("https://") {
             p.push((
                 "server.public_url".into(),
                 "must start with http:// or https:// (e.g. \"https://scim.example.com\"), or be empty".into(),
@@ -726,16 +710,16 @@ impl Config {
         if self.store.max_batch == 0 {
             p.push(("store.max_batch".into(), "must be at least 1".into()));
         }
-        if !self.reconcile.schedule.trim().is_empty() {
-            if let Err(e) = self.reconcile.schedule.parse::<cron::Schedule>() {
-                p.push((
+        if !self.reconcile.schedule.trim().is_empty()
+            && let Err(e) = self.reconcile.schedule.parse::<cron::Schedule>()
+        {
+            p.push((
                     "reconcile.schedule".into(),
                     format!(
                         "{:?} is not a cron expression ({e}); write seconds first, e.g. \"0 */30 * * * *\", or \"\" for none",
                         self.reconcile.schedule
                     ),
                 ));
-            }
         }
         for t in &self.reconcile.never_delete {
             if t != "users" && t != "groups" {
@@ -801,7 +785,11 @@ impl Config {
         if !(o.poll_interval_seconds > 0.0 && o.poll_interval_seconds <= 3600.0) {
             p.push(("outbox.poll_interval_seconds".into(), "must be > 0 and at most 3600".into()));
         }
-        if !(o.retry_base_seconds > 0.0) || (o.retry_max_seconds as f64) < o.retry_base_seconds {
+        // NaN is refused too.
+        if o.retry_base_seconds.is_nan()
+            || o.retry_base_seconds <= 0.0
+            || (o.retry_max_seconds as f64) < o.retry_base_seconds
+        {
             p.push(("outbox.retry_base_seconds".into(), "must be > 0 and not above outbox.retry_max_seconds".into()));
         }
         if o.max_attempts == 0 {

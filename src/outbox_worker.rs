@@ -177,14 +177,14 @@ pub async fn run(
                         tasks.spawn(async move {
                             if let Some(after) = deliver_bundle(&store, &target, &opts, b).await {
                                 let until = tokio::time::Instant::now() + after.min(opts.retry_after_max);
-                                if let Ok(mut p) = pause.lock() {
-                                    if p.is_none_or(|cur| cur < until) {
-                                        tracing::warn!(
-                                            seconds = after.as_secs_f64(),
-                                            "outbox: the app asked to slow down; pausing deliveries"
-                                        );
-                                        *p = Some(until);
-                                    }
+                                if let Ok(mut p) = pause.lock()
+                                    && p.is_none_or(|cur| cur < until)
+                                {
+                                    tracing::warn!(
+                                        seconds = after.as_secs_f64(),
+                                        "outbox: the app asked to slow down; pausing deliveries"
+                                    );
+                                    *p = Some(until);
                                 }
                             }
                             drop(permit);
@@ -252,10 +252,10 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
             }
             let mut c = decide(opts, head.attempts, &head.created_at, outcome);
             // Remember what the app was sent: the drift report's third side.
-            if let (Completion::Success { applied, .. }, Some(cur)) = (&mut c, &job.current) {
-                if job.attrs_changed {
-                    *applied = Some((cur.meta.version, crate::downstream::representation(cur)));
-                }
+            if let (Completion::Success { applied, .. }, Some(cur)) = (&mut c, &job.current)
+                && job.attrs_changed
+            {
+                *applied = Some((cur.meta.version, crate::downstream::representation(cur)));
             }
             c
         }
@@ -310,11 +310,12 @@ fn is_protected(opts: &WorkerOptions, job: &Job) -> bool {
 
 /// A protected user's deactivation is sent as active: the app keeps its break-glass admin.
 fn keep_active(job: &mut Job) {
-    if let Some(cur) = &mut job.current {
-        if cur.kind == ResourceKind::User && cur.attrs.get("active") == Some(&serde_json::Value::Bool(false)) {
-            tracing::warn!(resource = %cur.id, "protected account (reconcile.protected): kept active in the app");
-            cur.attrs.insert("active".into(), serde_json::Value::Bool(true));
-        }
+    if let Some(cur) = &mut job.current
+        && cur.kind == ResourceKind::User
+        && cur.attrs.get("active") == Some(&serde_json::Value::Bool(false))
+    {
+        tracing::warn!(resource = %cur.id, "protected account (reconcile.protected): kept active in the app");
+        cur.attrs.insert("active".into(), serde_json::Value::Bool(true));
     }
 }
 
@@ -351,6 +352,8 @@ pub fn backoff(opts: &WorkerOptions, attempts_before: u32) -> Duration {
     cap.mul_f64(frac)
 }
 
+// Built and consumed once per delivery, on the stack of one task.
+#[allow(clippy::large_enum_variant)]
 enum Prepared {
     Job(Job),
     Waiting(String),

@@ -311,10 +311,10 @@ pub fn delivery(outcome: DeliveryOutcome, elapsed: Duration) {
     let m = &*METRICS;
     m.deliveries.get_or_create(&OutcomeLabels { outcome: outcome.as_str() }).inc();
     m.delivery_duration.observe(elapsed.as_secs_f64());
-    if outcome != DeliveryOutcome::Waiting {
-        if let Ok(mut l) = m.last_delivery.lock() {
-            *l = Some(LastDelivery { outcome, at: crate::model::now() });
-        }
+    if outcome != DeliveryOutcome::Waiting
+        && let Ok(mut l) = m.last_delivery.lock()
+    {
+        *l = Some(LastDelivery { outcome, at: crate::model::now() });
     }
 }
 

@@ -48,6 +48,8 @@ pub enum Transform {
 
 /// A field, compiled.
 #[derive(Debug, Clone)]
+// A handful per mapping, built once at start: boxing the path would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Compiled {
     Path { path: PatchPath, transform: Option<Transform>, default: Option<Value> },
     Constant(Value),

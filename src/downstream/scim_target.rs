@@ -107,10 +107,11 @@ impl ScimTarget {
             return Ok(String::new());
         };
         let mut cached = self.oauth.lock().await;
-        if let Some((tok, until)) = cached.as_ref() {
-            if std::time::Instant::now() < *until && rejected != Some(tok.as_str()) {
-                return Ok(tok.clone());
-            }
+        if let Some((tok, until)) = cached.as_ref()
+            && std::time::Instant::now() < *until
+            && rejected != Some(tok.as_str())
+        {
+            return Ok(tok.clone());
         }
         let mut form = String::from("grant_type=client_credentials");
         if !scope.is_empty() {

@@ -103,7 +103,10 @@ pub fn link_next(header: &str) -> Option<String> {
         let is_next = params.split(';').any(|p| {
             let Some((k, v)) = p.split_once('=') else { return false };
             k.trim().eq_ignore_ascii_case("rel")
-                && v.trim().trim_end_matches(',').trim_end().trim_matches('"')
+                && v.trim()
+                    .trim_end_matches(',')
+                    .trim_end()
+                    .trim_matches('"')
                     .split_ascii_whitespace()
                     .any(|r| r.eq_ignore_ascii_case("next"))
         });
@@ -171,13 +174,18 @@ impl WebhookTarget {
     }
 
     /// One page of `kind` and the token of the next (see [`Paging`]).
-    pub async fn list_page(&self, kind: ResourceKind, at: Option<&str>) -> Result<(Vec<Value>, Option<String>), Outcome> {
+    pub async fn list_page(
+        &self,
+        kind: ResourceKind,
+        at: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), Outcome> {
         let l = self.list_opts()?;
         let path = match kind {
             ResourceKind::User => &l.users,
-            ResourceKind::Group => l.groups.as_ref().ok_or_else(|| Outcome::Permanent {
-                error: "target.webhook.list.groups is not configured".into(),
-            })?,
+            ResourceKind::Group => l
+                .groups
+                .as_ref()
+                .ok_or_else(|| Outcome::Permanent { error: "target.webhook.list.groups is not configured".into() })?,
         };
         let first = self.url(path)?;
         let size = l.page_size.max(1);
@@ -357,11 +365,15 @@ mod tests {
     #[test]
     fn link_headers_name_the_next_page() {
         assert_eq!(
-            link_next(r#"<https://a.example/u?page=2>; rel="next", <https://a.example/u?page=9>; rel="last""#).as_deref(),
+            link_next(r#"<https://a.example/u?page=2>; rel="next", <https://a.example/u?page=9>; rel="last""#)
+                .as_deref(),
             Some("https://a.example/u?page=2")
         );
         // Order, unquoted rel, several relation types, other parameters.
-        assert_eq!(link_next(r#"</u?after=x>; rel=last, </u?after=y>; title="n"; rel="prev next""#).as_deref(), Some("/u?after=y"));
+        assert_eq!(
+            link_next(r#"</u?after=x>; rel=last, </u?after=y>; title="n"; rel="prev next""#).as_deref(),
+            Some("/u?after=y")
+        );
         assert_eq!(link_next("<https://a.example/u?page=1>; rel=\"self\""), None);
         assert_eq!(link_next(""), None);
         assert_eq!(link_next("<broken; rel=next"), None);

@@ -134,9 +134,8 @@ impl WebhookTarget {
         let text = body.map(|b| b.to_string()).unwrap_or_default();
         self.opts.throttle.wait().await;
         let event_name = Event::ALL.iter().find(|(_, e)| *e == event).map(|(n, _)| *n).unwrap_or("");
-        let mut rb = self
-            .signed(ep.method.clone(), &url, event_name, &text)
-            .header("idempotency-key", &job.idempotency_key);
+        let mut rb =
+            self.signed(ep.method.clone(), &url, event_name, &text).header("idempotency-key", &job.idempotency_key);
         if !text.is_empty() {
             rb = rb.header("content-type", "application/json").body(text);
         }

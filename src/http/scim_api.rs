@@ -229,14 +229,14 @@ async fn get_one(state: &ApiState, req: &Request, kind: ResourceKind, id: &str) 
     let proj = projection(req)?;
     let res = state.service.get(kind, id, load_for(kind, &proj)).await?;
     // RFC 7644 §3.14: If-None-Match with the current version answers 304.
-    if let Some(v) = req.headers.get("if-none-match").and_then(|v| v.to_str().ok()).and_then(resource::parse_etag) {
-        if v == res.meta.version {
-            let mut r = respond::empty(StatusCode::NOT_MODIFIED);
-            if let Ok(v) = HeaderValue::from_str(&resource::etag(res.meta.version)) {
-                r.headers_mut().insert("etag", v);
-            }
-            return Ok(r);
+    if let Some(v) = req.headers.get("if-none-match").and_then(|v| v.to_str().ok()).and_then(resource::parse_etag)
+        && v == res.meta.version
+    {
+        let mut r = respond::empty(StatusCode::NOT_MODIFIED);
+        if let Ok(v) = HeaderValue::from_str(&resource::etag(res.meta.version)) {
+            r.headers_mut().insert("etag", v);
         }
+        return Ok(r);
     }
     Ok(with_resource(StatusCode::OK, state, &res, &proj))
 }

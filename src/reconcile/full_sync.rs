@@ -418,8 +418,7 @@ async fn group_members<L: Listing>(listing: &L, v: &Value, app_id: &str) -> Resu
     if !listing.can_get(ResourceKind::Group) {
         return Ok(None);
     }
-    let one =
-        listing.get(ResourceKind::Group, app_id).await.map_err(|err| format!("reading group {app_id}: {err}"))?;
+    let one = listing.get(ResourceKind::Group, app_id).await.map_err(|err| format!("reading group {app_id}: {err}"))?;
     Ok(Some(one.as_ref().and_then(|g| listing.members(g)).unwrap_or_default()))
 }
 

@@ -428,7 +428,11 @@ mod tests {
         let mk = |attr: &str| {
             let mut i = item(DriftKind::AttributeMismatch, "e", Some("re"), Some("xe"));
             i.attribute = Some(attr.into());
-            Found { item: i, resource_kind: ResourceKind::User, fix: Some(Fix::Resync { forget_app_id: false, deactivates: false }) }
+            Found {
+                item: i,
+                resource_kind: ResourceKind::User,
+                fix: Some(Fix::Resync { forget_app_id: false, deactivates: false }),
+            }
         };
         let p = plan(&c, &[mk("title"), mk("nickName")], 10, None, &none(), 7);
         assert_eq!(p.ops.len(), 1);

@@ -95,11 +95,11 @@ pub fn normalize(kind: ResourceKind, input: Map<String, Value>) -> Result<Map<St
             out.insert(def.name.clone(), v);
         }
     }
-    if let Some(pw) = out.get("password").and_then(Value::as_str) {
-        if !pw.starts_with(PASSWORD_HASH_PREFIX) {
-            let hashed = hash_password(pw);
-            out.insert("password".into(), Value::String(hashed));
-        }
+    if let Some(pw) = out.get("password").and_then(Value::as_str)
+        && !pw.starts_with(PASSWORD_HASH_PREFIX)
+    {
+        let hashed = hash_password(pw);
+        out.insert("password".into(), Value::String(hashed));
     }
     check_required(kind, &out)?;
     Ok(out)
@@ -219,13 +219,13 @@ fn coerce(def: &AttributeDef, value: Value, path: &str) -> Result<Option<Value>,
         for item in items {
             if let Some(mut v) = coerce_single(def, item, path)? {
                 // RFC 7643 §2.4: at most one value may be primary; keep the first.
-                if let Some(obj) = v.as_object_mut() {
-                    if obj.get("primary") == Some(&Value::Bool(true)) {
-                        if seen_primary {
-                            obj.insert("primary".into(), Value::Bool(false));
-                        }
-                        seen_primary = true;
+                if let Some(obj) = v.as_object_mut()
+                    && obj.get("primary") == Some(&Value::Bool(true))
+                {
+                    if seen_primary {
+                        obj.insert("primary".into(), Value::Bool(false));
                     }
+                    seen_primary = true;
                 }
                 out.push(v);
             }
@@ -286,7 +286,7 @@ fn coerce_single(def: &AttributeDef, value: Value, path: &str) -> Result<Option<
                 .trim()
                 .parse::<f64>()
                 .ok()
-                .and_then(|f| serde_json::Number::from_f64(f))
+                .and_then(serde_json::Number::from_f64)
                 .map(Value::Number)
                 .ok_or_else(|| bad("a number"))?,
             _ => return Err(bad("a number")),
@@ -467,10 +467,10 @@ fn project(kind: ResourceKind, m: Map<String, Value>, proj: &Projection) -> Valu
             }
             if keep_whole {
                 out.insert(k, v);
-            } else if !subs.is_empty() {
-                if let Some(v) = select_subs(v, &subs) {
-                    out.insert(k, v);
-                }
+            } else if !subs.is_empty()
+                && let Some(v) = select_subs(v, &subs)
+            {
+                out.insert(k, v);
             }
         }
         return Value::Object(out);

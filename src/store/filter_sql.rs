@@ -189,11 +189,10 @@ impl Translator {
                 && p.name == "emails"
                 && p.sub.as_deref() == Some("value")
                 && op == CompareOp::Eq
+                && let Literal::String(s) = lit
             {
-                if let Literal::String(s) = lit {
-                    let ph = self.bind(SqlValue::Text(s.to_lowercase()));
-                    return Ok(format!("r.seq IN (SELECT resource_seq FROM resource_emails WHERE value_ci = {ph})"));
-                }
+                let ph = self.bind(SqlValue::Text(s.to_lowercase()));
+                return Ok(format!("r.seq IN (SELECT resource_seq FROM resource_emails WHERE value_ci = {ph})"));
             }
             if self.kind == ResourceKind::Group && p.name == "members" {
                 let inner = AttrPath { name: p.sub.clone().unwrap_or_else(|| "value".into()), ..p.clone() };

@@ -44,10 +44,11 @@ fn indexed(kind: ResourceKind, attrs: &Map<String, Value>) -> Indexed {
 }
 
 fn map_unique(e: rusqlite::Error, ix: &Indexed) -> StoreError {
-    if let rusqlite::Error::SqliteFailure(f, Some(msg)) = &e {
-        if f.code == rusqlite::ErrorCode::ConstraintViolation && msg.contains("user_name_ci") {
-            return StoreError::Unique { attribute: "userName", value: ix.user_name_ci.clone().unwrap_or_default() };
-        }
+    if let rusqlite::Error::SqliteFailure(f, Some(msg)) = &e
+        && f.code == rusqlite::ErrorCode::ConstraintViolation
+        && msg.contains("user_name_ci")
+    {
+        return StoreError::Unique { attribute: "userName", value: ix.user_name_ci.clone().unwrap_or_default() };
     }
     e.into()
 }
@@ -145,10 +146,10 @@ pub fn create(conn: &Connection, new: NewResource, now: &str) -> Result<Resource
     write_emails(conn, seq, &ix)?;
     let added = if new.kind == ResourceKind::Group { add_members(conn, seq, &new.members)? } else { Vec::new() };
     let payload = if added.is_empty() { json!({}) } else { json!({ "members_added": added }) };
-    if new.kind == ResourceKind::User {
-        if let Some(name) = &ix.user_name_ci {
-            cancel_held_deletes_of(conn, name, &new.id, now)?;
-        }
+    if new.kind == ResourceKind::User
+        && let Some(name) = &ix.user_name_ci
+    {
+        cancel_held_deletes_of(conn, name, &new.id, now)?;
     }
     enqueue(conn, new.kind, &new.id, ChangeOp::Create, 1, &payload, now)?;
     let load = Load { members: true, groups: true };
@@ -172,10 +173,10 @@ fn current(conn: &Connection, kind: ResourceKind, id: &str) -> Result<Current, S
 
 pub fn update(conn: &Connection, upd: Update, now: &str) -> Result<Resource, StoreError> {
     let cur = current(conn, upd.kind, &upd.id)?;
-    if let Some(expected) = upd.expected_version {
-        if expected != cur.version {
-            return Err(StoreError::VersionMismatch { expected, current: cur.version });
-        }
+    if let Some(expected) = upd.expected_version
+        && expected != cur.version
+    {
+        return Err(StoreError::VersionMismatch { expected, current: cur.version });
     }
     let mut attrs_changed = false;
     let mut deprovision = false;
@@ -247,10 +248,10 @@ pub fn delete(
     now: &str,
 ) -> Result<(), StoreError> {
     let cur = current(conn, kind, id)?;
-    if let Some(expected) = expected_version {
-        if expected != cur.version {
-            return Err(StoreError::VersionMismatch { expected, current: cur.version });
-        }
+    if let Some(expected) = expected_version
+        && expected != cur.version
+    {
+        return Err(StoreError::VersionMismatch { expected, current: cur.version });
     }
     // The groups that lose this member change too: their version moves so ETags stay honest.
     conn.prepare_cached(

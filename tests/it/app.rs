@@ -48,10 +48,9 @@ impl ScimApp {
         for _ in 0..300 {
             if let Ok(r) =
                 app.http.get(format!("{}/ServiceProviderConfig", app.base)).bearer_auth(APP_TOKEN).send().await
+                && r.status().is_success()
             {
-                if r.status().is_success() {
-                    return app;
-                }
+                return app;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -91,7 +91,8 @@ fn item(k: &str, n: &str, a: &str, c: &str) -> (String, String, String, String) 
 async fn rest_app_edits_are_reported_in_its_field_names_and_repaired() {
     // Users paged by cursor; team lists leave members out, so each team is read on its own.
     let app = RestApp::start(Style::Cursor, false).await;
-    let list = "users = \"/users\"\ngroups = \"/teams\"\ngroup = \"/teams/{app_id}\"\npaging = \"cursor\"\npage_size = 2\n";
+    let list =
+        "users = \"/users\"\ngroups = \"/teams\"\ngroup = \"/teams/{app_id}\"\npaging = \"cursor\"\npage_size = 2\n";
     let mut d = Daemon::start_with(&config(&app, list, ""));
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -119,7 +120,10 @@ async fn rest_app_edits_are_reported_in_its_field_names_and_repaired() {
     app.remove("users", &uid("u3@example.com"));
     let stray = app.insert(
         "users",
-        json!({"login": "stray@example.com", "email": "stray@example.com", "disabled": false}).as_object().unwrap().clone(),
+        json!({"login": "stray@example.com", "email": "stray@example.com", "disabled": false})
+            .as_object()
+            .unwrap()
+            .clone(),
     );
     let u1 = uid("u1@example.com");
     let team = app.id_of("teams", "name", "eng");
@@ -142,7 +146,10 @@ async fn rest_app_edits_are_reported_in_its_field_names_and_repaired() {
     let find = |kind: &str| full["items"].as_array().unwrap().iter().find(|i| i["kind"] == kind).unwrap().clone();
     let login = find("attribute_mismatch");
     assert_eq!((login["ours"].as_str(), login["app"].as_str()), (Some("u0@example.com"), Some("renamed@example.com")));
-    assert_eq!((find("active_mismatch")["ours"].clone(), find("active_mismatch")["app"].clone()), (json!(false), json!(true)));
+    assert_eq!(
+        (find("active_mismatch")["ours"].clone(), find("active_mismatch")["app"].clone()),
+        (json!(false), json!(true))
+    );
     assert_eq!(find("orphaned_in_app")["app_id"], stray);
     assert_eq!(find("membership_mismatch")["ours"]["missing_in_app"][0]["name"], "U1@example.com");
     let missing = find("missing_in_app");
@@ -201,7 +208,11 @@ async fn every_paging_style_reads_the_whole_list() {
         assert_eq!(run["status"], "ok", "{style:?}: {run}");
         assert_eq!(run["summary"]["listed"], json!({"users": 8, "groups": 1}), "{style:?}: {run}");
         let (full, items) = open_items(&d).await;
-        assert_eq!(items, vec![item("orphaned_in_app", "zz-last@example.com", "", "edited_in_app")], "{style:?}: {full:#}");
+        assert_eq!(
+            items,
+            vec![item("orphaned_in_app", "zz-last@example.com", "", "edited_in_app")],
+            "{style:?}: {full:#}"
+        );
     }
 }
 
@@ -210,7 +221,9 @@ async fn every_paging_style_reads_the_whole_list() {
 #[tokio::test]
 async fn a_wrong_list_setting_fails_the_run_or_the_config_with_the_key_named() {
     let app = RestApp::start(Style::Offset, true).await;
-    let d = Daemon::start_with(&config(&app, "users = \"/users\"\nitems = \"records\"\n", "").replace("items = \"data\"\n", ""));
+    let d = Daemon::start_with(
+        &config(&app, "users = \"/users\"\nitems = \"records\"\n", "").replace("items = \"data\"\n", ""),
+    );
     d.create_user("x@example.com").await;
     d.wait_outbox_empty().await;
     let run = sync(&d).await;
@@ -248,7 +261,10 @@ async fn never_delete_switches_a_rest_orphan_off_instead() {
     d.wait_outbox_empty().await;
     let stray = app.insert(
         "users",
-        json!({"login": "stray@example.com", "email": "stray@example.com", "disabled": false}).as_object().unwrap().clone(),
+        json!({"login": "stray@example.com", "email": "stray@example.com", "disabled": false})
+            .as_object()
+            .unwrap()
+            .clone(),
     );
     let run = sync(&d).await;
     assert_eq!(run["summary"]["repair"]["queued_items"], 1, "{run}");

@@ -173,8 +173,10 @@ impl RestApp {
 
     /// The app id of the record whose `field` is `value`.
     pub fn id_of(&self, table: &str, field: &str, value: &str) -> String {
-        self.all(table).iter().find(|r| r[field] == value).unwrap_or_else(|| panic!("no {table} with {field} = {value}"))
-            ["id"]
+        self.all(table)
+            .iter()
+            .find(|r| r[field] == value)
+            .unwrap_or_else(|| panic!("no {table} with {field} = {value}"))["id"]
             .as_str()
             .unwrap()
             .to_string()

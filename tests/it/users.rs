@@ -104,7 +104,7 @@ async fn filters_on_indexed_attributes() {
         r.body["Resources"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap().to_string()).collect()
     };
     for (filter, want) in [
-        (format!("userName eq \"ALICE@example.com\""), vec![a.clone()]),
+        ("userName eq \"ALICE@example.com\"".to_string(), vec![a.clone()]),
         (format!("id eq \"{b}\""), vec![b.clone()]),
         ("externalId eq \"EXT-B\"".to_string(), vec![b.clone()]),
         ("externalId eq \"ext-b\"".to_string(), vec![]), // externalId is caseExact
