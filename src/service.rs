@@ -332,21 +332,28 @@ impl Service {
     /// schema, `sortBy`/`sortOrder` resolved (§3.4.2.3), `count` capped at the configured
     /// maximum, `startIndex` 1-based.
     pub async fn list(&self, kind: ResourceKind, req: ListRequest) -> Result<Page, ServiceError> {
-        let mut filter = match &req.filter {
+        let filter = match &req.filter {
             Some(text) if !text.trim().is_empty() => Some(parse_filter(kind, text)?),
             _ => None,
         };
-        if kind == ResourceKind::User && !self.account.list_inactive_users {
-            // `not (active eq false)`: users without `active` are active (RFC 7643 §4.1.1).
-            let active = parse_filter(kind, "not (active eq false)")?;
-            filter = Some(match filter {
-                Some(f) => Filter::And(Box::new(f), Box::new(active)),
-                None => active,
-            });
-        }
+        let filter = self.visible(kind, filter)?;
         let sort = list::parse_sort(kind, req.sort_by.as_deref(), req.sort_order.as_deref())?;
         let (offset, count) = self.page(&req);
         Ok(self.store.list(kind, filter, sort, offset, count, req.load).await?)
+    }
+
+    /// `filter` narrowed to what lists show: without `list_inactive_users`, inactive users are
+    /// left out of every list and search (`not (active eq false)`: users without `active`
+    /// are active, RFC 7643 §4.1.1).
+    fn visible(&self, kind: ResourceKind, filter: Option<Filter>) -> Result<Option<Filter>, ServiceError> {
+        if kind != ResourceKind::User || self.account.list_inactive_users {
+            return Ok(filter);
+        }
+        let active = parse_filter(kind, "not (active eq false)")?;
+        Ok(Some(match filter {
+            Some(f) => Filter::And(Box::new(f), Box::new(active)),
+            None => active,
+        }))
     }
 
     /// `POST /.search` at the root (RFC 7644 §3.4.3): users and groups as one list, users
@@ -385,6 +392,7 @@ impl Service {
                 },
                 None => None,
             };
+            let filter = self.visible(kind, filter)?;
             parts.push(ListPart { kind, filter, sort_path });
         }
         if let Some(e) = (sort_errors.len() == kinds.len()).then(|| sort_errors.swap_remove(0)) {

@@ -395,6 +395,20 @@ async fn account_policies_immutable_attributes_refused_reactivation_hidden_inact
     assert_eq!(list["Resources"][0]["id"], json!(other));
     assert_eq!(d.get(&filter_q("/Users", "userName eq \"ada@x.test\"")).await.body["totalResults"], 0);
     assert_eq!(d.get(&path).await.status, StatusCode::OK);
+    // Searches by POST too, per type and across types (RFC 7644 §3.4.3).
+    let search = |filter: Option<&str>| {
+        let mut b = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]});
+        if let Some(f) = filter {
+            b["filter"] = json!(f);
+        }
+        b
+    };
+    let r = d.post("/Users/.search", search(Some("userName sw \"ada\""))).await;
+    assert_eq!((r.status, r.body["totalResults"].clone()), (StatusCode::OK, json!(0)), "{}", r.body);
+    let r = d.post("/.search", search(None)).await;
+    let names: Vec<&str> =
+        r.body["Resources"].as_array().unwrap().iter().filter_map(|u| u["userName"].as_str()).collect();
+    assert_eq!(names, vec!["bob@x.test"], "{}", r.body);
     // Unique emails: a create, or an update, taking another user's address (any case) is
     // refused as a uniqueness conflict and applies nothing.
     let mut dup = okta_user("carol@x.test");
