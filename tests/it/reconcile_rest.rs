@@ -3,9 +3,9 @@
 //! (`rest_app`) provisioned through a field mapping, edited behind our back, listed back in
 //! each paging style, and compared in its own field names.
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::reconcile::{report, sync, sync_raw};
 use crate::rest_app::{RestApp, Style};
 use crate::support::*;
 
@@ -62,29 +62,19 @@ schedule = ""
     )
 }
 
-async fn sync(d: &Daemon) -> Value {
-    let r = d.http.post(format!("{}/sync", d.admin_base)).header("x-requested-by", "tests").send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.json().await.unwrap()
-}
-
 /// Open items of the latest report as (kind, name, attribute, cause).
 async fn open_items(d: &Daemon) -> (Value, Vec<(String, String, String, String)>) {
-    let r: Value = d.http.get(format!("{}/drift", d.admin_base)).send().await.unwrap().json().await.unwrap();
-    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
-    let mut items: Vec<_> = r["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["change"] != "resolved")
-        .map(|i| (s(&i["kind"]), s(&i["name"]), s(&i["attribute"]), s(&i["cause"])))
-        .collect();
-    items.sort();
-    (r, items)
+    let (full, items) = report(d).await;
+    (full, items.into_iter().map(|(k, n, a, c, _)| (k, n, a, c)).collect())
 }
 
 fn item(k: &str, n: &str, a: &str, c: &str) -> (String, String, String, String) {
     (k.into(), n.into(), a.into(), c.into())
+}
+
+/// An account created in the app by hand, unknown to the IdP; its app id.
+fn stray(app: &RestApp, login: &str) -> String {
+    app.insert("users", json!({"login": login, "email": login, "disabled": false}).as_object().unwrap().clone())
 }
 
 #[tokio::test]
@@ -118,13 +108,7 @@ async fn rest_app_edits_are_reported_in_its_field_names_and_repaired() {
         r.insert("disabled".into(), json!(true));
     });
     app.remove("users", &uid("u3@example.com"));
-    let stray = app.insert(
-        "users",
-        json!({"login": "stray@example.com", "email": "stray@example.com", "disabled": false})
-            .as_object()
-            .unwrap()
-            .clone(),
-    );
+    let stray_id = stray(&app, "stray@example.com");
     let u1 = uid("u1@example.com");
     let team = app.id_of("teams", "name", "eng");
     app.edit("teams", &team, |t| t["members"].as_array_mut().unwrap().retain(|m| m != &json!(u1)));
@@ -150,7 +134,7 @@ async fn rest_app_edits_are_reported_in_its_field_names_and_repaired() {
         (find("active_mismatch")["ours"].clone(), find("active_mismatch")["app"].clone()),
         (json!(false), json!(true))
     );
-    assert_eq!(find("orphaned_in_app")["app_id"], stray);
+    assert_eq!(find("orphaned_in_app")["app_id"], stray_id);
     assert_eq!(find("membership_mismatch")["ours"]["missing_in_app"][0]["name"], "U1@example.com");
     let missing = find("missing_in_app");
     assert_eq!(missing["ours"]["login"], "u3@example.com", "the missing account as the app would get it: {missing}");
@@ -203,7 +187,7 @@ async fn every_paging_style_reads_the_whole_list() {
         }
         d.create_group("all", &[&ids[0], &ids[6]]).await;
         d.wait_outbox_empty().await;
-        app.insert("users", json!({"login": "zz-last@example.com"}).as_object().unwrap().clone());
+        stray(&app, "zz-last@example.com");
         let run = sync(&d).await;
         assert_eq!(run["status"], "ok", "{style:?}: {run}");
         assert_eq!(run["summary"]["listed"], json!({"users": 8, "groups": 1}), "{style:?}: {run}");
@@ -226,7 +210,7 @@ async fn a_wrong_list_setting_fails_the_run_or_the_config_with_the_key_named() {
     );
     d.create_user("x@example.com").await;
     d.wait_outbox_empty().await;
-    let run = sync(&d).await;
+    let run = sync_raw(&d).await;
     assert_eq!(run["status"], "failed", "{run}");
     let err = run["error"].as_str().unwrap_or_default();
     assert!(err.contains("\"records\"") && err.contains("target.webhook.list.items"), "{err}");
@@ -259,17 +243,11 @@ async fn never_delete_switches_a_rest_orphan_off_instead() {
     let d = Daemon::start_with(&config(&app, "users = \"/users\"\n", reconcile));
     d.create_user("kept@example.com").await;
     d.wait_outbox_empty().await;
-    let stray = app.insert(
-        "users",
-        json!({"login": "stray@example.com", "email": "stray@example.com", "disabled": false})
-            .as_object()
-            .unwrap()
-            .clone(),
-    );
+    let stray_id = stray(&app, "stray@example.com");
     let run = sync(&d).await;
     assert_eq!(run["summary"]["repair"]["queued_items"], 1, "{run}");
     d.wait_outbox_empty().await;
-    let rec = app.all("users").into_iter().find(|u| u["id"] == stray.as_str()).expect("the orphan is kept");
+    let rec = app.all("users").into_iter().find(|u| u["id"] == stray_id.as_str()).expect("the orphan is kept");
     assert_eq!(rec["disabled"], true, "switched off: {rec}");
     assert_eq!(rec["login"], "stray@example.com", "{rec}");
     let run = sync(&d).await;
