@@ -158,7 +158,8 @@ async fn sigterm_under_load_loses_nothing_and_finishes_what_is_in_flight() {
         let r = d.get(&format!("/Users/{id}")).await;
         assert_eq!(r.status, StatusCode::OK, "acknowledged user {name} ({id}) lost over SIGTERM");
     }
-    d.wait_outbox_empty().await;
+    // The writers ran until the signal: how many users that is depends on the machine.
+    d.wait_outbox_empty_within(300).await;
     let in_app: HashSet<String> =
         app.all("Users").await.iter().filter_map(|u| u["userName"].as_str().map(str::to_string)).collect();
     for (_, name) in &acked {

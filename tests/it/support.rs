@@ -303,15 +303,21 @@ impl Daemon {
     /// Bounded wait until `outbox list` reports nothing waiting (held rows do not count);
     /// fails with what is still queued.
     pub async fn wait_outbox_empty(&self) {
+        self.wait_outbox_empty_within(30).await
+    }
+
+    /// [`wait_outbox_empty`](Self::wait_outbox_empty) for a queue whose size a test does
+    /// not bound (load until a signal): a liveness limit, not a speed check.
+    pub async fn wait_outbox_empty_within(&self, seconds: u64) {
         let mut last = String::new();
-        for _ in 0..600 {
+        for _ in 0..seconds * 20 {
             last = self.cli(&["outbox", "list"]);
             if last.starts_with("0 change(s) waiting") {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("outbox did not drain within 30 s:\n{last}");
+        panic!("outbox did not drain within {seconds} s:\n{last}");
     }
 
     /// Create a user and return its id.
