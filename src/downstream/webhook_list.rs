@@ -246,6 +246,17 @@ impl WebhookTarget {
                 });
             }
         };
+        // A record without an id could be neither matched nor repaired: the setting is wrong.
+        if let Some(bad) = records.iter().position(|r| dotted(r, &l.id).and_then(scalar).is_none()) {
+            return Err(Outcome::Permanent {
+                error: format!(
+                    "GET {url}: record {} has no id at {:?} (target.webhook.list.id): {}",
+                    bad + 1,
+                    l.id,
+                    super::truncate(&records[bad].to_string(), 200)
+                ),
+            });
+        }
         let n = records.len();
         let next = match l.paging {
             _ if n == 0 => None,

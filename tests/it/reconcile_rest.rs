@@ -205,7 +205,7 @@ async fn every_paging_style_reads_the_whole_list() {
 #[tokio::test]
 async fn a_wrong_list_setting_fails_the_run_or_the_config_with_the_key_named() {
     let app = RestApp::start(Style::Offset, true).await;
-    let d = Daemon::start_with(
+    let mut d = Daemon::start_with(
         &config(&app, "users = \"/users\"\nitems = \"records\"\n", "").replace("items = \"data\"\n", ""),
     );
     d.create_user("x@example.com").await;
@@ -214,6 +214,14 @@ async fn a_wrong_list_setting_fails_the_run_or_the_config_with_the_key_named() {
     assert_eq!(run["status"], "failed", "{run}");
     let err = run["error"].as_str().unwrap_or_default();
     assert!(err.contains("\"records\"") && err.contains("target.webhook.list.items"), "{err}");
+    // Records without the configured id field: the run fails rather than match nothing.
+    assert!(d.stop().success());
+    d.set_extra_config(&config(&app, "users = \"/users\"\nid = \"uuid\"\n", ""));
+    d.spawn();
+    let run = sync_raw(&d).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let err = run["error"].as_str().unwrap_or_default();
+    assert!(err.contains("has no id at \"uuid\" (target.webhook.list.id)"), "{err}");
 
     for (list, key) in [
         ("users = \"/users\"\npaging = \"sideways\"\n", "list.paging"),
