@@ -330,10 +330,23 @@ pub async fn run(
                     TargetKind::Webhook => !cfg.target.webhook.events.contains_key("user_delete"),
                     _ => cfg.target.scim.deprovision == DeprovisionConfig::Deactivate,
                 };
+                // A REST app without a delete event cannot have an orphan deleted: repair
+                // switches users off instead (through user_update) and leaves groups alone,
+                // as never_delete says, rather than "queue" a delete that sends nothing.
+                let mut reconcile = cfg.reconcile.clone();
+                if cfg.target.kind == TargetKind::Webhook {
+                    for (event, kind) in [("user_delete", "users"), ("group_delete", "groups")] {
+                        if !cfg.target.webhook.events.contains_key(event)
+                            && !reconcile.never_delete.iter().any(|t| t == kind)
+                        {
+                            reconcile.never_delete.push(kind.to_string());
+                        }
+                    }
+                }
                 scheduler = Some(crate::reconcile::scheduler::start(
                     store.clone(),
                     target.clone(),
-                    cfg.reconcile.clone(),
+                    reconcile,
                     deactivates,
                     wake.clone(),
                     scheduler_stop.clone(),

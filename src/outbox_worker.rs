@@ -380,6 +380,7 @@ async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreErro
     let app_id = store.app_id(&head.resource_id).await?;
     let mut attrs_changed = created_here;
     let mut tombstone = serde_json::Map::new();
+    let mut app_record = None;
     let mut deactivate_only = false;
     // Net membership change over the coalesced rows, in commit order.
     let mut added: Vec<String> = Vec::new();
@@ -390,6 +391,9 @@ async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreErro
         }
         if let Some(t) = r.payload.get("tombstone").and_then(|t| t.as_object()) {
             tombstone = t.clone();
+        }
+        if let Some(a) = r.payload.get("app_record").and_then(|a| a.as_object()) {
+            app_record = Some(a.clone());
         }
         for id in
             r.payload.get("members_added").and_then(|v| v.as_array()).into_iter().flatten().filter_map(|v| v.as_str())
@@ -454,6 +458,7 @@ async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreErro
         current,
         app_id,
         tombstone,
+        app_record,
         members_added: added,
         members_removed: removed,
         member_app_ids,

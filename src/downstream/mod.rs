@@ -34,6 +34,8 @@ pub struct Job {
     pub app_id: Option<String>,
     /// `userName` / `externalId` / `displayName` of a deleted resource, to find it in the app.
     pub tombstone: Map<String, Value>,
+    /// An orphan to switch off: the account as the app listed it (see `RepairOp::Orphan`).
+    pub app_record: Option<Map<String, Value>>,
     /// Group members to add and remove (our ids), net over the coalesced changes.
     pub members_added: Vec<String>,
     pub members_removed: Vec<String>,

@@ -22,9 +22,9 @@ use crate::model::ResourceKind;
 pub enum Paging {
     /// One request returns everything.
     None,
-    /// `?offset=N&limit=S`, `offset` counting records from 0; a short page is the last.
+    /// `?offset=N&limit=S`, `offset` counting records from 0; an empty page is the end.
     Offset,
-    /// `?page=N&per_page=S`, pages counting from 1; a short page is the last.
+    /// `?page=N&per_page=S`, pages counting from 1; an empty page is the end.
     Page,
     /// `?cursor=T&limit=S`, the next `T` read from the body; none (or empty) ends the list.
     Cursor,
@@ -261,8 +261,11 @@ impl WebhookTarget {
         let next = match l.paging {
             _ if n == 0 => None,
             Paging::None => None,
-            Paging::Offset => (n >= size).then(|| (number(0).unwrap_or(0) + n as u64).to_string()),
-            Paging::Page => (n >= size).then(|| (number(1).unwrap_or(1) + 1).to_string()),
+            // Only an empty page ends these: apps cap page sizes below what was asked without
+            // saying so, and a short page taken for the last would report the rest missing.
+            // An app that ignores the parameters repeats itself, which the sync refuses.
+            Paging::Offset => Some((number(0).unwrap_or(0) + n as u64).to_string()),
+            Paging::Page => Some((number(1).unwrap_or(1) + 1).to_string()),
             Paging::Cursor => {
                 let c = dotted(&body, &l.next_cursor).and_then(scalar);
                 if c.is_some() && c.as_deref() == at {

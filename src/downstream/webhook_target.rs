@@ -89,6 +89,21 @@ pub fn sign(secret: &str, timestamp: u64, body: &str) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// Set `key` in `into` to `v`, merging objects key by key (so a nested active field does not
+/// wipe its siblings).
+fn merge(into: &mut serde_json::Map<String, Value>, key: &str, v: Value) {
+    match (into.get_mut(key), v) {
+        (Some(Value::Object(have)), Value::Object(new)) => {
+            for (k, v) in new {
+                merge(have, &k, v);
+            }
+        }
+        (_, v) => {
+            into.insert(key.to_string(), v);
+        }
+    }
+}
+
 /// The value at a dotted path (`data.id`); the empty path is the value itself.
 pub(super) fn dotted<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     if path.is_empty() {
@@ -182,7 +197,25 @@ impl WebhookTarget {
                 }
                 let mut rep = job.tombstone.clone();
                 rep.insert("active".into(), Value::Bool(false));
-                let body = Value::Object(mapping.apply(&rep));
+                let off = mapping.apply(&rep);
+                // The account as the app listed it, with only the mapped active state
+                // changed: an update that replaces the record (a PUT) keeps everything else.
+                // Without the listed record: its name and the inactive state.
+                let body = match &job.app_record {
+                    Some(record) => {
+                        let mut r = record.clone();
+                        if let Some(field) = mapping.fields_from("active", false).first() {
+                            let top = field.split('.').next().unwrap_or(field);
+                            if let Some(v) = off.get(top) {
+                                merge(&mut r, top, v.clone());
+                            }
+                        } else if mapping.is_pass_through() {
+                            r.insert("active".into(), Value::Bool(false));
+                        }
+                        Value::Object(r)
+                    }
+                    None => Value::Object(off),
+                };
                 self.call(update, job, job.app_id.as_deref(), Some(body)).await?;
                 return Ok(Outcome::Done { app_id: None });
             }

@@ -389,8 +389,14 @@ fn shift_secs(secs: u64) -> String {
 
 /// A SCIM record's id, name and `externalId`.
 fn scim_key(kind: ResourceKind, v: &Value) -> AppKey {
+    let app_id = match v.get("id") {
+        Some(Value::String(s)) => s.clone(),
+        // RFC 7643 §3.1 says a string; some apps send their row number.
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
     AppKey {
-        app_id: v.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
+        app_id,
         name: app_name(kind, v),
         external_id: v.get("externalId").and_then(Value::as_str).map(str::to_string),
     }
@@ -463,13 +469,30 @@ async fn diff_kind<L: Listing>(
         let (page, next) =
             listing.page(kind, at.as_deref()).await.map_err(|err| format!("listing {}: {err}", kind.segment()))?;
         let keys: Vec<AppKey> = page.iter().map(|v| listing.key(kind, v)).collect();
+        // A record without an id can be neither matched nor repaired (an orphan with the
+        // empty id would be deleted at `Users/`): the listing is wrong, the run fails.
+        if let Some(bad) = keys.iter().position(|k| k.app_id.is_empty()) {
+            let record = crate::downstream::truncate(&page[bad].to_string(), 200);
+            return Err(format!("listing {}: a record has no id: {record}", kind.segment()));
+        }
         let matched = store.sync_match_page(kind, keys.clone()).await.map_err(e)?;
         Ok::<_, String>((page, keys, matched, next))
     };
     let fields = listing.fields(kind);
+    // Page tokens seen: an app that hands out a token twice (a cursor cycle) would keep the
+    // run going forever.
+    let mut tokens: HashSet<String> = HashSet::new();
     let mut current = Some(fetch(None).await?);
     while let Some((page, keys, matched, next)) = current.take() {
         listed += page.len() as u64;
+        if let Some(t) = &next
+            && !tokens.insert(t.clone())
+        {
+            return Err(format!(
+                "listing {}: the app returned the page token {t:?} a second time; the list would not end",
+                kind.segment()
+            ));
+        }
         // The next page is listed and matched (the app's and the store's time) while this
         // one is diffed (ours): two pages in memory at most.
         let ahead = async {
@@ -479,6 +502,14 @@ async fn diff_kind<L: Listing>(
             }
         };
         let work = async {
+            // A page of nothing but accounts listed already: the app ignores the paging
+            // parameters and would hand out the same records forever.
+            if !page.is_empty() && keys.iter().all(|k| seen_app.contains(&k.app_id)) {
+                return Err(format!(
+                    "listing {}: a page held only accounts listed already; the app does not page as configured",
+                    kind.segment()
+                ));
+            }
             for ((v, key), m) in page.iter().zip(&keys).zip(matched) {
                 // Offset paging shifts when accounts come and go during the listing: the same
                 // account may show up twice. Once is enough (and a live account is never

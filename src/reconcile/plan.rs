@@ -155,11 +155,13 @@ pub fn plan(
                 };
                 deprovisions += 1;
                 deprovisioning.push(it.fingerprint(f.resource_kind.as_str()));
+                let deactivate_only = !group && never_delete_users;
                 ops.push(RepairOp::Orphan {
                     kind: f.resource_kind,
                     app_id,
                     name: it.name.clone(),
-                    deactivate_only: !group && never_delete_users,
+                    deactivate_only,
+                    record: deactivate_only.then(|| it.app.clone()),
                 });
             }
             Fix::Resync { forget_app_id, .. } => {
@@ -310,7 +312,8 @@ mod tests {
                 kind: ResourceKind::User,
                 app_id: "app-stray".into(),
                 name: "stray".into(),
-                deactivate_only: true
+                deactivate_only: true,
+                record: Some(Value::Null),
             }]
         );
         // A protected account is never deactivated by resending `active: false` either.

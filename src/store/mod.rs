@@ -872,6 +872,7 @@ mod tests {
             app_id: app_id.into(),
             name: name.into(),
             deactivate_only: false,
+            record: None,
         };
         // Mapped to u1, or named like one of ours: not an orphan (any more).
         assert_eq!(store.sync_repair(c, vec![orphan("app-u1", "someone"), orphan("x9", "ALICE")]).await.unwrap(), 0);

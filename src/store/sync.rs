@@ -111,8 +111,10 @@ pub enum RepairOp {
     Resync { kind: ResourceKind, id: String, forget_app_id: bool, deprovision: bool },
     /// Add and remove group members in the app: ours by our id, strangers by the app's id.
     Members { group_id: String, add: Vec<String>, remove: Vec<String>, remove_app_ids: Vec<String> },
-    /// Deprovision an account the IdP does not know. `deactivate_only`: never delete it.
-    Orphan { kind: ResourceKind, app_id: String, name: String, deactivate_only: bool },
+    /// Deprovision an account the IdP does not know. `deactivate_only`: never delete it;
+    /// `record`: the account as the app listed it, for apps that switch an account off by
+    /// sending it back whole (a REST app's PUT) rather than one attribute.
+    Orphan { kind: ResourceKind, app_id: String, name: String, deactivate_only: bool, record: Option<Value> },
 }
 
 /// The resource id an orphan's deprovisioning travels under in the outbox.
@@ -516,7 +518,7 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                 )?;
                 n += 1;
             }
-            RepairOp::Orphan { kind, app_id, name, deactivate_only } => {
+            RepairOp::Orphan { kind, app_id, name, deactivate_only, record } => {
                 let id = orphan_id(*kind, app_id);
                 let ours: bool = conn
                     .prepare_cached(
@@ -535,8 +537,11 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                 )?
                 .execute(params![id, kind.as_str(), app_id, now])?;
                 let name_key = if *kind == ResourceKind::User { "userName" } else { "displayName" };
-                let payload = json!({"deprovision": true, "orphan": true, "deactivate_only": deactivate_only,
+                let mut payload = json!({"deprovision": true, "orphan": true, "deactivate_only": deactivate_only,
                                      "tombstone": {name_key: name}, "repair_run": run_id});
+                if let Some(r) = record {
+                    payload["app_record"] = r.clone();
+                }
                 super::resources::enqueue(conn, *kind, &id, ChangeOp::Delete, 0, &payload, now)?;
                 n += 1;
             }
@@ -548,7 +553,7 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
             }
             RepairOp::Members { group_id, add, remove, remove_app_ids } => json!({"op": "members", "id": group_id,
                 "add": add.len(), "remove": remove.len() + remove_app_ids.len()}),
-            RepairOp::Orphan { kind, app_id, name, deactivate_only } => json!({"op": "deprovision_orphan",
+            RepairOp::Orphan { kind, app_id, name, deactivate_only, .. } => json!({"op": "deprovision_orphan",
                 "type": kind.as_str(), "app_id": app_id, "name": name, "deactivate_only": deactivate_only}),
         });
     }

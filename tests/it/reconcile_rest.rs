@@ -240,24 +240,90 @@ async fn a_wrong_list_setting_fails_the_run_or_the_config_with_the_key_named() {
     }
 }
 
-/// Under `never_delete = ["users"]` an orphan in a REST app is switched off through
-/// user_update (the mapped inactive state, `disabled: true`), not deleted; once off it is no
-/// longer drift.
+/// Under `never_delete = ["users"]`, or for an app that takes no user_delete, an orphan in
+/// a REST app is switched off through user_update, not deleted: the record as the app listed
+/// it with only the mapped inactive state changed (`disabled: true`; its other fields kept,
+/// though the update replaces the record); once off it is no longer drift.
 #[tokio::test]
-async fn never_delete_switches_a_rest_orphan_off_instead() {
-    let app = RestApp::start(Style::Offset, true).await;
-    let reconcile = "never_delete = [\"users\"]\n[reconcile.repair]\norphaned_in_app = \"repair\"\n\
-                     [reconcile.safety]\nmax_deprovision_count = 5\nmax_deprovision_share = 1.0\n";
-    let d = Daemon::start_with(&config(&app, "users = \"/users\"\n", reconcile));
-    d.create_user("kept@example.com").await;
-    d.wait_outbox_empty().await;
-    let stray_id = stray(&app, "stray@example.com");
-    let run = sync(&d).await;
-    assert_eq!(run["summary"]["repair"]["queued_items"], 1, "{run}");
-    d.wait_outbox_empty().await;
-    let rec = app.all("users").into_iter().find(|u| u["id"] == stray_id.as_str()).expect("the orphan is kept");
-    assert_eq!(rec["disabled"], true, "switched off: {rec}");
-    assert_eq!(rec["login"], "stray@example.com", "{rec}");
-    let run = sync(&d).await;
-    assert_eq!(run["summary"]["total"], 0, "an orphan already off is not drift under never_delete: {run}");
+async fn an_orphan_is_switched_off_when_it_may_not_or_cannot_be_deleted() {
+    for (case, reconcile, events_cut) in [
+        ("never_delete", "never_delete = [\"users\"]\n", ""),
+        (
+            "no user_delete event",
+            "",
+            "[target.webhook.events.user_delete]\nmethod = \"DELETE\"\npath = \"/users/{app_id}\"\n",
+        ),
+    ] {
+        let app = RestApp::start(Style::Offset, true).await;
+        let reconcile = format!(
+            "{reconcile}[reconcile.repair]\norphaned_in_app = \"repair\"\n\
+             [reconcile.safety]\nmax_deprovision_count = 5\nmax_deprovision_share = 1.0\n"
+        );
+        let cfg = config(&app, "users = \"/users\"\n", &reconcile).replace(events_cut, "");
+        if !events_cut.is_empty() {
+            assert!(!cfg.contains("user_delete"), "{case}: the event is cut from the config");
+        }
+        let d = Daemon::start_with(&cfg);
+        d.create_user("kept@example.com").await;
+        d.wait_outbox_empty().await;
+        let stray_id = stray(&app, "stray@example.com");
+        app.edit("users", &stray_id, |r| {
+            r.insert("nickname".into(), json!("Stray Cat"));
+        });
+        let run = sync(&d).await;
+        assert_eq!(run["summary"]["repair"]["queued_items"], 1, "{case}: {run}");
+        d.wait_outbox_empty().await;
+        let rec = app.all("users").into_iter().find(|u| u["id"] == stray_id.as_str()).expect("the orphan is kept");
+        assert_eq!(rec["disabled"], true, "{case}: switched off: {rec}");
+        assert_eq!(
+            (rec["login"].as_str(), rec["email"].as_str(), rec["nickname"].as_str()),
+            (Some("stray@example.com"), Some("stray@example.com"), Some("Stray Cat")),
+            "{case}: nothing else changed: {rec}"
+        );
+        let run = sync(&d).await;
+        assert_eq!(run["summary"]["total"], 0, "{case}: an orphan already off is not drift: {run}");
+    }
+}
+
+/// Apps page badly: one that caps the page size below what was asked is still read whole
+/// (only an empty page ends an offset list); one that ignores the paging parameters, hands
+/// out a cursor twice, or links the next page to another origin fails the run with the
+/// reason instead of looping or sending its credentials elsewhere.
+#[tokio::test]
+async fn paging_that_misbehaves_is_read_whole_or_fails_the_run() {
+    use crate::rest_app::Quirk;
+    for (style, paging, quirk, failure) in [
+        (Style::Offset, "offset", Quirk::CapsPageAt(2), None),
+        (Style::Offset, "offset", Quirk::IgnoresPaging, Some("the app does not page as configured")),
+        (Style::Cursor, "cursor", Quirk::CursorCycle, Some("a second time; the list would not end")),
+        (Style::Link, "link", Quirk::ForeignLink, Some("leaves the app's origin; not followed")),
+    ] {
+        let app = RestApp::start(style, true).await;
+        let list = format!("users = \"/users\"\npaging = \"{paging}\"\npage_size = 3\n");
+        let d = Daemon::start_with(&config(&app, &list, ""));
+        for i in 0..7 {
+            d.create_user(&format!("q{i}@example.com")).await;
+        }
+        d.wait_outbox_empty().await;
+        stray(&app, "zz-last@example.com");
+        app.state.lock().unwrap().quirk = quirk;
+        let run = sync_raw(&d).await;
+        match failure {
+            None => {
+                assert_eq!(run["status"], "ok", "{quirk:?}: {run}");
+                assert_eq!(run["summary"]["listed"]["users"], 8, "{quirk:?}: {run}");
+                let (full, items) = open_items(&d).await;
+                assert_eq!(
+                    items,
+                    vec![item("orphaned_in_app", "zz-last@example.com", "", "edited_in_app")],
+                    "{full:#}"
+                );
+            }
+            Some(why) => {
+                assert_eq!(run["status"], "failed", "{quirk:?}: {run}");
+                let err = run["error"].as_str().unwrap_or_default();
+                assert!(err.contains(why), "{quirk:?}: {err}");
+            }
+        }
+    }
 }

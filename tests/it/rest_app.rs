@@ -22,8 +22,25 @@ pub enum Style {
     Link,
 }
 
+/// Ways real APIs misbehave when listing, switched on by a test.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Quirk {
+    #[default]
+    None,
+    /// Pages never hold more than this, whatever was asked (and say nothing about it).
+    CapsPageAt(usize),
+    /// Every list request returns everything: paging parameters are ignored.
+    IgnoresPaging,
+    /// Cursors go round in a circle (first page, second, a page after the first record,
+    /// the second again...).
+    CursorCycle,
+    /// The `Link` to the next page names another origin.
+    ForeignLink,
+}
+
 #[derive(Default)]
 pub struct State {
+    pub quirk: Quirk,
     next: u64,
     /// `users` / `teams` -> app id -> record.
     pub tables: BTreeMap<String, BTreeMap<String, Value>>,
@@ -127,6 +144,7 @@ impl RestApp {
                         let after = |id: Option<&String>| {
                             id.map_or(0, |id| all.iter().position(|r| r["id"] == **id).map_or(all.len(), |p| p + 1))
                         };
+                        let quirk = s.quirk;
                         let (from, size) = match style {
                             Style::Offset => (num("offset", 0), num("limit", 50)),
                             Style::Page => {
@@ -136,6 +154,11 @@ impl RestApp {
                             Style::Cursor => (after(q.get("cursor")), num("limit", 50)),
                             Style::Link => (after(q.get("after")), num("limit", 50)),
                         };
+                        let (from, size) = match quirk {
+                            Quirk::IgnoresPaging => (0, all.len()),
+                            Quirk::CapsPageAt(cap) => (from, size.min(cap)),
+                            _ => (from, size),
+                        };
                         let page: Vec<Value> = all.iter().skip(from).take(size).cloned().collect();
                         let more = from + page.len() < all.len();
                         let last_id = page.last().map(|r| r["id"].as_str().unwrap().to_string());
@@ -144,13 +167,19 @@ impl RestApp {
                             .status(StatusCode::OK)
                             .header("content-type", "application/json");
                         match (style, more, last_id) {
+                            // First page -> third record, then back to the first, and so on.
+                            (Style::Cursor, true, Some(_)) if quirk == Quirk::CursorCycle && from > 0 => {
+                                let back = if from == 3 { &all[0]["id"] } else { &all[2]["id"] };
+                                body["next_cursor"] = back.clone();
+                            }
                             (Style::Cursor, true, Some(id)) => body["next_cursor"] = json!(id),
                             (Style::Cursor, _, _) => body["next_cursor"] = Value::Null,
                             (Style::Link, true, Some(id)) => {
                                 // A relative link, and another relation before it, as APIs do.
+                                let origin = if quirk == Quirk::ForeignLink { "http://localhost:1" } else { "" };
                                 resp = resp.header(
                                     "link",
-                                    format!(r#"</api/{table}?limit=1>; rel="first", </api/{table}?limit={size}&after={id}>; rel="next""#),
+                                    format!(r#"</api/{table}?limit=1>; rel="first", <{origin}/api/{table}?limit={size}&after={id}>; rel="next""#),
                                 );
                             }
                             _ => {}
