@@ -72,7 +72,23 @@ pub enum Outcome {
 pub fn http_client(timeout: Duration, ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
     // Installing twice is harmless (the second call reports the first one won).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut b = reqwest::Client::builder().timeout(timeout).user_agent(concat!("scimsync/", env!("CARGO_PKG_VERSION")));
+    // Redirects are followed only within the origin asked: configured headers (an API key)
+    // and signatures must never travel to another host because the app said so.
+    let redirects = reqwest::redirect::Policy::custom(|attempt| {
+        let Some(first) = attempt.previous().first() else { return attempt.follow() };
+        if attempt.previous().len() > 5 {
+            attempt.error("more than 5 redirects")
+        } else if !same_origin(first, attempt.url()) {
+            let to = attempt.url().to_string();
+            attempt.error(format!("redirect to {to} leaves the app's origin; not followed"))
+        } else {
+            attempt.follow()
+        }
+    });
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(redirects)
+        .user_agent(concat!("scimsync/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
@@ -83,6 +99,26 @@ pub fn http_client(timeout: Duration, ca_file: Option<&std::path::Path>) -> Resu
         b = b.tls_certs_merge(certs);
     }
     b.build().map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// An id as one URL path segment (RFC 3986 §3.3): everything but the unreserved characters
+/// percent-encoded, so an app id like `../teams/7` (a login, a name) cannot reach another
+/// path than the one configured.
+pub fn segment(id: &str) -> String {
+    const NOT_UNRESERVED: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    let s = percent_encoding::utf8_percent_encode(id, NOT_UNRESERVED).to_string();
+    // `.` and `..` are unreserved but mean "this" and "up" as whole segments.
+    match s.as_str() {
+        "." => "%2E".into(),
+        ".." => "%2E%2E".into(),
+        _ => s,
+    }
+}
+
+/// Same scheme, host and port (RFC 6454 origin).
+pub fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// An error with its causes (`error sending request: ...: invalid peer certificate: UnknownIssuer`):
@@ -227,6 +263,15 @@ pub fn truncate(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_one_path_segment() {
+        assert_eq!(segment("2819c223-7f76-453a-919d-413861904646"), "2819c223-7f76-453a-919d-413861904646");
+        assert_eq!(segment("../teams/7"), "..%2Fteams%2F7");
+        assert_eq!(segment(".."), "%2E%2E");
+        assert_eq!(segment("a b?c#d%"), "a%20b%3Fc%23d%25");
+        assert_eq!(segment("ünï"), "%C3%BCn%C3%AF");
+    }
 
     #[test]
     fn classification() {

@@ -280,7 +280,7 @@ impl ScimTarget {
 
     /// One resource by the app's id; `None` when the app says 404.
     pub async fn get_one(&self, kind: ResourceKind, app_id: &str) -> Result<Option<Value>, Outcome> {
-        let path = format!("{}/{app_id}", kind.segment());
+        let path = format!("{}/{}", kind.segment(), super::segment(app_id));
         let r = self.send(Method::GET, &path, None, "get").await?;
         match r.status {
             200 => Ok(Some(r.json())),
@@ -339,7 +339,7 @@ impl ScimTarget {
         key: &str,
     ) -> Result<(), Outcome> {
         let ep = kind.segment();
-        let path = format!("{ep}/{app_id}");
+        let path = format!("{ep}/{}", super::segment(&app_id));
         // Groups are never PUT: a PUT without members would empty the group in the app.
         let r = if self.opts.update_method == UpdateMethod::Put && kind == ResourceKind::User {
             let mut b = body.clone();
@@ -363,7 +363,7 @@ impl ScimTarget {
 
     /// Member adds and removes as PATCH requests of at most `max_members_per_patch` values.
     async fn push_members(&self, job: &Job, group_app_id: &str, key: &str) -> Result<(), Outcome> {
-        let path = format!("Groups/{group_app_id}");
+        let path = format!("Groups/{}", super::segment(group_app_id));
         let batch = self.opts.max_members_per_patch.max(1);
         let app = |id: &String| job.member_app_ids.get(id).cloned();
         let adds: Vec<String> = job.members_added.iter().filter_map(app).collect();
@@ -407,7 +407,7 @@ impl ScimTarget {
             // Never reached the app: nothing to remove.
             return Ok(Outcome::Done { app_id: None });
         };
-        let path = format!("{}/{app_id}", job.kind.segment());
+        let path = format!("{}/{}", job.kind.segment(), super::segment(&app_id));
         if (self.opts.deprovision == Deprovision::Deactivate || job.deactivate_only) && job.kind == ResourceKind::User {
             let patch =
                 json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]});

@@ -14,7 +14,7 @@ use reqwest::{Method, Url};
 use serde_json::{Map, Value};
 
 use super::webhook_target::{WebhookTarget, dotted};
-use super::{Outcome, classify, parse_retry_after};
+use super::{Outcome, classify, parse_retry_after, same_origin};
 use crate::model::ResourceKind;
 
 /// How the app pages a list.
@@ -116,10 +116,6 @@ pub fn link_next(header: &str) -> Option<String> {
         rest = &after[params_end..];
     }
     None
-}
-
-fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
 }
 
 impl WebhookTarget {
@@ -293,7 +289,7 @@ impl WebhookTarget {
         let Some(path) = l.group.as_ref().filter(|_| kind == ResourceKind::Group) else {
             return Err(Outcome::Permanent { error: format!("no single read configured for {}", kind.segment()) });
         };
-        let (status, body, _) = self.read(self.url(&path.replace("{app_id}", app_id))?).await?;
+        let (status, body, _) = self.read(self.url(&path.replace("{app_id}", &super::segment(app_id)))?).await?;
         if status == 404 {
             return Ok(None);
         }

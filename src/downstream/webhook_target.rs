@@ -142,9 +142,9 @@ impl WebhookTarget {
         let ext = job.current.as_ref().and_then(|c| c.attrs.get("externalId")).and_then(Value::as_str).unwrap_or("");
         let path = ep
             .path
-            .replace("{app_id}", app_id.unwrap_or(&job.resource_id))
-            .replace("{id}", &job.resource_id)
-            .replace("{external_id}", ext);
+            .replace("{app_id}", &super::segment(app_id.unwrap_or(&job.resource_id)))
+            .replace("{id}", &super::segment(&job.resource_id))
+            .replace("{external_id}", &super::segment(ext));
         let url = format!("{}/{}", self.opts.base_url.trim_end_matches('/'), path.trim_start_matches('/'));
         let text = body.map(|b| b.to_string()).unwrap_or_default();
         self.opts.throttle.wait().await;

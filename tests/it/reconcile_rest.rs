@@ -287,8 +287,8 @@ async fn an_orphan_is_switched_off_when_it_may_not_or_cannot_be_deleted() {
 
 /// Apps page badly: one that caps the page size below what was asked is still read whole
 /// (only an empty page ends an offset list); one that ignores the paging parameters, hands
-/// out a cursor twice, or links the next page to another origin fails the run with the
-/// reason instead of looping or sending its credentials elsewhere.
+/// out a cursor twice, or links or redirects the next request to another origin fails the
+/// run with the reason instead of looping or sending its credentials elsewhere.
 #[tokio::test]
 async fn paging_that_misbehaves_is_read_whole_or_fails_the_run() {
     use crate::rest_app::Quirk;
@@ -297,6 +297,12 @@ async fn paging_that_misbehaves_is_read_whole_or_fails_the_run() {
         (Style::Offset, "offset", Quirk::IgnoresPaging, Some("the app does not page as configured")),
         (Style::Cursor, "cursor", Quirk::CursorCycle, Some("a second time; the list would not end")),
         (Style::Link, "link", Quirk::ForeignLink, Some("leaves the app's origin; not followed")),
+        (
+            Style::Offset,
+            "offset",
+            Quirk::RedirectsAway,
+            Some("redirect to http://localhost:1/api/users leaves the app's origin"),
+        ),
     ] {
         let app = RestApp::start(style, true).await;
         let list = format!("users = \"/users\"\npaging = \"{paging}\"\npage_size = 3\n");

@@ -36,6 +36,8 @@ pub enum Quirk {
     CursorCycle,
     /// The `Link` to the next page names another origin.
     ForeignLink,
+    /// List requests are redirected to another origin.
+    RedirectsAway,
 }
 
 #[derive(Default)]
@@ -145,6 +147,13 @@ impl RestApp {
                             id.map_or(0, |id| all.iter().position(|r| r["id"] == **id).map_or(all.len(), |p| p + 1))
                         };
                         let quirk = s.quirk;
+                        if quirk == Quirk::RedirectsAway {
+                            return warp::http::Response::builder()
+                                .status(StatusCode::FOUND)
+                                .header("location", format!("http://localhost:1/api/{table}"))
+                                .body(String::new())
+                                .unwrap();
+                        }
                         let (from, size) = match style {
                             Style::Offset => (num("offset", 0), num("limit", 50)),
                             Style::Page => {
