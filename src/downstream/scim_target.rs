@@ -339,7 +339,7 @@ impl ScimTarget {
         key: &str,
     ) -> Result<(), Outcome> {
         let ep = kind.segment();
-        let path = format!("{ep}/{}", super::segment(&app_id));
+        let path = format!("{ep}/{}", super::segment(app_id));
         // Groups are never PUT: a PUT without members would empty the group in the app.
         let r = if self.opts.update_method == UpdateMethod::Put && kind == ResourceKind::User {
             let mut b = body.clone();
