@@ -444,7 +444,13 @@ async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreErro
             // A member still on its way to the app: the group waits for it. One with nothing
             // pending and no app id (deleted since) is simply skipped.
             None if added.contains(id) && store.has_undelivered(id).await? => missing.push(id.clone()),
-            None => {}
+            // Delivered between the two reads (its app id and its delivered state commit
+            // together): read the id again, or the member would be skipped for good.
+            None => {
+                if let Some(a) = store.app_id(id).await? {
+                    member_app_ids.insert(id.clone(), a);
+                }
+            }
         }
     }
     if current.is_some() && !missing.is_empty() {
