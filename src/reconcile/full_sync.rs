@@ -352,6 +352,8 @@ async fn collect<L: Listing>(
             "deprovisions": p.deprovisions,
             "protected": p.repair.iter().filter(|r| **r == Repair::Protected).count(),
             "refused": p.refused,
+            // What confirming this report approves (kept only when it was refused).
+            "deprovisioning": if p.refused.is_some() { json!(p.deprovisioning) } else { Value::Null },
         },
         "requeued_dead": requeued.len(),
         "confirmed": confirm,
@@ -371,14 +373,20 @@ pub async fn confirmable(store: &Store, run_id: i64) -> Result<plan::Confirmed, 
             "run {run_id} did not refuse a repair: confirm the run whose report says \"repair refused\""
         ));
     }
-    let approved = store
-        .drift_items(run_id)
-        .await
-        .map_err(e)?
-        .into_iter()
-        .filter(|r| r.repair == Repair::RefusedLimit.as_str())
-        .map(|r| r.fingerprint)
-        .collect();
+    // Only the newest report can be confirmed: an older one may describe an app that has
+    // changed since, and a confirmation used once (its run is then the newest) cannot be
+    // replayed.
+    let latest = store.sync_run(None).await.map_err(e)?.map(|r| r.id);
+    if latest != Some(run_id) {
+        let latest = latest.map(|l| l.to_string()).unwrap_or_default();
+        return Err(format!(
+            "run {run_id} is not the latest report (run {latest} is): review it with `scimsync drift` and confirm run {latest}"
+        ));
+    }
+    let approved = run.summary["repair"]["deprovisioning"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
     Ok(plan::Confirmed { run_id, approved })
 }
 

@@ -73,6 +73,17 @@ pub struct Plan {
     pub deprovisions: u64,
     /// Set when the safety limit stopped the repair: what happened and how to confirm.
     pub refused: Option<String>,
+    /// What each deactivation or deletion would do, as [`approval`] keys: stored with a
+    /// refused report, they are what confirming that report approves.
+    pub deprovisioning: Vec<String>,
+}
+
+/// The key an operator's confirmation approves a deprovisioning by: the action and the
+/// account, named so that another account, or another action on the same one, is not
+/// covered. An orphan by the app's id *and* its name (an app may hand a freed id to a new
+/// account); a deactivation of ours by our id.
+pub fn approval(action: &str, kind: ResourceKind, id: &str, name: &str) -> String {
+    format!("{action}|{}|{id}|{}", kind.as_str(), crate::model::fold_case(name))
 }
 
 fn mode(cfg: &ReconcileConfig, kind: DriftKind) -> RepairMode {
@@ -94,7 +105,7 @@ pub fn is_protected(cfg: &ReconcileConfig, name: &str) -> bool {
 }
 
 /// An operator's confirmation of a refused report: the deprovisionings it listed (their
-/// fingerprints) may go past the safety limit, and no others.
+/// [`approval`] keys) may go past the safety limit, and no others.
 #[derive(Debug, Clone, Default)]
 pub struct Confirmed {
     pub run_id: i64,
@@ -119,7 +130,7 @@ pub fn plan(
     let mut ops = Vec::new();
     let mut repair = Vec::with_capacity(found.len());
     let mut deprovisions = 0u64;
-    // Fingerprints of the deprovisioning items, to check against a confirmation.
+    // The deprovisionings, as approval keys, to check against a confirmation.
     let mut deprovisioning: Vec<String> = Vec::new();
     let deactivating: std::collections::HashSet<&str> = found
         .iter()
@@ -154,8 +165,9 @@ pub fn plan(
                     continue;
                 };
                 deprovisions += 1;
-                deprovisioning.push(it.fingerprint(f.resource_kind.as_str()));
                 let deactivate_only = !group && never_delete_users;
+                let action = if deactivate_only { "deactivate_orphan" } else { "delete_orphan" };
+                deprovisioning.push(approval(action, f.resource_kind, &app_id, &it.name));
                 ops.push(RepairOp::Orphan {
                     kind: f.resource_kind,
                     app_id,
@@ -189,7 +201,7 @@ pub fn plan(
                 if !dup {
                     if deactivates {
                         deprovisions += 1;
-                        deprovisioning.push(it.fingerprint(f.resource_kind.as_str()));
+                        deprovisioning.push(approval("deactivate", f.resource_kind, &id, &it.name));
                     }
                     ops.push(RepairOp::Resync {
                         kind: f.resource_kind,
@@ -245,9 +257,9 @@ pub fn plan(
                 *r = Repair::RefusedLimit;
             }
         }
-        return Plan { ops: Vec::new(), repair, deprovisions, refused: Some(reason) };
+        return Plan { ops: Vec::new(), repair, deprovisions, refused: Some(reason), deprovisioning };
     }
-    Plan { ops, repair, deprovisions, refused: None }
+    Plan { ops, repair, deprovisions, refused: None, deprovisioning }
 }
 
 #[cfg(test)]
@@ -390,9 +402,9 @@ mod tests {
         assert_eq!(p.deprovisions, 3);
         assert!(p.refused.as_deref().unwrap().contains("scimsync sync now --confirm 7"), "{:?}", p.refused);
         // Confirmed: the deprovisionings of the reviewed report may go.
-        let approved: std::collections::HashSet<String> =
-            all.iter().map(|f| f.item.fingerprint(f.resource_kind.as_str())).collect();
-        let ok = Confirmed { run_id: 7, approved };
+        let refused = plan(&c, &all, 1000, None, &none(), 7);
+        assert_eq!(refused.deprovisioning.len(), 3, "{:?}", refused.deprovisioning);
+        let ok = Confirmed { run_id: 7, approved: refused.deprovisioning.into_iter().collect() };
         let p = plan(&c, &all, 1000, Some(&ok), &none(), 8);
         assert_eq!((p.ops.len(), p.refused), (4, None));
         // One more than the reviewed report: refused again, and the message says why.
@@ -405,6 +417,23 @@ mod tests {
         // Fewer than reviewed (one was fixed in the meantime): fine.
         let p = plan(&c, &all[1..], 1000, Some(&ok), &none(), 8);
         assert_eq!((p.ops.len(), p.refused), (3, None));
+        // The same app id now naming another account (the app reused it): not approved.
+        let mut reused = all.clone();
+        reused[0].item.name = "someone-else".into();
+        let p = plan(&c, &reused, 1000, Some(&ok), &none(), 8);
+        assert!(p.refused.unwrap().contains("1 of them were not in the report of run 7"));
+        // An account the reviewed report had for another reason (an attribute) is not
+        // approved for a deactivation.
+        let mut active = item(DriftKind::ActiveMismatch, "d", Some("rd"), Some("xd"));
+        active.ours = json!(false);
+        let mut turned = all.clone();
+        turned.push(Found {
+            item: active,
+            resource_kind: ResourceKind::User,
+            fix: Some(Fix::Resync { forget_app_id: false, deactivates: true }),
+        });
+        let p = plan(&c, &turned, 1000, Some(&ok), &none(), 8);
+        assert!(p.refused.unwrap().contains("1 of them were not in the report of run 7"));
         // The share counts too: 2 of 10 listed is over 10 %.
         let mut c = repair_all();
         c.safety.max_deprovision_share = 0.1;

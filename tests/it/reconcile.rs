@@ -235,18 +235,28 @@ async fn a_mass_deprovisioning_beyond_the_safety_limit_repairs_nothing_until_con
     assert_eq!(r.status(), StatusCode::CONFLICT, "no such run");
     assert!(r.text().await.unwrap().contains("there is no sync run 999"));
 
-    // After the review one more stray shows up: confirming the old report does not cover it.
+    // Only the newest report can be confirmed (the CLI run above made a newer one).
+    let latest_id = || async {
+        let runs: Value = d.http.get(format!("{}/sync/runs", d.admin_base)).send().await.unwrap().json().await.unwrap();
+        runs["runs"][0]["id"].as_i64().unwrap()
+    };
+    let newest = latest_id().await;
+    assert_ne!(newest, reviewed);
+    let r = post(format!("confirm={reviewed}")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(r.text().await.unwrap().contains(&format!("is not the latest report (run {newest} is)")));
+
+    // After the review one more stray shows up: confirming the report does not cover it.
     app_req(&app, reqwest::Method::POST, "Users", Some(user_body("stray4@example.com"))).await;
-    let out = d.cli_raw(&["sync", "now", "--confirm", &reviewed.to_string(), "--url", &d.admin_base]);
+    let out = d.cli_raw(&["sync", "now", "--confirm", &newest.to_string(), "--url", &d.admin_base]);
     assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stdout));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("1 of them were not in the report of run {reviewed}")), "{text}");
+    assert!(text.contains(&format!("1 of them were not in the report of run {newest}")), "{text}");
     d.wait_outbox_empty().await;
     assert!(app.all("Users").await.iter().all(|u| u["active"] != false), "still nothing deprovisioned");
 
     // Confirming the report that lists all five: repaired, except the protected account.
-    let runs: Value = d.http.get(format!("{}/sync/runs", d.admin_base)).send().await.unwrap().json().await.unwrap();
-    let latest = runs["runs"][0]["id"].as_i64().unwrap().to_string();
+    let latest = latest_id().await.to_string();
     let out = d.cli(&["sync", "now", "--confirm", &latest, "--url", &d.admin_base]);
     assert!(out.contains("Repair queued 5 change(s)"), "{out}");
     d.wait_outbox_empty().await;
@@ -255,6 +265,9 @@ async fn a_mass_deprovisioning_beyond_the_safety_limit_repairs_nothing_until_con
         users.iter().filter(|u| u["active"] == false).map(|u| u["userName"].as_str().unwrap()).collect();
     assert_eq!(inactive.len(), 5, "{inactive:?}");
     assert!(!inactive.contains(&"breakglass@example.com"));
+    // Used once: the confirmed run is no longer the newest report.
+    let r = post(format!("confirm={latest}")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
 }
 
 #[tokio::test]
