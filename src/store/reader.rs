@@ -28,6 +28,7 @@ fn open_reader(path: &Path, busy_timeout_seconds: u64, cache_kib: Option<u32>) -
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
     )?;
     c.busy_timeout(std::time::Duration::from_secs(busy_timeout_seconds))?;
+    super::open::plan_without_bound_values(&c)?;
     if let Some(kib) = cache_kib {
         c.execute_batch(&format!("PRAGMA cache_size = -{kib}"))?;
     }
@@ -119,5 +120,28 @@ mod tests {
         };
         assert_eq!(cache(ReaderPool::open(&path, 1, 1, None).unwrap()).await, -2000, "SQLite's default");
         assert_eq!(cache(ReaderPool::open(&path, 1, 1, Some(BULK_CACHE_KIB)).unwrap()).await, -16384);
+    }
+
+    /// A page query binds LIMIT and OFFSET; SQLite would plan with their values and so
+    /// compile the cached statement again at every execution (see `open::plan_without_bound_values`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cached_statements_with_a_bound_limit_are_not_recompiled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path).unwrap().execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (x)").unwrap();
+        let pool = ReaderPool::open(&path, 1, 1, None).unwrap();
+        let reprepares = pool
+            .run(|c| {
+                let q = "SELECT x FROM t WHERE x = ?1 ORDER BY x LIMIT ?2 OFFSET ?3";
+                for i in 0..5_i64 {
+                    let mut st = c.prepare_cached(q)?;
+                    let _: Vec<i64> =
+                        st.query_map(rusqlite::params![i, 10 + i, i], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                }
+                Ok(c.prepare_cached(q)?.get_status(rusqlite::StatementStatus::RePrepare))
+            })
+            .await
+            .unwrap();
+        assert_eq!(reprepares, 0);
     }
 }
