@@ -13,6 +13,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0004_reconcile.sql")),
     M::up(include_str!("../../migrations/0005_audit.sql")),
     M::up(include_str!("../../migrations/0006_deleted_accounts.sql")),
+    M::up(include_str!("../../migrations/0007_audit_index.sql")),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {

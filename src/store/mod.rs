@@ -134,6 +134,9 @@ pub struct Page {
 pub struct Store {
     writer: Arc<writer::WriterHandle>,
     readers: Arc<reader::ReaderPool>,
+    /// The full sync's readers, with a large page cache (see [`reader::BULK_CACHE_KIB`]);
+    /// the request path's readers keep SQLite's default.
+    bulk_readers: Arc<reader::ReaderPool>,
     /// The database file, for its size (metrics); the WAL sits beside it.
     path: Arc<PathBuf>,
     /// The provisioning policy resource writes are checked against; `None`: no policy.
@@ -148,8 +151,16 @@ impl Store {
         let mut conn = open::connect(&path, opts.busy_timeout_seconds)?;
         migrations::apply(&mut conn)?;
         let writer = writer::WriterHandle::start(conn, opts.max_batch)?;
-        let readers = reader::ReaderPool::open(&path, opts.readers, opts.busy_timeout_seconds)?;
-        Ok(Store { writer: Arc::new(writer), readers: Arc::new(readers), path: Arc::new(path), policy: None })
+        let readers = reader::ReaderPool::open(&path, opts.readers, opts.busy_timeout_seconds, None)?;
+        // Two: the sync matches the next page while it diffs this one.
+        let bulk = reader::ReaderPool::open(&path, 2, opts.busy_timeout_seconds, Some(reader::BULK_CACHE_KIB))?;
+        Ok(Store {
+            writer: Arc::new(writer),
+            readers: Arc::new(readers),
+            bulk_readers: Arc::new(bulk),
+            path: Arc::new(path),
+            policy: None,
+        })
     }
 
     /// This handle with resource writes (create, update, delete) checked against `policy`
@@ -506,17 +517,17 @@ impl Store {
 
     /// Match a page of the app's listing to our resources (see [`sync::match_page`]).
     pub async fn sync_match_page(&self, kind: ResourceKind, keys: Vec<AppKey>) -> Result<Vec<PageMatch>, StoreError> {
-        self.readers.run(move |c| sync::match_page(c, kind, &keys)).await
+        self.bulk_readers.run(move |c| sync::match_page(c, kind, &keys)).await
     }
 
     /// Every resource of a kind as `(id, name)`, in creation order.
     pub async fn sync_all_ids(&self, kind: ResourceKind) -> Result<Vec<(String, String)>, StoreError> {
-        self.readers.run(move |c| sync::all_ids(c, kind)).await
+        self.bulk_readers.run(move |c| sync::all_ids(c, kind)).await
     }
 
     /// Full detail of resources the listing did not match.
     pub async fn sync_load_unmatched(&self, kind: ResourceKind, ids: Vec<String>) -> Result<Vec<Matched>, StoreError> {
-        self.readers.run(move |c| sync::load_unmatched(c, kind, &ids)).await
+        self.bulk_readers.run(move |c| sync::load_unmatched(c, kind, &ids)).await
     }
 
     /// `(our id, name)` for app ids we know, in the order asked.
@@ -524,7 +535,7 @@ impl Store {
         &self,
         app_ids: Vec<String>,
     ) -> Result<Vec<Option<(String, String)>>, StoreError> {
-        self.readers.run(move |c| sync::names_for_app_ids(c, &app_ids)).await
+        self.bulk_readers.run(move |c| sync::names_for_app_ids(c, &app_ids)).await
     }
 
     /// Dead, held, and undelivered-since-`older_than` outbox rows (at most `limit`).

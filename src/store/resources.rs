@@ -193,12 +193,28 @@ pub fn update(conn: &Connection, upd: Update, now: &str) -> Result<Resource, Sto
                 }
             }
             let ix = indexed(upd.kind, data.as_object().expect("constructed from a map"));
+            // The version moves with the attributes, in the same statement (a second UPDATE
+            // would rewrite the whole row, data included, again).
             conn.prepare_cached(
-                "UPDATE resources SET user_name_ci = ?2, display_name_ci = ?3, external_id = ?4, data = ?5 WHERE seq = ?1",
+                "UPDATE resources SET user_name_ci = ?2, display_name_ci = ?3, external_id = ?4, data = ?5,
+                                      version = ?6, last_modified = ?7 WHERE seq = ?1",
             )?
-            .execute(params![cur.seq, ix.user_name_ci, ix.display_name_ci, ix.external_id, data.to_string()])
+            .execute(params![
+                cur.seq,
+                ix.user_name_ci,
+                ix.display_name_ci,
+                ix.external_id,
+                data.to_string(),
+                (cur.version + 1) as i64,
+                now
+            ])
             .map_err(|e| map_unique(e, &ix))?;
-            write_emails(conn, cur.seq, &ix)?;
+            // Most changes (`active`, a name, a title) leave the addresses alone: their rows
+            // (and two indexes) are rewritten only when they differ.
+            let old_emails = old.as_object().map(|o| indexed(upd.kind, o).emails);
+            if old_emails.as_ref() != Some(&ix.emails) {
+                write_emails(conn, cur.seq, &ix)?;
+            }
         }
     }
     let mut added = Vec::new();
@@ -217,8 +233,10 @@ pub fn update(conn: &Connection, upd: Update, now: &str) -> Result<Resource, Sto
     let changed = attrs_changed || !added.is_empty() || !removed.is_empty();
     if changed {
         let version = cur.version + 1;
-        conn.prepare_cached("UPDATE resources SET version = ?2, last_modified = ?3 WHERE seq = ?1")?
-            .execute(params![cur.seq, version as i64, now])?;
+        if !attrs_changed {
+            conn.prepare_cached("UPDATE resources SET version = ?2, last_modified = ?3 WHERE seq = ?1")?
+                .execute(params![cur.seq, version as i64, now])?;
+        }
         let mut payload = Map::new();
         if attrs_changed {
             payload.insert("attributes_changed".into(), Value::Bool(true));

@@ -33,12 +33,16 @@ pub struct HeldChange {
 }
 
 /// The name of outbox row `o`'s resource: from the resource itself, or (once deleted) from
-/// the latest audit record that named it.
+/// the audit record of its deletion. A resource row goes only with a DELETE, audited in the
+/// same transaction with the name the resource had, so that record is the latest one that
+/// names it; only DELETE records are indexed by resource id (`audit_log_deleted`, migration
+/// 0007), which keeps random-id index writes off every other write.
 const NAME_OF: &str = "coalesce(
     (SELECT coalesce(json_extract(r.data, '$.userName'), json_extract(r.data, '$.displayName'))
        FROM resources r WHERE r.id = o.resource_id),
     (SELECT a.resource_name FROM audit_log a
-      WHERE a.resource_id = o.resource_id AND a.resource_name IS NOT NULL ORDER BY a.id DESC LIMIT 1))";
+      WHERE a.resource_id = o.resource_id AND a.method = 'DELETE' AND a.resource_name IS NOT NULL
+      ORDER BY a.id DESC LIMIT 1))";
 
 /// The latest `limit` attempts (all, or only those that did not succeed), newest first.
 pub fn recent_attempts(
@@ -85,4 +89,55 @@ pub fn held(conn: &Connection, limit: usize) -> Result<Vec<HeldChange>, StoreErr
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ResourceKind;
+    use crate::store::audit::{self, NewAudit};
+    use crate::store::{NewResource, resources};
+
+    fn record(method: &str, id: &str) -> NewAudit {
+        NewAudit {
+            actor: "token".into(),
+            token_id: Some("abcd1234".into()),
+            method: method.into(),
+            resource_type: "User".into(),
+            resource_id: Some(id.into()),
+            request_id: None,
+            summary: serde_json::json!({}),
+        }
+    }
+
+    /// A held deletion of a user whose row is gone is named from the delete's audit record,
+    /// through the partial index of DELETE records (not a scan of the whole log).
+    #[test]
+    fn a_deleted_resource_is_named_from_its_delete_record() {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::store::migrations::apply(&mut c).unwrap();
+        let now = "2026-01-01T00:00:00.000Z";
+        let attrs = serde_json::json!({"userName": "alice@example.com"}).as_object().unwrap().clone();
+        let new = NewResource { kind: ResourceKind::User, id: "u1".into(), attrs, members: Vec::new() };
+        resources::create(&c, new, now).unwrap();
+        audit::insert(&c, &record("POST", "u1"), Some("alice@example.com"), Some(1), now).unwrap();
+        let name = audit::resource_name(&c, "u1").unwrap();
+        resources::delete(&c, ResourceKind::User, "u1", None, now).unwrap();
+        audit::insert(&c, &record("DELETE", "u1"), name.as_deref(), None, now).unwrap();
+        c.execute("UPDATE outbox SET state = 'held' WHERE op = 'delete'", []).unwrap();
+
+        let held = held(&c, 10).unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!((held[0].resource_id.as_str(), held[0].name.as_deref()), ("u1", Some("alice@example.com")));
+
+        let plan: Vec<String> = c
+            .prepare(&format!("EXPLAIN QUERY PLAN SELECT {NAME_OF} FROM outbox o WHERE o.id = 1"))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(plan.iter().any(|p| p.contains("audit_log_deleted")), "{plan:?}");
+        assert!(!plan.iter().any(|p| p.starts_with("SCAN a")), "{plan:?}");
+    }
 }

@@ -178,7 +178,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for job in batch.iter_mut() {
             let op = std::mem::replace(&mut job.op, WriteOp::ReadPragmas);
-            tx.execute_batch("SAVEPOINT op")?;
+            // Cached statements: `execute_batch` would parse these three again for every
+            // operation.
+            tx.prepare_cached("SAVEPOINT op")?.execute([])?;
             // A bug in one operation must not take the writer (and every later write) down:
             // a panic becomes that operation's error and its savepoint is rolled back.
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(&tx, op))).unwrap_or_else(|p| {
@@ -188,9 +190,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
                 Err(StoreError::Internal("store operation panicked".into()))
             });
             if r.is_err() {
-                tx.execute_batch("ROLLBACK TO op")?;
+                tx.prepare_cached("ROLLBACK TO op")?.execute([])?;
             }
-            tx.execute_batch("RELEASE op")?;
+            tx.prepare_cached("RELEASE op")?.execute([])?;
             results.push(r);
         }
         tx.commit()?;

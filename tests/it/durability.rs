@@ -129,5 +129,6 @@ async fn every_change_has_its_outbox_row() {
     assert_eq!(get("synchronous"), "2", "synchronous must be FULL (2)");
     assert_eq!(get("foreign_keys"), "1");
     assert_eq!(get("busy_timeout"), "5000");
+    assert_eq!(get("temp_store"), "2", "savepoint sub-journals in memory (MEMORY = 2)");
     store.close();
 }
