@@ -93,6 +93,11 @@ impl Mapping {
         Ok(Mapping { fields: out, drop: drop.to_vec() })
     }
 
+    /// The output fields, dotted for nesting, in configuration order.
+    pub fn output_fields(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(name, _)| name.as_str())
+    }
+
     /// No fields mapped: the SCIM representation is sent (minus `drop`).
     pub fn is_pass_through(&self) -> bool {
         self.fields.is_empty()

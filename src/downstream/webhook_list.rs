@@ -323,15 +323,37 @@ impl WebhookTarget {
         )
     }
 
-    /// Our attributes as the app should hold them: the body the provisioner sends.
+    /// Our attributes as the app should hold them: the body the provisioner sends, keyed by
+    /// output field (`profile.first_name` as one key, so each field compares and reports on
+    /// its own, a nested active field included); as sent in pass-through mode.
     pub fn view(&self, kind: ResourceKind, attrs: &Map<String, Value>) -> Map<String, Value> {
-        let mapping = if kind == ResourceKind::User { &self.opts.user_mapping } else { &self.opts.group_mapping };
-        if attrs.contains_key("password") {
+        let mapping = self.mapping(kind);
+        let body = if attrs.contains_key("password") {
             let mut a = attrs.clone();
             a.remove("password");
-            return mapping.apply(&a);
+            mapping.apply(&a)
+        } else {
+            mapping.apply(attrs)
+        };
+        if mapping.is_pass_through() {
+            return body;
         }
-        mapping.apply(attrs)
+        let body = Value::Object(body);
+        mapping.output_fields().filter_map(|f| dotted(&body, f).map(|v| (f.to_string(), v.clone()))).collect()
+    }
+
+    /// An app record keyed like [`view`](Self::view): its mapped output fields; `None` in
+    /// pass-through mode (the record is compared as listed).
+    pub fn record_view(&self, kind: ResourceKind, record: &Value) -> Option<Map<String, Value>> {
+        let mapping = self.mapping(kind);
+        if mapping.is_pass_through() {
+            return None;
+        }
+        Some(mapping.output_fields().filter_map(|f| dotted(record, f).map(|v| (f.to_string(), v.clone()))).collect())
+    }
+
+    fn mapping(&self, kind: ResourceKind) -> &super::mapping::Mapping {
+        if kind == ResourceKind::User { &self.opts.user_mapping } else { &self.opts.group_mapping }
     }
 
     /// Whether a record is switched off: its active field holds what the mapping sends for
@@ -340,8 +362,8 @@ impl WebhookTarget {
         let Some(field) = self.vocabulary(kind).active else { return false };
         let mut off = Map::new();
         off.insert("active".into(), Value::Bool(false));
-        let sent = Value::Object(self.view(kind, &off));
-        match (dotted(&sent, &field), dotted(record, &field)) {
+        let sent = self.view(kind, &off);
+        match (sent.get(&field), dotted(record, &field)) {
             (Some(want), Some(have)) => want == have,
             _ => false,
         }

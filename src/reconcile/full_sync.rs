@@ -64,6 +64,11 @@ pub trait Listing: Sync {
         None
     }
 
+    /// An app record in the vocabulary of [`desired`](Listing::desired); `None`: as listed.
+    fn record_view(&self, _kind: ResourceKind, _record: &Value) -> Option<Map<String, Value>> {
+        None
+    }
+
     /// The vocabulary records compare in.
     fn fields(&self, _kind: ResourceKind) -> diff::Fields {
         diff::Fields::scim()
@@ -141,18 +146,18 @@ impl Listing for crate::downstream::Target {
         }
     }
 
+    fn record_view(&self, kind: ResourceKind, record: &Value) -> Option<Map<String, Value>> {
+        match self {
+            crate::downstream::Target::Webhook(t) => t.record_view(kind, record),
+            _ => None,
+        }
+    }
+
     fn fields(&self, kind: ResourceKind) -> diff::Fields {
         match self {
             crate::downstream::Target::Webhook(t) => {
-                // The diff compares top-level keys: a nested output field (`status.disabled`)
-                // is compared, and named, by its top-level object.
-                let top = |f: &str| f.split('.').next().unwrap_or(f).to_string();
                 let v = t.vocabulary(kind);
-                diff::Fields {
-                    active: v.active.as_deref().map(top),
-                    absent_active_is_true: v.scim,
-                    case_insensitive: v.case_insensitive.iter().map(|f| top(f)).collect(),
-                }
+                diff::Fields { active: v.active, absent_active_is_true: v.scim, case_insensitive: v.case_insensitive }
             }
             _ => diff::Fields::scim(),
         }
@@ -573,7 +578,10 @@ async fn diff_kind<L: Listing>(
                     pending: m.pending,
                     members: want.as_ref(),
                 };
-                for mut item in diff::compare_with(&desired, &actual, &cfg.ignore_attributes, &fields) {
+                // The app's record in the same vocabulary (a REST app: its mapped fields).
+                let record_view = listing.record_view(kind, v);
+                let compared = Actual { attrs: record_view.as_ref().unwrap_or(attrs), ..actual.clone() };
+                for mut item in diff::compare_with(&desired, &compared, &cfg.ignore_attributes, &fields) {
                     let fix = if item.kind == DriftKind::MembershipMismatch {
                         Some(member_fix(store, cfg, &m, have.as_ref(), &mut item).await?)
                     } else {

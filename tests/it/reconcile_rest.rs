@@ -11,8 +11,18 @@ use crate::support::*;
 
 const SECRET: &str = "rest-secret";
 
+const USER_FIELDS: &str = r#"login = { from = "userName", transform = "lowercase" }
+email = 'emails[type eq "work"].value'
+first_name = "name.givenName"
+disabled = { from = "active", transform = "not" }
+"#;
+
 /// A webhook target for `app` with a field mapping and the given `[target.webhook.list]` body.
 fn config(app: &RestApp, list: &str, reconcile: &str) -> String {
+    config_with_fields(app, USER_FIELDS, list, reconcile)
+}
+
+fn config_with_fields(app: &RestApp, user_fields: &str, list: &str, reconcile: &str) -> String {
     format!(
         r#"[target]
 kind = "webhook"
@@ -21,11 +31,7 @@ base_url = "{base}"
 secret = "{SECRET}"
 id_field = "data.id"
 [target.webhook.user_fields]
-login = {{ from = "userName", transform = "lowercase" }}
-email = 'emails[type eq "work"].value'
-first_name = "name.givenName"
-disabled = {{ from = "active", transform = "not" }}
-[target.webhook.group_fields]
+{user_fields}[target.webhook.group_fields]
 name = "displayName"
 [target.webhook.events.user_create]
 method = "POST"
@@ -332,4 +338,49 @@ async fn paging_that_misbehaves_is_read_whole_or_fails_the_run() {
             }
         }
     }
+}
+
+/// Nested output fields compare and report one by one: a changed field beside the nested
+/// active state is an attribute mismatch named by its dotted path, not an active-state one;
+/// the active field itself is.
+#[tokio::test]
+async fn nested_fields_are_compared_and_named_one_by_one() {
+    let app = RestApp::start(Style::Offset, true).await;
+    let fields = r#"login = "userName"
+"profile.first_name" = "name.givenName"
+"status.disabled" = { from = "active", transform = "not" }
+"status.plan" = { constant = "pro" }
+"#;
+    let d = Daemon::start_with(&config_with_fields(&app, fields, "users = \"/users\"\n", ""));
+    d.create_user("nest@example.com").await;
+    d.wait_outbox_empty().await;
+    let rec = &app.all("users")[0];
+    assert_eq!(rec["status"], json!({"disabled": false, "plan": "pro"}), "{rec}");
+    assert_eq!(sync(&d).await["summary"]["total"], 0);
+
+    let id = app.id_of("users", "login", "nest@example.com");
+    app.edit("users", &id, |r| {
+        r["profile"]["first_name"] = json!("Changed");
+        r["status"]["plan"] = json!("free");
+    });
+    sync(&d).await;
+    let (full, items) = open_items(&d).await;
+    assert_eq!(
+        items,
+        vec![
+            item("attribute_mismatch", "nest@example.com", "profile.first_name", "edited_in_app"),
+            item("attribute_mismatch", "nest@example.com", "status.plan", "edited_in_app"),
+        ],
+        "{full:#}"
+    );
+    app.edit("users", &id, |r| {
+        r["status"]["disabled"] = json!(true);
+    });
+    sync(&d).await;
+    let (full, items) = open_items(&d).await;
+    assert!(
+        items.contains(&item("active_mismatch", "nest@example.com", "status.disabled", "edited_in_app")),
+        "{full:#}"
+    );
+    assert_eq!(items.len(), 3, "{full:#}");
 }
