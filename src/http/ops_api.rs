@@ -365,21 +365,7 @@ async fn status(state: &OpsState) -> Response {
                 oldest_age_seconds: oldest.as_deref().map(|o| crate::model::age_of(o).as_secs()),
                 dead: counts.iter().find(|(s, _)| s == "dead").map(|(_, n)| *n).unwrap_or(0),
             };
-            view.guard = page::Guard {
-                tripped_at: guard.tripped_at,
-                held_total: guard.held,
-                held: held
-                    .into_iter()
-                    .map(|h| page::HeldRow {
-                        outbox_id: h.outbox_id,
-                        kind: h.kind,
-                        resource_id: h.resource_id,
-                        name: h.name,
-                        op: h.op,
-                        created_at: h.created_at,
-                    })
-                    .collect(),
-            };
+            view.guard = page::Guard { tripped_at: guard.tripped_at, held_total: guard.held, held };
             let rows = |v: Vec<crate::store::DeliveryAttempt>| -> Vec<page::DeliveryRow> {
                 v.into_iter()
                     .map(|a| page::DeliveryRow {

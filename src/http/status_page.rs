@@ -59,15 +59,8 @@ pub struct Guard {
     pub held: Vec<HeldRow>,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct HeldRow {
-    pub outbox_id: i64,
-    pub kind: String,
-    pub resource_id: String,
-    pub name: Option<String>,
-    pub op: String,
-    pub created_at: String,
-}
+/// A held change as the store reads it (the same fields the page shows).
+pub use crate::store::HeldChange as HeldRow;
 
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryRow {
