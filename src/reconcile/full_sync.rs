@@ -84,10 +84,10 @@ impl Listing for crate::downstream::Target {
                     None => 1,
                     Some(s) => s.parse::<u64>().map_err(|_| format!("bad page token {s:?}"))?,
                 };
-                let (page, next) = t.list_page(kind, start).await.map_err(outcome_text)?;
+                let (page, next) = patiently(|| t.list_page(kind, start)).await?;
                 Ok((page, next.map(|n| n.to_string())))
             }
-            Target::Webhook(t) => t.list_page(kind, at).await.map_err(outcome_text),
+            Target::Webhook(t) => patiently(|| t.list_page(kind, at)).await,
             _ => Err(format!("the {} target cannot list the app's accounts", self.name())),
         }
     }
@@ -95,8 +95,8 @@ impl Listing for crate::downstream::Target {
     async fn get(&self, kind: ResourceKind, app_id: &str) -> Result<Option<Value>, String> {
         use crate::downstream::Target;
         match self {
-            Target::Scim(t) => t.get_one(kind, app_id).await.map_err(outcome_text),
-            Target::Webhook(t) => t.get_one(kind, app_id).await.map_err(outcome_text),
+            Target::Scim(t) => patiently(|| t.get_one(kind, app_id)).await,
+            Target::Webhook(t) => patiently(|| t.get_one(kind, app_id)).await,
             _ => Err(format!("the {} target cannot read the app's accounts", self.name())),
         }
     }
@@ -160,6 +160,35 @@ impl Listing for crate::downstream::Target {
                 diff::Fields { active: v.active, absent_active_is_true: v.scim, case_insensitive: v.case_insensitive }
             }
             _ => diff::Fields::scim(),
+        }
+    }
+}
+
+/// Reads of a listing that the app asks to retry (429, 503, a dropped connection) are tried
+/// again, at the time it names (`Retry-After`, at most 30 s) or after 0.5, 1, 2 s: one
+/// rate-limited page must not fail a run over a large app. A refusal that will not change
+/// (a 4xx) fails at once; so does the fourth failure, with its reason.
+async fn patiently<T, F, Fut>(read: F) -> Result<T, String>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, crate::downstream::Outcome>>,
+{
+    const ATTEMPTS: u32 = 4;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match read().await {
+            Ok(v) => return Ok(v),
+            Err(crate::downstream::Outcome::Retry { after, error }) if attempt < ATTEMPTS => {
+                let wait = after.unwrap_or(std::time::Duration::from_millis(500 << (attempt - 1)));
+                let wait = wait.min(std::time::Duration::from_secs(30));
+                tracing::info!(attempt, wait_ms = wait.as_millis() as u64, error = %error, "sync: the app asked to retry a read");
+                tokio::time::sleep(wait).await;
+            }
+            Err(o @ crate::downstream::Outcome::Retry { .. }) => {
+                return Err(format!("{} (gave up after {ATTEMPTS} attempts)", outcome_text(o)));
+            }
+            Err(o) => return Err(outcome_text(o)),
         }
     }
 }

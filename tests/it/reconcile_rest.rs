@@ -292,7 +292,8 @@ async fn an_orphan_is_switched_off_when_it_may_not_or_cannot_be_deleted() {
 }
 
 /// Apps page badly: one that caps the page size below what was asked is still read whole
-/// (only an empty page ends an offset list); one that ignores the paging parameters, hands
+/// (only an empty page ends an offset list), one that rate-limits a page is asked again
+/// after its `Retry-After`; one that ignores the paging parameters, hands
 /// out a cursor twice, or links or redirects the next request to another origin fails the
 /// run with the reason instead of looping or sending its credentials elsewhere.
 #[tokio::test]
@@ -300,6 +301,7 @@ async fn paging_that_misbehaves_is_read_whole_or_fails_the_run() {
     use crate::rest_app::Quirk;
     for (style, paging, quirk, failure) in [
         (Style::Offset, "offset", Quirk::CapsPageAt(2), None),
+        (Style::Offset, "offset", Quirk::RateLimitsOnce, None),
         (Style::Offset, "offset", Quirk::IgnoresPaging, Some("the app does not page as configured")),
         (Style::Cursor, "cursor", Quirk::CursorCycle, Some("a second time; the list would not end")),
         (Style::Link, "link", Quirk::ForeignLink, Some("leaves the app's origin; not followed")),

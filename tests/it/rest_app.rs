@@ -38,6 +38,8 @@ pub enum Quirk {
     ForeignLink,
     /// List requests are redirected to another origin.
     RedirectsAway,
+    /// The next list request is refused with 429 and `Retry-After: 1`, then all is well.
+    RateLimitsOnce,
 }
 
 #[derive(Default)]
@@ -147,6 +149,14 @@ impl RestApp {
                             id.map_or(0, |id| all.iter().position(|r| r["id"] == **id).map_or(all.len(), |p| p + 1))
                         };
                         let quirk = s.quirk;
+                        if quirk == Quirk::RateLimitsOnce {
+                            s.quirk = Quirk::None;
+                            return warp::http::Response::builder()
+                                .status(StatusCode::TOO_MANY_REQUESTS)
+                                .header("retry-after", "1")
+                                .body("{\"error\": \"slow down\"}".to_string())
+                                .unwrap();
+                        }
                         if quirk == Quirk::RedirectsAway {
                             return warp::http::Response::builder()
                                 .status(StatusCode::FOUND)
