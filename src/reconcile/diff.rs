@@ -298,13 +298,7 @@ pub fn compare_with(d: &Desired<'_>, a: &Actual<'_>, ignore: &[String], fields: 
                 ours: serde_json::json!({ "missing_in_app": missing }),
                 app: serde_json::json!({ "extra_in_app": extra }),
                 // Nothing queued and delivered before: every member change reached the app.
-                cause: if d.pending {
-                    Cause::NotAppliedYet
-                } else if d.applied.is_some() {
-                    Cause::EditedInApp
-                } else {
-                    Cause::Unknown
-                },
+                cause: account_cause(d),
             });
         }
     }
@@ -322,13 +316,20 @@ pub fn missing(d: &Desired<'_>) -> DriftItem {
         ours: Value::Object(d.attrs.clone()),
         app: Value::Null,
         // Delivered once and gone now: removed in the app. Never delivered: not applied yet.
-        cause: if d.pending {
-            Cause::NotAppliedYet
-        } else if d.applied.is_some() {
-            Cause::EditedInApp
-        } else {
-            Cause::Unknown
-        },
+        cause: account_cause(d),
+    }
+}
+
+/// The cause of a difference that is about the whole account (its presence, its members)
+/// rather than one value: still queued, else delivered before (so changed in the app), else
+/// no record.
+fn account_cause(d: &Desired<'_>) -> Cause {
+    if d.pending {
+        Cause::NotAppliedYet
+    } else if d.applied.is_some() {
+        Cause::EditedInApp
+    } else {
+        Cause::Unknown
     }
 }
 
