@@ -228,7 +228,7 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
     let clock = std::time::Instant::now();
     let head = bundle.head().clone();
     let mut pause = None;
-    let completion = match build_job(store, &bundle).await {
+    let completion = match build_job(store, &bundle, false).await {
         Err(e) => Completion::Retry { next_attempt_at: time_after(opts.retry_base), error: format!("store: {e}") },
         Ok(Prepared::Waiting(reason)) => {
             if age_of(&head.created_at) > opts.max_age {
@@ -246,11 +246,49 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
             if is_protected(opts, &job) {
                 keep_active(&mut job);
             }
-            let outcome = target.deliver(&job).await;
+            let mut outcome = target.deliver(&job).await;
+            let mut note = None;
+            if let Outcome::Gone { error } = &outcome {
+                // Deleted in the app behind our back: what the 404 says is true, so act on it
+                // now instead of repeating the request for ever. Forget the stale app id and
+                // send the whole current state (the target finds the account by name or
+                // creates it); a deprovisioning of an account already gone is done.
+                let stale = job.app_id.clone().unwrap_or_default();
+                if job.current.is_none() {
+                    note = Some(format!("{error}: already gone in the app, nothing left to remove"));
+                    outcome = Outcome::Done { app_id: None };
+                } else {
+                    tracing::warn!(outbox_id = head.id, resource = %head.resource_id, app_id = %stale,
+                        "the app no longer has this account; finding or creating it again");
+                    note = Some(format!(
+                        "{error}: forgot the stale app id {stale:?} and sent the whole current state again"
+                    ));
+                    match build_job(store, &bundle, true).await {
+                        Ok(Prepared::Job(mut again)) => {
+                            if is_protected(opts, &again) {
+                                keep_active(&mut again);
+                            }
+                            outcome = target.deliver(&again).await;
+                            if let Outcome::Gone { error } = &outcome {
+                                outcome = Outcome::Retry { after: None, error: error.clone() };
+                            }
+                            job = again;
+                        }
+                        Ok(Prepared::Waiting(reason)) => {
+                            outcome =
+                                Outcome::Retry { after: None, error: format!("{error}; recreating it waits: {reason}") }
+                        }
+                        Err(e) => outcome = Outcome::Retry { after: None, error: format!("{error}; store: {e}") },
+                    }
+                }
+            }
             if let Outcome::Retry { after: Some(a), .. } = &outcome {
                 pause = Some(*a);
             }
             let mut c = decide(opts, head.attempts, &head.created_at, outcome);
+            if let (Completion::Success { note: n, .. }, Some(text)) = (&mut c, note) {
+                *n = Some(text);
+            }
             // Remember what the app was sent: the drift report's third side.
             if let (Completion::Success { applied, .. }, Some(cur)) = (&mut c, &job.current)
                 && job.attrs_changed
@@ -322,8 +360,10 @@ fn keep_active(job: &mut Job) {
 /// Map a target outcome to what the outbox records, applying the retry policy.
 fn decide(opts: &WorkerOptions, attempts_before: u32, created_at: &str, outcome: Outcome) -> Completion {
     match outcome {
-        Outcome::Done { app_id } => Completion::Success { id_map: Some(app_id), applied: None },
+        Outcome::Done { app_id } => Completion::Success { id_map: Some(app_id), applied: None, note: None },
         Outcome::Permanent { error } => Completion::Dead { error },
+        // Handled by the delivery (find or create again); reaching here it failed again.
+        Outcome::Gone { error } => decide(opts, attempts_before, created_at, Outcome::Retry { after: None, error }),
         Outcome::Retry { after, error } => {
             let attempts = attempts_before + 1;
             if attempts >= opts.max_attempts {
@@ -360,11 +400,13 @@ enum Prepared {
 }
 
 /// Gather what the target needs: the current state, the app's ids, the net member delta.
-async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreError> {
+/// `afresh`: the app lost the account under the id we hold; send the whole current state
+/// (a group with all its members) without that id, as for a resync.
+async fn build_job(store: &Store, bundle: &Bundle, afresh: bool) -> Result<Prepared, StoreError> {
     let head = bundle.head();
     let kind = head.kind;
     let ops: Vec<ChangeOp> = bundle.rows.iter().map(|r| r.op).collect();
-    let resync = bundle.rows.iter().any(|r| r.payload.get("resync").is_some());
+    let resync = afresh || bundle.rows.iter().any(|r| r.payload.get("resync").is_some());
     let created_here = ops.contains(&ChangeOp::Create) || resync;
     let current = store
         .get(kind, &head.resource_id, Load { members: kind == ResourceKind::Group && created_here, groups: false })
@@ -377,7 +419,7 @@ async fn build_job(store: &Store, bundle: &Bundle) -> Result<Prepared, StoreErro
             access.insert_into(&mut user.attrs);
         }
     }
-    let app_id = store.app_id(&head.resource_id).await?;
+    let app_id = if afresh { None } else { store.app_id(&head.resource_id).await? };
     let mut attrs_changed = created_here;
     let mut tombstone = serde_json::Map::new();
     let mut app_record = None;

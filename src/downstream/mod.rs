@@ -64,6 +64,10 @@ pub enum Outcome {
     Retry { after: Option<Duration>, error: String },
     /// Will not succeed by retrying (a 400 the app will keep giving, bad credentials, ...).
     Permanent { error: String },
+    /// The app answered 404 for the account under the app id we hold: it was deleted there
+    /// behind our back. Retrying the same request would loop for ever; the worker forgets the
+    /// stale id and delivers the whole current state again (found by name, else created).
+    Gone { error: String },
 }
 
 /// The HTTP client every target uses: rustls with the `ring` provider (no OpenSSL, no C

@@ -353,10 +353,7 @@ impl ScimTarget {
         };
         match r.status {
             200 | 204 => Ok(()),
-            404 => Err(Outcome::Retry {
-                after: None,
-                error: format!("{path}: the app no longer has this account (404); it will be recreated"),
-            }),
+            404 => Err(Outcome::Gone { error: format!("update /{path}: the app no longer has this account (404)") }),
             _ => Err(self.fail(&r, &format!("update /{path}"))),
         }
     }
@@ -389,10 +386,9 @@ impl ScimTarget {
         let r = self.send(Method::PATCH, path, Some(patch), key).await?;
         match r.status {
             200 | 204 => Ok(()),
-            404 => Err(Outcome::Retry {
-                after: None,
-                error: format!("{path}: group gone in the app (404); it will be recreated"),
-            }),
+            404 => {
+                Err(Outcome::Gone { error: format!("PATCH /{path} members: the app no longer has this group (404)") })
+            }
             _ => Err(self.fail(&r, &format!("PATCH /{path} members"))),
         }
     }

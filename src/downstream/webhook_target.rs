@@ -170,6 +170,10 @@ impl WebhookTarget {
         if status == 404 && matches!(event, Event::UserDelete | Event::GroupDelete) {
             return Ok(Value::Null);
         }
+        // An update of an account we know by its app id, answered 404: deleted in the app.
+        if status == 404 && app_id.is_some() && !matches!(event, Event::UserCreate | Event::GroupCreate) {
+            return Err(Outcome::Gone { error: format!("{what}: the app no longer has this account (404)") });
+        }
         Err(classify(status, retry_after, &what, &body))
     }
 

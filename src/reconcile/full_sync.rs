@@ -195,7 +195,9 @@ where
 
 fn outcome_text(o: crate::downstream::Outcome) -> String {
     match o {
-        crate::downstream::Outcome::Retry { error, .. } | crate::downstream::Outcome::Permanent { error } => error,
+        crate::downstream::Outcome::Retry { error, .. }
+        | crate::downstream::Outcome::Permanent { error }
+        | crate::downstream::Outcome::Gone { error } => error,
         crate::downstream::Outcome::Done { .. } => "unexpected answer".into(),
     }
 }
@@ -333,7 +335,27 @@ async fn collect<L: Listing>(
     for s in &stuck {
         p.repair.push(if requeued.contains(&s.outbox_id) { Repair::Requeued } else { Repair::None });
     }
-    let queued = if p.ops.is_empty() { 0 } else { store.sync_repair(run_id, p.ops.clone()).await.map_err(e)? };
+    let results =
+        if p.ops.is_empty() { Vec::new() } else { store.sync_repair(run_id, p.ops.clone()).await.map_err(e)? };
+    let queued = results.iter().filter(|r| r.queued()).count();
+    let superseded: usize = results
+        .iter()
+        .map(|r| match r {
+            crate::store::RepairResult::Queued { superseded } => superseded.len(),
+            _ => 0,
+        })
+        .sum();
+    // The report says what the store did with each change, not what the plan hoped for.
+    for (r, op) in p.repair.iter_mut().zip(&p.op_of) {
+        if let (Repair::Queued, Some(k)) = (*r, op) {
+            *r = match results.get(*k) {
+                Some(crate::store::RepairResult::Queued { .. }) => Repair::Queued,
+                Some(crate::store::RepairResult::OnItsWay { .. }) => Repair::OnItsWay,
+                Some(crate::store::RepairResult::Blocked { .. }) => Repair::Blocked,
+                Some(crate::store::RepairResult::Moot) | None => Repair::None,
+            };
+        }
+    }
     // Compare with the previous report.
     let rows: Vec<DriftRow> = found
         .iter()
@@ -383,6 +405,9 @@ async fn collect<L: Listing>(
         "repair": {
             "queued_items": p.repair.iter().filter(|r| **r == Repair::Queued).count(),
             "queued_changes": queued,
+            "superseded_dead": superseded,
+            "on_its_way": p.repair.iter().filter(|r| **r == Repair::OnItsWay).count(),
+            "blocked": p.repair.iter().filter(|r| **r == Repair::Blocked).count(),
             "deprovisions": p.deprovisions,
             "protected": p.repair.iter().filter(|r| **r == Repair::Protected).count(),
             "refused": p.refused,

@@ -47,6 +47,12 @@ pub enum Repair {
     /// the value (add it to `ignore_attributes`, or fix it in the app). Not queued again, so a
     /// repair never loops.
     NoEffect,
+    /// Not queued: a change of this resource is already on its way to the app and
+    /// delivers the current state (a second one would duplicate it).
+    OnItsWay,
+    /// Not queued: a change held by the deletion guard, or dead-lettered with content the
+    /// repair would not send, blocks the resource until an operator acts (see the stuck item).
+    Blocked,
 }
 
 impl Repair {
@@ -59,6 +65,8 @@ impl Repair {
             Repair::RefusedLimit => "refused_limit",
             Repair::Requeued => "requeued",
             Repair::NoEffect => "no_effect",
+            Repair::OnItsWay => "on_its_way",
+            Repair::Blocked => "blocked",
         }
     }
 }
@@ -69,6 +77,9 @@ pub struct Plan {
     pub ops: Vec<RepairOp>,
     /// Per input item, in order.
     pub repair: Vec<Repair>,
+    /// Per input item: the index in `ops` of the change that repairs it (items marked
+    /// `Queued`), so what the store made of that change can be reported per item.
+    pub op_of: Vec<Option<usize>>,
     /// Deactivations and deletions the repair would make.
     pub deprovisions: u64,
     /// Set when the safety limit stopped the repair: what happened and how to confirm.
@@ -129,6 +140,7 @@ pub fn plan(
     let never_delete_groups = cfg.never_delete.iter().any(|t| t == "groups");
     let mut ops = Vec::new();
     let mut repair = Vec::with_capacity(found.len());
+    let mut op_of: Vec<Option<usize>> = Vec::with_capacity(found.len());
     let mut deprovisions = 0u64;
     // The deprovisionings, as approval keys, to check against a confirmation.
     let mut deprovisioning: Vec<String> = Vec::new();
@@ -149,7 +161,7 @@ pub fn plan(
             repair.push(Repair::NoEffect);
             continue;
         }
-        match fix {
+        let op_index = match fix {
             Fix::Orphan => {
                 if is_protected(cfg, &it.name) {
                     repair.push(Repair::Protected);
@@ -175,6 +187,7 @@ pub fn plan(
                     deactivate_only,
                     record: deactivate_only.then(|| it.app.clone()),
                 });
+                ops.len() - 1
             }
             Fix::Resync { forget_app_id, .. } => {
                 let Some(id) = it.resource_id.clone() else {
@@ -197,18 +210,21 @@ pub fn plan(
                     }
                 }
                 // Several mismatches of one account need one resync.
-                let dup = ops.iter().any(|o| matches!(o, RepairOp::Resync { id: x, .. } if *x == id));
-                if !dup {
-                    if deactivates {
-                        deprovisions += 1;
-                        deprovisioning.push(approval("deactivate", f.resource_kind, &id, &it.name));
+                match ops.iter().position(|o| matches!(o, RepairOp::Resync { id: x, .. } if *x == id)) {
+                    Some(at) => at,
+                    None => {
+                        if deactivates {
+                            deprovisions += 1;
+                            deprovisioning.push(approval("deactivate", f.resource_kind, &id, &it.name));
+                        }
+                        ops.push(RepairOp::Resync {
+                            kind: f.resource_kind,
+                            id,
+                            forget_app_id: *forget_app_id,
+                            deprovision: deactivates,
+                        });
+                        ops.len() - 1
                     }
-                    ops.push(RepairOp::Resync {
-                        kind: f.resource_kind,
-                        id,
-                        forget_app_id: *forget_app_id,
-                        deprovision: deactivates,
-                    });
                 }
             }
             Fix::Members { add, remove, remove_app_ids } => {
@@ -222,10 +238,14 @@ pub fn plan(
                     remove: remove.clone(),
                     remove_app_ids: remove_app_ids.clone(),
                 });
+                ops.len() - 1
             }
-        }
+        };
         repair.push(Repair::Queued);
+        op_of.resize(repair.len() - 1, None);
+        op_of.push(Some(op_index));
     }
+    op_of.resize(repair.len(), None);
     let share_limit = (cfg.safety.max_deprovision_share * listed as f64).floor() as u64;
     let over = deprovisions > cfg.safety.max_deprovision_count || deprovisions > share_limit;
     let unconfirmed = match confirmed {
@@ -257,9 +277,10 @@ pub fn plan(
                 *r = Repair::RefusedLimit;
             }
         }
-        return Plan { ops: Vec::new(), repair, deprovisions, refused: Some(reason), deprovisioning };
+        let op_of = vec![None; repair.len()];
+        return Plan { ops: Vec::new(), repair, op_of, deprovisions, refused: Some(reason), deprovisioning };
     }
-    Plan { ops, repair, deprovisions, refused: None, deprovisioning }
+    Plan { ops, repair, op_of, deprovisions, refused: None, deprovisioning }
 }
 
 #[cfg(test)]

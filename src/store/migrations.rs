@@ -14,6 +14,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0005_audit.sql")),
     M::up(include_str!("../../migrations/0006_deleted_accounts.sql")),
     M::up(include_str!("../../migrations/0007_audit_index.sql")),
+    M::up(include_str!("../../migrations/0008_superseded_and_target.sql")),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {
@@ -83,5 +84,37 @@ mod tests {
         let attempts: i64 = c.query_row("SELECT count(*) FROM outbox_attempts", [], |r| r.get(0)).unwrap();
         assert_eq!(attempts, 1);
         assert!(c.execute("UPDATE outbox SET state = 'bogus' WHERE id = 7", []).is_err(), "the CHECK is kept");
+    }
+
+    /// 0008 rebuilds the attempts (to allow `superseded`): attempts written under 0007
+    /// survive with their ids, foreign keys hold, and the cascade from the outbox still works.
+    #[test]
+    fn superseded_migration_keeps_the_attempts() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        Migrations::from_slice(&MIGRATIONS[..7]).to_latest(&mut c).unwrap();
+        c.execute_batch(
+            "INSERT INTO outbox (id, resource_kind, resource_id, op, version, payload, state, created_at)
+                 VALUES (8, 'User', 'u1', 'create', 1, '{}', 'dead', '2026-01-01T00:00:02.000Z');
+             INSERT INTO outbox_attempts (id, outbox_id, started_at, finished_at, outcome, detail)
+                 VALUES (41, 8, 'c', 'd', 'permanent', '400');",
+        )
+        .unwrap();
+        apply(&mut c).unwrap();
+        let a: (i64, String) =
+            c.query_row("SELECT id, outcome FROM outbox_attempts", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!(a, (41, "permanent".to_string()));
+        c.execute("INSERT INTO outbox_attempts (outbox_id, started_at, finished_at, outcome) VALUES (8, 'e', 'e', 'superseded')", [])
+            .unwrap();
+        assert!(
+            c.execute("INSERT INTO outbox_attempts (outbox_id, started_at, finished_at, outcome) VALUES (8, 'e', 'e', 'bogus')", [])
+                .is_err(),
+            "the CHECK is kept"
+        );
+        let fk: i64 = c.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(fk, 0);
+        c.execute("DELETE FROM outbox WHERE id = 8", []).unwrap();
+        let left: i64 = c.query_row("SELECT count(*) FROM outbox_attempts", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0, "the cascade works on the rebuilt table");
     }
 }

@@ -38,7 +38,7 @@ pub use outbox::{
     Attempt, Bundle, Claimed, Completion, GuardPolicy, GuardStatus, GuardTrip, OutboxRow, OutboxState, guard_trips,
 };
 pub use status::{DeliveryAttempt, HeldChange};
-pub use sync::{AppKey, DriftRow, Matched, MemberInfo, PageMatch, RepairOp, Stuck, SyncRun, orphan_id};
+pub use sync::{AppKey, DriftRow, Matched, MemberInfo, PageMatch, RepairOp, RepairResult, Stuck, SyncRun, orphan_id};
 pub use tokens::{NewToken, TokenInfo};
 
 /// Store settings, taken from `config::StoreConfig` by `app`.
@@ -591,9 +591,9 @@ impl Store {
     }
 
     /// Queue a repair's corrective rows in one transaction; returns how many.
-    pub async fn sync_repair(&self, run_id: i64, ops: Vec<RepairOp>) -> Result<usize, StoreError> {
+    pub async fn sync_repair(&self, run_id: i64, ops: Vec<RepairOp>) -> Result<Vec<RepairResult>, StoreError> {
         match self.writer.submit(writer::WriteOp::SyncRepair { run_id, ops }).await? {
-            writer::WriteOutput::Changed(n) => Ok(n),
+            writer::WriteOutput::Repaired(r) => Ok(r),
             other => Err(unexpected(other)),
         }
     }
@@ -693,6 +693,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn queued(results: Vec<RepairResult>) -> usize {
+        results.iter().filter(|r| r.queued()).count()
+    }
+
     fn open(dir: &std::path::Path) -> Store {
         Store::open(&StoreOptions { data_dir: dir.to_path_buf(), busy_timeout_seconds: 5, readers: 2, max_batch: 64 })
             .unwrap()
@@ -780,7 +784,11 @@ mod tests {
             for b in &c.bundles {
                 let app = Some(Some(format!("app-{}", b.head().resource_id)));
                 store
-                    .outbox_complete(b, crate::model::now(), Completion::Success { id_map: app, applied: None })
+                    .outbox_complete(
+                        b,
+                        crate::model::now(),
+                        Completion::Success { id_map: app, applied: None, note: None },
+                    )
                     .await
                     .unwrap();
             }
@@ -862,7 +870,7 @@ mod tests {
         let resync =
             || RepairOp::Resync { kind: ResourceKind::User, id: "u1".into(), forget_app_id: false, deprovision: false };
         // u1's create is still queued: a resync would duplicate it.
-        assert_eq!(store.sync_repair(c, vec![resync()]).await.unwrap(), 0);
+        assert_eq!(queued(store.sync_repair(c, vec![resync()]).await.unwrap()), 0);
         let claimed = store
             .outbox_claim(10, 10, crate::model::time_after(std::time::Duration::from_secs(60)), None)
             .await
@@ -872,12 +880,12 @@ mod tests {
                 .outbox_complete(
                     b,
                     crate::model::now(),
-                    Completion::Success { id_map: Some(Some("app-u1".into())), applied: None },
+                    Completion::Success { id_map: Some(Some("app-u1".into())), applied: None, note: None },
                 )
                 .await
                 .unwrap();
         }
-        assert_eq!(store.sync_repair(c, vec![resync()]).await.unwrap(), 1);
+        assert_eq!(queued(store.sync_repair(c, vec![resync()]).await.unwrap()), 1);
         let orphan = |app_id: &str, name: &str| RepairOp::Orphan {
             kind: ResourceKind::User,
             app_id: app_id.into(),
@@ -886,10 +894,71 @@ mod tests {
             record: None,
         };
         // Mapped to u1, or named like one of ours: not an orphan (any more).
-        assert_eq!(store.sync_repair(c, vec![orphan("app-u1", "someone"), orphan("x9", "ALICE")]).await.unwrap(), 0);
+        assert_eq!(
+            queued(store.sync_repair(c, vec![orphan("app-u1", "someone"), orphan("x9", "ALICE")]).await.unwrap()),
+            0
+        );
         // A real orphan, once: the second repair finds its deprovisioning queued.
-        assert_eq!(store.sync_repair(c, vec![orphan("x7", "mallory")]).await.unwrap(), 1);
-        assert_eq!(store.sync_repair(c, vec![orphan("x7", "mallory")]).await.unwrap(), 0);
+        assert_eq!(queued(store.sync_repair(c, vec![orphan("x7", "mallory")]).await.unwrap()), 1);
+        assert_eq!(queued(store.sync_repair(c, vec![orphan("x7", "mallory")]).await.unwrap()), 0);
+        store.close();
+    }
+
+    /// A refused provision (dead row) does not block the repair that sends the whole state:
+    /// the repair supersedes it (and the row it blocked) and says so in their attempts; a
+    /// member repair supersedes only rows that changed members; a held row blocks.
+    #[tokio::test]
+    async fn a_repair_supersedes_the_dead_rows_it_makes_obsolete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let lease = || crate::model::time_after(std::time::Duration::from_secs(60));
+        store.create(user("u1", "alice")).await.unwrap();
+        let claimed = store.outbox_claim(10, 10, lease(), None).await.unwrap();
+        let dead = claimed.bundles[0].head().id;
+        store
+            .outbox_complete(&claimed.bundles[0], crate::model::now(), Completion::Dead { error: "HTTP 400".into() })
+            .await
+            .unwrap();
+        let run = store.sync_run_start("manual").await.unwrap();
+        let resync = || {
+            vec![RepairOp::Resync {
+                kind: ResourceKind::User,
+                id: "u1".into(),
+                forget_app_id: true,
+                deprovision: false,
+            }]
+        };
+        let r = store.sync_repair(run, resync()).await.unwrap();
+        assert_eq!(r, vec![RepairResult::Queued { superseded: vec![dead] }]);
+        let (row, attempts) = store.outbox_get(dead).await.unwrap().unwrap();
+        assert_eq!(row.state, OutboxState::Done);
+        assert!(row.coalesced_into.is_some_and(|c| c > dead), "{row:?}");
+        let last = attempts.last().unwrap();
+        assert_eq!(last.outcome, "superseded");
+        assert!(last.detail.as_deref().unwrap().contains(&format!("sync run {run}")), "{last:?}");
+        // The repair's own row is on its way now: a second repair does not duplicate it.
+        let again = store.sync_repair(run, resync()).await.unwrap();
+        assert!(matches!(again[0], RepairResult::OnItsWay { .. }), "{again:?}");
+
+        // A group whose attribute change is dead: a member repair does not cover it.
+        let mut attrs = serde_json::Map::new();
+        attrs.insert("displayName".into(), json!("staff"));
+        store.create(NewResource { kind: ResourceKind::Group, id: "g1".into(), attrs, members: vec![] }).await.unwrap();
+        let claimed = store.outbox_claim(10, 10, lease(), None).await.unwrap();
+        for b in &claimed.bundles {
+            store.outbox_complete(b, crate::model::now(), Completion::Dead { error: "HTTP 400".into() }).await.unwrap();
+        }
+        let members =
+            RepairOp::Members { group_id: "g1".into(), add: vec!["u1".into()], remove: vec![], remove_app_ids: vec![] };
+        let r = store.sync_repair(run, vec![members.clone()]).await.unwrap();
+        assert!(matches!(&r[0], RepairResult::Blocked { state, .. } if state == "dead"), "{r:?}");
+        // With a resync of the group first, the member repair queues behind it.
+        let both = vec![
+            RepairOp::Resync { kind: ResourceKind::Group, id: "g1".into(), forget_app_id: false, deprovision: false },
+            members,
+        ];
+        let r = store.sync_repair(run, both).await.unwrap();
+        assert!(r.iter().all(RepairResult::queued), "{r:?}");
         store.close();
     }
 

@@ -134,7 +134,13 @@ pub enum Completion {
     /// resource now (`Some(None)`: forget it, the app account is gone).
     /// `applied`: the version and attributes the app was sent (recorded for the drift
     /// report's three-way comparison), when this delivery sent attributes.
-    Success { id_map: Option<Option<String>>, applied: Option<(u64, serde_json::Map<String, Value>)> },
+    /// `note`: what the delivery had to do besides (an account the app had lost, recreated),
+    /// recorded with the attempt.
+    Success {
+        id_map: Option<Option<String>>,
+        applied: Option<(u64, serde_json::Map<String, Value>)>,
+        note: Option<String>,
+    },
     /// Nothing to send by policy (a protected account's deletion): every row is done, and
     /// the attempt records why.
     Skipped { reason: String },
@@ -336,7 +342,7 @@ pub fn complete(
 ) -> Result<(), StoreError> {
     let Some(&head) = ids.first() else { return Ok(()) };
     let (outcome, detail) = match completion {
-        Completion::Success { .. } => ("success", None),
+        Completion::Success { note, .. } => ("success", note.as_deref()),
         Completion::Skipped { reason } => ("success", Some(reason.as_str())),
         Completion::Retry { error, .. } => ("retry", Some(error.as_str())),
         Completion::Dead { error } => ("permanent", Some(error.as_str())),
@@ -365,7 +371,7 @@ pub fn complete(
                 st.execute(params![id, now])?;
             }
         }
-        Completion::Success { id_map, applied } => {
+        Completion::Success { id_map, applied, .. } => {
             conn.prepare_cached(
                 "UPDATE outbox SET state = 'done', done_at = ?2, lease_until = NULL, attempts = attempts + 1,
                         last_error = NULL WHERE id = ?1",

@@ -463,32 +463,123 @@ pub fn items(conn: &Connection, run_id: i64) -> Result<Vec<DriftRow>, StoreError
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Queue the corrective rows of a repair; returns how many rows were queued. Re-checked
-/// here, in the writer's transaction, so a repair never races the IdP or the worker: nothing
-/// is queued for a resource that has a change on its way already (it would duplicate it), and
-/// an "orphan" that is mapped to one of our resources or carries one of our names by now (the
-/// IdP created it meanwhile, or the listing showed a live account twice) is left alone.
-pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Result<usize, StoreError> {
-    let mut n = 0;
+/// What became of one corrective change of a repair (one per [`RepairOp`], in order): the
+/// drift report says this, never "queued" for a change that cannot be delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RepairResult {
+    /// Queued. `superseded`: dead-lettered rows (and the rows they blocked) of the same
+    /// resource that this change makes obsolete: marked done, coalesced into it, with an
+    /// attempt saying why, so they no longer block it.
+    Queued { superseded: Vec<i64> },
+    /// Not queued: a change of this resource is on its way (pending, retrying or in
+    /// flight) and will deliver the current state; queuing another would duplicate it.
+    OnItsWay { outbox_id: i64 },
+    /// Not queued: a change of this resource is held by the deletion guard, or
+    /// dead-lettered with content this repair would not send; it blocks the resource until
+    /// an operator acts on it.
+    Blocked { outbox_id: i64, state: String },
+    /// Nothing to do any more: the resource is gone, or the "orphan" is ours by now.
+    Moot,
+}
+
+impl RepairResult {
+    pub fn queued(&self) -> bool {
+        matches!(self, RepairResult::Queued { .. })
+    }
+}
+
+/// The rows of `id` not delivered yet and older than this repair (`floor`), oldest first:
+/// (outbox id, state, whether the row only changes group members).
+fn open_rows(conn: &Connection, id: &str, floor: i64) -> Result<Vec<(i64, String, bool)>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, state, op = 'update' AND json_extract(payload, '$.attributes_changed') IS NULL
+                AND json_extract(payload, '$.resync') IS NULL AND json_extract(payload, '$.tombstone') IS NULL
+                AND json_extract(payload, '$.deprovision') IS NULL
+         FROM outbox WHERE resource_id = ?1 AND state != 'done' AND id <= ?2 ORDER BY id",
+    )?;
+    let rows = st.query_map(params![id, floor], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Decide whether a corrective change for a resource can be queued given its open rows.
+/// `covers`: whether the change makes a dead row obsolete (a resync sends the whole current
+/// state and covers every row; a member repair covers rows that only changed members). Dead
+/// rows it covers are superseded together with the rows they blocked; without a dead row,
+/// an open row means the change is on its way already.
+fn admit(rows: &[(i64, String, bool)], covers: impl Fn(bool) -> bool) -> Result<Vec<i64>, RepairResult> {
+    let Some((first, _, _)) = rows.first() else { return Ok(Vec::new()) };
+    if let Some((id, state, _)) = rows.iter().find(|(_, s, _)| s == "held" || s == "in_flight") {
+        return Err(if state == "held" {
+            RepairResult::Blocked { outbox_id: *id, state: state.clone() }
+        } else {
+            RepairResult::OnItsWay { outbox_id: *id }
+        });
+    }
+    if !rows.iter().any(|(_, s, _)| s == "dead") {
+        return Err(RepairResult::OnItsWay { outbox_id: *first });
+    }
+    if let Some((id, state, _)) = rows.iter().find(|(_, _, members_only)| !covers(*members_only)) {
+        return Err(RepairResult::Blocked { outbox_id: *id, state: state.clone() });
+    }
+    Ok(rows.iter().map(|(id, _, _)| *id).collect())
+}
+
+/// Mark `rows` as superseded by outbox row `by`: done, coalesced into it, with an attempt.
+fn supersede(conn: &Connection, rows: &[i64], by: i64, run_id: i64, now: &str) -> Result<(), StoreError> {
+    let detail = format!(
+        "superseded by outbox {by}, queued by the repair of sync run {run_id}: it sends the current state, which \
+         makes this change obsolete"
+    );
+    let mut done = conn.prepare_cached(
+        "UPDATE outbox SET state = 'done', done_at = ?2, lease_until = NULL, next_attempt_at = NULL,
+                coalesced_into = ?3 WHERE id = ?1",
+    )?;
+    let mut attempt = conn.prepare_cached(
+        "INSERT INTO outbox_attempts (outbox_id, started_at, finished_at, outcome, detail)
+         VALUES (?1, ?2, ?2, 'superseded', ?3)",
+    )?;
+    for id in rows {
+        done.execute(params![id, now, by])?;
+        attempt.execute(params![id, now, detail])?;
+    }
+    Ok(())
+}
+
+/// Queue the corrective rows of a repair; returns what became of each op, in order.
+/// Re-checked here, in the writer's transaction, so a repair never races the IdP or the
+/// worker: nothing is queued for a resource that has a change on its way already (it would
+/// duplicate it); a dead-lettered change that the repair makes obsolete is superseded (a
+/// refused provision whose cause an operator fixed is repaired, not blocked by its own dead
+/// row); and an "orphan" that is mapped to one of our resources or carries one of our names
+/// by now (the IdP created it meanwhile, or the listing showed a live account twice) is left
+/// alone. Several ops for one resource in one repair queue in order.
+pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Result<Vec<RepairResult>, StoreError> {
+    let mut results = Vec::with_capacity(ops.len());
     let mut done: Vec<Value> = Vec::new();
+    let mut superseded_all: Vec<i64> = Vec::new();
+    // Rows this repair queues are newer than this: they never count as "on its way".
+    let floor: i64 = conn.prepare_cached("SELECT coalesce(max(id), 0) FROM outbox")?.query_row([], |r| r.get(0))?;
     let version_of = |id: &str| -> Result<Option<i64>, StoreError> {
         Ok(conn
             .prepare_cached("SELECT version FROM resources WHERE id = ?1")?
             .query_row([id], |r| r.get(0))
             .optional()?)
     };
-    let undelivered = |id: &str| -> Result<bool, StoreError> {
-        Ok(conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE resource_id = ?1 AND state != 'done')")?
-            .query_row([id], |r| r.get(0))?)
-    };
+    let last_id = || -> i64 { conn.last_insert_rowid() };
     for op in ops {
-        match op {
+        let result = match op {
             RepairOp::Resync { kind, id, forget_app_id, deprovision } => {
-                let Some(v) = version_of(id)? else { continue };
-                if undelivered(id)? {
+                let Some(v) = version_of(id)? else {
+                    results.push(RepairResult::Moot);
                     continue;
-                }
+                };
+                let obsolete = match admit(&open_rows(conn, id, floor)?, |_| true) {
+                    Ok(rows) => rows,
+                    Err(r) => {
+                        results.push(r);
+                        continue;
+                    }
+                };
                 if *forget_app_id {
                     conn.prepare_cached("DELETE FROM id_map WHERE resource_id = ?1")?.execute([id])?;
                 }
@@ -498,13 +589,21 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                     payload["deprovision"] = Value::Bool(true);
                 }
                 super::resources::enqueue(conn, *kind, id, ChangeOp::Update, v as u64, &payload, now)?;
-                n += 1;
+                supersede(conn, &obsolete, last_id(), run_id, now)?;
+                RepairResult::Queued { superseded: obsolete }
             }
             RepairOp::Members { group_id, add, remove, remove_app_ids } => {
-                let Some(v) = version_of(group_id)? else { continue };
-                if undelivered(group_id)? {
+                let Some(v) = version_of(group_id)? else {
+                    results.push(RepairResult::Moot);
                     continue;
-                }
+                };
+                let obsolete = match admit(&open_rows(conn, group_id, floor)?, |members_only| members_only) {
+                    Ok(rows) => rows,
+                    Err(r) => {
+                        results.push(r);
+                        continue;
+                    }
+                };
                 let payload = json!({"members_added": add, "members_removed": remove,
                                      "members_removed_app_ids": remove_app_ids, "repair_run": run_id});
                 super::resources::enqueue(
@@ -516,7 +615,8 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                     &payload,
                     now,
                 )?;
-                n += 1;
+                supersede(conn, &obsolete, last_id(), run_id, now)?;
+                RepairResult::Queued { superseded: obsolete }
             }
             RepairOp::Orphan { kind, app_id, name, deactivate_only, record } => {
                 let id = orphan_id(*kind, app_id);
@@ -528,7 +628,17 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                                         AND coalesce(user_name_ci, display_name_ci) = ?3)",
                     )?
                     .query_row(params![kind.as_str(), app_id, fold_case(name)], |r| r.get(0))?;
-                if ours || undelivered(&id)? {
+                if ours {
+                    results.push(RepairResult::Moot);
+                    continue;
+                }
+                // An orphan's deprovisioning that is dead stays visible: nothing supersedes it.
+                if let Some((outbox_id, state, _)) = open_rows(conn, &id, floor)?.into_iter().next() {
+                    results.push(if state == "dead" || state == "held" {
+                        RepairResult::Blocked { outbox_id, state }
+                    } else {
+                        RepairResult::OnItsWay { outbox_id }
+                    });
                     continue;
                 }
                 conn.prepare_cached(
@@ -543,11 +653,16 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                     payload["app_record"] = r.clone();
                 }
                 super::resources::enqueue(conn, *kind, &id, ChangeOp::Delete, 0, &payload, now)?;
-                n += 1;
+                RepairResult::Queued { superseded: Vec::new() }
             }
-        }
-        // Reached only by a queued op (the skipped ones `continue` above).
-        done.push(match op {
+        };
+        let superseded = match &result {
+            RepairResult::Queued { superseded } => superseded.clone(),
+            _ => Vec::new(),
+        };
+        superseded_all.extend(&superseded);
+        results.push(result);
+        let mut entry = match op {
             RepairOp::Resync { kind, id, deprovision, .. } => {
                 json!({"op": "resync", "type": kind.as_str(), "id": id, "deactivates": deprovision})
             }
@@ -555,8 +670,13 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                 "add": add.len(), "remove": remove.len() + remove_app_ids.len()}),
             RepairOp::Orphan { kind, app_id, name, deactivate_only, .. } => json!({"op": "deprovision_orphan",
                 "type": kind.as_str(), "app_id": app_id, "name": name, "deactivate_only": deactivate_only}),
-        });
+        };
+        if !superseded.is_empty() {
+            entry["superseded_outbox_ids"] = json!(superseded);
+        }
+        done.push(entry);
     }
+    let n = results.iter().filter(|r| r.queued()).count();
     // The audit log says what the reconciler changed and why (its run), like any operator.
     if n > 0 {
         let total = done.len();
@@ -568,11 +688,12 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
             resource_type: "sync_run".into(),
             resource_id: Some(run_id.to_string()),
             request_id: None,
-            summary: json!({"queued": n, "changes": done, "listed_changes": done.len(), "total_changes": total}),
+            summary: json!({"queued": n, "changes": done, "listed_changes": done.len(), "total_changes": total,
+                            "superseded": superseded_all.len()}),
         };
         super::audit::insert(conn, &audit, None, None, now)?;
     }
-    Ok(n)
+    Ok(results)
 }
 
 /// Re-queue dead-lettered rows that gave up on a passing failure (their retries or their

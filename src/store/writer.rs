@@ -93,6 +93,7 @@ pub enum WriteOutput {
     Claimed(Claimed),
     Rows(Vec<OutboxRow>),
     Ids(Vec<i64>),
+    Repaired(Vec<super::sync::RepairResult>),
 }
 
 struct Job {
@@ -100,6 +101,9 @@ struct Job {
     reply: oneshot::Sender<Result<WriteOutput, StoreError>>,
 }
 
+// `Job` is what every write sends; `Close` is sent once. Boxing the job to even out the sizes
+// would cost an allocation per write for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Job(Job),
     Close,
@@ -249,7 +253,7 @@ fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
             sync::run_finish(conn, id, &status, error.as_deref(), &summary, &items, &keep_since, &now)
                 .map(|_| WriteOutput::Done)
         }
-        WriteOp::SyncRepair { run_id, ops } => sync::repair(conn, &ops, run_id, &now).map(WriteOutput::Changed),
+        WriteOp::SyncRepair { run_id, ops } => sync::repair(conn, &ops, run_id, &now).map(WriteOutput::Repaired),
         WriteOp::SyncRequeueDead => sync::requeue_dead(conn, &now).map(WriteOutput::Ids),
         WriteOp::SyncCloseRunning(reason) => sync::close_running(conn, &reason, &now).map(WriteOutput::Changed),
     }

@@ -104,6 +104,9 @@ pub enum Mode {
     },
     /// Wait this long, then forward.
     Slow(Duration),
+    /// Forward reads (GET); answer every write with this status, as an app that refuses a
+    /// provision (a missing licence) while it still lists its accounts.
+    FailWrites(u16),
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +161,13 @@ impl Proxy {
                             status,
                             idempotency_key: key.clone(),
                             at: arrived,
+                        };
+                        let mode = match mode {
+                            Mode::FailWrites(status) if method != Method::GET => {
+                                Mode::Fail { status, retry_after: None }
+                            }
+                            Mode::FailWrites(_) => Mode::Forward,
+                            other => other,
                         };
                         if let Mode::Fail { status, retry_after } = mode {
                             s.lock().unwrap().push(record(status));

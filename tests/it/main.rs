@@ -14,6 +14,7 @@ mod errors;
 mod fuzzed;
 mod groups;
 mod guard;
+mod hardening;
 mod idp_flows;
 mod lifecycle;
 mod ops;

@@ -1,0 +1,171 @@
+//! Operator workflows an outsider's tests found broken (issue 13), end to end against the real
+//! `scim2-server` app: a provision the app refused is repaired once its cause is fixed; an
+//! account deleted in the app behind our back is found or created again; a burst of
+//! deprovisionings above the guard's threshold reaches the app with none of them; switching
+//! from the dry-run target to a real one provisions everything the IdP pushed.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::app::{APP_TOKEN, Mode, Proxy, ScimApp, scim_target_config};
+use crate::reconcile::{report, sync};
+use crate::support::*;
+
+/// Wait until `outbox list --dead` names `id`; returns the dead row's outbox id.
+async fn wait_dead(d: &Daemon, id: &str) -> String {
+    let mut dead = String::new();
+    for _ in 0..400 {
+        dead = d.cli(&["outbox", "list", "--dead"]);
+        if let Some(line) = dead.lines().find(|l| l.contains(id)) {
+            return line.split_whitespace().next().unwrap().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{id} was not dead-lettered:\n{dead}");
+}
+
+/// Change the app directly, as an admin in its UI would.
+async fn app_delete(app: &ScimApp, path: &str) {
+    let r = client().delete(format!("{}/{path}", app.base)).bearer_auth(APP_TOKEN).send().await.unwrap();
+    assert!(r.status().is_success(), "DELETE {path} in the app: {}", r.status());
+}
+
+/// The refuse -> report -> fix -> repair -> clean workflow: the dead row of a refused create
+/// used to block the repair that the report said was queued.
+#[tokio::test]
+async fn a_provision_the_app_refused_is_repaired_once_its_cause_is_fixed() {
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    let base = format!("{}[reconcile]\nschedule = \"\"\n", scim_target_config(&proxy.base));
+    let mut d = Daemon::start_with(&base);
+    d.create_user("kept@example.com").await;
+    d.wait_outbox_empty().await;
+
+    // The app refuses the create (say, no licence left) but still lists its accounts.
+    proxy.set(Mode::FailWrites(400));
+    let id = d.create_user("refused@example.com").await;
+    let dead_row = wait_dead(&d, &id).await;
+    sync(&d).await;
+    let (_, items) = report(&d).await;
+    let refused: Vec<_> = items.iter().filter(|i| i.1 == "refused@example.com").collect();
+    assert!(
+        refused.iter().any(|i| i.0 == "missing_in_app" && i.4 == "none")
+            && refused.iter().any(|i| i.0 == "stuck_provision"),
+        "report mode: missing and stuck, nothing repaired: {items:?}"
+    );
+
+    // The operator fixes the cause in the app and turns repair on.
+    proxy.set(Mode::Forward);
+    assert!(d.stop().success());
+    d.set_extra_config(&format!("{base}[reconcile.repair]\nmissing_in_app = \"repair\"\n"));
+    d.spawn();
+    let run = sync(&d).await;
+    let (full, items) = report(&d).await;
+    assert!(
+        items.iter().any(|i| i.0 == "missing_in_app" && i.1 == "refused@example.com" && i.4 == "queued"),
+        "{full:#}"
+    );
+    assert_eq!(run["summary"]["repair"]["superseded_dead"], 1, "{run}");
+    // The dead row is superseded, and says by what.
+    let show = d.cli(&["outbox", "show", &dead_row]);
+    assert!(show.contains("state:       done") && show.contains("superseded by outbox"), "{show}");
+    let audit = d.cli(&["audit", "--json"]);
+    let rec: Value = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["actor"] == "reconcile")
+        .expect("a reconcile audit record");
+    assert_eq!(rec["summary"]["changes"][0]["superseded_outbox_ids"], json!([dead_row.parse::<i64>().unwrap()]));
+    d.wait_outbox_empty().await;
+    assert!(app.user_by_name("refused@example.com").await.is_some(), "the repaired account is in the app");
+    let run = sync(&d).await;
+    assert_eq!(run["summary"]["total"], 0, "the next report is clean: {run}");
+}
+
+/// A repair that cannot be delivered is not reported as queued: a group whose attribute
+/// change is dead-lettered blocks a member repair, and the report says `blocked`.
+#[tokio::test]
+async fn a_member_repair_behind_a_dead_change_is_reported_blocked_not_queued() {
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    let cfg = format!(
+        "{}[reconcile]\nschedule = \"\"\n[reconcile.repair]\nmembership_mismatch = \"repair\"\n",
+        scim_target_config(&proxy.base)
+    );
+    let d = Daemon::start_with(&cfg);
+    let u = d.create_user("m1@example.com").await;
+    let g = d.create_group("team", &[]).await;
+    d.wait_outbox_empty().await;
+    // The app refuses the rename and then the member add that follows it.
+    proxy.set(Mode::FailWrites(400));
+    let r = d
+        .patch(&format!("/Groups/{g}"), patch_body(json!([{"op": "replace", "path": "displayName", "value": "team2"}])))
+        .await;
+    assert!(r.status.is_success(), "{}", r.status);
+    wait_dead(&d, &g).await;
+    let r = d
+        .patch(&format!("/Groups/{g}"), patch_body(json!([{"op": "add", "path": "members", "value": [{"value": u}]}])))
+        .await;
+    assert!(r.status.is_success(), "{}", r.status);
+    proxy.set(Mode::Forward);
+    let run = sync(&d).await;
+    let (full, items) = report(&d).await;
+    let member = items.iter().find(|i| i.0 == "membership_mismatch").unwrap_or_else(|| panic!("{full:#}"));
+    assert_eq!(member.4, "blocked", "{full:#}");
+    assert_eq!(run["summary"]["repair"]["queued_changes"], 0, "{run}");
+}
+
+/// An account deleted in the app by hand is found or created again by the next update,
+/// instead of the same request failing on 404 for ever; a group comes back with its members.
+#[tokio::test]
+async fn an_account_deleted_in_the_app_is_created_again() {
+    let app = ScimApp::start().await;
+    let d = Daemon::start_with(&scim_target_config(&app.base));
+    let u = d.create_user("gone@example.com").await;
+    let v = d.create_user("member@example.com").await;
+    let g = d.create_group("crew", &[&v]).await;
+    d.wait_outbox_empty().await;
+    let old_id = app.user_by_name("gone@example.com").await.unwrap()["id"].as_str().unwrap().to_string();
+    app_delete(&app, &format!("Users/{old_id}")).await;
+    let groups = app.all("Groups").await;
+    let group_app_id = groups.iter().find(|x| x["displayName"] == "crew").unwrap()["id"].as_str().unwrap().to_string();
+    app_delete(&app, &format!("Groups/{group_app_id}")).await;
+
+    let r =
+        d.patch(&format!("/Users/{u}"), patch_body(json!([{"op": "replace", "path": "title", "value": "back"}]))).await;
+    assert_eq!(r.status, 200);
+    let r = d
+        .patch(&format!("/Groups/{g}"), patch_body(json!([{"op": "add", "path": "members", "value": [{"value": u}]}])))
+        .await;
+    assert!(r.status.is_success(), "{}", r.status);
+    d.wait_outbox_empty_within(30).await;
+
+    let user = app.user_by_name("gone@example.com").await.expect("recreated in the app");
+    assert_eq!(user["title"], "back");
+    assert_ne!(user["id"], old_id.as_str(), "a new account, not the deleted id");
+    let groups = app.all("Groups").await;
+    let crew = groups.iter().find(|x| x["displayName"] == "crew").expect("group recreated");
+    let mut members: Vec<String> =
+        crew["members"].as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap().to_string()).collect();
+    members.sort();
+    let users = app.all("Users").await;
+    let app_of = |n: &str| users.iter().find(|x| x["userName"] == n).unwrap()["id"].as_str().unwrap().to_string();
+    let mut want = vec![app_of("gone@example.com"), app_of("member@example.com")];
+    want.sort();
+    assert_eq!(members, want, "the recreated group has every member, not only the one just added");
+    // The change's attempts say what happened.
+    let shows: Vec<String> = (1..=8)
+        .map(|n| String::from_utf8_lossy(&d.cli_raw(&["outbox", "show", &n.to_string()]).stdout).into_owned())
+        .collect();
+    for (who, what) in [(&u, "update /Users/"), (&g, "PATCH /Groups/")] {
+        assert!(
+            shows.iter().any(|s| s.contains(who.as_str())
+                && s.contains(what)
+                && s.contains("no longer has this")
+                && s.contains("stale app id")),
+            "no attempt of {who} records the recreation:\n{}",
+            shows.join("\n")
+        );
+    }
+}
