@@ -277,6 +277,7 @@ pub fn worker_options(cfg: &Config) -> WorkerOptions {
             threshold_share: o.deletion_guard.threshold_share,
             share_min_count: o.deletion_guard.share_min_count,
             window: Duration::from_secs(o.deletion_guard.window_seconds),
+            delay: Duration::from_secs(o.deletion_guard.delay_seconds),
         }),
         shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace_seconds),
         protected: cfg.reconcile.protected.iter().map(|p| p.to_lowercase()).collect(),

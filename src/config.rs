@@ -302,6 +302,10 @@ pub struct DeletionGuardConfig {
     pub share_min_count: u64,
     /// The sliding window the changes are counted over.
     pub window_seconds: u64,
+    /// How long a deprovisioning waits before it is delivered, so that a burst is counted
+    /// whole before any of it reaches the app; 0: delivered at once (a burst smaller than
+    /// the worker's head start then leaks past the guard).
+    pub delay_seconds: u64,
 }
 
 impl Default for DeletionGuardConfig {
@@ -312,6 +316,7 @@ impl Default for DeletionGuardConfig {
             threshold_share: 0.2,
             share_min_count: 10,
             window_seconds: 3600,
+            delay_seconds: 120,
         }
     }
 }
@@ -809,6 +814,16 @@ impl Config {
             p.push((
                 "outbox.deletion_guard.window_seconds".into(),
                 "must be at least 1; to turn the guard off set outbox.deletion_guard.enabled = false".into(),
+            ));
+        }
+        if g.delay_seconds > g.window_seconds {
+            p.push((
+                "outbox.deletion_guard.delay_seconds".into(),
+                format!(
+                    "must not be longer than window_seconds ({}): a deprovisioning must still be counted when its \
+                     delay ends",
+                    g.window_seconds
+                ),
             ));
         }
         if self.audit.prune_interval_seconds == 0 {

@@ -57,13 +57,15 @@ pub struct WorkerOptions {
 /// The accidental-deletion guard's thresholds (`[outbox.deletion_guard]`): more
 /// deprovisioning changes within `window` than `threshold_count`, or more than
 /// `threshold_share` of the provisioned users once there are `share_min_count` of them,
-/// trips it; then deprovisioning changes are held for an operator.
+/// trips it; then deprovisioning changes are held for an operator. Each deprovisioning waits
+/// `delay` before delivery, so a burst is counted whole before any of it reaches the app.
 #[derive(Debug, Clone)]
 pub struct DeletionGuard {
     pub threshold_count: u64,
     pub threshold_share: f64,
     pub share_min_count: u64,
     pub window: Duration,
+    pub delay: Duration,
 }
 
 impl DeletionGuard {
@@ -73,6 +75,7 @@ impl DeletionGuard {
             threshold_share: self.threshold_share,
             share_min_count: self.share_min_count,
             window_start: time_before(self.window),
+            delayed_after: (!self.delay.is_zero()).then(|| time_before(self.delay)),
         }
     }
 }

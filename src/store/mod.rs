@@ -764,6 +764,54 @@ mod tests {
         assert!(matches!(store.create(user("b", "b")).await, Err(StoreError::Closed)));
     }
 
+    /// The deprovisioning delay: a deprovisioning accepted within the delay is neither claimed
+    /// nor coalesced into an earlier change of its resource; other changes flow; once the
+    /// delay has passed it is delivered.
+    #[tokio::test]
+    async fn a_deprovisioning_waits_out_its_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let lease = || crate::model::time_after(std::time::Duration::from_secs(60));
+        let policy = |delayed_after: &str| {
+            Some(GuardPolicy {
+                threshold_count: 100,
+                threshold_share: 1.0,
+                share_min_count: u64::MAX,
+                window_start: "2000-01-01T00:00:00.000Z".into(),
+                delayed_after: Some(delayed_after.into()),
+            })
+        };
+        store.create(user("a", "a")).await.unwrap();
+        store.create(user("b", "b")).await.unwrap();
+        store.delete(ResourceKind::User, "a", None).await.unwrap();
+        // "now - delay" is before every row: the delete of a waits, a's create and b's go.
+        let c = store.outbox_claim(10, 10, lease(), policy("2000-01-01T00:00:00.000Z")).await.unwrap();
+        let got: Vec<(String, usize)> =
+            c.bundles.iter().map(|b| (b.head().resource_id.clone(), b.rows.len())).collect();
+        assert_eq!(
+            got,
+            vec![("a".to_string(), 1), ("b".to_string(), 1)],
+            "the delete is not coalesced into a's create"
+        );
+        for b in &c.bundles {
+            store
+                .outbox_complete(
+                    b,
+                    crate::model::now(),
+                    Completion::Success { id_map: Some(Some("x".into())), applied: None, note: None },
+                )
+                .await
+                .unwrap();
+        }
+        let c = store.outbox_claim(10, 10, lease(), policy("2000-01-01T00:00:00.000Z")).await.unwrap();
+        assert!(c.bundles.is_empty(), "still in its delay: {:?}", c.bundles);
+        // The delay has passed.
+        let c = store.outbox_claim(10, 10, lease(), policy("9999-01-01T00:00:00.000Z")).await.unwrap();
+        assert_eq!(c.bundles.len(), 1);
+        assert_eq!(c.bundles[0].head().op, crate::model::ChangeOp::Delete);
+        store.close();
+    }
+
     /// The guard's state machine: trip, hold, joining the held set, cancellation by a
     /// re-create and a reactivation, release.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -776,6 +824,7 @@ mod tests {
                 threshold_share: 1.0,
                 share_min_count: u64::MAX,
                 window_start: "2000-01-01T00:00:00.000Z".into(),
+                delayed_after: None,
             })
         };
         let lease = || crate::model::time_after(std::time::Duration::from_secs(60));
@@ -964,8 +1013,13 @@ mod tests {
 
     #[test]
     fn guard_trip_rule() {
-        let p =
-            GuardPolicy { threshold_count: 50, threshold_share: 0.2, share_min_count: 10, window_start: String::new() };
+        let p = GuardPolicy {
+            threshold_count: 50,
+            threshold_share: 0.2,
+            share_min_count: 10,
+            window_start: String::new(),
+            delayed_after: None,
+        };
         assert!(!guard_trips(&p, 50, 10_000), "the count must be exceeded");
         assert!(guard_trips(&p, 51, 10_000));
         assert!(!guard_trips(&p, 9, 20), "below share_min_count the share does not apply");

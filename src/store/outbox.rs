@@ -100,6 +100,10 @@ pub struct GuardPolicy {
     pub share_min_count: u64,
     /// Start of the window (now - window), in the stored timestamp format.
     pub window_start: String,
+    /// The deprovisioning delay: deprovisioning rows accepted after this (now - delay) are
+    /// not delivered yet, so that a burst is counted whole before any of it leaves. `None`:
+    /// no delay.
+    pub delayed_after: Option<String>,
 }
 
 /// The guard tripped during this claim: what it counted.
@@ -296,17 +300,20 @@ pub fn claim(
         Some(policy) => apply_guard(conn, policy, now)?,
         None => (None, 0),
     };
+    let delayed_after = guard.and_then(|g| g.delayed_after.as_deref());
     let heads: Vec<(i64, String)> = {
-        let mut st = conn.prepare_cached(
+        let mut st = conn.prepare_cached(&format!(
             "SELECT o.id, o.resource_id FROM outbox o
              WHERE ((o.state IN ('pending', 'retry') AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?1))
                     OR (o.state = 'in_flight' AND o.lease_until <= ?1))
+               AND (?3 IS NULL OR o.created_at <= ?3 OR NOT coalesce({}, 0))
                AND NOT EXISTS (SELECT 1 FROM outbox p
                                WHERE p.resource_id = o.resource_id AND p.id < o.id
                                  AND p.state IN ('pending', 'retry', 'in_flight', 'dead', 'held'))
              ORDER BY o.id LIMIT ?2",
-        )?;
-        let rows = st.query_map(params![now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            DEPROVISION.replace("payload", "o.payload")
+        ))?;
+        let rows = st.query_map(params![now, limit as i64, delayed_after], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect::<Result<_, _>>()?
     };
     let mut bundles = Vec::with_capacity(heads.len());
@@ -316,9 +323,19 @@ pub fn claim(
              WHERE resource_id = ?1 AND (id = ?2 OR (id > ?2 AND state = 'pending'))
              ORDER BY id LIMIT ?3"
         ))?;
-        let rows: Vec<OutboxRow> = st
+        let mut rows: Vec<OutboxRow> = st
             .query_map(params![resource_id, head_id, max_rows_per_bundle.max(1) as i64], row)?
             .collect::<Result<_, _>>()?;
+        // A deprovisioning still in its delay is not coalesced into an earlier change: it
+        // leaves on its own once counted (or is held by the guard).
+        if let Some(after) = delayed_after
+            && let Some(cut) = rows
+                .iter()
+                .skip(1)
+                .position(|r| r.payload.get("deprovision") == Some(&Value::Bool(true)) && r.created_at.as_str() > after)
+        {
+            rows.truncate(cut + 1);
+        }
         let mut mark = conn.prepare_cached("UPDATE outbox SET state = 'in_flight', lease_until = ?2 WHERE id = ?1")?;
         for r in &rows {
             mark.execute(params![r.id, lease_until])?;

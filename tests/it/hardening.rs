@@ -169,3 +169,58 @@ async fn an_account_deleted_in_the_app_is_created_again() {
         );
     }
 }
+
+/// The deprovisioning delay: a burst above the guard's share threshold, pushed as fast as the
+/// IdP can, reaches the app with none of its deprovisionings (the guard counted it whole before
+/// the first one's delay ended); a burst below it is delivered once the delay has passed.
+#[tokio::test]
+async fn a_burst_of_deprovisionings_is_held_whole_and_a_small_one_waits_its_delay() {
+    let app = ScimApp::start().await;
+    let guard = "[outbox.deletion_guard]\nthreshold_count = 1000\nthreshold_share = 0.2\nshare_min_count = 10\n\
+                 delay_seconds = 10\n";
+    let d = Daemon::start_with(&format!("{}{guard}", scim_target_config(&app.base)));
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        ids.push(d.create_user(&format!("b{i}@example.com")).await);
+    }
+    d.wait_outbox_empty().await;
+    let inactive = || async { app.all("Users").await.iter().filter(|u| u["active"] == false).count() };
+
+    // 13 of 50 (26 % > 20 %), all at once.
+    let paths: Vec<String> = ids.iter().map(|id| format!("/Users/{id}")).collect();
+    let burst = futures_util::future::join_all(paths[..13].iter().map(|p| d.delete(p))).await;
+    assert!(burst.iter().all(|r| r.status == 204), "the IdP is answered as usual");
+    let mut held = Vec::new();
+    for _ in 0..400 {
+        held = d.held_ids();
+        if held.len() == 13 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(held.len(), 13, "every deprovisioning of the burst is held: {}", d.cli(&["outbox", "list"]));
+    assert_eq!(inactive().await, 0, "none of the burst reached the app");
+
+    // The operator discards them (the guard resets); a burst below the threshold flows after
+    // its delay, not before.
+    d.cli(&["outbox", "discard", "--held", "--confirm"]);
+    let small = futures_util::future::join_all(paths[13..16].iter().map(|p| d.delete(p))).await;
+    assert!(small.iter().all(|r| r.status == 204));
+    d.wait_outbox_empty_within(60).await;
+    assert_eq!(inactive().await, 3, "a small burst is delivered");
+    assert!(d.held_ids().is_empty());
+    // Each of them left no earlier than its delay after it was accepted.
+    let parse = |s: &str| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap();
+    let mut checked = 0;
+    for n in 1..=80 {
+        let out = String::from_utf8_lossy(&d.cli_raw(&["outbox", "show", &n.to_string()]).stdout).into_owned();
+        if !out.contains("change:      delete") || !out.contains("state:       done") {
+            continue;
+        }
+        let field = |name: &str| out.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap().to_string();
+        let waited = parse(&field("finished:")) - parse(&field("created:"));
+        assert!(waited >= time::Duration::seconds(10), "delivered {waited} after it was accepted:\n{out}");
+        checked += 1;
+    }
+    assert_eq!(checked, 3, "the three deletions of the small burst were checked");
+}

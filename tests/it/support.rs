@@ -101,12 +101,19 @@ impl Daemon {
             // Load tests go far beyond the default per-token rate limit: tests of the limit
             // set their own (a later variable of the same name wins).
             // A test that configures the limit in the file gets no such variable.
-            env: [("SCIMSYNC_ADMIN__LISTEN", "127.0.0.1:0"), ("SCIMSYNC_SERVER__RATE_LIMIT__REQUESTS_PER_SECOND", "0")]
-                .into_iter()
-                .filter(|(k, _)| !(k.contains("RATE_LIMIT") && extra_config.contains("[server.rate_limit]")))
-                .chain(env.iter().copied())
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            // Deprovisionings would wait out the deletion guard's delay (2 minutes by
+            // default) in every test that deletes: tests of the delay set it in the file.
+            env: [
+                ("SCIMSYNC_ADMIN__LISTEN", "127.0.0.1:0"),
+                ("SCIMSYNC_SERVER__RATE_LIMIT__REQUESTS_PER_SECOND", "0"),
+                ("SCIMSYNC_OUTBOX__DELETION_GUARD__DELAY_SECONDS", "0"),
+            ]
+            .into_iter()
+            .filter(|(k, _)| !(k.contains("RATE_LIMIT") && extra_config.contains("[server.rate_limit]")))
+            .filter(|(k, _)| !(k.contains("DELAY_SECONDS") && extra_config.contains("delay_seconds")))
+            .chain(env.iter().copied())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         };
         d.write_config();
         if let Some(db) = db {
