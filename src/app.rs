@@ -105,6 +105,16 @@ pub async fn bind_admin(cfg: &Config) -> std::io::Result<Option<TcpListener>> {
     TcpListener::bind(addr).await.map(Some)
 }
 
+/// Which app deliveries go to, as the store records it: `dry-run`, or the kind and base URL.
+pub fn target_identity(cfg: &Config) -> String {
+    match cfg.target.kind {
+        TargetKind::DryRun => crate::store::DRY_RUN.to_string(),
+        TargetKind::Scim => format!("scim {}", cfg.target.scim.base_url.trim_end_matches('/')),
+        TargetKind::Webhook => format!("webhook {}", cfg.target.webhook.base_url.trim_end_matches('/')),
+        TargetKind::None => "none".to_string(),
+    }
+}
+
 /// The configured downstream target, or `None` for the embedded default (keep queuing).
 pub fn build_target(cfg: &Config) -> Result<Option<Target>, String> {
     let throttle = Throttle::new(cfg.outbox.rate_limit_per_second, cfg.outbox.rate_limit_burst);
@@ -357,6 +367,29 @@ pub async fn run(
                     target = target.name(),
                     "reconciliation off: this target cannot list the app's accounts (for a webhook target, configure [target.webhook.list])"
                 );
+            }
+            // What a dry run marked delivered never reached an app: on a real target after a
+            // dry run, everything is queued for it again.
+            match store.target_switch(&target_identity(cfg)).await {
+                Ok(t) if t.requeued > 0 => tracing::warn!(
+                    requeued = t.requeued,
+                    forgotten_dry_run_ids = t.forgotten,
+                    target = %target_identity(cfg),
+                    "the store's deliveries so far went to the dry-run target, not to an app: every user and group \
+                     is queued for this target (found by name where the app has it, else created)"
+                ),
+                Ok(t) => {
+                    if let Some(prev) = t.previous.filter(|p| *p != target_identity(cfg) && p != crate::store::DRY_RUN)
+                    {
+                        tracing::warn!(
+                            previous = %prev,
+                            target = %target_identity(cfg),
+                            "the target changed since the last start: the app ids on record belong to the previous \
+                             app; run a full sync to see what this app lacks (`scimsync sync now`)"
+                        );
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "could not record the delivery target"),
             }
             let opts = WorkerOptions { updates: Some(live.outbox.subscribe()), ..worker_options(cfg) };
             let (store, wake, stop) = (store.clone(), wake.clone(), worker_stop.clone());

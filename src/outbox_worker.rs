@@ -288,6 +288,7 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
             if let Outcome::Retry { after: Some(a), .. } = &outcome {
                 pause = Some(*a);
             }
+            let sent = !matches!(outcome, Outcome::Recorded { .. });
             let mut c = decide(opts, head.attempts, &head.created_at, outcome);
             if let (Completion::Success { note: n, .. }, Some(text)) = (&mut c, note) {
                 *n = Some(text);
@@ -295,6 +296,7 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
             // Remember what the app was sent: the drift report's third side.
             if let (Completion::Success { applied, .. }, Some(cur)) = (&mut c, &job.current)
                 && job.attrs_changed
+                && sent
             {
                 *applied = Some((cur.meta.version, crate::downstream::representation(cur)));
             }
@@ -364,6 +366,7 @@ fn keep_active(job: &mut Job) {
 fn decide(opts: &WorkerOptions, attempts_before: u32, created_at: &str, outcome: Outcome) -> Completion {
     match outcome {
         Outcome::Done { app_id } => Completion::Success { id_map: Some(app_id), applied: None, note: None },
+        Outcome::Recorded { note } => Completion::Success { id_map: None, applied: None, note: Some(note) },
         Outcome::Permanent { error } => Completion::Dead { error },
         // Handled by the delivery (find or create again); reaching here it failed again.
         Outcome::Gone { error } => decide(opts, attempts_before, created_at, Outcome::Retry { after: None, error }),

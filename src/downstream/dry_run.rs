@@ -21,7 +21,13 @@ impl DryRun {
             "resource_type": job.kind.as_str(),
             "id": job.resource_id,
             "ops": job.ops.iter().map(|o| o.as_str()).collect::<Vec<_>>(),
-            "action": if job.is_delete() { "deprovision" } else if job.app_id.is_some() { "update" } else { "create" },
+            "action": if job.is_delete() {
+                "deprovision"
+            } else if job.ops.contains(&crate::model::ChangeOp::Create) {
+                "create"
+            } else {
+                "update"
+            },
             "representation": job.current.as_ref().map(representation),
             "members_added": job.members_added,
             "members_removed": job.members_removed,
@@ -34,8 +40,10 @@ impl DryRun {
         })
         .await;
         match written {
-            Ok(Ok(())) if job.is_delete() => Outcome::Done { app_id: None },
-            Ok(Ok(())) => Outcome::Done { app_id: Some(format!("dry-run-{}", job.resource_id)) },
+            // Nothing reached an app: no app id and no "last delivered" state are recorded, so
+            // a later real target gets everything (see `store::delivery_target`) and a drift
+            // report never blames an app for what it never received.
+            Ok(Ok(())) => Outcome::Recorded { note: format!("dry run: recorded in {}, not sent", self.path.display()) },
             Ok(Err(e)) => Outcome::Retry { after: None, error: format!("dry-run log {}: {e}", self.path.display()) },
             Err(e) => Outcome::Retry { after: None, error: format!("dry-run task failed: {e}") },
         }

@@ -68,6 +68,9 @@ pub enum Outcome {
     /// behind our back. Retrying the same request would loop for ever; the worker forgets the
     /// stale id and delivers the whole current state again (found by name, else created).
     Gone { error: String },
+    /// Nothing was sent (the dry-run target recorded it): done, but no app id or applied
+    /// state is recorded, since no app has the account.
+    Recorded { note: String },
 }
 
 /// The HTTP client every target uses: rustls with the `ring` provider (no OpenSSL, no C

@@ -198,7 +198,9 @@ fn outcome_text(o: crate::downstream::Outcome) -> String {
         crate::downstream::Outcome::Retry { error, .. }
         | crate::downstream::Outcome::Permanent { error }
         | crate::downstream::Outcome::Gone { error } => error,
-        crate::downstream::Outcome::Done { .. } => "unexpected answer".into(),
+        crate::downstream::Outcome::Done { .. } | crate::downstream::Outcome::Recorded { .. } => {
+            "unexpected answer".into()
+        }
     }
 }
 

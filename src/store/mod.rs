@@ -14,6 +14,7 @@
 
 mod audit;
 mod backup;
+mod delivery_target;
 mod filter_sql;
 mod migrations;
 mod open;
@@ -34,6 +35,7 @@ use crate::model::{MemberDelta, MemberRef, Resource, ResourceKind};
 
 pub use audit::{AuditQuery, AuditRecord, NewAudit};
 pub use backup::BackupReport;
+pub use delivery_target::{DRY_RUN, TargetSwitch};
 pub use outbox::{
     Attempt, Bundle, Claimed, Completion, GuardPolicy, GuardStatus, GuardTrip, OutboxRow, OutboxState, guard_trips,
 };
@@ -564,6 +566,15 @@ impl Store {
         let op = writer::WriteOp::SyncRunFinish { id, status: status.to_string(), error, summary, items, keep_since };
         match self.writer.submit(op).await? {
             writer::WriteOutput::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deliveries go to the target named `identity` (`DRY_RUN`, or a real target's kind and
+    /// base URL) from now on; after a dry run every resource is queued for the real target.
+    pub async fn target_switch(&self, identity: &str) -> Result<TargetSwitch, StoreError> {
+        match self.writer.submit(writer::WriteOp::TargetSwitch(identity.to_string())).await? {
+            writer::WriteOutput::TargetSwitched(t) => Ok(t),
             other => Err(unexpected(other)),
         }
     }

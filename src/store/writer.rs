@@ -82,6 +82,8 @@ pub enum WriteOp {
     },
     SyncRequeueDead,
     SyncCloseRunning(String),
+    /// Deliveries go to this target now (`delivery_target::switch`).
+    TargetSwitch(String),
 }
 
 #[derive(Debug)]
@@ -94,6 +96,7 @@ pub enum WriteOutput {
     Rows(Vec<OutboxRow>),
     Ids(Vec<i64>),
     Repaired(Vec<super::sync::RepairResult>),
+    TargetSwitched(super::delivery_target::TargetSwitch),
 }
 
 struct Job {
@@ -256,6 +259,9 @@ fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
         WriteOp::SyncRepair { run_id, ops } => sync::repair(conn, &ops, run_id, &now).map(WriteOutput::Repaired),
         WriteOp::SyncRequeueDead => sync::requeue_dead(conn, &now).map(WriteOutput::Ids),
         WriteOp::SyncCloseRunning(reason) => sync::close_running(conn, &reason, &now).map(WriteOutput::Changed),
+        WriteOp::TargetSwitch(identity) => {
+            super::delivery_target::switch(conn, &identity, &now).map(WriteOutput::TargetSwitched)
+        }
     }
 }
 

@@ -224,3 +224,69 @@ async fn a_burst_of_deprovisionings_is_held_whole_and_a_small_one_waits_its_dela
     }
     assert_eq!(checked, 3, "the three deletions of the small burst were checked");
 }
+
+/// Trying the dry-run target does not poison the real one: after the switch every user and
+/// group the IdP pushed during the dry run reaches the app by itself, no `dry-run-` id is ever
+/// sent to it (also for a store whose dry run, under an older release, recorded such ids),
+/// and a report does not blame the app for what it never received.
+#[tokio::test]
+async fn switching_from_the_dry_run_to_a_real_target_provisions_everything() {
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    let mut d = Daemon::start_with("[target]\nkind = \"dry-run\"\n[outbox]\npoll_interval_seconds = 0.05\n");
+    let u1 = d.create_user("try1@example.com").await;
+    let u2 = d.create_user("try2@example.com").await;
+    d.create_group("tryers", &[&u1, &u2]).await;
+    let r =
+        d.patch(&format!("/Users/{u1}"), patch_body(json!([{"op": "replace", "path": "title", "value": "t"}]))).await;
+    assert_eq!(r.status, 200);
+    d.wait_outbox_empty().await;
+    let log = std::fs::read_to_string(d.data_dir().join("dry-run.jsonl")).expect("dry-run log");
+    assert!(log.lines().count() >= 3, "{log}");
+    assert!(log.contains("\"action\":\"update\""), "an update is logged as one: {log}");
+    assert!(!log.contains("dry-run-"), "no made-up app ids: {log}");
+    assert!(d.stop().success());
+
+    // A store left by an older release: its dry run recorded `dry-run-<id>` app ids.
+    {
+        let db = rusqlite::Connection::open(d.data_dir().join("scimsync.db")).unwrap();
+        db.execute_batch(
+            "DELETE FROM delivery_target;
+             INSERT INTO id_map (resource_id, resource_kind, app_id, updated_at)
+                 SELECT id, kind, 'dry-run-' || id, '2026-01-01T00:00:00.000Z' FROM resources;",
+        )
+        .unwrap();
+    }
+
+    // Switch to the real app, which refuses writes at first: what it never received is
+    // reported as not applied yet, never as edited in the app.
+    proxy.set(Mode::FailWrites(400));
+    d.set_extra_config(&format!("{}[reconcile]\nschedule = \"\"\n", scim_target_config(&proxy.base)));
+    d.spawn();
+    d.wait_log("every user and group is queued for this target", 1).await;
+    for id in [&u1, &u2] {
+        wait_dead(&d, id).await;
+    }
+    sync(&d).await;
+    let (full, items) = report(&d).await;
+    let missing: Vec<_> = items.iter().filter(|i| i.0 == "missing_in_app").collect();
+    assert_eq!(missing.len(), 3, "{full:#}");
+    assert!(missing.iter().all(|i| i.3 == "not_applied_yet"), "{full:#}");
+
+    // The app accepts writes again: everything arrives, by name, with its latest state.
+    proxy.set(Mode::Forward);
+    d.cli(&["outbox", "retry", "--all-dead"]);
+    d.wait_outbox_empty_within(30).await;
+    let user = app.user_by_name("try1@example.com").await.expect("provisioned after the switch");
+    assert_eq!(user["title"], "t");
+    assert!(app.user_by_name("try2@example.com").await.is_some());
+    let groups = app.all("Groups").await;
+    let g = groups.iter().find(|g| g["displayName"] == "tryers").expect("group provisioned");
+    assert_eq!(g["members"].as_array().map(Vec::len), Some(2), "{g}");
+    let run = sync(&d).await;
+    assert_eq!(run["summary"]["total"], 0, "clean after the switch: {run}");
+    let seen = proxy.seen();
+    assert!(seen.iter().all(|s| !s.path.contains("dry-run-")), "a dry-run id reached the app: {seen:?}");
+    // The switch is in the audit log.
+    assert!(d.cli(&["audit"]).contains("target_switch"), "{}", d.cli(&["audit"]));
+}

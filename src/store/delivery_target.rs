@@ -1,0 +1,76 @@
+//! Which target the delivered changes went to, and what changes when that target changes.
+//!
+//! A dry run "delivers" into a log file: what it marks done never reached an app. When the
+//! daemon starts on a real target after a dry run, every resource is queued for that app
+//! again (its whole state, as a resync), so switching from `dry-run` to `scim` or `webhook`
+//! provisions everything the IdP pushed, by itself. Stores written by releases whose dry run
+//! recorded app ids `dry-run-<id>` are recognised by those ids, which are forgotten.
+//!
+//! Owns: the SQL of `delivery_target` and of that switch. Must not touch: HTTP, config.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+
+use super::StoreError;
+use crate::model::{ChangeOp, ResourceKind};
+
+/// The identity of the dry-run target (a real target's is its kind and base URL).
+pub const DRY_RUN: &str = "dry-run";
+
+/// What [`switch`] did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TargetSwitch {
+    /// The target the store delivered to before, when known.
+    pub previous: Option<String>,
+    /// Resources queued again for the new target (after a dry run).
+    pub requeued: u64,
+    /// App ids a dry run of an older release had recorded, forgotten.
+    pub forgotten: u64,
+}
+
+/// Record that deliveries now go to `identity`; after a dry run, queue every resource for the
+/// real target (users first, so groups find their members provisioned) in this transaction.
+pub fn switch(conn: &Connection, identity: &str, now: &str) -> Result<TargetSwitch, StoreError> {
+    let recorded: Option<String> = conn
+        .prepare_cached("SELECT identity FROM delivery_target WHERE id = 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    // Before this table existed a dry run recorded `dry-run-<id>` as the app's id.
+    let legacy_dry_run = recorded.is_none()
+        && conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM id_map WHERE app_id LIKE 'dry-run-%')")?
+            .query_row([], |r| r.get::<_, bool>(0))?;
+    let previous = recorded.clone().or_else(|| legacy_dry_run.then(|| DRY_RUN.to_string()));
+    let mut out = TargetSwitch { previous: previous.clone(), ..TargetSwitch::default() };
+    if identity != DRY_RUN && previous.as_deref() == Some(DRY_RUN) {
+        out.forgotten = conn.prepare_cached("DELETE FROM id_map WHERE app_id LIKE 'dry-run-%'")?.execute([])? as u64;
+        let all: Vec<(String, String, i64)> = conn
+            .prepare_cached("SELECT kind, id, version FROM resources ORDER BY kind = 'Group', seq")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        let payload = json!({"attributes_changed": true, "resync": true, "target_switch": true});
+        for (kind, id, version) in &all {
+            let kind = ResourceKind::parse(kind).unwrap_or(ResourceKind::User);
+            super::resources::enqueue(conn, kind, id, ChangeOp::Update, *version as u64, &payload, now)?;
+        }
+        out.requeued = all.len() as u64;
+        let audit = super::audit::NewAudit {
+            actor: "system".into(),
+            token_id: None,
+            method: "target_switch".into(),
+            resource_type: "outbox".into(),
+            resource_id: None,
+            request_id: None,
+            summary: json!({"from": DRY_RUN, "to": identity, "requeued": out.requeued, "forgotten_dry_run_ids": out.forgotten}),
+        };
+        super::audit::insert(conn, &audit, None, None, now)?;
+    }
+    if recorded.as_deref() != Some(identity) {
+        conn.prepare_cached(
+            "INSERT INTO delivery_target (id, identity, since) VALUES (1, ?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET identity = excluded.identity, since = excluded.since",
+        )?
+        .execute(params![identity, now])?;
+    }
+    Ok(out)
+}
