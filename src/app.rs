@@ -420,6 +420,7 @@ pub async fn run(
         max_body_bytes: cfg.server.max_body_bytes,
         group_patch_returns_resource: cfg.scim.group_patch_returns_resource,
         max_page_size: cfg.scim.max_page_size,
+        default_page_size: cfg.scim.default_page_size,
         bulk_max_operations: cfg.scim.bulk_max_operations,
         bulk_max_payload_bytes: cfg.scim.bulk_max_payload_bytes,
         rate_limits: live.rate_limits.clone(),

@@ -838,7 +838,12 @@ async fn access(loaded: Loaded, who: &str) -> Result<i32> {
         let mut f = crate::scim::filter::parse_filter(&format!("userName eq {}", serde_json::Value::from(who)))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         crate::scim::schema::resolve_filter(ResourceKind::User, &mut f).map_err(|e| anyhow::anyhow!("{}", e.detail))?;
-        user = store.list(ResourceKind::User, Some(f), None, 0, 1, load).await?.resources.into_iter().next();
+        user = store
+            .list(ResourceKind::User, Some(f), None, crate::store::Position::Offset(0), 1, load)
+            .await?
+            .resources
+            .into_iter()
+            .next();
     }
     tokio::task::spawn_blocking({
         let store = store.clone();

@@ -251,6 +251,7 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
             }
             let mut outcome = target.deliver(&job).await;
             let mut note = None;
+            let mut recreating = false;
             if let Outcome::Gone { error } = &outcome {
                 // Deleted in the app behind our back: what the 404 says is true, so act on it
                 // now instead of repeating the request for ever. Forget the stale app id and
@@ -266,6 +267,7 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
                     note = Some(format!(
                         "{error}: forgot the stale app id {stale:?} and sent the whole current state again"
                     ));
+                    recreating = true;
                     match build_job(store, &bundle, true).await {
                         Ok(Prepared::Job(mut again)) => {
                             if is_protected(opts, &again) {
@@ -290,8 +292,9 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
             }
             let sent = !matches!(outcome, Outcome::Recorded { .. });
             let mut c = decide(opts, head.attempts, &head.created_at, outcome);
-            if let (Completion::Success { note: n, .. }, Some(text)) = (&mut c, note) {
+            if let (Completion::Success { note: n, recreated, .. }, Some(text)) = (&mut c, note) {
                 *n = Some(text);
+                *recreated = recreating;
             }
             // Remember what the app was sent: the drift report's third side.
             if let (Completion::Success { applied, .. }, Some(cur)) = (&mut c, &job.current)
@@ -365,8 +368,12 @@ fn keep_active(job: &mut Job) {
 /// Map a target outcome to what the outbox records, applying the retry policy.
 fn decide(opts: &WorkerOptions, attempts_before: u32, created_at: &str, outcome: Outcome) -> Completion {
     match outcome {
-        Outcome::Done { app_id } => Completion::Success { id_map: Some(app_id), applied: None, note: None },
-        Outcome::Recorded { note } => Completion::Success { id_map: None, applied: None, note: Some(note) },
+        Outcome::Done { app_id } => {
+            Completion::Success { id_map: Some(app_id), applied: None, note: None, recreated: false }
+        }
+        Outcome::Recorded { note } => {
+            Completion::Success { id_map: None, applied: None, note: Some(note), recreated: false }
+        }
         Outcome::Permanent { error } => Completion::Dead { error },
         // Handled by the delivery (find or create again); reaching here it failed again.
         Outcome::Gone { error } => decide(opts, attempts_before, created_at, Outcome::Retry { after: None, error }),

@@ -17,8 +17,8 @@ use crate::model::query::Filter;
 use crate::model::{MemberDelta, Resource, ResourceKind};
 use crate::policy::account::{AccountPolicy, Refusal};
 use crate::scim::patch::{self, PatchError};
-use crate::scim::{ScimError, ScimType, bulk, filter, list, resource, schema};
-use crate::store::{ListPart, Load, NewAudit, NewResource, Page, Store, StoreError, TokenInfo, Update};
+use crate::scim::{ScimError, ScimType, bulk, cursor, filter, list, resource, schema};
+use crate::store::{ListPart, Load, NewAudit, NewResource, Page, Position, Store, StoreError, TokenInfo, Update};
 
 /// Errors of a use-case: a protocol error to show the IdP as it is, or a failure that
 /// `http` turns into 503/500 without showing internals.
@@ -121,6 +121,19 @@ pub struct ListRequest {
     pub start_index: u64,
     pub count: Option<u32>,
     pub load: Load,
+    /// RFC 9865: the `cursor` sent (`Some("")`: the first page by cursor).
+    pub cursor: Option<String>,
+    /// Whether `startIndex` was sent: a request pages by index or by cursor, not both.
+    pub start_index_given: bool,
+}
+
+/// A page as listed, and (paged by cursor, RFC 9865) the cursor of the next page.
+#[derive(Debug)]
+pub struct Listed {
+    pub page: Page,
+    /// `None`: paged by index. `Some(None)`: by cursor, the last page. `Some(Some(c))`: by
+    /// cursor, `c` asks for the next page.
+    pub next_cursor: Option<Option<String>>,
 }
 
 impl Service {
@@ -189,7 +202,7 @@ impl Service {
             Err(StoreError::Unique { attribute: "emails", value }) if self.returns_existing(kind) => {
                 let text = format!("emails.value eq {}", Value::String(value.clone()));
                 let filter = parse_filter(kind, &text)?;
-                let page = self.store.list(kind, Some(filter), None, 0, 1, Load::default()).await?;
+                let page = self.store.list(kind, Some(filter), None, Position::Offset(0), 1, Load::default()).await?;
                 match page.resources.into_iter().next() {
                     Some(existing) => Ok(existing),
                     None => Err(StoreError::Unique { attribute: "emails", value }.into()),
@@ -331,7 +344,12 @@ impl Service {
     /// A page of resources (RFC 7644 §3.4.2): `filter` parsed and checked against the
     /// schema, `sortBy`/`sortOrder` resolved (§3.4.2.3), `count` capped at the configured
     /// maximum, `startIndex` 1-based.
-    pub async fn list(&self, kind: ResourceKind, req: ListRequest) -> Result<Page, ServiceError> {
+    ///
+    /// With `cursor` (RFC 9865 §2) the page starts after the position the cursor names, in
+    /// creation order, and the answer carries the next page's cursor; `startIndex` and
+    /// `sortBy` are refused with it (`400 invalidValue`): a cursor walk is in creation order,
+    /// which is what keeps it exact while resources come and go.
+    pub async fn list(&self, kind: ResourceKind, req: ListRequest) -> Result<Listed, ServiceError> {
         let filter = match &req.filter {
             Some(text) if !text.trim().is_empty() => Some(parse_filter(kind, text)?),
             _ => None,
@@ -339,7 +357,25 @@ impl Service {
         let filter = self.visible(kind, filter)?;
         let sort = list::parse_sort(kind, req.sort_by.as_deref(), req.sort_order.as_deref())?;
         let (offset, count) = self.page(&req);
-        Ok(self.store.list(kind, filter, sort, offset, count, req.load).await?)
+        let Some(text) = &req.cursor else {
+            let page = self.store.list(kind, filter, sort, Position::Offset(offset), count, req.load).await?;
+            return Ok(Listed { page, next_cursor: None });
+        };
+        if req.start_index_given {
+            return Err(ScimError::invalid_value("a request pages by cursor or by startIndex, not both").into());
+        }
+        if sort.is_some() {
+            return Err(ScimError::invalid_value(
+                "cursor paging lists in creation order; to sort, page by startIndex instead",
+            )
+            .into());
+        }
+        let fingerprint = cursor::fingerprint(kind, req.filter.as_deref());
+        let now = crate::model::unix_now();
+        let at = cursor::decode(text, fingerprint, now)?;
+        let page = self.store.list(kind, filter, None, Position::After(at.after), count, req.load).await?;
+        let next = page.next_after.map(|after| cursor::encode(after, fingerprint, now));
+        Ok(Listed { page, next_cursor: Some(next) })
     }
 
     /// `filter` narrowed to what lists show: without `list_inactive_users`, inactive users are
@@ -400,10 +436,17 @@ impl Service {
         }
         if filter_errors.len() == kinds.len() {
             // Unknown to every type: each type matches nothing.
-            return Ok(Page { total: 0, resources: Vec::new() });
+            return Ok(Page { total: 0, resources: Vec::new(), next_after: None });
+        }
+        if req.cursor.is_some() {
+            return Err(ScimError::invalid_value(
+                "cursor paging is offered per resource type (/Users, /Groups and their /.search); page the root \
+                 /.search by startIndex",
+            )
+            .into());
         }
         let (offset, count) = self.page(&req);
-        Ok(self.store.list_many(parts, sort_by.map(|_| descending), offset, count, req.load).await?)
+        Ok(self.store.list_many(parts, sort_by.map(|_| descending), Position::Offset(offset), count, req.load).await?)
     }
 
     /// `POST /Bulk` (RFC 7644 §3.7): run the operations one by one, each through the same

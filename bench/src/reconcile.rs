@@ -410,7 +410,8 @@ async fn create_and_deliver(store: &Store, items: Vec<(ResourceKind, String, Val
             set.spawn(async move {
                 let id = b.head().resource_id.clone();
                 let a = applied.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                let done = Completion::Success { id_map: Some(Some(app_id(&id))), applied: a, note: None };
+                let done =
+                    Completion::Success { id_map: Some(Some(app_id(&id))), applied: a, note: None, recreated: false };
                 store.outbox_complete(&b, scimsync::model::now(), done).await.context("complete")
             });
         }

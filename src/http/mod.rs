@@ -36,6 +36,8 @@ pub struct ApiState {
     pub max_body_bytes: u64,
     pub group_patch_returns_resource: bool,
     pub max_page_size: u32,
+    /// The page size of a list that asks for none (advertised, RFC 9865 §4).
+    pub default_page_size: u32,
     /// RFC 7644 §3.7.4 limits of `POST /Bulk`.
     pub bulk_max_operations: u32,
     pub bulk_max_payload_bytes: u64,

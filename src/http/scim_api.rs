@@ -7,7 +7,7 @@ use warp::reply::Response;
 
 use super::{ApiState, Request, auth, respond};
 use crate::model::{Resource, ResourceKind};
-use crate::scim::list::{ListQuery, list_response};
+use crate::scim::list::{ListQuery, cursor_response, list_response};
 use crate::scim::resource::{self, Projection};
 use crate::scim::{ScimError, schema};
 use crate::service::{ListRequest, Origin, ServiceError};
@@ -168,6 +168,7 @@ fn spc(state: &ApiState) -> schema::SpcOptions {
         bulk_max_operations: state.bulk_max_operations,
         bulk_max_payload_bytes: state.bulk_max_payload_bytes,
         filter_max_results: state.max_page_size,
+        default_page_size: state.default_page_size,
         sort: true,
         etag: true,
         change_password: false,
@@ -288,15 +289,22 @@ fn list_request(q: &ListQuery, load: Load) -> ListRequest {
         start_index: q.start_index,
         count: q.count,
         load,
+        cursor: q.cursor.clone(),
+        start_index_given: q.start_index_given,
     }
 }
 
 async fn list(state: &ApiState, kind: ResourceKind, q: ListQuery) -> Reply {
     let proj = Projection::new(q.attributes.clone(), q.excluded_attributes.clone());
     let lreq = list_request(&q, load_for(kind, &proj));
-    let page = state.service.list(kind, lreq).await?;
+    let listed = state.service.list(kind, lreq).await?;
+    let page = listed.page;
     let items: Vec<Value> = page.resources.iter().map(|r| resource::render(r, &state.base_url, &proj)).collect();
-    Ok(respond::json(StatusCode::OK, &list_response(page.total, q.start_index.max(1), items)))
+    let body = match listed.next_cursor {
+        Some(next) => cursor_response(page.total, next, items),
+        None => list_response(page.total, q.start_index.max(1), items),
+    };
+    Ok(respond::json(StatusCode::OK, &body))
 }
 
 /// `POST /Bulk` (RFC 7644 §3.7). The request as a whole fails only when it cannot be read

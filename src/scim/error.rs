@@ -18,6 +18,10 @@ pub enum ScimType {
     InvalidValue,
     InvalidVers,
     Sensitive,
+    /// RFC 9865 §2.1: a `cursor` the server did not issue, or issued for another query.
+    InvalidCursor,
+    /// RFC 9865 §2.3: a `cursor` older than the advertised `cursorTimeout`.
+    ExpiredCursor,
     /// Not in table 9. Some servers send it with bulk payloads over the limit, but the
     /// RFC's own example there (§3.7.4) has none, so we do not emit it.
     TooLarge,
@@ -27,6 +31,8 @@ impl ScimType {
     pub fn as_str(self) -> &'static str {
         match self {
             ScimType::InvalidFilter => "invalidFilter",
+            ScimType::InvalidCursor => "invalidCursor",
+            ScimType::ExpiredCursor => "expiredCursor",
             ScimType::TooMany => "tooMany",
             ScimType::Uniqueness => "uniqueness",
             ScimType::Mutability => "mutability",
@@ -68,6 +74,12 @@ impl ScimError {
     }
     pub fn invalid_value(detail: impl Into<String>) -> Self {
         Self::bad(ScimType::InvalidValue, detail)
+    }
+    pub fn invalid_cursor(detail: impl Into<String>) -> Self {
+        Self::bad(ScimType::InvalidCursor, detail)
+    }
+    pub fn expired_cursor(detail: impl Into<String>) -> Self {
+        Self::bad(ScimType::ExpiredCursor, detail)
     }
     pub fn no_target(detail: impl Into<String>) -> Self {
         Self::bad(ScimType::NoTarget, detail)

@@ -20,6 +20,10 @@ pub struct ListQuery {
     pub excluded_attributes: Vec<String>,
     pub sort_by: Option<String>,
     pub sort_order: Option<String>,
+    /// RFC 9865 §2: cursor paging was asked for (`Some("")`: the first page).
+    pub cursor: Option<String>,
+    /// Whether `startIndex` was sent (a request may not page both ways).
+    pub start_index_given: bool,
 }
 
 fn split_list(s: &str) -> Vec<String> {
@@ -48,8 +52,12 @@ impl ListQuery {
         for (k, v) in pairs {
             match k.to_ascii_lowercase().as_str() {
                 "filter" => q.filter = Some(v.to_string()),
-                "startindex" => q.start_index = parse_start(v)?,
+                "startindex" => {
+                    q.start_index = parse_start(v)?;
+                    q.start_index_given = true;
+                }
                 "count" => q.count = Some(parse_count(v)?),
+                "cursor" => q.cursor = Some(v.to_string()),
                 "attributes" => q.attributes = split_list(v),
                 "excludedattributes" => q.excluded_attributes = split_list(v),
                 "sortby" => q.sort_by = Some(v.to_string()),
@@ -90,8 +98,18 @@ impl ListQuery {
                 "filter" => {
                     q.filter = Some(as_text().ok_or_else(|| ScimError::invalid_value("filter must be a string"))?)
                 }
-                "startindex" => q.start_index = parse_start(&as_text().unwrap_or_default())?,
+                "startindex" => {
+                    q.start_index = parse_start(&as_text().unwrap_or_default())?;
+                    q.start_index_given = true;
+                }
                 "count" => q.count = Some(parse_count(&as_text().unwrap_or_default())?),
+                "cursor" => {
+                    q.cursor = Some(match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        _ => return Err(ScimError::invalid_cursor("cursor must be a string")),
+                    })
+                }
                 "attributes" => q.attributes = as_list()?,
                 "excludedattributes" => q.excluded_attributes = as_list()?,
                 "sortby" => q.sort_by = as_text(),
@@ -157,6 +175,21 @@ pub fn list_response(total: u64, start_index: u64, resources: Vec<Value>) -> Val
     m.insert("totalResults".into(), json!(total));
     m.insert("startIndex".into(), json!(start_index));
     m.insert("itemsPerPage".into(), json!(resources.len()));
+    m.insert("Resources".into(), Value::Array(resources));
+    Value::Object(m)
+}
+
+/// The `ListResponse` of a page asked for by cursor (RFC 9865 §2.2): `nextCursor` when there
+/// are more results (absent on the last page), no `startIndex`; `totalResults` stays exact.
+/// `previousCursor` is OPTIONAL and not offered: walks go forward.
+pub fn cursor_response(total: u64, next_cursor: Option<String>, resources: Vec<Value>) -> Value {
+    let mut m = Map::new();
+    m.insert("schemas".into(), json!([LIST_RESPONSE]));
+    m.insert("totalResults".into(), json!(total));
+    m.insert("itemsPerPage".into(), json!(resources.len()));
+    if let Some(c) = next_cursor {
+        m.insert("nextCursor".into(), Value::String(c));
+    }
     m.insert("Resources".into(), Value::Array(resources));
     Value::Object(m)
 }

@@ -6,6 +6,7 @@
 //! the database, HTTP servers or clients, async I/O, the store, the config.
 
 pub mod bulk;
+pub mod cursor;
 pub mod error;
 pub mod filter;
 pub mod list;

@@ -825,6 +825,8 @@ pub struct SpcOptions {
     pub bulk_max_operations: u32,
     pub bulk_max_payload_bytes: u64,
     pub filter_max_results: u32,
+    /// The page size of a list that asks for none (RFC 9865 §4 `defaultPageSize`).
+    pub default_page_size: u32,
     pub sort: bool,
     pub etag: bool,
     pub change_password: bool,
@@ -843,6 +845,16 @@ pub fn service_provider_config_json(base_url: &str, opts: &SpcOptions) -> Value 
             "maxPayloadSize": opts.bulk_max_payload_bytes,
         },
         "filter": { "supported": true, "maxResults": opts.filter_max_results },
+        // RFC 9865 §4: both paging methods; index stays the default, so IdPs that know
+        // only RFC 7644 see no change.
+        "pagination": {
+            "cursor": true,
+            "index": true,
+            "defaultPaginationMethod": "index",
+            "defaultPageSize": opts.default_page_size,
+            "maxPageSize": opts.filter_max_results,
+            "cursorTimeout": super::cursor::CURSOR_TIMEOUT_SECONDS,
+        },
         "changePassword": { "supported": opts.change_password },
         "sort": { "supported": opts.sort },
         "etag": { "supported": opts.etag },
@@ -1565,6 +1577,7 @@ mod tests {
             bulk_max_operations: 1000,
             bulk_max_payload_bytes: 1_048_576,
             filter_max_results: 200,
+            default_page_size: 100,
             sort: false,
             etag: true,
             change_password: false,
@@ -1574,6 +1587,11 @@ mod tests {
         assert_eq!(spc["patch"], json!({"supported": true}));
         assert_eq!(spc["bulk"], json!({"supported": true, "maxOperations": 1000, "maxPayloadSize": 1_048_576}));
         assert_eq!(spc["filter"], json!({"supported": true, "maxResults": 200}));
+        assert_eq!(
+            spc["pagination"],
+            json!({"cursor": true, "index": true, "defaultPaginationMethod": "index", "defaultPageSize": 100,
+                   "maxPageSize": 200, "cursorTimeout": 3600})
+        );
         assert_eq!(spc["changePassword"], json!({"supported": false}));
         assert_eq!(spc["sort"], json!({"supported": false}));
         assert_eq!(spc["etag"], json!({"supported": true}));

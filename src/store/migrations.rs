@@ -15,6 +15,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0006_deleted_accounts.sql")),
     M::up(include_str!("../../migrations/0007_audit_index.sql")),
     M::up(include_str!("../../migrations/0008_superseded_and_target.sql")),
+    M::up(include_str!("../../migrations/0009_list_counts.sql")),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {

@@ -139,11 +139,14 @@ pub enum Completion {
     /// `applied`: the version and attributes the app was sent (recorded for the drift
     /// report's three-way comparison), when this delivery sent attributes.
     /// `note`: what the delivery had to do besides (an account the app had lost, recreated),
-    /// recorded with the attempt.
+    /// recorded with the attempt. `recreated`: the app had lost the account and it was found
+    /// or created again under `id_map`'s id: a user's group memberships in the app went with
+    /// the old account, so each of its groups is queued to add it again.
     Success {
         id_map: Option<Option<String>>,
         applied: Option<(u64, serde_json::Map<String, Value>)>,
         note: Option<String>,
+        recreated: bool,
     },
     /// Nothing to send by policy (a protected account's deletion): every row is done, and
     /// the attempt records why.
@@ -388,7 +391,10 @@ pub fn complete(
                 st.execute(params![id, now])?;
             }
         }
-        Completion::Success { id_map, applied, .. } => {
+        Completion::Success { id_map, applied, recreated, .. } => {
+            if *recreated && kind == ResourceKind::User {
+                requeue_memberships(conn, resource_id, now)?;
+            }
             conn.prepare_cached(
                 "UPDATE outbox SET state = 'done', done_at = ?2, lease_until = NULL, attempts = attempts + 1,
                         last_error = NULL WHERE id = ?1",
@@ -441,6 +447,25 @@ pub fn complete(
             .execute(params![head, error, now])?;
             release_rest(conn)?;
         }
+    }
+    Ok(())
+}
+
+/// A user the app had lost is back under a new app id: queue a member add of it for every
+/// group it is in, so the app's groups point at the new account.
+fn requeue_memberships(conn: &Connection, user_id: &str, now: &str) -> Result<(), StoreError> {
+    let groups: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT g.id, g.version FROM resources u
+             JOIN group_members gm ON gm.member_seq = u.seq
+             JOIN resources g ON g.seq = gm.group_seq
+             WHERE u.id = ?1",
+        )?
+        .query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let payload = serde_json::json!({"members_added": [user_id]});
+    for (group, version) in groups {
+        super::resources::enqueue(conn, ResourceKind::Group, &group, ChangeOp::Update, version as u64, &payload, now)?;
     }
     Ok(())
 }

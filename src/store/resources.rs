@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::{Map, Value, json};
 
 use super::filter_sql;
-use super::{Load, NewResource, Page, StoreError, Update};
+use super::{Load, NewResource, Page, Position, StoreError, Update};
 use crate::model::query::{AttrPath, Filter};
 use crate::model::{ChangeOp, GroupRef, Member, MemberRef, Meta, Resource, ResourceKind, fold_case};
 
@@ -497,14 +497,29 @@ pub struct Part<'a> {
 /// order of `parts`, then creation order. Sorted: by the sort key, resources without one
 /// last (ascending) or first (descending), ties by creation order, the whole order reversed
 /// when descending (RFC 7644 §3.4.2.3), so consecutive pages neither overlap nor skip.
+///
+/// What a page costs does not grow with the directory where it need not: the total of an
+/// unfiltered list is the count kept in `resource_counts` (migration 0009), an unfiltered
+/// page by offset seeks through `rank_blocks` instead of walking the offset, and a page
+/// after a position (cursor paging, RFC 9865) seeks by `seq`. A filtered total is counted
+/// over the filter, which an indexed filter bounds by its matches.
 pub fn list(
     conn: &Connection,
     parts: &[Part<'_>],
     descending: Option<bool>,
-    offset: u64,
+    position: Position,
     count: u32,
     load: Load,
 ) -> Result<Page, StoreError> {
+    let after = match position {
+        Position::After(seq) => {
+            if parts.len() != 1 || descending.is_some() {
+                return Err(StoreError::Internal("paging after a position needs one resource type, unsorted".into()));
+            }
+            Some(seq)
+        }
+        Position::Offset(_) => None,
+    };
     // WHERE: one `r.kind = ? AND (filter)` per part, OR-ed.
     let mut where_params: Vec<SqlValue> = Vec::new();
     let mut conds = Vec::with_capacity(parts.len());
@@ -520,7 +535,7 @@ pub fn list(
         }
     }
     if conds.is_empty() {
-        return Ok(Page { total: 0, resources: Vec::new() });
+        return Ok(Page { total: 0, resources: Vec::new(), next_after: None });
     }
     let where_sql = conds.join(" OR ");
     // The sort key (selected as `sk`, so ORDER BY binds its parameters once), or the rank of
@@ -566,26 +581,94 @@ pub fn list(
             (case, "sk, r.seq".to_string())
         }
     };
+    // An unfiltered list of one type: its count is kept, and its pages seek.
+    let plain = match parts {
+        [p] if p.filter.is_none() && descending.is_none() => Some(p.kind),
+        _ => None,
+    };
     // One read transaction, so the total and the page agree.
     let tx = conn.unchecked_transaction()?;
-    let total: i64 = tx
-        .prepare_cached(&format!("SELECT count(*) FROM resources r WHERE {where_sql}"))?
-        .query_row(params_from_iter(where_params.iter()), |r| r.get(0))?;
+    let total: i64 = match plain {
+        Some(kind) => tx
+            .prepare_cached("SELECT n FROM resource_counts WHERE kind = ?1")?
+            .query_row([kind.as_str()], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0),
+        None => tx
+            .prepare_cached(&format!("SELECT count(*) FROM resources r WHERE {where_sql}"))?
+            .query_row(params_from_iter(where_params.iter()), |r| r.get(0))?,
+    };
     let mut resources = Vec::new();
-    if count > 0 && (offset as i64) < total {
-        let mut page_params = key_params;
-        page_params.extend(where_params);
-        page_params.push(SqlValue::Integer(count as i64));
-        page_params.push(SqlValue::Integer(offset as i64));
-        let mut st = tx.prepare_cached(&format!(
-            "SELECT {SELECT_COLS}, {key_sql} AS sk FROM resources r WHERE {where_sql} ORDER BY {order_sql} LIMIT ? OFFSET ?"
-        ))?;
-        let rows: Vec<(i64, Resource)> =
-            st.query_map(params_from_iter(page_params.iter()), row_to_resource)?.collect::<Result<_, _>>()?;
-        resources = load_related_page(&tx, rows, load)?;
+    let mut next_after = None;
+    match (position, after) {
+        (_, Some(after)) => {
+            // Cursor paging: the rows after the position, one more to know whether the
+            // walk goes on.
+            let mut page_params = where_params;
+            page_params.push(SqlValue::Integer(after));
+            page_params.push(SqlValue::Integer(count as i64 + 1));
+            let mut st = tx.prepare_cached(&format!(
+                "SELECT {SELECT_COLS} FROM resources r WHERE ({where_sql}) AND r.seq > ? ORDER BY r.seq LIMIT ?"
+            ))?;
+            let mut rows: Vec<(i64, Resource)> =
+                st.query_map(params_from_iter(page_params.iter()), row_to_resource)?.collect::<Result<_, _>>()?;
+            if rows.len() > count as usize {
+                rows.truncate(count as usize);
+                next_after = rows.last().map(|(seq, _)| *seq);
+            }
+            resources = load_related_page(&tx, rows, load)?;
+        }
+        (Position::Offset(offset), None) if count > 0 && (offset as i64) < total => {
+            let mut page_params = key_params;
+            page_params.extend(where_params);
+            let rows: Vec<(i64, Resource)> = match plain {
+                Some(kind) => {
+                    let (from_seq, skip) = seek(&tx, kind, offset)?;
+                    page_params.push(SqlValue::Integer(from_seq));
+                    page_params.push(SqlValue::Integer(count as i64));
+                    page_params.push(SqlValue::Integer(skip as i64));
+                    let mut st = tx.prepare_cached(&format!(
+                        "SELECT {SELECT_COLS} FROM resources r WHERE {where_sql} AND r.seq >= ? ORDER BY r.seq \
+                         LIMIT ? OFFSET ?"
+                    ))?;
+                    st.query_map(params_from_iter(page_params.iter()), row_to_resource)?.collect::<Result<_, _>>()?
+                }
+                None => {
+                    page_params.push(SqlValue::Integer(count as i64));
+                    page_params.push(SqlValue::Integer(offset as i64));
+                    let mut st = tx.prepare_cached(&format!(
+                        "SELECT {SELECT_COLS}, {key_sql} AS sk FROM resources r WHERE {where_sql} ORDER BY {order_sql} \
+                         LIMIT ? OFFSET ?"
+                    ))?;
+                    st.query_map(params_from_iter(page_params.iter()), row_to_resource)?.collect::<Result<_, _>>()?
+                }
+            };
+            resources = load_related_page(&tx, rows, load)?;
+        }
+        _ => {}
     }
     tx.commit()?;
-    Ok(Page { total: total as u64, resources })
+    Ok(Page { total: total as u64, resources, next_after })
+}
+
+/// Where the resource at `offset` (0-based, creation order) of `kind` is: the first `seq` of
+/// its block and how many rows of that block come before it. Reads the block counts
+/// (`rank_blocks`) up to it, not the rows.
+fn seek(conn: &Connection, kind: ResourceKind, offset: u64) -> Result<(i64, u64), StoreError> {
+    let mut st = conn.prepare_cached("SELECT first_seq, n FROM rank_blocks WHERE kind = ?1 ORDER BY first_seq")?;
+    let mut rows = st.query([kind.as_str()])?;
+    let mut before = 0u64;
+    let mut at = (0i64, offset);
+    while let Some(r) = rows.next()? {
+        let (first, n): (i64, i64) = (r.get(0)?, r.get(1)?);
+        let n = n.max(0) as u64;
+        at = (first, offset - before);
+        if before + n > offset {
+            break;
+        }
+        before += n;
+    }
+    Ok(at)
 }
 
 pub fn outbox_counts(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> {

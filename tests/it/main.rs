@@ -18,6 +18,7 @@ mod hardening;
 mod idp_flows;
 mod lifecycle;
 mod ops;
+mod paging;
 mod policy;
 mod provisioning;
 mod quirks;
