@@ -745,6 +745,81 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
         rep.phase(&p);
     }
 
+    // 4b. list_positions: what a page costs at the start and at the end of the directory, one
+    // request at a time (median of 25), and a whole walk by index and by cursor (RFC 9865),
+    // as an IdP importing every user does.
+    {
+        let n = users.len() as u64;
+        let timed = |url: String| {
+            let client = ctx.client.clone();
+            async move {
+                let mut ms = Vec::with_capacity(25);
+                for _ in 0..25 {
+                    let t = std::time::Instant::now();
+                    send(client.get(&url), "GET /Users page", &[200]).await?;
+                    ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                ms.sort_by(f64::total_cmp);
+                Ok::<f64, String>(ms[ms.len() / 2])
+            }
+        };
+        let base = &ctx.base;
+        let last_start = n.saturating_sub(99).max(1);
+        let positions = async {
+            let first = timed(format!("{base}/Users?startIndex=1&count=100")).await?;
+            let last = timed(format!("{base}/Users?startIndex={last_start}&count=100")).await?;
+            let t = std::time::Instant::now();
+            let (mut start, mut index_pages) = (1u64, 0u64);
+            while start <= n {
+                send(ctx.client.get(format!("{base}/Users?startIndex={start}&count=100")), "walk by index", &[200])
+                    .await?;
+                index_pages += 1;
+                start += 100;
+            }
+            let index_secs = t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            let (mut cursor, mut cursor_pages, mut seen) = (String::new(), 0u64, 0u64);
+            loop {
+                let what = "walk by cursor";
+                let body =
+                    send(ctx.client.get(format!("{base}/Users?count=100&cursor={cursor}")), what, &[200]).await?;
+                let v = parse_json(what, &body)?;
+                cursor_pages += 1;
+                seen += v["Resources"].as_array().map_or(0, |a| a.len() as u64);
+                match v["nextCursor"].as_str() {
+                    Some(c) => cursor = c.to_string(),
+                    None => break,
+                }
+            }
+            let cursor_secs = t.elapsed().as_secs_f64();
+            Ok::<_, String>((first, last, index_pages, index_secs, cursor_pages, cursor_secs, seen))
+        };
+        match positions.await {
+            Ok((first, last, index_pages, index_secs, cursor_pages, cursor_secs, seen)) => {
+                rep.line(format!(
+                    "list_positions  first page p50 {first:.2} ms, last page (startIndex={last_start}) p50 {last:.2} ms"
+                ));
+                rep.line(format!(
+                    "list_walk       by index {index_pages} pages in {index_secs:.2} s ({:.0} pages/s), by cursor \
+                     {cursor_pages} pages in {cursor_secs:.2} s ({:.0} pages/s, {seen} users)",
+                    index_pages as f64 / index_secs,
+                    cursor_pages as f64 / cursor_secs
+                ));
+                extra.insert(
+                    "list_positions".into(),
+                    json!({"first_page_p50_ms": round2(first), "last_page_p50_ms": round2(last),
+                           "walk_index_pages": index_pages, "walk_index_pages_per_s": round2(index_pages as f64 / index_secs),
+                           "walk_cursor_pages": cursor_pages, "walk_cursor_pages_per_s": round2(cursor_pages as f64 / cursor_secs),
+                           "walk_cursor_users": seen}),
+                );
+            }
+            Err(e) => {
+                rep.line(format!("list_positions failed: {e}"));
+                record_error(&ctx.errors, "list_positions", e);
+            }
+        }
+    }
+
     // 5. group_add_members
     let members = args.group_members.min(users.len());
     let what = "POST /Groups";
