@@ -31,9 +31,18 @@ enum Scope {
 pub fn translate(kind: ResourceKind, f: &Filter) -> Result<Sql, StoreError> {
     let mut t = Translator { kind, params: Vec::new() };
     let text = t.filter(f, Scope::Row)?;
-    Ok(Sql { text, params: t.params })
+    Ok(t.finish(&text))
 }
 
+/// Builds SQL text and its parameters together.
+///
+/// Every bound value gets a numbered marker `?N` (its index in `params`, from 1) and
+/// [`Translator::finish`] turns the finished text into plain `?`s with the parameters in
+/// the order their markers appear. So the parameters always agree with the text, whatever
+/// a branch does with a fragment it has built: dropping it (a comparison that can never
+/// match becomes `0` after its column's path was bound), repeating it, or placing it before
+/// a fragment bound earlier. Counting on "bind in text order" by hand is what once sent
+/// `Got 2, needed 1` to SQLite and a 500 to the client (issue #13).
 struct Translator {
     kind: ResourceKind,
     params: Vec<SqlValue>,
@@ -55,9 +64,43 @@ const MEMBER_DISPLAY: &str =
     "coalesce(gm.display, json_extract(m.data, '$.displayName'), json_extract(m.data, '$.userName'))";
 
 impl Translator {
-    fn bind(&mut self, v: SqlValue) -> &'static str {
+    /// Binds `v` and returns its marker for the SQL text (see [`Translator`]).
+    fn bind(&mut self, v: SqlValue) -> String {
         self.params.push(v);
-        "?"
+        format!("?{}", self.params.len())
+    }
+
+    /// The finished statement fragment: each marker `?N` in `text` becomes `?` and
+    /// contributes parameter N, in text order. A marker that is not in the text binds
+    /// nothing; one that appears twice binds twice. The generated text holds no other `?`:
+    /// its only SQL string literals are fixed ones, and every value is bound.
+    fn finish(self, text: &str) -> Sql {
+        let bytes = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let mut params = Vec::new();
+        let mut i = 0;
+        let mut copied = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'?' {
+                let start = i + 1;
+                let mut end = start;
+                while end < bytes.len() && bytes[end].is_ascii_digit() {
+                    end += 1;
+                }
+                if let Some(v) = text[start..end].parse::<usize>().ok().and_then(|n| self.params.get(n.wrapping_sub(1)))
+                {
+                    out.push_str(&text[copied..i]);
+                    out.push('?');
+                    params.push(v.clone());
+                    copied = end;
+                    i = end;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        out.push_str(&text[copied..]);
+        Sql { text: out, params }
     }
 
     fn filter(&mut self, f: &Filter, scope: Scope) -> Result<String, StoreError> {
@@ -357,7 +400,7 @@ fn non_empty(expr: &str) -> String {
 pub fn sort_key(kind: ResourceKind, p: &AttrPath) -> Sql {
     let mut t = Translator { kind, params: Vec::new() };
     let text = t.sort_key(p);
-    Sql { text, params: t.params }
+    t.finish(&text)
 }
 
 impl Translator {
@@ -396,7 +439,6 @@ impl Translator {
                 )
             }
             _ if p.info.multi_valued => {
-                // Bind in text order: the element's sub-attribute path, then the array's.
                 let val = match sub {
                     Some(s) => {
                         format!("json_extract(e.value, {})", self.bind(SqlValue::Text(json_path(None, s, None))))
@@ -417,5 +459,138 @@ impl Translator {
             AttrType::String | AttrType::Reference | AttrType::Binary => fold(format!("nullif({raw}, '')")),
             _ => raw,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+    use serde_json::Number;
+
+    use super::*;
+    use crate::model::query::AttrInfo;
+
+    const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::store::migrations::apply(&mut c).unwrap();
+        c
+    }
+
+    fn path(urn: Option<&str>, name: &str, sub: Option<&str>, ty: AttrType, multi_valued: bool) -> AttrPath {
+        AttrPath {
+            urn: urn.map(str::to_string),
+            name: name.into(),
+            sub: sub.map(str::to_string),
+            info: AttrInfo { resolved: true, ty, case_exact: false, multi_valued },
+        }
+    }
+
+    fn run(conn: &Connection, kind: ResourceKind, f: &Filter) -> Result<usize, String> {
+        let sql = translate(kind, f).map_err(|e| e.to_string())?;
+        let text = format!("SELECT r.id FROM resources r WHERE {}", sql.text);
+        let mut st = conn.prepare(&text).map_err(|e| format!("{text}: {e}"))?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(sql.params.iter()), |r| r.get::<_, String>(0))
+            .map_err(|e| format!("{text}: {e}"))?;
+        Ok(rows.count())
+    }
+
+    /// Issue #13: comparisons whose literal does not fit the attribute (or whose operator
+    /// cannot apply) become a constant after their column's JSON path was bound; the bound
+    /// value must go with the text that dropped it. Every scope a path can be read in, every
+    /// operator and every kind of literal, against every attribute type: SQLite accepts the
+    /// statement with exactly the parameters it names.
+    #[test]
+    fn parameters_always_match_the_text() {
+        let conn = db();
+        let ops = [
+            CompareOp::Eq,
+            CompareOp::Ne,
+            CompareOp::Co,
+            CompareOp::Sw,
+            CompareOp::Ew,
+            CompareOp::Gt,
+            CompareOp::Ge,
+            CompareOp::Lt,
+            CompareOp::Le,
+        ];
+        let literals = [
+            Literal::Null,
+            Literal::Bool(true),
+            Literal::Bool(false),
+            Literal::Number(Number::from(-1)),
+            Literal::Number(Number::from_f64(-1.5e10).unwrap()),
+            Literal::String(String::new()),
+            Literal::String("%%%%%".into()),
+            Literal::String("True".into()),
+            Literal::String("2026-01-02T03:04:05Z".into()),
+        ];
+        let types = [
+            AttrType::String,
+            AttrType::Boolean,
+            AttrType::Decimal,
+            AttrType::Integer,
+            AttrType::DateTime,
+            AttrType::Binary,
+            AttrType::Reference,
+        ];
+        let mut checked = 0;
+        for ty in types {
+            let user_paths = [
+                path(None, "active", None, ty, false),
+                path(None, "userName", None, ty, false),
+                path(None, "displayName", None, ty, false),
+                path(None, "externalId", None, ty, false),
+                path(None, "name", Some("givenName"), ty, false),
+                path(None, "emails", Some("value"), ty, true),
+                path(None, "emails", Some("type"), ty, true),
+                path(None, "groups", Some("display"), ty, true),
+                path(None, "meta", Some("lastModified"), ty, false),
+                path(None, "schemas", None, ty, true),
+                path(Some(ENTERPRISE), "department", None, ty, false),
+                path(Some(ENTERPRISE), "manager", Some("value"), ty, false),
+            ];
+            let group_paths = [
+                path(None, "displayName", None, ty, false),
+                path(None, "members", Some("value"), ty, true),
+                path(None, "members", Some("display"), ty, true),
+            ];
+            for op in ops {
+                for lit in &literals {
+                    let cases = user_paths
+                        .iter()
+                        .map(|p| (ResourceKind::User, p.clone(), "emails"))
+                        .chain(group_paths.iter().map(|p| (ResourceKind::Group, p.clone(), "members")));
+                    for (kind, p, multi) in cases {
+                        let cmp = Filter::Compare(p.clone(), op, lit.clone());
+                        let element = Filter::Compare(path(None, "value", None, ty, false), op, lit.clone());
+                        let in_vp = Filter::ValuePath(
+                            path(None, multi, None, AttrType::Complex, true),
+                            Box::new(Filter::And(Box::new(element.clone()), Box::new(Filter::Not(Box::new(element))))),
+                        );
+                        let issue_shape = Filter::And(
+                            Box::new(Filter::Not(Box::new(cmp.clone()))),
+                            Box::new(Filter::Or(Box::new(in_vp), Box::new(cmp))),
+                        );
+                        run(&conn, kind, &issue_shape).unwrap_or_else(|e| panic!("{issue_shape:?}: {e}"));
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
+    }
+
+    #[test]
+    fn markers_become_plain_placeholders_in_text_order() {
+        let mut t = Translator { kind: ResourceKind::User, params: Vec::new() };
+        let a = t.bind(SqlValue::Integer(1));
+        let b = t.bind(SqlValue::Integer(2));
+        let _dropped = t.bind(SqlValue::Integer(3));
+        let sql = t.finish(&format!("{b} AND {a} OR {b} AND '?' = ?x"));
+        assert_eq!(sql.text, "? AND ? OR ? AND '?' = ?x");
+        assert_eq!(sql.params, vec![SqlValue::Integer(2), SqlValue::Integer(1), SqlValue::Integer(2)]);
     }
 }
