@@ -10,6 +10,35 @@ use super::StoreError;
 use crate::model::query::{AttrPath, AttrType, CompareOp, Filter, Literal};
 use crate::model::{ResourceKind, normalize_time};
 
+/// The SQL function that folds case the way Rust's `str::to_lowercase` does, which is how
+/// the indexed `*_ci` columns and `resource_emails.value_ci` are folded when written.
+/// SQLite's own `lower()` folds ASCII only, so `name.givenName eq "élodie"` missed
+/// "Élodie" while `userName eq` found it: one attribute would be case-insensitive in
+/// Unicode and the other in ASCII (RFC 7643 §2.3.1 `caseExact = false` makes no such
+/// difference). Registered on every connection by [`register_functions`].
+const FOLD: &str = "scimsync_fold";
+
+/// Registers the SQL functions the translated filters and sort keys call.
+pub fn register_functions(conn: &rusqlite::Connection) -> Result<(), StoreError> {
+    use rusqlite::functions::FunctionFlags;
+    use rusqlite::types::ValueRef;
+    conn.create_scalar_function(
+        FOLD,
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_INNOCUOUS,
+        |ctx| {
+            Ok(match ctx.get_raw(0) {
+                ValueRef::Text(t) => SqlValue::Text(crate::model::fold_case(&String::from_utf8_lossy(t))),
+                ValueRef::Null => SqlValue::Null,
+                ValueRef::Integer(i) => SqlValue::Integer(i),
+                ValueRef::Real(r) => SqlValue::Real(r),
+                ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+            })
+        },
+    )?;
+    Ok(())
+}
+
 pub struct Sql {
     pub text: String,
     pub params: Vec<SqlValue>,
@@ -138,7 +167,22 @@ impl Translator {
         let path = json_path(p.urn.as_deref(), name, None);
         let ph = self.bind(SqlValue::Text(path));
         let cond = self.filter(inner, Scope::Element)?;
-        Ok(format!("EXISTS (SELECT 1 FROM json_each(r.data, {ph}) e WHERE {cond})"))
+        let each = format!("EXISTS (SELECT 1 FROM json_each(r.data, {ph}) e WHERE {cond})");
+        // `emails[type eq "work" and value eq "x"]` (and Entra's `emails[type eq "work"].value
+        // eq "x"`, which the parser reads as that): an element can only match when the user
+        // has the address at all, which the email index answers; the element test then runs
+        // on those few rows instead of on every user's document.
+        if p.urn.is_none()
+            && self.kind == ResourceKind::User
+            && name == "emails"
+            && let Some(address) = conjunct_value_eq(inner)
+        {
+            let ph = self.bind(SqlValue::Text(crate::model::fold_case(address)));
+            return Ok(format!(
+                "(r.seq IN (SELECT resource_seq FROM resource_emails WHERE value_ci = {ph}) AND {each})"
+            ));
+        }
+        Ok(each)
     }
 
     /// The SQL expression for a single-valued attribute in `scope`, or `None` when the
@@ -326,7 +370,7 @@ impl Translator {
         };
         let is_text = matches!(value, SqlValue::Text(_));
         let fold = is_text && !case_exact && ty != AttrType::DateTime;
-        let lhs = if fold { format!("lower({col})") } else { col.to_string() };
+        let lhs = if fold { format!("{FOLD}({col})") } else { col.to_string() };
         let rel = |s: &str| s.to_string();
         match op {
             CompareOp::Eq | CompareOp::Ne | CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le => {
@@ -373,6 +417,15 @@ impl Translator {
     }
 }
 
+/// The string of a `value eq "..."` that `inner` requires (a conjunct at its top level).
+fn conjunct_value_eq(inner: &Filter) -> Option<&str> {
+    match inner {
+        Filter::And(a, b) => conjunct_value_eq(a).or_else(|| conjunct_value_eq(b)),
+        Filter::Compare(p, CompareOp::Eq, Literal::String(s)) if p.name == "value" && p.sub.is_none() => Some(s),
+        _ => None,
+    }
+}
+
 fn text_len(v: &SqlValue) -> usize {
     match v {
         SqlValue::Text(s) => s.chars().count(),
@@ -408,7 +461,7 @@ impl Translator {
         let name = p.name.as_str();
         let sub = p.sub.as_deref();
         let core = p.urn.is_none();
-        let fold = |e: String| if p.info.case_exact { e } else { format!("lower({e})") };
+        let fold = |e: String| if p.info.case_exact { e } else { format!("{FOLD}({e})") };
         let raw = match (name, sub) {
             // Indexed columns hold the folded value already.
             ("userName", None) if core && self.kind == ResourceKind::User => return "r.user_name_ci".into(),
@@ -475,6 +528,7 @@ mod tests {
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
         crate::store::migrations::apply(&mut c).unwrap();
+        register_functions(&c).unwrap();
         c
     }
 
@@ -581,6 +635,52 @@ mod tests {
             }
         }
         assert!(checked > 1000, "{checked}");
+    }
+
+    /// `emails[type eq "work" and value eq "x"]`, the form Entra's
+    /// `emails[type eq "work"].value eq "x"` is read as, is served from the email index.
+    #[test]
+    fn value_path_with_an_address_uses_the_email_index() {
+        let conn = db();
+        let elem = |name: &str, v: &str| {
+            Filter::Compare(path(None, name, None, AttrType::String, false), CompareOp::Eq, Literal::String(v.into()))
+        };
+        let f = Filter::ValuePath(
+            path(None, "emails", None, AttrType::Complex, true),
+            Box::new(Filter::And(Box::new(elem("type", "work")), Box::new(elem("value", "A@b.example")))),
+        );
+        let sql = translate(ResourceKind::User, &f).unwrap();
+        assert!(sql.params.contains(&SqlValue::Text("a@b.example".into())), "{:?}", sql.params);
+        let text = format!("EXPLAIN QUERY PLAN SELECT r.id FROM resources r WHERE r.kind = 'User' AND {}", sql.text);
+        let mut st = conn.prepare(&text).unwrap();
+        let plan: Vec<String> = st
+            .query_map(rusqlite::params_from_iter(sql.params.iter()), |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(plan.iter().any(|l| l.contains("resource_emails_value")), "{plan:#?}");
+        // Without an address to look up there is nothing for the index to answer.
+        let f = Filter::ValuePath(path(None, "emails", None, AttrType::Complex, true), Box::new(elem("type", "work")));
+        assert!(!translate(ResourceKind::User, &f).unwrap().text.contains("resource_emails"));
+    }
+
+    #[test]
+    fn unicode_case_folds_like_the_indexed_columns() {
+        let conn = db();
+        conn.execute(
+            "INSERT INTO resources (id, kind, user_name_ci, version, created, last_modified, data) \
+             VALUES ('u1', 'User', 'élodie', 1, 'x', 'x', '{\"name\": {\"givenName\": \"ÉLODIE\"}}')",
+            [],
+        )
+        .unwrap();
+        for (name, sub) in [("userName", None), ("name", Some("givenName"))] {
+            let f = Filter::Compare(
+                path(None, name, sub, AttrType::String, false),
+                CompareOp::Eq,
+                Literal::String("Élodie".into()),
+            );
+            assert_eq!(run(&conn, ResourceKind::User, &f), Ok(1), "{name}");
+        }
     }
 
     #[test]
