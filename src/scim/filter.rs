@@ -1953,6 +1953,8 @@ mod tests {
         ",",
         "emails[type eq \"work\"]",
         ".value",
+        "].value eq ",
+        "emails[type eq \"work\"].value eq \"a@b.example\"",
         "members[value eq \"a\"]",
         "x pr",
         "not (",
@@ -1979,6 +1981,23 @@ mod tests {
         fn display_parses_back_to_the_same_path(path in arb_patch_path()) {
             let text = path.to_string();
             prop_assert_eq!(parse_path(&text), Ok(path), "text: {}", text);
+        }
+
+        /// Entra's `attr[f].sub op v` (issue #13) is `attr[f and sub op v]`, wherever it
+        /// stands in a filter.
+        #[test]
+        fn value_path_then_sub_attribute_is_one_more_element_condition(
+            path in arb_resource_path(),
+            f in arb_element_filter(),
+            last in arb_atom(arb_element_path()),
+            rest in arb_filter(),
+        ) {
+            let text = format!("{path}[{f}].{last} or ({rest})");
+            let want = or(vp(path, and(f, last)), rest);
+            let parsed = parse_filter(&text);
+            prop_assert_eq!(parsed.as_ref(), Ok(&want), "text: {}", text);
+            // Its canonical text is the bracketed form, which parses to the same tree.
+            prop_assert_eq!(parse_filter(&want.to_string()), Ok(want));
         }
 
         #[test]
