@@ -543,12 +543,33 @@ fn resolve_compared(kind: ResourceKind, path: &mut AttrPath, mode: Mode, present
         },
         None => top,
     };
+    if mode == Mode::Filter {
+        refuse_computed(&top.name, &leaf.name)?;
+    }
     // `leaf` is `top` itself exactly when no sub-attribute was named or implied.
     if !std::ptr::eq(leaf, top) {
         path.sub = Some(leaf.name.clone());
     }
     path.info = info(leaf, top);
     Ok(())
+}
+
+/// `meta.location`, `members.$ref` and `groups.$ref` are not stored: each response builds
+/// them from the server's public URL and an id, which the store does not know. Rather than
+/// answer a filter on them wrongly (as if absent), it is refused, pointing at the id they
+/// are made of. (`manager.$ref` is stored as the client sent it, and filters like any
+/// other attribute.)
+fn refuse_computed(top: &str, leaf: &str) -> Result<(), ScimError> {
+    let instead = match (top, leaf) {
+        ("meta", "location") => "id",
+        ("members", "$ref") => "members.value",
+        ("groups", "$ref") => "groups.value",
+        _ => return Ok(()),
+    };
+    Err(ScimError::invalid_filter(format!(
+        "'{top}.{leaf}' is built from the server's URL in each response and cannot be filtered on; \
+         filter on '{instead}' instead"
+    )))
 }
 
 /// Resolves the filter inside `top[...]`: its paths name sub-attributes of `top`.
@@ -568,6 +589,9 @@ fn resolve_value_filter(top: &AttributeDef, filter: &mut Filter, mode: Mode) -> 
                 .ok_or_else(|| mode.err(format!("unknown sub-attribute '{}' of '{}'", path.name, top.name)))?;
             path.name = def.name.clone();
             path.info = AttrInfo { resolved: true, ty: def.ty, case_exact: def.case_exact, multi_valued: false };
+            if mode == Mode::Filter {
+                refuse_computed(&top.name, &def.name)?;
+            }
             if mode == Mode::Filter
                 && let Filter::Compare(path, op, lit) = filter
             {
@@ -1319,7 +1343,7 @@ mod tests {
 
         let r = resolved(ResourceKind::Group, eq(ps("meta", "resourcetype"), "Group"));
         assert_eq!(r.sub.as_deref(), Some("resourceType"));
-        for sub in ["created", "version", "location"] {
+        for sub in ["created", "version"] {
             let r = resolved(user, Filter::Present(ps("meta", sub)));
             assert_eq!(r.sub.as_deref(), Some(sub));
         }
@@ -1380,6 +1404,15 @@ mod tests {
             assert!(detail.contains(want), "{text}: {detail}");
         }
         assert!(parsed_err(ResourceKind::Group, "members.value sw 1").contains("'members.value' is a string"));
+        // Built from the server's URL in each response, never stored.
+        for (kind, text) in [
+            (user, "meta.location pr"),
+            (user, r#"meta.location eq "https://x/Users/1""#),
+            (user, r#"groups[$ref co "x"]"#),
+            (ResourceKind::Group, "members.$ref pr"),
+        ] {
+            assert!(parsed_err(kind, text).contains("is built from the server's URL"), "{text}");
+        }
 
         // What does fit, including IdPs' string booleans, which become booleans.
         for text in [

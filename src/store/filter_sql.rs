@@ -237,6 +237,10 @@ impl Translator {
             if self.kind == ResourceKind::User && p.name == "groups" {
                 return "EXISTS (SELECT 1 FROM group_members gm WHERE gm.member_seq = r.seq)".into();
             }
+            if p.name == "schemas" && p.sub.is_none() {
+                // Every resource is rendered with its core schema.
+                return "1".into();
+            }
         }
         match self.column(p, scope) {
             Some(col) => non_empty(&col),
@@ -263,6 +267,17 @@ impl Translator {
     }
 
     fn compare(&mut self, p: &AttrPath, op: CompareOp, lit: &Literal, scope: Scope) -> Result<String, StoreError> {
+        // `null` is "no value" (RFC 7643 §2.5), the absence `pr` tests for: `eq null` holds
+        // when no value is present (none of a multi-valued attribute's, not an empty
+        // string), `ne null` when one is.
+        if let Literal::Null = lit {
+            let present = self.present(p, scope);
+            return Ok(match op {
+                CompareOp::Eq => format!("(NOT {present})"),
+                CompareOp::Ne => present,
+                _ => "0".into(),
+            });
+        }
         let row = matches!(scope, Scope::Row) && p.urn.is_none();
         // Fast paths on indexed columns and side tables.
         if row {
@@ -314,25 +329,21 @@ impl Translator {
         })
     }
 
-    /// `schemas eq "<urn>"`: the core schema of the kind is always there, an extension when
-    /// the resource carries its attributes.
+    /// `schemas op "<urn>"`: the values are those a resource is rendered with, the core
+    /// schema of its kind and each extension whose attributes it carries (an object under
+    /// the extension's URN key in the document), compared as strings that are not
+    /// `caseExact` (RFC 7643 §3).
     fn schemas(&mut self, op: CompareOp, lit: &Literal) -> String {
-        let Literal::String(urn) = lit else { return "0".into() };
         let core = match self.kind {
             ResourceKind::User => "urn:ietf:params:scim:schemas:core:2.0:User",
             ResourceKind::Group => "urn:ietf:params:scim:schemas:core:2.0:Group",
         };
-        let has = if urn.eq_ignore_ascii_case(core) {
-            "1".to_string()
-        } else {
-            let ph = self.bind(SqlValue::Text(format!("$.\"{}\"", urn.replace('"', ""))));
-            format!("(json_type(r.data, {ph}) IS NOT NULL)")
-        };
-        match op {
-            CompareOp::Eq => has,
-            CompareOp::Ne => format!("NOT {has}"),
-            _ => "0".into(),
-        }
+        let ph = self.bind(SqlValue::Text(core.into()));
+        let c = self.cmp("s.v", op, lit, AttrType::String, false);
+        format!(
+            "EXISTS (SELECT 1 FROM (SELECT {ph} AS v UNION ALL SELECT x.key FROM json_each(r.data) x \
+             WHERE x.key LIKE 'urn:%' AND x.type = 'object') s WHERE {c})"
+        )
     }
 
     /// A comparison on a column that already holds lower-cased text (`user_name_ci`,
@@ -361,7 +372,21 @@ impl Translator {
                 "false" => SqlValue::Integer(0),
                 _ => return "0".into(),
             },
-            (Literal::String(s), AttrType::DateTime) => SqlValue::Text(normalize_time(s).unwrap_or_else(|| s.clone())),
+            (Literal::String(s), AttrType::DateTime) => match instant_ms(s) {
+                Some((floor, exact)) if !exact && op != CompareOp::Co && op != CompareOp::Sw && op != CompareOp::Ew => {
+                    // Stored times have millisecond precision (`model::format_time`); a
+                    // literal between two milliseconds equals none of them, and orders
+                    // after the one it truncates to.
+                    return match op {
+                        CompareOp::Eq => "0".into(),
+                        CompareOp::Ne => format!("({col} IS NOT NULL)"),
+                        CompareOp::Gt | CompareOp::Ge => format!("({col} > {})", self.bind(SqlValue::Text(floor))),
+                        _ => format!("({col} <= {})", self.bind(SqlValue::Text(floor))),
+                    };
+                }
+                Some((floor, _)) => SqlValue::Text(floor),
+                None => SqlValue::Text(s.clone()),
+            },
             (Literal::String(s), _) => SqlValue::Text(if case_exact { s.clone() } else { s.to_lowercase() }),
             (Literal::Number(n), _) => match n.as_i64() {
                 Some(i) => SqlValue::Integer(i),
@@ -424,6 +449,13 @@ fn conjunct_value_eq(inner: &Filter) -> Option<&str> {
         Filter::Compare(p, CompareOp::Eq, Literal::String(s)) if p.name == "value" && p.sub.is_none() => Some(s),
         _ => None,
     }
+}
+
+/// An RFC 3339 timestamp in our stored format (UTC, truncated to milliseconds), and whether
+/// that is exact (no finer fraction was cut off).
+fn instant_ms(s: &str) -> Option<(String, bool)> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((normalize_time(s)?, t.nanosecond() % 1_000_000 == 0))
 }
 
 fn text_len(v: &SqlValue) -> usize {
@@ -680,6 +712,38 @@ mod tests {
                 Literal::String("Élodie".into()),
             );
             assert_eq!(run(&conn, ResourceKind::User, &f), Ok(1), "{name}");
+        }
+    }
+
+    /// Stored times have millisecond precision; a literal with a finer fraction falls
+    /// between two of them (found by the differential test: `ne` missed a resource).
+    #[test]
+    fn datetime_literals_finer_than_a_millisecond() {
+        let conn = db();
+        conn.execute(
+            "INSERT INTO resources (id, kind, version, created, last_modified, data) \
+             VALUES ('u1', 'User', 1, '2026-01-02T03:04:05.308Z', '2026-01-02T03:04:05.308Z', '{}')",
+            [],
+        )
+        .unwrap();
+        let at = |op, t: &str| {
+            let f = Filter::Compare(
+                path(None, "meta", Some("lastModified"), AttrType::DateTime, false),
+                op,
+                Literal::String(t.into()),
+            );
+            run(&conn, ResourceKind::User, &f).unwrap()
+        };
+        use CompareOp::*;
+        for (t, want) in [
+            // eq ne gt ge lt le
+            ("2026-01-02T03:04:05.308Z", [1, 0, 0, 1, 0, 1]),
+            ("2026-01-02T04:04:05.308+01:00", [1, 0, 0, 1, 0, 1]),
+            ("2026-01-02T03:04:05.308001Z", [0, 1, 0, 0, 1, 1]),
+            ("2026-01-02T03:04:05.307999Z", [0, 1, 1, 1, 0, 0]),
+        ] {
+            let got = [Eq, Ne, Gt, Ge, Lt, Le].map(|op| at(op, t));
+            assert_eq!(got, want, "{t}");
         }
     }
 
