@@ -516,6 +516,15 @@ fn resolve_filter_in(kind: ResourceKind, filter: &mut Filter, mode: Mode) -> Res
                     mode.err(format!("'{}' is not a complex attribute, so it takes no value filter '[...]'", top.name))
                 );
             }
+            if mode == Mode::Filter && top.name == "meta" {
+                // `meta` is not one stored object but the server's columns, each filterable
+                // by its own path; a value filter over it would read nothing.
+                return Err(mode.err(
+                    "'meta' is single-valued: filter on its sub-attributes directly, as in \
+                     'meta.lastModified gt \"2026-01-01T00:00:00Z\"'"
+                        .to_string(),
+                ));
+            }
             path.info = info(top, top);
             resolve_value_filter(top, inner, mode)
         }
@@ -1413,6 +1422,7 @@ mod tests {
         ] {
             assert!(parsed_err(kind, text).contains("is built from the server's URL"), "{text}");
         }
+        assert!(parsed_err(user, r#"meta[version eq "W/\"1\""]"#).contains("'meta' is single-valued"));
 
         // What does fit, including IdPs' string booleans, which become booleans.
         for text in [

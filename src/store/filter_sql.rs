@@ -167,7 +167,18 @@ impl Translator {
         let path = json_path(p.urn.as_deref(), name, None);
         let ph = self.bind(SqlValue::Text(path));
         let cond = self.filter(inner, Scope::Element)?;
-        let each = format!("EXISTS (SELECT 1 FROM json_each(r.data, {ph}) e WHERE {cond})");
+        // The elements: each value of a multi-valued attribute, or the one object of a
+        // single-valued complex attribute (`name[givenName eq "x"]`; `json_each` would walk
+        // its members). Only objects have sub-attributes: the condition is not evaluated on
+        // anything else, where `json_extract` would fail on a bare string.
+        let elements = if p.info.multi_valued {
+            format!("json_each(r.data, {ph})")
+        } else {
+            format!("(SELECT json_extract(r.data, {ph}) AS value, json_type(r.data, {ph}) AS type)")
+        };
+        let each = format!(
+            "EXISTS (SELECT 1 FROM {elements} e WHERE CASE WHEN e.type = 'object' THEN coalesce(({cond}), 0) ELSE 0 END)"
+        );
         // `emails[type eq "work" and value eq "x"]` (and Entra's `emails[type eq "work"].value
         // eq "x"`, which the parser reads as that): an element can only match when the user
         // has the address at all, which the email index answers; the element test then runs
@@ -257,9 +268,10 @@ impl Translator {
         let ph = self.bind(SqlValue::Text(json_path(p.urn.as_deref(), &p.name, None)));
         let each = format!("json_each(r.data, {ph}) e");
         let val = match &p.sub {
+            // Only an object element has sub-attributes (`json_extract` fails on a string).
             Some(s) => {
                 let ph = self.bind(SqlValue::Text(json_path(None, s, None)));
-                format!("json_extract(e.value, {ph})")
+                format!("(CASE WHEN e.type = 'object' THEN json_extract(e.value, {ph}) END)")
             }
             None => "e.value".into(),
         };

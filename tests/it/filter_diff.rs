@@ -339,12 +339,20 @@ impl Gen<'_> {
             }
             28..=35 => F::Not(Box::new(self.filter(user, depth - 1, element))),
             36..=49 if element.is_none() => {
-                let attrs: Vec<_> =
-                    attributes(user).into_iter().filter(|(_, _, d)| d.ty == Ty::Complex && d.multi).collect();
-                let (_, name, def) = *self.rng.pick(&attrs);
+                // Mostly multi-valued attributes, which value filters are for; now and then a
+                // single-valued complex one (`name[...]`, the enterprise `manager[...]`).
+                let attrs: Vec<_> = attributes(user)
+                    .into_iter()
+                    .filter(|(_, _, d)| d.ty == Ty::Complex && (d.multi || self.rng.chance(10)))
+                    .collect();
+                let (schema, name, def) = *self.rng.pick(&attrs);
                 let inner = self.filter(user, depth.min(2) - 1, Some(&def));
                 let tail = self.rng.chance(35).then(|| Box::new(self.leaf(user, Some(&def))));
-                F::Vp(self.cased(name), Box::new(inner), tail)
+                let attr = match schema {
+                    ENTERPRISE => format!("{}:{}", self.cased(ENTERPRISE), self.cased(name)),
+                    _ => self.cased(name),
+                };
+                F::Vp(attr, Box::new(inner), tail)
             }
             _ => self.leaf(user, element),
         }

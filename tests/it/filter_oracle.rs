@@ -10,7 +10,8 @@
 //! - dateTime attributes take RFC 3339 strings with `eq ne gt ge lt le`, compared as instants;
 //! - anything else is refused (400 `invalidFilter`), as are unknown attributes,
 //!   attributes that are never returned, and the references each response builds from the
-//!   server's URL (`meta.location`, `members.$ref`, `groups.$ref`).
+//!   server's URL (`meta.location`, `members.$ref`, `groups.$ref`), and value filters on
+//!   `meta` (`meta[...]`: the server's columns, not an object).
 //!
 //! Meaning: names match case-insensitively; a multi-valued attribute matches when any of
 //! its values does; a comparison on an absent attribute is false (`eq null` aside); strings
@@ -96,7 +97,7 @@ pub enum F {
     Pr(P),
     Cmp(P, Op, Lit),
     /// `attr[inner]`, or with `Some(tail)` Entra's `attr[inner].sub op v` (the tail's
-    /// path names the sub-attribute).
+    /// path names the sub-attribute). `attr` may be URN-qualified.
     Vp(String, Box<F>, Option<Box<F>>),
 }
 
@@ -521,16 +522,23 @@ fn check_in(user: bool, f: &F, element: Option<&Def>) -> Result<Checked, Reject>
             if element.is_some() {
                 return Err(Reject("nested value filter".into()));
             }
-            let (schema, def) =
-                find_def(user, None, attr).ok_or_else(|| Reject(format!("unknown attribute {attr}")))?;
+            // `attr` may carry a schema URN: the name is after the last `:`.
+            let (urn, name) = match attr.rsplit_once(':') {
+                Some((u, n)) => (Some(u), n),
+                None => (None, attr.as_str()),
+            };
+            let (schema, def) = find_def(user, urn, name).ok_or_else(|| Reject(format!("unknown attribute {attr}")))?;
             if def.ty != Ty::Complex {
                 return Err(Reject(format!("{attr} is not complex")));
+            }
+            if def.subs == META_SUBS {
+                return Err(Reject("meta takes no value filter".into()));
             }
             let mut keys = Vec::new();
             if schema == ENTERPRISE {
                 keys.push(ENTERPRISE.to_string());
             }
-            let canonical = attributes(user).into_iter().find(|(_, n, _)| n.eq_ignore_ascii_case(attr)).unwrap().1;
+            let canonical = attributes(user).into_iter().find(|(_, n, _)| n.eq_ignore_ascii_case(name)).unwrap().1;
             keys.push(canonical.to_string());
             let mut c = check_in(user, inner, Some(&def))?;
             if let Some(t) = tail {
