@@ -15,9 +15,10 @@
 //! Leniency, because IdPs are not all strict: keywords and operators are case-insensitive,
 //! any run of spaces, tabs or newlines separates tokens, `not(` needs no space, and a
 //! PATCH path may carry surrounding whitespace. Strictness, because a filter that means
-//! something other than what the client thinks is worse than an error: trailing garbage,
-//! nested value filters, and `emails[...].value` in a *filter* (it is PATCH-path syntax
-//! only) are rejected.
+//! something other than what the client thinks is worse than an error: trailing garbage
+//! and nested value filters are rejected. One extension, because Microsoft Entra ID sends
+//! it: `emails[type eq "work"].value eq "x"` (PATCH-path syntax followed by a comparison)
+//! is read as `emails[type eq "work" and value eq "x"]`.
 
 use std::cmp::Ordering;
 use std::fmt::{self, Write as _};
@@ -407,13 +408,10 @@ impl Parser {
         let path_text = self.text(start, self.pos);
         self.skip_ws();
         if self.peek() == Some('[') {
-            let inner = self.parse_value_filter(scope)?;
+            let mut inner = self.parse_value_filter(scope)?;
             if self.peek() == Some('.') {
-                return Err(self.error(
-                    self.pos,
-                    "a sub-attribute after a value filter (\"emails[...].value\") is only allowed in PATCH \
-                     paths; in a filter, put the condition inside the brackets",
-                ));
+                let last = self.parse_sub_after_value_filter(&path_text)?;
+                inner = Filter::And(Box::new(inner), Box::new(last));
             }
             return Ok(Filter::ValuePath(path, Box::new(inner)));
         }
@@ -439,6 +437,48 @@ impl Parser {
         self.pos = op_end;
         let value = self.parse_literal(op)?;
         Ok(Filter::Compare(path, op, value))
+    }
+
+    /// `"." subAttr ("pr" / compareOp compValue)` after `attr[valFilter]`, with `self.pos` on
+    /// the `.`: the form Microsoft Entra ID sends for a matching attribute such as
+    /// `emails[type eq "work"].value` (`emails[type eq "work"].value eq "a@b.example"`). It is
+    /// not in RFC 7644's filter grammar, which only has it in PATCH paths; it means the
+    /// element the brackets select has that sub-attribute value, so it is returned as one
+    /// more condition on the same element: `emails[type eq "work" and value eq "a@b.example"]`.
+    fn parse_sub_after_value_filter(&mut self, path_text: &str) -> Result<Filter, FilterError> {
+        let dot = self.pos;
+        self.pos += 1;
+        let start = self.pos;
+        let end = self.scan(start, is_path_char);
+        if let Some(i) = (start..end).find(|&i| matches!(self.chars[i], ':' | '.')) {
+            return Err(self.error(i, "after \"[...]\" name one sub-attribute of the element, as in \"[...].value\""));
+        }
+        let name = self.attr_name(start, end, "a sub-attribute name after \"].\"")?;
+        self.pos = end;
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            return Err(self.error(dot, format!("the filter has more than {MAX_TERMS} comparisons")));
+        }
+        let sub = AttrPath { urn: None, name, sub: None, info: AttrInfo::default() };
+        self.skip_ws();
+        let op_at = self.pos;
+        let op_end = self.scan(op_at, is_word_char);
+        let word = self.text(op_at, op_end);
+        if word.eq_ignore_ascii_case("pr") {
+            self.pos = op_end;
+            return Ok(Filter::Present(sub));
+        }
+        let Some(op) = compare_op(&word) else {
+            let mut quoted = String::new();
+            let _ = write_json_string(&mut quoted, &format!("{path_text}[...].{}", sub.name));
+            return Err(self.error(
+                op_at,
+                format!("expected a comparison operator or \"pr\" after {quoted}, found {}", self.describe(op_at)),
+            ));
+        };
+        self.pos = op_end;
+        let value = self.parse_literal(op)?;
+        Ok(Filter::Compare(sub, op, value))
     }
 
     /// `attrPath = [URI ":"] ATTRNAME *1subAttr`. The whole run of path characters is
@@ -1191,6 +1231,25 @@ mod tests {
             (r#"members.$ref pr"#, pr(ps("members", "$ref"))),
             (r#"$ref pr"#, pr(p("$ref"))),
             (r#"emails[not (type eq "work")]"#, vp(p("emails"), not(eq(p("type"), "work")))),
+            // Entra's matching filter on `emails[type eq "work"].value` (issue #13).
+            (
+                r#"emails[type eq "work"].value eq "a@b.example""#,
+                vp(p("emails"), and(eq(p("type"), "work"), eq(p("value"), "a@b.example"))),
+            ),
+            (
+                r#"emails[type eq "work" or primary eq true].VALUE  EW "@b.example" and userName pr"#,
+                and(
+                    vp(
+                        p("emails"),
+                        and(
+                            or(eq(p("type"), "work"), cmp(p("primary"), CompareOp::Eq, Literal::Bool(true))),
+                            cmp(p("VALUE"), CompareOp::Ew, s("@b.example")),
+                        ),
+                    ),
+                    pr(p("userName")),
+                ),
+            ),
+            (r#"emails[type eq "work"].display pr"#, vp(p("emails"), and(eq(p("type"), "work"), pr(p("display"))))),
             (
                 r#"emails[type eq "work" or (type eq "home" and value ew "@example.com")]"#,
                 vp(
@@ -1388,7 +1447,12 @@ mod tests {
             ("()", 1, "empty parentheses"),
             ("emails[]", 7, "empty value filter"),
             (r#"emails[type eq "work""#, 21, r#"closing the "[" at column 6"#),
-            (r#"emails[type eq "work"].value eq "x""#, 22, "only allowed in PATCH paths"),
+            (r#"emails[type eq "work"].value.x eq "x""#, 28, "name one sub-attribute"),
+            (r#"emails[type eq "work"].urn:x:value eq "x""#, 26, "name one sub-attribute"),
+            (r#"emails[type eq "work"]. eq "x""#, 23, "expected a sub-attribute name after \"].\""),
+            (r#"emails[type eq "work"].value"#, 28, r#"after "emails[...].value", found end of input"#),
+            (r#"emails[type eq "work"].value ex "x""#, 29, "expected a comparison operator"),
+            (r#"emails[type eq "work"].value eq"#, 31, "expected a value"),
             (r#"emails[type[value eq "x"]]"#, 11, "cannot be nested"),
             (r#"emails[urn:x:type eq "a"]"#, 10, "no schema URN"),
             (r#"emails[type.x eq "a"]"#, 11, "no schema URN and no \".\""),
@@ -1889,6 +1953,8 @@ mod tests {
         ",",
         "emails[type eq \"work\"]",
         ".value",
+        "].value eq ",
+        "emails[type eq \"work\"].value eq \"a@b.example\"",
         "members[value eq \"a\"]",
         "x pr",
         "not (",
@@ -1915,6 +1981,23 @@ mod tests {
         fn display_parses_back_to_the_same_path(path in arb_patch_path()) {
             let text = path.to_string();
             prop_assert_eq!(parse_path(&text), Ok(path), "text: {}", text);
+        }
+
+        /// Entra's `attr[f].sub op v` (issue #13) is `attr[f and sub op v]`, wherever it
+        /// stands in a filter.
+        #[test]
+        fn value_path_then_sub_attribute_is_one_more_element_condition(
+            path in arb_resource_path(),
+            f in arb_element_filter(),
+            last in arb_atom(arb_element_path()),
+            rest in arb_filter(),
+        ) {
+            let text = format!("{path}[{f}].{last} or ({rest})");
+            let want = or(vp(path, and(f, last)), rest);
+            let parsed = parse_filter(&text);
+            prop_assert_eq!(parsed.as_ref(), Ok(&want), "text: {}", text);
+            // Its canonical text is the bracketed form, which parses to the same tree.
+            prop_assert_eq!(parse_filter(&want.to_string()), Ok(want));
         }
 
         #[test]

@@ -38,7 +38,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 pub use crate::model::ResourceKind;
-use crate::model::query::{AttrInfo, AttrPath, AttrType, Filter, PatchPath};
+use crate::model::query::{AttrInfo, AttrPath, AttrType, CompareOp, Filter, Literal, PatchPath};
 use crate::scim::error::ScimError;
 
 /// Core User schema (RFC 7643 §4.1).
@@ -483,6 +483,8 @@ impl Mode {
 ///
 /// Attributes that are never returned (`password`) cannot be filtered on: a filter would
 /// let a client test guesses against a value it may not read.
+///
+/// Every comparison's value must fit the attribute's type, see [`check_comparison`].
 pub fn resolve_filter(kind: ResourceKind, filter: &mut Filter) -> Result<(), ScimError> {
     resolve_filter_in(kind, filter, Mode::Filter)
 }
@@ -490,7 +492,13 @@ pub fn resolve_filter(kind: ResourceKind, filter: &mut Filter) -> Result<(), Sci
 fn resolve_filter_in(kind: ResourceKind, filter: &mut Filter, mode: Mode) -> Result<(), ScimError> {
     match filter {
         Filter::Present(path) => resolve_compared(kind, path, mode, true),
-        Filter::Compare(path, _, _) => resolve_compared(kind, path, mode, false),
+        Filter::Compare(path, op, lit) => {
+            resolve_compared(kind, path, mode, false)?;
+            if mode == Mode::Filter {
+                check_comparison(&path.to_string(), path, *op, lit)?;
+            }
+            Ok(())
+        }
         Filter::And(a, b) | Filter::Or(a, b) => {
             resolve_filter_in(kind, a, mode)?;
             resolve_filter_in(kind, b, mode)
@@ -507,6 +515,15 @@ fn resolve_filter_in(kind: ResourceKind, filter: &mut Filter, mode: Mode) -> Res
                 return Err(
                     mode.err(format!("'{}' is not a complex attribute, so it takes no value filter '[...]'", top.name))
                 );
+            }
+            if mode == Mode::Filter && top.name == "meta" {
+                // `meta` is not one stored object but the server's columns, each filterable
+                // by its own path; a value filter over it would read nothing.
+                return Err(mode.err(
+                    "'meta' is single-valued: filter on its sub-attributes directly, as in \
+                     'meta.lastModified gt \"2026-01-01T00:00:00Z\"'"
+                        .to_string(),
+                ));
             }
             path.info = info(top, top);
             resolve_value_filter(top, inner, mode)
@@ -535,12 +552,33 @@ fn resolve_compared(kind: ResourceKind, path: &mut AttrPath, mode: Mode, present
         },
         None => top,
     };
+    if mode == Mode::Filter {
+        refuse_computed(&top.name, &leaf.name)?;
+    }
     // `leaf` is `top` itself exactly when no sub-attribute was named or implied.
     if !std::ptr::eq(leaf, top) {
         path.sub = Some(leaf.name.clone());
     }
     path.info = info(leaf, top);
     Ok(())
+}
+
+/// `meta.location`, `members.$ref` and `groups.$ref` are not stored: each response builds
+/// them from the server's public URL and an id, which the store does not know. Rather than
+/// answer a filter on them wrongly (as if absent), it is refused, pointing at the id they
+/// are made of. (`manager.$ref` is stored as the client sent it, and filters like any
+/// other attribute.)
+fn refuse_computed(top: &str, leaf: &str) -> Result<(), ScimError> {
+    let instead = match (top, leaf) {
+        ("meta", "location") => "id",
+        ("members", "$ref") => "members.value",
+        ("groups", "$ref") => "groups.value",
+        _ => return Ok(()),
+    };
+    Err(ScimError::invalid_filter(format!(
+        "'{top}.{leaf}' is built from the server's URL in each response and cannot be filtered on; \
+         filter on '{instead}' instead"
+    )))
 }
 
 /// Resolves the filter inside `top[...]`: its paths name sub-attributes of `top`.
@@ -560,6 +598,14 @@ fn resolve_value_filter(top: &AttributeDef, filter: &mut Filter, mode: Mode) -> 
                 .ok_or_else(|| mode.err(format!("unknown sub-attribute '{}' of '{}'", path.name, top.name)))?;
             path.name = def.name.clone();
             path.info = AttrInfo { resolved: true, ty: def.ty, case_exact: def.case_exact, multi_valued: false };
+            if mode == Mode::Filter {
+                refuse_computed(&top.name, &def.name)?;
+            }
+            if mode == Mode::Filter
+                && let Filter::Compare(path, op, lit) = filter
+            {
+                check_comparison(&format!("{}.{}", top.name, path.name), path, *op, lit)?;
+            }
             Ok(())
         }
         Filter::And(a, b) | Filter::Or(a, b) => {
@@ -573,6 +619,101 @@ fn resolve_value_filter(top: &AttributeDef, filter: &mut Filter, mode: Mode) -> 
             top.name
         ))),
     }
+}
+
+/// Checks that a comparison's value fits the type of the (resolved) attribute it compares,
+/// and rewrites IdPs' string booleans (`active eq "True"`) as booleans.
+///
+/// RFC 7644 §3.4.2.2 defines each operator for values of the attribute's own type
+/// (strings compared by `caseExact`, dateTime values "chronologically", numbers and
+/// booleans as such), says that `gt`, `ge`, `lt` and `le` on a boolean or binary attribute
+/// "SHALL cause a failed response (HTTP status code 400) with "scimType" of
+/// "invalidFilter"", and defines nothing for a value of another type (a number against a
+/// string, a string against a boolean). Such a filter asks a question that has no answer,
+/// so it gets the same answer as an ordering on a boolean: 400 `invalidFilter` whose
+/// `detail` names the attribute, its type and what it can be compared with. It never
+/// reaches the store, and a client's mistake never looks like "no match". Precisely:
+///
+/// - `null` is "no value" (RFC 7643 §2.5): `eq null` means not present (`not (a pr)`),
+///   `ne null` present (`a pr`), for every type; other operators with `null` are refused;
+/// - string, reference and binary attributes take a string with every operator, except
+///   the orderings on binary ones;
+/// - boolean attributes take `eq` and `ne` with `true`/`false`, or the strings `"true"`
+///   and `"false"` in any case (Entra's default dialect sends `"True"`);
+/// - integer and decimal attributes take a number with every operator but `co`, `sw`, `ew`;
+/// - dateTime attributes take an RFC 3339 timestamp string with `eq`, `ne` and the
+///   orderings, compared as instants; `co`, `sw` and `ew` would test the stored spelling,
+///   which is ours, not the client's, and are refused.
+///
+/// `shown` is the attribute as the error should name it.
+fn check_comparison(shown: &str, path: &AttrPath, op: CompareOp, lit: &mut Literal) -> Result<(), ScimError> {
+    let ty = path.info.ty;
+    let text = || Filter::Compare(path.clone(), op, lit.clone()).to_string();
+    let ordering = matches!(op, CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le);
+    let substring = matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew);
+    let refuse = |why: String| Err(ScimError::invalid_filter(format!("'{}': {why}", text())));
+    if let Literal::Null = lit {
+        if matches!(op, CompareOp::Eq | CompareOp::Ne) {
+            return Ok(());
+        }
+        return refuse(format!(
+            "null means no value, so it compares only with eq (not present) or ne (present);              '{shown}' has no order or substrings of null"
+        ));
+    }
+    match ty {
+        AttrType::String | AttrType::Reference | AttrType::Binary => {
+            if ty == AttrType::Binary && ordering {
+                return refuse(format!(
+                    "'{shown}' is binary: gt, ge, lt and le do not apply to binary attributes (RFC 7644 §3.4.2.2)"
+                ));
+            }
+            if !matches!(lit, Literal::String(_)) {
+                return refuse(format!("'{shown}' is a string attribute: compare it with a quoted string"));
+            }
+        }
+        AttrType::Boolean => {
+            if ordering {
+                return refuse(format!(
+                    "'{shown}' is a boolean: gt, ge, lt and le do not apply to booleans (RFC 7644 §3.4.2.2);                      use eq or ne"
+                ));
+            }
+            if substring {
+                return refuse(format!("'{shown}' is a boolean: co, sw and ew compare strings; use eq or ne"));
+            }
+            let value = match &*lit {
+                Literal::Bool(b) => *b,
+                Literal::String(s) if s.eq_ignore_ascii_case("true") => true,
+                Literal::String(s) if s.eq_ignore_ascii_case("false") => false,
+                _ => return refuse(format!("'{shown}' is a boolean: compare it with true or false")),
+            };
+            *lit = Literal::Bool(value);
+        }
+        AttrType::Integer | AttrType::Decimal => {
+            if substring {
+                return refuse(format!("'{shown}' is a number: co, sw and ew compare strings"));
+            }
+            if !matches!(lit, Literal::Number(_)) {
+                return refuse(format!("'{shown}' is a number: compare it with a number"));
+            }
+        }
+        AttrType::DateTime => {
+            if substring {
+                return refuse(format!(
+                    "'{shown}' is a dateTime: co, sw and ew do not apply; compare instants with eq, ne, gt, ge, lt or le"
+                ));
+            }
+            let fits = matches!(&*lit, Literal::String(s) if crate::model::normalize_time(s).is_some());
+            if !fits {
+                return refuse(format!(
+                    "'{shown}' is a dateTime: compare it with an RFC 3339 timestamp such as \"2026-01-02T03:04:05Z\""
+                ));
+            }
+        }
+        AttrType::Complex => {
+            return refuse(format!("'{shown}' is a complex attribute: compare one of its sub-attributes"));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a PATCH operation's `path` (RFC 7644 §3.5.2) against `kind`'s schemas and rewrites
@@ -1223,7 +1364,7 @@ mod tests {
 
         let r = resolved(ResourceKind::Group, eq(ps("meta", "resourcetype"), "Group"));
         assert_eq!(r.sub.as_deref(), Some("resourceType"));
-        for sub in ["created", "version", "location"] {
+        for sub in ["created", "version"] {
             let r = resolved(user, Filter::Present(ps("meta", sub)));
             assert_eq!(r.sub.as_deref(), Some(sub));
         }
@@ -1236,8 +1377,80 @@ mod tests {
         assert_eq!(r.name, "id");
         assert_eq!(r.info, info(AttrType::String, true, false));
 
-        let r = resolved(user, eq(p("active"), "x"));
+        let r = resolved(user, eq(p("active"), "True"));
         assert_eq!(r.info.ty, AttrType::Boolean);
+    }
+
+    fn parsed_err(kind: ResourceKind, text: &str) -> String {
+        let mut f = crate::scim::filter::parse_filter(text).expect("parses");
+        let e = resolve_filter(kind, &mut f).expect_err(text);
+        assert_eq!((e.status, e.scim_type), (400, Some(ScimType::InvalidFilter)), "{text}: {e}");
+        e.detail
+    }
+
+    fn parsed_ok(kind: ResourceKind, text: &str) -> Filter {
+        let mut f = crate::scim::filter::parse_filter(text).expect("parses");
+        resolve_filter(kind, &mut f).unwrap_or_else(|e| panic!("{text}: {e}"));
+        f
+    }
+
+    /// Issue #13: a value that does not fit the attribute's type is 400 `invalidFilter`
+    /// naming the attribute (see `check_comparison`), never a query.
+    #[test]
+    fn type_mismatched_comparisons_are_invalid_filter() {
+        let user = ResourceKind::User;
+        let cases = [
+            (r#"active le "%%%%%""#, "'active' is a boolean: gt, ge, lt and le"),
+            ("not (name.givenName co false)", "'name.givenName' is a string attribute"),
+            (
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department ew false",
+                "'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department' is a string attribute",
+            ),
+            (
+                "(externalId co -1.5e10) AND urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department lt null",
+                "'externalId' is a string attribute",
+            ),
+            ("userName lt null", "null means no value"),
+            ("active eq 1", "'active' is a boolean: compare it with true or false"),
+            (r#"active eq "yes""#, "'active' is a boolean: compare it with true or false"),
+            ("active co true", "co, sw and ew compare strings"),
+            (r#"meta.lastModified gt "yesterday""#, "'meta.lastModified' is a dateTime"),
+            (r#"meta.created co "2026""#, "'meta.created' is a dateTime: co, sw and ew do not apply"),
+            ("emails[primary gt false]", "'emails.primary' is a boolean"),
+            ("emails[value eq 5]", "'emails.value' is a string attribute"),
+            (r#"x509Certificates.value gt "AA==""#, "binary"),
+        ];
+        for (text, want) in cases {
+            let detail = parsed_err(user, text);
+            assert!(detail.contains(want), "{text}: {detail}");
+        }
+        assert!(parsed_err(ResourceKind::Group, "members.value sw 1").contains("'members.value' is a string"));
+        // Built from the server's URL in each response, never stored.
+        for (kind, text) in [
+            (user, "meta.location pr"),
+            (user, r#"meta.location eq "https://x/Users/1""#),
+            (user, r#"groups[$ref co "x"]"#),
+            (ResourceKind::Group, "members.$ref pr"),
+        ] {
+            assert!(parsed_err(kind, text).contains("is built from the server's URL"), "{text}");
+        }
+        assert!(parsed_err(user, r#"meta[version eq "W/\"1\""]"#).contains("'meta' is single-valued"));
+
+        // What does fit, including IdPs' string booleans, which become booleans.
+        for text in [
+            "userName eq null",
+            "title ne null",
+            r#"meta.lastModified ge "2026-01-02T03:04:05+01:00""#,
+            "emails[primary eq true]",
+            r#"x509Certificates.value eq "AA==""#,
+        ] {
+            parsed_ok(user, text);
+        }
+        let f = parsed_ok(user, r#"active eq "True""#);
+        assert!(matches!(f, Filter::Compare(_, CompareOp::Eq, Literal::Bool(true))), "{f:?}");
+        let f = parsed_ok(user, r#"emails[primary eq "FALSE"]"#);
+        let Filter::ValuePath(_, inner) = f else { panic!() };
+        assert!(matches!(*inner, Filter::Compare(_, CompareOp::Eq, Literal::Bool(false))), "{inner:?}");
     }
 
     #[test]

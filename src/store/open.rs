@@ -49,6 +49,7 @@ pub fn connect(path: &Path, busy_timeout_seconds: u64) -> Result<Connection, Sto
     }
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;")?;
     plan_without_bound_values(&conn)?;
+    super::filter_sql::register_functions(&conn)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }

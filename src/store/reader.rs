@@ -29,6 +29,7 @@ fn open_reader(path: &Path, busy_timeout_seconds: u64, cache_kib: Option<u32>) -
     )?;
     c.busy_timeout(std::time::Duration::from_secs(busy_timeout_seconds))?;
     super::open::plan_without_bound_values(&c)?;
+    super::filter_sql::register_functions(&c)?;
     if let Some(kib) = cache_kib {
         c.execute_batch(&format!("PRAGMA cache_size = -{kib}"))?;
     }

@@ -11,6 +11,8 @@ mod bulk;
 mod discovery;
 mod durability;
 mod errors;
+mod filter_diff;
+mod filter_oracle;
 mod fuzzed;
 mod groups;
 mod guard;

@@ -199,6 +199,40 @@ async fn entra_test_connection_fixtures() {
     }
 }
 
+/// Entra's matching query on `emails[type eq "work"].value` (issue #13): a value path
+/// followed by `.value eq`, answered as `emails[type eq "work" and value eq "..."]`: the
+/// address of a work email, in any case; not a user who has it as another type, nor one
+/// whose work email is another address.
+#[tokio::test]
+async fn entra_matching_on_work_email() {
+    let d = Daemon::start();
+    let user = |name: &str, emails: Value| json!({"schemas": [USER], "userName": name, "emails": emails});
+    let id = |r: Resp| {
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body["id"].as_str().unwrap().to_string()
+    };
+    let work = id(d.post("/Users", user("w", json!([{"type": "work", "value": "A@B.example"}]))).await);
+    id(d.post("/Users", user("h", json!([{"type": "home", "value": "a@b.example"}]))).await);
+    id(d.post(
+        "/Users",
+        user("x", json!([{"type": "home", "value": "a@b.example"}, {"type": "work", "value": "x@b.example"}])),
+    )
+    .await);
+    id(d.post("/Users", user("n", json!([]))).await);
+    let r = send_fixture(&d, "entra/get-user-by-work-email.json", &[], 200).await;
+    assert_eq!(ids(&r), vec![work.as_str()], "{r}");
+    assert_eq!(r["totalResults"], 1);
+    let bracketed = d.get(&filter_q("/Users", r#"emails[type eq "work" and value eq "a@b.example"]"#)).await;
+    assert_eq!(bracketed.body, r, "the same answer as the bracketed form");
+    // Other sub-attributes and operators after the brackets, and what stays an error.
+    let r = d.get(&filter_q("/Users", r#"emails[type eq "home"].value ew "@B.EXAMPLE""#)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["totalResults"], 2);
+    d.get(&filter_q("/Users", r#"emails[type eq "work"].value eq 1"#)).await.assert_error(400, Some("invalidFilter"));
+    d.get(&filter_q("/Users", r#"emails[type eq "work"].nope eq "x""#)).await.assert_error(400, Some("invalidFilter"));
+    d.get(&filter_q("/Users", r#"emails[type eq "work"].value"#)).await.assert_error(400, Some("invalidFilter"));
+}
+
 /// Entra's default dialect (capitalised ops, string booleans) on one user: the tutorial's
 /// create/query/update/disable/delete and the compatibility page's "without feature flag" shapes.
 #[tokio::test]
