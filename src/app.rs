@@ -398,6 +398,7 @@ pub async fn run(
             target_kind: cfg.target.kind.as_str(),
             bearer_token: (!cfg.admin.bearer_token.is_empty()).then(|| cfg.admin.bearer_token.expose().to_string()),
             sync: scheduler.as_ref().map(|(h, _)| h.clone()),
+            policy: Arc::new(crate::policy::Policy::compile(&cfg.policy).unwrap_or_default()),
         });
         tokio::spawn(ops_api::serve(l, ops, shutdown.clone()))
     });

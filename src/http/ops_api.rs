@@ -32,6 +32,8 @@ pub struct OpsState {
     pub bearer_token: Option<String>,
     /// The sync scheduler, when the target can be reconciled (it lists accounts).
     pub sync: Option<crate::reconcile::scheduler::SyncHandle>,
+    /// The provisioning policy, for `GET /access/{user}` (empty when none is configured).
+    pub policy: Arc<crate::policy::Policy>,
 }
 
 /// Serve the admin routes on an already bound listener until `shutdown` is cancelled.
@@ -47,16 +49,20 @@ pub async fn serve(listener: TcpListener, state: Arc<OpsState>, shutdown: Cancel
 }
 
 /// The admin routes, for the 404 text.
-const ROUTES: &str = "/healthz, /readyz, /metrics, POST /sync, /sync/runs, /drift (JSON), /drift.html, /status";
+const ROUTES: &str =
+    "/healthz, /readyz, /metrics, POST /sync, /sync/runs, /drift (JSON), /drift.html, /access/{user} (JSON), /status";
 
 async fn handle(state: &OpsState, path: &str, query: &str, method: &Method, headers: &HeaderMap) -> Response {
     let path = path.trim_end_matches('/');
     let path = if path.is_empty() { "/" } else { path };
     let is_post = path == "/sync";
-    if !matches!(
-        path,
-        "/healthz" | "/readyz" | "/metrics" | "/sync" | "/sync/runs" | "/drift" | "/drift.html" | "/" | "/status"
-    ) {
+    let access_user = path.strip_prefix("/access/").filter(|u| !u.is_empty() && !u.contains('/'));
+    if access_user.is_none()
+        && !matches!(
+            path,
+            "/healthz" | "/readyz" | "/metrics" | "/sync" | "/sync/runs" | "/drift" | "/drift.html" | "/" | "/status"
+        )
+    {
         return text(StatusCode::NOT_FOUND, &format!("not found; the admin endpoints are {ROUTES}\n"));
     }
     let allowed = if is_post { method == Method::POST } else { method == Method::GET || method == Method::HEAD };
@@ -91,6 +97,9 @@ async fn handle(state: &OpsState, path: &str, query: &str, method: &Method, head
             .find(|(k, _)| k == name)
             .map(|(_, v)| v)
     };
+    if let Some(user) = access_user {
+        return access(state, user).await;
+    }
     match path {
         "/readyz" => readyz(state).await,
         "/sync" => match param("confirm").map(|v| v.parse::<i64>()) {
@@ -185,6 +194,21 @@ async fn drift(state: &OpsState, run_id: Option<i64>, html: bool) -> Response {
         }
         None if run_id.is_some() => json_response(StatusCode::NOT_FOUND, &json!({"error": "no such sync run"})),
         None => json_response(StatusCode::NOT_FOUND, &json!({"error": "no sync run has finished yet"})),
+    }
+}
+
+/// `GET /access/{user}`: one user's effective access (by id or userName, percent-encoded in
+/// the path), the same report as `scimsync access USER --json`.
+async fn access(state: &OpsState, user: &str) -> Response {
+    let Ok(who) = percent_encoding::percent_decode_str(user).decode_utf8() else {
+        return json_response(StatusCode::BAD_REQUEST, &json!({"error": "the user in /access/{user} is not UTF-8"}));
+    };
+    match crate::service::access::effective_access(&state.store, &state.policy, &who).await {
+        Ok(Some(report)) => json_response(StatusCode::OK, &json!(report)),
+        Ok(None) => {
+            json_response(StatusCode::NOT_FOUND, &json!({"error": format!("no user with userName or id {who:?}")}))
+        }
+        Err(e) => store_error(e),
     }
 }
 
