@@ -379,7 +379,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn warn_unknown(loaded: &Loaded) {
     for k in &loaded.unknown_keys {
-        tracing::warn!(key = %k, "unknown configuration key ignored (typo? see config.example.toml)");
+        tracing::warn!(key = %k, "a SCIMSYNC_* environment variable sets an unknown configuration key: ignored");
     }
 }
 
@@ -389,7 +389,7 @@ fn check_config(loaded: &Loaded) -> Result<i32> {
         None => outln!("config file: none (built-in defaults and environment)"),
     }
     for k in &loaded.unknown_keys {
-        outln!("warning: unknown key {k:?} is ignored; see config.example.toml for the valid keys");
+        outln!("warning: the environment sets unknown key {k}: ignored (SCIMSYNC_* variables are config keys)");
     }
     outln!("\neffective configuration:\n{}", toml_like(&loaded.config));
     if let Ok(policy) = crate::policy::Policy::compile(&loaded.config.policy) {

@@ -110,3 +110,36 @@ fn reading_commands_never_create_a_store() {
     let out = Command::new(bin()).arg("--config").arg(&cfg).args(["token", "list"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A misspelt table is an error for `check-config` and `serve` alike, with the nearest key,
+/// and every other mistake in the file on its own line; nothing starts.
+#[test]
+fn check_config_and_serve_reject_unknown_keys_with_the_nearest_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("scimsync.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = \"1 MB\"\n[store]\ndata_dir = {:?}\n\
+             [admin]\nlisten = \"\"\n[targt]\nkind = \"scim\"\n[reconcile]\nschedule = \"hourly\"\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    for cmd in ["check-config", "serve"] {
+        let out = Command::new(bin()).arg("--config").arg(&cfg).arg(cmd).output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {stdout}{stderr}");
+        assert!(!stdout.contains("configuration OK") && !stdout.contains("listening"), "{cmd}: {stdout}");
+        for needle in [
+            "targt: unknown key (did you mean `target`?)",
+            "server.max_body_bytes: must be a whole number of bytes (0 or more), not the text \"1 MB\"",
+            "reconcile.schedule: \"hourly\" is not a cron expression",
+        ] {
+            assert!(stderr.contains(needle), "{cmd}: {needle:?} missing in:\n{stderr}");
+        }
+        let schedule = stderr.lines().filter(|l| l.contains("reconcile.schedule")).count();
+        assert_eq!(schedule, 1, "the cron error is one line:\n{stderr}");
+        assert!(!dir.path().join("data").exists(), "{cmd} created the store");
+    }
+}
