@@ -769,7 +769,7 @@ async fn sync_now(loaded: &Loaded, confirm: Option<i64>, url: Option<String>, ti
     }
     let run_id = body["run_id"].as_i64();
     let store = open_for_cli(loaded)?;
-    print_report(&store, run_id, false).await?;
+    print_report(&store, run_id, false, &crate::reconcile::report::Reconcilable::Yes).await?;
     tokio::task::spawn_blocking(move || store.close()).await.ok();
     // The run's success, not the drift it found (`scimsync drift` exits 3 on drift); 4 when
     // the safety limit refused the repair, so a script notices.
@@ -786,7 +786,10 @@ async fn sync_runs(loaded: Loaded, limit: usize) -> Result<i32> {
     let store = open_for_cli(&loaded)?;
     let runs = store.sync_runs(limit).await?;
     if runs.is_empty() {
-        outln!("no sync run yet");
+        match app::reconcilable(&loaded.config).why_not() {
+            Some(why) => outln!("no sync run: {why}"),
+            None => outln!("no sync run yet; run `scimsync sync now` (or wait for reconcile.schedule)"),
+        }
     } else {
         outln!("{:>6}  {:<9} {:<25} {:>9}  {:<7} DRIFT / ERROR", "RUN", "TRIGGER", "STARTED", "SECONDS", "STATUS");
     }
@@ -817,23 +820,30 @@ async fn sync_runs(loaded: Loaded, limit: usize) -> Result<i32> {
 
 async fn drift(loaded: Loaded, run: Option<i64>, json: bool) -> Result<i32> {
     let store = open_for_cli(&loaded)?;
-    let code = print_report(&store, run, json).await?;
+    let reconcilable = app::reconcilable(&loaded.config);
+    if let Some(why) = reconcilable.why_not() {
+        // Older reports (from a target that could be listed) stay readable.
+        eprintln!("note: {why}");
+    }
+    let code = print_report(&store, run, json, &reconcilable).await?;
     tokio::task::spawn_blocking(move || store.close()).await.ok();
     Ok(code)
 }
 
 /// Print a report; exit code 0 clean, 3 drift, 1 none.
-async fn print_report(store: &crate::store::Store, run: Option<i64>, json: bool) -> Result<i32> {
+async fn print_report(
+    store: &crate::store::Store,
+    run: Option<i64>,
+    json: bool,
+    reconcilable: &crate::reconcile::report::Reconcilable,
+) -> Result<i32> {
     use crate::reconcile::report;
     let Some(r) = store.sync_run(run).await? else {
-        eprintln!(
-            "{}",
-            if run.is_some() {
-                "no such sync run (see `scimsync sync runs`)"
-            } else {
-                "no sync run has finished yet; run `scimsync sync now`"
-            }
-        );
+        if run.is_some() {
+            eprintln!("no such sync run (see `scimsync sync runs`)");
+        } else if reconcilable.why_not().is_none() {
+            eprintln!("{}", reconcilable.next_step());
+        }
         return Ok(1);
     };
     let items = store.drift_items(r.id).await?;

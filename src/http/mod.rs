@@ -5,6 +5,7 @@
 //! reqwest.
 
 mod auth;
+pub mod html;
 pub mod ops_api;
 pub mod rate_limit;
 mod respond;
