@@ -10,6 +10,7 @@ mod backup;
 mod bulk;
 mod cli;
 mod discovery;
+mod docs;
 mod durability;
 mod errors;
 mod fuzzed;
