@@ -223,7 +223,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             return Ok(2);
         }
     };
-    let serving = matches!(cli.command, Command::Serve);
+    // `serve` and `token create` print a secret shown only once: that must not vanish quietly.
+    let shows_secret = matches!(cli.command, Command::Serve | Command::Token { action: TokenAction::Create { .. } });
     let result = match cli.command {
         Command::CheckConfig => check_config(&loaded),
         Command::Serve => runtime()?.block_on(serve(loaded)),
@@ -245,9 +246,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Backup { path } => backup(&loaded, &path),
     };
     match result {
-        // The reader went away (`| head`): what it wanted it has; stop without a word. Not
-        // for `serve`, whose stdout carries the one-time token: that must not vanish quietly.
-        Err(e) if !serving && is_broken_pipe(&e) => Ok(0),
+        // The reader went away (`| head`): what it wanted it has; stop without a word.
+        Err(e) if !shows_secret && is_broken_pipe(&e) => Ok(0),
         other => other,
     }
 }
@@ -486,7 +486,9 @@ async fn token(loaded: Loaded, action: TokenAction) -> Result<i32> {
         TokenAction::Create { label } => {
             let t = store.create_token_audited(&label, cli_audit("token create", "token", None)).await?;
             eprintln!("created token {} (label {:?}); it is shown only this once:", t.id, t.label);
-            outln!("{}", t.token);
+            writeln!(std::io::stdout(), "{}", t.token).with_context(|| {
+                format!("token {} was created but could not be printed; revoke it (`scimsync token revoke {}`) and create another", t.id, t.id)
+            })?;
             0
         }
         TokenAction::List => {

@@ -55,6 +55,12 @@ async fn every_printing_command_stops_quietly_when_the_reader_closes_the_pipe() 
         );
         assert!(!stderr.contains("panicked") && !stderr.to_lowercase().contains("broken pipe"), "{args:?}: {stderr}");
     }
+    // A one-time secret is the exception: a token that cannot be printed is an error that
+    // says so, not a quiet success.
+    let out = into_closed_pipe(d.cli_command(&["token", "create", "--label", "lost"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("was created but could not be printed") && !stderr.contains("panicked"), "{stderr}");
     // And through a real shell pipe, as the issue ran it.
     let script = format!("{:?} --config {:?} drift --json | head -c 70 >/dev/null", bin(), d.config_path());
     let out = Command::new("sh").args(["-c", &format!("set -o pipefail 2>/dev/null; {script}")]).output().unwrap();
