@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# check-layers.sh — fail if a module reaches across the boundaries of shared/DESIGN.md:
+# check-layers.sh — fail if a module reaches across the boundaries of docs/ARCHITECTURE.md:
 # the SCIM protocol code must not name SQLite, HTTP frameworks or the store, and the store
 # must not name HTTP frameworks.
 set -euo pipefail

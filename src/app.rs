@@ -116,6 +116,35 @@ pub fn target_identity(cfg: &Config) -> String {
 }
 
 /// The configured downstream target, or `None` for the embedded default (keep queuing).
+/// Where deliveries go, in words for the status page: the kind and the app's URL, with any
+/// user name or password in the URL left out.
+pub fn target_label(cfg: &Config) -> String {
+    let url = |u: &str| match reqwest::Url::parse(u) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Err(_) => u.to_string(),
+    };
+    match cfg.target.kind {
+        TargetKind::None => "none (changes stay queued)".into(),
+        TargetKind::DryRun => "dry-run (nothing is sent to an app)".into(),
+        TargetKind::Scim => format!("scim {}", url(&cfg.target.scim.base_url)),
+        TargetKind::Webhook => format!("webhook {}", url(&cfg.target.webhook.base_url)),
+    }
+}
+
+/// Whether the configured target can be reconciled (it lists the app's accounts), for the
+/// commands that read reports without a running daemon.
+pub fn reconcilable(cfg: &Config) -> crate::reconcile::report::Reconcilable {
+    use crate::reconcile::report::Reconcilable;
+    match build_target(cfg) {
+        Ok(Some(t)) if t.can_list() => Reconcilable::Yes,
+        _ => Reconcilable::No { target: cfg.target.kind.as_str().to_string() },
+    }
+}
+
 pub fn build_target(cfg: &Config) -> Result<Option<Target>, String> {
     let throttle = Throttle::new(cfg.outbox.rate_limit_per_second, cfg.outbox.rate_limit_burst);
     Ok(match cfg.target.kind {
@@ -433,6 +462,9 @@ pub async fn run(
             target_kind: cfg.target.kind.as_str(),
             bearer_token: (!cfg.admin.bearer_token.is_empty()).then(|| cfg.admin.bearer_token.expose().to_string()),
             sync: scheduler.as_ref().map(|(h, _)| h.clone()),
+            policy: Arc::new(crate::policy::Policy::compile(&cfg.policy).unwrap_or_default()),
+            target_label: target_label(cfg),
+            started_at: crate::model::now(),
         });
         tokio::spawn(ops_api::serve(l, ops, shutdown.clone()))
     });

@@ -11,6 +11,16 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Loaded};
 use crate::{app, shutdown, telemetry};
 
+/// Standard output for the commands. `println!` panics when the reader has gone (`scimsync
+/// drift --json | head -c 700`); these return the write error instead, and [`dispatch`]
+/// ends the command quietly on a closed pipe, as a Unix tool does.
+macro_rules! outln {
+    ($($t:tt)*) => { writeln!(std::io::stdout(), $($t)*)? };
+}
+macro_rules! out {
+    ($($t:tt)*) => { write!(std::io::stdout(), $($t)*)? };
+}
+
 /// scimsync keeps an application's accounts in step with your identity provider: IdPs
 /// (Okta, Entra ID, OneLogin, ...) push SCIM 2.0 changes to it, it stores them durably in
 /// SQLite and provisions the application.
@@ -52,10 +62,15 @@ pub enum Command {
         id: String,
     },
     /// Explain one user's effective access under `[policy]`: its groups, the rules that
-    /// matched each, the roles and entitlements that result, and why.
+    /// matched each, the roles and entitlements that result, the constraints that bound
+    /// them, and why. The admin listener answers the same as JSON at `GET /access/{user}`.
     Access {
         /// The user's userName or id.
         user: String,
+        /// Stable JSON (user, groups with matched_rules, roles, entitlements,
+        /// exclusive_classes, why) instead of prose.
+        #[arg(long)]
+        json: bool,
     },
     /// Reconciliation: run a full sync now, or list past runs.
     Sync {
@@ -208,13 +223,15 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             return Ok(2);
         }
     };
-    match cli.command {
+    // `serve` and `token create` print a secret shown only once: that must not vanish quietly.
+    let shows_secret = matches!(cli.command, Command::Serve | Command::Token { action: TokenAction::Create { .. } });
+    let result = match cli.command {
         Command::CheckConfig => check_config(&loaded),
         Command::Serve => runtime()?.block_on(serve(loaded)),
         Command::Token { action } => runtime()?.block_on(token(loaded, action)),
         Command::Outbox { action } => runtime()?.block_on(outbox(loaded, action)),
         Command::Resync { kind, id } => runtime()?.block_on(resync(loaded, &kind, &id)),
-        Command::Access { user } => runtime()?.block_on(access(loaded, &user)),
+        Command::Access { user, json } => runtime()?.block_on(access(loaded, &user, json)),
         Command::Sync { action: SyncAction::Now { confirm, url, timeout_seconds } } => {
             runtime()?.block_on(sync_now(&loaded, confirm, url, timeout_seconds))
         }
@@ -227,7 +244,17 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             runtime()?.block_on(audit(loaded, since.as_deref(), resource.as_deref(), json, limit))
         }
         Command::Backup { path } => backup(&loaded, &path),
+    };
+    match result {
+        // The reader went away (`| head`): what it wanted it has; stop without a word.
+        Err(e) if !shows_secret && is_broken_pipe(&e) => Ok(0),
+        other => other,
     }
+}
+
+/// Whether the error is a write to a pipe whose reader has closed it.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// An operator's action, for the audit log.
@@ -326,11 +353,16 @@ fn backup(loaded: &Loaded, path: &std::path::Path) -> Result<i32> {
     let cfg = &loaded.config.store;
     match crate::store::Store::backup(&cfg.data_dir, path, cfg.busy_timeout_seconds) {
         Ok(r) => {
-            println!("backup written to {} ({} bytes), integrity check ok", r.path.display(), r.bytes);
-            println!("schema version {}", r.schema_version);
-            println!(
+            outln!("backup written to {} ({} bytes), integrity check ok", r.path.display(), r.bytes);
+            outln!("schema version {}", r.schema_version);
+            outln!(
                 "{} users, {} groups, {} memberships, {} undelivered change(s), {} active token(s), {} audit record(s)",
-                r.users, r.groups, r.memberships, r.undelivered, r.tokens, r.audit_records
+                r.users,
+                r.groups,
+                r.memberships,
+                r.undelivered,
+                r.tokens,
+                r.audit_records
             );
             Ok(0)
         }
@@ -347,41 +379,41 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn warn_unknown(loaded: &Loaded) {
     for k in &loaded.unknown_keys {
-        tracing::warn!(key = %k, "unknown configuration key ignored (typo? see config.example.toml)");
+        tracing::warn!(key = %k, "a SCIMSYNC_* environment variable sets an unknown configuration key: ignored");
     }
 }
 
 fn check_config(loaded: &Loaded) -> Result<i32> {
     match &loaded.file {
-        Some(f) => println!("config file: {}", f.display()),
-        None => println!("config file: none (built-in defaults and environment)"),
+        Some(f) => outln!("config file: {}", f.display()),
+        None => outln!("config file: none (built-in defaults and environment)"),
     }
     for k in &loaded.unknown_keys {
-        println!("warning: unknown key {k:?} is ignored; see config.example.toml for the valid keys");
+        outln!("warning: the environment sets unknown key {k}: ignored (SCIMSYNC_* variables are config keys)");
     }
-    println!("\neffective configuration:\n{}", toml_like(&loaded.config));
+    outln!("\neffective configuration:\n{}", toml_like(&loaded.config));
     if let Ok(policy) = crate::policy::Policy::compile(&loaded.config.policy) {
         let lines = policy.describe();
         if lines.is_empty() {
-            println!("\nprovisioning policy: none (groups are mirrored, no roles or licences derived)");
+            outln!("\nprovisioning policy: none (groups are mirrored, no roles or licences derived)");
         } else {
-            println!("\nprovisioning policy:");
+            outln!("\nprovisioning policy:");
             for l in lines {
-                println!("  {l}");
+                outln!("  {l}");
             }
         }
     }
     let tls = &loaded.config.server.tls;
     if tls.enabled() {
         match crate::http::tls::CertStore::load(&tls.cert_file, &tls.key_file) {
-            Ok(c) => println!("TLS certificate: {}", c.describe()),
+            Ok(c) => outln!("TLS certificate: {}", c.describe()),
             Err(e) => {
-                println!("problem: {e}");
+                outln!("problem: {e}");
                 return Ok(2);
             }
         }
     }
-    println!("configuration OK");
+    outln!("configuration OK");
     Ok(0)
 }
 
@@ -443,20 +475,27 @@ async fn serve(loaded: Loaded) -> Result<i32> {
 
 async fn token(loaded: Loaded, action: TokenAction) -> Result<i32> {
     telemetry::init(&loaded.config.log);
-    let store = app::open_store(&loaded.config)
-        .with_context(|| format!("cannot open the store in {}", loaded.config.store.data_dir.display()))?;
+    // Creating a token before the first start is how an install is prepared, so `create`
+    // may create the store; `list` and `revoke` only make sense on an existing one.
+    let store = match action {
+        TokenAction::Create { .. } => app::open_store(&loaded.config)
+            .with_context(|| format!("cannot open the store in {}", loaded.config.store.data_dir.display()))?,
+        _ => open_for_cli(&loaded)?,
+    };
     let code = match action {
         TokenAction::Create { label } => {
             let t = store.create_token_audited(&label, cli_audit("token create", "token", None)).await?;
             eprintln!("created token {} (label {:?}); it is shown only this once:", t.id, t.label);
-            println!("{}", t.token);
+            writeln!(std::io::stdout(), "{}", t.token).with_context(|| {
+                format!("token {} was created but could not be printed; revoke it (`scimsync token revoke {}`) and create another", t.id, t.id)
+            })?;
             0
         }
         TokenAction::List => {
-            println!("{:<10} {:<24} {:<26} status", "id", "label", "created");
+            outln!("{:<10} {:<24} {:<26} status", "id", "label", "created");
             for t in store.list_tokens().await? {
                 let status = t.revoked_at.as_ref().map(|r| format!("revoked {r}")).unwrap_or_else(|| "active".into());
-                println!("{:<10} {:<24} {:<26} {status}", t.id, t.label, t.created_at);
+                outln!("{:<10} {:<24} {:<26} {status}", t.id, t.label, t.created_at);
             }
             0
         }
@@ -474,10 +513,36 @@ async fn token(loaded: Loaded, action: TokenAction) -> Result<i32> {
     Ok(code)
 }
 
+/// Open the store for a command that reads it or changes what is in it. Such a command never
+/// creates a store: in a directory without one it would report an empty world (0 changes
+/// waiting, no run) while the daemon's store is elsewhere, e.g. `/var/lib/scimsync`.
 fn open_for_cli(loaded: &Loaded) -> Result<crate::store::Store> {
     telemetry::init(&loaded.config.log);
+    let db = crate::store::Store::database_path(&loaded.config.store.data_dir);
+    if !db.exists() {
+        anyhow::bail!("{}", no_store_message(loaded, &db));
+    }
     app::open_store(&loaded.config)
         .with_context(|| format!("cannot open the store in {}", loaded.config.store.data_dir.display()))
+}
+
+/// Where a reading command looked, and which configuration told it to.
+fn no_store_message(loaded: &Loaded, db: &std::path::Path) -> String {
+    let config = match &loaded.file {
+        Some(f) => format!("the config file {}", f.display()),
+        None => format!(
+            "the built-in defaults (no --config, and neither {} exists)",
+            crate::config::DEFAULT_CONFIG_PATHS.join(" nor ")
+        ),
+    };
+    let absolute = std::path::absolute(db).unwrap_or_else(|_| db.to_path_buf());
+    format!(
+        "no store at {} (store.data_dir = {:?}, from {config}); this command only reads or changes an \
+         existing store and does not create one. Point it at the daemon's configuration with \
+         `--config /etc/scimsync/scimsync.toml` (or set SCIMSYNC_STORE__DATA_DIR); `scimsync serve` creates the store",
+        absolute.display(),
+        loaded.config.store.data_dir.display().to_string()
+    )
 }
 
 async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
@@ -494,24 +559,29 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
             };
             let rows = store.outbox_list(state, limit).await?;
             let (depth, oldest) = store.outbox_depth().await?;
-            println!("{depth} change(s) waiting{}", oldest.map(|o| format!(", oldest from {o}")).unwrap_or_default());
+            outln!("{depth} change(s) waiting{}", oldest.map(|o| format!(", oldest from {o}")).unwrap_or_default());
             let guard = store.guard_status().await?;
             if let Some(at) = &guard.tripped_at {
-                println!(
+                outln!(
                     "deletion guard TRIPPED at {at} ({} deprovisioning change(s) in the window): {} change(s) held; \
                      `scimsync outbox release --held` or `scimsync outbox discard --held --confirm`",
                     guard.trip_count.unwrap_or_default(),
                     guard.held
                 );
             } else if guard.held > 0 {
-                println!("{} change(s) held by the deletion guard", guard.held);
+                outln!("{} change(s) held by the deletion guard", guard.held);
             }
-            println!(
+            outln!(
                 "{:<8} {:<10} {:<7} {:<38} {:<9} {:>8}  last error",
-                "id", "state", "op", "resource", "type", "attempts"
+                "id",
+                "state",
+                "op",
+                "resource",
+                "type",
+                "attempts"
             );
             for r in rows {
-                println!(
+                outln!(
                     "{:<8} {:<10} {:<7} {:<38} {:<9} {:>8}  {}",
                     r.id,
                     r.state.as_str(),
@@ -530,27 +600,27 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
                 1
             }
             Some((r, attempts)) => {
-                println!("id:          {}", r.id);
-                println!("resource:    {} {}", r.kind.as_str(), r.resource_id);
-                println!("change:      {} (version {})", r.op.as_str(), r.version);
-                println!("state:       {}", r.state.as_str());
-                println!("created:     {}", r.created_at);
+                outln!("id:          {}", r.id);
+                outln!("resource:    {} {}", r.kind.as_str(), r.resource_id);
+                outln!("change:      {} (version {})", r.op.as_str(), r.version);
+                outln!("state:       {}", r.state.as_str());
+                outln!("created:     {}", r.created_at);
                 if let Some(n) = &r.next_attempt_at {
-                    println!("next try:    {n}");
+                    outln!("next try:    {n}");
                 }
                 if let Some(d) = &r.done_at {
-                    println!("finished:    {d}");
+                    outln!("finished:    {d}");
                 }
                 if let Some(c) = r.coalesced_into {
-                    println!("delivered with: {c} (coalesced)");
+                    outln!("delivered with: {c} (coalesced)");
                 }
                 if let Some(e) = &r.last_error {
-                    println!("last error:  {e}");
+                    outln!("last error:  {e}");
                 }
-                println!("payload:     {}", r.payload);
-                println!("attempts ({}):", attempts.len());
+                outln!("payload:     {}", r.payload);
+                outln!("attempts ({}):", attempts.len());
                 for a in attempts {
-                    println!(
+                    outln!(
                         "  {} .. {}  {:<9} {}",
                         a.started_at,
                         a.finished_at,
@@ -701,7 +771,7 @@ async fn sync_now(loaded: &Loaded, confirm: Option<i64>, url: Option<String>, ti
     }
     let run_id = body["run_id"].as_i64();
     let store = open_for_cli(loaded)?;
-    print_report(&store, run_id, false).await?;
+    print_report(&store, run_id, false, &crate::reconcile::report::Reconcilable::Yes).await?;
     tokio::task::spawn_blocking(move || store.close()).await.ok();
     // The run's success, not the drift it found (`scimsync drift` exits 3 on drift); 4 when
     // the safety limit refused the repair, so a script notices.
@@ -718,9 +788,12 @@ async fn sync_runs(loaded: Loaded, limit: usize) -> Result<i32> {
     let store = open_for_cli(&loaded)?;
     let runs = store.sync_runs(limit).await?;
     if runs.is_empty() {
-        println!("no sync run yet");
+        match app::reconcilable(&loaded.config).why_not() {
+            Some(why) => outln!("no sync run: {why}"),
+            None => outln!("no sync run yet; run `scimsync sync now` (or wait for reconcile.schedule)"),
+        }
     } else {
-        println!("{:>6}  {:<9} {:<25} {:>9}  {:<7} DRIFT / ERROR", "RUN", "TRIGGER", "STARTED", "SECONDS", "STATUS");
+        outln!("{:>6}  {:<9} {:<25} {:>9}  {:<7} DRIFT / ERROR", "RUN", "TRIGGER", "STARTED", "SECONDS", "STATUS");
     }
     for r in runs {
         let what = match &r.error {
@@ -733,9 +806,14 @@ async fn sync_runs(loaded: Loaded, limit: usize) -> Result<i32> {
                 if r.summary["repair"]["refused"].is_string() { ", repair refused (safety limit)" } else { "" }
             ),
         };
-        println!(
+        outln!(
             "{:>6}  {:<9} {:<25} {:>9}  {:<7} {}",
-            r.id, r.trigger, r.started_at, r.summary["duration_seconds"], r.status, what
+            r.id,
+            r.trigger,
+            r.started_at,
+            r.summary["duration_seconds"],
+            r.status,
+            what
         );
     }
     tokio::task::spawn_blocking(move || store.close()).await.ok();
@@ -744,23 +822,30 @@ async fn sync_runs(loaded: Loaded, limit: usize) -> Result<i32> {
 
 async fn drift(loaded: Loaded, run: Option<i64>, json: bool) -> Result<i32> {
     let store = open_for_cli(&loaded)?;
-    let code = print_report(&store, run, json).await?;
+    let reconcilable = app::reconcilable(&loaded.config);
+    if let Some(why) = reconcilable.why_not() {
+        // Older reports (from a target that could be listed) stay readable.
+        eprintln!("note: {why}");
+    }
+    let code = print_report(&store, run, json, &reconcilable).await?;
     tokio::task::spawn_blocking(move || store.close()).await.ok();
     Ok(code)
 }
 
 /// Print a report; exit code 0 clean, 3 drift, 1 none.
-async fn print_report(store: &crate::store::Store, run: Option<i64>, json: bool) -> Result<i32> {
+async fn print_report(
+    store: &crate::store::Store,
+    run: Option<i64>,
+    json: bool,
+    reconcilable: &crate::reconcile::report::Reconcilable,
+) -> Result<i32> {
     use crate::reconcile::report;
     let Some(r) = store.sync_run(run).await? else {
-        eprintln!(
-            "{}",
-            if run.is_some() {
-                "no such sync run (see `scimsync sync runs`)"
-            } else {
-                "no sync run has finished yet; run `scimsync sync now`"
-            }
-        );
+        if run.is_some() {
+            eprintln!("no such sync run (see `scimsync sync runs`)");
+        } else if reconcilable.why_not().is_none() {
+            eprintln!("{}", reconcilable.next_step());
+        }
         return Ok(1);
     };
     let items = store.drift_items(r.id).await?;
@@ -776,9 +861,9 @@ async fn print_report(store: &crate::store::Store, run: Option<i64>, json: bool)
         );
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&report::to_json(&r, &items))?);
+        outln!("{}", serde_json::to_string_pretty(&report::to_json(&r, &items))?);
     } else {
-        print!("{}", report::to_text(&r, &items));
+        out!("{}", report::to_text(&r, &items));
     }
     let open = items.iter().filter(|i| i.change != "resolved").count();
     Ok(if r.status != "ok" {
@@ -792,7 +877,7 @@ async fn print_report(store: &crate::store::Store, run: Option<i64>, json: bool)
 
 async fn healthcheck(loaded: &Loaded, url: Option<String>, timeout_seconds: u64) -> Result<i32> {
     let Some(base) = url.or_else(|| admin_url(&loaded.config)) else {
-        println!("not ready: the admin listener is disabled (admin.listen = \"\"); pass --url");
+        outln!("not ready: the admin listener is disabled (admin.listen = \"\"); pass --url");
         return Ok(1);
     };
     let base = base.trim_end_matches('/');
@@ -801,7 +886,7 @@ async fn healthcheck(loaded: &Loaded, url: Option<String>, timeout_seconds: u64)
     let resp = match req.send().await {
         Ok(r) => r,
         Err(e) => {
-            println!("not ready: {url} did not answer: {}", crate::downstream::error_chain(&e));
+            outln!("not ready: {url} did not answer: {}", crate::downstream::error_chain(&e));
             return Ok(1);
         }
     };
@@ -809,117 +894,42 @@ async fn healthcheck(loaded: &Loaded, url: Option<String>, timeout_seconds: u64)
     let body = resp.text().await.unwrap_or_default();
     let json: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
     if status.is_success() && json["ready"] == serde_json::Value::Bool(true) {
-        println!("ready ({url})");
+        outln!("ready ({url})");
         return Ok(0);
     }
-    println!("not ready: {url} answered {status}");
+    outln!("not ready: {url} answered {status}");
     match json["reasons"].as_array() {
         Some(reasons) => {
             for r in reasons {
-                println!("  - {}", r.as_str().unwrap_or_default());
+                outln!("  - {}", r.as_str().unwrap_or_default());
             }
         }
-        None => println!("  {}", body.trim()),
+        None => outln!("  {}", body.trim()),
     }
     Ok(1)
 }
 
-/// `scimsync access USER`: the explanation is the policy's (pure); this finds the user and
-/// prints it.
-async fn access(loaded: Loaded, who: &str) -> Result<i32> {
-    use crate::model::ResourceKind;
-    use crate::store::Load;
+/// `scimsync access USER`: the report is the policy's (pure), found and built by
+/// [`crate::service::access::effective_access`], the same as `GET /access/{user}`.
+async fn access(loaded: Loaded, who: &str, json: bool) -> Result<i32> {
     let policy = crate::policy::Policy::compile(&loaded.config.policy)
         .map_err(|e| anyhow::anyhow!("policy does not compile: {e:?}"))?;
     let store = open_for_cli(&loaded)?;
-    let load = Load { members: false, groups: true };
-    let mut user = store.get(ResourceKind::User, who, load).await?;
-    if user.is_none() {
-        let mut f = crate::scim::filter::parse_filter(&format!("userName eq {}", serde_json::Value::from(who)))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        crate::scim::schema::resolve_filter(ResourceKind::User, &mut f).map_err(|e| anyhow::anyhow!("{}", e.detail))?;
-        user = store
-            .list(ResourceKind::User, Some(f), None, crate::store::Position::Offset(0), 1, load)
-            .await?
-            .resources
-            .into_iter()
-            .next();
-    }
+    let report = crate::service::access::effective_access(&store, &policy, who).await;
     tokio::task::spawn_blocking({
         let store = store.clone();
         move || store.close()
     })
     .await
     .ok();
-    let Some(user) = user else {
+    let Some(report) = report? else {
         eprintln!("no user with userName or id {who:?}");
         return Ok(1);
     };
-    let name = user.attrs.get("userName").and_then(|v| v.as_str()).unwrap_or("?");
-    let active = user.attrs.get("active") != Some(&serde_json::Value::Bool(false));
-    println!("user {name:?} (id {}), {}", user.id, if active { "active" } else { "inactive" });
-    if policy.is_empty() {
-        println!("no provisioning policy is configured ([policy] in the config): no roles or entitlements are derived");
-        return Ok(0);
-    }
-    let groups = user.groups.unwrap_or_default();
-    let names: Vec<&str> = groups.iter().map(|g| g.display.as_deref().unwrap_or("")).collect();
-    let ex = policy.explain(names.iter().copied());
-    println!("groups ({}):", ex.groups.len());
-    for g in &ex.groups {
-        if g.grants.is_empty() {
-            println!("  {:?}: no rule matches", g.name);
-        }
-        for grant in &g.grants {
-            let rule = &policy.rules[grant.rule];
-            let mut what = Vec::new();
-            if let Some(r) = &grant.role {
-                what.push(format!("role {r:?}"));
-            }
-            if let Some(e) = &grant.entitlement {
-                what.push(format!("entitlement {e:?}"));
-            }
-            if let Some(c) = &grant.class {
-                what.push(format!("exclusive class {c:?}"));
-            }
-            println!(
-                "  {:?}: rule {:?} ({} {:?}) grants {}",
-                g.name,
-                rule.label,
-                rule.kind.as_str(),
-                rule.pattern,
-                what.join(", ")
-            );
-        }
-    }
-    let show = |v: &[String]| if v.is_empty() { "(none)".to_string() } else { v.join(", ") };
-    println!("effective roles: {}", show(&ex.access.roles));
-    println!("effective entitlements: {}", show(&ex.access.entitlements));
-    for r in &ex.reasons {
-        println!("why: {r}");
-    }
-    if !active {
-        println!("note: an inactive user counts toward no seat and no keep_at_least minimum");
-    }
-    let mut classes: std::collections::BTreeMap<&str, usize> = Default::default();
-    for g in &ex.groups {
-        let cs: std::collections::BTreeSet<&str> = g.grants.iter().filter_map(|x| x.class.as_deref()).collect();
-        for c in cs {
-            *classes.entry(c).or_default() += 1;
-        }
-    }
-    for (c, n) in classes {
-        println!("constraint: exclusive class {c:?}: in {n} group(s) of it (at most 1 may be added)");
-    }
-    for e in &ex.access.entitlements {
-        if let Some(n) = policy.seats.get(e) {
-            println!("constraint: entitlement {e:?} has {n} seat(s) (policy.seats)");
-        }
-    }
-    for r in &ex.access.roles {
-        if let Some(n) = policy.keep_at_least.get(r) {
-            println!("constraint: role {r:?} must keep at least {n} active holder(s) (policy.keep_at_least)");
-        }
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        out!("{}", report.to_text());
     }
     Ok(0)
 }

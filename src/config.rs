@@ -629,6 +629,7 @@ pub enum ConfigError {
     MissingFile(PathBuf),
     #[error("{0}")]
     Parse(String),
+    /// Every problem found, one line each.
     #[error("{}", .0.join("\n"))]
     Invalid(Vec<String>),
 }
@@ -639,7 +640,9 @@ pub struct Loaded {
     pub config: Config,
     /// The file that was read, if any.
     pub file: Option<PathBuf>,
-    /// Keys that no option knows (typos, options of another version): warned, not fatal.
+    /// `SCIMSYNC_*` environment variables that no option knows, as keys (with the nearest
+    /// valid key when there is one): warned, not fatal. An unknown key in the file is an
+    /// error instead.
     pub unknown_keys: Vec<String>,
 }
 
@@ -656,32 +659,70 @@ impl Config {
             Some(p) => Some(p.to_path_buf()),
             None => DEFAULT_CONFIG_PATHS.iter().map(PathBuf::from).find(|p| p.exists()),
         };
-        // Unknown keys are collected from the file and the environment separately, before
-        // they are merged onto the defaults, so a typo is reported rather than rejected.
-        let mut user = Figment::new();
-        if let Some(f) = &file {
-            user = user.merge(Toml::file(f));
-        }
-        user = user.merge(env);
-        let user_dict: Dict = user.extract::<Dict>().map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
         let defaults = Figment::from(Serialized::defaults(Config::default()));
         let default_dict: Dict = defaults.extract().map_err(|e| ConfigError::Parse(e.to_string()))?;
+        // Unknown keys are collected from the file and the environment separately: one in
+        // the file is a mistake (a misspelt table would silently leave its settings at their
+        // defaults) and an error; a `SCIMSYNC_*` variable may belong to something else on
+        // the host (scripts use SCIMSYNC_BIN), so it is warned about, not fatal.
+        let mut problems = Vec::new();
+        let mut user = Figment::new();
+        if let Some(f) = &file {
+            let file_fig = Figment::from(Toml::file(f));
+            let file_dict: Dict = file_fig.extract().map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
+            let mut unknown = Vec::new();
+            collect_unknown("", &file_dict, &default_dict, &mut unknown);
+            for key in unknown {
+                problems.push(format!(
+                    "{key}: unknown key{} (in file {}; every key is in config.example.toml)",
+                    suggestion(&key, &default_dict),
+                    f.display()
+                ));
+            }
+            user = user.merge(Toml::file(f));
+        }
+        let env_dict: Dict =
+            Figment::from(env.clone()).extract().map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
         let mut unknown_keys = Vec::new();
-        collect_unknown("", &user_dict, &default_dict, &mut unknown_keys);
+        collect_unknown("", &env_dict, &default_dict, &mut unknown_keys);
+        let unknown_keys = unknown_keys.into_iter().map(|k| format!("{k}{}", suggestion(&k, &default_dict))).collect();
+        user = user.merge(env);
+        let user_dict: Dict = user.extract::<Dict>().map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
 
-        let pruned = prune_unknown(&user_dict, &default_dict);
-        let merged = defaults.merge(Serialized::defaults(pruned));
-        let config: Config = merged.extract().map_err(|e| ConfigError::Parse(describe_figment_error_with(e, &user)))?;
-        let problems = config.validate();
+        // Deserialising stops at the first wrong value. To report every one at once, each
+        // is recorded and taken out (its default stands in), and the rest is tried again.
+        let mut pruned = prune_unknown(&user_dict, &default_dict);
+        let mut reported: Vec<String> = Vec::new();
+        let config: Config = loop {
+            match defaults.clone().merge(Serialized::defaults(&pruned)).extract::<Config>() {
+                Ok(c) => break c,
+                Err(e) => {
+                    let mut progressed = false;
+                    for e in e {
+                        let key = e.path.join(".");
+                        problems.push(describe_value_error(&e, &user));
+                        reported.push(key);
+                        progressed |= remove_path(&mut pruned, &e.path);
+                    }
+                    if !progressed || problems.len() > 200 {
+                        return Err(ConfigError::Invalid(problems));
+                    }
+                }
+            }
+        };
+        for (key, msg) in config.validate() {
+            // A value already reported as the wrong type was replaced by its default:
+            // judging the default would only confuse.
+            if reported.iter().any(|r| key == *r || key.starts_with(&format!("{r}."))) {
+                continue;
+            }
+            problems.push(match source_of(&user, &key) {
+                Some(src) => format!("{key}: {msg} (set in {src})"),
+                None => format!("{key}: {msg} (default value)"),
+            });
+        }
         if !problems.is_empty() {
-            let with_source = problems
-                .into_iter()
-                .map(|(key, msg)| match source_of(&user, &key) {
-                    Some(src) => format!("{key}: {msg} (set in {src})"),
-                    None => format!("{key}: {msg} (default value)"),
-                })
-                .collect();
-            return Err(ConfigError::Invalid(with_source));
+            return Err(ConfigError::Invalid(problems));
         }
         Ok(Loaded { config, file, unknown_keys })
     }
@@ -721,8 +762,17 @@ impl Config {
             p.push((
                     "reconcile.schedule".into(),
                     format!(
-                        "{:?} is not a cron expression ({e}); write seconds first, e.g. \"0 */30 * * * *\", or \"\" for none",
-                        self.reconcile.schedule
+                        "{:?} is not a cron expression ({}); write seconds first, e.g. \"0 */30 * * * *\", or \"\" for none",
+                        self.reconcile.schedule,
+                        // cron's error spans lines (the expression, a caret, the reason):
+                        // the reason, on one line.
+                        e.to_string()
+                            .rsplit('^')
+                            .next()
+                            .unwrap_or_default()
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" ")
                     ),
                 ));
         }
@@ -956,6 +1006,161 @@ fn prune_unknown(user: &Dict, known: &Dict) -> Dict {
     out
 }
 
+/// ` (did you mean `server.listen`?)` when a known key is near the unknown one: a sibling
+/// within a small edit distance (`[targt]`, `listne`), or the same name in another table
+/// (`data_dir` under `[server]`). Empty when nothing is near.
+fn suggestion(key: &str, known: &Dict) -> String {
+    let (parent, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut siblings = known;
+    for part in parent.split('.').filter(|p| !p.is_empty()) {
+        match siblings.get(part) {
+            Some(FValue::Dict(_, d)) => siblings = d,
+            _ => return String::new(),
+        }
+    }
+    let prefix = if parent.is_empty() { String::new() } else { format!("{parent}.") };
+    let near = siblings
+        .keys()
+        .map(|k| (edit_distance(&name.to_lowercase(), k), k))
+        .filter(|(d, k)| *d <= (k.chars().count() / 3).clamp(1, 3))
+        .min();
+    if let Some((_, k)) = near {
+        return format!(" (did you mean `{prefix}{k}`?)");
+    }
+    let mut all = Vec::new();
+    known_paths("", known, &mut all);
+    match all.iter().find(|p| p.rsplit('.').next() == Some(name)) {
+        Some(p) => format!(" (did you mean `{p}`?)"),
+        None => String::new(),
+    }
+}
+
+/// Every key path of the defaults (`server.listen`, ...).
+fn known_paths(prefix: &str, d: &Dict, out: &mut Vec<String>) {
+    for (k, v) in d {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        if let FValue::Dict(_, inner) = v {
+            known_paths(&key, inner, out);
+        }
+        out.push(key);
+    }
+}
+
+/// Edits (insert, delete, substitute, swap two neighbours) from `a` to `b`: the optimal
+/// string alignment distance. Keys are short, so the full table is cheap.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// Take the value at `path` out of `d` (descending into tables and lists); whether it was
+/// there.
+fn remove_path(d: &mut Dict, path: &[String]) -> bool {
+    fn in_value(v: &mut FValue, path: &[String]) -> bool {
+        match v {
+            FValue::Dict(_, d) => remove_path(d, path),
+            FValue::Array(_, items) => {
+                let Some(i) = path.first().and_then(|p| p.parse::<usize>().ok()) else { return false };
+                match (path.len(), items.get_mut(i)) {
+                    (1, Some(_)) => {
+                        items.remove(i);
+                        true
+                    }
+                    (_, Some(item)) => in_value(item, &path[1..]),
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
+    }
+    match path {
+        [] => false,
+        [last] => d.remove(last).is_some(),
+        [first, rest @ ..] => d.get_mut(first).is_some_and(|v| in_value(v, rest)),
+    }
+}
+
+/// A value of the wrong type, in the configuration's words: `a whole number of bytes`, not
+/// `u64`; `true or false`, not `a boolean`.
+fn describe_value_error(e: &figment::Error, user: &Figment) -> String {
+    use figment::error::Kind;
+    let key = e.path.join(".");
+    let what = match &e.kind {
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            format!("must be {}, not {}", expected_words(expected, &key), actual_words(actual))
+        }
+        Kind::UnknownVariant(v, allowed) => {
+            let list = allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+            let near = allowed.iter().map(|a| (edit_distance(v, a), a)).filter(|(d, _)| *d <= 2).min();
+            match near {
+                Some((_, a)) => format!("{v:?} is not one of {list} (did you mean \"{a}\"?)"),
+                None => format!("{v:?} is not one of {list}"),
+            }
+        }
+        Kind::ISizeOutOfRange(_) | Kind::USizeOutOfRange(_) => {
+            format!("must be {}, and this one is out of range", expected_words("u64", &key))
+        }
+        other => other.to_string(),
+    };
+    let what = what.split_whitespace().collect::<Vec<_>>().join(" ");
+    match source_of(user, &key) {
+        Some(src) if !key.is_empty() => format!("{key}: {what} (set in {src})"),
+        _ if !key.is_empty() => format!("{key}: {what}"),
+        _ => what,
+    }
+}
+
+/// What serde expected, as the config's documentation says it.
+fn expected_words(expected: &str, key: &str) -> String {
+    let name = key.rsplit('.').next().unwrap_or(key);
+    let unit = ["bytes", "seconds", "days"]
+        .iter()
+        .find(|u| name.ends_with(&format!("_{u}")))
+        .map(|u| format!(" of {u}"))
+        .unwrap_or_default();
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => format!("a whole number{unit} (0 or more)"),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => format!("a whole number{unit}"),
+        "f32" | "f64" => format!("a number{unit} (e.g. 0.5)"),
+        "a boolean" => "true or false".into(),
+        "a string" | "path string" => "text in quotes".into(),
+        "a sequence" => "a list in brackets, e.g. [\"a\", \"b\"]".into(),
+        "a map" => "a table".into(),
+        e if e.starts_with("struct ") => "a table".into(),
+        other => other.into(),
+    }
+}
+
+fn actual_words(actual: &figment::error::Actual) -> String {
+    use figment::error::Actual;
+    match actual {
+        Actual::Str(s) => format!("the text {s:?}"),
+        Actual::Bool(b) => b.to_string(),
+        Actual::Signed(n) => n.to_string(),
+        Actual::Unsigned(n) => n.to_string(),
+        Actual::Float(n) => n.to_string(),
+        Actual::Map => "a table".into(),
+        Actual::Seq => "a list".into(),
+        other => other.to_string(),
+    }
+}
+
 fn source_of(fig: &Figment, key: &str) -> Option<String> {
     // `policy.group_rules[2].regex`: figment knows the array, not its element.
     let meta = fig.find_metadata(key).or_else(|| fig.find_metadata(key.split('[').next()?))?;
@@ -968,20 +1173,6 @@ fn source_of(fig: &Figment, key: &str) -> Option<String> {
 
 fn describe_figment_error(e: figment::Error) -> String {
     e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
-}
-
-fn describe_figment_error_with(e: figment::Error, user: &Figment) -> String {
-    e.into_iter()
-        .map(|e| {
-            let key = e.path.join(".");
-            match source_of(user, &key) {
-                Some(src) if !key.is_empty() => format!("{key}: {} (set in {src})", e.kind),
-                _ if !key.is_empty() => format!("{key}: {}", e.kind),
-                _ => e.to_string(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[cfg(test)]
@@ -1055,11 +1246,60 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_are_reported_not_fatal() {
-        let l = load_str("[server]\nlisten = \"127.0.0.1:1\"\nlistne = \"x\"\n[nope]\na = 1\n", &[]).unwrap();
+    fn unknown_keys_in_the_file_are_errors_with_the_nearest_key() {
+        let err = load_str(
+            "[server]\nlisten = \"127.0.0.1:1\"\nlistne = \"x\"\ndata_dir = \"d\"\n[targt]\nkind = \"scim\"\n[nope]\na = 1\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for line in [
+            "server.listne: unknown key (did you mean `server.listen`?)",
+            "server.data_dir: unknown key (did you mean `store.data_dir`?)",
+            "targt: unknown key (did you mean `target`?)",
+            "nope: unknown key (in file",
+        ] {
+            assert!(err.contains(line), "{line:?} missing in:\n{err}");
+        }
+        assert_eq!(err.lines().count(), 4, "{err}");
+    }
+
+    #[test]
+    fn unknown_environment_keys_are_warned_not_fatal() {
+        let l = load_str("", &[("SERVER__LISTNE", "x"), ("SOMETHING_ELSE", "y")]).unwrap();
         let mut k = l.unknown_keys.clone();
         k.sort();
-        assert_eq!(k, vec!["nope".to_string(), "server.listne".to_string()]);
+        assert_eq!(k, vec!["server.listne (did you mean `server.listen`?)".to_string(), "something_else".to_string()]);
+    }
+
+    /// Every mistake in the file at once (not only the first), each on one line, in the
+    /// configuration's words.
+    #[test]
+    fn every_error_is_reported_at_once_in_plain_words() {
+        let err = load_str(
+            "[server]\nmax_body_bytes = \"lots\"\nlisten = \"nowhere\"\n[scim]\nmax_page_size = -3\n\
+             [outbox]\nretry_base_seconds = \"soon\"\n[outbox.deletion_guard]\nenabled = \"yes\"\n\
+             [reconcile]\nschedule = \"every 5 minutes\"\n[log]\nformat = \"jsno\"\n[targt]\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "server.max_body_bytes: must be a whole number of bytes (0 or more), not the text \"lots\" (set in file",
+            "scim.max_page_size: must be a whole number (0 or more), not -3",
+            "outbox.retry_base_seconds: must be a number of seconds (e.g. 0.5), not the text \"soon\"",
+            "outbox.deletion_guard.enabled: must be true or false, not the text \"yes\"",
+            "log.format: \"jsno\" is not one of \"text\", \"json\" (did you mean \"json\"?)",
+            "server.listen: \"nowhere\" is not an IP:port address",
+            "reconcile.schedule: \"every 5 minutes\" is not a cron expression (The 'Seconds' field",
+            "targt: unknown key (did you mean `target`?)",
+        ] {
+            assert!(err.contains(needle), "{needle:?} missing in:\n{err}");
+        }
+        assert_eq!(err.lines().count(), 8, "one line per problem:\n{err}");
+        for word in ["u64", "f64", "a boolean", "invalid type"] {
+            assert!(!err.contains(word), "{word:?} is serde's word, not the config's:\n{err}");
+        }
     }
 
     #[test]

@@ -121,7 +121,7 @@ async fn reload(file: Option<PathBuf>, running: &mut Config, live: &Live) -> boo
         }
     };
     for k in &loaded.unknown_keys {
-        tracing::warn!(key = %k, "unknown configuration key ignored (typo? see config.example.toml)");
+        tracing::warn!(key = %k, "a SCIMSYNC_* environment variable sets an unknown configuration key: ignored");
     }
     let new = loaded.config;
     let changed = changed_keys(running, &new);

@@ -6,6 +6,7 @@
 //! the write names the version it was computed from and is retried if another write got in
 //! first). Must not touch: warp types, reqwest, SQL.
 
+pub mod access;
 mod audit_summary;
 
 use std::sync::Arc;

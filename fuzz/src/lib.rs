@@ -5,7 +5,7 @@
 //! the fuzz build instruments every crate it compiles, and the whole daemon (tokio, warp,
 //! rusqlite's bundled SQLite, clap, ...) took over four minutes to build that way on the
 //! two-core CI machine, for code the targets never reach. `scim` is pure and depends on
-//! `model` alone (DESIGN.md), so these two modules compile with a handful of small crates,
+//! `model` alone (docs/ARCHITECTURE.md), so these two modules compile with a handful of small crates,
 //! and this build doubles as a check that `scim` stays pure: if `scim` starts using another
 //! crate, add it to `fuzz/Cargo.toml` (same version as the root `Cargo.toml`), and if it
 //! starts using another scimsync module, it has broken the layering.

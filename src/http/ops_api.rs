@@ -32,6 +32,24 @@ pub struct OpsState {
     pub bearer_token: Option<String>,
     /// The sync scheduler, when the target can be reconciled (it lists accounts).
     pub sync: Option<crate::reconcile::scheduler::SyncHandle>,
+    /// The provisioning policy, for `GET /access/{user}` (empty when none is configured).
+    pub policy: Arc<crate::policy::Policy>,
+    /// Where deliveries go, for the status page: the kind and the app's URL without
+    /// credentials (see `app::target_label`).
+    pub target_label: String,
+    /// When this daemon started (RFC 3339).
+    pub started_at: String,
+}
+
+impl OpsState {
+    /// Whether the target can be reconciled: a scheduler runs only for one that lists.
+    fn reconcilable(&self) -> crate::reconcile::report::Reconcilable {
+        use crate::reconcile::report::Reconcilable;
+        match self.sync {
+            Some(_) => Reconcilable::Yes,
+            None => Reconcilable::No { target: self.target_kind.to_string() },
+        }
+    }
 }
 
 /// Serve the admin routes on an already bound listener until `shutdown` is cancelled.
@@ -47,16 +65,20 @@ pub async fn serve(listener: TcpListener, state: Arc<OpsState>, shutdown: Cancel
 }
 
 /// The admin routes, for the 404 text.
-const ROUTES: &str = "/healthz, /readyz, /metrics, POST /sync, /sync/runs, /drift (JSON), /drift.html, /status";
+const ROUTES: &str =
+    "/healthz, /readyz, /metrics, POST /sync, /sync/runs, /drift (JSON), /drift.html, /access/{user} (JSON), /status";
 
 async fn handle(state: &OpsState, path: &str, query: &str, method: &Method, headers: &HeaderMap) -> Response {
     let path = path.trim_end_matches('/');
     let path = if path.is_empty() { "/" } else { path };
     let is_post = path == "/sync";
-    if !matches!(
-        path,
-        "/healthz" | "/readyz" | "/metrics" | "/sync" | "/sync/runs" | "/drift" | "/drift.html" | "/" | "/status"
-    ) {
+    let access_user = path.strip_prefix("/access/").filter(|u| !u.is_empty() && !u.contains('/'));
+    if access_user.is_none()
+        && !matches!(
+            path,
+            "/healthz" | "/readyz" | "/metrics" | "/sync" | "/sync/runs" | "/drift" | "/drift.html" | "/" | "/status"
+        )
+    {
         return text(StatusCode::NOT_FOUND, &format!("not found; the admin endpoints are {ROUTES}\n"));
     }
     let allowed = if is_post { method == Method::POST } else { method == Method::GET || method == Method::HEAD };
@@ -91,6 +113,9 @@ async fn handle(state: &OpsState, path: &str, query: &str, method: &Method, head
             .find(|(k, _)| k == name)
             .map(|(_, v)| v)
     };
+    if let Some(user) = access_user {
+        return access(state, user).await;
+    }
     match path {
         "/readyz" => readyz(state).await,
         "/sync" => match param("confirm").map(|v| v.parse::<i64>()) {
@@ -134,10 +159,7 @@ fn store_error(e: crate::store::StoreError) -> Response {
 async fn sync_now(state: &OpsState, confirm: Option<i64>) -> Response {
     use crate::reconcile::scheduler::TriggerError;
     let Some(sync) = &state.sync else {
-        return json_response(
-            StatusCode::CONFLICT,
-            &json!({"error": format!("reconciliation needs a target that lists accounts (target.kind = \"scim\", or \"webhook\" with [target.webhook.list]); this one is {:?}", state.target_kind)}),
-        );
+        return json_response(StatusCode::CONFLICT, &json!({"error": state.reconcilable().next_step()}));
     };
     // A confirmation names a refused report; anything else is refused before a run starts.
     if let Some(run) = confirm
@@ -169,7 +191,7 @@ async fn drift(state: &OpsState, run_id: Option<i64>, html: bool) -> Response {
         None => Vec::new(),
     };
     if html {
-        let mut r = report::to_html(run.as_ref(), &items).into_response();
+        let mut r = super::html::drift_report(run.as_ref(), &items, &state.reconcilable()).into_response();
         r.headers_mut().insert("content-type", HeaderValue::from_static("text/html; charset=utf-8"));
         return r;
     }
@@ -184,7 +206,22 @@ async fn drift(state: &OpsState, run_id: Option<i64>, html: bool) -> Response {
             json_response(StatusCode::OK, &body)
         }
         None if run_id.is_some() => json_response(StatusCode::NOT_FOUND, &json!({"error": "no such sync run"})),
-        None => json_response(StatusCode::NOT_FOUND, &json!({"error": "no sync run has finished yet"})),
+        None => json_response(StatusCode::NOT_FOUND, &json!({"error": state.reconcilable().next_step()})),
+    }
+}
+
+/// `GET /access/{user}`: one user's effective access (by id or userName, percent-encoded in
+/// the path), the same report as `scimsync access USER --json`.
+async fn access(state: &OpsState, user: &str) -> Response {
+    let Ok(who) = percent_encoding::percent_decode_str(user).decode_utf8() else {
+        return json_response(StatusCode::BAD_REQUEST, &json!({"error": "the user in /access/{user} is not UTF-8"}));
+    };
+    match crate::service::access::effective_access(&state.store, &state.policy, &who).await {
+        Ok(Some(report)) => json_response(StatusCode::OK, &json!(report)),
+        Ok(None) => {
+            json_response(StatusCode::NOT_FOUND, &json!({"error": format!("no user with userName or id {who:?}")}))
+        }
+        Err(e) => store_error(e),
     }
 }
 
@@ -337,6 +374,9 @@ async fn status(state: &OpsState) -> Response {
         ..Default::default()
     };
     view.health.target_kind = state.target_kind.to_string();
+    view.health.target = state.target_label.clone();
+    view.not_reconcilable = state.reconcilable().why_not();
+    view.started_at = state.started_at.clone();
     view.health.last_delivery = telemetry::last_delivery().map(|l| (l.outcome.as_str().to_string(), l.at.clone()));
     match tokio::time::timeout(CHECK_TIMEOUT, read).await {
         Ok(Ok((depth, oldest, counts, guard, held, recent, failures, changes, runs, report))) => {
@@ -398,7 +438,7 @@ async fn status(state: &OpsState) -> Response {
                         c.resource_id.map(|i| format!(" {i}")).unwrap_or_default(),
                         c.resource_name.map(|n| format!(" ({n})")).unwrap_or_default()
                     ),
-                    summary: c.summary.to_string(),
+                    summary: c.summary,
                 })
                 .collect();
         }

@@ -1,14 +1,17 @@
 //! The status page on the admin listener (`/` and `/status`): one self-contained HTML page
 //! (inline CSS, no script, no external asset) for an operator's browser.
 //!
-//! Owns: the page's layout and escaping. The page is rendered by a pure function from a
-//! plain [`StatusView`], which `ops_api` fills from the store; a new section is a new field
-//! and a few lines here. Every piece of text from outside (resource names, error details,
-//! reasons) goes through [`esc`]: templates that escape by default were considered (maud,
-//! minijinja), but the page is a handful of tables, and one escaping function with a test
-//! costs no dependency and no build time.
+//! Owns: what the page shows. It is rendered by a pure function from a plain
+//! [`StatusView`], which `ops_api` fills from the store; a new section is a new field and a
+//! few lines here. The markup is a maud template sharing the page shell and escaping with
+//! the drift report ([`super::html`]): text from outside (resource names, error details,
+//! reasons) is escaped by the template, never by hand.
 
-use std::fmt::Write;
+use maud::{Markup, html};
+use serde_json::Value;
+
+use super::html::{name_cell, outcome_class, page};
+use crate::reconcile::diff::DriftKind;
 
 /// Everything the page shows. Plain data: build it anywhere, render it with [`render`].
 #[derive(Debug, Clone, Default)]
@@ -29,6 +32,12 @@ pub struct StatusView {
     pub drift: Option<DriftSummary>,
     /// The latest audit records, newest first.
     pub recent_changes: Vec<ChangeRow>,
+    /// Why the target cannot be reconciled (`dry-run`, `none`, a webhook target that cannot
+    /// list); `None` when it can.
+    pub not_reconcilable: Option<String>,
+    /// When this daemon started (RFC 3339): attempts before it may have gone to another
+    /// target, so only later ones are attributed to the current one.
+    pub started_at: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -38,6 +47,9 @@ pub struct Health {
     pub reasons: Vec<String>,
     /// `scim`, `webhook`, `dry-run`, `none`.
     pub target_kind: String,
+    /// Where deliveries go: the kind and the app's URL (no credentials), e.g.
+    /// `scim https://app.example.com/scim/v2`, or `dry-run (nothing is sent)`.
+    pub target: String,
     /// The last delivery's outcome and time, when there was one since start.
     pub last_delivery: Option<(String, String)>,
 }
@@ -96,23 +108,9 @@ pub struct ChangeRow {
     pub actor: String,
     pub method: String,
     pub resource: String,
-    pub summary: String,
-}
-
-/// HTML-escape text for element content and double-quoted attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    /// The audit record's summary (attribute names, operations, member counts; never
+    /// values), put into words by the page.
+    pub summary: Value,
 }
 
 /// `3d 4h`, `5m 12s`, `42s`.
@@ -126,231 +124,293 @@ pub fn human_age(seconds: u64) -> String {
     }
 }
 
-const CSS: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;max-width:80em}\
-h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.6em 0 .4em;border-bottom:1px solid #ddd}\
-table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.25em .6em;border-bottom:1px solid #eee;\
-vertical-align:top}th{background:#f6f6f6}.num{text-align:right;font-variant-numeric:tabular-nums}\
-.ok{color:#17692c;font-weight:600}.bad{color:#a4161a;font-weight:600}.warn{color:#9a6700;font-weight:600}\
-.muted{color:#666}.box{border:1px solid #e3c06b;background:#fff8e5;padding:.5em .8em;margin:.5em 0}\
-dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{color:#555}dd{margin:0}\
-code{font-size:.95em}.t{white-space:nowrap}";
+/// "what changed" in words, from an audit summary: `deactivated; changed active, title`,
+/// `created with userName, emails; 3 member(s)`, `members: 2 added, 1 removed`.
+pub fn what_changed(method: &str, summary: &Value) -> String {
+    let list = |key: &str| -> Vec<String> {
+        summary[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect()
+    };
+    let mut parts: Vec<String> = Vec::new();
+    if summary["deactivated"] == true {
+        parts.push("deactivated".into());
+    }
+    if summary["reactivated"] == true {
+        parts.push("reactivated".into());
+    }
+    let created = list("attributes");
+    if !created.is_empty() {
+        parts.push(format!("created with {}", created.join(", ")));
+    }
+    let ops = list("operations");
+    if !ops.is_empty() {
+        parts.push(ops.join(", "));
+    }
+    let changed = list("changed");
+    if !changed.is_empty() && ops.is_empty() {
+        parts.push(format!("changed {}", changed.join(", ")));
+    }
+    let m = &summary["members"];
+    let mut members = Vec::new();
+    for (key, word) in [("replaced_with", "set to"), ("added", "added"), ("removed", "removed")] {
+        if let Some(n) = m[key].as_u64() {
+            members.push(if key == "replaced_with" { format!("{word} {n}") } else { format!("{n} {word}") });
+        }
+    }
+    if !members.is_empty() {
+        parts.push(format!("members: {}", members.join(", ")));
+    }
+    // Anything else (operator actions: a reason, a count) as plain `key: value` pairs.
+    if let Some(o) = summary.as_object() {
+        let known = ["deactivated", "reactivated", "attributes", "operations", "changed", "members"];
+        for (k, v) in o.iter().filter(|(k, _)| !known.contains(&k.as_str())) {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                Value::Array(a) if a.iter().all(Value::is_string) => {
+                    a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")
+                }
+                Value::Array(a) => format!("{} item(s)", a.len()),
+                other => other.to_string(),
+            };
+            parts.push(format!("{}: {v}", k.replace('_', " ")));
+        }
+    }
+    if parts.is_empty() && method.eq_ignore_ascii_case("DELETE") {
+        parts.push("deleted".into());
+    }
+    parts.join("; ")
+}
 
 /// The whole page.
 pub fn render(v: &StatusView) -> String {
-    let mut h = String::with_capacity(8 * 1024);
-    let _ = write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width\">\
-         <meta http-equiv=\"refresh\" content=\"30\"><title>scimsync status</title><style>{CSS}</style></head><body>\
-         <h1>scimsync status</h1><p class=\"muted\">version {} · generated <span id=\"generated-at\">{}</span> · \
-         refreshes every 30 s</p>",
-        esc(&v.version),
-        esc(&v.generated_at)
-    );
-    health(&mut h, &v.health);
-    queue(&mut h, &v.queue);
-    guard(&mut h, &v.guard);
-    deliveries(&mut h, "recent-deliveries", "Recent deliveries", "no delivery attempt yet", &v.recent_deliveries);
-    deliveries(&mut h, "recent-failures", "Recent failures", "no failed delivery", &v.recent_failures);
-    sync_runs(&mut h, &v.sync_runs);
-    drift(&mut h, v.drift.as_ref());
-    changes(&mut h, &v.recent_changes);
-    h.push_str("</body></html>\n");
-    h
-}
-
-fn health(h: &mut String, v: &Health) {
-    let (class, word) = if v.ready { ("ok", "ready") } else { ("bad", "not ready") };
-    let _ = write!(
-        h,
-        "<h2>Health</h2><dl><dt>readiness</dt><dd id=\"readiness\" class=\"{class}\">{word}</dd>\
-         <dt>target</dt><dd id=\"target-kind\">{}</dd><dt>last delivery</dt><dd id=\"last-delivery\">{}</dd></dl>",
-        esc(&v.target_kind),
-        match &v.last_delivery {
-            Some((outcome, at)) => format!("{} at {}", esc(outcome), esc(at)),
-            None => "none since start".into(),
+    let body = html! {
+        p class="muted" {
+            "version " (v.version) " · generated " span id="generated-at" { (v.generated_at) } " · refreshes every 30 s"
         }
-    );
-    if !v.reasons.is_empty() {
-        h.push_str("<ul id=\"not-ready-reasons\">");
-        for r in &v.reasons {
-            let _ = write!(h, "<li class=\"bad\">{}</li>", esc(r));
-        }
-        h.push_str("</ul>");
-    }
-}
-
-fn queue(h: &mut String, q: &Queue) {
-    let _ = write!(
-        h,
-        "<h2>Queue</h2><dl><dt>waiting</dt><dd id=\"queue-depth\">{}</dd>\
-         <dt>oldest waiting</dt><dd id=\"queue-oldest\">{}</dd>\
-         <dt>dead-lettered</dt><dd id=\"queue-dead\" class=\"{}\">{}</dd></dl>",
-        q.depth,
-        q.oldest_age_seconds.map(human_age).unwrap_or_else(|| "-".into()),
-        if q.dead > 0 { "bad" } else { "" },
-        q.dead
-    );
-}
-
-fn name_cell(kind: &str, id: &str, name: Option<&str>) -> String {
-    match name {
-        Some(n) => format!("{} <span class=\"muted\">{} {}</span>", esc(n), esc(kind), esc(id)),
-        None => format!("<span class=\"muted\">{}</span> {}", esc(kind), esc(id)),
-    }
-}
-
-fn guard(h: &mut String, g: &Guard) {
-    h.push_str("<h2>Deletion guard</h2>");
-    match &g.tripped_at {
-        Some(at) => {
-            let _ = write!(
-                h,
-                "<div class=\"box\"><span id=\"guard-state\" class=\"warn\">tripped</span> at {}: \
-                 <span id=\"guard-held\">{}</span> deprovisioning change(s) held. Review, then \
-                 <code>scimsync outbox release --held</code> or <code>scimsync outbox discard --held --confirm</code>.</div>",
-                esc(at),
-                g.held_total
-            );
-        }
-        None => {
-            let _ = write!(
-                h,
-                "<p><span id=\"guard-state\" class=\"ok\">not tripped</span>; \
-                 <span id=\"guard-held\">{}</span> change(s) held.</p>",
-                g.held_total
-            );
-        }
-    }
-    if g.held.is_empty() {
-        return;
-    }
-    h.push_str(
-        "<table id=\"held\"><thead><tr><th class=\"num\">#</th><th>resource</th><th>change</th><th>accepted</th></tr>\
-         </thead><tbody>",
-    );
-    for r in &g.held {
-        let _ = write!(
-            h,
-            "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"t\">{}</td></tr>",
-            r.outbox_id,
-            name_cell(&r.kind, &r.resource_id, r.name.as_deref()),
-            esc(&r.op),
-            esc(&r.created_at)
-        );
-    }
-    h.push_str("</tbody></table>");
-    if g.held_total > g.held.len() as u64 {
-        let _ = write!(h, "<p class=\"muted\">and {} more</p>", g.held_total - g.held.len() as u64);
-    }
-}
-
-fn deliveries(h: &mut String, id: &str, title: &str, empty: &str, rows: &[DeliveryRow]) {
-    let _ = write!(h, "<h2>{title}</h2>");
-    if rows.is_empty() {
-        let _ = write!(h, "<p id=\"{id}\" class=\"muted\">{empty}</p>");
-        return;
-    }
-    let _ = write!(
-        h,
-        "<table id=\"{id}\"><thead><tr><th>finished</th><th class=\"num\">#</th><th>resource</th><th>change</th>\
-         <th>outcome</th><th>detail</th></tr></thead><tbody>"
-    );
-    for r in rows {
-        let class = match r.outcome.as_str() {
-            "success" => "ok",
-            "permanent" => "bad",
-            _ => "warn",
-        };
-        let _ = write!(
-            h,
-            "<tr><td class=\"t\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td></tr>",
-            esc(&r.finished_at),
-            r.outbox_id,
-            name_cell(&r.kind, &r.resource_id, r.name.as_deref()),
-            esc(&r.op),
-            esc(&r.outcome),
-            esc(r.detail.as_deref().unwrap_or(""))
-        );
-    }
-    h.push_str("</tbody></table>");
-}
-
-fn sync_runs(h: &mut String, runs: &[SyncRunRow]) {
-    h.push_str("<h2>Last sync runs</h2>");
-    if runs.is_empty() {
-        h.push_str("<p id=\"sync-runs\" class=\"muted\">no sync run yet</p>");
-        return;
-    }
-    h.push_str(
-        "<table id=\"sync-runs\"><thead><tr><th>started</th><th>finished</th><th>outcome</th><th>summary</th></tr>\
-         </thead><tbody>",
-    );
-    for r in runs {
-        let _ = write!(
-            h,
-            "<tr><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&r.started_at),
-            esc(r.finished_at.as_deref().unwrap_or("running")),
-            esc(&r.outcome),
-            esc(&r.summary)
-        );
-    }
-    h.push_str("</tbody></table>");
-}
-
-fn drift(h: &mut String, d: Option<&DriftSummary>) {
-    h.push_str("<h2>Latest drift summary</h2>");
-    let Some(d) = d else {
-        h.push_str("<p id=\"drift\" class=\"muted\">no drift report yet (no sync run yet)</p>");
-        return;
+        (health(v))
+        (queue(&v.queue))
+        (guard(&v.guard))
+        (deliveries(v, "recent-deliveries", "Recent deliveries", "no delivery attempt yet", &v.recent_deliveries))
+        (deliveries(v, "recent-failures", "Recent failures", "no failed delivery", &v.recent_failures))
+        (sync_runs(v))
+        (drift(v))
+        (changes(&v.recent_changes))
     };
-    let _ = write!(h, "<p class=\"muted\">report of {}</p>", esc(&d.generated_at));
-    if d.counts.iter().all(|(_, n)| *n == 0) {
-        h.push_str("<p id=\"drift\" class=\"ok\">no drift</p>");
-        return;
-    }
-    h.push_str("<table id=\"drift\"><thead><tr><th>difference</th><th class=\"num\">count</th></tr></thead><tbody>");
-    for (kind, n) in &d.counts {
-        let _ = write!(h, "<tr><td>{}</td><td class=\"num\">{n}</td></tr>", esc(kind));
-    }
-    h.push_str("</tbody></table>");
+    page("scimsync status", Some(30), body)
 }
 
-fn changes(h: &mut String, rows: &[ChangeRow]) {
-    h.push_str("<h2>Recent changes</h2>");
-    if rows.is_empty() {
-        h.push_str("<p id=\"recent-changes\" class=\"muted\">no change recorded</p>");
-        return;
+/// Open drift items in the latest report.
+fn drift_total(v: &StatusView) -> u64 {
+    v.drift.as_ref().map(|d| d.counts.iter().map(|(_, n)| n).sum()).unwrap_or(0)
+}
+
+fn health(v: &StatusView) -> Markup {
+    let h = &v.health;
+    let drift = drift_total(v);
+    html! {
+        h2 { "Health" }
+        dl {
+            dt { "readiness" }
+            dd id="readiness" class=(if h.ready { "ok" } else { "bad" }) { (if h.ready { "ready" } else { "not ready" }) }
+            dt { "target" }
+            dd id="target-kind" { (h.target_kind) }
+            dt { "delivering to" }
+            dd id="target" { (h.target) }
+            dt { "last delivery" }
+            dd id="last-delivery" {
+                @match &h.last_delivery {
+                    Some((outcome, at)) => { (outcome) " at " (at) },
+                    None => "none since start",
+                }
+            }
+            dt { "drift" }
+            @if let Some(why) = &v.not_reconcilable {
+                dd id="drift-state" class="muted" { (why) }
+            } @else if v.drift.is_none() {
+                dd id="drift-state" class="muted" { "no report yet" }
+            } @else if drift > 0 {
+                dd id="drift-state" class="warn" { (drift) " difference(s) between the IdP and the app in the latest report: " a href="drift.html" { "see the drift report" } }
+            } @else {
+                dd id="drift-state" class="ok" { "none in the latest report" }
+            }
+        }
+        @if !h.reasons.is_empty() {
+            ul id="not-ready-reasons" {
+                @for r in &h.reasons { li class="bad" { (r) } }
+            }
+        }
     }
-    h.push_str(
-        "<table id=\"recent-changes\"><thead><tr><th>time</th><th>by</th><th>method</th><th>resource</th>\
-         <th>what changed</th></tr></thead><tbody>",
-    );
-    for r in rows {
-        let _ = write!(
-            h,
-            "<tr><td class=\"t\">{}</td><td>{}</td><td class=\"t\">{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            esc(&r.at),
-            esc(&r.actor),
-            esc(&r.method),
-            esc(&r.resource),
-            esc(&r.summary)
-        );
+}
+
+fn queue(q: &Queue) -> Markup {
+    html! {
+        h2 { "Queue" }
+        dl {
+            dt { "waiting" }
+            dd id="queue-depth" { (q.depth) }
+            dt { "oldest waiting" }
+            dd id="queue-oldest" { (q.oldest_age_seconds.map(human_age).unwrap_or_else(|| "-".into())) }
+            dt { "dead-lettered" }
+            dd id="queue-dead" class=(if q.dead > 0 { "bad" } else { "" }) { (q.dead) }
+        }
     }
-    h.push_str("</tbody></table>");
+}
+
+fn guard(g: &Guard) -> Markup {
+    html! {
+        h2 { "Deletion guard" }
+        @if let Some(at) = &g.tripped_at {
+            div class="box" {
+                span id="guard-state" class="warn" { "tripped" } " at " (at) ": "
+                span id="guard-held" { (g.held_total) } " deprovisioning change(s) held. Review, then "
+                code { "scimsync outbox release --held" } " or " code { "scimsync outbox discard --held --confirm" } "."
+            }
+        } @else {
+            p { span id="guard-state" class="ok" { "not tripped" } "; " span id="guard-held" { (g.held_total) } " change(s) held." }
+        }
+        @if !g.held.is_empty() {
+            table id="held" {
+                thead { tr { th class="num" { "#" } th { "resource" } th { "change" } th { "accepted" } } }
+                tbody {
+                    @for r in &g.held {
+                        tr {
+                            td class="num" { (r.outbox_id) }
+                            td { (name_cell(&r.kind, &r.resource_id, r.name.as_deref())) }
+                            td { (r.op) }
+                            td class="t" { (r.created_at) }
+                        }
+                    }
+                }
+            }
+            @if g.held_total > g.held.len() as u64 {
+                p class="muted" { "and " (g.held_total - g.held.len() as u64) " more" }
+            }
+        }
+    }
+}
+
+fn deliveries(v: &StatusView, id: &str, title: &str, empty: &str, rows: &[DeliveryRow]) -> Markup {
+    html! {
+        h2 { (title) }
+        @if rows.is_empty() {
+            p id=(id) class="muted" { (empty) }
+        } @else {
+            table id=(id) {
+                thead { tr { th { "finished" } th class="num" { "#" } th { "resource" } th { "change" } th { "to" } th { "outcome" } th { "detail" } } }
+                tbody {
+                    @for r in rows {
+                        tr {
+                            td class="t" { (r.finished_at) }
+                            td class="num" { (r.outbox_id) }
+                            td { (name_cell(&r.kind, &r.resource_id, r.name.as_deref())) }
+                            td { (r.op) }
+                            // Timestamps share one RFC 3339 form, so they compare as text.
+                            @if r.finished_at >= v.started_at {
+                                td class="target" { (v.health.target) }
+                            } @else {
+                                td class="target muted" { "before this start" }
+                            }
+                            td class=(outcome_class(&r.outcome)) { (r.outcome) }
+                            td { (r.detail.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn sync_runs(v: &StatusView) -> Markup {
+    html! {
+        h2 { "Last sync runs" }
+        @if v.sync_runs.is_empty() {
+            p id="sync-runs" class="muted" {
+                @match &v.not_reconcilable {
+                    Some(why) => (why),
+                    None => { "no sync run yet; run " code { "scimsync sync now" } " or wait for " code { "reconcile.schedule" } },
+                }
+            }
+        } @else {
+            table id="sync-runs" {
+                thead { tr { th { "started" } th { "finished" } th { "outcome" } th { "summary" } } }
+                tbody {
+                    @for r in &v.sync_runs {
+                        tr {
+                            td class="t" { (r.started_at) }
+                            td class="t" { (r.finished_at.as_deref().unwrap_or("running")) }
+                            td { (r.outcome) }
+                            td { (r.summary) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn drift(v: &StatusView) -> Markup {
+    html! {
+        h2 { "Latest drift summary" }
+        @match &v.drift {
+            None => p id="drift" class="muted" {
+                @match &v.not_reconcilable {
+                    Some(why) => (why),
+                    None => "no drift report yet (no sync run yet)",
+                }
+            },
+            Some(d) => {
+                p class="muted" { "report of " (d.generated_at) " · " a href="drift.html" { "the whole report" } }
+                @let total = drift_total(v);
+                @if total == 0 {
+                    p id="drift" class="ok" { "no drift" }
+                } @else {
+                    p id="drift-total" class="box" {
+                        b { (total) " difference(s)" } " between what the IdP says and what the app has; "
+                        a href="drift.html" { "see the drift report" } "."
+                    }
+                    table id="drift" {
+                        thead { tr { th { "difference" } th class="num" { "count" } } }
+                        tbody {
+                            @for (kind, n) in &d.counts {
+                                tr class=[(*n > 0).then_some("warn")] {
+                                    td { (DriftKind::parse(kind).map(DriftKind::title).unwrap_or(kind)) }
+                                    td class="num" { (n) }
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        }
+    }
+}
+
+fn changes(rows: &[ChangeRow]) -> Markup {
+    html! {
+        h2 { "Recent changes" }
+        @if rows.is_empty() {
+            p id="recent-changes" class="muted" { "no change recorded" }
+        } @else {
+            table id="recent-changes" {
+                thead { tr { th { "time" } th { "by" } th { "method" } th { "resource" } th { "what changed" } } }
+                tbody {
+                    @for r in rows {
+                        tr {
+                            td class="t" { (r.at) }
+                            td { (r.actor) }
+                            td class="t" { (r.method) }
+                            td { (r.resource) }
+                            td { (what_changed(&r.method, &r.summary)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escaping_covers_every_special_character() {
-        assert_eq!(esc(r#"<a href="x">&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;");
-        assert_eq!(esc("plain ünïcode"), "plain ünïcode");
-    }
 
     #[test]
     fn outside_text_is_escaped_everywhere() {
@@ -372,6 +432,7 @@ mod tests {
                 ready: false,
                 reasons: vec![evil.into()],
                 target_kind: evil.into(),
+                target: evil.into(),
                 last_delivery: Some((evil.into(), evil.into())),
             },
             queue: Queue::default(),
@@ -401,16 +462,19 @@ mod tests {
                 actor: evil.into(),
                 method: evil.into(),
                 resource: evil.into(),
-                summary: evil.into(),
+                summary: serde_json::json!({"changed": [evil], evil: evil}),
             }],
+            not_reconcilable: None,
+            started_at: String::new(),
         };
         let page = render(&v);
         assert!(!page.contains("<script"), "unescaped text in:\n{page}");
         assert!(!page.contains("\"'&"), "unescaped quotes or ampersand");
-        // version, generated: 2; health: target, 2 x last delivery, reason: 4; guard: tripped
-        // at, held row (name, kind, id, op, time): 6; deliveries: 2 tables x (time, name,
-        // kind, id, op, outcome, detail): 14; sync run: 4; drift: 2; changes: 5.
-        assert_eq!(page.matches("&lt;script&gt;").count(), 37);
+        // version, generated: 2; health: target kind, target, 2 x last delivery, reason: 5;
+        // guard: tripped at, held row (name, kind, id, op, time): 6; deliveries: 2 tables x
+        // (time, name, kind, id, op, target, outcome, detail): 16; sync run: 4; drift: 2;
+        // changes: 4 + the summary's attribute, key and value: 7.
+        assert_eq!(page.matches("&lt;script&gt;").count(), 42);
     }
 
     #[test]
@@ -422,6 +486,54 @@ mod tests {
             assert!(page.contains(text), "missing {text:?}");
         }
         assert!(!page.contains("<table"), "no table without rows");
+        for link in ["href=\"drift.html\"", "href=\"metrics\"", "href=\"readyz\""] {
+            assert!(page.contains(link), "{link} missing");
+        }
+    }
+
+    #[test]
+    fn drift_stands_out_in_plain_labels() {
+        let v = StatusView {
+            drift: Some(DriftSummary {
+                generated_at: "t".into(),
+                counts: vec![("missing_in_app".into(), 0), ("orphaned_in_app".into(), 8)],
+            }),
+            ..Default::default()
+        };
+        let page = render(&v);
+        assert!(page.contains("<tr class=\"warn\"><td>Orphaned in the app (unknown to the IdP)</td>"), "{page}");
+        assert!(page.contains("<tr><td>Missing in the app</td>"), "{page}");
+        assert!(!page.contains("missing_in_app") && !page.contains("orphaned_in_app"), "{page}");
+        assert!(page.contains("<dd id=\"drift-state\" class=\"warn\">8 difference(s)"), "{page}");
+    }
+
+    #[test]
+    fn a_target_that_cannot_be_listed_is_named_instead_of_sync_now() {
+        let why = crate::reconcile::report::Reconcilable::No { target: "dry-run".into() }.why_not();
+        let page = render(&StatusView { not_reconcilable: why, ..Default::default() });
+        assert!(page.contains("the dry-run target cannot list"), "{page}");
+        assert!(!page.contains("sync now"), "{page}");
+        let page = render(&StatusView::default());
+        assert!(page.contains("scimsync sync now"), "{page}");
+    }
+
+    #[test]
+    fn what_changed_reads_as_words() {
+        use serde_json::json;
+        assert_eq!(
+            what_changed(
+                "PATCH",
+                &json!({"deactivated": true, "operations": ["replace active"], "changed": ["active"]})
+            ),
+            "deactivated; replace active"
+        );
+        assert_eq!(what_changed("PUT", &json!({"changed": ["title", "name"]})), "changed title, name");
+        assert_eq!(
+            what_changed("POST", &json!({"attributes": ["userName", "emails"], "members": {"added": 3}})),
+            "created with userName, emails; members: 3 added"
+        );
+        assert_eq!(what_changed("DELETE", &json!({})), "deleted");
+        assert_eq!(what_changed("token create", &json!({"reason": "first start"})), "reason: first start");
     }
 
     #[test]

@@ -112,6 +112,231 @@ impl Policy {
     }
 }
 
+/// The user an access report is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportUser {
+    pub id: String,
+    #[serde(rename = "userName")]
+    pub user_name: String,
+    pub active: bool,
+}
+
+/// One user's effective access with everything that decided it: the stable shape of
+/// `scimsync access --json` and the admin listener's `GET /access/{user}`. Pure data, built
+/// by [`Policy::report`]; the prose of `scimsync access` is [`AccessReport::to_text`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessReport {
+    pub user: ReportUser,
+    /// Whether `[policy]` has any rule; without one no role or entitlement is derived.
+    pub policy_configured: bool,
+    /// The user's groups, each with the rules that matched it (none: no rule matches).
+    pub groups: Vec<ReportGroup>,
+    pub roles: Vec<Bounded>,
+    pub entitlements: Vec<Bounded>,
+    /// Exclusive classes the user's groups belong to: at most one group of each may be added.
+    pub exclusive_classes: Vec<ClassBound>,
+    /// Why the roles are what they are (role order, default role) and notes (inactive user).
+    pub why: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportGroup {
+    pub name: String,
+    pub matched_rules: Vec<MatchedRule>,
+}
+
+/// A rule that matched a group, and what it granted that group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatchedRule {
+    /// Position in `policy.group_rules`, from 0.
+    pub index: usize,
+    pub label: String,
+    /// `exact`, `contains`, `glob` or `regex`.
+    pub kind: String,
+    pub pattern: String,
+    pub role: Option<String>,
+    pub entitlement: Option<String>,
+    pub class: Option<String>,
+}
+
+/// An effective role or entitlement and the constraints that bound it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Bounded {
+    pub value: String,
+    pub constraints: Vec<Constraint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Constraint {
+    /// `seats` (at most `limit` active holders) or `keep_at_least` (at least `limit`).
+    pub kind: &'static str,
+    pub limit: u64,
+    /// The setting it comes from, e.g. `policy.seats.Pro`.
+    pub key: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassBound {
+    pub class: String,
+    /// How many of the user's groups are in the class.
+    pub groups: usize,
+    /// At most this many may be added (always 1).
+    pub limit: u64,
+    pub detail: String,
+}
+
+impl Policy {
+    /// The full report for one user in groups with these names.
+    pub fn report<'a>(&self, user: ReportUser, group_names: impl IntoIterator<Item = &'a str>) -> AccessReport {
+        let ex = self.explain(group_names);
+        let groups: Vec<ReportGroup> = ex
+            .groups
+            .iter()
+            .map(|g| ReportGroup {
+                name: g.name.clone(),
+                matched_rules: g
+                    .grants
+                    .iter()
+                    .map(|grant| {
+                        let rule = &self.rules[grant.rule];
+                        MatchedRule {
+                            index: grant.rule,
+                            label: rule.label.clone(),
+                            kind: rule.kind.as_str().to_string(),
+                            pattern: rule.pattern.clone(),
+                            role: grant.role.clone(),
+                            entitlement: grant.entitlement.clone(),
+                            class: grant.class.clone(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let roles = ex
+            .access
+            .roles
+            .iter()
+            .map(|r| Bounded {
+                value: r.clone(),
+                constraints: self
+                    .keep_at_least
+                    .get(r)
+                    .map(|n| Constraint {
+                        kind: "keep_at_least",
+                        limit: *n,
+                        key: format!("policy.keep_at_least.{r}"),
+                        detail: format!("role {r:?} must keep at least {n} active holder(s)"),
+                    })
+                    .into_iter()
+                    .collect(),
+            })
+            .collect();
+        let entitlements = ex
+            .access
+            .entitlements
+            .iter()
+            .map(|e| Bounded {
+                value: e.clone(),
+                constraints: self
+                    .seats
+                    .get(e)
+                    .map(|n| Constraint {
+                        kind: "seats",
+                        limit: *n,
+                        key: format!("policy.seats.{e}"),
+                        detail: format!("entitlement {e:?} has {n} seat(s)"),
+                    })
+                    .into_iter()
+                    .collect(),
+            })
+            .collect();
+        let mut classes: std::collections::BTreeMap<&str, usize> = Default::default();
+        for g in &ex.groups {
+            let cs: BTreeSet<&str> = g.grants.iter().filter_map(|x| x.class.as_deref()).collect();
+            for c in cs {
+                *classes.entry(c).or_default() += 1;
+            }
+        }
+        let exclusive_classes = classes
+            .into_iter()
+            .map(|(c, n)| ClassBound {
+                class: c.to_string(),
+                groups: n,
+                limit: 1,
+                detail: format!("exclusive class {c:?}: in {n} group(s) of it (at most 1 may be added)"),
+            })
+            .collect();
+        let mut why = ex.reasons;
+        if !user.active {
+            why.push("an inactive user counts toward no seat and no keep_at_least minimum".into());
+        }
+        AccessReport { user, policy_configured: !self.is_empty(), groups, roles, entitlements, exclusive_classes, why }
+    }
+}
+
+impl AccessReport {
+    /// The prose of `scimsync access USER`.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let u = &self.user;
+        let _ = writeln!(o, "user {:?} (id {}), {}", u.user_name, u.id, if u.active { "active" } else { "inactive" });
+        if !self.policy_configured {
+            o.push_str(
+                "no provisioning policy is configured ([policy] in the config): no roles or entitlements are derived\n",
+            );
+            return o;
+        }
+        let _ = writeln!(o, "groups ({}):", self.groups.len());
+        for g in &self.groups {
+            if g.matched_rules.is_empty() {
+                let _ = writeln!(o, "  {:?}: no rule matches", g.name);
+            }
+            for m in &g.matched_rules {
+                let mut what = Vec::new();
+                if let Some(r) = &m.role {
+                    what.push(format!("role {r:?}"));
+                }
+                if let Some(e) = &m.entitlement {
+                    what.push(format!("entitlement {e:?}"));
+                }
+                if let Some(c) = &m.class {
+                    what.push(format!("exclusive class {c:?}"));
+                }
+                let _ = writeln!(
+                    o,
+                    "  {:?}: rule {:?} ({} {:?}) grants {}",
+                    g.name,
+                    m.label,
+                    m.kind,
+                    m.pattern,
+                    what.join(", ")
+                );
+            }
+        }
+        let show = |v: &[Bounded]| {
+            if v.is_empty() {
+                "(none)".to_string()
+            } else {
+                v.iter().map(|b| b.value.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        };
+        let _ = writeln!(o, "effective roles: {}", show(&self.roles));
+        let _ = writeln!(o, "effective entitlements: {}", show(&self.entitlements));
+        for r in &self.why {
+            let _ = writeln!(o, "why: {r}");
+        }
+        for c in &self.exclusive_classes {
+            let _ = writeln!(o, "constraint: {}", c.detail);
+        }
+        for c in self.entitlements.iter().chain(&self.roles).flat_map(|b| &b.constraints) {
+            let _ = writeln!(o, "constraint: {} ({})", c.detail, c.key);
+        }
+        o
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{GroupRuleConfig, PolicyConfig};
@@ -183,6 +408,51 @@ mod tests {
             "policy.seats.Pro",
         ] {
             assert!(keys.contains(&k), "{k} missing from {errs:?}");
+        }
+    }
+
+    #[test]
+    fn report_names_rules_constraints_and_reasons() {
+        let p = Policy::compile(&PolicyConfig {
+            group_rules: vec![
+                GroupRuleConfig {
+                    exact: Some("Viewers".into()),
+                    role: Some("viewer".into()),
+                    class: Some("tier".into()),
+                    ..Default::default()
+                },
+                GroupRuleConfig {
+                    exact: Some("Owners".into()),
+                    role: Some("owner".into()),
+                    class: Some("tier".into()),
+                    ..Default::default()
+                },
+                GroupRuleConfig { contains: Some("pro".into()), entitlement: Some("Pro".into()), ..Default::default() },
+            ],
+            role_order: vec!["viewer".into(), "owner".into()],
+            seats: [("Pro".to_string(), 3)].into(),
+            keep_at_least: [("owner".to_string(), 1)].into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let user = ReportUser { id: "u1".into(), user_name: "ann".into(), active: false };
+        let r = p.report(user, ["Viewers", "Owners", "pro-users", "Other"]);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["user"], json!({"id": "u1", "userName": "ann", "active": false}));
+        assert_eq!(v["groups"][1]["matched_rules"][0]["role"], "owner");
+        assert_eq!(v["groups"][3]["matched_rules"], json!([]));
+        assert_eq!(
+            v["roles"],
+            json!([{"value": "owner", "constraints": [{"kind": "keep_at_least", "limit": 1,
+            "key": "policy.keep_at_least.owner", "detail": "role \"owner\" must keep at least 1 active holder(s)"}]}])
+        );
+        assert_eq!(v["entitlements"][0]["constraints"][0]["kind"], "seats");
+        assert_eq!(v["exclusive_classes"][0]["groups"], 2);
+        assert!(r.why.iter().any(|w| w.contains("wins: owner")), "{:?}", r.why);
+        assert!(r.why.iter().any(|w| w.contains("inactive")), "{:?}", r.why);
+        let t = r.to_text();
+        for s in ["effective roles: owner", "effective entitlements: Pro", "policy.seats.Pro", "no rule matches"] {
+            assert!(t.contains(s), "{s:?} missing in:\n{t}");
         }
     }
 }

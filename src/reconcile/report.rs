@@ -1,6 +1,8 @@
 //! The drift report in the forms people read: a plain-text table for the terminal (counts
-//! first, then items grouped by kind), stable JSON for scripts, and one HTML page (no
-//! external assets) for the admin listener. Pure: a run and its rows in, text out.
+//! first, then items grouped by kind) and stable JSON for scripts; the HTML page is the
+//! admin listener's (`http::html`, one template set with the status page), from the same
+//! words ([`detail`], [`DriftKind::title`]). Also what every surface says about whether
+//! the configured target can be reconciled at all ([`Reconcilable`]). Pure.
 
 use serde_json::{Value, json};
 
@@ -20,7 +22,7 @@ fn value_text(v: &Value) -> String {
     }
 }
 
-fn clip(s: &str, n: usize) -> String {
+pub fn clip(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
     } else {
@@ -28,8 +30,45 @@ fn clip(s: &str, n: usize) -> String {
     }
 }
 
+/// Whether the configured target can be reconciled: one answer, so that `sync now`,
+/// `drift`, `/drift.html` and the status page say the same thing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reconcilable {
+    Yes,
+    /// The target (`dry-run`, `none`, a webhook target without `[target.webhook.list]`)
+    /// cannot list the app's accounts.
+    No {
+        target: String,
+    },
+}
+
+impl Reconcilable {
+    /// Why there is nothing to reconcile, or `None` when there is.
+    pub fn why_not(&self) -> Option<String> {
+        match self {
+            Reconcilable::Yes => None,
+            Reconcilable::No { target } if target == "none" => Some(
+                "no target is configured (target.kind = \"none\"), so there is no app to list and nothing to \
+                 reconcile"
+                    .into(),
+            ),
+            Reconcilable::No { target } => Some(format!(
+                "the {target} target cannot list the app's accounts, so it cannot be reconciled and no drift \
+                 report is made (target.kind = \"scim\", or \"webhook\" with [target.webhook.list], can be)"
+            )),
+        }
+    }
+
+    /// What to do while there is no report yet.
+    pub fn next_step(&self) -> String {
+        self.why_not().unwrap_or_else(|| {
+            "no sync run has finished yet; run `scimsync sync now` (or wait for reconcile.schedule)".into()
+        })
+    }
+}
+
 /// What the report says about one item, in words.
-fn detail(r: &DriftRow) -> String {
+pub fn detail(r: &DriftRow) -> String {
     match DriftKind::parse(&r.kind) {
         Some(DriftKind::MissingInApp) => "not in the app".into(),
         Some(DriftKind::OrphanedInApp) => format!("app id {}", r.app_id.as_deref().unwrap_or("?")),
@@ -136,92 +175,6 @@ pub fn to_text(run: &SyncRun, items: &[DriftRow]) -> String {
     out
 }
 
-/// Escape text for HTML element content and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-/// The HTML page.
-pub fn to_html(run: Option<&SyncRun>, items: &[DriftRow]) -> String {
-    let mut b = String::from(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>scimsync drift report</title>\
-         <style>body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}\
-         td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}th{background:#f3f3f3}\
-         .refused{background:#fee;border:1px solid #c00;padding:.5em}.new{font-weight:bold}</style></head><body>\
-         <h1>Drift report</h1>",
-    );
-    let Some(run) = run else {
-        b.push_str("<p id=\"no-run\">No sync run has finished yet. Start one with <code>scimsync sync now</code>.</p></body></html>");
-        return b;
-    };
-    let s = &run.summary;
-    b.push_str(&format!(
-        "<p id=\"run\">Run <b>{}</b> ({}) started {}, status <b>{}</b>. Listed in the app: <span id=\"listed-users\">{}</span> users, \
-         <span id=\"listed-groups\">{}</span> groups. {} item(s), {} new, {} resolved.</p>",
-        run.id,
-        esc(&run.trigger),
-        esc(&run.started_at),
-        esc(&run.status),
-        s["listed"]["users"],
-        s["listed"]["groups"],
-        s["total"],
-        s["new"],
-        s["resolved"]
-    ));
-    if let Some(reason) = s["repair"]["refused"].as_str() {
-        b.push_str(&format!("<p class=\"refused\" id=\"refused\">{}</p>", esc(reason)));
-    }
-    b.push_str("<table id=\"counts\"><tr><th>Kind</th><th>Items</th></tr>");
-    for kind in DriftKind::ALL {
-        b.push_str(&format!(
-            "<tr><td>{}</td><td data-kind=\"{}\">{}</td></tr>",
-            kind.title(),
-            kind.as_str(),
-            s["counts"][kind.as_str()].as_u64().unwrap_or(0)
-        ));
-    }
-    b.push_str("</table>");
-    for kind in DriftKind::ALL {
-        let rows: Vec<&DriftRow> = items.iter().filter(|r| r.kind == kind.as_str() && r.change != "resolved").collect();
-        if rows.is_empty() {
-            continue;
-        }
-        b.push_str(&format!(
-            "<h2>{} ({})</h2><table class=\"items\" data-kind=\"{}\"><tr><th>Change</th><th>Type</th>\
-                             <th>Name</th><th>Cause</th><th>Repair</th><th>Detail</th></tr>",
-            kind.title(),
-            rows.len(),
-            kind.as_str()
-        ));
-        for r in rows {
-            b.push_str(&format!(
-                "<tr class=\"{}\"><td>{}</td><td>{}</td><td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&r.change),
-                esc(&r.change),
-                esc(&r.resource_kind),
-                esc(&r.name),
-                esc(&r.cause),
-                esc(&r.repair),
-                esc(&clip(&detail(r), 300))
-            ));
-        }
-        b.push_str("</table>");
-    }
-    b.push_str("</body></html>");
-    b
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,11 +223,13 @@ mod tests {
     }
 
     #[test]
-    fn html_escapes_names() {
-        let h = to_html(Some(&run()), &[row("attribute_mismatch", "<script>x</script>", "new")]);
-        assert!(h.contains("&lt;script&gt;x&lt;/script&gt;"), "{h}");
-        assert!(!h.contains("<script>"), "{h}");
-        assert!(h.contains("repair refused: &lt;too many&gt;"));
-        assert!(to_html(None, &[]).contains("No sync run has finished yet"));
+    fn every_surface_gets_one_answer_about_reconciliation() {
+        assert!(Reconcilable::Yes.why_not().is_none());
+        assert!(Reconcilable::Yes.next_step().contains("scimsync sync now"));
+        let dry = Reconcilable::No { target: "dry-run".into() };
+        assert!(dry.next_step().contains("the dry-run target cannot list the app's accounts"), "{}", dry.next_step());
+        assert!(!dry.next_step().contains("sync now"));
+        let none = Reconcilable::No { target: "none".into() };
+        assert!(none.next_step().contains("no target is configured"));
     }
 }

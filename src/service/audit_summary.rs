@@ -21,6 +21,7 @@ pub fn created(attrs: &Map<String, Value>, members: usize) -> Value {
 /// PUT: the top-level attributes whose value differs (added, changed or removed).
 pub fn replaced(before: &Map<String, Value>, after: &Map<String, Value>, members: &MemberDelta) -> Value {
     let mut s = json!({"changed": changed(before, Some(after))});
+    activity(&mut s, before, Some(after));
     if let Some(m) = members_summary(members) {
         s["members"] = m;
     }
@@ -54,10 +55,24 @@ pub fn patched(
         }
     }
     let mut s = json!({"operations": list, "changed": changed(before, after)});
+    activity(&mut s, before, after);
     if let Some(m) = members_summary(members) {
         s["members"] = m;
     }
     s
+}
+
+/// `"deactivated": true` / `"reactivated": true` when `active` flipped: the one value an
+/// operator reading the log needs in words, and not personal data.
+fn activity(s: &mut Value, before: &Map<String, Value>, after: Option<&Map<String, Value>>) {
+    let Some(after) = after else { return };
+    let was_active = before.get("active") != Some(&Value::Bool(false));
+    let is_active = after.get("active") != Some(&Value::Bool(false));
+    if was_active && !is_active {
+        s["deactivated"] = true.into();
+    } else if !was_active && is_active {
+        s["reactivated"] = true.into();
+    }
 }
 
 fn changed(before: &Map<String, Value>, after: Option<&Map<String, Value>>) -> Vec<String> {
@@ -110,7 +125,8 @@ mod tests {
         let before = obj(json!({"userName": "a", "password": "old-secret", "title": "x"}));
         let after = obj(json!({"userName": "a", "password": "new-secret", "active": false}));
         let s = replaced(&before, &after, &MemberDelta::default());
-        assert_eq!(s, json!({"changed": ["active", "password", "title"]}));
+        assert_eq!(s, json!({"changed": ["active", "password", "title"], "deactivated": true}));
+        assert_eq!(replaced(&after, &before, &MemberDelta::default())["reactivated"], true);
         let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
             {"op": "replace", "path": "password", "value": "new-secret"},
             {"op": "Replace", "value": {"active": false, "title": "t"}},

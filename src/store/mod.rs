@@ -212,6 +212,11 @@ impl Store {
         }
     }
 
+    /// The database file a store in `data_dir` lives in (whether or not it exists yet).
+    pub fn database_path(data_dir: &Path) -> PathBuf {
+        data_dir.join(open::DB_FILE)
+    }
+
     /// Copy the database in `data_dir` to `dest` with SQLite's online backup (safe while a
     /// daemon writes to it) and verify the copy. Blocking: call from a blocking thread.
     pub fn backup(data_dir: &Path, dest: &Path, busy_timeout_seconds: u64) -> Result<BackupReport, StoreError> {

@@ -185,6 +185,55 @@ async fn concurrent_adds_never_exceed_the_seats() {
     assert_eq!(member_ids(&d, &lic).await.len(), 2);
 }
 
+/// Issue 18: effective access for machines. `scimsync access --json` and the admin
+/// listener's `GET /access/{user}` (behind the admin token) give the same stable shape.
+#[tokio::test]
+async fn access_report_is_the_same_json_from_the_cli_and_the_admin_listener() {
+    const ADMIN: &str = "admin-token-0123456789";
+    let d = Daemon::start_with_env(&licence_policy(2), &[("SCIMSYNC_ADMIN__BEARER_TOKEN", ADMIN)]);
+    let a = user(&d, "a@x.test").await;
+    let (_, r) = okta_push(&d, LICENCE, &[&a]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let (_, r) = okta_push(&d, "Unmapped people", &[&a]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let cli: Value = serde_json::from_str(&d.cli(&["access", "A@X.test", "--json"])).expect("access --json is JSON");
+    assert_eq!(cli["user"], json!({"id": a, "userName": "a@x.test", "active": true}));
+    assert_eq!(cli["policy_configured"], true);
+    let groups = cli["groups"].as_array().unwrap();
+    let lic = groups.iter().find(|g| g["name"] == LICENCE).expect("the licence group");
+    assert_eq!(
+        lic["matched_rules"],
+        json!([{"index": 0, "label": "licences", "kind": "regex",
+                "pattern": r"^(?P<plan>.+)-(?P<product>[^-]+)-(?P<sub>sub_\w+)$",
+                "role": null, "entitlement": SUB, "class": "licence"}])
+    );
+    let other = groups.iter().find(|g| g["name"] == "Unmapped people").expect("the other group");
+    assert_eq!(other["matched_rules"], json!([]));
+    assert_eq!(cli["roles"], json!([]));
+    assert_eq!(
+        cli["entitlements"],
+        json!([{"value": SUB, "constraints": [{"kind": "seats", "limit": 2, "key": format!("policy.seats.{SUB}"),
+                "detail": format!("entitlement \"{SUB}\" has 2 seat(s)")}]}])
+    );
+    assert_eq!(cli["exclusive_classes"][0]["class"], "licence");
+    assert!(cli["why"].is_array());
+
+    let url = format!("{}/access/{}", d.admin_base, enc("a@x.test"));
+    let r = d.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "the admin token guards /access");
+    let r = d.http.get(&url).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.json::<Value>().await.unwrap(), cli, "the route and the CLI agree");
+    let by_id = d.http.get(format!("{}/access/{a}", d.admin_base)).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(by_id.json::<Value>().await.unwrap(), cli);
+    let r = d.http.get(format!("{}/access/nobody", d.admin_base)).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "no user with userName or id \"nobody\"");
+    let out = d.cli_raw(&["access", "nobody", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
 #[tokio::test]
 async fn role_move_must_remove_before_it_adds() {
     let d = Daemon::start_with(ROLE_POLICY);

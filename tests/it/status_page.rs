@@ -96,6 +96,15 @@ async fn status_page_in_chromium_shows_queue_failures_and_held_deletions() {
         ids.push(d.create_user(&format!("{n}@example.com")).await);
     }
     d.wait_outbox_empty().await;
+    // eve is deactivated (Okta's PATCH): "what changed" must say so in words.
+    let r = d
+        .patch(
+            &format!("/Users/{}", ids[4]),
+            patch_body(serde_json::json!([{"op": "replace", "value": {"active": false}}])),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    d.wait_outbox_empty().await;
     for id in &ids[..4] {
         assert_eq!(d.delete(&format!("/Users/{id}")).await.status, StatusCode::NO_CONTENT);
     }
@@ -141,13 +150,88 @@ async fn status_page_in_chromium_shows_queue_failures_and_held_deletions() {
     assert!(deliveries.contains("eve@example.com") && deliveries.contains("success"), "{deliveries}");
     let runs = text_of(&dom, "table", "sync-runs");
     assert!(runs.contains(report["run"]["started_at"].as_str().unwrap()) && runs.contains("ok"), "{runs}");
+    // Drift in the report's plain labels; a count that is not zero stands out, and so does
+    // the total in the health section, with a link to the report.
     let drift = element(&dom, "table", "drift");
+    let mut total = 0;
     for (kind, n) in &counts {
-        assert!(drift.contains(&format!("<td>{kind}</td><td class=\"num\">{n}</td>")), "{kind} {n} in {drift}");
+        let n = n.as_u64().unwrap();
+        total += n;
+        let label = match kind.as_str() {
+            "missing_in_app" => "Missing in the app",
+            "orphaned_in_app" => "Orphaned in the app (unknown to the IdP)",
+            "attribute_mismatch" => "Attribute mismatch",
+            "active_mismatch" => "Active-state mismatch",
+            "membership_mismatch" => "Membership mismatch",
+            "stuck_provision" => "Stuck provisioning",
+            other => panic!("a kind the test does not know: {other}"),
+        };
+        let row = if n > 0 { "<tr class=\"warn\">" } else { "<tr>" };
+        assert!(drift.contains(&format!("{row}<td>{label}</td><td class=\"num\">{n}</td>")), "{kind} {n} in {drift}");
+        assert!(!drift.contains(kind.as_str()), "the raw kind {kind} is shown: {drift}");
     }
+    assert!(total > 0);
+    assert!(element(&dom, "dd", "drift-state").contains("class=\"warn\""), "drift must not read green");
+    assert!(text_of(&dom, "dd", "drift-state").starts_with(&format!("{total} difference(s)")));
+    assert!(text_of(&dom, "p", "drift-total").contains(&format!("{total} difference(s)")));
+    // Links to the other admin pages.
+    let links = element(&dom, "nav", "links");
+    for href in ["drift.html", "metrics", "readyz"] {
+        assert!(links.contains(&format!("href=\"{href}\"")), "no link to {href}: {links}");
+    }
+    // Each delivery says where it went.
+    let target = text_of(&dom, "dd", "target");
+    assert!(target.starts_with(&format!("scim {}", proxy.base)), "{target} vs {}", proxy.base);
+    assert!(deliveries.contains(&target), "deliveries name their target: {deliveries}");
+    // "what changed" in words: deletions, the deactivation, creations.
     let changes = text_of(&dom, "table", "recent-changes");
     assert!(changes.contains("DELETE") && changes.contains("fay@example.com"), "{changes}");
+    assert!(changes.contains("deleted") && changes.contains("deactivated"), "{changes}");
+    assert!(changes.contains("created with userName"), "{changes}");
+    assert!(!changes.contains('{') && !changes.contains('"'), "no raw JSON: {changes}");
     assert!(!dom.contains("<script"), "the page needs no script");
+
+    // The drift report page, from the same templates: plain labels, non-zero counts stand out.
+    let report_dom = tokio::task::block_in_place(|| dump_dom(&format!("{}/drift.html", d.admin_base)));
+    let report_counts = element(&report_dom, "table", "counts");
+    for (kind, n) in &counts {
+        let cell = format!("data-kind=\"{kind}\">{n}</td>");
+        assert!(report_counts.contains(&cell), "{cell} in {report_counts}");
+    }
+    assert!(report_counts.contains("<tr class=\"warn\">"), "{report_counts}");
+    assert!(element(&report_dom, "nav", "links").contains("href=\"status\""));
+}
+
+/// Issue 18 item 5: with the dry-run target, nothing tells the operator to run a sync it
+/// cannot run: the status page, the drift report page, `/drift`, `drift`, `sync runs` and
+/// `sync now` all say that this target cannot be listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_daemon_says_everywhere_that_it_cannot_be_reconciled() {
+    chromium();
+    let d = Daemon::start_with("[target]\nkind = \"dry-run\"\n");
+    let said = "the dry-run target cannot list the app's accounts";
+    let dom = tokio::task::block_in_place(|| dump_dom(&format!("{}/status", d.admin_base)));
+    for (tag, id) in [("dd", "drift-state"), ("p", "sync-runs"), ("p", "drift")] {
+        assert!(text_of(&dom, tag, id).contains(said), "{id}: {}", text_of(&dom, tag, id));
+    }
+    let report = tokio::task::block_in_place(|| dump_dom(&format!("{}/drift.html", d.admin_base)));
+    assert!(text_of(&report, "p", "no-run").contains(said), "{report}");
+    for page in [&dom, &report] {
+        assert!(!page.contains("sync now"), "a dry run cannot be synced:\n{page}");
+    }
+    let r = d.http.get(format!("{}/drift", d.admin_base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.json::<serde_json::Value>().await.unwrap()["error"].as_str().unwrap().contains(said));
+    let drift = d.cli_raw(&["drift"]);
+    let stderr = String::from_utf8_lossy(&drift.stderr);
+    assert!(stderr.contains(said) && !stderr.contains("sync now"), "{stderr}");
+    assert_eq!(drift.status.code(), Some(1), "no report");
+    let runs = d.cli(&["sync", "runs"]);
+    assert!(runs.contains(said) && !runs.contains("sync now"), "{runs}");
+    let now = d.cli_raw(&["sync", "now", "--url", &d.admin_base]);
+    let stderr = String::from_utf8_lossy(&now.stderr);
+    assert!(stderr.contains(said), "{stderr}");
+    assert_eq!(now.status.code(), Some(1));
 }
 
 #[tokio::test]
@@ -162,6 +246,6 @@ async fn status_page_needs_the_admin_token_when_one_is_set() {
         assert_eq!(r.status(), StatusCode::OK, "{path} with the token");
         assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
         let body = r.text().await.unwrap();
-        assert!(body.contains("<h1>scimsync status</h1>") && body.contains("no sync run yet"), "{body}");
+        assert!(body.contains("<h1>scimsync status</h1>") && body.contains("nothing to reconcile"), "{body}");
     }
 }

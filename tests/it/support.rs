@@ -211,10 +211,14 @@ impl Daemon {
     }
 
     pub fn cli_raw(&self, args: &[&str]) -> std::process::Output {
-        let cfg = self.config_path();
-        let mut full = vec!["--config", cfg.to_str().expect("utf8 path")];
-        full.extend_from_slice(args);
-        Command::new(bin()).args(&full).envs(self.env.iter().cloned()).output().expect("run scimsync")
+        self.cli_command(args).output().expect("run scimsync")
+    }
+
+    /// A CLI subcommand against this daemon's config, not yet run (to set up its stdio).
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--config").arg(self.config_path()).args(args).envs(self.env.iter().cloned());
+        c
     }
 
     /// Start (or restart) the daemon process and wait for its "listening on" line.
