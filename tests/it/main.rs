@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod backup;
 mod bulk;
+mod contrib;
 mod discovery;
 mod durability;
 mod errors;
