@@ -66,6 +66,11 @@ dpkg-query --root="$root" -W -f='${Conffiles}\n' scimsync | grep -q '^ /etc/scim
 ok
 cmp -s "$root/etc/scimsync/scimsync.toml" "$ROOT/config.example.toml" || fail "the config is not config.example.toml"
 ok
+# Stripped, as Debian ships binaries (the symbols are in the -dbgsym package).
+if command -v readelf >/dev/null; then
+    if readelf -S "$root/usr/bin/scimsync" | grep -q '\.debug_info'; then fail "usr/bin/scimsync is not stripped"; fi
+    ok
+fi
 got="$("$root/usr/bin/scimsync" --version)"
 [[ "$got" == "scimsync $version" ]] || fail "scimsync --version said: $got"
 ok

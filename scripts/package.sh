@@ -2,7 +2,8 @@
 # package.sh — build the Debian package with cargo-deb ([package.metadata.deb] in Cargo.toml):
 # the binary, both systemd units, the example config as conffile, the README, the man pages
 # and the bash/zsh/fish completions (generated from the clap definitions by the xtask crate),
-# the alert rules and the dashboard. Prints the .deb's path on stdout.
+# the alert rules and the dashboard. Prints the .deb's path on stdout; the debug symbols are
+# in the -dbgsym .ddeb beside it.
 #
 # Usage: scripts/package.sh                 # release build: the package to install
 #        scripts/package.sh --profile dev   # package the debug binary `cargo test` built
@@ -20,6 +21,9 @@ case "${1:-}" in
     --profile) profile="${2:?--profile needs release or dev}" ;;
     *) echo "usage: scripts/package.sh [--profile release|dev]" >&2; exit 2 ;;
 esac
+# --dbgsym: as Debian does, the binary is stripped and its debug symbols go to
+# scimsync-dbgsym_VERSION_ARCH.ddeb beside the .deb (the release binary keeps line tables,
+# [profile.release]: 94 MB unstripped, 16 MB stripped).
 # --fast for the test package: xz at its default level takes ~50 s on the 33 MB debug
 # binary, the fast level ~10 s; the release package gets the default (smaller) compression.
 case "$profile" in
@@ -41,7 +45,7 @@ gzip -9n "$assets"/man/*.1
 
 mkdir -p target/debian
 PATH="$(dirname "$cargo_deb"):$PATH" cargo deb --no-build --profile "$profile" -p scimsync \
-    --output target/debian/ --quiet $fast >&2
+    --output target/debian/ --quiet --dbgsym $fast >&2
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
 deb="$(ls -t target/debian/scimsync_"${version}"-*_*.deb | head -n1)"
 echo "$ROOT/$deb"
