@@ -9,7 +9,13 @@
 #      20 s per target, two at a time, on stable; FUZZ_SECONDS changes the 20); any panic,
 #      crash or hang fails the run and leaves the input in tests/fixtures/fuzzed/;
 #   4. external conformance: scim2-tester (pinned, installed into .venv by the script itself)
-#      against a freshly started daemon; any failed check fails the run.
+#      against a freshly started daemon; any failed check fails the run;
+#   5. the Debian package (scripts/package.sh, cargo-deb built once into target/tools/),
+#      made from the debug binary step 2 built, installed into a throw-away root and checked
+#      (scripts/package-test.sh).
+#   The alert rules' tests (promtool check/test rules, the metric-name check against a real
+#   daemon) and both units' systemd-analyze checks run in step 2 (tests/it/contrib.rs,
+#   tests/it/lifecycle.rs); scripts/promtool-env.sh installs Debian's prometheus for promtool.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/check-layers.sh
@@ -31,6 +37,11 @@ scripts/python-env.sh >/dev/null
 # The status-page test loads the admin listener's page in headless Chromium (Debian's
 # package; installed once, a no-op afterwards).
 scripts/browser-env.sh >/dev/null
+# The alert-rule tests run promtool (Debian's prometheus package; installed once).
+scripts/promtool-env.sh >/dev/null
 cargo test --workspace --locked
 scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 scripts/conformance.sh
+# Package the debug binary the tests built (no release build on CI's cores) and install it
+# into a throw-away root: files, modes, conffile, --version, remove and purge.
+scripts/package-test.sh "$(scripts/package.sh --profile dev)"

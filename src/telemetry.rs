@@ -140,6 +140,7 @@ struct Metrics {
     sync_duration: Histogram,
     sync_last_success: FloatGauge,
     drift_items: Family<KindLabels, Gauge>,
+    ready: Gauge,
     last_delivery: Mutex<Option<LastDelivery>>,
 }
 
@@ -235,6 +236,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Items of the latest drift report by kind (`scimsync drift`)",
         drift_items.clone(),
     );
+    let ready = Gauge::default();
+    registry.register(
+        "scimsync_ready",
+        "1 when the daemon is ready (what /readyz answers 200 for), 0 otherwise; set at each scrape",
+        ready.clone(),
+    );
     registry.register(
         "scimsync_build",
         "The running scimsync's version",
@@ -257,6 +264,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         sync_duration,
         sync_last_success,
         drift_items,
+        ready,
         last_delivery: Mutex::new(None),
     }
 });
@@ -355,6 +363,12 @@ pub fn set_store_gauges(g: &StoreGauges) {
     }
 }
 
+/// The readiness verdict, for alerting on "up but not ready" (Prometheus scrapes /metrics,
+/// not /readyz): set by the scrape handler from the same checks as `/readyz`.
+pub fn set_ready(ready: bool) {
+    METRICS.ready.set(i64::from(ready));
+}
+
 /// A full sync run ended. `drift`: the report's counts by kind (only for a run that got one).
 pub fn sync_run(ok: bool, elapsed: Duration, drift: &[(&'static str, u64)]) {
     let m = &*METRICS;
@@ -390,6 +404,7 @@ mod tests {
         set_store_gauges(&StoreGauges { outbox_depth: 7, ..Default::default() });
         rate_limited("0badc0de");
         config_reload(false);
+        set_ready(true);
         let text = encode_metrics();
         for needle in [
             "scimsync_scim_requests_total{route=\"/Test/{id}\",method=\"GET\",status=\"200\"} 1",
@@ -404,6 +419,7 @@ mod tests {
             "scimsync_build_info{version=\"",
             "scimsync_rate_limited_requests_total{token=\"0badc0de\"} 1",
             "scimsync_config_reloads_total{outcome=\"error\"} 1",
+            "scimsync_ready 1",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }

@@ -455,8 +455,11 @@ async fn status(state: &OpsState) -> Response {
 
 /// Set the store gauges from what the store says now, then encode every metric. A store
 /// that cannot answer leaves the gauges at their last values (the scrape still succeeds,
-/// and `/readyz` says why).
+/// and `/readyz` says why). `scimsync_ready` is `/readyz`'s verdict, so an alert can tell
+/// "up but not ready" from the scrape alone.
 async fn metrics(state: &OpsState) -> Response {
+    let (ready, _) = readiness(state).await;
+    telemetry::set_ready(ready);
     let store = &state.store;
     let mut g = telemetry::StoreGauges { database_size_bytes: store.database_size_bytes(), ..Default::default() };
     let read = async {

@@ -390,40 +390,66 @@ async fn rate_limit_is_per_token_with_retry_after() {
     assert!(n >= 1.0, "{metrics}");
 }
 
-/// The shipped unit file is valid for systemd and hardened: `systemd-analyze verify` accepts
-/// it and `systemd-analyze security --offline` rates its exposure low. (`systemd-run` needs a
-/// running systemd, which test containers lack; the install steps are in the README.)
+/// The shipped unit files, `scimsync.service` and the template `scimsync@.service` (as an
+/// instance, `scimsync@payroll.service`), are valid for systemd and hardened:
+/// `systemd-analyze verify` accepts them and `systemd-analyze security --offline` rates their
+/// exposure low. (`systemd-run` needs a running systemd, which test containers lack; the
+/// install steps are in the README. `--man=no`: the man page the units name is generated and
+/// installed by the package, whose install test checks it.)
 #[test]
-fn systemd_unit_verifies_and_is_hardened() {
+fn systemd_units_verify_and_are_hardened() {
     let Ok(out) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
-        eprintln!("systemd-analyze is not installed: unit file not checked");
+        eprintln!("systemd-analyze is not installed: unit files not checked");
         return;
     };
     assert!(out.status.success());
-    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/scimsync.service")).unwrap();
-    for needle in ["Type=notify\n", "WatchdogSec=", "ExecReload=/bin/kill -HUP $MAINPID", "DynamicUser=yes"] {
-        assert!(unit.contains(needle), "the unit lacks {needle:?}");
-    }
-    // verify checks that ExecStart exists: point it at the binary under test.
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("scimsync.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/scimsync", bin())).unwrap();
-    let out = std::process::Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
-    let out = std::process::Command::new("systemd-analyze")
-        .args(["security", "--offline=true", "--no-pager"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let level: f64 = text
-        .lines()
-        .find_map(|l| l.split("Overall exposure level for scimsync.service:").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure level in: {text}{}", String::from_utf8_lossy(&out.stderr)));
-    assert!(level <= 2.0, "exposure {level} (0 = locked down, 10 = unprotected); hardening lost?\n{text}");
+    for (file, unit_name) in
+        [("scimsync.service", "scimsync.service"), ("scimsync@.service", "scimsync@payroll.service")]
+    {
+        let unit = std::fs::read_to_string(format!("{}/systemd/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        for needle in [
+            "Type=notify\n",
+            "WatchdogSec=",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+            "DynamicUser=yes",
+            "ExecStart=/usr/bin/scimsync serve --config /etc/scimsync/",
+        ] {
+            assert!(unit.contains(needle), "{file} lacks {needle:?}");
+        }
+        if file.contains('@') {
+            for needle in [
+                "--config /etc/scimsync/%i.toml\n",
+                "SCIMSYNC_STORE__DATA_DIR=/var/lib/scimsync/%i\n",
+                "StateDirectory=scimsync/%i\n",
+            ] {
+                assert!(unit.contains(needle), "{file} lacks {needle:?}");
+            }
+        }
+        // verify checks that ExecStart exists: point it at the binary under test.
+        let path = dir.path().join(unit_name);
+        std::fs::write(&path, unit.replace("/usr/bin/scimsync", bin())).unwrap();
+        let out =
+            std::process::Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify {unit_name}: {stderr}");
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let level: f64 = text
+            .lines()
+            .find_map(|l| l.split(&format!("Overall exposure level for {unit_name}:")).nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no exposure level in: {text}{}", String::from_utf8_lossy(&out.stderr)));
+        assert!(
+            level <= 2.0,
+            "{unit_name}: exposure {level} (0 = locked down, 10 = unprotected); hardening lost?\n{text}"
+        );
+    }
 }
 
 /// The outbox's retry settings change on SIGHUP: a change failing against a broken app is
