@@ -21,7 +21,12 @@ pub async fn effective_access(store: &Store, policy: &Policy, who: &str) -> Resu
         if crate::scim::schema::resolve_filter(ResourceKind::User, &mut f).is_err() {
             return Ok(None);
         }
-        user = store.list(ResourceKind::User, Some(f), None, crate::store::Position::Offset(0), 1, load).await?.resources.into_iter().next();
+        user = store
+            .list(ResourceKind::User, Some(f), None, crate::store::Position::Offset(0), 1, load)
+            .await?
+            .resources
+            .into_iter()
+            .next();
     }
     let Some(user) = user else { return Ok(None) };
     let report_user = ReportUser {
