@@ -30,6 +30,7 @@ const MAX_ERROR_BODY: usize = 300;
 
 mod delivery;
 mod reconcile;
+mod soak;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -59,6 +60,9 @@ enum Cmd {
     /// Reconciliation at scale, in process: a store of N users and G groups diffed
     /// against an app listing with injected drift; wall time and peak memory
     Reconcile(reconcile::ReconcileArgs),
+    /// Writes against a growing history: PATCH and lookup rounds for N minutes, printing
+    /// throughput, p99, RSS and store size per minute (flat is the goal)
+    Soak(soak::SoakArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -634,6 +638,13 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+impl Daemon {
+    /// The daemon's data directory (the store and its WAL).
+    fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("data")
+    }
+}
+
 async fn stop_daemon(mut d: Daemon) {
     let _ = d.child.start_kill();
     let _ = tokio::time::timeout(Duration::from_secs(5), d.child.wait()).await;
@@ -904,6 +915,7 @@ fn main() -> std::process::ExitCode {
     let res = match cli.cmd {
         Some(Cmd::Delivery(d)) => rt.block_on(delivery::run(d)),
         Some(Cmd::Reconcile(r)) => rt.block_on(reconcile::run(r)),
+        Some(Cmd::Soak(a)) => rt.block_on(soak::run(a)),
         None => rt.block_on(real_main(cli.bench)),
     };
     match res {

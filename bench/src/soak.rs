@@ -1,0 +1,143 @@
+//! `loadgen soak`: whether a write's cost and the daemon's memory stay flat as history grows.
+//!
+//! Starts the daemon with no target (so the outbox keeps every change, as on a host whose app
+//! is down or not configured yet; `--drain` gives it a target that answers at once instead),
+//! creates `--users` users, then runs PATCH and lookup rounds back to back for `--minutes`,
+//! printing per minute: PATCH/s and p99, lookups/s and p99, the daemon's RSS and the size of
+//! the database with its WAL. A flat line is the goal (issue 19, item 4).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::{
+    PATCH_SCHEMA, Reporter, default_bin, idp_client, round2, run_phase, send, start_daemon, stats, stop_daemon,
+    user_body,
+};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct SoakArgs {
+    /// Daemon binary to start [default: target/release/scimsync]
+    #[arg(long, value_name = "PATH")]
+    bin: Option<std::path::PathBuf>,
+    /// Users created before the rounds start
+    #[arg(long, value_name = "N", default_value_t = 10000)]
+    users: usize,
+    /// How long the rounds run
+    #[arg(long, value_name = "MIN", default_value_t = 15)]
+    minutes: u64,
+    /// Concurrent workers
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    connections: usize,
+    /// Requests in each PATCH round and each lookup round
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    round: usize,
+    /// Give the daemon a dry-run target, so the outbox drains as fast as it fills
+    /// (default: no target, every change stays queued)
+    #[arg(long)]
+    drain: bool,
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn store_bytes(data_dir: &std::path::Path) -> u64 {
+    ["scimsync.db", "scimsync.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(data_dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+pub(crate) async fn run(args: SoakArgs) -> Result<()> {
+    let bin = args.bin.clone().unwrap_or_else(default_bin);
+    let extra = if args.drain {
+        "[target]\nkind = \"dry-run\"\n[outbox]\npoll_interval_seconds = 0.05\n"
+    } else {
+        ""
+    };
+    let (daemon, base, token) = start_daemon(&bin, false, extra).await?;
+    let data_dir = daemon.data_dir();
+    let client = idp_client(&token, args.connections, 60)?;
+    let errors: crate::Errors = Arc::default();
+    let mut rep = Reporter { json_only: false, phases: Vec::new(), buckets: Vec::new() };
+    rep.line(format!(
+        "scimsync soak: {base}  users={} minutes={} round={} connections={} outbox={}",
+        args.users,
+        args.minutes,
+        args.round,
+        args.connections,
+        if args.drain { "draining (dry-run target)" } else { "held (no target)" }
+    ));
+    let ids: Arc<Vec<std::sync::OnceLock<String>>> = Arc::new((0..args.users).map(|_| Default::default()).collect());
+    {
+        let (client, base, ids) = (client.clone(), base.clone(), ids.clone());
+        let p = run_phase("create_users", args.users, args.connections, &errors, move |k| {
+            let (client, base, ids) = (client.clone(), base.clone(), ids.clone());
+            async move {
+                let body = send(client.post(format!("{base}/Users")).body(user_body(k).to_string()), "POST", &[201]).await?;
+                let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+                let _ = ids[k].set(v["id"].as_str().unwrap_or_default().to_string());
+                Ok(())
+            }
+        })
+        .await;
+        rep.phase(&p);
+    }
+    let ids: Arc<Vec<String>> = Arc::new(ids.iter().filter_map(|i| i.get().cloned()).collect());
+    rep.line("minute  patch/s  patch p99 ms  lookup/s  lookup p99 ms  rss MB  store MB");
+    let start = Instant::now();
+    let mut minutes = Vec::new();
+    let mut round_no = 0usize;
+    for minute in 1..=args.minutes {
+        let (mut patches, mut patch_time, mut lookups, mut lookup_time) = (Vec::new(), Duration::ZERO, Vec::new(), Duration::ZERO);
+        while start.elapsed() < Duration::from_secs(minute * 60) {
+            round_no += 1;
+            let (c, b, ids2, r) = (client.clone(), base.clone(), ids.clone(), round_no);
+            let p = run_phase("patch", args.round, args.connections, &errors, move |k| {
+                let (c, b) = (c.clone(), b.clone());
+                let id = ids2[(k * 7919 + r * 104729) % ids2.len()].clone();
+                async move {
+                    let body = json!({"schemas": [PATCH_SCHEMA], "Operations": [
+                        {"op": "replace", "path": "title", "value": format!("t{r}-{k}")}]});
+                    send(c.patch(format!("{b}/Users/{id}")).body(body.to_string()), "PATCH", &[200]).await.map(|_| ())
+                }
+            })
+            .await;
+            patch_time += p.elapsed;
+            patches.extend(p.samples);
+            let (c, b, n) = (client.clone(), base.clone(), ids.len());
+            let p = run_phase("lookup", args.round, args.connections, &errors, move |k| {
+                let (c, b) = (c.clone(), b.clone());
+                let i = (k * 31 + r * 17) % n;
+                async move {
+                    let f = crate::pct_encode(&format!("userName eq \"user{i}@example.com\""));
+                    send(c.get(format!("{b}/Users?filter={f}")), "lookup", &[200]).await.map(|_| ())
+                }
+            })
+            .await;
+            lookup_time += p.elapsed;
+            lookups.extend(p.samples);
+        }
+        let (ps, ls) = (stats(patches.iter()), stats(lookups.iter()));
+        let prate = ps.requests as f64 / patch_time.as_secs_f64().max(1e-9);
+        let lrate = ls.requests as f64 / lookup_time.as_secs_f64().max(1e-9);
+        let rss = rss_kib(daemon.pid).map(|k| k as f64 / 1024.0).unwrap_or(0.0);
+        let db = store_bytes(&data_dir) as f64 / 1_048_576.0;
+        rep.line(format!(
+            "{minute:>6}  {prate:>7.0}  {:>12.2}  {lrate:>8.0}  {:>13.2}  {rss:>6.1}  {db:>8.1}",
+            crate::ms(ps.p99),
+            crate::ms(ls.p99)
+        ));
+        minutes.push(json!({"minute": minute, "patch_rps": round2(prate), "patch_p99_ms": round2(crate::ms(ps.p99)),
+                            "lookup_rps": round2(lrate), "lookup_p99_ms": round2(crate::ms(ls.p99)),
+                            "rss_mb": round2(rss), "store_mb": round2(db), "errors": ps.errors + ls.errors}));
+    }
+    stop_daemon(daemon).await;
+    println!("{}", json!({"bench": "soak", "users": args.users, "drain": args.drain, "minutes": minutes}));
+    Ok(())
+}
