@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value, json};
 
 use super::StoreError;
-use crate::model::{ChangeOp, Resource, ResourceKind, fold_case};
+use crate::model::{ChangeOp, OutboxPayload, Resource, ResourceKind, fold_case};
 
 /// One account as the app lists it, reduced to what matching needs.
 #[derive(Debug, Clone)]
@@ -583,11 +583,14 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                 if *forget_app_id {
                     conn.prepare_cached("DELETE FROM id_map WHERE resource_id = ?1")?.execute([id])?;
                 }
-                let mut payload = json!({"attributes_changed": true, "resync": true, "repair_run": run_id});
-                if *deprovision {
+                let payload = OutboxPayload {
+                    attributes_changed: true,
+                    resync: true,
                     // A deactivation like any other: the deletion guard counts and may hold it.
-                    payload["deprovision"] = Value::Bool(true);
-                }
+                    deprovision: *deprovision,
+                    repair_run: Some(run_id),
+                    ..OutboxPayload::default()
+                };
                 super::resources::enqueue(conn, *kind, id, ChangeOp::Update, v as u64, &payload, now)?;
                 supersede(conn, &obsolete, last_id(), run_id, now)?;
                 RepairResult::Queued { superseded: obsolete }
@@ -604,8 +607,11 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                         continue;
                     }
                 };
-                let payload = json!({"members_added": add, "members_removed": remove,
-                                     "members_removed_app_ids": remove_app_ids, "repair_run": run_id});
+                let payload = OutboxPayload {
+                    members_removed_app_ids: remove_app_ids.clone(),
+                    repair_run: Some(run_id),
+                    ..OutboxPayload::members(add.clone(), remove.clone())
+                };
                 super::resources::enqueue(
                     conn,
                     ResourceKind::Group,
@@ -647,11 +653,15 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                 )?
                 .execute(params![id, kind.as_str(), app_id, now])?;
                 let name_key = if *kind == ResourceKind::User { "userName" } else { "displayName" };
-                let mut payload = json!({"deprovision": true, "orphan": true, "deactivate_only": deactivate_only,
-                                     "tombstone": {name_key: name}, "repair_run": run_id});
-                if let Some(r) = record {
-                    payload["app_record"] = r.clone();
-                }
+                let payload = OutboxPayload {
+                    deprovision: true,
+                    orphan: true,
+                    deactivate_only: *deactivate_only,
+                    tombstone: Some(Map::from_iter([(name_key.to_string(), Value::String(name.clone()))])),
+                    app_record: record.as_ref().and_then(Value::as_object).cloned(),
+                    repair_run: Some(run_id),
+                    ..OutboxPayload::default()
+                };
                 super::resources::enqueue(conn, *kind, &id, ChangeOp::Delete, 0, &payload, now)?;
                 RepairResult::Queued { superseded: Vec::new() }
             }
