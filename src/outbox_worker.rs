@@ -14,6 +14,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::downstream::{Job, Outcome, Target};
 use crate::model::{ChangeOp, OutboxPayload, ResourceKind, age_of, now, time_after, time_before};
 use crate::store::{Bundle, Completion, GuardPolicy, Load, Store, StoreError};
@@ -97,6 +98,34 @@ impl Default for WorkerOptions {
             shutdown_grace: Duration::from_secs(30),
             updates: None,
             protected: Vec::new(),
+        }
+    }
+}
+
+impl WorkerOptions {
+    /// The worker's settings from `[outbox]` (and the shutdown grace, the protected
+    /// accounts); SIGHUP sends a fresh copy (see `reload`).
+    pub fn from_config(cfg: &Config) -> WorkerOptions {
+        let o = &cfg.outbox;
+        WorkerOptions {
+            concurrency: o.concurrency,
+            poll_interval: Duration::from_secs_f64(o.poll_interval_seconds),
+            lease: Duration::from_secs(o.lease_seconds),
+            max_attempts: o.max_attempts,
+            max_age: Duration::from_secs(o.max_age_seconds),
+            retry_base: Duration::from_secs_f64(o.retry_base_seconds),
+            retry_max: Duration::from_secs(o.retry_max_seconds),
+            retry_after_max: Duration::from_secs(o.retry_after_max_seconds),
+            deletion_guard: o.deletion_guard.enabled.then(|| DeletionGuard {
+                threshold_count: o.deletion_guard.threshold_count,
+                threshold_share: o.deletion_guard.threshold_share,
+                share_min_count: o.deletion_guard.share_min_count,
+                window: Duration::from_secs(o.deletion_guard.window_seconds),
+                delay: Duration::from_secs(o.deletion_guard.delay_seconds),
+            }),
+            shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace_seconds),
+            protected: cfg.reconcile.protected.iter().map(|p| p.to_lowercase()).collect(),
+            ..WorkerOptions::default()
         }
     }
 }

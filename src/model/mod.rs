@@ -7,8 +7,10 @@
 
 pub mod outbox;
 pub mod query;
+pub mod secret;
 
 pub use outbox::OutboxPayload;
+pub use secret::Secret;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
