@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use scimsync::config::ReconcileConfig;
 use scimsync::model::ResourceKind;
+use scimsync::reconcile::ReconcileError;
 use scimsync::reconcile::full_sync::{self, Listing, Trigger};
 use scimsync::store::{Completion, NewResource, Store, StoreOptions};
 
@@ -358,8 +359,8 @@ impl AppListing {
 }
 
 impl Listing for AppListing {
-    async fn page(&self, kind: ResourceKind, at: Option<&str>) -> Result<(Vec<Value>, Option<String>), String> {
-        let start = at.map_or(Ok(1), |s| s.parse::<u64>().map_err(|_| format!("bad page token {s:?}")))?;
+    async fn page(&self, kind: ResourceKind, at: Option<&str>) -> Result<(Vec<Value>, Option<String>), ReconcileError> {
+        let start = at.map_or(Ok(1), |s| s.parse::<u64>().map_err(|_| ReconcileError::BadPageToken(s.to_string())))?;
         let clock = Instant::now();
         let (page, next) = self.make_page(kind, start);
         self.build_nanos.fetch_add(clock.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -369,8 +370,11 @@ impl Listing for AppListing {
     /// Never needed: every listed group carries its members (the sync reads a group on its
     /// own only when an app leaves them out of lists). An error, so a change that starts
     /// calling it shows up instead of measuring something else.
-    async fn get(&self, kind: ResourceKind, app_id: &str) -> Result<Option<Value>, String> {
-        Err(format!("the bench listing does not serve single reads ({}/{app_id})", kind.segment()))
+    async fn get(&self, kind: ResourceKind, app_id: &str) -> Result<Option<Value>, ReconcileError> {
+        Err(ReconcileError::Other(format!(
+            "the bench listing does not serve single reads ({}/{app_id})",
+            kind.segment()
+        )))
     }
 }
 
