@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use scimsync::config::ReconcileConfig;
 use scimsync::model::ResourceKind;
+use scimsync::model::drift::{Cause, Change, DriftKind};
 use scimsync::reconcile::ReconcileError;
 use scimsync::reconcile::full_sync::{self, Listing, Trigger};
 use scimsync::store::{Completion, NewResource, Store, StoreOptions};
@@ -616,15 +617,18 @@ pub async fn run(args: ReconcileArgs) -> Result<()> {
         // Causes: every injected difference was delivered first, then changed in the app.
         let items = store.drift_items(res.run_id).await.map_err(|e| anyhow::anyhow!("drift items: {e}"))?;
         let mut causes: BTreeMap<String, u64> = BTreeMap::new();
-        for it in items.iter().filter(|i| i.change != "resolved") {
-            *causes.entry(format!("{}/{}", it.kind, it.cause)).or_default() += 1;
+        for it in items.iter().filter(|i| i.change != Change::Resolved) {
+            *causes.entry(format!("{}/{}", it.kind.as_str(), it.cause.as_str())).or_default() += 1;
             let delivered_then_edited =
-                matches!(it.kind.as_str(), "attribute_mismatch" | "active_mismatch" | "missing_in_app");
-            if delivered_then_edited && it.cause != "edited_in_app" {
+                matches!(it.kind, DriftKind::AttributeMismatch | DriftKind::ActiveMismatch | DriftKind::MissingInApp);
+            if delivered_then_edited && it.cause != Cause::EditedInApp {
                 mismatches += 1;
                 say(format!(
                     "  MISMATCH cause: {} {} {:?} is {}, expected edited_in_app",
-                    it.kind, it.name, it.attribute, it.cause
+                    it.kind.as_str(),
+                    it.name,
+                    it.attribute,
+                    it.cause.as_str()
                 ));
             }
         }

@@ -5,6 +5,7 @@
 //! Owns: the vocabulary. Must not touch: SQL, HTTP, the SCIM wire format (rendering
 //! `schemas`, `meta.location`, and friends is `scim`'s job).
 
+pub mod drift;
 pub mod outbox;
 pub mod query;
 pub mod secret;

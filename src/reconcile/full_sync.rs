@@ -17,6 +17,7 @@ use super::diff::{self, Actual, Cause, Desired, DriftItem, DriftKind};
 use super::plan::{self, Fix, Found, Repair};
 use crate::config::ReconcileConfig;
 use crate::model::ResourceKind;
+use crate::model::drift::Change;
 use crate::store::{AppKey, DriftRow, Matched, PageMatch, Store};
 
 /// Where the app's accounts come from, and how its records read: the downstream target in
@@ -327,11 +328,11 @@ async fn collect<L: Listing>(
     }
     // The previous report: the base of new/resolved, and which repairs were tried already.
     let previous: Vec<DriftRow> = match store.sync_run(None).await? {
-        Some(prev) => store.drift_items(prev.id).await?.into_iter().filter(|r| r.change != "resolved").collect(),
+        Some(prev) => store.drift_items(prev.id).await?.into_iter().filter(|r| r.change != Change::Resolved).collect(),
         None => Vec::new(),
     };
     let tried: HashSet<String> =
-        previous.iter().filter(|r| r.repair == Repair::Queued.as_str()).map(|r| r.fingerprint.clone()).collect();
+        previous.iter().filter(|r| r.repair == Repair::Queued).map(|r| r.fingerprint.clone()).collect();
     let total_listed = listed[0] + listed[1];
     let mut p = plan::plan(cfg, &found[..stuck_start], total_listed, confirmed.as_ref(), &tried, run_id);
     for s in &stuck {
@@ -362,17 +363,18 @@ async fn collect<L: Listing>(
         .iter()
         .zip(&p.repair)
         .map(|(f, r)| DriftRow {
-            kind: f.item.kind.as_str().into(),
-            resource_kind: f.resource_kind.as_str().into(),
+            kind: f.item.kind,
+            resource_kind: f.resource_kind,
             resource_id: f.item.resource_id.clone(),
             app_id: f.item.app_id.clone(),
             name: f.item.name.clone(),
             attribute: f.item.attribute.clone(),
             ours: f.item.ours.clone(),
             app: f.item.app.clone(),
-            cause: f.item.cause.as_str().into(),
-            change: String::new(),
-            repair: r.as_str().into(),
+            cause: f.item.cause,
+            // Compared with the previous report below.
+            change: Change::New,
+            repair: *r,
             fingerprint: f.item.fingerprint(f.resource_kind.as_str()),
         })
         .collect();
@@ -381,13 +383,13 @@ async fn collect<L: Listing>(
     let (is_new, resolved) = diff::changes(&cur_fp, &prev_fp);
     let mut rows = rows;
     for (r, new) in rows.iter_mut().zip(&is_new) {
-        r.change = if *new { "new".into() } else { "ongoing".into() };
+        r.change = if *new { Change::New } else { Change::Ongoing };
     }
     let new_count = is_new.iter().filter(|n| **n).count();
     for i in &resolved {
         let mut r = previous[*i].clone();
-        r.change = "resolved".into();
-        r.repair = "none".into();
+        r.change = Change::Resolved;
+        r.repair = Repair::None;
         rows.push(r);
     }
     let mut counts: Vec<(&'static str, u64)> = DriftKind::ALL.iter().map(|k| (k.as_str(), 0)).collect();
