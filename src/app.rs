@@ -14,18 +14,13 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use std::collections::BTreeMap;
-
-use crate::config::{Config, DeprovisionConfig, TargetKind, UpdateMethodConfig, WebhookConfig};
-use crate::downstream::mapping::{FieldSource, Mapping};
+use crate::config::{Config, DeprovisionConfig, TargetKind, UpdateMethodConfig};
 use crate::downstream::scim_target::{Auth, Deprovision, ScimTarget, ScimTargetOptions, UpdateMethod};
-use crate::downstream::webhook_list::{ListOptions, Paging};
-use crate::downstream::webhook_target::{Endpoint, Event, WebhookOptions, WebhookTarget};
+use crate::downstream::webhook_target::WebhookTarget;
 use crate::downstream::{Target, Throttle, dry_run::DryRun};
 use crate::http::ops_api::{self, OpsState};
 use crate::http::{self, ApiState};
-use crate::model::ResourceKind;
-use crate::outbox_worker::{self, DeletionGuard, WorkerOptions};
+use crate::outbox_worker::{self, WorkerOptions};
 use crate::service::{ListLimits, Service};
 use crate::store::{NewAudit, NewToken, Store, StoreError, StoreOptions};
 
@@ -149,9 +144,7 @@ pub fn build_target(cfg: &Config) -> Result<Option<Target>, String> {
     let throttle = Throttle::new(cfg.outbox.rate_limit_per_second, cfg.outbox.rate_limit_burst);
     Ok(match cfg.target.kind {
         TargetKind::None => None,
-        TargetKind::Webhook => {
-            Some(Target::Webhook(WebhookTarget::new(build_webhook_options(&cfg.target.webhook, throttle)?)?))
-        }
+        TargetKind::Webhook => Some(Target::Webhook(WebhookTarget::new(cfg.target.webhook.options(throttle)?)?)),
         TargetKind::DryRun => {
             let f = &cfg.target.dry_run.file;
             let path = if f.is_absolute() { f.clone() } else { cfg.store.data_dir.join(f) };
@@ -192,136 +185,6 @@ pub fn build_target(cfg: &Config) -> Result<Option<Target>, String> {
             })?))
         }
     })
-}
-
-/// Webhook target settings, compiled: methods parsed, events known, mappings checked
-/// against the schema. Errors name the key.
-pub fn build_webhook_options(w: &WebhookConfig, throttle: Throttle) -> Result<WebhookOptions, String> {
-    let mut events = BTreeMap::new();
-    for (name, ep) in &w.events {
-        let Some((_, ev)) = Event::ALL.iter().find(|(n, _)| n == name) else {
-            let known: Vec<&str> = Event::ALL.iter().map(|(n, _)| *n).collect();
-            return Err(format!("events.{name}: unknown event; use one of {}", known.join(", ")));
-        };
-        let method = reqwest::Method::from_bytes(ep.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| format!("events.{name}.method: {:?} is not an HTTP method", ep.method))?;
-        events.insert(*ev, Endpoint { method, path: ep.path.clone(), expect: ep.expect.clone() });
-    }
-    let fields = |m: &BTreeMap<String, FieldSource>| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>();
-    let user_mapping = Mapping::compile(ResourceKind::User, &fields(&w.user_fields), &w.drop)
-        .map_err(|e| format!("user_fields: {e}"))?;
-    let group_mapping = Mapping::compile(ResourceKind::Group, &fields(&w.group_fields), &w.drop)
-        .map_err(|e| format!("group_fields: {e}"))?;
-    let list = build_webhook_list(w, &user_mapping, &group_mapping).map_err(|e| format!("list.{e}"))?;
-    Ok(WebhookOptions {
-        list,
-        base_url: w.base_url.clone(),
-        secret: w.secret.expose().to_string(),
-        headers: w.headers.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect(),
-        id_field: (!w.id_field.is_empty()).then(|| w.id_field.clone()),
-        events,
-        user_mapping,
-        group_mapping,
-        max_members_per_request: w.max_members_per_request,
-        request_timeout: Duration::from_secs(w.request_timeout_seconds),
-        throttle,
-        ca_file: (!w.ca_file.as_os_str().is_empty()).then(|| w.ca_file.clone()),
-    })
-}
-
-/// `[target.webhook.list]` with its names resolved: record fields left empty are the output
-/// fields the mapping fills from userName, displayName and externalId (in pass-through
-/// mode, those names themselves).
-fn build_webhook_list(w: &WebhookConfig, users: &Mapping, groups: &Mapping) -> Result<Option<ListOptions>, String> {
-    let l = &w.list;
-    if l.users.is_empty() {
-        if !l.groups.is_empty() || !l.group.is_empty() {
-            return Err("users: is needed too: reconciliation starts from the users list".into());
-        }
-        return Ok(None);
-    }
-    let Some((_, paging)) = Paging::ALL.iter().find(|(n, _)| *n == l.paging) else {
-        let known: Vec<&str> = Paging::ALL.iter().map(|(n, _)| *n).collect();
-        return Err(format!("paging: {:?} is not one of {}", l.paging, known.join(", ")));
-    };
-    if l.page_size == 0 || l.page_size > 10_000 {
-        return Err("page_size: must be between 1 and 10000".into());
-    }
-    if *paging == Paging::Cursor && l.next_cursor.is_empty() {
-        return Err("next_cursor: paging = \"cursor\" needs the field of the next cursor".into());
-    }
-    if !l.group.is_empty() && !l.group.contains("{app_id}") {
-        return Err(format!("group: {:?} must contain {{app_id}}", l.group));
-    }
-    let field = |given: &str, mapping: &Mapping, attr: &str, key: &str| -> Result<String, String> {
-        if !given.is_empty() {
-            return Ok(given.to_string());
-        }
-        if mapping.is_pass_through() {
-            return Ok(attr.to_string());
-        }
-        match mapping.fields_from(attr, true).first() {
-            Some(f) => Ok(f.to_string()),
-            None if attr == "externalId" => Ok(String::new()),
-            None => Err(format!(
-                "{key}: no output field is mapped from {attr} as it is; name the record field that holds it"
-            )),
-        }
-    };
-    let id = if !l.id.is_empty() {
-        l.id.clone()
-    } else {
-        // The create response may wrap the record (`data.id`); a listed record is the
-        // record itself.
-        w.id_field.rsplit('.').next().filter(|s| !s.is_empty()).unwrap_or("id").to_string()
-    };
-    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    Ok(Some(ListOptions {
-        users: l.users.clone(),
-        groups: non_empty(&l.groups),
-        group: non_empty(&l.group),
-        items: l.items.clone(),
-        paging: *paging,
-        page_size: l.page_size,
-        size_param: l.size_param.clone(),
-        offset_param: l.offset_param.clone(),
-        page_param: l.page_param.clone(),
-        cursor_param: l.cursor_param.clone(),
-        next_cursor: l.next_cursor.clone(),
-        id,
-        user_name: field(&l.user_name, users, "userName", "user_name")?,
-        group_name: if l.groups.is_empty() {
-            String::new()
-        } else {
-            field(&l.group_name, groups, "displayName", "group_name")?
-        },
-        external_id: field(&l.external_id, users, "externalId", "external_id")?,
-        members: l.members.clone(),
-    }))
-}
-
-pub fn worker_options(cfg: &Config) -> WorkerOptions {
-    let o = &cfg.outbox;
-    WorkerOptions {
-        concurrency: o.concurrency,
-        poll_interval: Duration::from_secs_f64(o.poll_interval_seconds),
-        lease: Duration::from_secs(o.lease_seconds),
-        max_attempts: o.max_attempts,
-        max_age: Duration::from_secs(o.max_age_seconds),
-        retry_base: Duration::from_secs_f64(o.retry_base_seconds),
-        retry_max: Duration::from_secs(o.retry_max_seconds),
-        retry_after_max: Duration::from_secs(o.retry_after_max_seconds),
-        deletion_guard: o.deletion_guard.enabled.then(|| DeletionGuard {
-            threshold_count: o.deletion_guard.threshold_count,
-            threshold_share: o.deletion_guard.threshold_share,
-            share_min_count: o.deletion_guard.share_min_count,
-            window: Duration::from_secs(o.deletion_guard.window_seconds),
-            delay: Duration::from_secs(o.deletion_guard.delay_seconds),
-        }),
-        shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace_seconds),
-        protected: cfg.reconcile.protected.iter().map(|p| p.to_lowercase()).collect(),
-        ..WorkerOptions::default()
-    }
 }
 
 /// Run until `shutdown` is cancelled, then stop in order. `live` holds what a SIGHUP can
@@ -420,7 +283,7 @@ pub async fn run(
                 }
                 Err(e) => tracing::error!(error = %e, "could not record the delivery target"),
             }
-            let opts = WorkerOptions { updates: Some(live.outbox.subscribe()), ..worker_options(cfg) };
+            let opts = WorkerOptions { updates: Some(live.outbox.subscribe()), ..WorkerOptions::from_config(cfg) };
             let (store, wake, stop) = (store.clone(), wake.clone(), worker_stop.clone());
             Some(tokio::spawn(outbox_worker::run(store, target, opts, wake, stop)))
         }

@@ -865,7 +865,7 @@ async fn print_report(
     } else {
         out!("{}", report::to_text(&r, &items));
     }
-    let open = items.iter().filter(|i| i.change != "resolved").count();
+    let open = items.iter().filter(|i| i.change != crate::model::drift::Change::Resolved).count();
     Ok(if r.status != "ok" {
         1
     } else if open > 0 {

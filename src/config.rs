@@ -5,7 +5,6 @@
 //! where its value came from, and warning about unknown keys. Must not touch: anything
 //! else; no other module reads the environment.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +12,11 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value as FValue};
 use serde::{Deserialize, Serialize};
+
+// The webhook target's settings are declared once, by the target that reads them; the
+// secret newtype is shared vocabulary. Both keep their `config::` names.
+pub use crate::downstream::webhook_settings::{WebhookConfig, WebhookEndpointConfig, WebhookListConfig};
+pub use crate::model::Secret;
 
 /// Where `serve` and the other subcommands look for a config file when `--config` is not
 /// given, in order.
@@ -78,118 +82,6 @@ pub struct TargetConfig {
     pub scim: ScimTargetConfig,
     pub webhook: WebhookConfig,
     pub dry_run: DryRunConfig,
-}
-
-/// A REST/webhook app: one request per event kind, bodies from an attribute mapping.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebhookConfig {
-    pub base_url: String,
-    /// HMAC-SHA256 key for `X-Scimsync-Signature`; required.
-    pub secret: Secret,
-    /// Extra headers sent with every request (e.g. an API key). Values are secrets.
-    pub headers: BTreeMap<String, Secret>,
-    /// Field of the create response that holds the app's id (`id`, `data.id`); empty: the
-    /// app is keyed by our ids.
-    pub id_field: String,
-    pub max_members_per_request: usize,
-    pub request_timeout_seconds: u64,
-    /// PEM bundle of extra CA certificates to trust; empty: system roots only.
-    pub ca_file: PathBuf,
-    /// Event kind -> request: user_create, user_update, user_delete, group_create,
-    /// group_update, group_delete, members_add, members_remove.
-    pub events: BTreeMap<String, WebhookEndpointConfig>,
-    /// Output field -> source for users / groups. Empty: send the SCIM representation.
-    pub user_fields: BTreeMap<String, crate::downstream::mapping::FieldSource>,
-    pub group_fields: BTreeMap<String, crate::downstream::mapping::FieldSource>,
-    /// Attributes left out of the SCIM representation when no fields are mapped.
-    pub drop: Vec<String>,
-    /// How to list the app's accounts, for reconciliation.
-    pub list: WebhookListConfig,
-}
-
-/// Reading a REST app's accounts back (`[target.webhook.list]`); `users` empty: the target
-/// is not reconciled.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebhookListConfig {
-    /// GET path of the users list under base_url.
-    pub users: String,
-    /// GET path of the groups list; empty: groups are not reconciled.
-    pub groups: String,
-    /// GET path of one group (`{app_id}`), read when the list leaves members out.
-    pub group: String,
-    /// Dotted path of the records array in a list response; empty: the body is the array.
-    pub items: String,
-    /// none | offset | page | cursor | link.
-    pub paging: String,
-    pub page_size: usize,
-    pub size_param: String,
-    pub offset_param: String,
-    pub page_param: String,
-    pub cursor_param: String,
-    /// Dotted path of the next cursor in a list response (paging = "cursor").
-    pub next_cursor: String,
-    /// Record fields (dotted). `id` empty: target.webhook.id_field's last part, else "id".
-    pub id: String,
-    /// Empty: the output field mapped from userName / displayName / externalId.
-    pub user_name: String,
-    pub group_name: String,
-    pub external_id: String,
-    pub members: String,
-}
-
-impl Default for WebhookListConfig {
-    fn default() -> Self {
-        WebhookListConfig {
-            users: String::new(),
-            groups: String::new(),
-            group: String::new(),
-            items: String::new(),
-            paging: "offset".into(),
-            page_size: 100,
-            size_param: "limit".into(),
-            offset_param: "offset".into(),
-            page_param: "page".into(),
-            cursor_param: "cursor".into(),
-            next_cursor: "next_cursor".into(),
-            id: String::new(),
-            user_name: String::new(),
-            group_name: String::new(),
-            external_id: String::new(),
-            members: "members".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookEndpointConfig {
-    pub method: String,
-    /// Under base_url; `{app_id}`, `{id}`, `{external_id}` are filled in.
-    pub path: String,
-    /// Success statuses; empty: any 2xx.
-    #[serde(default)]
-    pub expect: Vec<u16>,
-}
-
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        WebhookConfig {
-            base_url: String::new(),
-            secret: Secret::default(),
-            headers: BTreeMap::new(),
-            id_field: "id".into(),
-            max_members_per_request: 100,
-            request_timeout_seconds: 30,
-            ca_file: PathBuf::new(),
-            events: BTreeMap::new(),
-            user_fields: BTreeMap::new(),
-            group_fields: BTreeMap::new(),
-            drop: Vec::new(),
-            list: WebhookListConfig::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -402,33 +294,6 @@ pub struct SafetyConfig {
 impl Default for SafetyConfig {
     fn default() -> Self {
         SafetyConfig { max_deprovision_count: 10, max_deprovision_share: 0.05 }
-    }
-}
-
-/// A secret string: never printed. `Debug` and serialisation show `<redacted>` (empty stays
-/// empty, so the defaults layer does not invent a value).
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "<redacted>" })
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(if self.0.is_empty() { "" } else { "<redacted>" })
     }
 }
 
@@ -829,7 +694,7 @@ impl Config {
                     "configure at least user_create (see config.example.toml)".into(),
                 ));
             }
-            if let Err(e) = crate::app::build_webhook_options(w, crate::downstream::Throttle::off()) {
+            if let Err(e) = w.options(crate::downstream::Throttle::off()) {
                 p.push(("target.webhook".into(), e));
             }
         }

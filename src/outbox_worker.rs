@@ -14,8 +14,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::downstream::{Job, Outcome, Target};
-use crate::model::{ChangeOp, ResourceKind, age_of, now, time_after, time_before};
+use crate::model::{ChangeOp, OutboxPayload, ResourceKind, age_of, now, time_after, time_before};
 use crate::store::{Bundle, Completion, GuardPolicy, Load, Store, StoreError};
 use crate::telemetry::DeliveryOutcome;
 
@@ -97,6 +98,34 @@ impl Default for WorkerOptions {
             shutdown_grace: Duration::from_secs(30),
             updates: None,
             protected: Vec::new(),
+        }
+    }
+}
+
+impl WorkerOptions {
+    /// The worker's settings from `[outbox]` (and the shutdown grace, the protected
+    /// accounts); SIGHUP sends a fresh copy (see `reload`).
+    pub fn from_config(cfg: &Config) -> WorkerOptions {
+        let o = &cfg.outbox;
+        WorkerOptions {
+            concurrency: o.concurrency,
+            poll_interval: Duration::from_secs_f64(o.poll_interval_seconds),
+            lease: Duration::from_secs(o.lease_seconds),
+            max_attempts: o.max_attempts,
+            max_age: Duration::from_secs(o.max_age_seconds),
+            retry_base: Duration::from_secs_f64(o.retry_base_seconds),
+            retry_max: Duration::from_secs(o.retry_max_seconds),
+            retry_after_max: Duration::from_secs(o.retry_after_max_seconds),
+            deletion_guard: o.deletion_guard.enabled.then(|| DeletionGuard {
+                threshold_count: o.deletion_guard.threshold_count,
+                threshold_share: o.deletion_guard.threshold_share,
+                share_min_count: o.deletion_guard.share_min_count,
+                window: Duration::from_secs(o.deletion_guard.window_seconds),
+                delay: Duration::from_secs(o.deletion_guard.delay_seconds),
+            }),
+            shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace_seconds),
+            protected: cfg.reconcile.protected.iter().map(|p| p.to_lowercase()).collect(),
+            ..WorkerOptions::default()
         }
     }
 }
@@ -419,7 +448,7 @@ async fn build_job(store: &Store, bundle: &Bundle, afresh: bool) -> Result<Prepa
     let head = bundle.head();
     let kind = head.kind;
     let ops: Vec<ChangeOp> = bundle.rows.iter().map(|r| r.op).collect();
-    let resync = afresh || bundle.rows.iter().any(|r| r.payload.get("resync").is_some());
+    let resync = afresh || bundle.rows.iter().any(|r| r.payload.resync);
     let created_here = ops.contains(&ChangeOp::Create) || resync;
     let current = store
         .get(kind, &head.resource_id, Load { members: kind == ResourceKind::Group && created_here, groups: false })
@@ -433,52 +462,9 @@ async fn build_job(store: &Store, bundle: &Bundle, afresh: bool) -> Result<Prepa
         }
     }
     let app_id = if afresh { None } else { store.app_id(&head.resource_id).await? };
-    let mut attrs_changed = created_here;
-    let mut tombstone = serde_json::Map::new();
-    let mut app_record = None;
-    let mut deactivate_only = false;
-    // Net membership change over the coalesced rows, in commit order.
-    let mut added: Vec<String> = Vec::new();
-    let mut removed: Vec<String> = Vec::new();
-    for r in &bundle.rows {
-        if r.payload.get("attributes_changed").is_some() {
-            attrs_changed = true;
-        }
-        if let Some(t) = r.payload.get("tombstone").and_then(|t| t.as_object()) {
-            tombstone = t.clone();
-        }
-        if let Some(a) = r.payload.get("app_record").and_then(|a| a.as_object()) {
-            app_record = Some(a.clone());
-        }
-        for id in
-            r.payload.get("members_added").and_then(|v| v.as_array()).into_iter().flatten().filter_map(|v| v.as_str())
-        {
-            removed.retain(|x| x != id);
-            if !added.iter().any(|x| x == id) {
-                added.push(id.to_string());
-            }
-        }
-        for id in
-            r.payload.get("members_removed").and_then(|v| v.as_array()).into_iter().flatten().filter_map(|v| v.as_str())
-        {
-            added.retain(|x| x != id);
-            if !removed.iter().any(|x| x == id) {
-                removed.push(id.to_string());
-            }
-        }
-        // A repair removing members the app has and we do not know: named by the app's id.
-        for app in r
-            .payload
-            .get("members_removed_app_ids")
-            .and_then(|v| v.as_array())
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str())
-        {
-            removed.push(format!("{APP_MEMBER}{app}"));
-        }
-        deactivate_only |= r.payload.get("deactivate_only").and_then(|v| v.as_bool()).unwrap_or(false);
-    }
+    let Folded { attrs_changed, tombstone, app_record, deactivate_only, mut added, mut removed } =
+        fold(bundle.rows.iter().map(|r| &r.payload));
+    let attrs_changed = attrs_changed || created_here;
     // A group new to the app gets its whole current member list.
     if let Some(members) = current.as_ref().and_then(|c| c.members.as_ref()) {
         added = members.iter().map(|m| m.id.clone()).collect();
@@ -526,6 +512,52 @@ async fn build_job(store: &Store, bundle: &Bundle, afresh: bool) -> Result<Prepa
         attrs_changed,
         deactivate_only,
     }))
+}
+
+/// What a bundle's payloads say together, before the store is asked anything.
+#[derive(Debug, Default, PartialEq)]
+struct Folded {
+    attrs_changed: bool,
+    tombstone: serde_json::Map<String, serde_json::Value>,
+    app_record: Option<serde_json::Map<String, serde_json::Value>>,
+    deactivate_only: bool,
+    /// Net membership change over the coalesced rows, in commit order; members named by
+    /// the app's id carry [`APP_MEMBER`].
+    added: Vec<String>,
+    removed: Vec<String>,
+}
+
+/// Fold the payloads of a bundle, oldest first: the last tombstone and app record win, the
+/// member deltas net out.
+fn fold<'a>(payloads: impl IntoIterator<Item = &'a OutboxPayload>) -> Folded {
+    let mut f = Folded::default();
+    for p in payloads {
+        f.attrs_changed |= p.attributes_changed;
+        if let Some(t) = &p.tombstone {
+            f.tombstone = t.clone();
+        }
+        if let Some(a) = &p.app_record {
+            f.app_record = Some(a.clone());
+        }
+        for id in &p.members_added {
+            f.removed.retain(|x| x != id);
+            if !f.added.contains(id) {
+                f.added.push(id.clone());
+            }
+        }
+        for id in &p.members_removed {
+            f.added.retain(|x| x != id);
+            if !f.removed.contains(id) {
+                f.removed.push(id.clone());
+            }
+        }
+        // A repair removing members the app has and we do not know: named by the app's id.
+        for app in &p.members_removed_app_ids {
+            f.removed.push(format!("{APP_MEMBER}{app}"));
+        }
+        f.deactivate_only |= p.deactivate_only;
+    }
+    f
 }
 
 /// Prefix of a member named by the app's id rather than ours (repair of strangers).
@@ -581,5 +613,135 @@ mod tests {
             decide(&o, 0, old, Outcome::Retry { after: None, error: "x".into() }),
             Completion::Dead { .. }
         ));
+    }
+
+    /// The previous release's reader, key by key on the raw JSON, kept to prove the typed
+    /// payload folds to the same job.
+    fn legacy_fold(rows: &[serde_json::Value]) -> (Folded, bool) {
+        let mut f = Folded::default();
+        let resync = rows.iter().any(|p| p.get("resync").is_some());
+        for p in rows {
+            if p.get("attributes_changed").is_some() {
+                f.attrs_changed = true;
+            }
+            if let Some(t) = p.get("tombstone").and_then(|t| t.as_object()) {
+                f.tombstone = t.clone();
+            }
+            if let Some(a) = p.get("app_record").and_then(|a| a.as_object()) {
+                f.app_record = Some(a.clone());
+            }
+            for id in p.get("members_added").and_then(|v| v.as_array()).into_iter().flatten().filter_map(|v| v.as_str())
+            {
+                f.removed.retain(|x| x != id);
+                if !f.added.iter().any(|x| x == id) {
+                    f.added.push(id.to_string());
+                }
+            }
+            for id in
+                p.get("members_removed").and_then(|v| v.as_array()).into_iter().flatten().filter_map(|v| v.as_str())
+            {
+                f.added.retain(|x| x != id);
+                if !f.removed.iter().any(|x| x == id) {
+                    f.removed.push(id.to_string());
+                }
+            }
+            for app in p
+                .get("members_removed_app_ids")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+            {
+                f.removed.push(format!("{APP_MEMBER}{app}"));
+            }
+            f.deactivate_only |= p.get("deactivate_only").and_then(|v| v.as_bool()).unwrap_or(false);
+        }
+        (f, resync)
+    }
+
+    /// One payload exactly as a writer of the previous release put it on disk (every key any
+    /// writer used), chosen by `shape`; `ids` and `flags` fill it in.
+    fn old_row(shape: u8, ids: &[String], n: i64, flags: [bool; 3]) -> serde_json::Value {
+        use serde_json::json;
+        let (some, other) = ids.split_at(ids.len() / 2);
+        match shape % 9 {
+            // resources::create
+            0 if some.is_empty() => json!({}),
+            0 => json!({"members_added": some}),
+            // resources::update
+            1 => {
+                let mut m = serde_json::Map::new();
+                if flags[0] {
+                    m.insert("attributes_changed".into(), json!(true));
+                }
+                if flags[1] {
+                    m.insert("deprovision".into(), json!(true));
+                }
+                if !some.is_empty() {
+                    m.insert("members_added".into(), json!(some));
+                }
+                if !other.is_empty() {
+                    m.insert("members_removed".into(), json!(other));
+                }
+                serde_json::Value::Object(m)
+            }
+            // resources::delete (a tombstone may be empty)
+            2 if flags[0] => {
+                json!({"tombstone": {"userName": format!("u{n}"), "externalId": "x"}, "deprovision": true})
+            }
+            2 => json!({"tombstone": {}, "deprovision": true}),
+            // resources::enqueue_access_change
+            3 => json!({"attributes_changed": true, "access_changed": true}),
+            // delivery_target (dry-run -> real app)
+            4 => json!({"attributes_changed": true, "resync": true, "target_switch": true}),
+            // outbox::requeue_memberships
+            5 => json!({"members_added": ids.iter().take(1).collect::<Vec<_>>()}),
+            // sync::repair, resync
+            6 if flags[1] => json!({"attributes_changed": true, "resync": true, "repair_run": n, "deprovision": true}),
+            6 => json!({"attributes_changed": true, "resync": true, "repair_run": n}),
+            // sync::repair, members (empty lists were written too)
+            7 => json!({"members_added": some, "members_removed": other,
+                        "members_removed_app_ids": if flags[2] { vec![format!("app{n}")] } else { vec![] },
+                        "repair_run": n}),
+            // sync::repair, orphan
+            _ => {
+                let mut v = json!({"deprovision": true, "orphan": true, "deactivate_only": flags[0],
+                                   "tombstone": {"userName": format!("o{n}")}, "repair_run": n});
+                if flags[1] {
+                    v["app_record"] = json!({"id": format!("app{n}"), "userName": format!("o{n}"), "active": true});
+                }
+                v
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Bundles of rows written by the previous release fold to the same job through the
+        /// typed payload as through the old key-by-key reader; and a row re-written by this
+        /// release shows the keys SQL reads (`deprovision`, `tombstone`, `attributes_changed`,
+        /// `resync`) exactly as the old row did.
+        #[test]
+        fn old_rows_fold_to_the_same_job(
+            rows in proptest::collection::vec(
+                (0u8..9, proptest::collection::vec("[a-d]", 0..5), 0i64..1000, proptest::array::uniform3(proptest::bool::ANY)),
+                1..6,
+            )
+        ) {
+            let raw: Vec<serde_json::Value> =
+                rows.iter().map(|(shape, ids, n, flags)| old_row(*shape, ids, *n, *flags)).collect();
+            let typed: Vec<OutboxPayload> =
+                raw.iter().map(|v| OutboxPayload::from_json(&v.to_string()).expect("an old row decodes")).collect();
+            let (legacy, legacy_resync) = legacy_fold(&raw);
+            proptest::prop_assert_eq!(fold(&typed), legacy);
+            proptest::prop_assert_eq!(typed.iter().any(|p| p.resync), legacy_resync);
+            for (old, p) in raw.iter().zip(&typed) {
+                let new: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
+                for key in ["tombstone", "attributes_changed", "resync"] {
+                    proptest::prop_assert_eq!(new.get(key).is_some(), old.get(key).is_some(), "{} in {}", key, old);
+                }
+                proptest::prop_assert_eq!(new.get("deprovision"), old.get("deprovision"), "{}", old);
+                proptest::prop_assert_eq!(OutboxPayload::from_json(&p.to_json()).unwrap(), p.clone());
+            }
+        }
     }
 }

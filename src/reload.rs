@@ -43,7 +43,7 @@ impl Live {
     pub fn from_config(cfg: &Config) -> Result<Live, String> {
         let t = &cfg.server.tls;
         let tls = if t.enabled() { Some(Arc::new(CertStore::load(&t.cert_file, &t.key_file)?)) } else { None };
-        let outbox = Arc::new(tokio::sync::watch::Sender::new(crate::app::worker_options(cfg)));
+        let outbox = Arc::new(tokio::sync::watch::Sender::new(WorkerOptions::from_config(cfg)));
         Ok(Live { rate_limits: RateLimits::new(&cfg.server.rate_limit), tls, outbox })
     }
 }
@@ -152,7 +152,7 @@ async fn reload(file: Option<PathBuf>, running: &mut Config, live: &Live) -> boo
     if outbox != running.outbox {
         let mut cfg = running.clone();
         cfg.outbox = outbox.clone();
-        live.outbox.send_replace(crate::app::worker_options(&cfg));
+        live.outbox.send_replace(WorkerOptions::from_config(&cfg));
         running.outbox = outbox;
     }
     // Turning TLS on or off changes the listener: reported below as needing a restart.

@@ -18,6 +18,8 @@ use tokio::task::JoinSet;
 
 use scimsync::config::ReconcileConfig;
 use scimsync::model::ResourceKind;
+use scimsync::model::drift::{Cause, Change, DriftKind};
+use scimsync::reconcile::ReconcileError;
 use scimsync::reconcile::full_sync::{self, Listing, Trigger};
 use scimsync::store::{Completion, NewResource, Store, StoreOptions};
 
@@ -358,8 +360,8 @@ impl AppListing {
 }
 
 impl Listing for AppListing {
-    async fn page(&self, kind: ResourceKind, at: Option<&str>) -> Result<(Vec<Value>, Option<String>), String> {
-        let start = at.map_or(Ok(1), |s| s.parse::<u64>().map_err(|_| format!("bad page token {s:?}")))?;
+    async fn page(&self, kind: ResourceKind, at: Option<&str>) -> Result<(Vec<Value>, Option<String>), ReconcileError> {
+        let start = at.map_or(Ok(1), |s| s.parse::<u64>().map_err(|_| ReconcileError::BadPageToken(s.to_string())))?;
         let clock = Instant::now();
         let (page, next) = self.make_page(kind, start);
         self.build_nanos.fetch_add(clock.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -369,8 +371,11 @@ impl Listing for AppListing {
     /// Never needed: every listed group carries its members (the sync reads a group on its
     /// own only when an app leaves them out of lists). An error, so a change that starts
     /// calling it shows up instead of measuring something else.
-    async fn get(&self, kind: ResourceKind, app_id: &str) -> Result<Option<Value>, String> {
-        Err(format!("the bench listing does not serve single reads ({}/{app_id})", kind.segment()))
+    async fn get(&self, kind: ResourceKind, app_id: &str) -> Result<Option<Value>, ReconcileError> {
+        Err(ReconcileError::Other(format!(
+            "the bench listing does not serve single reads ({}/{app_id})",
+            kind.segment()
+        )))
     }
 }
 
@@ -612,15 +617,18 @@ pub async fn run(args: ReconcileArgs) -> Result<()> {
         // Causes: every injected difference was delivered first, then changed in the app.
         let items = store.drift_items(res.run_id).await.map_err(|e| anyhow::anyhow!("drift items: {e}"))?;
         let mut causes: BTreeMap<String, u64> = BTreeMap::new();
-        for it in items.iter().filter(|i| i.change != "resolved") {
-            *causes.entry(format!("{}/{}", it.kind, it.cause)).or_default() += 1;
+        for it in items.iter().filter(|i| i.change != Change::Resolved) {
+            *causes.entry(format!("{}/{}", it.kind.as_str(), it.cause.as_str())).or_default() += 1;
             let delivered_then_edited =
-                matches!(it.kind.as_str(), "attribute_mismatch" | "active_mismatch" | "missing_in_app");
-            if delivered_then_edited && it.cause != "edited_in_app" {
+                matches!(it.kind, DriftKind::AttributeMismatch | DriftKind::ActiveMismatch | DriftKind::MissingInApp);
+            if delivered_then_edited && it.cause != Cause::EditedInApp {
                 mismatches += 1;
                 say(format!(
                     "  MISMATCH cause: {} {} {:?} is {}, expected edited_in_app",
-                    it.kind, it.name, it.attribute, it.cause
+                    it.kind.as_str(),
+                    it.name,
+                    it.attribute,
+                    it.cause.as_str()
                 ));
             }
         }

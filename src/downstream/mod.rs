@@ -10,6 +10,7 @@ pub mod dry_run;
 pub mod mapping;
 pub mod scim_target;
 pub mod webhook_list;
+pub mod webhook_settings;
 pub mod webhook_target;
 
 use std::collections::HashMap;

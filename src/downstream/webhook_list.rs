@@ -43,34 +43,31 @@ impl Paging {
     ];
 }
 
-/// The listing side of a webhook target (`[target.webhook.list]`), names resolved.
+/// The listing side of a webhook target: the settings as configured
+/// (`[target.webhook.list]`: paths, paging parameters, record fields) and what is resolved
+/// from them.
 #[derive(Debug, Clone)]
 pub struct ListOptions {
-    /// GET path of the users list under the base URL.
-    pub users: String,
-    /// GET path of the groups list; `None`: groups are not reconciled.
-    pub groups: Option<String>,
-    /// GET path of one group (`{app_id}` filled in), read when a listed group carries no
-    /// members; `None`: membership is compared only when lists carry members.
-    pub group: Option<String>,
-    /// Dotted path of the records array in a list response; empty: the body is the array.
-    pub items: String,
+    pub settings: super::webhook_settings::WebhookListConfig,
     pub paging: Paging,
-    pub page_size: usize,
-    /// Query parameter names.
-    pub size_param: String,
-    pub offset_param: String,
-    pub page_param: String,
-    pub cursor_param: String,
-    /// Dotted path of the next cursor in a list response.
-    pub next_cursor: String,
-    /// Record fields (dotted): the app's id, the user's userName, the group's displayName,
-    /// the externalId (empty: not read), a group's members.
+    /// Record fields (dotted), left-empty settings filled in: the app's id, the user's
+    /// userName, the group's displayName, the externalId (empty: not read).
     pub id: String,
     pub user_name: String,
     pub group_name: String,
     pub external_id: String,
-    pub members: String,
+}
+
+impl ListOptions {
+    /// GET path of the groups list; `None`: groups are not reconciled.
+    pub fn groups(&self) -> Option<&str> {
+        Some(self.settings.groups.as_str()).filter(|s| !s.is_empty())
+    }
+    /// GET path of one group (`{app_id}` filled in), read when a listed group carries no
+    /// members; `None`: membership is compared only when lists carry members.
+    pub fn group(&self) -> Option<&str> {
+        Some(self.settings.group.as_str()).filter(|s| !s.is_empty())
+    }
 }
 
 /// The vocabulary records compare in: the SCIM names when no fields are mapped, otherwise
@@ -131,12 +128,12 @@ impl WebhookTarget {
         match (&self.opts.list, kind) {
             (None, _) => false,
             (Some(_), ResourceKind::User) => true,
-            (Some(l), ResourceKind::Group) => l.groups.is_some(),
+            (Some(l), ResourceKind::Group) => l.groups().is_some(),
         }
     }
 
     pub fn can_get(&self, kind: ResourceKind) -> bool {
-        kind == ResourceKind::Group && self.opts.list.as_ref().is_some_and(|l| l.group.is_some())
+        kind == ResourceKind::Group && self.opts.list.as_ref().is_some_and(|l| l.group().is_some())
     }
 
     fn url(&self, path: &str) -> Result<Url, Outcome> {
@@ -177,14 +174,13 @@ impl WebhookTarget {
     ) -> Result<(Vec<Value>, Option<String>), Outcome> {
         let l = self.list_opts()?;
         let path = match kind {
-            ResourceKind::User => &l.users,
+            ResourceKind::User => l.settings.users.as_str(),
             ResourceKind::Group => l
-                .groups
-                .as_ref()
+                .groups()
                 .ok_or_else(|| Outcome::Permanent { error: "target.webhook.list.groups is not configured".into() })?,
         };
         let first = self.url(path)?;
-        let size = l.page_size.max(1);
+        let size = l.settings.page_size.max(1);
         let number = |default: u64| -> Result<u64, Outcome> {
             at.map_or(Ok(default), |s| {
                 s.parse().map_err(|_| Outcome::Permanent { error: format!("bad page token {s:?}") })
@@ -208,19 +204,19 @@ impl WebhookTarget {
                 let mut u = first.clone();
                 {
                     let mut q = u.query_pairs_mut();
-                    if paging != Paging::None && !l.size_param.is_empty() {
-                        q.append_pair(&l.size_param, &size.to_string());
+                    if paging != Paging::None && !l.settings.size_param.is_empty() {
+                        q.append_pair(&l.settings.size_param, &size.to_string());
                     }
                     match paging {
                         Paging::Offset => {
-                            q.append_pair(&l.offset_param, &number(0)?.to_string());
+                            q.append_pair(&l.settings.offset_param, &number(0)?.to_string());
                         }
                         Paging::Page => {
-                            q.append_pair(&l.page_param, &number(1)?.to_string());
+                            q.append_pair(&l.settings.page_param, &number(1)?.to_string());
                         }
                         Paging::Cursor => {
                             if let Some(c) = at {
-                                q.append_pair(&l.cursor_param, c);
+                                q.append_pair(&l.settings.cursor_param, c);
                             }
                         }
                         Paging::None | Paging::Link => {}
@@ -233,10 +229,14 @@ impl WebhookTarget {
         if status == 404 {
             return Err(Outcome::Permanent { error: format!("GET {url}: HTTP 404: the list path is wrong") });
         }
-        let records = match dotted(&body, &l.items) {
+        let records = match dotted(&body, &l.settings.items) {
             Some(Value::Array(a)) => a.clone(),
             _ => {
-                let place = if l.items.is_empty() { "the body".to_string() } else { format!("{:?}", l.items) };
+                let place = if l.settings.items.is_empty() {
+                    "the body".to_string()
+                } else {
+                    format!("{:?}", l.settings.items)
+                };
                 return Err(Outcome::Permanent {
                     error: format!("GET {url}: {place} is not an array of records (target.webhook.list.items)"),
                 });
@@ -263,7 +263,7 @@ impl WebhookTarget {
             Paging::Offset => Some((number(0).unwrap_or(0) + n as u64).to_string()),
             Paging::Page => Some((number(1).unwrap_or(1) + 1).to_string()),
             Paging::Cursor => {
-                let c = dotted(&body, &l.next_cursor).and_then(scalar);
+                let c = dotted(&body, &l.settings.next_cursor).and_then(scalar);
                 if c.is_some() && c.as_deref() == at {
                     return Err(Outcome::Permanent {
                         error: format!("GET {url}: the app returned the cursor it was given; the list would not end"),
@@ -286,7 +286,7 @@ impl WebhookTarget {
     /// One group by the app's id, from `list.group`; `None`: 404.
     pub async fn get_one(&self, kind: ResourceKind, app_id: &str) -> Result<Option<Value>, Outcome> {
         let l = self.list_opts()?;
-        let Some(path) = l.group.as_ref().filter(|_| kind == ResourceKind::Group) else {
+        let Some(path) = l.group().filter(|_| kind == ResourceKind::Group) else {
             return Err(Outcome::Permanent { error: format!("no single read configured for {}", kind.segment()) });
         };
         let (status, body, _) = self.read(self.url(&path.replace("{app_id}", &super::segment(app_id)))?).await?;
@@ -294,8 +294,8 @@ impl WebhookTarget {
             return Ok(None);
         }
         // `{"data": {...}}` as well as the bare record.
-        Ok(Some(match dotted(&body, &l.items) {
-            Some(inner @ Value::Object(_)) if !l.items.is_empty() => inner.clone(),
+        Ok(Some(match dotted(&body, &l.settings.items) {
+            Some(inner @ Value::Object(_)) if !l.settings.items.is_empty() => inner.clone(),
             _ => body,
         }))
     }
@@ -311,7 +311,7 @@ impl WebhookTarget {
     /// A group record's members as app ids: scalars, or objects with `value` or `id`.
     pub fn record_members(&self, record: &Value) -> Option<BTreeSet<String>> {
         let l = self.opts.list.as_ref()?;
-        let members = dotted(record, &l.members)?.as_array()?;
+        let members = dotted(record, &l.settings.members)?.as_array()?;
         Some(
             members
                 .iter()

@@ -9,6 +9,7 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
+use crate::model::drift::Change;
 use crate::reconcile::diff::DriftKind;
 use crate::reconcile::report::{self, Reconcilable};
 use crate::store::{DriftRow, SyncRun};
@@ -94,7 +95,7 @@ fn drift_run(run: &SyncRun, items: &[DriftRow]) -> Markup {
     let s = &run.summary;
     let count = |k: DriftKind| s["counts"][k.as_str()].as_u64().unwrap_or(0);
     let open = |k: DriftKind| -> Vec<&DriftRow> {
-        items.iter().filter(|r| r.kind == k.as_str() && r.change != "resolved").collect()
+        items.iter().filter(|r| r.kind == k && r.change != Change::Resolved).collect()
     };
     html! {
         p id="run" {
@@ -126,12 +127,12 @@ fn drift_run(run: &SyncRun, items: &[DriftRow]) -> Markup {
                     thead { tr { th { "Change" } th { "Type" } th { "Name" } th { "Cause" } th { "Repair" } th { "Detail" } } }
                     tbody {
                         @for r in rows {
-                            tr class=(r.change) {
-                                td { (r.change) }
-                                td { (r.resource_kind) }
+                            tr class=(r.change.as_str()) {
+                                td { (r.change.as_str()) }
+                                td { (r.resource_kind.as_str()) }
                                 td class="name" { (r.name) }
-                                td { (r.cause) }
-                                td { (r.repair) }
+                                td { (r.cause.as_str()) }
+                                td { (r.repair.as_str()) }
                                 td { (report::clip(&report::detail(r), 300)) }
                             }
                         }
@@ -164,17 +165,17 @@ mod tests {
 
     fn row(name: &str) -> DriftRow {
         DriftRow {
-            kind: "attribute_mismatch".into(),
-            resource_kind: "User".into(),
+            kind: DriftKind::AttributeMismatch,
+            resource_kind: crate::model::ResourceKind::User,
             resource_id: Some("r".into()),
             app_id: Some("x".into()),
             name: name.into(),
             attribute: Some("title".into()),
             ours: json!("<b>CEO</b>"),
             app: json!("Boss"),
-            cause: "edited_in_app".into(),
-            change: "new".into(),
-            repair: "none".into(),
+            cause: crate::model::drift::Cause::EditedInApp,
+            change: Change::New,
+            repair: crate::model::drift::Repair::None,
             fingerprint: "f".into(),
         }
     }

@@ -165,7 +165,7 @@ async fn sync_now(state: &OpsState, confirm: Option<i64>) -> Response {
     if let Some(run) = confirm
         && let Err(why) = crate::reconcile::full_sync::confirmable(&state.store, run).await
     {
-        return json_response(StatusCode::CONFLICT, &json!({ "error": why }));
+        return json_response(StatusCode::CONFLICT, &json!({ "error": why.to_string() }));
     }
     match sync.run_now(confirm).await {
         Ok(r) => json_response(StatusCode::OK, &json!(r)),

@@ -1,10 +1,17 @@
 //! Domain types shared by every layer: resources as stored, their ids and versions, and
-//! the changes that travel to the outbox. The neutral query AST lives in [`query`].
+//! the changes that travel to the outbox (their payload is [`OutboxPayload`]). The neutral
+//! query AST lives in [`query`].
 //!
 //! Owns: the vocabulary. Must not touch: SQL, HTTP, the SCIM wire format (rendering
 //! `schemas`, `meta.location`, and friends is `scim`'s job).
 
+pub mod drift;
+pub mod outbox;
 pub mod query;
+pub mod secret;
+
+pub use outbox::OutboxPayload;
+pub use secret::Secret;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

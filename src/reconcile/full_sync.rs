@@ -12,10 +12,12 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
+use super::ReconcileError;
 use super::diff::{self, Actual, Cause, Desired, DriftItem, DriftKind};
 use super::plan::{self, Fix, Found, Repair};
 use crate::config::ReconcileConfig;
 use crate::model::ResourceKind;
+use crate::model::drift::Change;
 use crate::store::{AppKey, DriftRow, Matched, PageMatch, Store};
 
 /// Where the app's accounts come from, and how its records read: the downstream target in
@@ -29,9 +31,13 @@ pub trait Listing: Sync {
         &self,
         kind: ResourceKind,
         at: Option<&str>,
-    ) -> impl Future<Output = Result<(Vec<Value>, Option<String>), String>> + Send;
+    ) -> impl Future<Output = Result<(Vec<Value>, Option<String>), ReconcileError>> + Send;
     /// One account by the app's id (`None`: gone).
-    fn get(&self, kind: ResourceKind, app_id: &str) -> impl Future<Output = Result<Option<Value>, String>> + Send;
+    fn get(
+        &self,
+        kind: ResourceKind,
+        app_id: &str,
+    ) -> impl Future<Output = Result<Option<Value>, ReconcileError>> + Send;
 
     /// Whether the app's accounts of `kind` are listed at all (a REST app may have no groups).
     fn lists(&self, _kind: ResourceKind) -> bool {
@@ -76,28 +82,28 @@ pub trait Listing: Sync {
 }
 
 impl Listing for crate::downstream::Target {
-    async fn page(&self, kind: ResourceKind, at: Option<&str>) -> Result<(Vec<Value>, Option<String>), String> {
+    async fn page(&self, kind: ResourceKind, at: Option<&str>) -> Result<(Vec<Value>, Option<String>), ReconcileError> {
         use crate::downstream::Target;
         match self {
             Target::Scim(t) => {
                 let start = match at {
                     None => 1,
-                    Some(s) => s.parse::<u64>().map_err(|_| format!("bad page token {s:?}"))?,
+                    Some(s) => s.parse::<u64>().map_err(|_| ReconcileError::BadPageToken(s.to_string()))?,
                 };
                 let (page, next) = patiently(|| t.list_page(kind, start)).await?;
                 Ok((page, next.map(|n| n.to_string())))
             }
             Target::Webhook(t) => patiently(|| t.list_page(kind, at)).await,
-            _ => Err(format!("the {} target cannot list the app's accounts", self.name())),
+            _ => Err(ReconcileError::CannotRead { target: self.name(), verb: "list" }),
         }
     }
 
-    async fn get(&self, kind: ResourceKind, app_id: &str) -> Result<Option<Value>, String> {
+    async fn get(&self, kind: ResourceKind, app_id: &str) -> Result<Option<Value>, ReconcileError> {
         use crate::downstream::Target;
         match self {
             Target::Scim(t) => patiently(|| t.get_one(kind, app_id)).await,
             Target::Webhook(t) => patiently(|| t.get_one(kind, app_id)).await,
-            _ => Err(format!("the {} target cannot read the app's accounts", self.name())),
+            _ => Err(ReconcileError::CannotRead { target: self.name(), verb: "read" }),
         }
     }
 
@@ -168,7 +174,7 @@ impl Listing for crate::downstream::Target {
 /// again, at the time it names (`Retry-After`, at most 30 s) or after 0.5, 1, 2 s: one
 /// rate-limited page must not fail a run over a large app. A refusal that will not change
 /// (a 4xx) fails at once; so does the fourth failure, with its reason.
-async fn patiently<T, F, Fut>(read: F) -> Result<T, String>
+async fn patiently<T, F, Fut>(read: F) -> Result<T, ReconcileError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, crate::downstream::Outcome>>,
@@ -186,9 +192,9 @@ where
                 tokio::time::sleep(wait).await;
             }
             Err(o @ crate::downstream::Outcome::Retry { .. }) => {
-                return Err(format!("{} (gave up after {ATTEMPTS} attempts)", outcome_text(o)));
+                return Err(ReconcileError::AppGaveUp { error: outcome_text(o), attempts: ATTEMPTS });
             }
-            Err(o) => return Err(outcome_text(o)),
+            Err(o) => return Err(ReconcileError::App(outcome_text(o))),
         }
     }
 }
@@ -258,6 +264,7 @@ pub async fn run<L: Listing>(
             RunResult { run_id, status: "ok".into(), error: None, summary }
         }
         Err(error) => {
+            let error = error.to_string();
             let summary = json!({"duration_seconds": round3(clock.elapsed().as_secs_f64())});
             store
                 .sync_run_finish(run_id, "failed", Some(error.clone()), summary.clone(), Vec::new(), keep_since)
@@ -283,8 +290,7 @@ async fn collect<L: Listing>(
     deactivates: bool,
     confirm: Option<i64>,
     run_id: i64,
-) -> Result<Collected, String> {
-    let e = |e: crate::store::StoreError| format!("store: {e}");
+) -> Result<Collected, ReconcileError> {
     let confirmed = match confirm {
         Some(id) => Some(confirmable(store, id).await?),
         None => None,
@@ -299,12 +305,9 @@ async fn collect<L: Listing>(
     }
     // Stuck provisions: gathered before dead rows are re-queued, so the report shows them.
     let older = shift_secs(cfg.stuck_after_seconds);
-    let stuck = store.sync_stuck(older, 10_000).await.map_err(e)?;
-    let requeued: HashSet<i64> = if cfg.requeue_dead {
-        store.sync_requeue_dead().await.map_err(e)?.into_iter().collect()
-    } else {
-        HashSet::new()
-    };
+    let stuck = store.sync_stuck(older, 10_000).await?;
+    let requeued: HashSet<i64> =
+        if cfg.requeue_dead { store.sync_requeue_dead().await?.into_iter().collect() } else { HashSet::new() };
     let stuck_start = found.len();
     for s in &stuck {
         found.push(Found {
@@ -324,21 +327,18 @@ async fn collect<L: Listing>(
         });
     }
     // The previous report: the base of new/resolved, and which repairs were tried already.
-    let previous: Vec<DriftRow> = match store.sync_run(None).await.map_err(e)? {
-        Some(prev) => {
-            store.drift_items(prev.id).await.map_err(e)?.into_iter().filter(|r| r.change != "resolved").collect()
-        }
+    let previous: Vec<DriftRow> = match store.sync_run(None).await? {
+        Some(prev) => store.drift_items(prev.id).await?.into_iter().filter(|r| r.change != Change::Resolved).collect(),
         None => Vec::new(),
     };
     let tried: HashSet<String> =
-        previous.iter().filter(|r| r.repair == Repair::Queued.as_str()).map(|r| r.fingerprint.clone()).collect();
+        previous.iter().filter(|r| r.repair == Repair::Queued).map(|r| r.fingerprint.clone()).collect();
     let total_listed = listed[0] + listed[1];
     let mut p = plan::plan(cfg, &found[..stuck_start], total_listed, confirmed.as_ref(), &tried, run_id);
     for s in &stuck {
         p.repair.push(if requeued.contains(&s.outbox_id) { Repair::Requeued } else { Repair::None });
     }
-    let results =
-        if p.ops.is_empty() { Vec::new() } else { store.sync_repair(run_id, p.ops.clone()).await.map_err(e)? };
+    let results = if p.ops.is_empty() { Vec::new() } else { store.sync_repair(run_id, p.ops.clone()).await? };
     let queued = results.iter().filter(|r| r.queued()).count();
     let superseded: usize = results
         .iter()
@@ -363,17 +363,18 @@ async fn collect<L: Listing>(
         .iter()
         .zip(&p.repair)
         .map(|(f, r)| DriftRow {
-            kind: f.item.kind.as_str().into(),
-            resource_kind: f.resource_kind.as_str().into(),
+            kind: f.item.kind,
+            resource_kind: f.resource_kind,
             resource_id: f.item.resource_id.clone(),
             app_id: f.item.app_id.clone(),
             name: f.item.name.clone(),
             attribute: f.item.attribute.clone(),
             ours: f.item.ours.clone(),
             app: f.item.app.clone(),
-            cause: f.item.cause.as_str().into(),
-            change: String::new(),
-            repair: r.as_str().into(),
+            cause: f.item.cause,
+            // Compared with the previous report below.
+            change: Change::New,
+            repair: *r,
             fingerprint: f.item.fingerprint(f.resource_kind.as_str()),
         })
         .collect();
@@ -382,13 +383,13 @@ async fn collect<L: Listing>(
     let (is_new, resolved) = diff::changes(&cur_fp, &prev_fp);
     let mut rows = rows;
     for (r, new) in rows.iter_mut().zip(&is_new) {
-        r.change = if *new { "new".into() } else { "ongoing".into() };
+        r.change = if *new { Change::New } else { Change::Ongoing };
     }
     let new_count = is_new.iter().filter(|n| **n).count();
     for i in &resolved {
         let mut r = previous[*i].clone();
-        r.change = "resolved".into();
-        r.repair = "none".into();
+        r.change = Change::Resolved;
+        r.repair = Repair::None;
         rows.push(r);
     }
     let mut counts: Vec<(&'static str, u64)> = DriftKind::ALL.iter().map(|k| (k.as_str(), 0)).collect();
@@ -424,31 +425,31 @@ async fn collect<L: Listing>(
 
 /// What confirming run `run_id` approves: the deprovisionings its refused repair listed.
 /// An error (the reason) when that run does not exist or did not refuse a repair.
-pub async fn confirmable(store: &Store, run_id: i64) -> Result<plan::Confirmed, String> {
-    let e = |e: crate::store::StoreError| format!("store: {e}");
-    let Some(run) = store.sync_run(Some(run_id)).await.map_err(e)? else {
-        return Err(format!("there is no sync run {run_id} to confirm (see `scimsync sync runs`)"));
+pub async fn confirmable(store: &Store, run_id: i64) -> Result<plan::Confirmed, ReconcileError> {
+    let Some(run) = store.sync_run(Some(run_id)).await? else {
+        return Err(ReconcileError::NoSuchRun(run_id));
     };
     if !run.summary["repair"]["refused"].is_string() {
-        return Err(format!(
-            "run {run_id} did not refuse a repair: confirm the run whose report says \"repair refused\""
-        ));
+        return Err(ReconcileError::NothingRefused(run_id));
     }
     // Only the newest report can be confirmed: an older one may describe an app that has
     // changed since, and a confirmation used once (its run is then the newest) cannot be
     // replayed.
-    let latest = store.sync_run(None).await.map_err(e)?.map(|r| r.id);
+    let latest = store.sync_run(None).await?.map(|r| r.id);
     if latest != Some(run_id) {
         let latest = latest.map(|l| l.to_string()).unwrap_or_default();
-        return Err(format!(
-            "run {run_id} is not the latest report (run {latest} is): review it with `scimsync drift` and confirm run {latest}"
-        ));
+        return Err(ReconcileError::NotLatest { run_id, latest });
     }
     let approved = run.summary["repair"]["deprovisioning"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default();
     Ok(plan::Confirmed { run_id, approved })
+}
+
+/// A failure while listing one resource type, named by its endpoint (`Users`, `Groups`).
+fn listing_failed(kind: ResourceKind, source: ReconcileError) -> ReconcileError {
+    ReconcileError::Listing { what: kind.segment(), source: Box::new(source) }
 }
 
 /// Now minus `secs`, in the store's time format.
@@ -486,14 +487,21 @@ fn app_members(v: &Value) -> Option<BTreeSet<String>> {
 /// then the group is read on its own; if that has none either, the group is empty. `None`:
 /// the app can tell neither way (a REST app without a single-group read), so membership is
 /// not compared.
-async fn group_members<L: Listing>(listing: &L, v: &Value, app_id: &str) -> Result<Option<BTreeSet<String>>, String> {
+async fn group_members<L: Listing>(
+    listing: &L,
+    v: &Value,
+    app_id: &str,
+) -> Result<Option<BTreeSet<String>>, ReconcileError> {
     if let Some(m) = listing.members(v) {
         return Ok(Some(m));
     }
     if !listing.can_get(ResourceKind::Group) {
         return Ok(None);
     }
-    let one = listing.get(ResourceKind::Group, app_id).await.map_err(|err| format!("reading group {app_id}: {err}"))?;
+    let one = listing
+        .get(ResourceKind::Group, app_id)
+        .await
+        .map_err(|err| ReconcileError::ReadingGroup { app_id: app_id.to_string(), source: Box::new(err) })?;
     Ok(Some(one.as_ref().and_then(|g| listing.members(g)).unwrap_or_default()))
 }
 
@@ -527,25 +535,23 @@ async fn diff_kind<L: Listing>(
     deactivates: bool,
     kind: ResourceKind,
     found: &mut Vec<Found>,
-) -> Result<u64, String> {
+) -> Result<u64, ReconcileError> {
     let never_delete_users = cfg.never_delete.iter().any(|t| t == "users");
-    let e = |e: crate::store::StoreError| format!("store: {e}");
     let mut seen: HashSet<String> = HashSet::new();
     let mut seen_app: HashSet<String> = HashSet::new();
     let mut listed = 0u64;
     // One page listed and matched through the store, ready to diff.
     let fetch = |at: Option<String>| async move {
-        let (page, next) =
-            listing.page(kind, at.as_deref()).await.map_err(|err| format!("listing {}: {err}", kind.segment()))?;
+        let (page, next) = listing.page(kind, at.as_deref()).await.map_err(|err| listing_failed(kind, err))?;
         let keys: Vec<AppKey> = page.iter().map(|v| listing.key(kind, v)).collect();
         // A record without an id can be neither matched nor repaired (an orphan with the
         // empty id would be deleted at `Users/`): the listing is wrong, the run fails.
         if let Some(bad) = keys.iter().position(|k| k.app_id.is_empty()) {
             let record = crate::downstream::truncate(&page[bad].to_string(), 200);
-            return Err(format!("listing {}: a record has no id: {record}", kind.segment()));
+            return Err(listing_failed(kind, ReconcileError::RecordWithoutId(record.to_string())));
         }
-        let matched = store.sync_match_page(kind, keys.clone()).await.map_err(e)?;
-        Ok::<_, String>((page, keys, matched, next))
+        let matched = store.sync_match_page(kind, keys.clone()).await?;
+        Ok::<_, ReconcileError>((page, keys, matched, next))
     };
     let fields = listing.fields(kind);
     // Page tokens seen: an app that hands out a token twice (a cursor cycle) would keep the
@@ -557,10 +563,7 @@ async fn diff_kind<L: Listing>(
         if let Some(t) = &next
             && !tokens.insert(t.clone())
         {
-            return Err(format!(
-                "listing {}: the app returned the page token {t:?} a second time; the list would not end",
-                kind.segment()
-            ));
+            return Err(listing_failed(kind, ReconcileError::RepeatedPageToken(t.clone())));
         }
         // The next page is listed and matched (the app's and the store's time) while this
         // one is diffed (ours): two pages in memory at most.
@@ -574,10 +577,7 @@ async fn diff_kind<L: Listing>(
             // A page of nothing but accounts listed already: the app ignores the paging
             // parameters and would hand out the same records forever.
             if !page.is_empty() && keys.iter().all(|k| seen_app.contains(&k.app_id)) {
-                return Err(format!(
-                    "listing {}: a page held only accounts listed already; the app does not page as configured",
-                    kind.segment()
-                ));
+                return Err(listing_failed(kind, ReconcileError::PagingIgnored));
             }
             for ((v, key), m) in page.iter().zip(&keys).zip(matched) {
                 // Offset paging shifts when accounts come and go during the listing: the same
@@ -613,7 +613,7 @@ async fn diff_kind<L: Listing>(
                 // `password`, both never compared: compare the attributes themselves rather
                 // than a copy per account (the report's values are copied only on a
                 // difference) — unless a policy adds the user's effective access.
-                let with_access = desired_access(store, &m.resource).await.map_err(e)?;
+                let with_access = desired_access(store, &m.resource).await?;
                 let ours = with_access.as_ref().unwrap_or(&m.resource.attrs);
                 // A REST app is compared through its field mapping: ours and what we
                 // applied, both as the bodies the provisioner sends.
@@ -650,7 +650,7 @@ async fn diff_kind<L: Listing>(
                     found.push(Found { item, resource_kind: kind, fix });
                 }
             }
-            Ok::<(), String>(())
+            Ok::<(), ReconcileError>(())
         };
         // `ahead` first: it starts the next page's store work before this page's diff runs.
         let (ahead, work) = tokio::join!(ahead, work);
@@ -658,11 +658,11 @@ async fn diff_kind<L: Listing>(
         current = ahead?;
     }
     // Ours that the app did not list: missing there.
-    let all = store.sync_all_ids(kind).await.map_err(e)?;
+    let all = store.sync_all_ids(kind).await?;
     let unseen: Vec<String> = all.into_iter().filter(|(id, _)| !seen.contains(id)).map(|(id, _)| id).collect();
     for chunk in unseen.chunks(500) {
-        for m in store.sync_load_unmatched(kind, chunk.to_vec()).await.map_err(e)? {
-            let with_access = desired_access(store, &m.resource).await.map_err(e)?;
+        for m in store.sync_load_unmatched(kind, chunk.to_vec()).await? {
+            let with_access = desired_access(store, &m.resource).await?;
             let ours = with_access.as_ref().unwrap_or(&m.resource.attrs);
             let ours_view = listing.desired(kind, ours);
             let ours = ours_view.as_ref().unwrap_or(ours);
@@ -695,14 +695,14 @@ async fn member_fix(
     m: &Matched,
     have: Option<&BTreeSet<String>>,
     item: &mut DriftItem,
-) -> Result<Fix, String> {
+) -> Result<Fix, ReconcileError> {
     let members = m.members.as_deref().unwrap_or_default();
     let have = have.cloned().unwrap_or_default();
     let want: HashSet<&str> = members.iter().filter_map(|x| x.app_id.as_deref()).collect();
     let missing: Vec<&crate::store::MemberInfo> =
         members.iter().filter(|x| x.app_id.as_deref().is_some_and(|a| !have.contains(a))).collect();
     let extra: Vec<String> = have.iter().filter(|a| !want.contains(a.as_str())).cloned().collect();
-    let known = store.sync_names_for_app_ids(extra.clone()).await.map_err(|e| format!("store: {e}"))?;
+    let known = store.sync_names_for_app_ids(extra.clone()).await?;
     let mut remove = Vec::new();
     let mut remove_app_ids = Vec::new();
     let mut extra_named = Vec::new();

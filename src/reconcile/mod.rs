@@ -6,7 +6,10 @@
 //! human forms ([`report`]). Must not touch: warp, SQL strings.
 
 pub mod diff;
+pub mod error;
 pub mod full_sync;
 pub mod plan;
 pub mod report;
 pub mod scheduler;
+
+pub use error::ReconcileError;

@@ -29,47 +29,7 @@ pub enum Fix {
     Orphan,
 }
 
-/// What a repair does with one item (stored in the report).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Repair {
-    /// Report-only for this kind (or nothing to repair).
-    None,
-    Queued,
-    /// A protected account would have been deactivated or deleted.
-    Protected,
-    /// Deleting this type is disabled.
-    NeverDelete,
-    /// The run hit the safety limit: nothing was repaired.
-    RefusedLimit,
-    /// A dead-lettered change put back in the queue.
-    Requeued,
-    /// Repaired by the previous run, delivered, and still different: the app does not keep
-    /// the value (add it to `ignore_attributes`, or fix it in the app). Not queued again, so a
-    /// repair never loops.
-    NoEffect,
-    /// Not queued: a change of this resource is already on its way to the app and
-    /// delivers the current state (a second one would duplicate it).
-    OnItsWay,
-    /// Not queued: a change held by the deletion guard, or dead-lettered with content the
-    /// repair would not send, blocks the resource until an operator acts (see the stuck item).
-    Blocked,
-}
-
-impl Repair {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Repair::None => "none",
-            Repair::Queued => "queued",
-            Repair::Protected => "protected",
-            Repair::NeverDelete => "never_delete",
-            Repair::RefusedLimit => "refused_limit",
-            Repair::Requeued => "requeued",
-            Repair::NoEffect => "no_effect",
-            Repair::OnItsWay => "on_its_way",
-            Repair::Blocked => "blocked",
-        }
-    }
-}
+pub use crate::model::drift::Repair;
 
 /// The decision for a whole run.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,6 +7,7 @@
 use serde_json::{Value, json};
 
 use super::diff::DriftKind;
+use crate::model::drift::Change;
 use crate::store::{DriftRow, SyncRun};
 
 /// The stable JSON form: `{"run": {...}, "items": [...]}`.
@@ -69,10 +70,10 @@ impl Reconcilable {
 
 /// What the report says about one item, in words.
 pub fn detail(r: &DriftRow) -> String {
-    match DriftKind::parse(&r.kind) {
-        Some(DriftKind::MissingInApp) => "not in the app".into(),
-        Some(DriftKind::OrphanedInApp) => format!("app id {}", r.app_id.as_deref().unwrap_or("?")),
-        Some(DriftKind::MembershipMismatch) => {
+    match r.kind {
+        DriftKind::MissingInApp => "not in the app".into(),
+        DriftKind::OrphanedInApp => format!("app id {}", r.app_id.as_deref().unwrap_or("?")),
+        DriftKind::MembershipMismatch => {
             let names = |v: &Value, key: &str| -> Vec<String> {
                 v[key]
                     .as_array()
@@ -92,12 +93,12 @@ pub fn detail(r: &DriftRow) -> String {
             }
             parts.join("; ")
         }
-        Some(DriftKind::StuckProvision) if r.ours["state"] == "held" => format!(
+        DriftKind::StuckProvision if r.ours["state"] == "held" => format!(
             "outbox #{} {}: held by the deletion guard (scimsync outbox release --held | discard --held --confirm)",
             value_text(&r.ours["outbox_id"]),
             value_text(&r.ours["op"])
         ),
-        Some(DriftKind::StuckProvision) => format!(
+        DriftKind::StuckProvision => format!(
             "outbox #{} {} {} after {} attempt(s): {}",
             value_text(&r.ours["outbox_id"]),
             value_text(&r.ours["op"]),
@@ -144,7 +145,7 @@ pub fn to_text(run: &SyncRun, items: &[DriftRow]) -> String {
         out.push_str(&format!("  {:<22} {n:>6}\n", kind.as_str()));
     }
     for kind in DriftKind::ALL {
-        let rows: Vec<&DriftRow> = items.iter().filter(|r| r.kind == kind.as_str() && r.change != "resolved").collect();
+        let rows: Vec<&DriftRow> = items.iter().filter(|r| r.kind == kind && r.change != Change::Resolved).collect();
         if rows.is_empty() {
             continue;
         }
@@ -156,20 +157,20 @@ pub fn to_text(run: &SyncRun, items: &[DriftRow]) -> String {
         for r in rows {
             out.push_str(&format!(
                 "  {:<8} {:<6} {:<32} {:<16} {:<14} {}\n",
-                r.change,
-                r.resource_kind,
+                r.change.as_str(),
+                r.resource_kind.as_str(),
                 clip(&r.name, 32),
-                r.cause,
-                r.repair,
+                r.cause.as_str(),
+                r.repair.as_str(),
                 clip(&detail(r), 120)
             ));
         }
     }
-    let resolved: Vec<&DriftRow> = items.iter().filter(|r| r.change == "resolved").collect();
+    let resolved: Vec<&DriftRow> = items.iter().filter(|r| r.change == Change::Resolved).collect();
     if !resolved.is_empty() {
         out.push_str(&format!("\nResolved since the previous report ({})\n", resolved.len()));
         for r in resolved {
-            out.push_str(&format!("  {:<22} {:<6} {}\n", r.kind, r.resource_kind, clip(&r.name, 60)));
+            out.push_str(&format!("  {:<22} {:<6} {}\n", r.kind.as_str(), r.resource_kind.as_str(), clip(&r.name, 60)));
         }
     }
     out
@@ -195,17 +196,17 @@ mod tests {
 
     fn row(kind: &str, name: &str, change: &str) -> DriftRow {
         DriftRow {
-            kind: kind.into(),
-            resource_kind: "User".into(),
+            kind: DriftKind::parse(kind).unwrap(),
+            resource_kind: crate::model::ResourceKind::User,
             resource_id: Some("r".into()),
             app_id: Some("x".into()),
             name: name.into(),
             attribute: Some("title".into()),
             ours: json!("CEO"),
             app: json!("Boss"),
-            cause: "edited_in_app".into(),
-            change: change.into(),
-            repair: "none".into(),
+            cause: crate::model::drift::Cause::EditedInApp,
+            change: Change::parse(change).unwrap(),
+            repair: crate::model::drift::Repair::None,
             fingerprint: "f".into(),
         }
     }

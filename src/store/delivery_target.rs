@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 use super::StoreError;
-use crate::model::{ChangeOp, ResourceKind};
+use crate::model::{ChangeOp, OutboxPayload, ResourceKind};
 
 /// The identity of the dry-run target (a real target's is its kind and base URL).
 pub const DRY_RUN: &str = "dry-run";
@@ -48,7 +48,8 @@ pub fn switch(conn: &Connection, identity: &str, now: &str) -> Result<TargetSwit
             .prepare_cached("SELECT kind, id, version FROM resources ORDER BY kind = 'Group', seq")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
-        let payload = json!({"attributes_changed": true, "resync": true, "target_switch": true});
+        let payload =
+            OutboxPayload { attributes_changed: true, resync: true, target_switch: true, ..OutboxPayload::default() };
         for (kind, id, version) in &all {
             let kind = ResourceKind::parse(kind).unwrap_or(ResourceKind::User);
             super::resources::enqueue(conn, kind, id, ChangeOp::Update, *version as u64, &payload, now)?;

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use super::StoreError;
-use crate::model::{ChangeOp, ResourceKind};
+use crate::model::{ChangeOp, OutboxPayload, ResourceKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxState {
@@ -59,7 +59,7 @@ pub struct OutboxRow {
     pub resource_id: String,
     pub op: ChangeOp,
     pub version: u64,
-    pub payload: Value,
+    pub payload: OutboxPayload,
     pub state: OutboxState,
     pub attempts: u32,
     pub next_attempt_at: Option<String>,
@@ -178,7 +178,10 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
             _ => ChangeOp::Update,
         },
         version: r.get::<_, i64>(4)? as u64,
-        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+        payload: OutboxPayload::from_json(&payload).unwrap_or_else(|e| {
+            tracing::warn!(outbox_id = r.get::<_, i64>(0).unwrap_or_default(), error = %e, "undecodable outbox payload read as empty");
+            OutboxPayload::default()
+        }),
         state: OutboxState::parse(&state),
         attempts: r.get::<_, i64>(7)? as u32,
         next_attempt_at: r.get(8)?,
@@ -332,10 +335,7 @@ pub fn claim(
         // A deprovisioning still in its delay is not coalesced into an earlier change: it
         // leaves on its own once counted (or is held by the guard).
         if let Some(after) = delayed_after
-            && let Some(cut) = rows
-                .iter()
-                .skip(1)
-                .position(|r| r.payload.get("deprovision") == Some(&Value::Bool(true)) && r.created_at.as_str() > after)
+            && let Some(cut) = rows.iter().skip(1).position(|r| r.payload.deprovision && r.created_at.as_str() > after)
         {
             rows.truncate(cut + 1);
         }
@@ -463,7 +463,7 @@ fn requeue_memberships(conn: &Connection, user_id: &str, now: &str) -> Result<()
         )?
         .query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    let payload = serde_json::json!({"members_added": [user_id]});
+    let payload = OutboxPayload::members(vec![user_id.to_string()], Vec::new());
     for (group, version) in groups {
         super::resources::enqueue(conn, ResourceKind::Group, &group, ChangeOp::Update, version as u64, &payload, now)?;
     }

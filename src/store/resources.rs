@@ -4,12 +4,12 @@ use std::collections::{HashMap, HashSet};
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::filter_sql;
 use super::{Load, NewResource, Page, Position, StoreError, Update};
 use crate::model::query::{AttrPath, Filter};
-use crate::model::{ChangeOp, GroupRef, Member, MemberRef, Meta, Resource, ResourceKind, fold_case};
+use crate::model::{ChangeOp, GroupRef, Member, MemberRef, Meta, OutboxPayload, Resource, ResourceKind, fold_case};
 
 const SELECT_COLS: &str = "r.seq, r.id, r.kind, r.version, r.created, r.last_modified, r.data";
 
@@ -69,13 +69,13 @@ pub(super) fn enqueue(
     id: &str,
     op: ChangeOp,
     version: u64,
-    payload: &Value,
+    payload: &OutboxPayload,
     now: &str,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO outbox (resource_kind, resource_id, op, version, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![kind.as_str(), id, op.as_str(), version as i64, payload.to_string(), now])?;
+    .execute(params![kind.as_str(), id, op.as_str(), version as i64, payload.to_json(), now])?;
     Ok(())
 }
 
@@ -145,7 +145,7 @@ pub fn create(conn: &Connection, new: NewResource, now: &str) -> Result<Resource
     let seq = conn.last_insert_rowid();
     write_emails(conn, seq, &ix)?;
     let added = if new.kind == ResourceKind::Group { add_members(conn, seq, &new.members)? } else { Vec::new() };
-    let payload = if added.is_empty() { json!({}) } else { json!({ "members_added": added }) };
+    let payload = OutboxPayload::members(added, Vec::new());
     if new.kind == ResourceKind::User
         && let Some(name) = &ix.user_name_ci
     {
@@ -237,20 +237,9 @@ pub fn update(conn: &Connection, upd: Update, now: &str) -> Result<Resource, Sto
             conn.prepare_cached("UPDATE resources SET version = ?2, last_modified = ?3 WHERE seq = ?1")?
                 .execute(params![cur.seq, version as i64, now])?;
         }
-        let mut payload = Map::new();
-        if attrs_changed {
-            payload.insert("attributes_changed".into(), Value::Bool(true));
-        }
-        if deprovision {
-            payload.insert("deprovision".into(), Value::Bool(true));
-        }
-        if !added.is_empty() {
-            payload.insert("members_added".into(), json!(added));
-        }
-        if !removed.is_empty() {
-            payload.insert("members_removed".into(), json!(removed));
-        }
-        enqueue(conn, upd.kind, &upd.id, ChangeOp::Update, version, &Value::Object(payload), now)?;
+        let payload =
+            OutboxPayload { attributes_changed: attrs_changed, deprovision, ..OutboxPayload::members(added, removed) };
+        enqueue(conn, upd.kind, &upd.id, ChangeOp::Update, version, &payload, now)?;
     }
     // Users come back with their groups (cheap); a group's member list is loaded by the
     // caller only when the reply needs it.
@@ -299,7 +288,7 @@ pub fn delete(
         ])?;
     }
     // Every delete deprovisions (the deletion guard counts it), even of an inactive user.
-    let payload = json!({ "tombstone": tombstone, "deprovision": true });
+    let payload = OutboxPayload { tombstone: Some(tombstone), deprovision: true, ..OutboxPayload::default() };
     enqueue(conn, kind, id, ChangeOp::Delete, cur.version + 1, &payload, now)?;
     Ok(())
 }
@@ -335,8 +324,8 @@ fn cancel_held_deletes_of(conn: &Connection, user_name_ci: &str, new_id: &str, n
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     for (old_id, payload) in held {
-        let p: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
-        let name = p.pointer("/tombstone/userName").and_then(Value::as_str).map(fold_case);
+        let p = OutboxPayload::from_json(&payload).unwrap_or_default();
+        let name = p.tombstone.as_ref().and_then(|t| t.get("userName")).and_then(Value::as_str).map(fold_case);
         if name.as_deref() == Some(user_name_ci) {
             cancel_held(conn, &old_id, &format!("cancelled: the IdP re-created the user as {new_id} while held"), now)?;
             conn.prepare_cached("DELETE FROM id_map WHERE resource_id = ?1")?.execute([&old_id])?;
@@ -692,7 +681,7 @@ pub fn enqueue_access_change(conn: &Connection, id: &str, now: &str) -> Result<(
         .query_row([id], |r| r.get(0))
         .optional()?;
     if let Some(v) = version {
-        let payload = json!({"attributes_changed": true, "access_changed": true});
+        let payload = OutboxPayload { attributes_changed: true, access_changed: true, ..OutboxPayload::default() };
         enqueue(conn, ResourceKind::User, id, ChangeOp::Update, v as u64, &payload, now)?;
     }
     Ok(())
@@ -702,6 +691,7 @@ pub fn enqueue_access_change(conn: &Connection, id: &str, now: &str) -> Result<(
 /// `resync`, so the worker sends the whole current state, group members included.
 pub fn resync(conn: &Connection, kind: ResourceKind, id: &str, now: &str) -> Result<i64, StoreError> {
     let cur = current(conn, kind, id)?;
-    enqueue(conn, kind, id, ChangeOp::Update, cur.version, &json!({"attributes_changed": true, "resync": true}), now)?;
+    let payload = OutboxPayload { attributes_changed: true, resync: true, ..OutboxPayload::default() };
+    enqueue(conn, kind, id, ChangeOp::Update, cur.version, &payload, now)?;
     Ok(conn.last_insert_rowid())
 }

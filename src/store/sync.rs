@@ -11,7 +11,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value, json};
 
 use super::StoreError;
-use crate::model::{ChangeOp, Resource, ResourceKind, fold_case};
+use crate::model::drift::{Cause, Change, DriftKind, Repair};
+use crate::model::{ChangeOp, OutboxPayload, Resource, ResourceKind, fold_case};
 
 /// One account as the app lists it, reduced to what matching needs.
 #[derive(Debug, Clone)]
@@ -85,22 +86,7 @@ pub struct SyncRun {
     pub summary: Value,
 }
 
-/// One stored drift item (the report's row; `reconcile` owns the meaning of the strings).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DriftRow {
-    pub kind: String,
-    pub resource_kind: String,
-    pub resource_id: Option<String>,
-    pub app_id: Option<String>,
-    pub name: String,
-    pub attribute: Option<String>,
-    pub ours: Value,
-    pub app: Value,
-    pub cause: String,
-    pub change: String,
-    pub repair: String,
-    pub fingerprint: String,
-}
+pub use crate::model::drift::DriftRow;
 
 /// A corrective change a repair queues (one transaction for the whole repair).
 #[derive(Debug, Clone, PartialEq)]
@@ -384,17 +370,17 @@ pub fn run_finish(
         st.execute(params![
             id,
             seq as i64,
-            it.kind,
-            it.resource_kind,
+            it.kind.as_str(),
+            it.resource_kind.as_str(),
             it.resource_id,
             it.app_id,
             it.name,
             it.attribute,
             it.ours.to_string(),
             it.app.to_string(),
-            it.cause,
-            it.change,
-            it.repair,
+            it.cause.as_str(),
+            it.change.as_str(),
+            it.repair.as_str(),
             it.fingerprint
         ])?;
     }
@@ -446,21 +432,34 @@ pub fn items(conn: &Connection, run_id: i64) -> Result<Vec<DriftRow>, StoreError
         let ours: String = r.get(6)?;
         let app: String = r.get(7)?;
         Ok(DriftRow {
-            kind: r.get(0)?,
-            resource_kind: r.get(1)?,
+            kind: word(r, 0, DriftKind::parse)?,
+            resource_kind: word(r, 1, ResourceKind::parse)?,
             resource_id: r.get(2)?,
             app_id: r.get(3)?,
             name: r.get(4)?,
             attribute: r.get(5)?,
             ours: serde_json::from_str(&ours).unwrap_or(Value::Null),
             app: serde_json::from_str(&app).unwrap_or(Value::Null),
-            cause: r.get(8)?,
-            change: r.get(9)?,
-            repair: r.get(10)?,
+            cause: word(r, 8, Cause::parse)?,
+            change: word(r, 9, Change::parse)?,
+            repair: word(r, 10, Repair::parse)?,
             fingerprint: r.get(11)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A report column holding one of a record enum's words (written by [`run_finish`] from
+/// `as_str`); any other text is a corrupt row, an error rather than a guess.
+fn word<T>(r: &rusqlite::Row<'_>, i: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let s: String = r.get(i)?;
+    parse(&s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown word {s:?} in a drift_items column").into(),
+        )
+    })
 }
 
 /// What became of one corrective change of a repair (one per [`RepairOp`], in order): the
@@ -583,11 +582,14 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                 if *forget_app_id {
                     conn.prepare_cached("DELETE FROM id_map WHERE resource_id = ?1")?.execute([id])?;
                 }
-                let mut payload = json!({"attributes_changed": true, "resync": true, "repair_run": run_id});
-                if *deprovision {
+                let payload = OutboxPayload {
+                    attributes_changed: true,
+                    resync: true,
                     // A deactivation like any other: the deletion guard counts and may hold it.
-                    payload["deprovision"] = Value::Bool(true);
-                }
+                    deprovision: *deprovision,
+                    repair_run: Some(run_id),
+                    ..OutboxPayload::default()
+                };
                 super::resources::enqueue(conn, *kind, id, ChangeOp::Update, v as u64, &payload, now)?;
                 supersede(conn, &obsolete, last_id(), run_id, now)?;
                 RepairResult::Queued { superseded: obsolete }
@@ -604,8 +606,11 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                         continue;
                     }
                 };
-                let payload = json!({"members_added": add, "members_removed": remove,
-                                     "members_removed_app_ids": remove_app_ids, "repair_run": run_id});
+                let payload = OutboxPayload {
+                    members_removed_app_ids: remove_app_ids.clone(),
+                    repair_run: Some(run_id),
+                    ..OutboxPayload::members(add.clone(), remove.clone())
+                };
                 super::resources::enqueue(
                     conn,
                     ResourceKind::Group,
@@ -647,11 +652,15 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                 )?
                 .execute(params![id, kind.as_str(), app_id, now])?;
                 let name_key = if *kind == ResourceKind::User { "userName" } else { "displayName" };
-                let mut payload = json!({"deprovision": true, "orphan": true, "deactivate_only": deactivate_only,
-                                     "tombstone": {name_key: name}, "repair_run": run_id});
-                if let Some(r) = record {
-                    payload["app_record"] = r.clone();
-                }
+                let payload = OutboxPayload {
+                    deprovision: true,
+                    orphan: true,
+                    deactivate_only: *deactivate_only,
+                    tombstone: Some(Map::from_iter([(name_key.to_string(), Value::String(name.clone()))])),
+                    app_record: record.as_ref().and_then(Value::as_object).cloned(),
+                    repair_run: Some(run_id),
+                    ..OutboxPayload::default()
+                };
                 super::resources::enqueue(conn, *kind, &id, ChangeOp::Delete, 0, &payload, now)?;
                 RepairResult::Queued { superseded: Vec::new() }
             }

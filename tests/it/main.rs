@@ -32,5 +32,6 @@ mod reconcile_rest;
 mod rest_app;
 mod sorting;
 mod status_page;
+mod upgrade;
 mod users;
 mod webhook;
