@@ -42,7 +42,10 @@ pub(crate) struct SoakArgs {
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn store_bytes(data_dir: &std::path::Path) -> u64 {
@@ -55,11 +58,7 @@ fn store_bytes(data_dir: &std::path::Path) -> u64 {
 
 pub(crate) async fn run(args: SoakArgs) -> Result<()> {
     let bin = args.bin.clone().unwrap_or_else(default_bin);
-    let extra = if args.drain {
-        "[target]\nkind = \"dry-run\"\n[outbox]\npoll_interval_seconds = 0.05\n"
-    } else {
-        ""
-    };
+    let extra = if args.drain { "[target]\nkind = \"dry-run\"\n[outbox]\npoll_interval_seconds = 0.05\n" } else { "" };
     let (daemon, base, token) = start_daemon(&bin, false, extra).await?;
     let data_dir = daemon.data_dir();
     let client = idp_client(&token, args.connections, 60)?;
@@ -79,7 +78,8 @@ pub(crate) async fn run(args: SoakArgs) -> Result<()> {
         let p = run_phase("create_users", args.users, args.connections, &errors, move |k| {
             let (client, base, ids) = (client.clone(), base.clone(), ids.clone());
             async move {
-                let body = send(client.post(format!("{base}/Users")).body(user_body(k).to_string()), "POST", &[201]).await?;
+                let body =
+                    send(client.post(format!("{base}/Users")).body(user_body(k).to_string()), "POST", &[201]).await?;
                 let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
                 let _ = ids[k].set(v["id"].as_str().unwrap_or_default().to_string());
                 Ok(())
@@ -94,7 +94,8 @@ pub(crate) async fn run(args: SoakArgs) -> Result<()> {
     let mut minutes = Vec::new();
     let mut round_no = 0usize;
     for minute in 1..=args.minutes {
-        let (mut patches, mut patch_time, mut lookups, mut lookup_time) = (Vec::new(), Duration::ZERO, Vec::new(), Duration::ZERO);
+        let (mut patches, mut patch_time, mut lookups, mut lookup_time) =
+            (Vec::new(), Duration::ZERO, Vec::new(), Duration::ZERO);
         while start.elapsed() < Duration::from_secs(minute * 60) {
             round_no += 1;
             let (c, b, ids2, r) = (client.clone(), base.clone(), ids.clone(), round_no);
