@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Loaded};
+use crate::model::drift::{RunSummary, shown};
 use crate::{app, shutdown, telemetry};
 
 /// Standard output for the commands. `println!` panics when the reader has gone (`scimsync
@@ -777,7 +778,7 @@ async fn sync_now(loaded: &Loaded, confirm: Option<i64>, url: Option<String>, ti
     // the safety limit refused the repair, so a script notices.
     Ok(if body["status"] != "ok" {
         1
-    } else if body["summary"]["repair"]["refused"].is_string() {
+    } else if serde_json::from_value::<RunSummary>(body["summary"].clone()).is_ok_and(|s| s.refused().is_some()) {
         4
     } else {
         0
@@ -796,14 +797,19 @@ async fn sync_runs(loaded: Loaded, limit: usize) -> Result<i32> {
         outln!("{:>6}  {:<9} {:<25} {:>9}  {:<7} DRIFT / ERROR", "RUN", "TRIGGER", "STARTED", "SECONDS", "STATUS");
     }
     for r in runs {
+        let report = r.summary.as_ref().and_then(|s| s.report.as_ref());
         let what = match &r.error {
             Some(e) => e.clone(),
             None => format!(
                 "{} item(s), {} new, {} resolved{}",
-                r.summary["total"],
-                r.summary["new"],
-                r.summary["resolved"],
-                if r.summary["repair"]["refused"].is_string() { ", repair refused (safety limit)" } else { "" }
+                shown(report.map(|s| s.total)),
+                shown(report.map(|s| s.new)),
+                shown(report.map(|s| s.resolved)),
+                if r.summary.as_ref().and_then(|s| s.refused()).is_some() {
+                    ", repair refused (safety limit)"
+                } else {
+                    ""
+                }
             ),
         };
         outln!(
@@ -811,7 +817,7 @@ async fn sync_runs(loaded: Loaded, limit: usize) -> Result<i32> {
             r.id,
             r.trigger,
             r.started_at,
-            r.summary["duration_seconds"],
+            shown(r.summary.as_ref().and_then(|s| s.duration_seconds)),
             r.status,
             what
         );

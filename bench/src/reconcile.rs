@@ -581,7 +581,9 @@ pub async fn run(args: ReconcileArgs) -> Result<()> {
         if res.status != "ok" {
             bail!("run {n} {}: {}", res.status, res.error.unwrap_or_default());
         }
-        let s = &res.summary;
+        let Some(s) = res.summary.report.as_ref() else {
+            bail!("run {n}: a completed run without a report");
+        };
         say(format!(
             "run {n}: {secs:.2} s wall, {:.0} users/s ({:.0} accounts/s), RSS before {:.1} MB, peak during the run {:.1} MB",
             plan.users as f64 / secs,
@@ -594,7 +596,7 @@ pub async fn run(args: ReconcileArgs) -> Result<()> {
             "  CPU {cpu:.2} s (user+sys, all threads), of which building the listing's pages {build:.2} s; load average {}",
             load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
         ));
-        let listed = (s["listed"]["users"].as_u64().unwrap_or(0), s["listed"]["groups"].as_u64().unwrap_or(0));
+        let listed = (s.listed.users, s.listed.groups);
         say(format!("  listed: {} users, {} groups", listed.0, listed.1));
         if listed != (expected.listed_users, expected.listed_groups) {
             mismatches += 1;
@@ -604,7 +606,7 @@ pub async fn run(args: ReconcileArgs) -> Result<()> {
             ));
         }
         for (kind, want) in &expected.counts {
-            let got = s["counts"][*kind].as_u64().unwrap_or(0);
+            let got = DriftKind::parse(kind).map(|k| s.counts.get(k)).unwrap_or(0);
             let flag = if got == *want {
                 String::new()
             } else {
@@ -613,7 +615,7 @@ pub async fn run(args: ReconcileArgs) -> Result<()> {
             };
             say(format!("  {kind:<20} {got:>6}{flag}"));
         }
-        say(format!("  total {}, new {}, resolved {}", s["total"], s["new"], s["resolved"]));
+        say(format!("  total {}, new {}, resolved {}", s.total, s.new, s.resolved));
         // Causes: every injected difference was delivered first, then changed in the app.
         let items = store.drift_items(res.run_id).await.map_err(|e| anyhow::anyhow!("drift items: {e}"))?;
         let mut causes: BTreeMap<String, u64> = BTreeMap::new();

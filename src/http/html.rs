@@ -9,7 +9,7 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use crate::model::drift::Change;
+use crate::model::drift::{Change, shown};
 use crate::reconcile::diff::DriftKind;
 use crate::reconcile::report::{self, Reconcilable};
 use crate::store::{DriftRow, SyncRun};
@@ -92,19 +92,20 @@ pub fn drift_report(run: Option<&SyncRun>, items: &[DriftRow], reconcilable: &Re
 }
 
 fn drift_run(run: &SyncRun, items: &[DriftRow]) -> Markup {
-    let s = &run.summary;
-    let count = |k: DriftKind| s["counts"][k.as_str()].as_u64().unwrap_or(0);
+    let s = run.summary.as_ref().and_then(|s| s.report.as_ref());
+    let count = |k: DriftKind| s.map(|s| s.counts.get(k)).unwrap_or(0);
     let open = |k: DriftKind| -> Vec<&DriftRow> {
         items.iter().filter(|r| r.kind == k && r.change != Change::Resolved).collect()
     };
     html! {
         p id="run" {
             "Run " b { (run.id) } " (" (run.trigger) ") started " (run.started_at) ", status " b { (run.status) } ". "
-            "Listed in the app: " span id="listed-users" { (s["listed"]["users"]) } " users, "
-            span id="listed-groups" { (s["listed"]["groups"]) } " groups. "
-            (s["total"]) " item(s), " (s["new"]) " new, " (s["resolved"]) " resolved."
+            "Listed in the app: " span id="listed-users" { (shown(s.map(|s| s.listed.users))) } " users, "
+            span id="listed-groups" { (shown(s.map(|s| s.listed.groups))) } " groups. "
+            (shown(s.map(|s| s.total))) " item(s), " (shown(s.map(|s| s.new))) " new, "
+            (shown(s.map(|s| s.resolved))) " resolved."
         }
-        @if let Some(reason) = s["repair"]["refused"].as_str() {
+        @if let Some(reason) = s.and_then(|s| s.repair.refused.as_deref()) {
             p class="box bad" id="refused" { (reason) }
         }
         table id="counts" {
@@ -157,9 +158,10 @@ mod tests {
             finished_at: Some("2026-11-23T10:00:01Z".into()),
             status: "ok".into(),
             error: None,
-            summary: json!({"listed": {"users": 3, "groups": 1}, "counts": {"attribute_mismatch": 1, "orphaned_in_app": 0},
+            summary: Some(serde_json::from_value(json!({"listed": {"users": 3, "groups": 1}, "counts": {"attribute_mismatch": 1, "orphaned_in_app": 0},
                             "total": 1, "new": 1, "resolved": 0,
-                            "repair": {"refused": "repair refused: <too many>", "queued_changes": 0}}),
+                            "repair": {"refused": "repair refused: <too many>", "queued_changes": 0}}))
+            .unwrap()),
         }
     }
 

@@ -329,18 +329,16 @@ const STATUS_ROWS: usize = 20;
 const SYNC_RUN_ROWS: usize = 5;
 
 /// One line for a sync run's summary: what was listed, how many differences, repairs.
-fn run_summary(s: &Value) -> String {
+fn run_summary(s: Option<&crate::model::drift::RunSummary>) -> String {
     let mut parts = Vec::new();
-    if let (Some(u), Some(g)) = (s["listed"]["users"].as_u64(), s["listed"]["groups"].as_u64()) {
-        parts.push(format!("listed {u} users, {g} groups"));
+    if let Some(r) = s.and_then(|s| s.report.as_ref()) {
+        parts.push(format!("listed {} users, {} groups", r.listed.users, r.listed.groups));
+        parts.push(format!("{} difference(s)", r.total));
+        if r.repair.queued_changes > 0 {
+            parts.push(format!("{} repair change(s) queued", r.repair.queued_changes));
+        }
     }
-    if let Some(t) = s["total"].as_u64() {
-        parts.push(format!("{t} difference(s)"));
-    }
-    if let Some(q) = s["repair"]["queued_changes"].as_u64().filter(|q| *q > 0) {
-        parts.push(format!("{q} repair change(s) queued"));
-    }
-    if let Some(d) = s["duration_seconds"].as_f64() {
+    if let Some(d) = s.and_then(|s| s.duration_seconds) {
         parts.push(format!("{d:.1} s"));
     }
     parts.join("; ")
@@ -387,7 +385,7 @@ async fn status(state: &OpsState) -> Response {
                         Some(e) => format!("{}: {e}", r.status),
                         None => r.status.clone(),
                     },
-                    summary: run_summary(&r.summary),
+                    summary: run_summary(r.summary.as_ref()),
                     started_at: r.started_at,
                     finished_at: r.finished_at,
                 })
@@ -395,9 +393,10 @@ async fn status(state: &OpsState) -> Response {
             // The latest successful run's report, as /drift shows it.
             view.drift = report.map(|r| page::DriftSummary {
                 generated_at: r.finished_at.unwrap_or(r.started_at),
-                counts: r.summary["counts"]
-                    .as_object()
-                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
+                counts: r
+                    .summary
+                    .and_then(|s| s.report)
+                    .map(|rep| rep.counts.pairs().into_iter().map(|(k, n)| (k.to_string(), n)).collect())
                     .unwrap_or_default(),
             });
             view.queue = page::Queue {

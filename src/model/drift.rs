@@ -220,6 +220,126 @@ pub struct DriftRow {
     pub fingerprint: String,
 }
 
+/// How many items of each kind a report holds (stored as an object keyed by the
+/// [`DriftKind`] words, in [`DriftKind::ALL`] order; a kind an old report lacks reads as 0).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KindCounts {
+    pub missing_in_app: u64,
+    pub orphaned_in_app: u64,
+    pub attribute_mismatch: u64,
+    pub active_mismatch: u64,
+    pub membership_mismatch: u64,
+    pub stuck_provision: u64,
+}
+
+impl KindCounts {
+    pub fn get(&self, kind: DriftKind) -> u64 {
+        match kind {
+            DriftKind::MissingInApp => self.missing_in_app,
+            DriftKind::OrphanedInApp => self.orphaned_in_app,
+            DriftKind::AttributeMismatch => self.attribute_mismatch,
+            DriftKind::ActiveMismatch => self.active_mismatch,
+            DriftKind::MembershipMismatch => self.membership_mismatch,
+            DriftKind::StuckProvision => self.stuck_provision,
+        }
+    }
+
+    pub fn add(&mut self, kind: DriftKind) {
+        let n = match kind {
+            DriftKind::MissingInApp => &mut self.missing_in_app,
+            DriftKind::OrphanedInApp => &mut self.orphaned_in_app,
+            DriftKind::AttributeMismatch => &mut self.attribute_mismatch,
+            DriftKind::ActiveMismatch => &mut self.active_mismatch,
+            DriftKind::MembershipMismatch => &mut self.membership_mismatch,
+            DriftKind::StuckProvision => &mut self.stuck_provision,
+        };
+        *n += 1;
+    }
+
+    /// `(word, count)` for every kind, in [`DriftKind::ALL`] order.
+    pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+        DriftKind::ALL.iter().map(|k| (k.as_str(), self.get(*k))).collect()
+    }
+}
+
+/// How many accounts the run listed in the app.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listed {
+    pub users: u64,
+    pub groups: u64,
+}
+
+/// What the run's repair did. A field an older report lacks (`superseded_dead`,
+/// `on_its_way`, `blocked`, `deprovisioning` came later) reads as 0 / `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RepairSummary {
+    /// Items whose repair the store queued.
+    pub queued_items: u64,
+    /// Changes queued (an item may need more than one).
+    pub queued_changes: u64,
+    /// Dead-lettered changes a queued repair replaced.
+    pub superseded_dead: u64,
+    pub on_its_way: u64,
+    pub blocked: u64,
+    /// Deactivations and deletions the plan wanted.
+    pub deprovisions: u64,
+    pub protected: u64,
+    /// Why the safety limit refused the repair (`null` when it did not).
+    pub refused: Option<String>,
+    /// What confirming this report approves: kept only when the repair was refused
+    /// (`null` otherwise).
+    pub deprovisioning: Option<Vec<String>>,
+}
+
+/// What a completed run found and did (absent from a failed run's summary). `listed`,
+/// `total`, `new` and `resolved` tell a completed run's summary from a failed one's; the
+/// rest reads as empty when missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub listed: Listed,
+    #[serde(default)]
+    pub counts: KindCounts,
+    /// Items found (resolved ones not included).
+    pub total: u64,
+    pub new: u64,
+    pub resolved: u64,
+    #[serde(default)]
+    pub repair: RepairSummary,
+    #[serde(default)]
+    pub requeued_dead: u64,
+    /// The run whose refused repair this run confirmed (`null` when none).
+    #[serde(default)]
+    pub confirmed: Option<i64>,
+}
+
+/// A sync run's summary, stored as JSON in `sync_runs.summary` and shown by `drift --json`,
+/// `GET /drift`, `sync runs`, the drift and status pages. A failed run has only
+/// `duration_seconds`; a completed run has the [`RunReport`] fields first, then
+/// `duration_seconds`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// `None` for a failed run (its JSON has none of these fields).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<RunReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+}
+
+impl RunSummary {
+    /// Whether the safety limit refused this run's repair.
+    pub fn refused(&self) -> Option<&str> {
+        self.report.as_ref().and_then(|r| r.repair.refused.as_deref())
+    }
+}
+
+/// A summary number as the pages and the CLI print it: the JSON text, `null` when the run
+/// has no report (still running, or failed).
+pub fn shown<T: Into<Value>>(v: Option<T>) -> String {
+    v.map(Into::into).unwrap_or(Value::Null).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +365,87 @@ mod tests {
             assert_eq!(Change::parse(c.as_str()), Some(c));
         }
         assert_eq!(serde_json::to_value(ResourceKind::Group).unwrap(), ResourceKind::Group.as_str());
+    }
+
+    /// A completed run's summary is stored byte for byte as the `json!` it replaced: same
+    /// fields, same order, `null` for an absent refusal, approval list and confirmation.
+    #[test]
+    fn run_summary_writes_the_stored_shape() {
+        let mut counts = KindCounts::default();
+        counts.add(DriftKind::AttributeMismatch);
+        counts.add(DriftKind::StuckProvision);
+        counts.add(DriftKind::StuckProvision);
+        let summary = RunSummary {
+            report: Some(RunReport {
+                listed: Listed { users: 5, groups: 1 },
+                counts,
+                total: 3,
+                new: 2,
+                resolved: 1,
+                repair: RepairSummary { queued_items: 1, queued_changes: 2, protected: 1, ..Default::default() },
+                requeued_dead: 4,
+                confirmed: None,
+            }),
+            duration_seconds: Some(0.25),
+        };
+        let want = r#"{"listed":{"users":5,"groups":1},"counts":{"missing_in_app":0,"orphaned_in_app":0,"attribute_mismatch":1,"active_mismatch":0,"membership_mismatch":0,"stuck_provision":2},"total":3,"new":2,"resolved":1,"repair":{"queued_items":1,"queued_changes":2,"superseded_dead":0,"on_its_way":0,"blocked":0,"deprovisions":0,"protected":1,"refused":null,"deprovisioning":null},"requeued_dead":4,"confirmed":null,"duration_seconds":0.25}"#;
+        assert_eq!(serde_json::to_string(&summary).unwrap(), want);
+        assert_eq!(serde_json::from_str::<RunSummary>(want).unwrap(), summary);
+        let refused = RunSummary {
+            report: Some(RunReport {
+                repair: RepairSummary {
+                    refused: Some("repair refused".into()),
+                    deprovisioning: Some(vec!["User|u1".into()]),
+                    ..Default::default()
+                },
+                confirmed: Some(9),
+                ..Default::default()
+            }),
+            duration_seconds: Some(1.0),
+        };
+        let text = serde_json::to_string(&refused).unwrap();
+        assert!(
+            text.contains(r#""refused":"repair refused","deprovisioning":["User|u1"]},"requeued_dead":0,"confirmed":9,"duration_seconds":1.0}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<RunSummary>(&text).unwrap().refused(), Some("repair refused"));
+    }
+
+    /// A failed run's summary is only its duration, and reads back without a report.
+    #[test]
+    fn failed_run_summary_is_only_the_duration() {
+        let failed = RunSummary { report: None, duration_seconds: Some(0.012) };
+        assert_eq!(serde_json::to_string(&failed).unwrap(), r#"{"duration_seconds":0.012}"#);
+        let read: RunSummary = serde_json::from_str(r#"{"duration_seconds":0.012}"#).unwrap();
+        assert_eq!(read, failed);
+        assert_eq!(read.refused(), None);
+        assert_eq!(
+            serde_json::from_str::<RunSummary>(r#"{"duration_seconds":3}"#).unwrap().duration_seconds,
+            Some(3.0)
+        );
+    }
+
+    /// Summaries stored by earlier releases still read: the first release's shape (no
+    /// `superseded_dead`, `on_its_way`, `blocked`, `deprovisioning`; counts without every
+    /// kind), and a refused one from before the approval list was kept.
+    #[test]
+    fn old_run_summaries_still_read() {
+        let first = r#"{"listed":{"users":3,"groups":1},"counts":{"missing_in_app":1,"orphaned_in_app":0,"attribute_mismatch":2,"active_mismatch":0,"membership_mismatch":0},"total":3,"new":3,"resolved":0,"repair":{"queued_items":3,"queued_changes":4,"deprovisions":0,"protected":0,"refused":null},"requeued_dead":0,"confirmed":null,"duration_seconds":0.031}"#;
+        let s: RunSummary = serde_json::from_str(first).unwrap();
+        let r = s.report.as_ref().expect("a completed run's report");
+        assert_eq!((r.listed.users, r.listed.groups, r.total, r.new, r.resolved), (3, 1, 3, 3, 0));
+        assert_eq!(r.counts.get(DriftKind::AttributeMismatch), 2);
+        assert_eq!(r.counts.get(DriftKind::StuckProvision), 0);
+        assert_eq!((r.repair.queued_items, r.repair.queued_changes, r.repair.superseded_dead), (3, 4, 0));
+        assert_eq!((r.repair.on_its_way, r.repair.blocked, r.repair.deprovisioning.as_ref()), (0, 0, None));
+        assert_eq!(s.duration_seconds, Some(0.031));
+        assert_eq!(s.refused(), None);
+
+        let refused = r#"{"listed":{"users":10,"groups":0},"counts":{"orphaned_in_app":6},"total":6,"new":6,"resolved":0,"repair":{"queued_items":0,"queued_changes":0,"deprovisions":6,"protected":0,"refused":"repair refused: it would deactivate or delete 6 account(s)"},"requeued_dead":0,"confirmed":null,"duration_seconds":0.5}"#;
+        let s: RunSummary = serde_json::from_str(refused).unwrap();
+        assert_eq!(s.refused(), Some("repair refused: it would deactivate or delete 6 account(s)"));
+        let r = s.report.unwrap();
+        assert_eq!((r.counts.get(DriftKind::OrphanedInApp), r.repair.deprovisions), (6, 6));
+        assert_eq!(r.repair.deprovisioning, None);
     }
 }

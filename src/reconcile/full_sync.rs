@@ -17,7 +17,7 @@ use super::diff::{self, Actual, Cause, Desired, DriftItem, DriftKind};
 use super::plan::{self, Fix, Found, Repair};
 use crate::config::ReconcileConfig;
 use crate::model::ResourceKind;
-use crate::model::drift::Change;
+use crate::model::drift::{Change, KindCounts, Listed, RepairSummary, RunReport, RunSummary};
 use crate::store::{AppKey, DriftRow, Matched, PageMatch, Store};
 
 /// Where the app's accounts come from, and how its records read: the downstream target in
@@ -234,7 +234,7 @@ pub struct RunResult {
     pub run_id: i64,
     pub status: String,
     pub error: Option<String>,
-    pub summary: Value,
+    pub summary: RunSummary,
 }
 
 /// Run one full sync and record it. Errors of the app or the store end the run as `failed`
@@ -256,16 +256,19 @@ pub async fn run<L: Listing>(
     let outcome = collect(store, listing, cfg, deactivates, confirm, run_id).await;
     let keep_since = shift_secs(cfg.report_retention_days.min(36_500) * 86_400);
     let result = match outcome {
-        Ok((rows, mut summary, counts)) => {
-            summary["duration_seconds"] = json!(round3(clock.elapsed().as_secs_f64()));
+        Ok((rows, report)) => {
+            let counts = report.counts.pairs();
+            let summary =
+                RunSummary { report: Some(report), duration_seconds: Some(round3(clock.elapsed().as_secs_f64())) };
             store.sync_run_finish(run_id, "ok", None, summary.clone(), rows, keep_since).await?;
             crate::telemetry::sync_run(true, clock.elapsed(), &counts);
-            tracing::info!(run = run_id, summary = %summary, "sync run finished");
+            let logged = serde_json::to_string(&summary).unwrap_or_default();
+            tracing::info!(run = run_id, summary = %logged, "sync run finished");
             RunResult { run_id, status: "ok".into(), error: None, summary }
         }
         Err(error) => {
             let error = error.to_string();
-            let summary = json!({"duration_seconds": round3(clock.elapsed().as_secs_f64())});
+            let summary = RunSummary { report: None, duration_seconds: Some(round3(clock.elapsed().as_secs_f64())) };
             store
                 .sync_run_finish(run_id, "failed", Some(error.clone()), summary.clone(), Vec::new(), keep_since)
                 .await?;
@@ -281,7 +284,7 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-type Collected = (Vec<DriftRow>, Value, Vec<(&'static str, u64)>);
+type Collected = (Vec<DriftRow>, RunReport);
 
 async fn collect<L: Listing>(
     store: &Store,
@@ -392,35 +395,33 @@ async fn collect<L: Listing>(
         r.repair = Repair::None;
         rows.push(r);
     }
-    let mut counts: Vec<(&'static str, u64)> = DriftKind::ALL.iter().map(|k| (k.as_str(), 0)).collect();
+    let mut counts = KindCounts::default();
     for f in &found {
-        if let Some(c) = counts.iter_mut().find(|(k, _)| *k == f.item.kind.as_str()) {
-            c.1 += 1;
-        }
+        counts.add(f.item.kind);
     }
-    let count_map: Map<String, Value> = counts.iter().map(|(k, n)| (k.to_string(), json!(n))).collect();
-    let summary = json!({
-        "listed": {"users": listed[0], "groups": listed[1]},
-        "counts": count_map,
-        "total": found.len(),
-        "new": new_count,
-        "resolved": resolved.len(),
-        "repair": {
-            "queued_items": p.repair.iter().filter(|r| **r == Repair::Queued).count(),
-            "queued_changes": queued,
-            "superseded_dead": superseded,
-            "on_its_way": p.repair.iter().filter(|r| **r == Repair::OnItsWay).count(),
-            "blocked": p.repair.iter().filter(|r| **r == Repair::Blocked).count(),
-            "deprovisions": p.deprovisions,
-            "protected": p.repair.iter().filter(|r| **r == Repair::Protected).count(),
-            "refused": p.refused,
+    let with = |want: Repair| p.repair.iter().filter(|r| **r == want).count() as u64;
+    let report = RunReport {
+        listed: Listed { users: listed[0], groups: listed[1] },
+        counts,
+        total: found.len() as u64,
+        new: new_count as u64,
+        resolved: resolved.len() as u64,
+        repair: RepairSummary {
+            queued_items: with(Repair::Queued),
+            queued_changes: queued as u64,
+            superseded_dead: superseded as u64,
+            on_its_way: with(Repair::OnItsWay),
+            blocked: with(Repair::Blocked),
+            deprovisions: p.deprovisions,
+            protected: with(Repair::Protected),
             // What confirming this report approves (kept only when it was refused).
-            "deprovisioning": if p.refused.is_some() { json!(p.deprovisioning) } else { Value::Null },
+            deprovisioning: p.refused.is_some().then(|| p.deprovisioning.clone()),
+            refused: p.refused.clone(),
         },
-        "requeued_dead": requeued.len(),
-        "confirmed": confirm,
-    });
-    Ok((rows, summary, counts))
+        requeued_dead: requeued.len() as u64,
+        confirmed: confirm,
+    };
+    Ok((rows, report))
 }
 
 /// What confirming run `run_id` approves: the deprovisionings its refused repair listed.
@@ -429,9 +430,9 @@ pub async fn confirmable(store: &Store, run_id: i64) -> Result<plan::Confirmed, 
     let Some(run) = store.sync_run(Some(run_id)).await? else {
         return Err(ReconcileError::NoSuchRun(run_id));
     };
-    if !run.summary["repair"]["refused"].is_string() {
+    let Some(refused) = run.summary.and_then(|s| s.report).map(|r| r.repair).filter(|r| r.refused.is_some()) else {
         return Err(ReconcileError::NothingRefused(run_id));
-    }
+    };
     // Only the newest report can be confirmed: an older one may describe an app that has
     // changed since, and a confirmation used once (its run is then the newest) cannot be
     // replayed.
@@ -440,10 +441,7 @@ pub async fn confirmable(store: &Store, run_id: i64) -> Result<plan::Confirmed, 
         let latest = latest.map(|l| l.to_string()).unwrap_or_default();
         return Err(ReconcileError::NotLatest { run_id, latest });
     }
-    let approved = run.summary["repair"]["deprovisioning"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
-        .unwrap_or_default();
+    let approved = refused.deprovisioning.unwrap_or_default().into_iter().collect();
     Ok(plan::Confirmed { run_id, approved })
 }
 
@@ -756,5 +754,31 @@ mod tests {
         };
         assert_eq!(compared(&rep), compared(&r.attrs));
         assert_ne!(rep, r.attrs, "the representation does add schemas and drop the password");
+    }
+
+    /// Confirming a refused repair whose summary an earlier release wrote (no approval
+    /// list) approves nothing; a failed run's summary (`{duration_seconds}`) has nothing to
+    /// confirm. (The store reads those rows as the type: `store`'s tests.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn confirming_an_old_refused_summary() {
+        use crate::store::StoreOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let opts =
+            StoreOptions { data_dir: dir.path().to_path_buf(), busy_timeout_seconds: 5, readers: 2, max_batch: 64 };
+        let store = Store::open(&opts).unwrap();
+        let old = r#"{"listed":{"users":10,"groups":2},"counts":{"orphaned_in_app":6},"total":6,"new":6,"resolved":0,"repair":{"queued_items":0,"queued_changes":0,"deprovisions":6,"protected":0,"refused":"repair refused: it would deactivate or delete 6 account(s)"},"requeued_dead":0,"confirmed":null,"duration_seconds":0.042}"#;
+        let keep = || "1970-01-01T00:00:00.000Z".to_string();
+        let failed = store.sync_run_start("manual").await.unwrap();
+        let failed_summary = serde_json::from_str(r#"{"duration_seconds":0.007}"#).unwrap();
+        store.sync_run_finish(failed, "failed", Some("boom".into()), failed_summary, Vec::new(), keep()).await.unwrap();
+        assert!(matches!(confirmable(&store, failed).await, Err(ReconcileError::NothingRefused(id)) if id == failed));
+        let refused = store.sync_run_start("schedule").await.unwrap();
+        store
+            .sync_run_finish(refused, "ok", None, serde_json::from_str(old).unwrap(), Vec::new(), keep())
+            .await
+            .unwrap();
+        let c = confirmable(&store, refused).await.unwrap();
+        assert_eq!((c.run_id, c.approved.len()), (refused, 0));
+        store.close();
     }
 }

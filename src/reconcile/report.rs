@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 
 use super::diff::DriftKind;
-use crate::model::drift::Change;
+use crate::model::drift::{Change, shown};
 use crate::store::{DriftRow, SyncRun};
 
 /// The stable JSON form: `{"run": {...}, "items": [...]}`.
@@ -118,7 +118,6 @@ pub fn detail(r: &DriftRow) -> String {
 /// The terminal table.
 pub fn to_text(run: &SyncRun, items: &[DriftRow]) -> String {
     let mut out = String::new();
-    let s = &run.summary;
     out.push_str(&format!(
         "Sync run {} ({}) started {} — {}{}\n",
         run.id,
@@ -130,18 +129,24 @@ pub fn to_text(run: &SyncRun, items: &[DriftRow]) -> String {
     if run.status != "ok" {
         return out;
     }
+    let s = run.summary.as_ref().and_then(|s| s.report.as_ref());
     out.push_str(&format!(
         "Listed in the app: {} users, {} groups. Drift: {} item(s), {} new, {} resolved since the previous report.\n",
-        s["listed"]["users"], s["listed"]["groups"], s["total"], s["new"], s["resolved"]
+        shown(s.map(|s| s.listed.users)),
+        shown(s.map(|s| s.listed.groups)),
+        shown(s.map(|s| s.total)),
+        shown(s.map(|s| s.new)),
+        shown(s.map(|s| s.resolved))
     ));
-    if let Some(reason) = s["repair"]["refused"].as_str() {
+    let queued = s.map(|s| s.repair.queued_changes).unwrap_or(0);
+    if let Some(reason) = s.and_then(|s| s.repair.refused.as_deref()) {
         out.push_str(&format!("\n!! {reason}\n"));
-    } else if s["repair"]["queued_changes"].as_u64().unwrap_or(0) > 0 {
-        out.push_str(&format!("Repair queued {} change(s).\n", s["repair"]["queued_changes"]));
+    } else if queued > 0 {
+        out.push_str(&format!("Repair queued {queued} change(s).\n"));
     }
     out.push('\n');
     for kind in DriftKind::ALL {
-        let n = s["counts"][kind.as_str()].as_u64().unwrap_or(0);
+        let n = s.map(|s| s.counts.get(kind)).unwrap_or(0);
         out.push_str(&format!("  {:<22} {n:>6}\n", kind.as_str()));
     }
     for kind in DriftKind::ALL {
@@ -188,9 +193,10 @@ mod tests {
             finished_at: Some("2026-11-23T10:00:01Z".into()),
             status: "ok".into(),
             error: None,
-            summary: json!({"listed": {"users": 3, "groups": 1}, "counts": {"attribute_mismatch": 1, "orphaned_in_app": 1},
+            summary: Some(serde_json::from_value(json!({"listed": {"users": 3, "groups": 1}, "counts": {"attribute_mismatch": 1, "orphaned_in_app": 1},
                             "total": 2, "new": 1, "resolved": 1,
-                            "repair": {"refused": "repair refused: <too many>", "queued_changes": 0}}),
+                            "repair": {"refused": "repair refused: <too many>", "queued_changes": 0}}))
+            .unwrap()),
         }
     }
 

@@ -577,7 +577,7 @@ impl Store {
         id: i64,
         status: &str,
         error: Option<String>,
-        summary: serde_json::Value,
+        summary: crate::model::drift::RunSummary,
         items: Vec<DriftRow>,
         keep_since: String,
     ) -> Result<(), StoreError> {
@@ -1075,9 +1075,16 @@ mod tests {
             let s = store.clone();
             async move {
                 // keep_since in the future: everything older is prunable.
-                s.sync_run_finish(id, status, None, json!({}), Vec::new(), "9999-01-01T00:00:00.000Z".into())
-                    .await
-                    .unwrap()
+                s.sync_run_finish(
+                    id,
+                    status,
+                    None,
+                    crate::model::drift::RunSummary::default(),
+                    Vec::new(),
+                    "9999-01-01T00:00:00.000Z".into(),
+                )
+                .await
+                .unwrap()
             }
         };
         let a = store.sync_run_start("manual").await.unwrap();
@@ -1207,5 +1214,44 @@ mod tests {
         assert!(guard_trips(&p, 10, 20), "10 of 20 is above 20 %");
         assert!(!guard_trips(&p, 10, 50), "exactly 20 % does not exceed it");
         assert!(guard_trips(&p, 10, 0), "nothing provisioned: any share is too much once over the minimum");
+    }
+
+    /// Run summaries stored by earlier releases (raw rows, their exact JSON) read as
+    /// [`RunSummary`](crate::model::drift::RunSummary): the first release's shape, a failed
+    /// run's `{duration_seconds}`, and a row whose JSON does not read (`None`, as a running
+    /// run's).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn old_stored_run_summaries_read_back() {
+        use crate::model::drift::{DriftKind, RunSummary};
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let id = store.sync_run_start("manual").await.unwrap();
+            let keep = "1970-01-01T00:00:00.000Z".to_string();
+            store.sync_run_finish(id, "ok", None, RunSummary::default(), Vec::new(), keep).await.unwrap();
+            ids.push(id);
+        }
+        store.close();
+        drop(store);
+        let old = r#"{"listed":{"users":10,"groups":2},"counts":{"missing_in_app":0,"orphaned_in_app":6,"attribute_mismatch":0,"active_mismatch":0,"membership_mismatch":0},"total":6,"new":6,"resolved":0,"repair":{"queued_items":0,"queued_changes":0,"deprovisions":6,"protected":0,"refused":"repair refused: it would deactivate or delete 6 account(s)"},"requeued_dead":0,"confirmed":null,"duration_seconds":0.042}"#;
+        let conn = rusqlite::Connection::open(Store::database_path(dir.path())).unwrap();
+        for (id, json) in ids.iter().zip([old, r#"{"duration_seconds":0.007}"#, "{not json"]) {
+            conn.execute("UPDATE sync_runs SET summary = ?2 WHERE id = ?1", rusqlite::params![id, json]).unwrap();
+        }
+        drop(conn);
+
+        let store = open(dir.path());
+        let s = store.sync_run(Some(ids[0])).await.unwrap().unwrap().summary.expect("the old summary reads");
+        assert_eq!(s.refused(), Some("repair refused: it would deactivate or delete 6 account(s)"));
+        let r = s.report.as_ref().unwrap();
+        assert_eq!((r.listed.users, r.listed.groups, r.total, r.new, r.repair.deprovisions), (10, 2, 6, 6, 6));
+        assert_eq!((r.counts.get(DriftKind::OrphanedInApp), r.counts.get(DriftKind::StuckProvision)), (6, 0));
+        assert_eq!((r.repair.superseded_dead, r.repair.on_its_way, r.repair.blocked), (0, 0, 0));
+        assert_eq!((r.repair.deprovisioning.as_ref(), r.confirmed, s.duration_seconds), (None, None, Some(0.042)));
+        let failed = store.sync_run(Some(ids[1])).await.unwrap().unwrap().summary;
+        assert_eq!(failed, Some(RunSummary { report: None, duration_seconds: Some(0.007) }));
+        assert_eq!(store.sync_run(Some(ids[2])).await.unwrap().unwrap().summary, None);
+        store.close();
     }
 }

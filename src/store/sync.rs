@@ -83,10 +83,11 @@ pub struct SyncRun {
     pub finished_at: Option<String>,
     pub status: String,
     pub error: Option<String>,
-    pub summary: Value,
+    /// `None` while the run is under way (or when the stored JSON does not read).
+    pub summary: Option<RunSummary>,
 }
 
-pub use crate::model::drift::DriftRow;
+pub use crate::model::drift::{DriftRow, RunSummary};
 
 /// A corrective change a repair queues (one transaction for the whole repair).
 #[derive(Debug, Clone, PartialEq)]
@@ -354,13 +355,19 @@ pub fn run_finish(
     id: i64,
     status: &str,
     error: Option<&str>,
-    summary: &Value,
+    summary: &RunSummary,
     items: &[DriftRow],
     keep_since: &str,
     now: &str,
 ) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE sync_runs SET status = ?2, error = ?3, summary = ?4, finished_at = ?5 WHERE id = ?1")?
-        .execute(params![id, status, error, summary.to_string(), now])?;
+        .execute(params![
+            id,
+            status,
+            error,
+            serde_json::to_string(summary).map_err(|e| StoreError::Internal(e.to_string()))?,
+            now
+        ])?;
     let mut st = conn.prepare_cached(
         "INSERT INTO drift_items (run_id, seq, kind, resource_kind, resource_id, app_id, name, attribute, ours, app,
                                   cause, change, repair, fingerprint)
@@ -403,7 +410,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SyncRun> {
         finished_at: r.get(3)?,
         status: r.get(4)?,
         error: r.get(5)?,
-        summary: summary.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null),
+        summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
     })
 }
 

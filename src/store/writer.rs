@@ -72,7 +72,7 @@ pub enum WriteOp {
         id: i64,
         status: String,
         error: Option<String>,
-        summary: serde_json::Value,
+        summary: crate::model::drift::RunSummary,
         items: Vec<super::sync::DriftRow>,
         keep_since: String,
     },
