@@ -977,6 +977,15 @@ async fn real_main(args: Args) -> Result<()> {
     let result = run_bench(&args, &ctx, &mut rep).await;
 
     let rss_kib = daemon.as_ref().and_then(|d| peak_rss_kib(d.pid));
+    // The store and its WAL after the run (issue 19 asks what a million users cost on disk).
+    let store_mb = daemon.as_ref().map(|d| {
+        let bytes: u64 = ["scimsync.db", "scimsync.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(d.data_dir().join(f)).ok())
+            .map(|m| m.len())
+            .sum();
+        round2(bytes as f64 / 1_048_576.0)
+    });
     let daemon_log_lines = daemon.as_ref().map(|d| d.log.lines());
     if let Some(d) = daemon {
         stop_daemon(d).await;
@@ -988,6 +997,10 @@ async fn real_main(args: Args) -> Result<()> {
         Some(mb) => rep.line(format!("daemon peak RSS: {mb:.1} MB")),
         None if args.url.is_some() => rep.line("daemon peak RSS: n/a (external daemon)"),
         None => rep.line("daemon peak RSS: n/a (could not read /proc/PID/status)"),
+    }
+
+    if let Some(mb) = store_mb {
+        rep.line(format!("store size (database + WAL): {mb:.1} MB"));
     }
 
     if let Some(n) = daemon_log_lines.filter(|&n| n > 0 && !args.daemon_output) {
@@ -1019,6 +1032,7 @@ async fn real_main(args: Args) -> Result<()> {
         "group_buckets": rep.buckets,
         "summary": extra,
         "daemon_peak_rss_mb": rss_mb,
+        "store_mb": store_mb,
         "error_samples": error_samples,
     });
     println!("{out}");
