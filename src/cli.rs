@@ -798,13 +798,16 @@ async fn sync_runs(loaded: Loaded, limit: usize) -> Result<i32> {
     }
     for r in runs {
         let report = r.summary.as_ref().and_then(|s| s.report.as_ref());
-        let what = match &r.error {
-            Some(e) => e.clone(),
-            None => format!(
+        // A run still going has no report yet: say so rather than print nulls.
+        let what = match (&r.error, report) {
+            (Some(e), _) => e.clone(),
+            (None, None) if r.status == "running" => "running".to_string(),
+            (None, None) => "no report".to_string(),
+            (None, Some(s)) => format!(
                 "{} item(s), {} new, {} resolved{}",
-                shown(report.map(|s| s.total)),
-                shown(report.map(|s| s.new)),
-                shown(report.map(|s| s.resolved)),
+                s.total,
+                s.new,
+                s.resolved,
                 if r.summary.as_ref().and_then(|s| s.refused()).is_some() {
                     ", repair refused (safety limit)"
                 } else {
@@ -812,12 +815,13 @@ async fn sync_runs(loaded: Loaded, limit: usize) -> Result<i32> {
                 }
             ),
         };
+        let seconds = r.summary.as_ref().and_then(|s| s.duration_seconds);
         outln!(
             "{:>6}  {:<9} {:<25} {:>9}  {:<7} {}",
             r.id,
             r.trigger,
             r.started_at,
-            shown(r.summary.as_ref().and_then(|s| s.duration_seconds)),
+            seconds.map(|d| shown(Some(d))).unwrap_or_else(|| "-".to_string()),
             r.status,
             what
         );

@@ -149,3 +149,29 @@ fn check_config_and_serve_reject_unknown_keys_with_the_nearest_one() {
         assert!(!dir.path().join("data").exists(), "{cmd} created the store");
     }
 }
+
+/// A sync run still going has no report yet: `sync runs` says it is running instead of
+/// printing `null item(s)` and a `null` duration.
+#[tokio::test]
+async fn a_running_sync_is_listed_as_running() {
+    let app = ScimApp::start().await;
+    let proxy = crate::app::Proxy::start(&app.base).await;
+    let d = Daemon::start_with(&format!("{}[reconcile]\nschedule = \"\"\n", scim_target_config(&proxy.base)));
+    // The app answers slowly, so the run's listing takes a while.
+    proxy.set(crate::app::Mode::Slow(std::time::Duration::from_secs(3)));
+    let (http, url) = (d.http.clone(), format!("{}/sync", d.admin_base));
+    let run = tokio::spawn(async move { http.post(url).header("x-requested-by", "tests").send().await });
+    let mut listed = String::new();
+    for _ in 0..200 {
+        listed = d.cli(&["sync", "runs"]);
+        if listed.contains("running") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let line = listed.lines().find(|l| l.contains("running")).unwrap_or_else(|| panic!("no running run:\n{listed}"));
+    assert!(!line.contains("null"), "{line}");
+    assert!(line.trim_end().ends_with("running"), "{line}");
+    proxy.set(crate::app::Mode::Forward);
+    let _ = run.await;
+}
