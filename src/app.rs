@@ -39,7 +39,7 @@ pub fn open_store(cfg: &Config) -> Result<Store, StoreError> {
 
 /// On a fresh install there is no token and no IdP could connect: make one, to be shown once.
 pub async fn bootstrap_token(store: &Store) -> Result<Option<NewToken>, StoreError> {
-    if store.list_tokens().await?.iter().any(|t| t.revoked_at.is_none()) {
+    if store.tokens().list().await?.iter().any(|t| t.revoked_at.is_none()) {
         return Ok(None);
     }
     let audit = NewAudit {
@@ -51,7 +51,7 @@ pub async fn bootstrap_token(store: &Store) -> Result<Option<NewToken>, StoreErr
         request_id: None,
         summary: serde_json::json!({"reason": "first start: no active token"}),
     };
-    Ok(Some(store.create_token_audited("bootstrap", audit).await?))
+    Ok(Some(store.tokens().create("bootstrap", audit).await?))
 }
 
 /// Audit records pruned per transaction: small enough that the writer (and so every SCIM
@@ -66,7 +66,7 @@ pub async fn prune_audit(store: Store, retention_days: u64, interval: Duration, 
     }
     loop {
         let before = crate::model::time_before(Duration::from_secs(retention_days * 86_400));
-        match store.audit_prune(&before, AUDIT_PRUNE_BATCH).await {
+        match store.audit().prune(&before, AUDIT_PRUNE_BATCH).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, before, "audit log: expired records deleted"),
             Err(e) => tracing::warn!(error = %e, "audit log: pruning failed; will try again"),
@@ -262,7 +262,7 @@ pub async fn run(
             }
             // What a dry run marked delivered never reached an app: on a real target after a
             // dry run, everything is queued for it again.
-            match store.target_switch(&target_identity(cfg)).await {
+            match store.sync().target_switch(&target_identity(cfg)).await {
                 Ok(t) if t.requeued > 0 => tracing::warn!(
                     requeued = t.requeued,
                     forgotten_dry_run_ids = t.forgotten,
@@ -288,7 +288,7 @@ pub async fn run(
             Some(tokio::spawn(outbox_worker::run(store, target, opts, wake, stop)))
         }
         Ok(None) => {
-            let queued = store.outbox_depth().await.map(|d| d.0).unwrap_or(0);
+            let queued = store.outbox().depth().await.map(|d| d.0).unwrap_or(0);
             tracing::warn!(
                 queued,
                 "no downstream target configured (target.kind = \"none\"): changes are stored and queued, not provisioned"

@@ -261,13 +261,8 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// An operator's action, for the audit log.
 fn cli_audit(method: &str, resource_type: &str, resource_id: Option<&str>) -> crate::store::NewAudit {
     crate::store::NewAudit {
-        actor: "cli".into(),
-        token_id: None,
-        method: method.into(),
-        resource_type: resource_type.into(),
         resource_id: resource_id.map(str::to_string),
-        request_id: None,
-        summary: serde_json::json!({}),
+        ..crate::store::NewAudit::new("cli", method, resource_type)
     }
 }
 
@@ -317,7 +312,7 @@ async fn audit(loaded: Loaded, since: Option<&str>, resource: Option<&str>, json
     };
     let store = open_for_cli(&loaded)?;
     let q = crate::store::AuditQuery { since, resource_type, resource, limit: limit.max(1) };
-    let records = store.audit_list(q).await;
+    let records = store.audit().list(q).await;
     tokio::task::spawn_blocking(move || store.close()).await.ok();
     let mut out = std::io::stdout().lock();
     for r in records? {
@@ -485,7 +480,7 @@ async fn token(loaded: Loaded, action: TokenAction) -> Result<i32> {
     };
     let code = match action {
         TokenAction::Create { label } => {
-            let t = store.create_token_audited(&label, cli_audit("token create", "token", None)).await?;
+            let t = store.tokens().create(&label, cli_audit("token create", "token", None)).await?;
             eprintln!("created token {} (label {:?}); it is shown only this once:", t.id, t.label);
             writeln!(std::io::stdout(), "{}", t.token).with_context(|| {
                 format!("token {} was created but could not be printed; revoke it (`scimsync token revoke {}`) and create another", t.id, t.id)
@@ -494,14 +489,14 @@ async fn token(loaded: Loaded, action: TokenAction) -> Result<i32> {
         }
         TokenAction::List => {
             outln!("{:<10} {:<24} {:<26} status", "id", "label", "created");
-            for t in store.list_tokens().await? {
+            for t in store.tokens().list().await? {
                 let status = t.revoked_at.as_ref().map(|r| format!("revoked {r}")).unwrap_or_else(|| "active".into());
                 outln!("{:<10} {:<24} {:<26} {status}", t.id, t.label, t.created_at);
             }
             0
         }
         TokenAction::Revoke { id } => {
-            if store.revoke_token_audited(&id, cli_audit("token revoke", "token", Some(&id))).await? {
+            if store.tokens().revoke(&id, cli_audit("token revoke", "token", Some(&id))).await? {
                 eprintln!("revoked token {id}");
                 0
             } else {
@@ -558,10 +553,10 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
             } else {
                 None
             };
-            let rows = store.outbox_list(state, limit).await?;
-            let (depth, oldest) = store.outbox_depth().await?;
+            let rows = store.outbox().list(state, limit).await?;
+            let (depth, oldest) = store.outbox().depth().await?;
             outln!("{depth} change(s) waiting{}", oldest.map(|o| format!(", oldest from {o}")).unwrap_or_default());
-            let guard = store.guard_status().await?;
+            let guard = store.outbox().guard_status().await?;
             if let Some(at) = &guard.tripped_at {
                 outln!(
                     "deletion guard TRIPPED at {at} ({} deprovisioning change(s) in the window): {} change(s) held; \
@@ -595,7 +590,7 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
             }
             0
         }
-        OutboxAction::Show { id } => match store.outbox_get(id).await? {
+        OutboxAction::Show { id } => match store.outbox().get(id).await? {
             None => {
                 eprintln!("no outbox row {id}");
                 1
@@ -638,7 +633,7 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
                 2
             } else {
                 let audit = cli_audit("outbox retry", "outbox", id.map(|i| i.to_string()).as_deref());
-                let n = store.outbox_retry_dead_audited(id, audit).await?;
+                let n = store.outbox().retry_dead(id, audit).await?;
                 eprintln!("re-queued {n} dead change(s)");
                 if n == 0 && id.is_some() { 1 } else { 0 }
             }
@@ -647,7 +642,7 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
             if !confirm {
                 eprintln!("dropping change {id} means it never reaches the app; run again with --confirm to do it");
                 2
-            } else if store.outbox_drop_audited(id, cli_audit("outbox drop", "outbox", Some(&id.to_string()))).await? {
+            } else if store.outbox().drop_row(id, cli_audit("outbox drop", "outbox", Some(&id.to_string()))).await? {
                 tracing::warn!(outbox_id = id, "outbox row dropped by an operator");
                 eprintln!("dropped change {id}");
                 0
@@ -663,22 +658,21 @@ async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
             2
         }
         OutboxAction::Release { .. } => {
-            let n = store.outbox_release_held_audited(cli_audit("outbox release --held", "outbox", None)).await?;
+            let n = store.outbox().release_held(cli_audit("outbox release --held", "outbox", None)).await?;
             tracing::warn!(rows = n, "deletion guard: held changes released by an operator; the guard is reset");
             eprintln!("released {n} held change(s); the running daemon delivers them, and the deletion guard is reset");
             0
         }
         OutboxAction::Discard { confirm, .. } => {
             if !confirm {
-                let n = store.guard_status().await?.held;
+                let n = store.outbox().guard_status().await?.held;
                 eprintln!(
                     "discarding means the {n} held change(s) never reach the app; run again with --confirm to do it"
                 );
                 2
             } else {
                 // The audit record (with every dropped change) commits with the discard.
-                let rows =
-                    store.outbox_discard_held_audited(cli_audit("outbox discard --held", "outbox", None)).await?;
+                let rows = store.outbox().discard_held(cli_audit("outbox discard --held", "outbox", None)).await?;
                 for r in &rows {
                     tracing::warn!(
                         outbox_id = r.id,
@@ -704,7 +698,7 @@ async fn resync(loaded: Loaded, kind: &str, id: &str) -> Result<i32> {
         return Ok(2);
     };
     let store = open_for_cli(&loaded)?;
-    let code = match store.resync_audited(kind, id, cli_audit("resync", kind.as_str(), Some(id))).await {
+    let code = match store.outbox().resync(kind, id, cli_audit("resync", kind.as_str(), Some(id))).await {
         Ok(n) => {
             eprintln!("queued {} {id} for delivery (outbox {n})", kind.as_str());
             0
@@ -787,7 +781,7 @@ async fn sync_now(loaded: &Loaded, confirm: Option<i64>, url: Option<String>, ti
 
 async fn sync_runs(loaded: Loaded, limit: usize) -> Result<i32> {
     let store = open_for_cli(&loaded)?;
-    let runs = store.sync_runs(limit).await?;
+    let runs = store.sync().runs(limit).await?;
     if runs.is_empty() {
         match app::reconcilable(&loaded.config).why_not() {
             Some(why) => outln!("no sync run: {why}"),
@@ -850,7 +844,7 @@ async fn print_report(
     reconcilable: &crate::reconcile::report::Reconcilable,
 ) -> Result<i32> {
     use crate::reconcile::report;
-    let Some(r) = store.sync_run(run).await? else {
+    let Some(r) = store.sync().run(run).await? else {
         if run.is_some() {
             eprintln!("no such sync run (see `scimsync sync runs`)");
         } else if reconcilable.why_not().is_none() {
@@ -858,9 +852,9 @@ async fn print_report(
         }
         return Ok(1);
     };
-    let items = store.drift_items(r.id).await?;
+    let items = store.sync().drift_items(r.id).await?;
     if run.is_none()
-        && let Some(l) = store.sync_runs(1).await?.into_iter().next().filter(|l| l.id != r.id)
+        && let Some(l) = store.sync().runs(1).await?.into_iter().next().filter(|l| l.id != r.id)
     {
         eprintln!(
             "note: the latest run ({}, started {}) {}: {}; this is the last successful report",

@@ -138,7 +138,7 @@ pub async fn run(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    match store.outbox_recover().await {
+    match store.outbox().recover().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(rows = n, "outbox: re-queued deliveries interrupted by a crash or kill"),
         Err(e) => tracing::error!(error = %e, "outbox: could not recover leases"),
@@ -177,7 +177,7 @@ pub async fn run(
         if free > 0 {
             let lease_until = time_after(opts.lease);
             let guard = opts.deletion_guard.as_ref().map(DeletionGuard::policy);
-            match store.outbox_claim(free, opts.max_rows_per_bundle, lease_until, guard).await {
+            match store.outbox().claim(free, opts.max_rows_per_bundle, lease_until, guard).await {
                 Ok(crate::store::Claimed { bundles, tripped, held }) => {
                     if let Some(t) = tripped {
                         tracing::warn!(
@@ -199,7 +199,7 @@ pub async fn run(
                                 next_attempt_at: time_after(wait),
                                 reason: "paused: the app asked to slow down".into(),
                             };
-                            if let Err(e) = store.outbox_complete(&b, now(), back).await {
+                            if let Err(e) = store.outbox().complete(&b, now(), back).await {
                                 tracing::error!(error = %e, "outbox: could not release a claim during a pause");
                             }
                             continue;
@@ -359,7 +359,7 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
         },
         clock.elapsed(),
     );
-    if let Err(e) = store.outbox_complete(&bundle, started, completion).await {
+    if let Err(e) = store.outbox().complete(&bundle, started, completion).await {
         // The lease will expire and the bundle will be delivered again: at-least-once.
         tracing::error!(outbox_id = head.id, error = %e, "could not record the delivery outcome");
     }
@@ -451,17 +451,18 @@ async fn build_job(store: &Store, bundle: &Bundle, afresh: bool) -> Result<Prepa
     let resync = afresh || bundle.rows.iter().any(|r| r.payload.resync);
     let created_here = ops.contains(&ChangeOp::Create) || resync;
     let current = store
+        .resources()
         .get(kind, &head.resource_id, Load { members: kind == ResourceKind::Group && created_here, groups: false })
         .await?;
     let mut current = current;
     if let (ResourceKind::User, Some(user)) = (kind, current.as_mut()) {
         // Under a provisioning policy the app gets the user's effective roles and
         // entitlements (computed from its groups now), replacing whatever the IdP sent.
-        if let Some(access) = store.effective_access(&head.resource_id).await? {
+        if let Some(access) = store.resources().effective_access(&head.resource_id).await? {
             access.insert_into(&mut user.attrs);
         }
     }
-    let app_id = if afresh { None } else { store.app_id(&head.resource_id).await? };
+    let app_id = if afresh { None } else { store.outbox().app_id(&head.resource_id).await? };
     let Folded { attrs_changed, tombstone, app_record, deactivate_only, mut added, mut removed } =
         fold(bundle.rows.iter().map(|r| &r.payload));
     let attrs_changed = attrs_changed || created_here;
@@ -478,17 +479,17 @@ async fn build_job(store: &Store, bundle: &Bundle, afresh: bool) -> Result<Prepa
             member_app_ids.insert(id.clone(), app.to_string());
             continue;
         }
-        match store.app_id(id).await? {
+        match store.outbox().app_id(id).await? {
             Some(a) => {
                 member_app_ids.insert(id.clone(), a);
             }
             // A member still on its way to the app: the group waits for it. One with nothing
             // pending and no app id (deleted since) is simply skipped.
-            None if added.contains(id) && store.has_undelivered(id).await? => missing.push(id.clone()),
+            None if added.contains(id) && store.outbox().has_undelivered(id).await? => missing.push(id.clone()),
             // Delivered between the two reads (its app id and its delivered state commit
             // together): read the id again, or the member would be skipped for good.
             None => {
-                if let Some(a) = store.app_id(id).await? {
+                if let Some(a) = store.outbox().app_id(id).await? {
                     member_app_ids.insert(id.clone(), a);
                 }
             }

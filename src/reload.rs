@@ -95,7 +95,7 @@ pub fn spawn(
             } else {
                 "serving; the last reload was refused (see the log), previous settings in force"
             });
-            match store.list_tokens().await {
+            match store.tokens().list().await {
                 Ok(t) => tracing::info!(
                     active_tokens = t.iter().filter(|t| t.revoked_at.is_none()).count(),
                     "API tokens are checked against the store on every request; no reload needed"

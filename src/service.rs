@@ -184,7 +184,7 @@ impl Service {
     }
 
     pub async fn authenticate(&self, token: &str) -> Result<Option<TokenInfo>, ServiceError> {
-        Ok(self.store.verify_token(token).await?)
+        Ok(self.store.tokens().verify(token).await?)
     }
 
     pub async fn create(&self, origin: &Origin, kind: ResourceKind, body: Value) -> Result<Resource, ServiceError> {
@@ -197,13 +197,17 @@ impl Service {
         };
         let summary = audit_summary::created(&new.attrs, new.members.len());
         let audit = origin.audit("POST", kind, Some(&new.id), summary);
-        match self.store.create_audited(new, audit).await {
+        match self.store.resources().create(new, audit).await {
             // Idempotent create (policy.account.existing_email_on_create = "return_existing"):
             // the account that has the address is the answer, unchanged.
             Err(StoreError::Unique { attribute: "emails", value }) if self.returns_existing(kind) => {
                 let text = format!("emails.value eq {}", Value::String(value.clone()));
                 let filter = parse_filter(kind, &text)?;
-                let page = self.store.list(kind, Some(filter), None, Position::Offset(0), 1, Load::default()).await?;
+                let page = self
+                    .store
+                    .resources()
+                    .list(kind, Some(filter), None, Position::Offset(0), 1, Load::default())
+                    .await?;
                 match page.resources.into_iter().next() {
                     Some(existing) => Ok(existing),
                     None => Err(StoreError::Unique { attribute: "emails", value }.into()),
@@ -223,6 +227,7 @@ impl Service {
 
     pub async fn get(&self, kind: ResourceKind, id: &str, load: Load) -> Result<Resource, ServiceError> {
         self.store
+            .resources()
             .get(kind, id, load)
             .await?
             .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.as_str())).into())
@@ -279,7 +284,7 @@ impl Service {
         audit: NewAudit,
         if_match: Option<u64>,
     ) -> Option<Result<Resource, ServiceError>> {
-        match self.committed(self.store.update_audited(upd, audit).await) {
+        match self.committed(self.store.resources().update(upd, audit).await) {
             Err(StoreError::VersionMismatch { .. }) if if_match.is_none() => None,
             other => Some(other.map_err(Into::into)),
         }
@@ -339,7 +344,7 @@ impl Service {
         if_match: Option<u64>,
     ) -> Result<(), ServiceError> {
         let audit = origin.audit("DELETE", kind, Some(id), Value::Object(Default::default()));
-        Ok(self.committed(self.store.delete_audited(kind, id, if_match, audit).await)?)
+        Ok(self.committed(self.store.resources().delete(kind, id, if_match, audit).await)?)
     }
 
     /// A page of resources (RFC 7644 §3.4.2): `filter` parsed and checked against the
@@ -359,7 +364,8 @@ impl Service {
         let sort = list::parse_sort(kind, req.sort_by.as_deref(), req.sort_order.as_deref())?;
         let (offset, count) = self.page(&req);
         let Some(text) = &req.cursor else {
-            let page = self.store.list(kind, filter, sort, Position::Offset(offset), count, req.load).await?;
+            let page =
+                self.store.resources().list(kind, filter, sort, Position::Offset(offset), count, req.load).await?;
             return Ok(Listed { page, next_cursor: None });
         };
         if req.start_index_given {
@@ -374,7 +380,7 @@ impl Service {
         let fingerprint = cursor::fingerprint(kind, req.filter.as_deref());
         let now = crate::model::unix_now();
         let at = cursor::decode(text, fingerprint, now)?;
-        let page = self.store.list(kind, filter, None, Position::After(at.after), count, req.load).await?;
+        let page = self.store.resources().list(kind, filter, None, Position::After(at.after), count, req.load).await?;
         let next = page.next_after.map(|after| cursor::encode(after, fingerprint, now));
         Ok(Listed { page, next_cursor: Some(next) })
     }
@@ -447,7 +453,11 @@ impl Service {
             .into());
         }
         let (offset, count) = self.page(&req);
-        Ok(self.store.list_many(parts, sort_by.map(|_| descending), Position::Offset(offset), count, req.load).await?)
+        Ok(self
+            .store
+            .resources()
+            .list_many(parts, sort_by.map(|_| descending), Position::Offset(offset), count, req.load)
+            .await?)
     }
 
     /// `POST /Bulk` (RFC 7644 §3.7): run the operations one by one, each through the same

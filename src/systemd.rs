@@ -57,13 +57,13 @@ pub fn spawn_watchdog(store: Store, shutdown: CancellationToken) {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(tick) => {}
             }
-            let healthy = matches!(tokio::time::timeout(tick, store.writer_pragmas()).await, Ok(Ok(_)));
+            let healthy = matches!(tokio::time::timeout(tick, store.admin().settings()).await, Ok(Ok(_)));
             if interval.is_some() && healthy {
                 notify(&[NotifyState::Watchdog]);
             } else if interval.is_some() {
                 tracing::error!("store writer did not answer; withholding the systemd watchdog ping");
             }
-            if let Ok(Ok((depth, _))) = tokio::time::timeout(tick, store.outbox_depth()).await {
+            if let Ok(Ok((depth, _))) = tokio::time::timeout(tick, store.outbox().depth()).await {
                 status(&format!("serving; {depth} change(s) queued for the app"));
             }
         }

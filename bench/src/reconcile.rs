@@ -21,7 +21,7 @@ use scimsync::model::ResourceKind;
 use scimsync::model::drift::{Cause, Change, DriftKind};
 use scimsync::reconcile::ReconcileError;
 use scimsync::reconcile::full_sync::{self, Listing, Trigger};
-use scimsync::store::{Completion, NewResource, Store, StoreOptions};
+use scimsync::store::{Completion, NewAudit, NewResource, Store, StoreOptions};
 
 use super::{GROUP_SCHEMA, USER_SCHEMA};
 
@@ -392,7 +392,8 @@ async fn create_and_deliver(store: &Store, items: Vec<(ResourceKind, String, Val
         set.spawn(async move {
             let parsed = scimsync::scim::resource::parse_input(kind, body).map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let new = NewResource { kind, id, attrs: parsed.attrs, members: parsed.members.unwrap_or_default() };
-            let r = store.create(new).await.context("create")?;
+            let r =
+                store.resources().create(new, NewAudit::new("bench", "POST", kind.as_str())).await.context("create")?;
             Ok::<_, anyhow::Error>((r.id.clone(), (r.meta.version, scimsync::downstream::representation(&r))))
         });
     }
@@ -404,7 +405,7 @@ async fn create_and_deliver(store: &Store, items: Vec<(ResourceKind, String, Val
     let applied = Arc::new(std::sync::Mutex::new(applied));
     loop {
         let lease = scimsync::model::time_after(std::time::Duration::from_secs(600));
-        let claimed = store.outbox_claim(SETUP_CHUNK, 16, lease, None).await.context("claim")?;
+        let claimed = store.outbox().claim(SETUP_CHUNK, 16, lease, None).await.context("claim")?;
         if claimed.bundles.is_empty() {
             break;
         }
@@ -417,7 +418,7 @@ async fn create_and_deliver(store: &Store, items: Vec<(ResourceKind, String, Val
                 let a = applied.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                 let done =
                     Completion::Success { id_map: Some(Some(app_id(&id))), applied: a, note: None, recreated: false };
-                store.outbox_complete(&b, scimsync::model::now(), done).await.context("complete")
+                store.outbox().complete(&b, scimsync::model::now(), done).await.context("complete")
             });
         }
         while let Some(r) = set.join_next().await {
@@ -617,7 +618,7 @@ pub async fn run(args: ReconcileArgs) -> Result<()> {
         }
         say(format!("  total {}, new {}, resolved {}", s.total, s.new, s.resolved));
         // Causes: every injected difference was delivered first, then changed in the app.
-        let items = store.drift_items(res.run_id).await.map_err(|e| anyhow::anyhow!("drift items: {e}"))?;
+        let items = store.sync().drift_items(res.run_id).await.map_err(|e| anyhow::anyhow!("drift items: {e}"))?;
         let mut causes: BTreeMap<String, u64> = BTreeMap::new();
         for it in items.iter().filter(|i| i.change != Change::Resolved) {
             *causes.entry(format!("{}/{}", it.kind.as_str(), it.cause.as_str())).or_default() += 1;

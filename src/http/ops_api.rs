@@ -126,7 +126,7 @@ async fn handle(state: &OpsState, path: &str, query: &str, method: &Method, head
                 &json!({"error": "confirm takes the id of the run whose refused repair you reviewed, e.g. /sync?confirm=12 (see /sync/runs)"}),
             ),
         },
-        "/sync/runs" => match state.store.sync_runs(50).await {
+        "/sync/runs" => match state.store.sync().runs(50).await {
             Ok(runs) => json_response(StatusCode::OK, &json!({ "runs": runs })),
             Err(e) => store_error(e),
         },
@@ -179,12 +179,12 @@ async fn sync_now(state: &OpsState, confirm: Option<i64>) -> Response {
 
 async fn drift(state: &OpsState, run_id: Option<i64>, html: bool) -> Response {
     use crate::reconcile::report;
-    let run = match state.store.sync_run(run_id).await {
+    let run = match state.store.sync().run(run_id).await {
         Ok(r) => r,
         Err(e) => return store_error(e),
     };
     let items = match &run {
-        Some(r) => match state.store.drift_items(r.id).await {
+        Some(r) => match state.store.sync().drift_items(r.id).await {
             Ok(i) => i,
             Err(e) => return store_error(e),
         },
@@ -196,7 +196,7 @@ async fn drift(state: &OpsState, run_id: Option<i64>, html: bool) -> Response {
         return r;
     }
     // Say when a later run failed: the report shown is then older than the last attempt.
-    let latest = state.store.sync_runs(1).await.ok().and_then(|r| r.into_iter().next());
+    let latest = state.store.sync().runs(1).await.ok().and_then(|r| r.into_iter().next());
     match run {
         Some(run) => {
             let mut body = report::to_json(&run, &items);
@@ -261,7 +261,7 @@ async fn readyz(state: &OpsState) -> Response {
 /// The readiness verdict and its JSON detail (for `/readyz` and the status page).
 async fn readiness(state: &OpsState) -> (bool, Value) {
     let mut reasons: Vec<String> = Vec::new();
-    let store_check = match tokio::time::timeout(CHECK_TIMEOUT, state.store.writer_pragmas()).await {
+    let store_check = match tokio::time::timeout(CHECK_TIMEOUT, state.store.admin().settings()).await {
         Ok(Ok(_)) => json!({"ok": true}),
         Ok(Err(e)) => {
             reasons.push(format!("store: not writable: {e}"));
@@ -272,7 +272,7 @@ async fn readiness(state: &OpsState) -> (bool, Value) {
             json!({"ok": false, "error": "timeout"})
         }
     };
-    let migrations_check = match tokio::time::timeout(CHECK_TIMEOUT, state.store.schema_version()).await {
+    let migrations_check = match tokio::time::timeout(CHECK_TIMEOUT, state.store.admin().schema_version()).await {
         Ok(Ok((current, expected))) if current == expected => {
             json!({"ok": true, "version": current})
         }
@@ -302,7 +302,7 @@ async fn readiness(state: &OpsState) -> (bool, Value) {
     };
     // A tripped deletion guard is reported, not a reason to be unready: the API must keep
     // answering the IdP while an admin decides.
-    let guard_check = match tokio::time::timeout(CHECK_TIMEOUT, state.store.guard_status()).await {
+    let guard_check = match tokio::time::timeout(CHECK_TIMEOUT, state.store.outbox().guard_status()).await {
         Ok(Ok(g)) => json!({
             "tripped": g.tripped_at.is_some(),
             "tripped_at": g.tripped_at,
@@ -355,15 +355,15 @@ async fn status(state: &OpsState) -> Response {
         .unwrap_or_default();
     let store = &state.store;
     let read = async {
-        let (depth, oldest) = store.outbox_depth().await?;
-        let counts = store.outbox_counts().await?;
-        let guard = store.guard_status().await?;
-        let held = store.held_changes(STATUS_ROWS).await?;
-        let recent = store.recent_attempts(STATUS_ROWS, false).await?;
-        let failures = store.recent_attempts(STATUS_ROWS, true).await?;
-        let changes = store.audit_list(crate::store::AuditQuery { limit: STATUS_ROWS, ..Default::default() }).await?;
-        let runs = store.sync_runs(SYNC_RUN_ROWS).await?;
-        let report = store.sync_run(None).await?;
+        let (depth, oldest) = store.outbox().depth().await?;
+        let counts = store.outbox().counts().await?;
+        let guard = store.outbox().guard_status().await?;
+        let held = store.outbox().held_changes(STATUS_ROWS).await?;
+        let recent = store.outbox().recent_attempts(STATUS_ROWS, false).await?;
+        let failures = store.outbox().recent_attempts(STATUS_ROWS, true).await?;
+        let changes = store.audit().list(crate::store::AuditQuery { limit: STATUS_ROWS, ..Default::default() }).await?;
+        let runs = store.sync().runs(SYNC_RUN_ROWS).await?;
+        let report = store.sync().run(None).await?;
         Ok::<_, crate::store::StoreError>((depth, oldest, counts, guard, held, recent, failures, changes, runs, report))
     };
     let mut view = StatusView {
@@ -460,11 +460,11 @@ async fn metrics(state: &OpsState) -> Response {
     let (ready, _) = readiness(state).await;
     telemetry::set_ready(ready);
     let store = &state.store;
-    let mut g = telemetry::StoreGauges { database_size_bytes: store.database_size_bytes(), ..Default::default() };
+    let mut g = telemetry::StoreGauges { database_size_bytes: store.admin().size_bytes(), ..Default::default() };
     let read = async {
-        let (depth, oldest) = store.outbox_depth().await?;
-        let counts = store.outbox_counts().await?;
-        let guard = store.guard_status().await?;
+        let (depth, oldest) = store.outbox().depth().await?;
+        let counts = store.outbox().counts().await?;
+        let guard = store.outbox().guard_status().await?;
         Ok::<_, crate::store::StoreError>((depth, oldest, counts, guard))
     };
     match tokio::time::timeout(CHECK_TIMEOUT, read).await {

@@ -18,7 +18,7 @@ use super::plan::{self, Fix, Found, Repair};
 use crate::config::ReconcileConfig;
 use crate::model::ResourceKind;
 use crate::model::drift::{Change, KindCounts, Listed, RepairSummary, RunReport, RunSummary};
-use crate::store::{AppKey, DriftRow, Matched, PageMatch, Store};
+use crate::store::{AppKey, DriftRow, Matched, PageMatch, RunFinish, Store};
 
 /// Where the app's accounts come from, and how its records read: the downstream target in
 /// the daemon (a SCIM app, or a REST app through its field mapping), a listing in memory in
@@ -251,7 +251,7 @@ pub async fn run<L: Listing>(
     confirm: Option<i64>,
 ) -> Result<RunResult, crate::store::StoreError> {
     let clock = Instant::now();
-    let run_id = store.sync_run_start(trigger.as_str()).await?;
+    let run_id = store.sync().run_start(trigger.as_str()).await?;
     tracing::info!(run = run_id, trigger = trigger.as_str(), "sync run started");
     let outcome = collect(store, listing, cfg, deactivates, confirm, run_id).await;
     let keep_since = shift_secs(cfg.report_retention_days.min(36_500) * 86_400);
@@ -260,7 +260,9 @@ pub async fn run<L: Listing>(
             let counts = report.counts.pairs();
             let summary =
                 RunSummary { report: Some(report), duration_seconds: Some(round3(clock.elapsed().as_secs_f64())) };
-            store.sync_run_finish(run_id, "ok", None, summary.clone(), rows, keep_since).await?;
+            let finish =
+                RunFinish { status: "ok".into(), error: None, summary: summary.clone(), items: rows, keep_since };
+            store.sync().run_finish(run_id, finish).await?;
             crate::telemetry::sync_run(true, clock.elapsed(), &counts);
             let logged = serde_json::to_string(&summary).unwrap_or_default();
             tracing::info!(run = run_id, summary = %logged, "sync run finished");
@@ -269,9 +271,14 @@ pub async fn run<L: Listing>(
         Err(error) => {
             let error = error.to_string();
             let summary = RunSummary { report: None, duration_seconds: Some(round3(clock.elapsed().as_secs_f64())) };
-            store
-                .sync_run_finish(run_id, "failed", Some(error.clone()), summary.clone(), Vec::new(), keep_since)
-                .await?;
+            let finish = RunFinish {
+                status: "failed".into(),
+                error: Some(error.clone()),
+                summary: summary.clone(),
+                items: Vec::new(),
+                keep_since,
+            };
+            store.sync().run_finish(run_id, finish).await?;
             crate::telemetry::sync_run(false, clock.elapsed(), &[]);
             tracing::warn!(run = run_id, error = %error, "sync run failed");
             RunResult { run_id, status: "failed".into(), error: Some(error), summary }
@@ -308,9 +315,9 @@ async fn collect<L: Listing>(
     }
     // Stuck provisions: gathered before dead rows are re-queued, so the report shows them.
     let older = shift_secs(cfg.stuck_after_seconds);
-    let stuck = store.sync_stuck(older, 10_000).await?;
+    let stuck = store.sync().stuck(older, 10_000).await?;
     let requeued: HashSet<i64> =
-        if cfg.requeue_dead { store.sync_requeue_dead().await?.into_iter().collect() } else { HashSet::new() };
+        if cfg.requeue_dead { store.sync().requeue_dead().await?.into_iter().collect() } else { HashSet::new() };
     let stuck_start = found.len();
     for s in &stuck {
         found.push(Found {
@@ -330,8 +337,10 @@ async fn collect<L: Listing>(
         });
     }
     // The previous report: the base of new/resolved, and which repairs were tried already.
-    let previous: Vec<DriftRow> = match store.sync_run(None).await? {
-        Some(prev) => store.drift_items(prev.id).await?.into_iter().filter(|r| r.change != Change::Resolved).collect(),
+    let previous: Vec<DriftRow> = match store.sync().run(None).await? {
+        Some(prev) => {
+            store.sync().drift_items(prev.id).await?.into_iter().filter(|r| r.change != Change::Resolved).collect()
+        }
         None => Vec::new(),
     };
     let tried: HashSet<String> =
@@ -341,7 +350,7 @@ async fn collect<L: Listing>(
     for s in &stuck {
         p.repair.push(if requeued.contains(&s.outbox_id) { Repair::Requeued } else { Repair::None });
     }
-    let results = if p.ops.is_empty() { Vec::new() } else { store.sync_repair(run_id, p.ops.clone()).await? };
+    let results = if p.ops.is_empty() { Vec::new() } else { store.sync().repair(run_id, p.ops.clone()).await? };
     let queued = results.iter().filter(|r| r.queued()).count();
     let superseded: usize = results
         .iter()
@@ -427,7 +436,7 @@ async fn collect<L: Listing>(
 /// What confirming run `run_id` approves: the deprovisionings its refused repair listed.
 /// An error (the reason) when that run does not exist or did not refuse a repair.
 pub async fn confirmable(store: &Store, run_id: i64) -> Result<plan::Confirmed, ReconcileError> {
-    let Some(run) = store.sync_run(Some(run_id)).await? else {
+    let Some(run) = store.sync().run(Some(run_id)).await? else {
         return Err(ReconcileError::NoSuchRun(run_id));
     };
     let Some(refused) = run.summary.and_then(|s| s.report).map(|r| r.repair).filter(|r| r.refused.is_some()) else {
@@ -436,7 +445,7 @@ pub async fn confirmable(store: &Store, run_id: i64) -> Result<plan::Confirmed, 
     // Only the newest report can be confirmed: an older one may describe an app that has
     // changed since, and a confirmation used once (its run is then the newest) cannot be
     // replayed.
-    let latest = store.sync_run(None).await?.map(|r| r.id);
+    let latest = store.sync().run(None).await?.map(|r| r.id);
     if latest != Some(run_id) {
         let latest = latest.map(|l| l.to_string()).unwrap_or_default();
         return Err(ReconcileError::NotLatest { run_id, latest });
@@ -519,7 +528,7 @@ async fn desired_access(
     if res.kind != ResourceKind::User {
         return Ok(None);
     }
-    let Some(access) = store.effective_access(&res.id).await? else { return Ok(None) };
+    let Some(access) = store.resources().effective_access(&res.id).await? else { return Ok(None) };
     let mut ours = res.attrs.clone();
     access.insert_into(&mut ours);
     Ok(Some(ours))
@@ -548,7 +557,7 @@ async fn diff_kind<L: Listing>(
             let record = crate::downstream::truncate(&page[bad].to_string(), 200);
             return Err(listing_failed(kind, ReconcileError::RecordWithoutId(record.to_string())));
         }
-        let matched = store.sync_match_page(kind, keys.clone()).await?;
+        let matched = store.sync().match_page(kind, keys.clone()).await?;
         Ok::<_, ReconcileError>((page, keys, matched, next))
     };
     let fields = listing.fields(kind);
@@ -656,10 +665,10 @@ async fn diff_kind<L: Listing>(
         current = ahead?;
     }
     // Ours that the app did not list: missing there.
-    let all = store.sync_all_ids(kind).await?;
+    let all = store.sync().all_ids(kind).await?;
     let unseen: Vec<String> = all.into_iter().filter(|(id, _)| !seen.contains(id)).map(|(id, _)| id).collect();
     for chunk in unseen.chunks(500) {
-        for m in store.sync_load_unmatched(kind, chunk.to_vec()).await? {
+        for m in store.sync().load_unmatched(kind, chunk.to_vec()).await? {
             let with_access = desired_access(store, &m.resource).await?;
             let ours = with_access.as_ref().unwrap_or(&m.resource.attrs);
             let ours_view = listing.desired(kind, ours);
@@ -700,7 +709,7 @@ async fn member_fix(
     let missing: Vec<&crate::store::MemberInfo> =
         members.iter().filter(|x| x.app_id.as_deref().is_some_and(|a| !have.contains(a))).collect();
     let extra: Vec<String> = have.iter().filter(|a| !want.contains(a.as_str())).cloned().collect();
-    let known = store.sync_names_for_app_ids(extra.clone()).await?;
+    let known = store.sync().names_for_app_ids(extra.clone()).await?;
     let mut remove = Vec::new();
     let mut remove_app_ids = Vec::new();
     let mut extra_named = Vec::new();
@@ -768,15 +777,19 @@ mod tests {
         let store = Store::open(&opts).unwrap();
         let old = r#"{"listed":{"users":10,"groups":2},"counts":{"orphaned_in_app":6},"total":6,"new":6,"resolved":0,"repair":{"queued_items":0,"queued_changes":0,"deprovisions":6,"protected":0,"refused":"repair refused: it would deactivate or delete 6 account(s)"},"requeued_dead":0,"confirmed":null,"duration_seconds":0.042}"#;
         let keep = || "1970-01-01T00:00:00.000Z".to_string();
-        let failed = store.sync_run_start("manual").await.unwrap();
+        let failed = store.sync().run_start("manual").await.unwrap();
         let failed_summary = serde_json::from_str(r#"{"duration_seconds":0.007}"#).unwrap();
-        store.sync_run_finish(failed, "failed", Some("boom".into()), failed_summary, Vec::new(), keep()).await.unwrap();
+        let finish = |status: &str, error: Option<&str>, summary| RunFinish {
+            status: status.into(),
+            error: error.map(String::from),
+            summary,
+            items: Vec::new(),
+            keep_since: keep(),
+        };
+        store.sync().run_finish(failed, finish("failed", Some("boom"), failed_summary)).await.unwrap();
         assert!(matches!(confirmable(&store, failed).await, Err(ReconcileError::NothingRefused(id)) if id == failed));
-        let refused = store.sync_run_start("schedule").await.unwrap();
-        store
-            .sync_run_finish(refused, "ok", None, serde_json::from_str(old).unwrap(), Vec::new(), keep())
-            .await
-            .unwrap();
+        let refused = store.sync().run_start("schedule").await.unwrap();
+        store.sync().run_finish(refused, finish("ok", None, serde_json::from_str(old).unwrap())).await.unwrap();
         let c = confirmable(&store, refused).await.unwrap();
         assert_eq!((c.run_id, c.approved.len()), (refused, 0));
         store.close();

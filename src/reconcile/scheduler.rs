@@ -101,7 +101,7 @@ async fn run(
 ) {
     let schedule = if cfg.schedule.trim().is_empty() { None } else { cron::Schedule::from_str(&cfg.schedule).ok() };
     tracing::info!(schedule = %cfg.schedule, "sync scheduler started");
-    if let Ok(n @ 1..) = store.sync_close_running("interrupted (the daemon stopped during the run)").await {
+    if let Ok(n @ 1..) = store.sync().close_running("interrupted (the daemon stopped during the run)").await {
         tracing::warn!(runs = n, "sync: a run was interrupted when the daemon last stopped");
     }
     let once = |trigger: Trigger, confirm: Option<i64>| {
@@ -114,7 +114,7 @@ async fn run(
             let r = tokio::select! {
                 r = full_sync::run(store, target.as_ref(), cfg, deactivates, trigger, confirm) => r,
                 _ = shutdown.cancelled() => {
-                    let _ = store.sync_close_running("interrupted by shutdown").await;
+                    let _ = store.sync().close_running("interrupted by shutdown").await;
                     running.store(false, Ordering::SeqCst);
                     return Err(TriggerError::Stopped);
                 }
@@ -127,7 +127,7 @@ async fn run(
     };
     // Catch up once on a run missed while we were down.
     if let Some(s) = &schedule {
-        let last = store.sync_runs(1).await.ok().and_then(|r| r.into_iter().next());
+        let last = store.sync().runs(1).await.ok().and_then(|r| r.into_iter().next());
         if let Some(last) = last {
             let started = chrono::DateTime::parse_from_rfc3339(&last.started_at).map(|t| t.with_timezone(&chrono::Utc));
             if started.is_ok_and(|t| missed(s, t, chrono::Utc::now())) {

@@ -11,7 +11,7 @@ use crate::store::{Load, Store, StoreError};
 /// no such user.
 pub async fn effective_access(store: &Store, policy: &Policy, who: &str) -> Result<Option<AccessReport>, StoreError> {
     let load = Load { members: false, groups: true };
-    let mut user = store.get(ResourceKind::User, who, load).await?;
+    let mut user = store.resources().get(ResourceKind::User, who, load).await?;
     if user.is_none() {
         // A userName eq filter through the SCIM parser: the store compares userName
         // case-insensitively, as the SCIM API does. The JSON string literal makes any text
@@ -22,6 +22,7 @@ pub async fn effective_access(store: &Store, policy: &Policy, who: &str) -> Resu
             return Ok(None);
         }
         user = store
+            .resources()
             .list(ResourceKind::User, Some(f), None, crate::store::Position::Offset(0), 1, load)
             .await?
             .resources

@@ -117,13 +117,13 @@ async fn every_change_has_its_outbox_row() {
         max_batch: 1,
     })
     .unwrap();
-    let user_rows = store.outbox_for(&u).await.unwrap();
+    let user_rows = store.outbox().rows_of(&u).await.unwrap();
     let ops: Vec<(&str, u64)> = user_rows.iter().map(|(op, v, _)| (op.as_str(), *v)).collect();
     assert_eq!(ops, vec![("create", 1), ("update", 2), ("delete", 3)]);
-    let group_rows = store.outbox_for(&g).await.unwrap();
+    let group_rows = store.outbox().rows_of(&g).await.unwrap();
     assert_eq!(group_rows.len(), 2);
     assert!(group_rows[1].2.contains(&u), "member delta recorded: {}", group_rows[1].2);
-    let pragmas = store.writer_pragmas().await.unwrap();
+    let pragmas = store.admin().settings().await.unwrap();
     let get = |k: &str| pragmas.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
     assert_eq!(get("journal_mode"), "wal");
     assert_eq!(get("synchronous"), "2", "synchronous must be FULL (2)");

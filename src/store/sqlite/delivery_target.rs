@@ -13,20 +13,7 @@ use serde_json::json;
 
 use super::StoreError;
 use crate::model::{ChangeOp, OutboxPayload, ResourceKind};
-
-/// The identity of the dry-run target (a real target's is its kind and base URL).
-pub const DRY_RUN: &str = "dry-run";
-
-/// What [`switch`] did.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct TargetSwitch {
-    /// The target the store delivered to before, when known.
-    pub previous: Option<String>,
-    /// Resources queued again for the new target (after a dry run).
-    pub requeued: u64,
-    /// App ids a dry run of an older release had recorded, forgotten.
-    pub forgotten: u64,
-}
+use crate::store::types::{DRY_RUN, NewAudit, TargetSwitch};
 
 /// Record that deliveries now go to `identity`; after a dry run, queue every resource for the
 /// real target (users first, so groups find their members provisioned) in this transaction.
@@ -55,7 +42,7 @@ pub fn switch(conn: &Connection, identity: &str, now: &str) -> Result<TargetSwit
             super::resources::enqueue(conn, kind, id, ChangeOp::Update, *version as u64, &payload, now)?;
         }
         out.requeued = all.len() as u64;
-        let audit = super::audit::NewAudit {
+        let audit = NewAudit {
             actor: "system".into(),
             token_id: None,
             method: "target_switch".into(),

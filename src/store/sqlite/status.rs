@@ -4,33 +4,7 @@
 use rusqlite::{Connection, params};
 
 use super::StoreError;
-
-/// One delivery attempt with what it was about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryAttempt {
-    pub outbox_id: i64,
-    pub kind: String,
-    pub resource_id: String,
-    /// userName / displayName, when still known (see [`NAME_OF`]).
-    pub name: Option<String>,
-    pub op: String,
-    pub started_at: String,
-    pub finished_at: String,
-    /// `success`, `retry`, `permanent`, `waiting`.
-    pub outcome: String,
-    pub detail: Option<String>,
-}
-
-/// One change the deletion guard holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldChange {
-    pub outbox_id: i64,
-    pub kind: String,
-    pub resource_id: String,
-    pub name: Option<String>,
-    pub op: String,
-    pub created_at: String,
-}
+use crate::store::types::{DeliveryAttempt, HeldChange};
 
 /// The name of outbox row `o`'s resource: from the resource itself, or (once deleted) from
 /// the audit record of its deletion. A resource row goes only with a DELETE, audited in the
@@ -95,8 +69,8 @@ pub fn held(conn: &Connection, limit: usize) -> Result<Vec<HeldChange>, StoreErr
 mod tests {
     use super::*;
     use crate::model::ResourceKind;
-    use crate::store::audit::{self, NewAudit};
-    use crate::store::{NewResource, resources};
+    use crate::store::sqlite::{audit, resources};
+    use crate::store::{NewAudit, NewResource};
 
     fn record(method: &str, id: &str) -> NewAudit {
         NewAudit {
@@ -115,7 +89,7 @@ mod tests {
     #[test]
     fn a_deleted_resource_is_named_from_its_delete_record() {
         let mut c = Connection::open_in_memory().unwrap();
-        crate::store::migrations::apply(&mut c).unwrap();
+        crate::store::sqlite::migrations::apply(&mut c).unwrap();
         let now = "2026-01-01T00:00:00.000Z";
         let attrs = serde_json::json!({"userName": "alice@example.com"}).as_object().unwrap().clone();
         let new = NewResource { kind: ResourceKind::User, id: "u1".into(), attrs, members: Vec::new() };

@@ -10,11 +10,12 @@ use std::thread::JoinHandle;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::audit::{self, NewAudit};
-use super::outbox::{self, Claimed, Completion, GuardPolicy, OutboxRow};
-use super::tokens::GeneratedToken;
-use super::{NewResource, StoreError, Update, resources, sync, tokens};
+use super::{audit, outbox, resources, sync, tokens};
 use crate::model::{Resource, ResourceKind};
+use crate::store::types::{
+    Claimed, Completion, GeneratedToken, GuardPolicy, NewAudit, NewResource, OutboxRow, RepairOp, RepairResult,
+    StoreError, TargetSwitch, Update,
+};
 
 #[derive(Debug)]
 pub enum WriteOp {
@@ -70,15 +71,11 @@ pub enum WriteOp {
     SyncRunStart(String),
     SyncRunFinish {
         id: i64,
-        status: String,
-        error: Option<String>,
-        summary: crate::model::drift::RunSummary,
-        items: Vec<super::sync::DriftRow>,
-        keep_since: String,
+        finish: Box<crate::store::RunFinish>,
     },
     SyncRepair {
         run_id: i64,
-        ops: Vec<super::sync::RepairOp>,
+        ops: Vec<RepairOp>,
     },
     SyncRequeueDead,
     SyncCloseRunning(String),
@@ -95,8 +92,8 @@ pub enum WriteOutput {
     Claimed(Claimed),
     Rows(Vec<OutboxRow>),
     Ids(Vec<i64>),
-    Repaired(Vec<super::sync::RepairResult>),
-    TargetSwitched(super::delivery_target::TargetSwitch),
+    Repaired(Vec<RepairResult>),
+    TargetSwitched(TargetSwitch),
 }
 
 struct Job {
@@ -252,10 +249,7 @@ fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
         WriteOp::SyncRunStart(trigger) => {
             sync::run_start(conn, &trigger, &now).map(|id| WriteOutput::Changed(id as usize))
         }
-        WriteOp::SyncRunFinish { id, status, error, summary, items, keep_since } => {
-            sync::run_finish(conn, id, &status, error.as_deref(), &summary, &items, &keep_since, &now)
-                .map(|_| WriteOutput::Done)
-        }
+        WriteOp::SyncRunFinish { id, finish } => sync::run_finish(conn, id, &finish, &now).map(|_| WriteOutput::Done),
         WriteOp::SyncRepair { run_id, ops } => sync::repair(conn, &ops, run_id, &now).map(WriteOutput::Repaired),
         WriteOp::SyncRequeueDead => sync::requeue_dead(conn, &now).map(WriteOutput::Ids),
         WriteOp::SyncCloseRunning(reason) => sync::close_running(conn, &reason, &now).map(WriteOutput::Changed),

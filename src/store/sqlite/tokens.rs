@@ -5,49 +5,10 @@
 //! is stored, so a stolen database does not yield a working token.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::StoreError;
-
-const PREFIX: &str = "scimsync_";
-
-/// A freshly created token: the only time the secret exists outside the IdP's config.
-#[derive(Debug, Clone)]
-pub struct NewToken {
-    pub id: String,
-    pub label: String,
-    pub token: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct GeneratedToken {
-    pub public: NewToken,
-    hash: Vec<u8>,
-}
-
-/// What the store knows about a token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenInfo {
-    pub id: String,
-    pub label: String,
-    pub created_at: String,
-    pub revoked_at: Option<String>,
-}
-
-fn hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
-}
-
-pub fn generate(label: &str) -> Result<GeneratedToken, StoreError> {
-    let mut id = [0u8; 4];
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut id).map_err(|e| StoreError::Internal(format!("no randomness: {e}")))?;
-    getrandom::fill(&mut secret).map_err(|e| StoreError::Internal(format!("no randomness: {e}")))?;
-    let id = hex::encode(id);
-    let token = format!("{PREFIX}{id}_{}", hex::encode(secret));
-    Ok(GeneratedToken { hash: hash(&token), public: NewToken { id, label: label.to_string(), token } })
-}
+use crate::store::types::{GeneratedToken, TOKEN_PREFIX, TokenInfo, token_hash};
 
 pub fn insert(conn: &Connection, t: &GeneratedToken, now: &str) -> Result<(), StoreError> {
     conn.prepare_cached("INSERT INTO tokens (id, label, hash, created_at) VALUES (?1, ?2, ?3, ?4)")?
@@ -72,7 +33,7 @@ pub fn list(conn: &Connection) -> Result<Vec<TokenInfo>, StoreError> {
 pub fn verify(conn: &Connection, presented: &str) -> Result<Option<TokenInfo>, StoreError> {
     // Look the token up by its public id, then compare hashes in constant time, so timing
     // tells an attacker nothing about how much of a guess was right.
-    let Some(rest) = presented.strip_prefix(PREFIX) else { return Ok(None) };
+    let Some(rest) = presented.strip_prefix(TOKEN_PREFIX) else { return Ok(None) };
     let Some((id, _)) = rest.split_once('_') else { return Ok(None) };
     let row = conn
         .prepare_cached("SELECT id, label, created_at, revoked_at, hash FROM tokens WHERE id = ?1")?
@@ -84,22 +45,23 @@ pub fn verify(conn: &Connection, presented: &str) -> Result<Option<TokenInfo>, S
         })
         .optional()?;
     let Some((info, stored)) = row else { return Ok(None) };
-    let ok: bool = hash(presented).ct_eq(&stored).into();
+    let ok: bool = token_hash(presented).ct_eq(&stored).into();
     Ok((ok && info.revoked_at.is_none()).then_some(info))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::types::generate_token;
 
     #[test]
     fn generated_tokens_are_long_prefixed_and_distinct() {
-        let a = generate("a").unwrap();
-        let b = generate("b").unwrap();
+        let a = generate_token("a").unwrap();
+        let b = generate_token("b").unwrap();
         assert!(a.public.token.starts_with("scimsync_"));
         // prefix + 8 hex id + '_' + 64 hex (256 bits)
-        assert_eq!(a.public.token.len(), PREFIX.len() + 8 + 1 + 64);
+        assert_eq!(a.public.token.len(), TOKEN_PREFIX.len() + 8 + 1 + 64);
         assert_ne!(a.public.token, b.public.token);
-        assert_eq!(a.hash, hash(&a.public.token));
+        assert_eq!(a.hash, token_hash(&a.public.token));
     }
 }

@@ -571,7 +571,7 @@ mod tests {
 
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
-        crate::store::migrations::apply(&mut c).unwrap();
+        crate::store::sqlite::migrations::apply(&mut c).unwrap();
         register_functions(&c).unwrap();
         c
     }

@@ -12,102 +12,11 @@ use serde_json::{Map, Value, json};
 
 use super::StoreError;
 use crate::model::drift::{Cause, Change, DriftKind, Repair};
-use crate::model::{ChangeOp, OutboxPayload, Resource, ResourceKind, fold_case};
-
-/// One account as the app lists it, reduced to what matching needs.
-#[derive(Debug, Clone)]
-pub struct AppKey {
-    pub app_id: String,
-    /// `userName` (users) or `displayName` (groups).
-    pub name: String,
-    pub external_id: Option<String>,
-}
-
-/// What an app account is to us.
-#[derive(Debug, Clone)]
-pub enum PageMatch {
-    /// One of our resources.
-    Ours(Box<Matched>),
-    /// One we deleted (or deprovisioned) whose removal is still on its way to the app: not
-    /// an orphan, and not to be removed twice.
-    Deprovisioning,
-    /// Not ours: an orphan (or a duplicate of an account matched already).
-    Unknown,
-}
-
-/// One of our resources matched to an app account.
-#[derive(Debug, Clone)]
-pub struct Matched {
-    pub resource: Resource,
-    /// The app id our id map holds for it (may differ from the listed one when matched by name).
-    pub mapped_app_id: Option<String>,
-    /// The attributes of the version we last delivered, when recorded and older than
-    /// `resource`'s version.
-    pub applied: Option<Map<String, Value>>,
-    /// What we last delivered is `resource`'s current version: what was applied is its
-    /// representation, so `applied` is not loaded (saves parsing one JSON per account).
-    pub applied_current: bool,
-    /// Changes for it are still queued, retrying, held or dead: "not applied yet".
-    pub pending: bool,
-    /// Groups only: every member with its app id when provisioned.
-    pub members: Option<Vec<MemberInfo>>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct MemberInfo {
-    pub id: String,
-    pub app_id: Option<String>,
-    pub name: String,
-}
-
-/// An outbox row that did not reach the app as it should have.
-#[derive(Debug, Clone)]
-pub struct Stuck {
-    pub outbox_id: i64,
-    pub kind: ResourceKind,
-    pub resource_id: String,
-    pub name: String,
-    pub op: String,
-    pub state: String,
-    pub attempts: u32,
-    pub created_at: String,
-    pub last_error: Option<String>,
-}
-
-/// A sync run as recorded.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SyncRun {
-    pub id: i64,
-    pub trigger: String,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    pub status: String,
-    pub error: Option<String>,
-    /// `None` while the run is under way (or when the stored JSON does not read).
-    pub summary: Option<RunSummary>,
-}
-
-pub use crate::model::drift::{DriftRow, RunSummary};
-
-/// A corrective change a repair queues (one transaction for the whole repair).
-#[derive(Debug, Clone, PartialEq)]
-pub enum RepairOp {
-    /// Send the whole current state again; `forget_app_id` when the app lost the account,
-    /// so the worker finds or creates it instead of updating a dead id.
-    /// `deprovision`: the state sent deactivates the account in the app.
-    Resync { kind: ResourceKind, id: String, forget_app_id: bool, deprovision: bool },
-    /// Add and remove group members in the app: ours by our id, strangers by the app's id.
-    Members { group_id: String, add: Vec<String>, remove: Vec<String>, remove_app_ids: Vec<String> },
-    /// Deprovision an account the IdP does not know. `deactivate_only`: never delete it;
-    /// `record`: the account as the app listed it, for apps that switch an account off by
-    /// sending it back whole (a REST app's PUT) rather than one attribute.
-    Orphan { kind: ResourceKind, app_id: String, name: String, deactivate_only: bool, record: Option<Value> },
-}
-
-/// The resource id an orphan's deprovisioning travels under in the outbox.
-pub fn orphan_id(kind: ResourceKind, app_id: &str) -> String {
-    format!("orphan:{}:{app_id}", kind.as_str())
-}
+use crate::model::{ChangeOp, OutboxPayload, ResourceKind, fold_case};
+use crate::store::types::{
+    AppKey, DriftRow, Matched, MemberInfo, NewAudit, PageMatch, RepairOp, RepairResult, RunFinish, Stuck, SyncRun,
+    orphan_id,
+};
 
 fn id_by_name(conn: &Connection, kind: ResourceKind, key: &AppKey) -> Result<Option<String>, StoreError> {
     let sql = match kind {
@@ -350,16 +259,8 @@ pub fn run_start(conn: &Connection, trigger: &str, now: &str) -> Result<i64, Sto
 /// Finish a run with its report; prune runs older than `keep_since` (the newest finished run
 /// always stays, so "what changed since last time" has a base).
 #[allow(clippy::too_many_arguments)]
-pub fn run_finish(
-    conn: &Connection,
-    id: i64,
-    status: &str,
-    error: Option<&str>,
-    summary: &RunSummary,
-    items: &[DriftRow],
-    keep_since: &str,
-    now: &str,
-) -> Result<(), StoreError> {
+pub fn run_finish(conn: &Connection, id: i64, finish: &RunFinish, now: &str) -> Result<(), StoreError> {
+    let RunFinish { status, error, summary, items, keep_since } = finish;
     conn.prepare_cached("UPDATE sync_runs SET status = ?2, error = ?3, summary = ?4, finished_at = ?5 WHERE id = ?1")?
         .execute(params![
             id,
@@ -467,31 +368,6 @@ fn word<T>(r: &rusqlite::Row<'_>, i: usize, parse: fn(&str) -> Option<T>) -> rus
             format!("unknown word {s:?} in a drift_items column").into(),
         )
     })
-}
-
-/// What became of one corrective change of a repair (one per [`RepairOp`], in order): the
-/// drift report says this, never "queued" for a change that cannot be delivered.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RepairResult {
-    /// Queued. `superseded`: dead-lettered rows (and the rows they blocked) of the same
-    /// resource that this change makes obsolete: marked done, coalesced into it, with an
-    /// attempt saying why, so they no longer block it.
-    Queued { superseded: Vec<i64> },
-    /// Not queued: a change of this resource is on its way (pending, retrying or in
-    /// flight) and will deliver the current state; queuing another would duplicate it.
-    OnItsWay { outbox_id: i64 },
-    /// Not queued: a change of this resource is held by the deletion guard, or
-    /// dead-lettered with content this repair would not send; it blocks the resource until
-    /// an operator acts on it.
-    Blocked { outbox_id: i64, state: String },
-    /// Nothing to do any more: the resource is gone, or the "orphan" is ours by now.
-    Moot,
-}
-
-impl RepairResult {
-    pub fn queued(&self) -> bool {
-        matches!(self, RepairResult::Queued { .. })
-    }
 }
 
 /// The rows of `id` not delivered yet and older than this repair (`floor`), oldest first:
@@ -697,7 +573,7 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
     if n > 0 {
         let total = done.len();
         done.truncate(1000);
-        let audit = super::audit::NewAudit {
+        let audit = NewAudit {
             actor: "reconcile".into(),
             token_id: None,
             method: "repair".into(),

@@ -7,15 +7,15 @@ use rusqlite_migration::{M, Migrations};
 use super::StoreError;
 
 const MIGRATIONS: &[M<'static>] = &[
-    M::up(include_str!("../../migrations/0001_init.sql")),
-    M::up(include_str!("../../migrations/0002_delivery.sql")),
-    M::up(include_str!("../../migrations/0003_deletion_guard.sql")),
-    M::up(include_str!("../../migrations/0004_reconcile.sql")),
-    M::up(include_str!("../../migrations/0005_audit.sql")),
-    M::up(include_str!("../../migrations/0006_deleted_accounts.sql")),
-    M::up(include_str!("../../migrations/0007_audit_index.sql")),
-    M::up(include_str!("../../migrations/0008_superseded_and_target.sql")),
-    M::up(include_str!("../../migrations/0009_list_counts.sql")),
+    M::up(include_str!("../../../migrations/0001_init.sql")),
+    M::up(include_str!("../../../migrations/0002_delivery.sql")),
+    M::up(include_str!("../../../migrations/0003_deletion_guard.sql")),
+    M::up(include_str!("../../../migrations/0004_reconcile.sql")),
+    M::up(include_str!("../../../migrations/0005_audit.sql")),
+    M::up(include_str!("../../../migrations/0006_deleted_accounts.sql")),
+    M::up(include_str!("../../../migrations/0007_audit_index.sql")),
+    M::up(include_str!("../../../migrations/0008_superseded_and_target.sql")),
+    M::up(include_str!("../../../migrations/0009_list_counts.sql")),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {
