@@ -248,18 +248,28 @@ fn text(status: StatusCode, body: &str) -> Response {
 /// is at this build's version. The target's state is reported, never fails readiness: an
 /// app that is down must not get the daemon restarted, its changes queue up.
 async fn readyz(state: &OpsState) -> Response {
-    let (ready, body) = readiness(state).await;
-    if !ready {
-        tracing::warn!(reasons = ?body["reasons"], "readiness probe: not ready");
+    let verdict = readiness(state).await;
+    if !verdict.ready {
+        tracing::warn!(reasons = ?verdict.reasons, "readiness probe: not ready");
     }
-    let mut r = body.to_string().into_response();
-    *r.status_mut() = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let mut r = serde_json::to_string(&verdict).unwrap_or_default().into_response();
+    *r.status_mut() = if verdict.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
     r
 }
 
-/// The readiness verdict and its JSON detail (for `/readyz` and the status page).
-async fn readiness(state: &OpsState) -> (bool, Value) {
+/// The readiness verdict with each check's detail: `/readyz`'s body, the status page's
+/// health box and `scimsync_ready`.
+#[derive(Debug, serde::Serialize)]
+struct Readiness {
+    ready: bool,
+    /// One object per check (`store`, `migrations`, `target`, `deletion_guard`), as shown.
+    checks: Value,
+    /// Why not ready: one line per failed check (empty when ready).
+    reasons: Vec<String>,
+}
+
+async fn readiness(state: &OpsState) -> Readiness {
     let mut reasons: Vec<String> = Vec::new();
     let store_check = match tokio::time::timeout(CHECK_TIMEOUT, state.store.admin().settings()).await {
         Ok(Ok(_)) => json!({"ok": true}),
@@ -314,13 +324,11 @@ async fn readiness(state: &OpsState) -> (bool, Value) {
         Ok(Err(e)) => json!({"error": e.to_string()}),
         Err(_) => json!({"error": "timeout"}),
     };
-    let ready = reasons.is_empty();
-    let body = json!({
-        "ready": ready,
-        "checks": {"store": store_check, "migrations": migrations_check, "target": target_check, "deletion_guard": guard_check},
-        "reasons": reasons,
-    });
-    (ready, body)
+    Readiness {
+        ready: reasons.is_empty(),
+        checks: json!({"store": store_check, "migrations": migrations_check, "target": target_check, "deletion_guard": guard_check}),
+        reasons,
+    }
 }
 
 /// Rows per table on the status page.
@@ -348,11 +356,7 @@ fn run_summary(s: Option<&crate::model::drift::RunSummary>) -> String {
 /// cannot answer in time is shown empty, and the failure is one of the "not ready" reasons.
 async fn status(state: &OpsState) -> Response {
     use super::status_page::{self as page, StatusView};
-    let (ready, body) = readiness(state).await;
-    let mut reasons: Vec<String> = body["reasons"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|r| r.as_str().map(String::from)).collect())
-        .unwrap_or_default();
+    let Readiness { ready, mut reasons, .. } = readiness(state).await;
     let store = &state.store;
     let read = async {
         let (depth, oldest) = store.outbox().depth().await?;
@@ -457,7 +461,7 @@ async fn status(state: &OpsState) -> Response {
 /// and `/readyz` says why). `scimsync_ready` is `/readyz`'s verdict, so an alert can tell
 /// "up but not ready" from the scrape alone.
 async fn metrics(state: &OpsState) -> Response {
-    let (ready, _) = readiness(state).await;
+    let ready = readiness(state).await.ready;
     telemetry::set_ready(ready);
     let store = &state.store;
     let mut g = telemetry::StoreGauges { database_size_bytes: store.admin().size_bytes(), ..Default::default() };

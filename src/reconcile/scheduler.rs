@@ -17,14 +17,14 @@ use crate::downstream::Target;
 use crate::store::Store;
 
 /// Why an on-demand run did not happen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum TriggerError {
     #[error("a sync run is already in progress")]
     Busy,
     #[error("the scheduler has stopped")]
     Stopped,
     #[error("the run could not be recorded: {0}")]
-    Store(String),
+    Store(#[from] crate::store::StoreError),
 }
 
 type Reply = oneshot::Sender<Result<RunResult, TriggerError>>;
@@ -122,7 +122,7 @@ async fn run(
             running.store(false, Ordering::SeqCst);
             // Repairs and re-queued dead letters are waiting in the outbox.
             wake.notify_one();
-            r.map_err(|e| TriggerError::Store(e.to_string()))
+            r.map_err(TriggerError::from)
         }
     };
     // Catch up once on a run missed while we were down.

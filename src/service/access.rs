@@ -13,14 +13,11 @@ pub async fn effective_access(store: &Store, policy: &Policy, who: &str) -> Resu
     let load = Load { members: false, groups: true };
     let mut user = store.resources().get(ResourceKind::User, who, load).await?;
     if user.is_none() {
-        // A userName eq filter through the SCIM parser: the store compares userName
-        // case-insensitively, as the SCIM API does. The JSON string literal makes any text
-        // a valid operand, so neither step can fail on what an operator types.
+        // A userName eq filter, parsed as the SCIM API parses one: the store compares
+        // userName case-insensitively, as the API does. The JSON string literal makes any
+        // text a valid operand, so parsing cannot fail on what an operator types.
         let text = format!("userName eq {}", serde_json::Value::from(who));
-        let Ok(mut f) = crate::scim::filter::parse_filter(&text) else { return Ok(None) };
-        if crate::scim::schema::resolve_filter(ResourceKind::User, &mut f).is_err() {
-            return Ok(None);
-        }
+        let Ok(f) = super::parse_filter(ResourceKind::User, &text) else { return Ok(None) };
         user = store
             .resources()
             .list(ResourceKind::User, Some(f), None, crate::store::Position::Offset(0), 1, load)
