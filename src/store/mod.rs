@@ -20,6 +20,7 @@ mod migrations;
 mod open;
 mod outbox;
 mod policy_facts;
+pub mod postgres;
 mod reader;
 mod resources;
 mod status;

@@ -18,7 +18,7 @@
 //! PostgreSQL client library and does not depend on the code under test.
 
 use std::fmt;
-use std::fs::{self, File};
+use std::fs;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -70,6 +70,8 @@ pub struct TestPg {
     bin: PathBuf,
     /// Removed on drop, after the server has stopped.
     dir: tempfile::TempDir,
+    /// The uid/gid the server runs as (`None`: ours).
+    user: Option<(u32, u32)>,
     /// Numbers the databases [`TestPg::create_database`] makes.
     next_database: AtomicU32,
 }
@@ -188,29 +190,12 @@ impl TestPg {
             return Err(err(format!("initdb failed ({}):\n{}", init.status, output_text(&init))));
         }
 
-        let log_path = dir.path().join("postgres.log");
         let mut last_log = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
-            let log = File::create(&log_path).map_err(|e| err(format!("log file: {e}")))?;
-            let log2 = log.try_clone().map_err(|e| err(format!("log file: {e}")))?;
-            let mut child = run_as(&bin, "postgres", user)
-                .arg("-D")
-                .arg(&data)
-                .arg("-p")
-                .arg(port.to_string())
-                .arg("-k")
-                .arg(&socket_dir)
-                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"])
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log2)
-                .spawn()
-                .map_err(|e| err(format!("postgres: {e}")))?;
-            match wait_ready(&mut child, port, &bin, &log_path) {
-                Ok(()) => {
-                    return Ok(TestPg { child, port, bin, dir, next_database: AtomicU32::new(1) });
+            match spawn_ready(&bin, user, dir.path(), port) {
+                Ok(child) => {
+                    return Ok(TestPg { child, port, bin, dir, user, next_database: AtomicU32::new(1) });
                 }
                 // The server has exited: try another port.
                 Err(Retry::OtherPort(log)) => last_log = log,
@@ -218,6 +203,22 @@ impl TestPg {
             }
         }
         Err(err(format!("postgres could not bind a free port in {PORT_ATTEMPTS} attempts; last log:\n{last_log}")))
+    }
+
+    /// Stop the server (fast shutdown: clients are disconnected), keeping its data and port,
+    /// to test what a client does while the database is down.
+    pub fn stop(&mut self) {
+        stop_child(&mut self.child);
+    }
+
+    /// Start the server again after [`TestPg::stop`], on the same port and data.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        stop_child(&mut self.child);
+        self.child = spawn_ready(&self.bin, self.user, self.dir.path(), self.port).map_err(|r| match r {
+            Retry::OtherPort(log) => err(format!("port {} was taken while the server was stopped:\n{log}", self.port)),
+            Retry::No(e) => e,
+        })?;
+        Ok(())
     }
 
     /// The loopback port the server listens on.
@@ -280,6 +281,58 @@ impl TestPg {
     }
 }
 
+/// Start `postgres` on `dir/data` and `port` and wait until it accepts connections.
+fn spawn_ready(bin: &Path, user: Option<(u32, u32)>, dir: &Path, port: u16) -> Result<Child, Retry> {
+    let log_path = dir.join("postgres.log");
+    let io = |e: std::io::Error| Retry::No(err(format!("log file: {e}")));
+    let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io)?;
+    let log2 = log.try_clone().map_err(io)?;
+    let mut child = run_as(bin, "postgres", user)
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-k")
+        .arg(dir.join("socket"))
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(|e| Retry::No(err(format!("postgres: {e}"))))?;
+    match wait_ready(&mut child, port, bin, &log_path) {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            stop_child(&mut child);
+            Err(e)
+        }
+    }
+}
+
+/// Fast shutdown (SIGINT), then SIGKILL after [`STOP_DEADLINE`]; reaps the process.
+fn stop_child(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        // SIGINT is PostgreSQL's "fast" shutdown: it disconnects clients and stops cleanly.
+        // SIGTERM ("smart") would wait for every client to leave, and a test's pool may
+        // still hold connections whose runtime has not been dropped yet.
+        // SAFETY: kill has no memory-safety preconditions; the PID is our own child, not
+        // yet reaped, so it cannot name another process.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+        }
+        let asked = Instant::now();
+        while let Ok(None) = child.try_wait() {
+            if asked.elapsed() > STOP_DEADLINE {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 fn wait_ready(child: &mut Child, port: u16, bin: &Path, log_path: &Path) -> Result<(), Retry> {
     let started = Instant::now();
     loop {
@@ -320,25 +373,7 @@ enum Retry {
 
 impl Drop for TestPg {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SIGINT is PostgreSQL's "fast" shutdown: it disconnects clients and stops cleanly.
-            // SIGTERM ("smart") would wait for every client to leave, and a test's pool may
-            // still hold connections whose runtime has not been dropped yet.
-            // SAFETY: kill has no memory-safety preconditions; the PID is our own child, not
-            // yet reaped, so it cannot name another process.
-            unsafe {
-                libc::kill(self.child.id() as libc::pid_t, libc::SIGINT);
-            }
-            let asked = Instant::now();
-            while let Ok(None) = self.child.try_wait() {
-                if asked.elapsed() > STOP_DEADLINE {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    break;
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-        }
+        stop_child(&mut self.child);
         // The TempDir field removes the directory after this.
     }
 }
@@ -366,6 +401,19 @@ mod tests {
         let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
         assert!(!alive, "postgres {pid} still running after drop");
         assert!(!dir.exists(), "{} not removed", dir.display());
+    }
+
+    #[test]
+    fn stops_and_restarts_on_the_same_port_keeping_data() {
+        let mut pg = TestPg::start().expect("start");
+        let db = pg.create_database().unwrap();
+        pg.psql(&db, "CREATE TABLE t (x int); INSERT INTO t VALUES (7)").unwrap();
+        let port = pg.port();
+        pg.stop();
+        assert!(pg.psql(&db, "SELECT 1").is_err(), "still answering after stop");
+        pg.restart().expect("restart");
+        assert_eq!(pg.port(), port);
+        assert_eq!(pg.psql(&db, "SELECT x FROM t").unwrap(), "7");
     }
 
     #[test]
