@@ -72,6 +72,8 @@ pub struct TestPg {
     dir: tempfile::TempDir,
     /// The uid/gid the server runs as (`None`: ours).
     user: Option<(u32, u32)>,
+    /// `-c name=value` settings the server runs with (kept for a restart).
+    settings: Vec<String>,
     /// Numbers the databases [`TestPg::create_database`] makes.
     next_database: AtomicU32,
 }
@@ -160,6 +162,16 @@ fn free_port() -> Result<u16, Error> {
 impl TestPg {
     /// Initialise and start a cluster, and wait until it accepts connections on its port.
     pub fn start() -> Result<TestPg, Error> {
+        Self::start_inner(None)
+    }
+
+    /// The same, serving TLS (`ssl=on`) with this certificate chain and key (PEM), so a test
+    /// can check the client's certificate verification; plain connections still work.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Result<TestPg, Error> {
+        Self::start_inner(Some((cert_pem, key_pem)))
+    }
+
+    fn start_inner(tls: Option<(&str, &str)>) -> Result<TestPg, Error> {
         let bin = bin_dir()?;
         let user = server_user()?;
         let dir = tempfile::Builder::new().prefix("testpg-").tempdir().map_err(|e| err(format!("temp dir: {e}")))?;
@@ -190,12 +202,26 @@ impl TestPg {
             return Err(err(format!("initdb failed ({}):\n{}", init.status, output_text(&init))));
         }
 
+        let mut settings = vec!["listen_addresses=127.0.0.1".to_string(), "fsync=on".to_string()];
+        if let Some((cert, key)) = tls {
+            for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+                let path = dir.path().join(name);
+                fs::write(&path, pem).map_err(|e| err(format!("{name}: {e}")))?;
+                // The server refuses a key others can read.
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                    .map_err(|e| err(format!("{name}: {e}")))?;
+                chown(&path, user)?;
+            }
+            settings.push("ssl=on".into());
+            settings.push(format!("ssl_cert_file={}", dir.path().join("server.crt").display()));
+            settings.push(format!("ssl_key_file={}", dir.path().join("server.key").display()));
+        }
         let mut last_log = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port()?;
-            match spawn_ready(&bin, user, dir.path(), port) {
+            match spawn_ready(&bin, user, dir.path(), port, &settings) {
                 Ok(child) => {
-                    return Ok(TestPg { child, port, bin, dir, user, next_database: AtomicU32::new(1) });
+                    return Ok(TestPg { child, port, bin, dir, user, settings, next_database: AtomicU32::new(1) });
                 }
                 // The server has exited: try another port.
                 Err(Retry::OtherPort(log)) => last_log = log,
@@ -214,10 +240,13 @@ impl TestPg {
     /// Start the server again after [`TestPg::stop`], on the same port and data.
     pub fn restart(&mut self) -> Result<(), Error> {
         stop_child(&mut self.child);
-        self.child = spawn_ready(&self.bin, self.user, self.dir.path(), self.port).map_err(|r| match r {
-            Retry::OtherPort(log) => err(format!("port {} was taken while the server was stopped:\n{log}", self.port)),
-            Retry::No(e) => e,
-        })?;
+        self.child =
+            spawn_ready(&self.bin, self.user, self.dir.path(), self.port, &self.settings).map_err(|r| match r {
+                Retry::OtherPort(log) => {
+                    err(format!("port {} was taken while the server was stopped:\n{log}", self.port))
+                }
+                Retry::No(e) => e,
+            })?;
         Ok(())
     }
 
@@ -282,7 +311,13 @@ impl TestPg {
 }
 
 /// Start `postgres` on `dir/data` and `port` and wait until it accepts connections.
-fn spawn_ready(bin: &Path, user: Option<(u32, u32)>, dir: &Path, port: u16) -> Result<Child, Retry> {
+fn spawn_ready(
+    bin: &Path,
+    user: Option<(u32, u32)>,
+    dir: &Path,
+    port: u16,
+    settings: &[String],
+) -> Result<Child, Retry> {
     let log_path = dir.join("postgres.log");
     let io = |e: std::io::Error| Retry::No(err(format!("log file: {e}")));
     let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io)?;
@@ -294,7 +329,7 @@ fn spawn_ready(bin: &Path, user: Option<(u32, u32)>, dir: &Path, port: u16) -> R
         .arg(port.to_string())
         .arg("-k")
         .arg(dir.join("socket"))
-        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"])
+        .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(log)

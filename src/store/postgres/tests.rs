@@ -177,6 +177,67 @@ async fn a_database_down_at_start_is_retried_until_it_answers() {
     assert!(matches!(bounded("cancelled open", opening).await.unwrap(), Err(StoreError::Closed)));
 }
 
+/// A private CA and a server certificate for 127.0.0.1 signed by it: (CA PEM, cert PEM, key PEM).
+fn private_ca() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "scimsync test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf_params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
+}
+
+/// TLS with `sslmode=require`: the server's certificate is checked against `ca_file` (the
+/// session is encrypted: pg_stat_ssl says so); without the CA it is refused, not trusted.
+#[tokio::test]
+async fn tls_checks_the_server_certificate_against_the_ca_file() {
+    let (ca, cert, key) = private_ca();
+    let pg = TestPg::start_with_tls(&cert, &key).unwrap();
+    let db = pg.create_database().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let url = format!("{}?sslmode=require", pg.url_without_password(&db));
+    let opts = PgOptions { url: url.clone(), ca_file: Some(ca_file), ..options(&pg, &db) };
+    let store = bounded("open over TLS", open(&opts)).await.unwrap();
+    let conn = store.conn().await.unwrap();
+    let ssl: bool =
+        conn.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert!(ssl, "the session is not encrypted");
+
+    // Without the CA the certificate is unknown: refused on every attempt (retried, as a
+    // certificate can be fixed on the server while the daemon waits).
+    let opts = PgOptions { url, ..options(&pg, &db) };
+    let progress = OpenProgress::default();
+    let cancel = CancellationToken::new();
+    let opening = {
+        let (progress, cancel) = (progress.clone(), cancel.clone());
+        tokio::spawn(async move { PgStore::open(&opts, &progress, &cancel).await })
+    };
+    let mut polls = 0;
+    while progress.snapshot().failed_attempts < 1 {
+        polls += 1;
+        assert!(polls < 1200, "no failed attempt recorded: {:?}", progress.snapshot());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let state = progress.snapshot();
+    assert!(!state.ready, "{state:?}");
+    let error = state.last_error.unwrap_or_default();
+    assert!(error.contains("TLS") && error.contains("UnknownIssuer"), "{error}");
+    cancel.cancel();
+    assert!(matches!(bounded("cancelled open", opening).await.unwrap(), Err(StoreError::Closed)));
+    // A CA file that is not PEM is a clear error.
+    std::fs::write(dir.path().join("bad.pem"), "not a certificate").unwrap();
+    let opts = PgOptions { ca_file: Some(dir.path().join("bad.pem")), ..options(&pg, &db) };
+    let err = bounded("open", open(&opts)).await.err().unwrap().to_string();
+    assert!(err.contains("holds no certificate"), "{err}");
+}
+
 #[tokio::test]
 async fn a_schema_newer_than_this_build_is_refused() {
     let pg = TestPg::start().unwrap();
