@@ -16,6 +16,8 @@
 #   The alert rules' tests (promtool check/test rules, the metric-name check against a real
 #   daemon) and both units' systemd-analyze checks run in step 2 (tests/it/contrib.rs,
 #   tests/it/lifecycle.rs); scripts/promtool-env.sh installs Debian's prometheus for promtool.
+#   The PostgreSQL store's tests run throw-away clusters (testpg/); scripts/pg-env.sh installs
+#   Debian's postgresql for its server binaries.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/check-layers.sh
@@ -39,6 +41,9 @@ scripts/python-env.sh >/dev/null
 scripts/browser-env.sh >/dev/null
 # The alert-rule tests run promtool (Debian's prometheus package; installed once).
 scripts/promtool-env.sh >/dev/null
+# The PostgreSQL store's tests start throw-away clusters (testpg/) from Debian's postgresql
+# server binaries (installed once).
+scripts/pg-env.sh >/dev/null
 cargo test --workspace --locked
 scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 scripts/conformance.sh

@@ -224,6 +224,18 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             return Ok(2);
         }
     };
+    // The PostgreSQL store (issue 14) is being built and is not wired into the daemon yet:
+    // every command that would open the store refuses it here, rather than quietly opening
+    // SQLite in data_dir. check-config (shows it) and healthcheck (HTTP only) still work.
+    if loaded.config.store.backend == crate::config::StoreBackend::Postgres
+        && !matches!(cli.command, Command::CheckConfig | Command::Healthcheck { .. })
+    {
+        eprintln!(
+            "scimsync: store.backend = \"postgres\": the PostgreSQL backend is not available yet in this \
+             version; set store.backend = \"sqlite\" (the default)"
+        );
+        return Ok(2);
+    }
     // `serve` and `token create` print a secret shown only once: that must not vanish quietly.
     let shows_secret = matches!(cli.command, Command::Serve | Command::Token { action: TokenAction::Create { .. } });
     let result = match cli.command {

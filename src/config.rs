@@ -415,6 +415,107 @@ pub struct StoreConfig {
     pub readers: usize,
     /// Most writes committed together in one transaction (group commit).
     pub max_batch: usize,
+    /// Which database holds the store: the embedded SQLite file in `data_dir` (default), or
+    /// a PostgreSQL server (`[store.postgres]`) that ops already run highly available.
+    pub backend: StoreBackend,
+    /// The PostgreSQL server, when `backend = "postgres"`.
+    pub postgres: PostgresConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+/// `[store.postgres]`: where the PostgreSQL store lives and how the pool talks to it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// libpq-style connection URL (`postgres://user@host:5432/db?sslmode=require`) or
+    /// key=value string. A password inside it is accepted but prints as `<redacted>`.
+    pub url: DatabaseUrl,
+    /// The password, kept out of the URL (e.g. `SCIMSYNC_STORE__POSTGRES__PASSWORD`).
+    pub password: Secret,
+    /// Connections in the pool: the most store operations running at once.
+    pub pool_size: usize,
+    /// Longest wait for one connection attempt (TCP, TLS and authentication).
+    pub connect_timeout_seconds: u64,
+    /// Longest a single statement may run before the server cancels it: a stuck query fails
+    /// the request instead of holding a pooled connection and its locks for good.
+    pub statement_timeout_seconds: u64,
+    /// PEM bundle of extra CA certificates to trust for the server's certificate (a private
+    /// CA); empty: the system's roots only.
+    pub ca_file: PathBuf,
+    /// The schema holding scimsync's tables, created when missing; several daemons can share
+    /// one database with a schema each.
+    pub schema: String,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: DatabaseUrl::default(),
+            password: Secret::default(),
+            pool_size: 16,
+            connect_timeout_seconds: 10,
+            statement_timeout_seconds: 30,
+            ca_file: PathBuf::new(),
+            schema: "scimsync".into(),
+        }
+    }
+}
+
+/// A database connection URL (or libpq key=value string) that may carry a password: `Debug`
+/// and serialisation (so `check-config`) show it with the password as `<redacted>`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl DatabaseUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// The URL with any password replaced by `<redacted>`: in the user-info part of a URL
+    /// (`postgres://user:PASSWORD@host`), as a `password=` query parameter, or as a libpq
+    /// `password=` key (quoted or not).
+    pub fn redacted(&self) -> String {
+        let mut s = self.0.clone();
+        if let Some(scheme_end) = s.find("://") {
+            let rest_start = scheme_end + 3;
+            let query = s[rest_start..].find('?').map_or(s.len(), |q| rest_start + q);
+            // The last `@` before the query ends the user info: a password with an
+            // unencoded `@` or `/` is still covered (too much redacted rather than too little).
+            if let Some(at) = s[rest_start..query].rfind('@').map(|a| rest_start + a)
+                && let Some(colon) = s[rest_start..at].find(':').map(|c| rest_start + c)
+            {
+                s.replace_range(colon + 1..at, "<redacted>");
+            }
+        }
+        let password = regex::Regex::new(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|[^&\s]*)").expect("a valid pattern");
+        password.replace_all(&s, "password=<redacted>").into_owned()
+    }
+    /// Whether the URL itself carries a password (then `password` must stay empty).
+    pub fn has_password(&self) -> bool {
+        self.redacted() != self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -466,7 +567,14 @@ impl Default for ServerConfig {
 }
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { data_dir: PathBuf::from("./scimsync-data"), busy_timeout_seconds: 5, readers: 4, max_batch: 256 }
+        StoreConfig {
+            data_dir: PathBuf::from("./scimsync-data"),
+            busy_timeout_seconds: 5,
+            readers: 4,
+            max_batch: 256,
+            backend: StoreBackend::Sqlite,
+            postgres: PostgresConfig::default(),
+        }
     }
 }
 impl Default for ScimConfig {
@@ -621,6 +729,7 @@ impl Config {
         if self.store.max_batch == 0 {
             p.push(("store.max_batch".into(), "must be at least 1".into()));
         }
+        p.extend(self.validate_postgres());
         if !self.reconcile.schedule.trim().is_empty()
             && let Err(e) = self.reconcile.schedule.parse::<cron::Schedule>()
         {
@@ -790,6 +899,70 @@ impl Config {
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             p.push(("log.level".into(), format!("{:?} is not a valid level or filter; try \"info\"", self.log.level)));
+        }
+        p
+    }
+
+    /// `[store.postgres]`: the URL must parse (and is required when the backend is
+    /// PostgreSQL), the password is set in one place, the schema is a plain identifier.
+    fn validate_postgres(&self) -> Vec<(String, String)> {
+        let mut p = Vec::new();
+        let pg = &self.store.postgres;
+        if pg.url.is_empty() {
+            if self.store.backend == StoreBackend::Postgres {
+                p.push((
+                    "store.postgres.url".into(),
+                    "must be set when store.backend = \"postgres\"; write e.g. \
+                     \"postgres://scimsync@db.example.com:5432/scimsync?sslmode=require\""
+                        .into(),
+                ));
+            }
+        } else if let Err(e) = pg.url.expose().parse::<tokio_postgres::Config>() {
+            // The driver's message names the option, never its value (no password leaks).
+            p.push((
+                "store.postgres.url".into(),
+                format!(
+                    "is not a PostgreSQL connection URL ({e}); write e.g. \"postgres://scimsync@db.example.com:5432/scimsync\""
+                ),
+            ));
+        } else if pg.url.has_password() && !pg.password.is_empty() {
+            p.push((
+                "store.postgres.password".into(),
+                "is set and store.postgres.url carries a password too; keep one (preferably this key, from the \
+                 environment: SCIMSYNC_STORE__POSTGRES__PASSWORD)"
+                    .into(),
+            ));
+        }
+        if !pg.ca_file.as_os_str().is_empty() && !pg.ca_file.is_file() {
+            p.push((
+                "store.postgres.ca_file".into(),
+                format!("{} is not a readable file (a PEM bundle of CA certificates)", pg.ca_file.display()),
+            ));
+        }
+        if pg.pool_size == 0 || pg.pool_size > 1024 {
+            p.push(("store.postgres.pool_size".into(), "must be between 1 and 1024".into()));
+        }
+        if pg.connect_timeout_seconds == 0 || pg.connect_timeout_seconds > 3600 {
+            p.push(("store.postgres.connect_timeout_seconds".into(), "must be between 1 and 3600".into()));
+        }
+        if pg.statement_timeout_seconds == 0 || pg.statement_timeout_seconds > 86_400 {
+            p.push((
+                "store.postgres.statement_timeout_seconds".into(),
+                "must be between 1 and 86400: a statement must never hold a connection and its locks forever".into(),
+            ));
+        }
+        let schema = &pg.schema;
+        let identifier = schema.len() <= 63
+            && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !identifier || schema.starts_with("pg_") {
+            p.push((
+                "store.postgres.schema".into(),
+                format!(
+                    "{schema:?} is not a plain schema name: lower-case letters, digits and _, starting with a letter \
+                     or _, at most 63 characters, not starting with pg_ (e.g. \"scimsync\")"
+                ),
+            ));
         }
         p
     }
@@ -1193,6 +1366,108 @@ mod tests {
         assert_eq!(l.config.target.scim.bearer_token.expose(), "s3cret");
         assert!(!format!("{:?}", l.config).contains("s3cret"));
         assert!(!serde_json::to_string(&l.config).unwrap().contains("s3cret"));
+    }
+
+    #[test]
+    fn store_backend_defaults_to_sqlite_and_postgres_needs_a_url() {
+        let l = load_str("", &[]).unwrap();
+        assert_eq!(l.config.store.backend, StoreBackend::Sqlite);
+        assert_eq!(l.config.store.postgres.schema, "scimsync");
+        let err = load_str("[store]\nbackend = \"postgres\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("store.postgres.url: must be set when store.backend = \"postgres\""), "{err}");
+        let err = load_str("[store]\nbackend = \"mysql\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("store.backend"), "{err}");
+        let l = load_str(
+            "[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = \"postgres://scimsync@db.example.com/scimsync\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(l.config.store.backend, StoreBackend::Postgres);
+    }
+
+    #[test]
+    fn postgres_settings_are_checked_and_name_their_key() {
+        let err = load_str(
+            "[store.postgres]\nurl = \"postgres://h:notaport/db\"\npool_size = 0\nconnect_timeout_seconds = 0\n\
+             statement_timeout_seconds = 0\nschema = \"Bad-Name\"\nca_file = \"/nonexistent/ca.pem\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "store.postgres.url: is not a PostgreSQL connection URL",
+            "store.postgres.pool_size: must be between 1 and 1024",
+            "store.postgres.connect_timeout_seconds: must be",
+            "store.postgres.statement_timeout_seconds: must be",
+            "store.postgres.schema: \"Bad-Name\" is not a plain schema name",
+            "store.postgres.ca_file: /nonexistent/ca.pem is not a readable file",
+        ] {
+            assert!(err.contains(key), "{key} missing in:\n{err}");
+        }
+        for schema in ["pg_catalog", "1abc", "", &"a".repeat(64), "sch\u{e9}ma"] {
+            let err = load_str(&format!("[store.postgres]\nschema = {schema:?}\n"), &[]).unwrap_err().to_string();
+            assert!(err.contains("store.postgres.schema"), "{schema:?}: {err}");
+        }
+        for schema in ["scimsync", "_a", "tenant_2", &"a".repeat(63)] {
+            assert!(load_str(&format!("[store.postgres]\nschema = {schema:?}\n"), &[]).is_ok(), "{schema:?}");
+        }
+        // One password, in one place.
+        let err =
+            load_str("[store.postgres]\nurl = \"postgres://u:pw@h/db\"\n", &[("STORE__POSTGRES__PASSWORD", "other")])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("store.postgres.password: is set and store.postgres.url carries a password"), "{err}");
+        assert!(!err.contains("pw@") && !err.contains("other"), "{err}");
+    }
+
+    #[test]
+    fn postgres_password_comes_from_the_environment_and_never_prints() {
+        let l = load_str(
+            "[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = \"postgres://scimsync@db/scimsync\"\n",
+            &[("STORE__POSTGRES__PASSWORD", "pg-s3cret")],
+        )
+        .unwrap();
+        assert_eq!(l.config.store.postgres.password.expose(), "pg-s3cret");
+        assert!(!format!("{:?}", l.config).contains("pg-s3cret"));
+        assert!(!serde_json::to_string(&l.config).unwrap().contains("pg-s3cret"));
+        // A password inside the URL is redacted too, and the URL still works for the driver.
+        let l = load_str(
+            "[store.postgres]\nurl = \"postgres://scimsync:url-s3cret@db:5432/scimsync?sslmode=require\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            l.config.store.postgres.url.expose(),
+            "postgres://scimsync:url-s3cret@db:5432/scimsync?sslmode=require"
+        );
+        let shown = serde_json::to_string(&l.config).unwrap();
+        assert!(!shown.contains("url-s3cret") && !format!("{:?}", l.config).contains("url-s3cret"), "{shown}");
+        assert!(shown.contains("postgres://scimsync:<redacted>@db:5432/scimsync?sslmode=require"), "{shown}");
+    }
+
+    #[test]
+    fn database_url_redaction_covers_every_place_a_password_can_be() {
+        for (url, shown) in [
+            ("postgres://u:p%40ss@h/db", "postgres://u:<redacted>@h/db"),
+            (
+                "postgresql://u:p@ss/word@h:5432/db?sslmode=require",
+                "postgresql://u:<redacted>@h:5432/db?sslmode=require",
+            ),
+            (
+                "postgres://u@h/db?sslmode=require&password=x%26y",
+                "postgres://u@h/db?sslmode=require&password=<redacted>",
+            ),
+            ("postgres://u@h/db?Password=x", "postgres://u@h/db?password=<redacted>"),
+            ("host=h user=u password=secret dbname=d", "host=h user=u password=<redacted> dbname=d"),
+            ("host=h password = 'se cr\\'et' dbname=d", "host=h password=<redacted> dbname=d"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("host=h user=u", "host=h user=u"),
+            ("", ""),
+        ] {
+            let u = DatabaseUrl(url.into());
+            assert_eq!(u.redacted(), shown, "{url}");
+            assert_eq!(u.has_password(), url != shown, "{url}");
+        }
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //!
 //! Layout: [`face`] is what callers may ask, one trait per group (resources, outbox, sync,
 //! tokens, audit, admin); [`types`] the records that cross it and [`StoreError`]; each
-//! backend implements the face in its own directory ([`sqlite`], the embedded default) and
+//! backend implements the face in its own directory ([`sqlite`], the embedded default;
+//! [`postgres`], being built) and
 //! shares nothing with the others but those two files. [`Store`] is the handle the daemon
 //! passes around: one backend behind an `Arc<dyn Backend>`, and the provisioning policy
 //! resource writes are checked against. No driver type or SQL text leaks past this module.
 
 pub mod face;
+pub mod postgres;
 mod sqlite;
 pub mod types;
 

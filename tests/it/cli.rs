@@ -150,6 +150,51 @@ fn check_config_and_serve_reject_unknown_keys_with_the_nearest_one() {
     }
 }
 
+/// The PostgreSQL backend is configured but not built yet (issue 14): `serve` and every
+/// other command that opens the store refuse it at once and say so, without creating a
+/// SQLite store instead; `check-config` shows the settings with every password redacted.
+#[test]
+fn the_postgres_backend_is_refused_until_it_exists_and_check_config_redacts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("scimsync.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"\"\n[store]\ndata_dir = {:?}\nbackend = \"postgres\"\n\
+             [store.postgres]\nurl = \"postgres://scimsync:url-s3cret@127.0.0.1:1/scimsync\"\nschema = \"tenant_a\"\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    for args in [&["serve"][..], &["token", "list"], &["outbox", "list"], &["audit"]] {
+        let out = Command::new(bin()).arg("--config").arg(&cfg).args(args).output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains("the PostgreSQL backend is not available yet"), "{args:?}: {stderr}");
+        assert!(!stdout.contains("listening") && !stderr.contains("url-s3cret"), "{args:?}: {stdout}{stderr}");
+        assert!(!dir.path().join("data").exists(), "{args:?} created a SQLite store");
+    }
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check-config")
+        .env("SCIMSYNC_STORE__POSTGRES__URL", "postgres://scimsync@127.0.0.1:1/scimsync")
+        .env("SCIMSYNC_STORE__POSTGRES__PASSWORD", "env-s3cret")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("\"backend\": \"postgres\""), "{stdout}");
+    assert!(stdout.contains("\"schema\": \"tenant_a\""), "{stdout}");
+    assert!(stdout.contains("\"password\": \"<redacted>\""), "{stdout}");
+    assert!(!stdout.contains("env-s3cret") && !stdout.contains("url-s3cret"), "{stdout}");
+    // And a password inside the URL is shown redacted, not dropped.
+    let out = Command::new(bin()).arg("--config").arg(&cfg).arg("check-config").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("postgres://scimsync:<redacted>@127.0.0.1:1/scimsync"), "{stdout}");
+    assert!(!stdout.contains("url-s3cret"), "{stdout}");
+}
+
 /// A sync run still going has no report yet: `sync runs` says it is running instead of
 /// printing `null item(s)` and a `null` duration.
 #[tokio::test]

@@ -1,0 +1,288 @@
+//! The PostgreSQL store (issue 14), for teams that run the bridge on a database they already
+//! run highly available. Being built: this is its foundation (pool, TLS, timeouts, schema,
+//! migrations, start-up retries); the daemon does not use it yet (`cli` refuses
+//! `store.backend = "postgres"`).
+//!
+//! Owns: the PostgreSQL connection pool and every PostgreSQL statement. Must not touch: HTTP,
+//! the SCIM wire format, cron (as the rest of `store`).
+//!
+//! There is no writer thread here: each store write is one PostgreSQL transaction on a pooled
+//! connection, and PostgreSQL orders concurrent ones (a write locks its resource's row first,
+//! so one resource's outbox rows get ids in commit order). Every connection starts with
+//! `synchronous_commit=on` (so a returned commit is on the server's disk, whatever the
+//! server's default), the configured `statement_timeout` and `search_path` = the schema.
+
+mod migrations;
+mod tls;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_util::sync::CancellationToken;
+
+use super::StoreError;
+
+/// How to reach the database; built from `config::PostgresConfig` by the wiring.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// libpq-style URL or key=value string.
+    pub url: String,
+    /// Overrides a password in the URL when set.
+    pub password: Option<String>,
+    pub pool_size: usize,
+    /// Bounds each connection attempt (TCP, TLS, authentication) and each wait for a pooled
+    /// connection.
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    /// Extra CA certificates (PEM) for the server's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// A plain identifier (lower-case letters, digits, `_`): it is written into DDL.
+    pub schema: String,
+}
+
+/// Where opening the store stands, for `/readyz` and the logs while the database is down at
+/// start: how many attempts failed and the last reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenState {
+    pub ready: bool,
+    pub failed_attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// Shared view of [`OpenState`]: [`PgStore::open`] updates it, readiness reads it.
+#[derive(Debug, Clone, Default)]
+pub struct OpenProgress(Arc<Mutex<OpenState>>);
+
+impl OpenProgress {
+    pub fn snapshot(&self) -> OpenState {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    fn update(&self, f: impl FnOnce(&mut OpenState)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// First and longest wait between attempts to reach a database that is down at start.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Handle to the PostgreSQL store; cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    schema: Arc<str>,
+}
+
+/// Why one attempt to open failed: worth another try (the server is down, starting, or
+/// unreachable) or not (refused credentials, no such database, a bad option).
+enum Attempt {
+    Retry(String),
+    Fail(StoreError),
+}
+
+impl PgStore {
+    /// Open the store: connect, create the schema and run the migrations (once, under an
+    /// advisory lock, however many daemons start together), then build the pool.
+    ///
+    /// A database that cannot be reached is tried again with backoff (each attempt bounded by
+    /// `connect_timeout`, each failure logged and recorded in `progress`) until it answers or
+    /// `cancel` fires ([`StoreError::Closed`]). What another attempt cannot fix fails at once
+    /// with a message saying what to do: a wrong password, an unknown role or database, a
+    /// schema newer than this build.
+    pub async fn open(
+        opts: &PgOptions,
+        progress: &OpenProgress,
+        cancel: &CancellationToken,
+    ) -> Result<PgStore, StoreError> {
+        check_schema_name(&opts.schema)?;
+        let config = connection_config(opts)?;
+        let tls = tls::MakeRustls::new(opts.ca_file.as_deref()).map_err(StoreError::Internal)?;
+        let mut wait = RETRY_FIRST;
+        loop {
+            match Self::open_once(opts, &config, &tls).await {
+                Ok(store) => {
+                    progress.update(|s| {
+                        s.ready = true;
+                        s.last_error = None;
+                    });
+                    return Ok(store);
+                }
+                Err(Attempt::Fail(e)) => {
+                    progress.update(|s| s.last_error = Some(e.to_string()));
+                    return Err(e);
+                }
+                Err(Attempt::Retry(reason)) => {
+                    progress.update(|s| {
+                        s.failed_attempts += 1;
+                        s.last_error = Some(reason.clone());
+                    });
+                    tracing::warn!(
+                        error = %reason,
+                        retry_in_seconds = wait.as_secs_f64(),
+                        "PostgreSQL store not reachable; trying again"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = cancel.cancelled() => return Err(StoreError::Closed),
+                    }
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    async fn open_once(
+        opts: &PgOptions,
+        config: &tokio_postgres::Config,
+        tls: &tls::MakeRustls,
+    ) -> Result<PgStore, Attempt> {
+        // Migrations on a connection of their own: the session advisory lock they hold goes
+        // with it, whatever happens, instead of staying on a pooled connection.
+        let (mut client, connection) = config.connect(tls.clone()).await.map_err(classify)?;
+        let connection = tokio::spawn(connection);
+        let migrated = migrations::apply(&mut client, &opts.schema).await;
+        drop(client);
+        let _ = connection.await;
+        migrated.map_err(Attempt::Fail)?;
+
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            // Fast: a pooled connection is checked with `is_closed` only; a connection the
+            // server dropped fails its statement, and the next checkout gets a new one.
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(opts.connect_timeout))
+            .create_timeout(Some(opts.connect_timeout))
+            .build()
+            .map_err(|e| Attempt::Fail(StoreError::Internal(format!("cannot build the PostgreSQL pool: {e}"))))?;
+        Ok(PgStore { pool, schema: opts.schema.as_str().into() })
+    }
+
+    /// A pooled connection.
+    async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| StoreError::Internal(format!("no PostgreSQL connection: {e}")))
+    }
+
+    /// The schema version recorded in the database.
+    pub async fn schema_version(&self) -> Result<u64, StoreError> {
+        migrations::current(&*self.conn().await?, &self.schema).await
+    }
+
+    /// The schema version this build migrates to.
+    pub fn expected_schema_version() -> u64 {
+        migrations::expected()
+    }
+
+    /// The session settings every connection must run with, as the server reports them, so a
+    /// test can read them back (a misspelt option would otherwise silently do nothing).
+    pub async fn read_settings(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn().await?;
+        let mut out = Vec::new();
+        for name in ["synchronous_commit", "search_path", "statement_timeout", "application_name"] {
+            let row = conn.query_one(&format!("SHOW {name}"), &[]).await?;
+            out.push((name.to_string(), row.get::<_, String>(0)));
+        }
+        Ok(out)
+    }
+}
+
+/// Validate the schema name again here: it is written into SQL (config checks it too, but
+/// the store must not depend on that).
+fn check_schema_name(schema: &str) -> Result<(), StoreError> {
+    let plain = !schema.is_empty()
+        && schema.len() <= 63
+        && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain { Ok(()) } else { Err(StoreError::Internal(format!("{schema:?} is not a plain schema name"))) }
+}
+
+/// The driver's configuration: the URL, the password, and the options every session starts
+/// with (sent in the start-up packet: no extra round trip, and no pooled connection can miss
+/// them).
+fn connection_config(opts: &PgOptions) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config: tokio_postgres::Config = opts
+        .url
+        .parse()
+        .map_err(|e| StoreError::Internal(format!("store.postgres.url is not a PostgreSQL connection URL: {e}")))?;
+    if let Some(password) = &opts.password {
+        config.password(password.as_bytes());
+    }
+    config.connect_timeout(opts.connect_timeout);
+    if config.get_application_name().is_none() {
+        config.application_name("scimsync");
+    }
+    let ours = format!(
+        "-c synchronous_commit=on -c statement_timeout={} -c search_path={}",
+        opts.statement_timeout.as_millis().max(1),
+        opts.schema
+    );
+    let options = match config.get_options() {
+        Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
+        _ => ours,
+    };
+    config.options(options);
+    Ok(config)
+}
+
+/// Sort a failed connection attempt: an unreachable, starting or overloaded server is worth
+/// another try; what the server refused on purpose is not.
+fn classify(e: tokio_postgres::Error) -> Attempt {
+    let text = describe(&e);
+    match e.code() {
+        None => Attempt::Retry(text),
+        Some(code)
+            if [
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::TOO_MANY_CONNECTIONS,
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+            ]
+            .contains(code) =>
+        {
+            Attempt::Retry(text)
+        }
+        Some(code) => {
+            let hint = if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            {
+                " (check store.postgres.password / SCIMSYNC_STORE__POSTGRES__PASSWORD and the user in store.postgres.url)"
+            } else if *code == SqlState::INVALID_CATALOG_NAME {
+                " (create the database, or fix the database name in store.postgres.url)"
+            } else {
+                ""
+            };
+            Attempt::Fail(StoreError::Internal(format!("PostgreSQL refused the connection: {text}{hint}")))
+        }
+    }
+}
+
+/// The driver's error with its cause (`db error: FATAL: password authentication failed ...`,
+/// `error connecting to server: Connection refused`): its `Display` alone may say only
+/// "db error".
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s = format!("{s}: {c}");
+        }
+        source = cause.source();
+    }
+    s
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Internal(describe(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests;
