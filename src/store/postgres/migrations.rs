@@ -13,8 +13,10 @@ use tokio_postgres::Client;
 use crate::store::StoreError;
 
 /// (version, name, SQL), in order; the version is the file's number.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "0001_init", include_str!("../../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "0001_init", include_str!("../../../migrations/postgres/0001_init.sql")),
+    (2, "0002_filter_functions", include_str!("../../../migrations/postgres/0002_filter_functions.sql")),
+];
 
 /// The schema version this build migrates to.
 pub fn expected() -> u64 {
