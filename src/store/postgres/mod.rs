@@ -12,8 +12,11 @@
 //! `synchronous_commit=on` (so a returned commit is on the server's disk, whatever the
 //! server's default), the configured `statement_timeout` and `search_path` = the schema.
 
+mod audit;
+mod face;
 pub mod filter_sql;
 mod migrations;
+mod outbox;
 mod resources;
 mod tls;
 
@@ -372,5 +375,7 @@ impl From<tokio_postgres::Error> for StoreError {
 
 #[cfg(test)]
 mod diff_tests;
+#[cfg(test)]
+mod outbox_tests;
 #[cfg(test)]
 mod tests;

@@ -70,24 +70,6 @@ async fn write_emails(c: &impl GenericClient, seq: i64, ix: &Indexed) -> Result<
     Ok(())
 }
 
-async fn enqueue(
-    c: &impl GenericClient,
-    kind: ResourceKind,
-    id: &str,
-    op: ChangeOp,
-    version: u64,
-    payload: &OutboxPayload,
-    now: &str,
-) -> Result<(), StoreError> {
-    c.execute(
-        "INSERT INTO outbox (resource_kind, resource_id, op, version, payload, created_at)
-         VALUES ($1, $2, $3, $4, $5::text::jsonb, $6)",
-        &[&kind.as_str(), &id, &op.as_str(), &(version as i64), &payload.to_json(), &now],
-    )
-    .await?;
-    Ok(())
-}
-
 async fn member_seq(c: &impl GenericClient, m: &MemberRef) -> Result<(i64, ResourceKind), StoreError> {
     let row = c.query_opt("SELECT seq, kind FROM resources WHERE id = $1", &[&m.id]).await?;
     let Some(row) = row else { return Err(StoreError::UnknownMember(m.id.clone())) };
@@ -166,7 +148,7 @@ pub async fn create(c: &impl GenericClient, new: NewResource, now: &str) -> Resu
     {
         cancel_held_deletes_of(c, name, &new.id, now).await?;
     }
-    enqueue(c, new.kind, &new.id, ChangeOp::Create, 1, &payload, now).await?;
+    super::outbox::enqueue(c, new.kind, &new.id, ChangeOp::Create, 1, &payload, now).await?;
     let load = Load { members: true, groups: true };
     get(c, new.kind, &new.id, load).await?.ok_or_else(|| StoreError::Internal("created row vanished".into()))
 }
@@ -255,7 +237,7 @@ pub async fn update(c: &impl GenericClient, upd: Update, now: &str) -> Result<Re
         }
         let payload =
             OutboxPayload { attributes_changed: attrs_changed, deprovision, ..OutboxPayload::members(added, removed) };
-        enqueue(c, upd.kind, &upd.id, ChangeOp::Update, version, &payload, now).await?;
+        super::outbox::enqueue(c, upd.kind, &upd.id, ChangeOp::Update, version, &payload, now).await?;
     }
     let load = Load { members: false, groups: upd.kind == ResourceKind::User };
     get(c, upd.kind, &upd.id, load).await?.ok_or_else(|| StoreError::Internal("updated row vanished".into()))
@@ -301,7 +283,7 @@ pub async fn delete(
         .await?;
     }
     let payload = OutboxPayload { tombstone: Some(tombstone), deprovision: true, ..OutboxPayload::default() };
-    enqueue(c, kind, id, ChangeOp::Delete, cur.version + 1, &payload, now).await?;
+    super::outbox::enqueue(c, kind, id, ChangeOp::Delete, cur.version + 1, &payload, now).await?;
     Ok(())
 }
 

@@ -1,0 +1,185 @@
+//! [`PgStore`] behind the store's face: each group's operations as one PostgreSQL
+//! transaction (writes) or one statement on a pooled connection (reads), with the audit
+//! record of an operator's action completed and written in the action's transaction, as
+//! the SQLite backend's writer does.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{PgStore, audit, outbox, resources};
+use crate::model::ResourceKind;
+use crate::store::face::{AuditStore, OutboxStore};
+use crate::store::types::*;
+
+/// Add `key: value` to an audit record's summary object.
+fn note(audit: &mut NewAudit, key: &str, value: Value) {
+    if let Some(o) = audit.summary.as_object_mut() {
+        o.insert(key.into(), value);
+    }
+}
+
+/// The summary of an action that dropped rows: how many, and what each was about.
+fn note_rows(audit: &mut NewAudit, rows: &[OutboxRow]) {
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|r| serde_json::json!({"outbox_id": r.id, "type": r.kind.as_str(), "id": r.resource_id, "op": r.op.as_str()}))
+        .collect();
+    note(audit, "count", list.len().into());
+    note(audit, "changes", list.into());
+}
+
+#[async_trait]
+impl OutboxStore for PgStore {
+    async fn recover(&self) -> Result<usize, StoreError> {
+        outbox::recover_leases(&**self.conn().await?, &crate::model::now()).await
+    }
+
+    async fn claim(
+        &self,
+        limit: usize,
+        max_rows: usize,
+        lease_until: String,
+        guard: Option<GuardPolicy>,
+    ) -> Result<Claimed, StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        let claimed = outbox::claim(&*tx, limit, max_rows, &crate::model::now(), &lease_until, guard.as_ref()).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn complete(&self, bundle: &Bundle, started_at: String, completion: Completion) -> Result<(), StoreError> {
+        let head = bundle.head();
+        let ids: Vec<i64> = bundle.rows.iter().map(|r| r.id).collect();
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        let now = crate::model::now();
+        outbox::complete(&*tx, head.kind, &head.resource_id, &ids, &started_at, &completion, &now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_held(&self, mut audit: NewAudit) -> Result<usize, StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        let now = crate::model::now();
+        let n = outbox::release_held(&*tx).await?;
+        note(&mut audit, "count", n.into());
+        resources::insert_audit(&*tx, &audit, None, None, &now).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn discard_held(&self, mut audit: NewAudit) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        let now = crate::model::now();
+        let rows = outbox::discard_held(&*tx).await?;
+        note_rows(&mut audit, &rows);
+        resources::insert_audit(&*tx, &audit, None, None, &now).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    async fn retry_dead(&self, id: Option<i64>, mut audit: NewAudit) -> Result<usize, StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        let now = crate::model::now();
+        let n = outbox::retry_dead(&*tx, id, &now).await?;
+        // Retrying nothing is no action, and leaves no record.
+        if n > 0 {
+            note(&mut audit, "count", n.into());
+            resources::insert_audit(&*tx, &audit, None, None, &now).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn drop_row(&self, id: i64, mut audit: NewAudit) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        let now = crate::model::now();
+        if let Some(brief) = outbox::brief(&*tx, id).await? {
+            note(&mut audit, "change", brief);
+        }
+        let n = outbox::drop_row(&*tx, id).await?;
+        if n > 0 {
+            note(&mut audit, "count", n.into());
+            resources::insert_audit(&*tx, &audit, None, None, &now).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn resync(&self, kind: ResourceKind, id: &str, mut audit: NewAudit) -> Result<i64, StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        let now = crate::model::now();
+        let name = resources::resource_name(&*tx, id).await?;
+        let outbox_id = outbox::resync(&*tx, kind, id, &now).await?;
+        note(&mut audit, "outbox_id", outbox_id.into());
+        resources::insert_audit(&*tx, &audit, name.as_deref(), None, &now).await?;
+        tx.commit().await?;
+        Ok(outbox_id)
+    }
+
+    async fn list(&self, state: Option<OutboxState>, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        outbox::list(&**self.conn().await?, state, limit).await
+    }
+
+    async fn get(&self, id: i64) -> Result<Option<(OutboxRow, Vec<Attempt>)>, StoreError> {
+        outbox::get(&**self.conn().await?, id).await
+    }
+
+    async fn depth(&self) -> Result<(u64, Option<String>), StoreError> {
+        outbox::depth(&**self.conn().await?).await
+    }
+
+    async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        outbox::counts(&**self.conn().await?).await
+    }
+
+    async fn rows_of(&self, resource_id: &str) -> Result<Vec<(String, u64, String)>, StoreError> {
+        outbox::rows_of(&**self.conn().await?, resource_id).await
+    }
+
+    async fn guard_status(&self) -> Result<GuardStatus, StoreError> {
+        outbox::guard_status(&**self.conn().await?).await
+    }
+
+    async fn held_changes(&self, limit: usize) -> Result<Vec<HeldChange>, StoreError> {
+        outbox::held(&**self.conn().await?, limit).await
+    }
+
+    async fn recent_attempts(&self, limit: usize, failures_only: bool) -> Result<Vec<DeliveryAttempt>, StoreError> {
+        outbox::recent_attempts(&**self.conn().await?, limit, failures_only).await
+    }
+
+    async fn app_id(&self, resource_id: &str) -> Result<Option<String>, StoreError> {
+        outbox::app_id(&**self.conn().await?, resource_id).await
+    }
+
+    async fn has_undelivered(&self, resource_id: &str) -> Result<bool, StoreError> {
+        outbox::has_undelivered(&**self.conn().await?, resource_id).await
+    }
+}
+
+#[async_trait]
+impl AuditStore for PgStore {
+    async fn list(&self, q: AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        audit::list(&**self.conn().await?, &q).await
+    }
+
+    async fn prune(&self, before: &str, batch: usize) -> Result<usize, StoreError> {
+        let batch = batch.max(1);
+        let mut total = 0;
+        loop {
+            // One short transaction per batch, so writers are never held long.
+            let n = audit::prune(&**self.conn().await?, before, batch).await?;
+            total += n;
+            if n < batch {
+                return Ok(total);
+            }
+        }
+    }
+}
