@@ -6,9 +6,9 @@
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{PgStore, audit, outbox, resources};
+use super::{PgStore, audit, outbox, resources, tokens};
 use crate::model::ResourceKind;
-use crate::store::face::{AuditStore, OutboxStore};
+use crate::store::face::{AuditStore, OutboxStore, TokenStore};
 use crate::store::types::*;
 
 /// Add `key: value` to an audit record's summary object.
@@ -181,5 +181,43 @@ impl AuditStore for PgStore {
                 return Ok(total);
             }
         }
+    }
+}
+
+#[async_trait]
+impl TokenStore for PgStore {
+    async fn create(&self, label: &str, mut audit: NewAudit) -> Result<NewToken, StoreError> {
+        let tok = generate_token(label)?;
+        audit.resource_id = Some(tok.public.id.clone());
+        note(&mut audit, "label", label.into());
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        let now = crate::model::now();
+        tokens::insert(&*tx, &tok, &now).await?;
+        resources::insert_audit(&*tx, &audit, None, None, &now).await?;
+        tx.commit().await?;
+        Ok(tok.public)
+    }
+
+    async fn revoke(&self, id: &str, mut audit: NewAudit) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        let now = crate::model::now();
+        let n = tokens::revoke(&*tx, id, &now).await?;
+        // Revoking an unknown or revoked token is no action, and leaves no record.
+        if n > 0 {
+            note(&mut audit, "count", n.into());
+            resources::insert_audit(&*tx, &audit, None, None, &now).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn list(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        tokens::list(&**self.conn().await?).await
+    }
+
+    async fn verify(&self, presented: &str) -> Result<Option<TokenInfo>, StoreError> {
+        tokens::verify(&**self.conn().await?, presented).await
     }
 }

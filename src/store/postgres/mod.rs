@@ -19,6 +19,7 @@ mod migrations;
 mod outbox;
 mod resources;
 mod tls;
+mod tokens;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

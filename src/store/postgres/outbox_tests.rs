@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::model::{MemberDelta, MemberRef};
-use crate::store::face::{AuditStore, OutboxStore};
+use crate::store::face::{AuditStore, OutboxStore, TokenStore};
 use crate::store::{
     AuditQuery, Claimed, Completion, GuardPolicy, NewAudit, NewResource, OutboxRow, OutboxState, Store, StoreOptions,
 };
@@ -248,13 +248,40 @@ async fn claims_completions_and_operator_actions_leave_the_same_outbox_as_on_sql
     both!("recover", s, p, o, o.recover().await.unwrap());
     compare("after recovery").await;
 
+    // Tokens: each backend verifies what it issued, in constant time, until revoked; the
+    // issue and the revocation are audited, revoking twice is no action.
+    for (name, t) in [("SQLite", s.tokens()), ("PostgreSQL", &p as &dyn TokenStore)] {
+        let tok = t.create("okta", NewAudit::new("test", "token create", "token")).await.unwrap();
+        assert_eq!(t.verify(&tok.token).await.unwrap().map(|i| i.id), Some(tok.id.clone()), "{name}");
+        let forged = format!("{}0", &tok.token[..tok.token.len() - 1]);
+        assert_eq!(t.verify(&forged).await.unwrap(), None, "{name}");
+        assert_eq!(t.verify("not-a-token").await.unwrap(), None, "{name}");
+        assert!(t.revoke(&tok.id, NewAudit::new("test", "token revoke", "token")).await.unwrap(), "{name}");
+        assert!(!t.revoke(&tok.id, NewAudit::new("test", "token revoke", "token")).await.unwrap(), "{name}");
+        assert_eq!(t.verify(&tok.token).await.unwrap(), None, "{name}: a revoked token still works");
+        let listed = t.list().await.unwrap();
+        assert_eq!(listed.len(), 1, "{name}");
+        assert!(listed[0].revoked_at.is_some(), "{name}");
+    }
+    let token_audits = |a: Vec<crate::store::AuditRecord>| {
+        a.into_iter()
+            .filter(|r| r.resource_type == "token")
+            .map(|r| (r.method, r.summary.get("label").cloned(), r.summary.get("count").cloned()))
+            .collect::<Vec<_>>()
+    };
+    let q = || AuditQuery { limit: 1000, ..Default::default() };
+    assert_eq!(
+        token_audits(s.audit().list(q()).await.unwrap()),
+        token_audits(AuditStore::list(&p, q()).await.unwrap())
+    );
+    assert_eq!(token_audits(s.audit().list(q()).await.unwrap()).len(), 2);
+
     let audits = |a: Vec<crate::store::AuditRecord>| {
         a.into_iter()
             .filter(|r| r.resource_type == "outbox")
             .map(|r| json!([r.actor, r.method, r.resource_type, r.resource_id, r.resource_name, r.version, r.summary]))
             .collect::<Vec<_>>()
     };
-    let q = || AuditQuery { limit: 1000, ..Default::default() };
     assert_eq!(audits(s.audit().list(q()).await.unwrap()), audits(AuditStore::list(&p, q()).await.unwrap()));
     s.close();
 }

@@ -19,7 +19,9 @@ pub use sync::{
     AppKey, DRY_RUN, DriftRow, Matched, MemberInfo, PageMatch, RepairOp, RepairResult, RunFinish, RunSummary, Stuck,
     SyncRun, TargetSwitch, orphan_id,
 };
-pub use tokens::{GeneratedToken, NewToken, TOKEN_PREFIX, TokenInfo, generate_token, token_hash};
+pub use tokens::{
+    GeneratedToken, NewToken, TOKEN_PREFIX, TokenInfo, generate_token, presented_id, token_hash, token_matches,
+};
 
 use std::path::PathBuf;
 
