@@ -55,6 +55,7 @@ impl From<StoreError> for ServiceError {
             // not what happened; the detail says which constraint and what to do.
             StoreError::Policy(detail) => ScimError::new(409, None, detail).into(),
             StoreError::Closed => ServiceError::Unavailable("shutting down".into()),
+            StoreError::Unavailable(why) => ServiceError::Unavailable(format!("the store is unavailable ({why})")),
             StoreError::Internal(m) => ServiceError::Internal(m),
         }
     }

@@ -174,7 +174,7 @@ impl PgStore {
 
     /// A pooled connection.
     async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(|e| StoreError::Internal(format!("no PostgreSQL connection: {e}")))
+        self.pool.get().await.map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection: {e}")))
     }
 
     /// Create a resource with its emails, members, outbox row and audit record, in one
@@ -369,8 +369,44 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 impl From<tokio_postgres::Error> for StoreError {
+    /// A lost connection or a server that is going away is `Unavailable` (503: retry), not
+    /// `Internal` (500): the IdP must try again, and nothing was acknowledged.
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Internal(describe(&e))
+        if unavailable(&e) { StoreError::Unavailable(describe(&e)) } else { StoreError::Internal(describe(&e)) }
+    }
+}
+
+/// Whether an error says the server cannot be reached now rather than that the statement is
+/// wrong: the connection closed or broke (an I/O error under it), class 08 (connection
+/// exception), 57P01-57P03 (shut down, crashed, cannot connect now), 53300 (too many
+/// connections), 57014 (the statement timeout: a server too slow to answer now).
+fn unavailable(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        None => {
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                if cause.is::<std::io::Error>() {
+                    return true;
+                }
+                source = cause.source();
+            }
+            false
+        }
+        Some(code) if *code == SqlState::QUERY_CANCELED => true,
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08")
+                || [
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                    SqlState::TOO_MANY_CONNECTIONS,
+                ]
+                .contains(code)
+        }
     }
 }
 

@@ -275,3 +275,39 @@ fn session_options_are_added_to_the_urls_own() {
     assert_eq!(c.get_application_name(), Some("mine"));
     assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)));
 }
+
+/// A database that goes away answers `Unavailable` (the API's 503, never a 500 and never an
+/// acknowledgement), and the store recovers by itself once it is back: no restart of ours.
+#[tokio::test]
+async fn a_database_that_goes_away_is_unavailable_then_recovers_by_itself() {
+    use crate::store::face::TokenStore;
+    let mut pg = TestPg::start().unwrap();
+    let db = pg.create_database().unwrap();
+    let store = bounded("open", open(&options(&pg, &db))).await.unwrap();
+    let audit = || crate::store::NewAudit::new("test", "token create", "token");
+    bounded("a write", store.create("before", audit())).await.unwrap();
+
+    pg.stop();
+    let write = bounded("a write while down", store.create("during", audit())).await;
+    assert!(matches!(write, Err(StoreError::Unavailable(_))), "{write:?}");
+    let read = bounded("a read while down", TokenStore::list(&store)).await;
+    assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+
+    pg.restart().unwrap();
+    // Connections the restart broke are replaced as they are found broken: within a few
+    // calls (one per pooled connection at most) the store answers again.
+    let mut answered = None;
+    for _ in 0..20 {
+        match bounded("a write after restart", store.create("after", audit())).await {
+            Ok(t) => {
+                answered = Some(t);
+                break;
+            }
+            Err(StoreError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("after the restart: {e}"),
+        }
+    }
+    assert!(answered.is_some(), "the store did not recover after the database came back");
+    let labels: Vec<String> = TokenStore::list(&store).await.unwrap().into_iter().map(|t| t.label).collect();
+    assert_eq!(labels, ["before", "after"], "nothing written while down, everything acknowledged kept");
+}

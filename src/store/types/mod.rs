@@ -58,6 +58,11 @@ pub enum StoreError {
     /// The writer has stopped (shutdown in progress).
     #[error("the store is shutting down")]
     Closed,
+    /// The database cannot be reached (a PostgreSQL server down, restarting or failing
+    /// over; the connection lost mid-transaction). Nothing was acknowledged: the change may
+    /// or may not have committed, so the caller answers 503 and the IdP retries.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
     #[error("store failure: {0}")]
     Internal(String),
 }
