@@ -146,7 +146,12 @@ impl PgStore {
         // with it, whatever happens, instead of staying on a pooled connection.
         let (mut client, connection) = config.connect(tls.clone()).await.map_err(classify)?;
         let connection = tokio::spawn(connection);
-        let migrated = migrations::apply(&mut client, &opts.schema).await;
+        // No statement timeout on this connection: waiting for another daemon's migrations,
+        // or a migration rewriting a large table, may take longer than a request may.
+        let migrated = match client.batch_execute("SET statement_timeout = 0").await {
+            Ok(()) => migrations::apply(&mut client, &opts.schema).await,
+            Err(e) => Err(e.into()),
+        };
         drop(client);
         let _ = connection.await;
         migrated.map_err(Attempt::Fail)?;

@@ -112,6 +112,35 @@ async fn racing_opens_on_one_schema_all_succeed_and_migrate_once() {
     assert_eq!(pg.psql(&db, "SELECT count(*) FROM scimsync.tokens").unwrap(), "0");
 }
 
+/// A daemon that waits for another's migrations longer than `statement_timeout` still
+/// opens: the migration connection runs without the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_another_daemons_migrations_outlasts_the_statement_timeout() {
+    let pg = TestPg::start().unwrap();
+    let db = pg.create_database().unwrap();
+    let key = super::migrations::lock_key("scimsync");
+    // Another daemon holds the migration lock for 3 s.
+    let mut holder = std::process::Command::new(pg.bin_dir().join("psql"))
+        .args(["-X", "-q", "-h", "127.0.0.1", "-U", testpg::USER, "-d", &db, "-p", &pg.port().to_string()])
+        .args(["-c", &format!("SELECT pg_advisory_lock({key})"), "-c", "SELECT pg_sleep(3)"])
+        .env("PGPASSWORD", testpg::PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut polls = 0;
+    while pg.psql(&db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").unwrap() != "1" {
+        polls += 1;
+        assert!(polls < 600, "the holder never took the lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let opts = PgOptions { statement_timeout: Duration::from_secs(1), ..options(&pg, &db) };
+    let store = bounded("open behind the lock", open(&opts)).await.expect("opens once the lock is free");
+    assert_eq!(store.schema_version().await.unwrap(), PgStore::expected_schema_version());
+    // Requests still run under the timeout.
+    assert_eq!(store.read_settings().await.unwrap()[2], ("statement_timeout".to_string(), "1s".to_string()));
+    holder.wait().unwrap();
+}
+
 #[tokio::test]
 async fn a_wrong_password_fails_at_once_with_a_clear_error() {
     let pg = TestPg::start().unwrap();
