@@ -188,8 +188,8 @@ impl PgStore {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
-        let created = resources::create(&*tx, new, &now).await?;
-        resources::insert_audit(&*tx, &audit, resource_name(&created), Some(created.meta.version), &now).await?;
+        let created = resources::create(&tx, new, &now).await?;
+        resources::insert_audit(&tx, &audit, resource_name(&created), Some(created.meta.version), &now).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -200,8 +200,8 @@ impl PgStore {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
-        let updated = resources::update(&*tx, upd, &now).await?;
-        resources::insert_audit(&*tx, &audit, resource_name(&updated), Some(updated.meta.version), &now).await?;
+        let updated = resources::update(&tx, upd, &now).await?;
+        resources::insert_audit(&tx, &audit, resource_name(&updated), Some(updated.meta.version), &now).await?;
         tx.commit().await?;
         Ok(updated)
     }
@@ -218,15 +218,15 @@ impl PgStore {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
-        let name = resources::resource_name(&*tx, id).await?;
-        resources::delete(&*tx, kind, id, expected_version, &now).await?;
-        resources::insert_audit(&*tx, &audit, name.as_deref(), None, &now).await?;
+        let name = resources::resource_name(&tx, id).await?;
+        resources::delete(&tx, kind, id, expected_version, &now).await?;
+        resources::insert_audit(&tx, &audit, name.as_deref(), None, &now).await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn get(&self, kind: ResourceKind, id: &str, load: Load) -> Result<Option<Resource>, StoreError> {
-        resources::get(&**self.conn().await?, kind, id, load).await
+        resources::get(&self.conn().await?, kind, id, load).await
     }
 
     /// One page over one or several resource types (as `Store::list_many`), read in one
@@ -251,7 +251,7 @@ impl PgStore {
             .iter()
             .map(|p| resources::Part { kind: p.kind, filter: p.filter.as_ref(), sort_path: p.sort_path.as_ref() })
             .collect();
-        let page = resources::list(&*tx, &parts, descending, position, count, load).await?;
+        let page = resources::list(&tx, &parts, descending, position, count, load).await?;
         tx.commit().await?;
         Ok(page)
     }
