@@ -3,8 +3,8 @@
 //! `audit` module; `COLLATE NOCASE` there (ASCII case folding) is `lower()` on both sides
 //! here, which folds the same under the C locale the tests' clusters use.
 
+use deadpool_postgres::GenericClient;
 use serde_json::Value;
-use tokio_postgres::GenericClient;
 
 use crate::store::types::{AuditQuery, AuditRecord, StoreError};
 

@@ -31,7 +31,7 @@ fn note_rows(audit: &mut NewAudit, rows: &[OutboxRow]) {
 #[async_trait]
 impl OutboxStore for PgStore {
     async fn recover(&self) -> Result<usize, StoreError> {
-        outbox::recover_leases(&**self.conn().await?, &crate::model::now()).await
+        outbox::recover_leases(&self.conn().await?, &crate::model::now()).await
     }
 
     async fn claim(
@@ -43,7 +43,7 @@ impl OutboxStore for PgStore {
     ) -> Result<Claimed, StoreError> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
-        let claimed = outbox::claim(&*tx, limit, max_rows, &crate::model::now(), &lease_until, guard.as_ref()).await?;
+        let claimed = outbox::claim(&tx, limit, max_rows, &crate::model::now(), &lease_until, guard.as_ref()).await?;
         tx.commit().await?;
         Ok(claimed)
     }
@@ -54,7 +54,7 @@ impl OutboxStore for PgStore {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
-        outbox::complete(&*tx, head.kind, &head.resource_id, &ids, &started_at, &completion, &now).await?;
+        outbox::complete(&tx, head.kind, &head.resource_id, &ids, &started_at, &completion, &now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -63,9 +63,9 @@ impl OutboxStore for PgStore {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
-        let n = outbox::release_held(&*tx).await?;
+        let n = outbox::release_held(&tx).await?;
         note(&mut audit, "count", n.into());
-        resources::insert_audit(&*tx, &audit, None, None, &now).await?;
+        resources::insert_audit(&tx, &audit, None, None, &now).await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -74,9 +74,9 @@ impl OutboxStore for PgStore {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
-        let rows = outbox::discard_held(&*tx).await?;
+        let rows = outbox::discard_held(&tx).await?;
         note_rows(&mut audit, &rows);
-        resources::insert_audit(&*tx, &audit, None, None, &now).await?;
+        resources::insert_audit(&tx, &audit, None, None, &now).await?;
         tx.commit().await?;
         Ok(rows)
     }
@@ -85,11 +85,11 @@ impl OutboxStore for PgStore {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
-        let n = outbox::retry_dead(&*tx, id, &now).await?;
+        let n = outbox::retry_dead(&tx, id, &now).await?;
         // Retrying nothing is no action, and leaves no record.
         if n > 0 {
             note(&mut audit, "count", n.into());
-            resources::insert_audit(&*tx, &audit, None, None, &now).await?;
+            resources::insert_audit(&tx, &audit, None, None, &now).await?;
         }
         tx.commit().await?;
         Ok(n)
@@ -99,13 +99,13 @@ impl OutboxStore for PgStore {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
-        if let Some(brief) = outbox::brief(&*tx, id).await? {
+        if let Some(brief) = outbox::brief(&tx, id).await? {
             note(&mut audit, "change", brief);
         }
-        let n = outbox::drop_row(&*tx, id).await?;
+        let n = outbox::drop_row(&tx, id).await?;
         if n > 0 {
             note(&mut audit, "count", n.into());
-            resources::insert_audit(&*tx, &audit, None, None, &now).await?;
+            resources::insert_audit(&tx, &audit, None, None, &now).await?;
         }
         tx.commit().await?;
         Ok(n > 0)
@@ -115,59 +115,59 @@ impl OutboxStore for PgStore {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
-        let name = resources::resource_name(&*tx, id).await?;
-        let outbox_id = outbox::resync(&*tx, kind, id, &now).await?;
+        let name = resources::resource_name(&tx, id).await?;
+        let outbox_id = outbox::resync(&tx, kind, id, &now).await?;
         note(&mut audit, "outbox_id", outbox_id.into());
-        resources::insert_audit(&*tx, &audit, name.as_deref(), None, &now).await?;
+        resources::insert_audit(&tx, &audit, name.as_deref(), None, &now).await?;
         tx.commit().await?;
         Ok(outbox_id)
     }
 
     async fn list(&self, state: Option<OutboxState>, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-        outbox::list(&**self.conn().await?, state, limit).await
+        outbox::list(&self.conn().await?, state, limit).await
     }
 
     async fn get(&self, id: i64) -> Result<Option<(OutboxRow, Vec<Attempt>)>, StoreError> {
-        outbox::get(&**self.conn().await?, id).await
+        outbox::get(&self.conn().await?, id).await
     }
 
     async fn depth(&self) -> Result<(u64, Option<String>), StoreError> {
-        outbox::depth(&**self.conn().await?).await
+        outbox::depth(&self.conn().await?).await
     }
 
     async fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        outbox::counts(&**self.conn().await?).await
+        outbox::counts(&self.conn().await?).await
     }
 
     async fn rows_of(&self, resource_id: &str) -> Result<Vec<(String, u64, String)>, StoreError> {
-        outbox::rows_of(&**self.conn().await?, resource_id).await
+        outbox::rows_of(&self.conn().await?, resource_id).await
     }
 
     async fn guard_status(&self) -> Result<GuardStatus, StoreError> {
-        outbox::guard_status(&**self.conn().await?).await
+        outbox::guard_status(&self.conn().await?).await
     }
 
     async fn held_changes(&self, limit: usize) -> Result<Vec<HeldChange>, StoreError> {
-        outbox::held(&**self.conn().await?, limit).await
+        outbox::held(&self.conn().await?, limit).await
     }
 
     async fn recent_attempts(&self, limit: usize, failures_only: bool) -> Result<Vec<DeliveryAttempt>, StoreError> {
-        outbox::recent_attempts(&**self.conn().await?, limit, failures_only).await
+        outbox::recent_attempts(&self.conn().await?, limit, failures_only).await
     }
 
     async fn app_id(&self, resource_id: &str) -> Result<Option<String>, StoreError> {
-        outbox::app_id(&**self.conn().await?, resource_id).await
+        outbox::app_id(&self.conn().await?, resource_id).await
     }
 
     async fn has_undelivered(&self, resource_id: &str) -> Result<bool, StoreError> {
-        outbox::has_undelivered(&**self.conn().await?, resource_id).await
+        outbox::has_undelivered(&self.conn().await?, resource_id).await
     }
 }
 
 #[async_trait]
 impl AuditStore for PgStore {
     async fn list(&self, q: AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        audit::list(&**self.conn().await?, &q).await
+        audit::list(&self.conn().await?, &q).await
     }
 
     async fn prune(&self, before: &str, batch: usize) -> Result<usize, StoreError> {
@@ -175,7 +175,7 @@ impl AuditStore for PgStore {
         let mut total = 0;
         loop {
             // One short transaction per batch, so writers are never held long.
-            let n = audit::prune(&**self.conn().await?, before, batch).await?;
+            let n = audit::prune(&self.conn().await?, before, batch).await?;
             total += n;
             if n < batch {
                 return Ok(total);
@@ -193,8 +193,8 @@ impl TokenStore for PgStore {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
-        tokens::insert(&*tx, &tok, &now).await?;
-        resources::insert_audit(&*tx, &audit, None, None, &now).await?;
+        tokens::insert(&tx, &tok, &now).await?;
+        resources::insert_audit(&tx, &audit, None, None, &now).await?;
         tx.commit().await?;
         Ok(tok.public)
     }
@@ -203,21 +203,21 @@ impl TokenStore for PgStore {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
-        let n = tokens::revoke(&*tx, id, &now).await?;
+        let n = tokens::revoke(&tx, id, &now).await?;
         // Revoking an unknown or revoked token is no action, and leaves no record.
         if n > 0 {
             note(&mut audit, "count", n.into());
-            resources::insert_audit(&*tx, &audit, None, None, &now).await?;
+            resources::insert_audit(&tx, &audit, None, None, &now).await?;
         }
         tx.commit().await?;
         Ok(n > 0)
     }
 
     async fn list(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        tokens::list(&**self.conn().await?).await
+        tokens::list(&self.conn().await?).await
     }
 
     async fn verify(&self, presented: &str) -> Result<Option<TokenInfo>, StoreError> {
-        tokens::verify(&**self.conn().await?, presented).await
+        tokens::verify(&self.conn().await?, presented).await
     }
 }

@@ -25,7 +25,7 @@ pub fn expected() -> u64 {
 
 /// The advisory lock key for migrating `schema`: FNV-1a of a fixed prefix and the schema
 /// name, so daemons on different schemas of one database do not wait for each other.
-fn lock_key(schema: &str) -> i64 {
+pub(super) fn lock_key(schema: &str) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in "scimsync migrations:".bytes().chain(schema.bytes()) {
         hash ^= u64::from(b);

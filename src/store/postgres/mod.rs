@@ -150,7 +150,12 @@ impl PgStore {
         // with it, whatever happens, instead of staying on a pooled connection.
         let (mut client, connection) = config.connect(tls.clone()).await.map_err(classify)?;
         let connection = tokio::spawn(connection);
-        let migrated = migrations::apply(&mut client, &opts.schema).await;
+        // No statement timeout on this connection: waiting for another daemon's migrations,
+        // or a migration rewriting a large table, may take longer than a request may.
+        let migrated = match client.batch_execute("SET statement_timeout = 0").await {
+            Ok(()) => migrations::apply(&mut client, &opts.schema).await,
+            Err(e) => Err(e.into()),
+        };
         drop(client);
         let _ = connection.await;
         migrated.map_err(Attempt::Fail)?;
@@ -187,8 +192,8 @@ impl PgStore {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
-        let created = resources::create(&*tx, new, &now).await?;
-        resources::insert_audit(&*tx, &audit, resource_name(&created), Some(created.meta.version), &now).await?;
+        let created = resources::create(&tx, new, &now).await?;
+        resources::insert_audit(&tx, &audit, resource_name(&created), Some(created.meta.version), &now).await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -199,8 +204,8 @@ impl PgStore {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
-        let updated = resources::update(&*tx, upd, &now).await?;
-        resources::insert_audit(&*tx, &audit, resource_name(&updated), Some(updated.meta.version), &now).await?;
+        let updated = resources::update(&tx, upd, &now).await?;
+        resources::insert_audit(&tx, &audit, resource_name(&updated), Some(updated.meta.version), &now).await?;
         tx.commit().await?;
         Ok(updated)
     }
@@ -217,15 +222,15 @@ impl PgStore {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
-        let name = resources::resource_name(&*tx, id).await?;
-        resources::delete(&*tx, kind, id, expected_version, &now).await?;
-        resources::insert_audit(&*tx, &audit, name.as_deref(), None, &now).await?;
+        let name = resources::resource_name(&tx, id).await?;
+        resources::delete(&tx, kind, id, expected_version, &now).await?;
+        resources::insert_audit(&tx, &audit, name.as_deref(), None, &now).await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn get(&self, kind: ResourceKind, id: &str, load: Load) -> Result<Option<Resource>, StoreError> {
-        resources::get(&**self.conn().await?, kind, id, load).await
+        resources::get(&self.conn().await?, kind, id, load).await
     }
 
     /// One page over one or several resource types (as `Store::list_many`), read in one
@@ -250,7 +255,7 @@ impl PgStore {
             .iter()
             .map(|p| resources::Part { kind: p.kind, filter: p.filter.as_ref(), sort_path: p.sort_path.as_ref() })
             .collect();
-        let page = resources::list(&*tx, &parts, descending, position, count, load).await?;
+        let page = resources::list(&tx, &parts, descending, position, count, load).await?;
         tx.commit().await?;
         Ok(page)
     }

@@ -8,8 +8,9 @@
 //! claimer skips them instead of delivering them twice) and the guard's evaluation locks the
 //! guard's row, so two claims cannot both trip it or both miss a trip.
 
+use deadpool_postgres::GenericClient;
 use serde_json::Value;
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 
 use crate::model::{ChangeOp, OutboxPayload, ResourceKind};
 use crate::store::types::{

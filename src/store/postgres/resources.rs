@@ -8,15 +8,51 @@
 
 use std::collections::{HashMap, HashSet};
 
+use deadpool_postgres::GenericClient;
 use serde_json::{Map, Value};
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, Row};
 
 use super::filter_sql::{self, PgValue};
 use crate::model::query::{AttrPath, Filter};
 use crate::model::{ChangeOp, GroupRef, Member, MemberRef, Meta, OutboxPayload, Resource, ResourceKind, fold_case};
 use crate::store::{Load, NewAudit, NewResource, Page, Position, StoreError, Update};
+
+/// Fixed statements are prepared once per connection (deadpool's statement cache): a write
+/// runs about ten of them, and preparing each again was a round trip apiece. Statements
+/// built from a filter are not cached (their number is not bounded).
+async fn cached_execute(
+    c: &impl GenericClient,
+    sql: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    c.execute(&c.prepare_cached(sql).await?, p).await
+}
+
+async fn cached_query(
+    c: &impl GenericClient,
+    sql: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    c.query(&c.prepare_cached(sql).await?, p).await
+}
+
+async fn cached_query_one(
+    c: &impl GenericClient,
+    sql: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<Row, tokio_postgres::Error> {
+    c.query_one(&c.prepare_cached(sql).await?, p).await
+}
+
+async fn cached_query_opt(
+    c: &impl GenericClient,
+    sql: &str,
+    p: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    c.query_opt(&c.prepare_cached(sql).await?, p).await
+}
 
 const SELECT_COLS: &str = "r.seq, r.id, r.kind, r.version, r.created, r.last_modified, r.data";
 
@@ -62,16 +98,20 @@ fn map_unique(e: tokio_postgres::Error, ix: &Indexed) -> StoreError {
 }
 
 async fn write_emails(c: &impl GenericClient, seq: i64, ix: &Indexed) -> Result<(), StoreError> {
-    c.execute("DELETE FROM resource_emails WHERE resource_seq = $1", &[&seq]).await?;
+    cached_execute(c, "DELETE FROM resource_emails WHERE resource_seq = $1", &[&seq]).await?;
     for (v, t) in &ix.emails {
-        c.execute("INSERT INTO resource_emails (resource_seq, value_ci, type_ci) VALUES ($1, $2, $3)", &[&seq, v, t])
-            .await?;
+        cached_execute(
+            c,
+            "INSERT INTO resource_emails (resource_seq, value_ci, type_ci) VALUES ($1, $2, $3)",
+            &[&seq, v, t],
+        )
+        .await?;
     }
     Ok(())
 }
 
 async fn member_seq(c: &impl GenericClient, m: &MemberRef) -> Result<(i64, ResourceKind), StoreError> {
-    let row = c.query_opt("SELECT seq, kind FROM resources WHERE id = $1", &[&m.id]).await?;
+    let row = cached_query_opt(c, "SELECT seq, kind FROM resources WHERE id = $1", &[&m.id]).await?;
     let Some(row) = row else { return Err(StoreError::UnknownMember(m.id.clone())) };
     let k: String = row.get(1);
     let k = ResourceKind::parse(&k).ok_or_else(|| StoreError::Internal(format!("bad kind {k}")))?;
@@ -88,12 +128,12 @@ async fn add_members(c: &impl GenericClient, group_seq: i64, add: &[MemberRef]) 
         if seq == group_seq {
             return Err(StoreError::UnknownMember(format!("{} (a group cannot be its own member)", m.id)));
         }
-        let n = c
-            .execute(
-                "INSERT INTO group_members (group_seq, member_seq, display) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                &[&group_seq, &seq, &m.display],
-            )
-            .await?;
+        let n = cached_execute(
+            c,
+            "INSERT INTO group_members (group_seq, member_seq, display) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&group_seq, &seq, &m.display],
+        )
+        .await?;
         if n > 0 {
             added.push(m.id.clone());
         }
@@ -104,12 +144,12 @@ async fn add_members(c: &impl GenericClient, group_seq: i64, add: &[MemberRef]) 
 async fn remove_members(c: &impl GenericClient, group_seq: i64, ids: &[String]) -> Result<Vec<String>, StoreError> {
     let mut removed = Vec::new();
     for id in ids {
-        let n = c
-            .execute(
-                "DELETE FROM group_members WHERE group_seq = $1 AND member_seq = (SELECT seq FROM resources WHERE id = $2)",
-                &[&group_seq, id],
-            )
-            .await?;
+        let n = cached_execute(
+            c,
+            "DELETE FROM group_members WHERE group_seq = $1 AND member_seq = (SELECT seq FROM resources WHERE id = $2)",
+            &[&group_seq, id],
+        )
+        .await?;
         if n > 0 {
             removed.push(id.clone());
         }
@@ -118,27 +158,27 @@ async fn remove_members(c: &impl GenericClient, group_seq: i64, ids: &[String]) 
 }
 
 async fn member_ids(c: &impl GenericClient, group_seq: i64) -> Result<Vec<String>, StoreError> {
-    let rows = c
-        .query(
-            "SELECT m.id FROM group_members gm JOIN resources m ON m.seq = gm.member_seq WHERE gm.group_seq = $1",
-            &[&group_seq],
-        )
-        .await?;
+    let rows = cached_query(
+        c,
+        "SELECT m.id FROM group_members gm JOIN resources m ON m.seq = gm.member_seq WHERE gm.group_seq = $1",
+        &[&group_seq],
+    )
+    .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 pub async fn create(c: &impl GenericClient, new: NewResource, now: &str) -> Result<Resource, StoreError> {
     let ix = indexed(new.kind, &new.attrs);
     let data = Value::Object(new.attrs);
-    let row = c
-        .query_one(
-            "INSERT INTO resources (id, kind, user_name_ci, display_name_ci, external_id, version, created,
+    let row = cached_query_one(
+        c,
+        "INSERT INTO resources (id, kind, user_name_ci, display_name_ci, external_id, version, created,
                                     last_modified, data)
              VALUES ($1, $2, $3, $4, $5, 1, $6, $6, $7) RETURNING seq",
-            &[&new.id, &new.kind.as_str(), &ix.user_name_ci, &ix.display_name_ci, &ix.external_id, &now, &data],
-        )
-        .await
-        .map_err(|e| map_unique(e, &ix))?;
+        &[&new.id, &new.kind.as_str(), &ix.user_name_ci, &ix.display_name_ci, &ix.external_id, &now, &data],
+    )
+    .await
+    .map_err(|e| map_unique(e, &ix))?;
     let seq: i64 = row.get(0);
     write_emails(c, seq, &ix).await?;
     let added = if new.kind == ResourceKind::Group { add_members(c, seq, &new.members).await? } else { Vec::new() };
@@ -161,7 +201,8 @@ struct Current {
 
 /// The resource's row, locked until the transaction ends.
 async fn current_for_update(c: &impl GenericClient, kind: ResourceKind, id: &str) -> Result<Current, StoreError> {
-    c.query_opt(
+    cached_query_opt(
+        c,
         "SELECT seq, version, data FROM resources WHERE id = $1 AND kind = $2 FOR UPDATE",
         &[&id, &kind.as_str()],
     )
@@ -191,7 +232,8 @@ pub async fn update(c: &impl GenericClient, upd: Update, now: &str) -> Result<Re
                 }
             }
             let ix = indexed(upd.kind, data.as_object().expect("constructed from a map"));
-            c.execute(
+            cached_execute(
+                c,
                 "UPDATE resources SET user_name_ci = $2, display_name_ci = $3, external_id = $4, data = $5,
                                       version = $6, last_modified = $7 WHERE seq = $1",
                 &[
@@ -229,7 +271,8 @@ pub async fn update(c: &impl GenericClient, upd: Update, now: &str) -> Result<Re
     if changed {
         let version = cur.version + 1;
         if !attrs_changed {
-            c.execute(
+            cached_execute(
+                c,
                 "UPDATE resources SET version = $2, last_modified = $3 WHERE seq = $1",
                 &[&cur.seq, &(version as i64), &now],
             )
@@ -256,13 +299,14 @@ pub async fn delete(
     {
         return Err(StoreError::VersionMismatch { expected, current: cur.version });
     }
-    c.execute(
+    cached_execute(
+        c,
         "UPDATE resources SET version = version + 1, last_modified = $2
          WHERE seq IN (SELECT group_seq FROM group_members WHERE member_seq = $1)",
         &[&cur.seq, &now],
     )
     .await?;
-    c.execute("DELETE FROM resources WHERE seq = $1", &[&cur.seq]).await?;
+    cached_execute(c, "DELETE FROM resources WHERE seq = $1", &[&cur.seq]).await?;
     let old = &cur.data;
     let mut tombstone = Map::new();
     for k in ["userName", "externalId", "displayName"] {
@@ -271,7 +315,8 @@ pub async fn delete(
         }
     }
     if kind == ResourceKind::User {
-        c.execute(
+        cached_execute(
+            c,
             "INSERT INTO deleted_accounts (resource_id, user_name_ci, external_id, deleted_at) VALUES ($1, $2, $3, $4)",
             &[
                 &id,
@@ -292,12 +337,12 @@ fn inactive(attrs: &Value) -> bool {
 }
 
 async fn cancel_held(c: &impl GenericClient, resource_id: &str, reason: &str, now: &str) -> Result<u64, StoreError> {
-    let n = c
-        .execute(
-            "UPDATE outbox SET state = 'done', done_at = $3, last_error = $2 WHERE resource_id = $1 AND state = 'held'",
-            &[&resource_id, &reason, &now],
-        )
-        .await?;
+    let n = cached_execute(
+        c,
+        "UPDATE outbox SET state = 'done', done_at = $3, last_error = $2 WHERE resource_id = $1 AND state = 'held'",
+        &[&resource_id, &reason, &now],
+    )
+    .await?;
     if n > 0 {
         tracing::info!(resource = resource_id, rows = n, reason, "held deprovisioning cancelled");
     }
@@ -310,13 +355,13 @@ async fn cancel_held_deletes_of(
     new_id: &str,
     now: &str,
 ) -> Result<(), StoreError> {
-    let held = c
-        .query(
-            "SELECT resource_id, payload::text FROM outbox
+    let held = cached_query(
+        c,
+        "SELECT resource_id, payload::text FROM outbox
              WHERE state = 'held' AND op = 'delete' AND resource_kind = 'User'",
-            &[],
-        )
-        .await?;
+        &[],
+    )
+    .await?;
     for row in held {
         let (old_id, payload): (String, String) = (row.get(0), row.get(1));
         let p = OutboxPayload::from_json(&payload).unwrap_or_default();
@@ -324,7 +369,7 @@ async fn cancel_held_deletes_of(
         if name.as_deref() == Some(user_name_ci) {
             cancel_held(c, &old_id, &format!("cancelled: the IdP re-created the user as {new_id} while held"), now)
                 .await?;
-            c.execute("DELETE FROM id_map WHERE resource_id = $1", &[&old_id]).await?;
+            cached_execute(c, "DELETE FROM id_map WHERE resource_id = $1", &[&old_id]).await?;
         }
     }
     Ok(())
@@ -363,16 +408,16 @@ async fn load_related_page(
     let mut groups: HashMap<i64, Vec<GroupRef>> = HashMap::new();
     let group_seqs = if load.members { seqs_of(ResourceKind::Group) } else { Vec::new() };
     if !group_seqs.is_empty() {
-        let found = c
-            .query(
-                &format!(
-                    "SELECT gm.group_seq, m.id, m.kind, {MEMBER_DISPLAY}
+        let found = cached_query(
+            c,
+            &format!(
+                "SELECT gm.group_seq, m.id, m.kind, {MEMBER_DISPLAY}
                      FROM group_members gm JOIN resources m ON m.seq = gm.member_seq
                      WHERE gm.group_seq = ANY($1) ORDER BY gm.group_seq, gm.member_seq"
-                ),
-                &[&group_seqs],
-            )
-            .await?;
+            ),
+            &[&group_seqs],
+        )
+        .await?;
         for r in found {
             let k: String = r.get(2);
             members.entry(r.get(0)).or_default().push(Member {
@@ -384,14 +429,14 @@ async fn load_related_page(
     }
     let user_seqs = if load.groups { seqs_of(ResourceKind::User) } else { Vec::new() };
     if !user_seqs.is_empty() {
-        let found = c
-            .query(
-                "SELECT gm.member_seq, g.id, g.data ->> 'displayName'
+        let found = cached_query(
+            c,
+            "SELECT gm.member_seq, g.id, g.data ->> 'displayName'
                  FROM group_members gm JOIN resources g ON g.seq = gm.group_seq
                  WHERE gm.member_seq = ANY($1) ORDER BY gm.member_seq, g.seq",
-                &[&user_seqs],
-            )
-            .await?;
+            &[&user_seqs],
+        )
+        .await?;
         for r in found {
             groups.entry(r.get(0)).or_default().push(GroupRef { id: r.get(1), display: r.get(2) });
         }
@@ -415,12 +460,12 @@ pub async fn get(
     id: &str,
     load: Load,
 ) -> Result<Option<Resource>, StoreError> {
-    let row = c
-        .query_opt(
-            &format!("SELECT {SELECT_COLS} FROM resources r WHERE r.id = $1 AND r.kind = $2"),
-            &[&id, &kind.as_str()],
-        )
-        .await?;
+    let row = cached_query_opt(
+        c,
+        &format!("SELECT {SELECT_COLS} FROM resources r WHERE r.id = $1 AND r.kind = $2"),
+        &[&id, &kind.as_str()],
+    )
+    .await?;
     let Some(row) = row else { return Ok(None) };
     let mut page = load_related_page(c, vec![row_to_resource(&row)], load).await?;
     Ok(page.pop())
@@ -522,8 +567,7 @@ pub async fn list(
     };
     let refs = |v: &[PgValue]| -> Vec<PgValue> { v.to_vec() };
     let total: i64 = match plain {
-        Some(kind) => c
-            .query_opt("SELECT n FROM resource_counts WHERE kind = $1", &[&kind.as_str()])
+        Some(kind) => cached_query_opt(c, "SELECT n FROM resource_counts WHERE kind = $1", &[&kind.as_str()])
             .await?
             .map_or(0, |r| r.get(0)),
         None => {
@@ -588,7 +632,8 @@ fn params(values: &[PgValue]) -> Params<'_> {
 /// Where the resource at `offset` of `kind` is, through `rank_blocks` (as on SQLite).
 async fn seek(c: &impl GenericClient, kind: ResourceKind, offset: u64) -> Result<(i64, u64), StoreError> {
     let rows =
-        c.query("SELECT first_seq, n FROM rank_blocks WHERE kind = $1 ORDER BY first_seq", &[&kind.as_str()]).await?;
+        cached_query(c, "SELECT first_seq, n FROM rank_blocks WHERE kind = $1 ORDER BY first_seq", &[&kind.as_str()])
+            .await?;
     let mut before = 0u64;
     let mut at = (0i64, offset);
     for r in rows {
@@ -605,9 +650,13 @@ async fn seek(c: &impl GenericClient, kind: ResourceKind, offset: u64) -> Result
 
 /// A resource's name for the audit log (userName, else displayName), read before a delete.
 pub async fn resource_name(c: &impl GenericClient, id: &str) -> Result<Option<String>, StoreError> {
-    Ok(c.query_opt("SELECT coalesce(data ->> 'userName', data ->> 'displayName') FROM resources WHERE id = $1", &[&id])
-        .await?
-        .and_then(|r| r.get(0)))
+    Ok(cached_query_opt(
+        c,
+        "SELECT coalesce(data ->> 'userName', data ->> 'displayName') FROM resources WHERE id = $1",
+        &[&id],
+    )
+    .await?
+    .and_then(|r| r.get(0)))
 }
 
 /// An audit record (see `store::audit::insert`).
@@ -618,7 +667,8 @@ pub async fn insert_audit(
     version: Option<u64>,
     now: &str,
 ) -> Result<(), StoreError> {
-    c.execute(
+    cached_execute(
+        c,
         "INSERT INTO audit_log (at, actor, token_id, method, resource_type, resource_id, resource_name, version,
                                 request_id, summary)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",

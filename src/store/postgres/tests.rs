@@ -112,6 +112,35 @@ async fn racing_opens_on_one_schema_all_succeed_and_migrate_once() {
     assert_eq!(pg.psql(&db, "SELECT count(*) FROM scimsync.tokens").unwrap(), "0");
 }
 
+/// A daemon that waits for another's migrations longer than `statement_timeout` still
+/// opens: the migration connection runs without the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_another_daemons_migrations_outlasts_the_statement_timeout() {
+    let pg = TestPg::start().unwrap();
+    let db = pg.create_database().unwrap();
+    let key = super::migrations::lock_key("scimsync");
+    // Another daemon holds the migration lock for 3 s.
+    let mut holder = std::process::Command::new(pg.bin_dir().join("psql"))
+        .args(["-X", "-q", "-h", "127.0.0.1", "-U", testpg::USER, "-d", &db, "-p", &pg.port().to_string()])
+        .args(["-c", &format!("SELECT pg_advisory_lock({key})"), "-c", "SELECT pg_sleep(3)"])
+        .env("PGPASSWORD", testpg::PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut polls = 0;
+    while pg.psql(&db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").unwrap() != "1" {
+        polls += 1;
+        assert!(polls < 600, "the holder never took the lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let opts = PgOptions { statement_timeout: Duration::from_secs(1), ..options(&pg, &db) };
+    let store = bounded("open behind the lock", open(&opts)).await.expect("opens once the lock is free");
+    assert_eq!(store.schema_version().await.unwrap(), PgStore::expected_schema_version());
+    // Requests still run under the timeout.
+    assert_eq!(store.read_settings().await.unwrap()[2], ("statement_timeout".to_string(), "1s".to_string()));
+    holder.wait().unwrap();
+}
+
 #[tokio::test]
 async fn a_wrong_password_fails_at_once_with_a_clear_error() {
     let pg = TestPg::start().unwrap();
@@ -310,4 +339,55 @@ async fn a_database_that_goes_away_is_unavailable_then_recovers_by_itself() {
     assert!(answered.is_some(), "the store did not recover after the database came back");
     let labels: Vec<String> = TokenStore::list(&store).await.unwrap().into_iter().map(|t| t.label).collect();
     assert_eq!(labels, ["before", "after"], "nothing written while down, everything acknowledged kept");
+}
+
+/// Filters on indexed attributes are served from their indexes (not a scan of every
+/// resource), also in a database whose default collation is not C: the columns are
+/// `COLLATE "C"`, as the translated comparisons are.
+#[tokio::test]
+async fn indexed_filters_use_their_indexes() {
+    use crate::model::query::{AttrInfo, AttrPath, AttrType, CompareOp, Filter, Literal};
+    let pg = TestPg::start().unwrap();
+    pg.psql("postgres", "CREATE DATABASE icu TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'").unwrap();
+    let store = bounded("open", open(&options(&pg, "icu"))).await.unwrap();
+    let path = |name: &str, sub: Option<&str>, case_exact: bool, multi_valued: bool| AttrPath {
+        urn: None,
+        name: name.into(),
+        sub: sub.map(str::to_string),
+        info: AttrInfo { resolved: true, ty: AttrType::String, case_exact, multi_valued },
+    };
+    let cmp = |p: AttrPath, op| Filter::Compare(p, op, Literal::String("Élodie@X.example".into()));
+    let cases = [
+        (cmp(path("userName", None, false, false), CompareOp::Eq), "user_name_ci"),
+        (cmp(path("userName", None, false, false), CompareOp::Ge), "user_name_ci"),
+        (cmp(path("displayName", None, false, false), CompareOp::Eq), "display_name_ci"),
+        (cmp(path("externalId", None, true, false), CompareOp::Eq), "external_id"),
+        (cmp(path("emails", Some("value"), false, true), CompareOp::Eq), "value_ci"),
+        (
+            Filter::ValuePath(
+                AttrPath {
+                    info: AttrInfo { ty: AttrType::Complex, ..path("emails", None, false, true).info },
+                    ..path("emails", None, false, true)
+                },
+                Box::new(cmp(path("value", None, false, false), CompareOp::Eq)),
+            ),
+            "value_ci",
+        ),
+    ];
+    let conn = store.conn().await.unwrap();
+    // Planned as for a large directory: with sequential scans priced out, a filter that can
+    // use an index does.
+    conn.batch_execute("SET enable_seqscan = off").await.unwrap();
+    // `column`: the indexed column the index condition must name (an index used only for
+    // `kind` would still scan every user).
+    for (f, column) in cases {
+        let sql = filter_sql::translate(ResourceKind::User, &f).unwrap();
+        let text =
+            filter_sql::number(&format!("EXPLAIN SELECT r.id FROM resources r WHERE r.kind = 'User' AND {}", sql.text));
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            sql.params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        let plan: Vec<String> = conn.query(&text, &params).await.unwrap().iter().map(|r| r.get(0)).collect();
+        let cond = plan.iter().any(|l| l.contains("Index Cond") && l.contains(column));
+        assert!(cond, "{f:?} is not looked up by {column} in an index:\n{}", plan.join("\n"));
+    }
 }

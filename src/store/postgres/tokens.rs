@@ -2,7 +2,7 @@
 //! are generated, parsed and compared by `store::types` (the same for both backends); only
 //! their hashes are stored.
 
-use tokio_postgres::GenericClient;
+use deadpool_postgres::GenericClient;
 
 use crate::store::types::{GeneratedToken, StoreError, TokenInfo, presented_id, token_matches};
 
