@@ -207,13 +207,18 @@ const DEPROVISION: &str = "json_extract(payload, '$.deprovision') = 1";
 /// within the window exceed the policy, and while it is tripped move every waiting
 /// deprovisioning row to `held`. Rows up to `reset_after_id` were decided on by an operator
 /// and are neither counted nor held again.
+///
+/// The waiting deprovisionings are read through `outbox_waiting_deprovisions`, named with
+/// `INDEXED BY`: without statistics SQLite prefers `outbox_due`, which walks every waiting
+/// row's JSON, so that each claim cost as much as the backlog was long.
 fn apply_guard(conn: &Connection, policy: &GuardPolicy, now: &str) -> Result<(Option<GuardTrip>, usize), StoreError> {
     let (tripped_at, reset_after): (Option<String>, i64) = conn
         .prepare_cached("SELECT tripped_at, reset_after_id FROM deletion_guard WHERE id = 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let waiting: bool = conn
         .prepare_cached(&format!(
-            "SELECT EXISTS (SELECT 1 FROM outbox WHERE state IN ('pending', 'retry') AND id > ?1 AND {DEPROVISION})"
+            "SELECT EXISTS (SELECT 1 FROM outbox INDEXED BY outbox_waiting_deprovisions
+                            WHERE state IN ('pending', 'retry') AND id > ?1 AND {DEPROVISION})"
         ))?
         .query_row([reset_after], |r| r.get(0))?;
     if !waiting {
@@ -238,7 +243,8 @@ fn apply_guard(conn: &Connection, policy: &GuardPolicy, now: &str) -> Result<(Op
     }
     let held = conn
         .prepare_cached(&format!(
-            "UPDATE outbox SET state = 'held', next_attempt_at = NULL, lease_until = NULL
+            "UPDATE outbox INDEXED BY outbox_waiting_deprovisions SET state = 'held', next_attempt_at = NULL,
+                    lease_until = NULL
              WHERE state IN ('pending', 'retry') AND id > ?1 AND {DEPROVISION}"
         ))?
         .execute([reset_after])?;
@@ -701,6 +707,16 @@ mod tests {
             complete(&c, b.head().kind, &b.head().resource_id, &ids, &now, &done, &now).unwrap();
         }
         set(&c, "u1", json!({"userName": "a", "title": "t2"}));
+        // The deletion guard's questions before a claim, tripping it so it holds a row.
+        set(&c, "u1", json!({"userName": "a", "title": "t2", "active": false}));
+        let guard = GuardPolicy {
+            threshold_count: 0,
+            threshold_share: 1.0,
+            share_min_count: u64::MAX,
+            window_start: "2000-01-01T00:00:00.000Z".into(),
+            delayed_after: None,
+        };
+        assert_eq!(claim(&c, 10, 10, &now, &lease(), Some(&guard)).unwrap().held, 1);
         let run = sync::run_start(&c, "manual", &now).unwrap();
         let op = sync::RepairOp::Resync {
             kind: ResourceKind::User,
@@ -717,7 +733,12 @@ mod tests {
             .filter(|s| (s.contains("FROM outbox") || s.contains("UPDATE outbox")) && s.contains("resource_id = "))
             .collect();
         assert!(lookups.len() >= 5, "the trace saw the lookups: {seen:#?}");
-        for sql in lookups {
+        let guard_reads: Vec<&String> = seen
+            .iter()
+            .filter(|s| s.contains("WHERE state IN ('pending', 'retry') AND id > ?1 AND json_extract"))
+            .collect();
+        assert_eq!(guard_reads.len(), 2, "the guard's question and its hold: {seen:#?}");
+        let uses = |sql: &str, index: &str| {
             let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             // Planned with its parameters unbound (NULL), as QPSG plans every statement.
             let mut raw = st.raw_query();
@@ -725,7 +746,13 @@ mod tests {
             while let Some(r) = raw.next().unwrap() {
                 plan.push(r.get::<_, String>(3).unwrap());
             }
-            assert!(plan.iter().any(|l| l.contains("outbox_open_by_resource")), "{sql}\n{plan:#?}");
+            assert!(plan.iter().any(|l| l.contains(index)), "{sql}\n{plan:#?}");
+        };
+        for sql in guard_reads {
+            uses(sql, "outbox_waiting_deprovisions");
+        }
+        for sql in lookups {
+            uses(sql, "outbox_open_by_resource");
         }
     }
 }
