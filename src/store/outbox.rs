@@ -313,17 +313,27 @@ pub fn claim(
         None => (None, 0),
     };
     let delayed_after = guard.and_then(|g| g.delayed_after.as_deref());
+    // Each state's due rows in commit order (`outbox_due` is (state, id)), merged: SQLite
+    // walks the three in id order and stops at the limit. One scan with `state IN (...) OR
+    // ...` collected every due row of the backlog and sorted them before the limit applied,
+    // so each claim cost as much as the backlog was long. A row is a head when no older row
+    // of its resource is undelivered (`!= 'done'`: pending, retry, in flight, dead or held).
     let heads: Vec<(i64, String)> = {
+        let arm = |state_due: &str| {
+            format!(
+                "SELECT o.id, o.resource_id FROM outbox o
+                 WHERE {state_due}
+                   AND (?3 IS NULL OR o.created_at <= ?3 OR NOT coalesce({}, 0))
+                   AND NOT EXISTS (SELECT 1 FROM outbox p
+                                   WHERE p.resource_id = o.resource_id AND p.state != 'done' AND p.id < o.id)",
+                DEPROVISION.replace("payload", "o.payload")
+            )
+        };
         let mut st = conn.prepare_cached(&format!(
-            "SELECT o.id, o.resource_id FROM outbox o
-             WHERE ((o.state IN ('pending', 'retry') AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?1))
-                    OR (o.state = 'in_flight' AND o.lease_until <= ?1))
-               AND (?3 IS NULL OR o.created_at <= ?3 OR NOT coalesce({}, 0))
-               AND NOT EXISTS (SELECT 1 FROM outbox p
-                               WHERE p.resource_id = o.resource_id AND p.state != 'done' AND p.id < o.id
-                                 AND p.state IN ('pending', 'retry', 'in_flight', 'dead', 'held'))
-             ORDER BY o.id LIMIT ?2",
-            DEPROVISION.replace("payload", "o.payload")
+            "{} UNION ALL {} UNION ALL {} ORDER BY 1 LIMIT ?2",
+            arm("o.state = 'pending' AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?1)"),
+            arm("o.state = 'retry' AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?1)"),
+            arm("o.state = 'in_flight' AND o.lease_until <= ?1"),
         ))?;
         let rows = st.query_map(params![now, limit as i64, delayed_after], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect::<Result<_, _>>()?
@@ -687,8 +697,9 @@ mod tests {
 
     /// Delivered rows are kept and are not in `outbox_open_by_resource`; every statement
     /// that looks up a resource's outbox rows must still find them through it, or a write
-    /// would walk the resource's whole history. Run the writes and the worker's steps with
-    /// a statement trace, then ask SQLite how it plans each statement seen.
+    /// would walk the resource's whole history. Neither may the deletion guard's check nor
+    /// the claim's search for heads walk the whole backlog. Run the writes and the worker's
+    /// steps with a statement trace, then ask SQLite how it plans each statement seen.
     #[test]
     fn a_resource_s_rows_are_found_through_the_open_rows_index() {
         let (_dir, c) = store();
@@ -738,7 +749,7 @@ mod tests {
             .filter(|s| s.contains("WHERE state IN ('pending', 'retry') AND id > ?1 AND json_extract"))
             .collect();
         assert_eq!(guard_reads.len(), 2, "the guard's question and its hold: {seen:#?}");
-        let uses = |sql: &str, index: &str| {
+        let plan_of = |sql: &str| {
             let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             // Planned with its parameters unbound (NULL), as QPSG plans every statement.
             let mut raw = st.raw_query();
@@ -746,8 +757,20 @@ mod tests {
             while let Some(r) = raw.next().unwrap() {
                 plan.push(r.get::<_, String>(3).unwrap());
             }
+            plan
+        };
+        let uses = |sql: &str, index: &str| {
+            let plan = plan_of(sql);
             assert!(plan.iter().any(|l| l.contains(index)), "{sql}\n{plan:#?}");
         };
+        // The claim's heads: read in commit order up to the limit, never collected and sorted.
+        let heads: Vec<&String> = seen.iter().filter(|s| s.contains("UNION ALL")).collect();
+        assert!(!heads.is_empty(), "{seen:#?}");
+        for sql in heads {
+            let plan = plan_of(sql);
+            assert!(plan.iter().all(|l| !l.contains("TEMP B-TREE")), "{sql}\n{plan:#?}");
+            assert_eq!(plan.iter().filter(|l| l.contains("outbox_open_by_resource")).count(), 3, "{plan:#?}");
+        }
         for sql in guard_reads {
             uses(sql, "outbox_waiting_deprovisions");
         }
