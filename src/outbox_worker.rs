@@ -745,4 +745,41 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        /// The store folds a plain change into a row nobody tried to deliver yet
+        /// (`OutboxPayload::coalesce`, starting a new row when it declines): the job is the
+        /// one the worker builds from the rows left unfolded, behind whatever row heads the
+        /// bundle (members compared as sets: the order within a delta is not a change).
+        #[test]
+        fn coalesced_rows_fold_to_the_same_job(
+            head in (proptest::bool::ANY, proptest::collection::vec("[a-e]", 0..3), proptest::collection::vec("[a-e]", 0..3)),
+            rows in proptest::collection::vec(
+                (proptest::bool::ANY, proptest::collection::vec("[a-h]", 0..4), proptest::collection::vec("[a-h]", 0..4)),
+                1..12,
+            )
+        ) {
+            let plain = |(attrs, add, remove): &(bool, Vec<String>, Vec<String>)| OutboxPayload {
+                attributes_changed: *attrs,
+                ..OutboxPayload::members(add.clone(), remove.clone())
+            };
+            let head = plain(&head);
+            let each: Vec<OutboxPayload> = rows.iter().map(plain).collect();
+            let mut queued: Vec<OutboxPayload> = Vec::new();
+            for p in &each {
+                match queued.last().and_then(|last| last.coalesce(p)) {
+                    Some(merged) => *queued.last_mut().unwrap() = merged,
+                    None => queued.push(p.clone()),
+                }
+            }
+            let sorted = |mut f: Folded| {
+                f.added.sort();
+                f.removed.sort();
+                f
+            };
+            let one_by_one = sorted(fold(std::iter::once(&head).chain(&each)));
+            let coalesced = sorted(fold(std::iter::once(&head).chain(&queued)));
+            proptest::prop_assert_eq!(coalesced, one_by_one);
+        }
+    }
 }

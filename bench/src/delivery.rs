@@ -507,7 +507,7 @@ async fn outbox_list(d: &Daemon) -> String {
 
 pub(crate) async fn run(args: DeliveryArgs) -> Result<()> {
     let users = args.users.max(1);
-    let mut rep = Reporter { json_only: args.json, phases: Vec::new(), buckets: Vec::new() };
+    let mut rep = Reporter::new(args.json, None);
 
     // 1. The app, and the front the daemon talks to.
     let (mut app_proc, backend) = match args.app {

@@ -28,6 +28,7 @@ const MAX_ERROR_SAMPLES: usize = 8;
 /// Error bodies are cut to this many characters.
 const MAX_ERROR_BODY: usize = 300;
 
+mod cpu;
 mod delivery;
 mod reconcile;
 mod soak;
@@ -363,9 +364,28 @@ struct Reporter {
     json_only: bool,
     phases: Vec<Value>,
     buckets: Vec<Value>,
+    /// The spawned daemon's pid, to charge each phase its CPU time (none for `--url`).
+    cpu_pid: Option<u32>,
+    /// The daemon's CPU time when the current phase started.
+    cpu_mark: Option<cpu::CpuTime>,
 }
 
 impl Reporter {
+    fn new(json_only: bool, cpu_pid: Option<u32>) -> Self {
+        Reporter {
+            json_only,
+            phases: Vec::new(),
+            buckets: Vec::new(),
+            cpu_pid,
+            cpu_mark: cpu_pid.and_then(cpu::sample),
+        }
+    }
+
+    /// A phase starts now: its CPU time is counted from here.
+    fn mark(&mut self) {
+        self.cpu_mark = self.cpu_pid.and_then(cpu::sample);
+    }
+
     fn line(&self, s: impl AsRef<str>) {
         if self.json_only {
             eprintln!("{}", s.as_ref());
@@ -374,23 +394,31 @@ impl Reporter {
         }
     }
 
+    /// Report a finished phase; with a spawned daemon, also its CPU time per request since
+    /// [`Reporter::mark`] (or the previous phase): whole process / writer thread.
     fn phase(&mut self, p: &PhaseResult) {
         let st = stats(p.samples.iter());
         let secs = p.elapsed.as_secs_f64();
         let rps = if secs > 0.0 { st.requests as f64 / secs } else { 0.0 };
+        let now = self.cpu_pid.and_then(cpu::sample);
+        let cpu = self.cpu_mark.zip(now).map(|(a, b)| a.us_per_request(&b, st.requests));
+        self.cpu_mark = now;
         if !self.json_only {
             println!(
-                "{:<18} requests {:>7}  errors {:>6}  {:>9.1} req/s  p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms",
+                "{:<18} requests {:>7}  errors {:>6}  {:>9.1} req/s  p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms{}",
                 p.name,
                 st.requests,
                 st.errors,
                 rps,
                 ms(st.p50),
                 ms(st.p99),
-                ms(st.max)
+                ms(st.max),
+                cpu.map(|(t, w)| format!("  cpu/req {t:>6.1} us (writer {w:>5.1} us)")).unwrap_or_default()
             );
         }
         self.phases.push(json!({
+            "cpu_us_per_req": cpu.map(|c| round2(c.0)),
+            "writer_cpu_us_per_req": cpu.map(|c| round2(c.1)),
             "phase": p.name,
             "requests": st.requests,
             "errors": st.errors,
@@ -668,6 +696,7 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
     let ids: Arc<Vec<OnceLock<String>>> = Arc::new((0..args.users).map(|_| OnceLock::new()).collect());
     {
         let (client, base, ids, off) = (ctx.client.clone(), ctx.base.clone(), ids.clone(), args.user_offset);
+        rep.mark();
         let p = run_phase("create_users", args.users, conns, &ctx.errors, move |k| {
             let (client, base, ids) = (client.clone(), base.clone(), ids.clone());
             async move {
@@ -703,6 +732,7 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
     // 2. lookup_username
     {
         let (client, base, users, seed) = (ctx.client.clone(), ctx.base.clone(), users.clone(), args.seed);
+        rep.mark();
         let p = run_phase("lookup_username", args.ops, conns, &ctx.errors, move |k| {
             let (client, base) = (client.clone(), base.clone());
             let i = users[(rand_at(seed ^ 0x10, k) % users.len() as u64) as usize].0;
@@ -728,6 +758,7 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
     // 3. patch_users
     {
         let (client, base, users, seed) = (ctx.client.clone(), ctx.base.clone(), users.clone(), args.seed);
+        rep.mark();
         let p = run_phase("patch_users", args.ops, conns, &ctx.errors, move |k| {
             let client = client.clone();
             let id = &users[(rand_at(seed ^ 0x20, k) % users.len() as u64) as usize].1;
@@ -746,6 +777,7 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
     // 4. list_pages
     {
         let (client, base, n, seed) = (ctx.client.clone(), ctx.base.clone(), users.len(), args.seed);
+        rep.mark();
         let p = run_phase("list_pages", args.pages, conns, &ctx.errors, move |k| {
             let client = client.clone();
             let start = 1 + rand_at(seed ^ 0x30, k) % n as u64;
@@ -861,6 +893,7 @@ async fn run_bench(args: &Args, ctx: &Ctx, rep: &mut Reporter) -> Result<Value> 
     let failed_adds = {
         let (client, base, users, gid2) = (ctx.client.clone(), ctx.base.clone(), users.clone(), gid.clone());
         let url: Arc<str> = format!("{base}/Groups/{gid2}").into();
+        rep.mark();
         let p = run_phase("group_add_members", members, conns, &ctx.errors, move |k| {
             let (client, url) = (client.clone(), url.clone());
             let body = json!({
@@ -968,7 +1001,7 @@ async fn real_main(args: Args) -> Result<()> {
     let client = idp_client(&token, args.connections, args.timeout)?;
 
     let ctx = Ctx { client, base: base.clone().into(), errors: Arc::default() };
-    let mut rep = Reporter { json_only: args.json, phases: Vec::new(), buckets: Vec::new() };
+    let mut rep = Reporter::new(args.json, daemon.as_ref().map(|d| d.pid));
     rep.line(format!(
         "scimsync bench: {base}  connections={} users={} ops={} pages={} group_members={}",
         args.connections, args.users, args.ops, args.pages, args.group_members

@@ -3,7 +3,8 @@
 //! Starts the daemon with no target (so the outbox keeps every change, as on a host whose app
 //! is down or not configured yet; `--drain` gives it a target that answers at once instead),
 //! creates `--users` users, then runs PATCH and lookup rounds back to back for `--minutes`,
-//! printing per minute: PATCH/s and p99, lookups/s and p99, the daemon's RSS and the size of
+//! printing per minute: PATCH/s and p99, the daemon's CPU time per PATCH (whole process and
+//! writer thread), lookups/s and p99, the daemon's RSS and the size of
 //! the database with its WAL. A flat line is the goal (issue 19, item 4).
 
 use std::sync::Arc;
@@ -63,7 +64,7 @@ pub(crate) async fn run(args: SoakArgs) -> Result<()> {
     let data_dir = daemon.data_dir();
     let client = idp_client(&token, args.connections, 60)?;
     let errors: crate::Errors = Arc::default();
-    let mut rep = Reporter { json_only: false, phases: Vec::new(), buckets: Vec::new() };
+    let mut rep = Reporter::new(false, None);
     rep.line(format!(
         "scimsync soak: {base}  users={} minutes={} round={} connections={} outbox={}",
         args.users,
@@ -89,15 +90,18 @@ pub(crate) async fn run(args: SoakArgs) -> Result<()> {
         rep.phase(&p);
     }
     let ids: Arc<Vec<String>> = Arc::new(ids.iter().filter_map(|i| i.get().cloned()).collect());
-    rep.line("minute  patch/s  patch p99 ms  lookup/s  lookup p99 ms  rss MB  store MB");
+    rep.line("minute  patch/s  patch p99 ms  cpu us/patch  writer us  lookup/s  lookup p99 ms  rss MB  store MB");
     let start = Instant::now();
     let mut minutes = Vec::new();
     let mut round_no = 0usize;
     for minute in 1..=args.minutes {
         let (mut patches, mut patch_time, mut lookups, mut lookup_time) =
             (Vec::new(), Duration::ZERO, Vec::new(), Duration::ZERO);
+        // The daemon's CPU time during the PATCH rounds only (lookups excluded).
+        let mut patch_cpu = crate::cpu::CpuTime::default();
         while start.elapsed() < Duration::from_secs(minute * 60) {
             round_no += 1;
+            let cpu0 = crate::cpu::sample(daemon.pid);
             let (c, b, ids2, r) = (client.clone(), base.clone(), ids.clone(), round_no);
             let p = run_phase("patch", args.round, args.connections, &errors, move |k| {
                 let (c, b) = (c.clone(), b.clone());
@@ -110,6 +114,10 @@ pub(crate) async fn run(args: SoakArgs) -> Result<()> {
             })
             .await;
             patch_time += p.elapsed;
+            if let (Some(a), Some(b)) = (cpu0, crate::cpu::sample(daemon.pid)) {
+                patch_cpu.total += b.total - a.total;
+                patch_cpu.writer += b.writer - a.writer;
+            }
             patches.extend(p.samples);
             let (c, b, n) = (client.clone(), base.clone(), ids.len());
             let p = run_phase("lookup", args.round, args.connections, &errors, move |k| {
@@ -129,12 +137,14 @@ pub(crate) async fn run(args: SoakArgs) -> Result<()> {
         let lrate = ls.requests as f64 / lookup_time.as_secs_f64().max(1e-9);
         let rss = rss_kib(daemon.pid).map(|k| k as f64 / 1024.0).unwrap_or(0.0);
         let db = store_bytes(&data_dir) as f64 / 1_048_576.0;
+        let (cpu_us, writer_us) = crate::cpu::CpuTime::default().us_per_request(&patch_cpu, ps.requests);
         rep.line(format!(
-            "{minute:>6}  {prate:>7.0}  {:>12.2}  {lrate:>8.0}  {:>13.2}  {rss:>6.1}  {db:>8.1}",
+            "{minute:>6}  {prate:>7.0}  {:>12.2}  {cpu_us:>12.1}  {writer_us:>9.1}  {lrate:>8.0}  {:>13.2}  {rss:>6.1}  {db:>8.1}",
             crate::ms(ps.p99),
             crate::ms(ls.p99)
         ));
         minutes.push(json!({"minute": minute, "patch_rps": round2(prate), "patch_p99_ms": round2(crate::ms(ps.p99)),
+                            "patch_cpu_us": round2(cpu_us), "patch_writer_cpu_us": round2(writer_us),
                             "lookup_rps": round2(lrate), "lookup_p99_ms": round2(crate::ms(ls.p99)),
                             "rss_mb": round2(rss), "store_mb": round2(db), "errors": ps.errors + ls.errors}));
     }

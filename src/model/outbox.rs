@@ -88,6 +88,69 @@ impl OutboxPayload {
     }
 }
 
+/// Most member ids a coalesced payload carries (added and removed together). Coalescing
+/// rewrites the row's payload at every change, so a bigger delta would make each member
+/// change of a hot group cost more as its queue grows; past this a new row starts.
+pub const MAX_COALESCED_MEMBERS: usize = 32;
+
+impl OutboxPayload {
+    /// Whether a plain change: attributes, members, or effective access, and nothing the
+    /// deletion guard, a repair, a resync or an operator reads on its own row. Only such
+    /// changes are coalesced at enqueue (see [`OutboxPayload::coalesce`]).
+    pub fn is_plain_change(&self) -> bool {
+        let OutboxPayload {
+            attributes_changed: _,
+            resync,
+            deprovision,
+            tombstone,
+            app_record,
+            members_added: _,
+            members_removed: _,
+            members_removed_app_ids,
+            deactivate_only,
+            orphan,
+            repair_run,
+            access_changed: _,
+            target_switch,
+        } = self;
+        !(*resync
+            || *deprovision
+            || tombstone.is_some()
+            || app_record.is_some()
+            || !members_removed_app_ids.is_empty()
+            || *deactivate_only
+            || *orphan
+            || repair_run.is_some()
+            || *target_switch)
+    }
+
+    /// This (older, undelivered) change and `later` as one change, as the outbox worker folds
+    /// the rows of a bundle: attributes changed if either did, and the member deltas net out
+    /// with the later change winning for a member both name. `None` when either is not a
+    /// plain change or the net member delta would exceed [`MAX_COALESCED_MEMBERS`].
+    pub fn coalesce(&self, later: &OutboxPayload) -> Option<OutboxPayload> {
+        if !self.is_plain_change() || !later.is_plain_change() {
+            return None;
+        }
+        let mut out = self.clone();
+        out.attributes_changed |= later.attributes_changed;
+        out.access_changed |= later.access_changed;
+        for id in &later.members_added {
+            out.members_removed.retain(|x| x != id);
+            if !out.members_added.contains(id) {
+                out.members_added.push(id.clone());
+            }
+        }
+        for id in &later.members_removed {
+            out.members_added.retain(|x| x != id);
+            if !out.members_removed.contains(id) {
+                out.members_removed.push(id.clone());
+            }
+        }
+        (out.members_added.len() + out.members_removed.len() <= MAX_COALESCED_MEMBERS).then_some(out)
+    }
+}
+
 impl std::fmt::Display for OutboxPayload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.to_json())
@@ -149,5 +212,50 @@ mod tests {
             serde_json::from_str::<Value>(&resync.to_json()).unwrap(),
             json!({"attributes_changed": true, "resync": true, "repair_run": 2})
         );
+    }
+
+    #[test]
+    fn plain_changes_coalesce_as_the_worker_folds_them() {
+        let attrs = OutboxPayload { attributes_changed: true, ..Default::default() };
+        let access = OutboxPayload { attributes_changed: true, access_changed: true, ..Default::default() };
+        let merged = attrs.coalesce(&access).unwrap();
+        assert!(merged.attributes_changed && merged.access_changed);
+        // Members: the later change wins for a member both name.
+        let a = OutboxPayload::members(vec!["x".into(), "y".into()], vec!["z".into()]);
+        let b = OutboxPayload::members(vec!["z".into()], vec!["x".into()]);
+        let m = a.coalesce(&b).unwrap();
+        assert_eq!(m.members_added, vec!["y".to_string(), "z".to_string()]);
+        assert_eq!(m.members_removed, vec!["x".to_string()]);
+        assert!(!m.attributes_changed);
+    }
+
+    #[test]
+    fn what_a_row_says_on_its_own_is_never_coalesced() {
+        let plain = OutboxPayload { attributes_changed: true, ..Default::default() };
+        let own_row = [
+            OutboxPayload { deprovision: true, ..plain.clone() },
+            OutboxPayload { resync: true, ..plain.clone() },
+            OutboxPayload { tombstone: Some(Map::new()), ..plain.clone() },
+            OutboxPayload { app_record: Some(Map::new()), ..plain.clone() },
+            OutboxPayload { members_removed_app_ids: vec!["a".into()], ..plain.clone() },
+            OutboxPayload { deactivate_only: true, ..plain.clone() },
+            OutboxPayload { orphan: true, ..plain.clone() },
+            OutboxPayload { repair_run: Some(1), ..plain.clone() },
+            OutboxPayload { target_switch: true, ..plain.clone() },
+        ];
+        for p in &own_row {
+            assert_eq!(plain.coalesce(p), None, "{p}");
+            assert_eq!(p.coalesce(&plain), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn a_coalesced_member_delta_is_bounded() {
+        let ids = |r: std::ops::Range<usize>| r.map(|i| format!("m{i}")).collect::<Vec<_>>();
+        let full = OutboxPayload::members(ids(0..MAX_COALESCED_MEMBERS), vec![]);
+        assert_eq!(full.coalesce(&OutboxPayload::members(ids(100..101), vec![])), None);
+        // Naming a member already in the delta does not grow it.
+        let again = full.coalesce(&OutboxPayload::members(vec![], ids(0..1))).unwrap();
+        assert_eq!(again.members_added.len() + again.members_removed.len(), MAX_COALESCED_MEMBERS);
     }
 }

@@ -714,6 +714,10 @@ async fn concurrent_updates_of_one_resource_queue_in_commit_order() {
     }
     versions.sort();
     assert_eq!(versions, (2..=25).collect::<Vec<u64>>(), "every update got its own version");
+    // Plain updates nobody tried to deliver yet are coalesced into the resource's newest row
+    // (as on SQLite), so there are fewer rows than updates; in id order their versions still
+    // only go up, and the last row carries the last version.
     let queued: Vec<u64> = pg_outbox(&p, "u").await.into_iter().map(|(_, v, _)| v).collect();
-    assert_eq!(queued, (1..=25).collect::<Vec<u64>>(), "outbox ids follow the versions");
+    assert!(queued.windows(2).all(|w| w[0] < w[1]), "outbox ids follow the versions: {queued:?}");
+    assert_eq!((queued.first(), queued.last()), (Some(&1), Some(&25)), "{queued:?}");
 }

@@ -75,6 +75,44 @@ pub async fn enqueue(
     Ok(row.get(0))
 }
 
+/// Queue an update, coalesced into the resource's newest row when that row is an update
+/// nobody has tried to deliver yet and both changes are plain: the SQLite backend's
+/// `enqueue_update` (its doc comment says why). The caller holds the resource's row lock, so
+/// the newest row cannot change under it.
+pub async fn enqueue_update(
+    c: &impl GenericClient,
+    kind: ResourceKind,
+    id: &str,
+    version: u64,
+    payload: &OutboxPayload,
+    now: &str,
+) -> Result<(), StoreError> {
+    if payload.is_plain_change() {
+        let newest = c
+            .query_opt(
+                "SELECT id, payload::text FROM outbox
+                 WHERE resource_id = $1 AND state <> 'done' AND id = (
+                     SELECT max(id) FROM outbox WHERE resource_id = $1 AND state <> 'done')
+                   AND op = 'update' AND state = 'pending' AND attempts = 0",
+                &[&id],
+            )
+            .await?;
+        let merged = newest.and_then(|r| {
+            let older = OutboxPayload::from_json(&r.get::<_, String>(1)).ok()?;
+            Some((r.get::<_, i64>(0), older.coalesce(payload)?))
+        });
+        if let Some((row, merged)) = merged {
+            c.execute(
+                "UPDATE outbox SET version = $2, payload = $3::text::jsonb WHERE id = $1",
+                &[&row, &(version as i64), &merged.to_json()],
+            )
+            .await?;
+            return Ok(());
+        }
+    }
+    enqueue(c, kind, id, ChangeOp::Update, version, payload, now).await.map(|_| ())
+}
+
 /// At start, nothing of ours can be in flight: rows left so by a crash are due again at once.
 pub async fn recover_leases(c: &impl GenericClient, now: &str) -> Result<usize, StoreError> {
     Ok(c.execute("UPDATE outbox SET state = 'retry', next_attempt_at = $1 WHERE state = 'in_flight'", &[&now]).await?
@@ -196,8 +234,7 @@ pub async fn claim(
                         OR (o.state = 'in_flight' AND o.lease_until <= $1))
                    AND ($3::text IS NULL OR o.created_at <= $3 OR NOT {})
                    AND NOT EXISTS (SELECT 1 FROM outbox p
-                                   WHERE p.resource_id = o.resource_id AND p.id < o.id
-                                     AND p.state IN ('pending', 'retry', 'in_flight', 'dead', 'held'))
+                                   WHERE p.resource_id = o.resource_id AND p.state <> 'done' AND p.id < o.id)
                  ORDER BY o.id LIMIT $2
                  FOR UPDATE OF o SKIP LOCKED",
                 DEPROVISION.replace("payload", "o.payload")
@@ -212,7 +249,7 @@ pub async fn claim(
             .query(
                 &format!(
                     "SELECT {ROW_COLS} FROM outbox
-                     WHERE resource_id = $1 AND (id = $2 OR (id > $2 AND state = 'pending'))
+                     WHERE resource_id = $1 AND state <> 'done' AND (id = $2 OR (id > $2 AND state = 'pending'))
                      ORDER BY id LIMIT $3"
                 ),
                 &[&resource_id, &head_id, &(max_rows_per_bundle.max(1) as i64)],
@@ -417,7 +454,8 @@ pub async fn app_id(c: &impl GenericClient, resource_id: &str) -> Result<Option<
 /// Whether the resource still has changes waiting (so a group naming it should wait).
 pub async fn has_undelivered(c: &impl GenericClient, resource_id: &str) -> Result<bool, StoreError> {
     Ok(c.query_one(
-        "SELECT EXISTS (SELECT 1 FROM outbox WHERE resource_id = $1 AND state IN ('pending', 'retry', 'in_flight', 'dead'))",
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE resource_id = $1 AND state <> 'done'
+                            AND state IN ('pending', 'retry', 'in_flight', 'dead'))",
         &[&resource_id],
     )
     .await?

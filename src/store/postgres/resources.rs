@@ -280,7 +280,7 @@ pub async fn update(c: &impl GenericClient, upd: Update, now: &str) -> Result<Re
         }
         let payload =
             OutboxPayload { attributes_changed: attrs_changed, deprovision, ..OutboxPayload::members(added, removed) };
-        super::outbox::enqueue(c, upd.kind, &upd.id, ChangeOp::Update, version, &payload, now).await?;
+        super::outbox::enqueue_update(c, upd.kind, &upd.id, version, &payload, now).await?;
     }
     let load = Load { members: false, groups: upd.kind == ResourceKind::User };
     get(c, upd.kind, &upd.id, load).await?.ok_or_else(|| StoreError::Internal("updated row vanished".into()))

@@ -16,6 +16,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../../migrations/0007_audit_index.sql")),
     M::up(include_str!("../../../migrations/0008_superseded_and_target.sql")),
     M::up(include_str!("../../../migrations/0009_list_counts.sql")),
+    M::up(include_str!("../../../migrations/0010_open_rows_by_resource.sql")),
 ];
 
 pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {
@@ -117,5 +118,44 @@ mod tests {
         c.execute("DELETE FROM outbox WHERE id = 8", []).unwrap();
         let left: i64 = c.query_row("SELECT count(*) FROM outbox_attempts", [], |r| r.get(0)).unwrap();
         assert_eq!(left, 0, "the cascade works on the rebuilt table");
+    }
+
+    /// 0010 swaps the outbox's resource index for one of undelivered rows: every row stays,
+    /// and the new index holds the open ones only.
+    #[test]
+    fn open_rows_index_migration_keeps_the_outbox() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        Migrations::from_slice(&MIGRATIONS[..9]).to_latest(&mut c).unwrap();
+        c.execute_batch(
+            "INSERT INTO outbox (id, resource_kind, resource_id, op, version, payload, state, created_at)
+                 VALUES (1, 'User', 'u1', 'create', 1, '{}', 'done', '2026-01-01T00:00:00.000Z'),
+                        (2, 'User', 'u1', 'update', 2, '{}', 'pending', '2026-01-01T00:00:01.000Z'),
+                        (3, 'User', 'u2', 'create', 1, '{}', 'dead', '2026-01-01T00:00:02.000Z');
+             INSERT INTO outbox_attempts (outbox_id, started_at, finished_at, outcome) VALUES (1, 'a', 'b', 'success');",
+        )
+        .unwrap();
+        apply(&mut c).unwrap();
+        let rows: Vec<(i64, String)> = c
+            .prepare("SELECT id, state FROM outbox ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, vec![(1, "done".into()), (2, "pending".into()), (3, "dead".into())]);
+        let attempts: i64 = c.query_row("SELECT count(*) FROM outbox_attempts", [], |r| r.get(0)).unwrap();
+        assert_eq!(attempts, 1);
+        let indexed: i64 = c
+            .query_row(
+                "SELECT count(*) FROM outbox INDEXED BY outbox_open_by_resource WHERE state != 'done'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexed, 2);
+        let old: i64 =
+            c.query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'outbox_resource'", [], |r| r.get(0)).unwrap();
+        assert_eq!(old, 0, "the index of every row is gone");
     }
 }

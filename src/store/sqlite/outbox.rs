@@ -67,13 +67,18 @@ const DEPROVISION: &str = "json_extract(payload, '$.deprovision') = 1";
 /// within the window exceed the policy, and while it is tripped move every waiting
 /// deprovisioning row to `held`. Rows up to `reset_after_id` were decided on by an operator
 /// and are neither counted nor held again.
+///
+/// The waiting deprovisionings are read through `outbox_waiting_deprovisions`, named with
+/// `INDEXED BY`: without statistics SQLite prefers `outbox_due`, which walks every waiting
+/// row's JSON, so that each claim cost as much as the backlog was long.
 fn apply_guard(conn: &Connection, policy: &GuardPolicy, now: &str) -> Result<(Option<GuardTrip>, usize), StoreError> {
     let (tripped_at, reset_after): (Option<String>, i64) = conn
         .prepare_cached("SELECT tripped_at, reset_after_id FROM deletion_guard WHERE id = 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let waiting: bool = conn
         .prepare_cached(&format!(
-            "SELECT EXISTS (SELECT 1 FROM outbox WHERE state IN ('pending', 'retry') AND id > ?1 AND {DEPROVISION})"
+            "SELECT EXISTS (SELECT 1 FROM outbox INDEXED BY outbox_waiting_deprovisions
+                            WHERE state IN ('pending', 'retry') AND id > ?1 AND {DEPROVISION})"
         ))?
         .query_row([reset_after], |r| r.get(0))?;
     if !waiting {
@@ -98,7 +103,8 @@ fn apply_guard(conn: &Connection, policy: &GuardPolicy, now: &str) -> Result<(Op
     }
     let held = conn
         .prepare_cached(&format!(
-            "UPDATE outbox SET state = 'held', next_attempt_at = NULL, lease_until = NULL
+            "UPDATE outbox INDEXED BY outbox_waiting_deprovisions SET state = 'held', next_attempt_at = NULL,
+                    lease_until = NULL
              WHERE state IN ('pending', 'retry') AND id > ?1 AND {DEPROVISION}"
         ))?
         .execute([reset_after])?;
@@ -161,17 +167,27 @@ pub fn claim(
         None => (None, 0),
     };
     let delayed_after = guard.and_then(|g| g.delayed_after.as_deref());
+    // Each state's due rows in commit order (`outbox_due` is (state, id)), merged: SQLite
+    // walks the three in id order and stops at the limit. One scan with `state IN (...) OR
+    // ...` collected every due row of the backlog and sorted them before the limit applied,
+    // so each claim cost as much as the backlog was long. A row is a head when no older row
+    // of its resource is undelivered (`!= 'done'`: pending, retry, in flight, dead or held).
     let heads: Vec<(i64, String)> = {
+        let arm = |state_due: &str| {
+            format!(
+                "SELECT o.id, o.resource_id FROM outbox o
+                 WHERE {state_due}
+                   AND (?3 IS NULL OR o.created_at <= ?3 OR NOT coalesce({}, 0))
+                   AND NOT EXISTS (SELECT 1 FROM outbox p
+                                   WHERE p.resource_id = o.resource_id AND p.state != 'done' AND p.id < o.id)",
+                DEPROVISION.replace("payload", "o.payload")
+            )
+        };
         let mut st = conn.prepare_cached(&format!(
-            "SELECT o.id, o.resource_id FROM outbox o
-             WHERE ((o.state IN ('pending', 'retry') AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?1))
-                    OR (o.state = 'in_flight' AND o.lease_until <= ?1))
-               AND (?3 IS NULL OR o.created_at <= ?3 OR NOT coalesce({}, 0))
-               AND NOT EXISTS (SELECT 1 FROM outbox p
-                               WHERE p.resource_id = o.resource_id AND p.id < o.id
-                                 AND p.state IN ('pending', 'retry', 'in_flight', 'dead', 'held'))
-             ORDER BY o.id LIMIT ?2",
-            DEPROVISION.replace("payload", "o.payload")
+            "{} UNION ALL {} UNION ALL {} ORDER BY 1 LIMIT ?2",
+            arm("o.state = 'pending' AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?1)"),
+            arm("o.state = 'retry' AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?1)"),
+            arm("o.state = 'in_flight' AND o.lease_until <= ?1"),
         ))?;
         let rows = st.query_map(params![now, limit as i64, delayed_after], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect::<Result<_, _>>()?
@@ -180,7 +196,7 @@ pub fn claim(
     for (head_id, resource_id) in heads {
         let mut st = conn.prepare_cached(&format!(
             "SELECT {ROW_COLS} FROM outbox
-             WHERE resource_id = ?1 AND (id = ?2 OR (id > ?2 AND state = 'pending'))
+             WHERE resource_id = ?1 AND state != 'done' AND (id = ?2 OR (id > ?2 AND state = 'pending'))
              ORDER BY id LIMIT ?3"
         ))?;
         let mut rows: Vec<OutboxRow> = st
@@ -375,7 +391,8 @@ pub fn app_id(conn: &Connection, resource_id: &str) -> Result<Option<String>, St
 pub fn has_undelivered(conn: &Connection, resource_id: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM outbox WHERE resource_id = ?1 AND state IN ('pending', 'retry', 'in_flight', 'dead'))",
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE resource_id = ?1 AND state != 'done'
+                                AND state IN ('pending', 'retry', 'in_flight', 'dead'))",
         )?
         .query_row([resource_id], |r| r.get(0))?)
 }
@@ -387,4 +404,233 @@ pub fn depth(conn: &Connection) -> Result<(u64, Option<String>), StoreError> {
             "SELECT count(*), min(created_at) FROM outbox WHERE state IN ('pending', 'retry', 'in_flight')",
         )?
         .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use rusqlite::trace::{TraceEvent, TraceEventCodes};
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::{MemberDelta, MemberRef};
+    use crate::store::sqlite::{resources, sync};
+    use crate::store::{NewResource, Update};
+
+    fn store() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = crate::store::sqlite::open::connect(&dir.path().join("t.db"), 5).unwrap();
+        crate::store::sqlite::migrations::apply(&mut c).unwrap();
+        (dir, c)
+    }
+
+    fn new(kind: ResourceKind, id: &str, attrs: serde_json::Value) -> NewResource {
+        NewResource { kind, id: id.into(), attrs: attrs.as_object().unwrap().clone(), members: vec![] }
+    }
+
+    fn set(c: &Connection, id: &str, attrs: serde_json::Value) {
+        let upd = Update {
+            kind: ResourceKind::User,
+            id: id.into(),
+            expected_version: None,
+            attrs: Some(attrs.as_object().unwrap().clone()),
+            members: MemberDelta::default(),
+        };
+        resources::update(c, upd, &crate::model::now()).unwrap();
+    }
+
+    fn members(c: &Connection, group: &str, add: &[&str], remove: &[&str]) {
+        let upd = Update {
+            kind: ResourceKind::Group,
+            id: group.into(),
+            expected_version: None,
+            attrs: None,
+            members: MemberDelta {
+                replace: None,
+                add: add.iter().map(|m| MemberRef { id: m.to_string(), kind: None, display: None }).collect(),
+                remove: remove.iter().map(|m| m.to_string()).collect(),
+            },
+        };
+        resources::update(c, upd, &crate::model::now()).unwrap();
+    }
+
+    /// (op, version, payload, state) of a resource's rows, oldest first.
+    fn rows(c: &Connection, id: &str) -> Vec<(String, u64, OutboxPayload, String)> {
+        c.prepare("SELECT op, version, payload, state FROM outbox WHERE resource_id = ?1 ORDER BY id")
+            .unwrap()
+            .query_map([id], |r| {
+                let p: String = r.get(2)?;
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, OutboxPayload::from_json(&p).unwrap(), r.get(3)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn lease() -> String {
+        crate::model::time_after(std::time::Duration::from_secs(60))
+    }
+
+    /// A held queue holds about a row per resource: a plain update is folded into the
+    /// resource's newest row while nobody has tried to deliver it, and only then.
+    #[test]
+    fn an_update_is_coalesced_into_a_row_never_attempted() {
+        let (_dir, c) = store();
+        let now = crate::model::now();
+        resources::create(&c, new(ResourceKind::User, "u1", json!({"userName": "a"})), &now).unwrap();
+        set(&c, "u1", json!({"userName": "a", "title": "t1"}));
+        set(&c, "u1", json!({"userName": "a", "title": "t2"}));
+        set(&c, "u1", json!({"userName": "a", "title": "t3"}));
+        let r = rows(&c, "u1");
+        // The create keeps its own row; the three updates are one row at the last version.
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!((r[0].0.as_str(), r[0].1), ("create", 1));
+        assert_eq!((r[1].0.as_str(), r[1].1, r[1].2.attributes_changed), ("update", 4, true));
+
+        // A deactivation is a deprovisioning: its own row, and nothing is folded into it.
+        set(&c, "u1", json!({"userName": "a", "title": "t3", "active": false}));
+        set(&c, "u1", json!({"userName": "a", "title": "t4", "active": false}));
+        let r = rows(&c, "u1");
+        assert_eq!(r.len(), 4, "{r:?}");
+        assert!(r[2].2.deprovision && !r[3].2.deprovision, "{r:?}");
+
+        // Claimed (in flight): a change gets a new row; after a failed delivery the rows
+        // behind the head are pending again and never attempted as a head: a change is
+        // folded into the newest of them, while the head keeps its attempt.
+        let claimed = claim(&c, 10, 10, &now, &lease(), None).unwrap();
+        assert_eq!(claimed.bundles[0].rows.len(), 4);
+        set(&c, "u1", json!({"userName": "a", "title": "t5", "active": false}));
+        assert_eq!(rows(&c, "u1").len(), 5);
+        let ids: Vec<i64> = claimed.bundles[0].rows.iter().map(|r| r.id).collect();
+        let retry = Completion::Retry { next_attempt_at: now.clone(), error: "HTTP 503".into() };
+        complete(&c, ResourceKind::User, "u1", &ids, &now, &retry, &now).unwrap();
+        set(&c, "u1", json!({"userName": "a", "title": "t6", "active": false}));
+        let r = rows(&c, "u1");
+        assert_eq!(r.len(), 5, "{r:?}");
+        assert_eq!((r[4].1, r[4].3.as_str()), (8, "pending"));
+        assert_eq!(r[0].3, "retry");
+        // The next claim takes them all, in order, the head first.
+        let claimed = claim(&c, 10, 10, &now, &lease(), None).unwrap();
+        let got: Vec<i64> = claimed.bundles[0].rows.iter().map(|r| r.id).collect();
+        assert_eq!(got, ids.iter().copied().chain([ids[3] + 1]).collect::<Vec<_>>());
+    }
+
+    /// Member changes fold as the worker folds a bundle (the later change wins for a member
+    /// both name); a resync or a repair keeps its own row.
+    #[test]
+    fn member_changes_coalesce_and_repairs_keep_their_rows() {
+        let (_dir, c) = store();
+        let now = crate::model::now();
+        for u in ["m1", "m2"] {
+            resources::create(&c, new(ResourceKind::User, u, json!({"userName": u})), &now).unwrap();
+        }
+        resources::create(&c, new(ResourceKind::Group, "g", json!({"displayName": "G"})), &now).unwrap();
+        members(&c, "g", &["m1"], &[]);
+        members(&c, "g", &["m2"], &[]);
+        members(&c, "g", &[], &["m1"]);
+        let r = rows(&c, "g");
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(r[1].2.members_added, vec!["m2".to_string()]);
+        assert_eq!(r[1].2.members_removed, vec!["m1".to_string()]);
+        assert_eq!(r[1].1, 4);
+
+        resources::resync(&c, ResourceKind::Group, "g", &now).unwrap();
+        members(&c, "g", &["m1"], &[]);
+        let r = rows(&c, "g");
+        assert_eq!(r.len(), 4, "a resync and the change after it keep their rows: {r:?}");
+        assert!(r[2].2.resync && !r[3].2.resync);
+    }
+
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn record(e: TraceEvent<'_>) {
+        if let TraceEvent::Stmt(st, _) = e {
+            SEEN.lock().unwrap().push(st.sql().to_string());
+        }
+    }
+
+    /// Delivered rows are kept and are not in `outbox_open_by_resource`; every statement
+    /// that looks up a resource's outbox rows must still find them through it, or a write
+    /// would walk the resource's whole history. Neither may the deletion guard's check nor
+    /// the claim's search for heads walk the whole backlog. Run the writes and the worker's
+    /// steps with a statement trace, then ask SQLite how it plans each statement seen.
+    #[test]
+    fn a_resource_s_rows_are_found_through_the_open_rows_index() {
+        let (_dir, c) = store();
+        c.trace_v2(TraceEventCodes::SQLITE_TRACE_STMT, Some(record));
+        let now = crate::model::now();
+        resources::create(&c, new(ResourceKind::User, "u1", json!({"userName": "a"})), &now).unwrap();
+        set(&c, "u1", json!({"userName": "a", "title": "t1"}));
+        resources::create(&c, new(ResourceKind::Group, "g", json!({"displayName": "G"})), &now).unwrap();
+        members(&c, "g", &["u1"], &[]);
+        let claimed = claim(&c, 10, 10, &now, &lease(), None).unwrap();
+        assert!(has_undelivered(&c, "u1").unwrap());
+        for b in &claimed.bundles {
+            let ids: Vec<i64> = b.rows.iter().map(|r| r.id).collect();
+            let done =
+                Completion::Success { id_map: Some(Some("x".into())), applied: None, note: None, recreated: false };
+            complete(&c, b.head().kind, &b.head().resource_id, &ids, &now, &done, &now).unwrap();
+        }
+        set(&c, "u1", json!({"userName": "a", "title": "t2"}));
+        // The deletion guard's questions before a claim, tripping it so it holds a row.
+        set(&c, "u1", json!({"userName": "a", "title": "t2", "active": false}));
+        let guard = GuardPolicy {
+            threshold_count: 0,
+            threshold_share: 1.0,
+            share_min_count: u64::MAX,
+            window_start: "2000-01-01T00:00:00.000Z".into(),
+            delayed_after: None,
+        };
+        assert_eq!(claim(&c, 10, 10, &now, &lease(), Some(&guard)).unwrap().held, 1);
+        let run = sync::run_start(&c, "manual", &now).unwrap();
+        let op = crate::store::RepairOp::Resync {
+            kind: ResourceKind::User,
+            id: "u1".into(),
+            forget_app_id: false,
+            deprovision: false,
+        };
+        sync::repair(&c, &[op], run, &now).unwrap();
+        c.trace_v2(TraceEventCodes::empty(), None);
+
+        let seen: Vec<String> = std::mem::take(&mut *SEEN.lock().unwrap());
+        let lookups: Vec<&String> = seen
+            .iter()
+            .filter(|s| (s.contains("FROM outbox") || s.contains("UPDATE outbox")) && s.contains("resource_id = "))
+            .collect();
+        assert!(lookups.len() >= 5, "the trace saw the lookups: {seen:#?}");
+        let guard_reads: Vec<&String> = seen
+            .iter()
+            .filter(|s| s.contains("WHERE state IN ('pending', 'retry') AND id > ?1 AND json_extract"))
+            .collect();
+        assert_eq!(guard_reads.len(), 2, "the guard's question and its hold: {seen:#?}");
+        let plan_of = |sql: &str| {
+            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            // Planned with its parameters unbound (NULL), as QPSG plans every statement.
+            let mut raw = st.raw_query();
+            let mut plan = Vec::new();
+            while let Some(r) = raw.next().unwrap() {
+                plan.push(r.get::<_, String>(3).unwrap());
+            }
+            plan
+        };
+        let uses = |sql: &str, index: &str| {
+            let plan = plan_of(sql);
+            assert!(plan.iter().any(|l| l.contains(index)), "{sql}\n{plan:#?}");
+        };
+        // The claim's heads: read in commit order up to the limit, never collected and sorted.
+        let heads: Vec<&String> = seen.iter().filter(|s| s.contains("UNION ALL")).collect();
+        assert!(!heads.is_empty(), "{seen:#?}");
+        for sql in heads {
+            let plan = plan_of(sql);
+            assert!(plan.iter().all(|l| !l.contains("TEMP B-TREE")), "{sql}\n{plan:#?}");
+            assert_eq!(plan.iter().filter(|l| l.contains("outbox_open_by_resource")).count(), 3, "{plan:#?}");
+        }
+        for sql in guard_reads {
+            uses(sql, "outbox_waiting_deprovisions");
+        }
+        for sql in lookups {
+            uses(sql, "outbox_open_by_resource");
+        }
+    }
 }

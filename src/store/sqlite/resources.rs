@@ -79,6 +79,50 @@ pub(super) fn enqueue(
     Ok(())
 }
 
+/// Queue an update of a resource, coalesced into the resource's newest outbox row when that
+/// row is an update nobody has tried to deliver yet (`pending`, never attempted: not in a
+/// bundle now, not the head of a failed one) and both changes are plain (see
+/// [`OutboxPayload::coalesce`]). Delivery sends the resource's current state, so the app gets
+/// what it would have got from the two rows in one bundle, under the older row's id (the
+/// idempotency key) and in the same place in the resource's order; the version moves on.
+/// So a queue that is not draining (no target, the app down) holds about one row per
+/// resource instead of one per change, and a write's cost does not grow with its length.
+/// Deprovisionings, deletes, creates, repairs and resyncs keep their own rows: the deletion
+/// guard, the dry run and the repair read them one by one. The audit log keeps every change.
+fn enqueue_update(
+    conn: &Connection,
+    kind: ResourceKind,
+    id: &str,
+    version: u64,
+    payload: &OutboxPayload,
+    now: &str,
+) -> Result<(), StoreError> {
+    if payload.is_plain_change() {
+        let newest: Option<(i64, String)> = conn
+            .prepare_cached(
+                "SELECT id, payload FROM outbox
+                 WHERE resource_id = ?1 AND state != 'done' AND id = (
+                     SELECT max(id) FROM outbox WHERE resource_id = ?1 AND state != 'done')
+                   AND op = 'update' AND state = 'pending' AND attempts = 0",
+            )?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let merged = newest.and_then(|(row, p)| {
+            let older = OutboxPayload::from_json(&p).ok()?;
+            Some((row, older.coalesce(payload)?))
+        });
+        if let Some((row, merged)) = merged {
+            conn.prepare_cached("UPDATE outbox SET version = ?2, payload = ?3 WHERE id = ?1")?.execute(params![
+                row,
+                version as i64,
+                merged.to_json()
+            ])?;
+            return Ok(());
+        }
+    }
+    enqueue(conn, kind, id, ChangeOp::Update, version, payload, now)
+}
+
 /// Look up a would-be member: its row number and kind. An id that names nothing, or names
 /// a resource of another kind than the IdP said, is an unknown member.
 fn member_seq(conn: &Connection, m: &MemberRef) -> Result<(i64, ResourceKind), StoreError> {
@@ -239,7 +283,7 @@ pub fn update(conn: &Connection, upd: Update, now: &str) -> Result<Resource, Sto
         }
         let payload =
             OutboxPayload { attributes_changed: attrs_changed, deprovision, ..OutboxPayload::members(added, removed) };
-        enqueue(conn, upd.kind, &upd.id, ChangeOp::Update, version, &payload, now)?;
+        enqueue_update(conn, upd.kind, &upd.id, version, &payload, now)?;
     }
     // Users come back with their groups (cheap); a group's member list is loaded by the
     // caller only when the reply needs it.
@@ -304,7 +348,7 @@ fn inactive(attrs: &Value) -> bool {
 fn cancel_held(conn: &Connection, resource_id: &str, reason: &str, now: &str) -> Result<usize, StoreError> {
     let n = conn
         .prepare_cached(
-            "UPDATE outbox SET state = 'done', done_at = ?3, last_error = ?2 WHERE resource_id = ?1 AND state = 'held'",
+            "UPDATE outbox SET state = 'done', done_at = ?3, last_error = ?2 WHERE resource_id = ?1 AND state != 'done' AND state = 'held'",
         )?
         .execute(params![resource_id, reason, now])?;
     if n > 0 {
@@ -682,7 +726,7 @@ pub fn enqueue_access_change(conn: &Connection, id: &str, now: &str) -> Result<(
         .optional()?;
     if let Some(v) = version {
         let payload = OutboxPayload { attributes_changed: true, access_changed: true, ..OutboxPayload::default() };
-        enqueue(conn, ResourceKind::User, id, ChangeOp::Update, v as u64, &payload, now)?;
+        enqueue_update(conn, ResourceKind::User, id, v as u64, &payload, now)?;
     }
     Ok(())
 }

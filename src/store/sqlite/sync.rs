@@ -134,7 +134,7 @@ fn load_many(conn: &Connection, kind: ResourceKind, ids: &[&str]) -> Result<Hash
     {
         let mut st = conn.prepare_cached(
             "SELECT DISTINCT resource_id FROM outbox
-             WHERE resource_id IN (SELECT value FROM json_each(?1))
+             WHERE resource_id IN (SELECT value FROM json_each(?1)) AND state != 'done'
                AND +state IN ('pending', 'retry', 'in_flight', 'dead')",
         )?;
         let rows = st.query_map([&list], |r| r.get(0))?;
