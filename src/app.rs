@@ -33,6 +33,20 @@ pub fn store_options(cfg: &Config) -> StoreOptions {
     }
 }
 
+/// How to reach the PostgreSQL store, from `[store.postgres]`.
+pub fn pg_options(cfg: &Config) -> crate::store::PgOptions {
+    let p = &cfg.store.postgres;
+    crate::store::PgOptions {
+        url: p.url.0.clone(),
+        password: (!p.password.expose().is_empty()).then(|| p.password.expose().to_string()),
+        pool_size: p.pool_size,
+        connect_timeout: Duration::from_secs(p.connect_timeout_seconds),
+        statement_timeout: Duration::from_secs(p.statement_timeout_seconds),
+        ca_file: (!p.ca_file.as_os_str().is_empty()).then(|| p.ca_file.clone()),
+        schema: p.schema.clone(),
+    }
+}
+
 pub fn open_store(cfg: &Config) -> Result<Store, StoreError> {
     Store::open(&store_options(cfg))
 }

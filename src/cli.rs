@@ -121,6 +121,26 @@ pub enum Command {
     /// then verify the copy (integrity check, counts). PATH must not exist. See the README
     /// for the restore steps.
     Backup { path: PathBuf },
+    /// Move the store to another backend: `store copy` copies the embedded SQLite store
+    /// (store.data_dir) into an empty PostgreSQL schema.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreAction {
+    /// Copy the SQLite store in store.data_dir into the empty PostgreSQL schema of
+    /// [store.postgres] (or --to), in one transaction, keeping every id, and check the counts
+    /// of every table and of the outbox's states before committing. Stop the daemon first:
+    /// changes accepted during the copy would not be in it. The SQLite file is only read.
+    Copy {
+        /// The PostgreSQL URL to copy to (default: store.postgres.url); the password, schema
+        /// and TLS settings come from [store.postgres].
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,7 +248,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     // every command that would open the store refuses it here, rather than quietly opening
     // SQLite in data_dir. check-config (shows it) and healthcheck (HTTP only) still work.
     if loaded.config.store.backend == crate::config::StoreBackend::Postgres
-        && !matches!(cli.command, Command::CheckConfig | Command::Healthcheck { .. })
+        && !matches!(cli.command, Command::CheckConfig | Command::Healthcheck { .. } | Command::Store { .. })
     {
         eprintln!(
             "scimsync: store.backend = \"postgres\": the PostgreSQL backend is not available yet in this \
@@ -257,6 +277,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             runtime()?.block_on(audit(loaded, since.as_deref(), resource.as_deref(), json, limit))
         }
         Command::Backup { path } => backup(&loaded, &path),
+        Command::Store { action: StoreAction::Copy { to } } => runtime()?.block_on(store_copy(&loaded, to)),
     };
     match result {
         // The reader went away (`| head`): what it wanted it has; stop without a word.
@@ -376,6 +397,40 @@ fn backup(loaded: &Loaded, path: &std::path::Path) -> Result<i32> {
         }
         Err(e) => {
             eprintln!("backup failed: {e}");
+            Ok(1)
+        }
+    }
+}
+
+/// `scimsync store copy`: SQLite (store.data_dir) into PostgreSQL ([store.postgres], or --to).
+async fn store_copy(loaded: &Loaded, to: Option<String>) -> Result<i32> {
+    telemetry::init(&loaded.config.log);
+    let mut cfg = loaded.config.clone();
+    if let Some(url) = to {
+        cfg.store.postgres.url = crate::config::DatabaseUrl(url);
+    }
+    if cfg.store.postgres.url.0.trim().is_empty() {
+        eprintln!("store copy: no PostgreSQL to copy to: pass --to postgres://... or set store.postgres.url");
+        return Ok(2);
+    }
+    let opts = app::pg_options(&cfg);
+    let schema = opts.schema.clone();
+    match crate::store::copy::sqlite_to_postgres(&cfg.store.data_dir, &opts).await {
+        Ok(r) => {
+            outln!(
+                "copied {} into the PostgreSQL schema {schema:?}; the SQLite file is unchanged",
+                crate::store::Store::database_path(&cfg.store.data_dir).display()
+            );
+            for (table, n) in &r.tables {
+                outln!("  {table:<18} {n:>9} rows");
+            }
+            let states: Vec<String> = r.outbox.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            outln!("outbox by state: {}", if states.is_empty() { "empty".to_string() } else { states.join(", ") });
+            outln!("counts checked; set store.backend = \"postgres\" and start the daemon");
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("store copy failed, nothing was written: {e}");
             Ok(1)
         }
     }

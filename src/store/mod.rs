@@ -11,6 +11,7 @@
 //! passes around: one backend behind an `Arc<dyn Backend>`, and the provisioning policy
 //! resource writes are checked against. No driver type or SQL text leaks past this module.
 
+pub mod copy;
 pub mod face;
 pub mod postgres;
 mod sqlite;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use face::{AdminStore, AuditStore, Backend, OutboxStore, ResourceStore, SyncStore, TokenStore};
+pub use postgres::PgOptions;
 pub use sqlite::BackupReport;
 pub use types::*;
 

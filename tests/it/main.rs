@@ -32,6 +32,7 @@ mod reconcile_rest;
 mod rest_app;
 mod sorting;
 mod status_page;
+mod store_copy;
 mod upgrade;
 mod users;
 mod webhook;

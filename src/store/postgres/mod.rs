@@ -177,6 +177,11 @@ impl PgStore {
         Ok(PgStore { pool, schema: opts.schema.as_str().into() })
     }
 
+    /// A pooled connection, for the store's own tools (`store::copy`).
+    pub(in crate::store) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.conn().await
+    }
+
     /// A pooled connection.
     async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection: {e}")))

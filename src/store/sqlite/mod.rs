@@ -97,6 +97,16 @@ fn policed(op: writer::WriteOp, policy: Option<&Arc<Policy>>) -> writer::WriteOp
     }
 }
 
+/// The schema version of an opened SQLite database (for `store::copy`).
+pub(super) fn schema_version(conn: &rusqlite::Connection) -> Result<u64, StoreError> {
+    migrations::current(conn)
+}
+
+/// The SQLite schema version this build migrates to.
+pub(super) fn expected_schema_version() -> u64 {
+    migrations::expected()
+}
+
 fn unexpected(o: writer::WriteOutput) -> StoreError {
     StoreError::Internal(format!("writer returned an unexpected output: {o:?}"))
 }
