@@ -260,6 +260,52 @@ impl TestPg {
         self.child.id()
     }
 
+    /// One cluster for the whole test process, started on first use (the integration suite's
+    /// PostgreSQL run gives each daemon a database of it). A static is never dropped, so a
+    /// reaper process stops the server and removes its directory once this process is gone
+    /// ([`TestPg::reap_when_gone`]).
+    pub fn shared() -> Result<&'static TestPg, Error> {
+        static SHARED: std::sync::OnceLock<TestPg> = std::sync::OnceLock::new();
+        static START: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = START.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pg) = SHARED.get() {
+            return Ok(pg);
+        }
+        let pg = TestPg::start()?;
+        pg.reap_when_gone(std::process::id())?;
+        Ok(SHARED.get_or_init(|| pg))
+    }
+
+    /// Start a detached reaper that, once process `watched` has exited, stops this server
+    /// (fast shutdown, then SIGKILL after 10 s) and removes its directory: for a cluster whose
+    /// owner will not drop it.
+    pub fn reap_when_gone(&self, watched: u32) -> Result<(), Error> {
+        let script = r#"while kill -0 "$1" 2>/dev/null; do sleep 0.5; done
+kill -INT "$2" 2>/dev/null
+i=0; while kill -0 "$2" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.5; i=$((i+1)); done
+kill -KILL "$2" 2>/dev/null
+rm -rf "$3""#;
+        let mut reaper = Command::new("sh");
+        reaper
+            .args(["-c", script, "testpg-reaper"])
+            .arg(watched.to_string())
+            .arg(self.pid().to_string())
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // Its own session: a signal to the test's process group does not take it too.
+        // SAFETY: setsid is async-signal-safe and touches nothing of the parent's.
+        unsafe {
+            reaper.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        reaper.spawn().map_err(|e| err(format!("cannot start the reaper: {e}")))?;
+        Ok(())
+    }
+
     /// The server binaries' directory in use.
     pub fn bin_dir(&self) -> &Path {
         &self.bin
@@ -416,6 +462,35 @@ impl Drop for TestPg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cluster nobody drops is stopped and removed by its reaper once the watched
+    /// process is gone.
+    #[test]
+    fn the_reaper_stops_and_removes_a_cluster_whose_owner_is_gone() {
+        let pg = TestPg::start().expect("start");
+        let mut owner = Command::new("sleep").arg("30").spawn().unwrap();
+        pg.reap_when_gone(owner.id()).unwrap();
+        let (pid, dir) = (pg.pid(), pg.dir.path().to_owned());
+        assert_eq!(pg.psql("postgres", "SELECT 1").unwrap(), "1", "running while its owner lives");
+        std::mem::forget(pg);
+        owner.kill().unwrap();
+        owner.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // The server is our child here (in the shared case it outlives us and init reaps
+            // it): reap it once it exits, or it would stay a zombie that signal 0 still finds.
+            // SAFETY: waitpid with WNOHANG on our own child, and signal 0, only query.
+            let alive = unsafe {
+                libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG);
+                libc::kill(pid as libc::pid_t, 0) == 0
+            };
+            if !alive && !dir.exists() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "postgres {pid} alive: {alive}, {} exists", dir.display());
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
 
     #[test]
     fn starts_creates_databases_and_stops_by_pid() {

@@ -66,6 +66,26 @@ impl Resp {
     }
 }
 
+/// The one switch that runs the suite on the PostgreSQL store: `SCIMSYNC_TEST_STORE=postgres`
+/// gives every daemon a fresh database of one throw-away cluster for the whole run
+/// (`testpg::TestPg::shared`, stopped and removed after the run by its reaper); unset or
+/// `sqlite`, the embedded default in the daemon's temp dir.
+pub fn store_backend_env() -> Vec<(String, String)> {
+    match std::env::var("SCIMSYNC_TEST_STORE").as_deref() {
+        Ok("postgres") => {
+            let pg = testpg::TestPg::shared().expect("a throw-away PostgreSQL for SCIMSYNC_TEST_STORE=postgres");
+            let db = pg.create_database().expect("a database for this daemon");
+            vec![
+                ("SCIMSYNC_STORE__BACKEND".into(), "postgres".into()),
+                ("SCIMSYNC_STORE__POSTGRES__URL".into(), pg.url_without_password(&db)),
+                ("SCIMSYNC_STORE__POSTGRES__PASSWORD".into(), testpg::PASSWORD.into()),
+            ]
+        }
+        Ok("sqlite") | Err(_) => Vec::new(),
+        Ok(other) => panic!("SCIMSYNC_TEST_STORE={other:?}: sqlite or postgres"),
+    }
+}
+
 impl Daemon {
     pub fn start() -> Daemon {
         Self::start_with("")
@@ -113,6 +133,7 @@ impl Daemon {
             .filter(|(k, _)| !(k.contains("DELAY_SECONDS") && extra_config.contains("delay_seconds")))
             .chain(env.iter().copied())
             .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(store_backend_env())
             .collect(),
         };
         d.write_config();
