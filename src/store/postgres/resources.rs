@@ -426,6 +426,27 @@ pub async fn get(
     Ok(page.pop())
 }
 
+/// Resources of `kind` by id, without members or groups (as SQLite's `get_many`).
+pub async fn get_many(
+    c: &impl GenericClient,
+    kind: ResourceKind,
+    ids: &[&str],
+) -> Result<HashMap<String, Resource>, StoreError> {
+    let rows = c
+        .query(
+            &format!("SELECT {SELECT_COLS} FROM resources r WHERE r.id = ANY($1) AND r.kind = $2"),
+            &[&ids, &kind.as_str()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (_, res) = row_to_resource(r);
+            (res.id.clone(), res)
+        })
+        .collect())
+}
+
 /// One resource type's share of a list (see `store::resources::Part`).
 pub struct Part<'a> {
     pub kind: ResourceKind,
