@@ -176,9 +176,12 @@ impl PgStore {
         Ok(PgStore { pool, schema: opts.schema.as_str().into(), size: Arc::default() })
     }
 
-    /// A pooled connection.
+    /// A pooled connection; [`StoreError::Closed`] once the store was closed, as on SQLite.
     async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(|e| StoreError::Internal(format!("no PostgreSQL connection: {e}")))
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Closed => StoreError::Closed,
+            e => StoreError::Internal(format!("no PostgreSQL connection: {e}")),
+        })
     }
 
     /// The schema version this build migrates to.
