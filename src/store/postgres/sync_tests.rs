@@ -453,3 +453,84 @@ async fn runs_repairs_matching_and_the_target_switch_leave_the_same_store_as_on_
     assert_eq!(a.len(), 2, "one repair and one switch: {a:?}");
     s.close();
 }
+
+/// A repair cannot race the IdP: it locks the resource before it weighs its open outbox
+/// rows, so with an IdP write to that resource in progress it waits, then sees the write's
+/// change (and supersedes it with the whole current state, at the new version) instead of
+/// queuing beside it from a stale read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_waits_for_an_idp_write_in_progress_on_its_resource() {
+    let pg = TestPg::start().unwrap();
+    let db = pg.create_database().unwrap();
+    let opts = PgOptions {
+        url: pg.url_without_password(&db),
+        password: Some(testpg::PASSWORD.into()),
+        pool_size: 4,
+        connect_timeout: Duration::from_secs(10),
+        statement_timeout: Duration::from_secs(60),
+        ca_file: None,
+        schema: "scimsync".into(),
+    };
+    let p = PgStore::open(&opts, &OpenProgress::default(), &CancellationToken::new()).await.unwrap();
+    let user = NewResource {
+        kind: ResourceKind::User,
+        id: "u1".into(),
+        attrs: attrs(json!({"userName": "alice"})),
+        members: vec![],
+    };
+    ResourceStore::create(&p, user, audit("POST"), None).await.unwrap();
+    let lease = crate::model::time_after(Duration::from_secs(600));
+    let claimed = OutboxStore::claim(&p, 10, 10, lease, None).await.unwrap();
+    let dead = claimed.bundles[0].head().id;
+    OutboxStore::complete(&p, &claimed.bundles[0], crate::model::now(), Completion::Dead { error: "HTTP 400".into() })
+        .await
+        .unwrap();
+    let run = p.run_start("manual").await.unwrap();
+
+    // The IdP's write, in its transaction: u1's row locked, its change queued, not committed.
+    let mut idp = p.conn().await.unwrap();
+    let tx = idp.transaction().await.unwrap();
+    let upd = Update {
+        kind: ResourceKind::User,
+        id: "u1".into(),
+        expected_version: None,
+        attrs: Some(attrs(json!({"userName": "alice", "title": "Boss"}))),
+        members: MemberDelta::default(),
+    };
+    resources::update(&*tx, upd, &crate::model::now()).await.unwrap();
+    let idp_row: i64 = tx.query_one("SELECT max(id) FROM outbox", &[]).await.unwrap().get(0);
+
+    let repair = {
+        let p = p.clone();
+        let op =
+            RepairOp::Resync { kind: ResourceKind::User, id: "u1".into(), forget_app_id: false, deprovision: false };
+        tokio::spawn(async move { p.repair(run, vec![op]).await })
+    };
+    // Bounded wait until the repair's session waits for the row lock.
+    let watcher = p.conn().await.unwrap();
+    for i in 0.. {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        assert!(!repair.is_finished(), "the repair did not wait for the IdP's write: {:?}", repair.await);
+        assert!(i < 2400, "the repair neither finished nor waited for a lock");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tx.commit().await.unwrap();
+
+    let results = repair.await.unwrap().unwrap();
+    assert_eq!(results, vec![crate::store::RepairResult::Queued { superseded: vec![dead, idp_row] }]);
+    let (row, _) = OutboxStore::get(&p, idp_row + 1).await.unwrap().expect("the repair's row");
+    assert_eq!((row.resource_id.as_str(), row.version, row.payload.resync), ("u1", 2, true));
+    let (idp, attempts) = OutboxStore::get(&p, idp_row).await.unwrap().unwrap();
+    assert_eq!((idp.state, idp.coalesced_into), (OutboxState::Done, Some(row.id)));
+    assert_eq!(attempts.last().map(|a| a.outcome.as_str()), Some("superseded"));
+}
