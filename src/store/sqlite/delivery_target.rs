@@ -8,10 +8,11 @@
 //!
 //! Owns: the SQL of `delivery_target` and of that switch. Must not touch: HTTP, config.
 
+use rusqlite::{Connection, OptionalExtension, params};
+
 use super::StoreError;
 use crate::model::{ChangeOp, ResourceKind};
 use crate::store::types::{DRY_RUN, TargetSwitch, target_switch_audit, target_switch_payload};
-use rusqlite::{Connection, OptionalExtension, params};
 
 /// Record that deliveries now go to `identity`; after a dry run, queue every resource for the
 /// real target (users first, so groups find their members provisioned) in this transaction.
