@@ -1,6 +1,9 @@
-//! The store's contract, held through the [`Store`] handle (so every backend behind it can be
-//! held to the same tests): write batches, versions, paging, the deletion guard, sync runs and
-//! repairs.
+//! The store's contract, held through the [`Store`] handle on every backend behind it (each
+//! test runs on SQLite and on PostgreSQL, a throw-away cluster each): concurrent writes,
+//! versions, paging, the deletion guard, sync runs and repairs. SQLite only: the RFC 9865
+//! walks (a property test: a cluster per case costs too much for now) and old stored run
+//! summaries (written with rusqlite). None of these needs the provisioning policy, which
+//! PostgreSQL refuses until its checks are ported.
 
 use super::*;
 use crate::model::ResourceKind;
@@ -21,6 +24,49 @@ fn open(dir: &std::path::Path) -> Store {
         .unwrap()
 }
 
+/// A PostgreSQL store on a throw-away cluster, and what keeps the cluster alive.
+async fn open_postgres() -> (Store, testpg::TestPg) {
+    let pg = testpg::TestPg::start().unwrap();
+    let db = pg.create_database().unwrap();
+    let opts = postgres::PgOptions {
+        url: pg.url_without_password(&db),
+        password: Some(testpg::PASSWORD.into()),
+        pool_size: 8,
+        // Also bounds each wait for a pooled connection: the paging test's burst of 2600
+        // concurrent creates queues for the 8 connections longer than 10 s on a busy machine
+        // (SQLite's writer queues without a bound).
+        connect_timeout: std::time::Duration::from_secs(120),
+        statement_timeout: std::time::Duration::from_secs(60),
+        ca_file: None,
+        schema: "scimsync".into(),
+    };
+    let p =
+        postgres::PgStore::open(&opts, &postgres::OpenProgress::default(), &tokio_util::sync::CancellationToken::new())
+            .await
+            .unwrap();
+    (Store::from_backend(Arc::new(p)), pg)
+}
+
+/// `on_both_backends!(name)` runs `async fn name(store: Store)` as two tests,
+/// `name::sqlite` and `name::postgres`.
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                super::$name(super::open(dir.path())).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let (store, _cluster) = super::open_postgres().await;
+                super::$name(store).await;
+            }
+        }
+    };
+}
+
 fn user(id: &str, name: &str) -> NewResource {
     NewResource {
         kind: ResourceKind::User,
@@ -30,10 +76,8 @@ fn user(id: &str, name: &str) -> NewResource {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_operation_in_a_batch_fails_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+on_both_backends!(a_failing_operation_in_a_batch_fails_alone);
+async fn a_failing_operation_in_a_batch_fails_alone(store: Store) {
     // Submitted together, these land in the same batch: the duplicate must fail with
     // a uniqueness error while every other create commits.
     let mut handles = Vec::new();
@@ -64,10 +108,8 @@ async fn a_failing_operation_in_a_batch_fails_alone() {
     store.close();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn version_checks_and_not_found() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+on_both_backends!(version_checks_and_not_found);
+async fn version_checks_and_not_found(store: Store) {
     store.resources().create(user("a", "a"), audit()).await.unwrap();
     let upd = |v| Update {
         kind: ResourceKind::User,
@@ -127,13 +169,11 @@ async fn create_users(store: &Store, ids: impl Iterator<Item = String>) {
     }
 }
 
+on_both_backends!(unfiltered_pages_seek_through_the_blocks);
 /// Unfiltered pages by offset seek through `rank_blocks` and the total is the kept count:
 /// both agree with the filtered path (OFFSET over the rows) after deletes that thin some
 /// blocks and empty a whole one, and after creates that follow them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unfiltered_pages_seek_through_the_blocks() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+async fn unfiltered_pages_seek_through_the_blocks(store: Store) {
     create_users(&store, (0..2600).map(|i| format!("u{i:05}"))).await;
     let mut gone = Vec::new();
     for i in (0..2600).filter(|i| i % 7 == 3 || (1020..2060).contains(i) || *i >= 2590) {
@@ -248,13 +288,11 @@ mod walks {
     }
 }
 
+on_both_backends!(a_deprovisioning_waits_out_its_delay);
 /// The deprovisioning delay: a deprovisioning accepted within the delay is neither claimed
 /// nor coalesced into an earlier change of its resource; other changes flow; once the
 /// delay has passed it is delivered.
-#[tokio::test]
-async fn a_deprovisioning_waits_out_its_delay() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+async fn a_deprovisioning_waits_out_its_delay(store: Store) {
     let lease = || crate::model::time_after(std::time::Duration::from_secs(60));
     let policy = |delayed_after: &str| {
         Some(GuardPolicy {
@@ -292,12 +330,10 @@ async fn a_deprovisioning_waits_out_its_delay() {
     store.close();
 }
 
+on_both_backends!(deletion_guard_holds_cancels_and_releases);
 /// The guard's state machine: trip, hold, joining the held set, cancellation by a
 /// re-create and a reactivation, release.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deletion_guard_holds_cancels_and_releases() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+async fn deletion_guard_holds_cancels_and_releases(store: Store) {
     let policy = || {
         Some(GuardPolicy {
             threshold_count: 2,
@@ -372,13 +408,11 @@ async fn deletion_guard_holds_cancels_and_releases() {
     store.close();
 }
 
+on_both_backends!(sync_runs_retention_and_repair_rechecks);
 /// Sync runs and repairs: retention keeps the newest successful report, runs left
 /// running are closed, and a repair never duplicates a change already on its way nor
 /// removes an "orphan" that is one of ours.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_runs_retention_and_repair_rechecks() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+async fn sync_runs_retention_and_repair_rechecks(store: Store) {
     let finish = |id, status: &'static str| {
         let s = store.clone();
         async move {
@@ -446,13 +480,11 @@ async fn sync_runs_retention_and_repair_rechecks() {
     store.close();
 }
 
+on_both_backends!(a_repair_supersedes_the_dead_rows_it_makes_obsolete);
 /// A refused provision (dead row) does not block the repair that sends the whole state:
 /// the repair supersedes it (and the row it blocked) and says so in their attempts; a
 /// member repair supersedes only rows that changed members; a held row blocks.
-#[tokio::test]
-async fn a_repair_supersedes_the_dead_rows_it_makes_obsolete() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+async fn a_repair_supersedes_the_dead_rows_it_makes_obsolete(store: Store) {
     let lease = || crate::model::time_after(std::time::Duration::from_secs(60));
     store.resources().create(user("u1", "alice"), audit()).await.unwrap();
     let claimed = store.outbox().claim(10, 10, lease(), None).await.unwrap();

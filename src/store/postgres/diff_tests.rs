@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::model::query::{AttrInfo, AttrPath, AttrType, CompareOp, Filter, Literal};
 use crate::model::{MemberRef, ResourceKind};
-use crate::store::{ListPart, Load, NewAudit, NewResource, Position, Store, StoreOptions};
+use crate::store::face::ResourceStore;
+use crate::store::{ListPart, Load, NewAudit, NewResource, Position, Store, StoreOptions, Update};
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
@@ -308,7 +309,7 @@ async fn random_filters_select_the_same_resources_as_on_sqlite() {
         let id = format!("u-{i:03}");
         let new = NewResource { kind: ResourceKind::User, id: id.clone(), attrs, members: Vec::new() };
         let a = sqlite.resources().create(new.clone(), audit()).await.map(|r| r.id);
-        let b = pgstore.create_audited(new, audit()).await.map(|r| r.id);
+        let b = ResourceStore::create(&pgstore, new, audit(), None).await.map(|r| r.id);
         assert_eq!(a.map_err(|e| e.to_string()), b.map_err(|e| e.to_string()));
         known.push(id.clone());
         user_ids.push(id);
@@ -325,7 +326,7 @@ async fn random_filters_select_the_same_resources_as_on_sqlite() {
         let id = format!("g-{i:03}");
         let new = NewResource { kind: ResourceKind::Group, id: id.clone(), attrs, members };
         let a = sqlite.resources().create(new.clone(), audit()).await.map(|r| r.id);
-        let b = pgstore.create_audited(new, audit()).await.map(|r| r.id);
+        let b = ResourceStore::create(&pgstore, new, audit(), None).await.map(|r| r.id);
         assert_eq!(a.map_err(|e| e.to_string()), b.map_err(|e| e.to_string()));
         known.push(id);
     }
@@ -345,7 +346,9 @@ async fn random_filters_select_the_same_resources_as_on_sqlite() {
         let want = listed(
             sqlite.resources().list_many(part(), descending, Position::Offset(offset), count, Load::default()).await,
         );
-        let got = listed(pgstore.list_many(part(), descending, Position::Offset(offset), count, Load::default()).await);
+        let got = listed(
+            ResourceStore::list(&pgstore, part(), descending, Position::Offset(offset), count, Load::default()).await,
+        );
         assert_eq!(
             got, want,
             "case {case} (PG_DIFF_SEED={seed}): {kind:?} filter {f:#?} sorted by {sort:?} descending {descending:?}, \
@@ -373,7 +376,9 @@ async fn random_filters_select_the_same_resources_as_on_sqlite() {
                     .list_many(parts.clone(), None, Position::Offset(offset), count, Load::default())
                     .await,
             );
-            let got = listed(pgstore.list_many(parts, None, Position::Offset(offset), count, Load::default()).await);
+            let got = listed(
+                ResourceStore::list(&pgstore, parts, None, Position::Offset(offset), count, Load::default()).await,
+            );
             assert_eq!(got, want, "offset {offset} count {count}");
         }
     }
@@ -391,8 +396,9 @@ async fn random_filters_select_the_same_resources_as_on_sqlite() {
                     .list_many(parts.clone(), Some(descending), Position::Offset(3), 40, Load::default())
                     .await,
             );
-            let got =
-                listed(pgstore.list_many(parts, Some(descending), Position::Offset(3), 40, Load::default()).await);
+            let got = listed(
+                ResourceStore::list(&pgstore, parts, Some(descending), Position::Offset(3), 40, Load::default()).await,
+            );
             assert_eq!(got, want, "both types sorted by {name} descending {descending}");
         }
     }
@@ -402,7 +408,7 @@ async fn random_filters_select_the_same_resources_as_on_sqlite() {
         let part = vec![ListPart { kind: ResourceKind::User, filter: None, sort_path: None }];
         let a =
             sqlite.resources().list_many(part.clone(), None, Position::After(after), 7, Load::default()).await.unwrap();
-        let b = pgstore.list_many(part, None, Position::After(after), 7, Load::default()).await.unwrap();
+        let b = ResourceStore::list(&pgstore, part, None, Position::After(after), 7, Load::default()).await.unwrap();
         let ids = |p: &crate::store::Page| p.resources.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
         assert_eq!((ids(&b), b.next_after, b.total), (ids(&a), a.next_after, a.total), "after {after}");
         match a.next_after {
@@ -415,7 +421,7 @@ async fn random_filters_select_the_same_resources_as_on_sqlite() {
         let kind = if id.starts_with("g-") { ResourceKind::Group } else { ResourceKind::User };
         let load = Load { members: true, groups: true };
         let a = sqlite.resources().get(kind, id, load).await.unwrap().unwrap();
-        let b = pgstore.get(kind, id, load).await.unwrap().unwrap();
+        let b = ResourceStore::get(&pgstore, kind, id, load).await.unwrap().unwrap();
         assert_eq!(
             (&a.attrs, &a.members, &a.groups, a.meta.version),
             (&b.attrs, &b.members, &b.groups, b.meta.version)
@@ -516,7 +522,7 @@ async fn writes_answer_and_record_the_same_as_on_sqlite() {
         same!(
             format!("create {id}"),
             outcome(s.resources().create(new(User, id, body.clone(), vec![]), audit()).await),
-            outcome(p.create_audited(new(User, id, body, vec![]), audit()).await),
+            outcome(ResourceStore::create(&p, new(User, id, body, vec![]), audit(), None).await),
             true
         );
     }
@@ -524,7 +530,7 @@ async fn writes_answer_and_record_the_same_as_on_sqlite() {
     same!(
         "duplicate userName",
         outcome(s.resources().create(new(User, "b", json!({"userName": "ÉLODIE"}), vec![]), audit()).await),
-        outcome(p.create_audited(new(User, "b", json!({"userName": "ÉLODIE"}), vec![]), audit()).await),
+        outcome(ResourceStore::create(&p, new(User, "b", json!({"userName": "ÉLODIE"}), vec![]), audit(), None).await),
         false
     );
     same!(
@@ -535,7 +541,13 @@ async fn writes_answer_and_record_the_same_as_on_sqlite() {
                 .await
         ),
         outcome(
-            p.create_audited(new(Group, "g", json!({"displayName": "Staff"}), vec![member("a", None)]), audit()).await
+            ResourceStore::create(
+                &p,
+                new(Group, "g", json!({"displayName": "Staff"}), vec![member("a", None)]),
+                audit(),
+                None
+            )
+            .await
         ),
         true
     );
@@ -546,14 +558,16 @@ async fn writes_answer_and_record_the_same_as_on_sqlite() {
         same!(
             what,
             outcome(s.resources().create(new(Group, "h", json!({"displayName": "H"}), members.clone()), audit()).await),
-            outcome(p.create_audited(new(Group, "h", json!({"displayName": "H"}), members), audit()).await),
+            outcome(
+                ResourceStore::create(&p, new(Group, "h", json!({"displayName": "H"}), members), audit(), None).await
+            ),
             false
         );
     }
     same!(
         "failed create left nothing",
         s.resources().get(Group, "h", Load::default()).await.map(|r| r.is_none()).map_err(|e| e.to_string()),
-        p.get(Group, "h", Load::default()).await.map(|r| r.is_none()).map_err(|e| e.to_string()),
+        ResourceStore::get(&p, Group, "h", Load::default()).await.map(|r| r.is_none()).map_err(|e| e.to_string()),
         true
     );
 
@@ -561,31 +575,36 @@ async fn writes_answer_and_record_the_same_as_on_sqlite() {
     same!(
         "update with the right version",
         outcome(s.resources().update(upd(User, "a", Some(1), Some(deactivated.clone()), none()), audit()).await),
-        outcome(p.update_audited(upd(User, "a", Some(1), Some(deactivated.clone()), none()), audit()).await),
+        outcome(
+            ResourceStore::update(&p, upd(User, "a", Some(1), Some(deactivated.clone()), none()), audit(), None).await
+        ),
         true
     );
     same!(
         "update with a stale version",
         outcome(s.resources().update(upd(User, "a", Some(1), Some(a.clone()), none()), audit()).await),
-        outcome(p.update_audited(upd(User, "a", Some(1), Some(a.clone()), none()), audit()).await),
+        outcome(ResourceStore::update(&p, upd(User, "a", Some(1), Some(a.clone()), none()), audit(), None).await),
         false
     );
     same!(
         "update changing nothing",
         outcome(s.resources().update(upd(User, "a", None, Some(deactivated.clone()), none()), audit()).await),
-        outcome(p.update_audited(upd(User, "a", None, Some(deactivated), none()), audit()).await),
+        outcome(ResourceStore::update(&p, upd(User, "a", None, Some(deactivated), none()), audit(), None).await),
         true
     );
     same!(
         "update of a missing resource",
         outcome(s.resources().update(upd(User, "zz", None, Some(a.clone()), none()), audit()).await),
-        outcome(p.update_audited(upd(User, "zz", None, Some(a.clone()), none()), audit()).await),
+        outcome(ResourceStore::update(&p, upd(User, "zz", None, Some(a.clone()), none()), audit(), None).await),
         false
     );
     same!(
         "rename onto a taken userName",
         outcome(s.resources().update(upd(User, "c", None, Some(json!({"userName": "élodie"})), none()), audit()).await),
-        outcome(p.update_audited(upd(User, "c", None, Some(json!({"userName": "élodie"})), none()), audit()).await),
+        outcome(
+            ResourceStore::update(&p, upd(User, "c", None, Some(json!({"userName": "élodie"})), none()), audit(), None)
+                .await
+        ),
         false
     );
     let delta = |replace: Option<Vec<MemberRef>>, add: Vec<MemberRef>, remove: Vec<String>| crate::model::MemberDelta {
@@ -603,7 +622,7 @@ async fn writes_answer_and_record_the_same_as_on_sqlite() {
         same!(
             what,
             outcome(s.resources().update(upd(Group, "g", None, None, d.clone()), audit()).await),
-            outcome(p.update_audited(upd(Group, "g", None, None, d), audit()).await),
+            outcome(ResourceStore::update(&p, upd(Group, "g", None, None, d), audit(), None).await),
             ok
         );
     }
@@ -615,7 +634,7 @@ async fn writes_answer_and_record_the_same_as_on_sqlite() {
         same!(
             what,
             s.resources().delete(User, id, version, audit()).await.map_err(|e| e.to_string()),
-            p.delete_audited(User, id, version, audit()).await.map_err(|e| e.to_string()),
+            ResourceStore::delete(&p, User, id, version, audit(), None).await.map_err(|e| e.to_string()),
             ok
         );
     }
@@ -626,7 +645,7 @@ async fn writes_answer_and_record_the_same_as_on_sqlite() {
         same!(
             format!("get {id}"),
             outcome(s.resources().get(kind, id, load).await.map(Option::unwrap)),
-            outcome(p.get(kind, id, load).await.map(Option::unwrap)),
+            outcome(ResourceStore::get(&p, kind, id, load).await.map(Option::unwrap)),
             true
         );
     }
@@ -692,7 +711,7 @@ async fn concurrent_updates_of_one_resource_queue_in_commit_order() {
         attrs: attrs(json!({"userName": "u"})),
         members: vec![],
     };
-    p.create_audited(user, audit()).await.unwrap();
+    ResourceStore::create(&p, user, audit(), None).await.unwrap();
     let writers: Vec<_> = (0..24)
         .map(|i| {
             let p = p.clone();
@@ -704,7 +723,7 @@ async fn concurrent_updates_of_one_resource_queue_in_commit_order() {
                     attrs: Some(attrs(json!({"userName": "u", "title": format!("t{i}")}))),
                     members: Default::default(),
                 };
-                p.update_audited(upd, audit()).await.unwrap().meta.version
+                ResourceStore::update(&p, upd, audit(), None).await.unwrap().meta.version
             })
         })
         .collect();

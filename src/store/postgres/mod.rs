@@ -18,6 +18,7 @@ pub mod filter_sql;
 mod migrations;
 mod outbox;
 mod resources;
+mod sync;
 mod tls;
 mod tokens;
 
@@ -29,8 +30,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
-use super::{ListPart, Load, NewAudit, NewResource, Page, Position, StoreError, Update};
-use crate::model::{Resource, ResourceKind};
+use super::StoreError;
+use crate::model::Resource;
 
 /// How to reach the database; built from `config::PostgresConfig` by the wiring.
 #[derive(Debug, Clone)]
@@ -81,6 +82,9 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 pub struct PgStore {
     pool: Pool,
     schema: Arc<str>,
+    /// The schema's size on disk as last read (`AdminStore::size_bytes` is synchronous, the
+    /// query is not): refreshed by each `settings()` and `schema_version()` call.
+    size: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Why one attempt to open failed: worth another try (the server is down, starting, or
@@ -174,7 +178,7 @@ impl PgStore {
             .create_timeout(Some(opts.connect_timeout))
             .build()
             .map_err(|e| Attempt::Fail(StoreError::Internal(format!("cannot build the PostgreSQL pool: {e}"))))?;
-        Ok(PgStore { pool, schema: opts.schema.as_str().into() })
+        Ok(PgStore { pool, schema: opts.schema.as_str().into(), size: Arc::default() })
     }
 
     /// A pooled connection, for the store's own tools (`store::copy`).
@@ -182,92 +186,13 @@ impl PgStore {
         self.conn().await
     }
 
-    /// A pooled connection.
+    /// A pooled connection; [`StoreError::Closed`] once the store was closed, as on SQLite;
+    /// [`StoreError::Unavailable`] when the database cannot give one (down, full).
     async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(|e| StoreError::Unavailable(format!("no PostgreSQL connection: {e}")))
-    }
-
-    /// Create a resource with its emails, members, outbox row and audit record, in one
-    /// transaction (as `Store::create_audited`).
-    ///
-    /// TODO(issue 14): the provisioning policy's checks (seats, exclusive classes,
-    /// keep-at-least) in the same transaction, under one `pg_advisory_xact_lock`, as
-    /// `Store::with_policy` does on SQLite; until then a PgStore has no policy.
-    pub async fn create_audited(&self, new: NewResource, audit: NewAudit) -> Result<Resource, StoreError> {
-        let mut conn = self.conn().await?;
-        let tx = conn.transaction().await?;
-        let now = crate::model::now();
-        let created = resources::create(&tx, new, &now).await?;
-        resources::insert_audit(&tx, &audit, resource_name(&created), Some(created.meta.version), &now).await?;
-        tx.commit().await?;
-        Ok(created)
-    }
-
-    /// Change a resource (attributes and/or members) with its outbox row and audit record, in
-    /// one transaction that first locks the resource's row (as `Store::update_audited`).
-    pub async fn update_audited(&self, upd: Update, audit: NewAudit) -> Result<Resource, StoreError> {
-        let mut conn = self.conn().await?;
-        let tx = conn.transaction().await?;
-        let now = crate::model::now();
-        let updated = resources::update(&tx, upd, &now).await?;
-        resources::insert_audit(&tx, &audit, resource_name(&updated), Some(updated.meta.version), &now).await?;
-        tx.commit().await?;
-        Ok(updated)
-    }
-
-    /// Delete a resource with its outbox row (the tombstone) and audit record, in one
-    /// transaction (as `Store::delete_audited`).
-    pub async fn delete_audited(
-        &self,
-        kind: ResourceKind,
-        id: &str,
-        expected_version: Option<u64>,
-        audit: NewAudit,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        let tx = conn.transaction().await?;
-        let now = crate::model::now();
-        let name = resources::resource_name(&tx, id).await?;
-        resources::delete(&tx, kind, id, expected_version, &now).await?;
-        resources::insert_audit(&tx, &audit, name.as_deref(), None, &now).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn get(&self, kind: ResourceKind, id: &str, load: Load) -> Result<Option<Resource>, StoreError> {
-        resources::get(&self.conn().await?, kind, id, load).await
-    }
-
-    /// One page over one or several resource types (as `Store::list_many`), read in one
-    /// repeatable-read snapshot so the total and the page agree. Sorted lists are refused
-    /// for now (TODO(issue 14)).
-    pub async fn list_many(
-        &self,
-        parts: Vec<ListPart>,
-        descending: Option<bool>,
-        position: Position,
-        count: u32,
-        load: Load,
-    ) -> Result<Page, StoreError> {
-        let mut conn = self.conn().await?;
-        let tx = conn
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
-        let parts: Vec<resources::Part<'_>> = parts
-            .iter()
-            .map(|p| resources::Part { kind: p.kind, filter: p.filter.as_ref(), sort_path: p.sort_path.as_ref() })
-            .collect();
-        let page = resources::list(&tx, &parts, descending, position, count, load).await?;
-        tx.commit().await?;
-        Ok(page)
-    }
-
-    /// The schema version recorded in the database.
-    pub async fn schema_version(&self) -> Result<u64, StoreError> {
-        migrations::current(&*self.conn().await?, &self.schema).await
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Closed => StoreError::Closed,
+            e => StoreError::Unavailable(format!("no PostgreSQL connection: {e}")),
+        })
     }
 
     /// The schema version this build migrates to.
@@ -275,10 +200,27 @@ impl PgStore {
         migrations::expected()
     }
 
+    /// Read the bytes the schema's tables take (with their indexes and TOAST) into the value
+    /// [`AdminStore::size_bytes`](crate::store::AdminStore::size_bytes) returns.
+    async fn refresh_size(&self, c: &impl tokio_postgres::GenericClient) -> Result<(), StoreError> {
+        let bytes: i64 = c
+            .query_one(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relkind = 'r'",
+                &[&&*self.schema],
+            )
+            .await?
+            .get(0);
+        self.size.store(bytes.max(0) as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
     /// The session settings every connection must run with, as the server reports them, so a
     /// test can read them back (a misspelt option would otherwise silently do nothing).
     pub async fn read_settings(&self) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.conn().await?;
+        self.refresh_size(&**conn).await?;
         let mut out = Vec::new();
         for name in ["synchronous_commit", "search_path", "statement_timeout", "application_name"] {
             let row = conn.query_one(&format!("SHOW {name}"), &[]).await?;
@@ -424,5 +366,7 @@ fn unavailable(e: &tokio_postgres::Error) -> bool {
 mod diff_tests;
 #[cfg(test)]
 mod outbox_tests;
+#[cfg(test)]
+mod sync_tests;
 #[cfg(test)]
 mod tests;

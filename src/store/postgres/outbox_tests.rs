@@ -9,8 +9,9 @@ use testpg::TestPg;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::model::ResourceKind;
 use crate::model::{MemberDelta, MemberRef};
-use crate::store::face::{AuditStore, OutboxStore, TokenStore};
+use crate::store::face::{AuditStore, OutboxStore, ResourceStore, TokenStore};
 use crate::store::{
     AuditQuery, Claimed, Completion, GuardPolicy, NewAudit, NewResource, OutboxRow, OutboxState, Store, StoreOptions,
 };
@@ -136,7 +137,7 @@ async fn claims_completions_and_operator_actions_leave_the_same_outbox_as_on_sql
     };
     for id in &ids[..6] {
         s.resources().create(user(id), audit("POST")).await.unwrap();
-        p.create_audited(user(id), audit("POST")).await.unwrap();
+        ResourceStore::create(&p, user(id), audit("POST"), None).await.unwrap();
     }
     let members = vec![
         MemberRef { id: "u1".into(), kind: None, display: None },
@@ -149,7 +150,7 @@ async fn claims_completions_and_operator_actions_leave_the_same_outbox_as_on_sql
         members,
     };
     s.resources().create(group.clone(), audit("POST")).await.unwrap();
-    p.create_audited(group, audit("POST")).await.unwrap();
+    ResourceStore::create(&p, group, audit("POST"), None).await.unwrap();
     for n in 0..2 {
         let upd = crate::store::Update {
             kind: ResourceKind::User,
@@ -159,11 +160,11 @@ async fn claims_completions_and_operator_actions_leave_the_same_outbox_as_on_sql
             members: MemberDelta::default(),
         };
         s.resources().update(upd.clone(), audit("PATCH")).await.unwrap();
-        p.update_audited(upd, audit("PATCH")).await.unwrap();
+        ResourceStore::update(&p, upd, audit("PATCH"), None).await.unwrap();
     }
     for id in ["u3", "u4", "u5"] {
         s.resources().delete(ResourceKind::User, id, None, audit("DELETE")).await.unwrap();
-        p.delete_audited(ResourceKind::User, id, None, audit("DELETE")).await.unwrap();
+        ResourceStore::delete(&p, ResourceKind::User, id, None, audit("DELETE"), None).await.unwrap();
     }
     compare("after the writes").await;
 

@@ -7,6 +7,8 @@ use testpg::TestPg;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::model::ResourceKind;
+use crate::store::face::AdminStore;
 
 fn options(pg: &TestPg, database: &str) -> PgOptions {
     PgOptions {
@@ -37,8 +39,13 @@ async fn migrations_apply_once_and_every_session_setting_reads_back() {
     // must turn it back on themselves, or a 2xx could be lost with the server.
     pg.psql("postgres", &format!("ALTER DATABASE {db} SET synchronous_commit = off")).unwrap();
     let store = bounded("open", open(&options(&pg, &db))).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), PgStore::expected_schema_version());
-    let settings = store.read_settings().await.unwrap();
+    assert_eq!(
+        AdminStore::schema_version(&store).await.unwrap(),
+        (PgStore::expected_schema_version(), PgStore::expected_schema_version())
+    );
+    let settings = AdminStore::settings(&store).await.unwrap();
+    // Reading the settings refreshed the size: the schema's tables and indexes take pages.
+    assert!(store.size_bytes() > 0, "the store's size was not read");
     let get = |name: &str| settings.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).unwrap();
     assert_eq!(get("synchronous_commit"), "on", "{settings:?}");
     assert_eq!(get("search_path"), "scimsync", "{settings:?}");
@@ -74,7 +81,10 @@ async fn migrations_apply_once_and_every_session_setting_reads_back() {
     // Opening again (a restart) applies nothing.
     drop(store);
     let store = bounded("reopen", open(&options(&pg, &db))).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), PgStore::expected_schema_version());
+    assert_eq!(
+        AdminStore::schema_version(&store).await.unwrap(),
+        (PgStore::expected_schema_version(), PgStore::expected_schema_version())
+    );
     assert_eq!(
         pg.psql(&db, "SELECT count(*) FROM scimsync.schema_migrations").unwrap(),
         PgStore::expected_schema_version().to_string()
@@ -97,7 +107,10 @@ async fn racing_opens_on_one_schema_all_succeed_and_migrate_once() {
         .collect();
     for o in opens {
         let store = bounded("racing open", o).await.unwrap().expect("every racing open succeeds");
-        assert_eq!(store.schema_version().await.unwrap(), PgStore::expected_schema_version());
+        assert_eq!(
+            AdminStore::schema_version(&store).await.unwrap(),
+            (PgStore::expected_schema_version(), PgStore::expected_schema_version())
+        );
     }
     assert_eq!(
         pg.psql(&db, "SELECT string_agg(version::text, ',' ORDER BY version) FROM scimsync.schema_migrations").unwrap(),
@@ -135,7 +148,8 @@ async fn waiting_for_another_daemons_migrations_outlasts_the_statement_timeout()
     }
     let opts = PgOptions { statement_timeout: Duration::from_secs(1), ..options(&pg, &db) };
     let store = bounded("open behind the lock", open(&opts)).await.expect("opens once the lock is free");
-    assert_eq!(store.schema_version().await.unwrap(), PgStore::expected_schema_version());
+    let (have, want) = store.schema_version().await.unwrap();
+    assert_eq!(have, want);
     // Requests still run under the timeout.
     assert_eq!(store.read_settings().await.unwrap()[2], ("statement_timeout".to_string(), "1s".to_string()));
     holder.wait().unwrap();
@@ -186,7 +200,10 @@ async fn a_database_down_at_start_is_retried_until_it_answers() {
     tokio::task::block_in_place(|| pg.restart()).unwrap();
     let store = bounded("open after restart", opening).await.unwrap().expect("opens once the database is up");
     assert!(progress.snapshot().ready);
-    assert_eq!(store.schema_version().await.unwrap(), PgStore::expected_schema_version());
+    assert_eq!(
+        AdminStore::schema_version(&store).await.unwrap(),
+        (PgStore::expected_schema_version(), PgStore::expected_schema_version())
+    );
 
     // Down again, and the daemon is told to stop while it waits.
     pg.stop();

@@ -9,11 +9,10 @@
 //! Owns: the SQL of `delivery_target` and of that switch. Must not touch: HTTP, config.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::json;
 
 use super::StoreError;
-use crate::model::{ChangeOp, OutboxPayload, ResourceKind};
-use crate::store::types::{DRY_RUN, NewAudit, TargetSwitch};
+use crate::model::{ChangeOp, ResourceKind};
+use crate::store::types::{DRY_RUN, TargetSwitch, target_switch_audit, target_switch_payload};
 
 /// Record that deliveries now go to `identity`; after a dry run, queue every resource for the
 /// real target (users first, so groups find their members provisioned) in this transaction.
@@ -35,22 +34,13 @@ pub fn switch(conn: &Connection, identity: &str, now: &str) -> Result<TargetSwit
             .prepare_cached("SELECT kind, id, version FROM resources ORDER BY kind = 'Group', seq")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
-        let payload =
-            OutboxPayload { attributes_changed: true, resync: true, target_switch: true, ..OutboxPayload::default() };
+        let payload = target_switch_payload();
         for (kind, id, version) in &all {
             let kind = ResourceKind::parse(kind).unwrap_or(ResourceKind::User);
             super::resources::enqueue(conn, kind, id, ChangeOp::Update, *version as u64, &payload, now)?;
         }
         out.requeued = all.len() as u64;
-        let audit = NewAudit {
-            actor: "system".into(),
-            token_id: None,
-            method: "target_switch".into(),
-            resource_type: "outbox".into(),
-            resource_id: None,
-            request_id: None,
-            summary: json!({"from": DRY_RUN, "to": identity, "requeued": out.requeued, "forgotten_dry_run_ids": out.forgotten}),
-        };
+        let audit = target_switch_audit(identity, &out);
         super::audit::insert(conn, &audit, None, None, now)?;
     }
     if recorded.as_deref() != Some(identity) {

@@ -8,14 +8,14 @@
 use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::StoreError;
 use crate::model::drift::{Cause, Change, DriftKind, Repair};
-use crate::model::{ChangeOp, OutboxPayload, ResourceKind, fold_case};
+use crate::model::{ChangeOp, ResourceKind, fold_case};
 use crate::store::types::{
-    AppKey, DriftRow, Matched, MemberInfo, NewAudit, PageMatch, RepairOp, RepairResult, RunFinish, Stuck, SyncRun,
-    orphan_id,
+    AppKey, DriftRow, Matched, MemberInfo, OpenRow, PageMatch, RepairLog, RepairOp, RepairResult, RunFinish, Stuck,
+    SyncRun, admit, orphan_id, superseded_detail,
 };
 
 fn id_by_name(conn: &Connection, kind: ResourceKind, key: &AppKey) -> Result<Option<String>, StoreError> {
@@ -372,7 +372,7 @@ fn word<T>(r: &rusqlite::Row<'_>, i: usize, parse: fn(&str) -> Option<T>) -> rus
 
 /// The rows of `id` not delivered yet and older than this repair (`floor`), oldest first:
 /// (outbox id, state, whether the row only changes group members).
-fn open_rows(conn: &Connection, id: &str, floor: i64) -> Result<Vec<(i64, String, bool)>, StoreError> {
+fn open_rows(conn: &Connection, id: &str, floor: i64) -> Result<Vec<OpenRow>, StoreError> {
     let mut st = conn.prepare_cached(
         "SELECT id, state, op = 'update' AND json_extract(payload, '$.attributes_changed') IS NULL
                 AND json_extract(payload, '$.resync') IS NULL AND json_extract(payload, '$.tombstone') IS NULL
@@ -383,35 +383,9 @@ fn open_rows(conn: &Connection, id: &str, floor: i64) -> Result<Vec<(i64, String
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Decide whether a corrective change for a resource can be queued given its open rows.
-/// `covers`: whether the change makes a dead row obsolete (a resync sends the whole current
-/// state and covers every row; a member repair covers rows that only changed members). Dead
-/// rows it covers are superseded together with the rows they blocked; without a dead row,
-/// an open row means the change is on its way already.
-fn admit(rows: &[(i64, String, bool)], covers: impl Fn(bool) -> bool) -> Result<Vec<i64>, RepairResult> {
-    let Some((first, _, _)) = rows.first() else { return Ok(Vec::new()) };
-    if let Some((id, state, _)) = rows.iter().find(|(_, s, _)| s == "held" || s == "in_flight") {
-        return Err(if state == "held" {
-            RepairResult::Blocked { outbox_id: *id, state: state.clone() }
-        } else {
-            RepairResult::OnItsWay { outbox_id: *id }
-        });
-    }
-    if !rows.iter().any(|(_, s, _)| s == "dead") {
-        return Err(RepairResult::OnItsWay { outbox_id: *first });
-    }
-    if let Some((id, state, _)) = rows.iter().find(|(_, _, members_only)| !covers(*members_only)) {
-        return Err(RepairResult::Blocked { outbox_id: *id, state: state.clone() });
-    }
-    Ok(rows.iter().map(|(id, _, _)| *id).collect())
-}
-
 /// Mark `rows` as superseded by outbox row `by`: done, coalesced into it, with an attempt.
 fn supersede(conn: &Connection, rows: &[i64], by: i64, run_id: i64, now: &str) -> Result<(), StoreError> {
-    let detail = format!(
-        "superseded by outbox {by}, queued by the repair of sync run {run_id}: it sends the current state, which \
-         makes this change obsolete"
-    );
+    let detail = superseded_detail(by, run_id);
     let mut done = conn.prepare_cached(
         "UPDATE outbox SET state = 'done', done_at = ?2, lease_until = NULL, next_attempt_at = NULL,
                 coalesced_into = ?3 WHERE id = ?1",
@@ -437,8 +411,7 @@ fn supersede(conn: &Connection, rows: &[i64], by: i64, run_id: i64, now: &str) -
 /// alone. Several ops for one resource in one repair queue in order.
 pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Result<Vec<RepairResult>, StoreError> {
     let mut results = Vec::with_capacity(ops.len());
-    let mut done: Vec<Value> = Vec::new();
-    let mut superseded_all: Vec<i64> = Vec::new();
+    let mut log = RepairLog::default();
     // Rows this repair queues are newer than this: they never count as "on its way".
     let floor: i64 = conn.prepare_cached("SELECT coalesce(max(id), 0) FROM outbox")?.query_row([], |r| r.get(0))?;
     let version_of = |id: &str| -> Result<Option<i64>, StoreError> {
@@ -450,7 +423,7 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
     let last_id = || -> i64 { conn.last_insert_rowid() };
     for op in ops {
         let result = match op {
-            RepairOp::Resync { kind, id, forget_app_id, deprovision } => {
+            RepairOp::Resync { kind, id, forget_app_id, .. } => {
                 let Some(v) = version_of(id)? else {
                     results.push(RepairResult::Moot);
                     continue;
@@ -465,19 +438,11 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                 if *forget_app_id {
                     conn.prepare_cached("DELETE FROM id_map WHERE resource_id = ?1")?.execute([id])?;
                 }
-                let payload = OutboxPayload {
-                    attributes_changed: true,
-                    resync: true,
-                    // A deactivation like any other: the deletion guard counts and may hold it.
-                    deprovision: *deprovision,
-                    repair_run: Some(run_id),
-                    ..OutboxPayload::default()
-                };
-                super::resources::enqueue(conn, *kind, id, ChangeOp::Update, v as u64, &payload, now)?;
+                super::resources::enqueue(conn, *kind, id, ChangeOp::Update, v as u64, &op.payload(run_id), now)?;
                 supersede(conn, &obsolete, last_id(), run_id, now)?;
                 RepairResult::Queued { superseded: obsolete }
             }
-            RepairOp::Members { group_id, add, remove, remove_app_ids } => {
+            RepairOp::Members { group_id, .. } => {
                 let Some(v) = version_of(group_id)? else {
                     results.push(RepairResult::Moot);
                     continue;
@@ -489,24 +454,19 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                         continue;
                     }
                 };
-                let payload = OutboxPayload {
-                    members_removed_app_ids: remove_app_ids.clone(),
-                    repair_run: Some(run_id),
-                    ..OutboxPayload::members(add.clone(), remove.clone())
-                };
                 super::resources::enqueue(
                     conn,
                     ResourceKind::Group,
                     group_id,
                     ChangeOp::Update,
                     v as u64,
-                    &payload,
+                    &op.payload(run_id),
                     now,
                 )?;
                 supersede(conn, &obsolete, last_id(), run_id, now)?;
                 RepairResult::Queued { superseded: obsolete }
             }
-            RepairOp::Orphan { kind, app_id, name, deactivate_only, record } => {
+            RepairOp::Orphan { kind, app_id, name, .. } => {
                 let id = orphan_id(*kind, app_id);
                 let ours: bool = conn
                     .prepare_cached(
@@ -534,55 +494,14 @@ pub fn repair(conn: &Connection, ops: &[RepairOp], run_id: i64, now: &str) -> Re
                      ON CONFLICT (resource_id) DO UPDATE SET app_id = excluded.app_id, updated_at = excluded.updated_at",
                 )?
                 .execute(params![id, kind.as_str(), app_id, now])?;
-                let name_key = if *kind == ResourceKind::User { "userName" } else { "displayName" };
-                let payload = OutboxPayload {
-                    deprovision: true,
-                    orphan: true,
-                    deactivate_only: *deactivate_only,
-                    tombstone: Some(Map::from_iter([(name_key.to_string(), Value::String(name.clone()))])),
-                    app_record: record.as_ref().and_then(Value::as_object).cloned(),
-                    repair_run: Some(run_id),
-                    ..OutboxPayload::default()
-                };
-                super::resources::enqueue(conn, *kind, &id, ChangeOp::Delete, 0, &payload, now)?;
+                super::resources::enqueue(conn, *kind, &id, ChangeOp::Delete, 0, &op.payload(run_id), now)?;
                 RepairResult::Queued { superseded: Vec::new() }
             }
         };
-        let superseded = match &result {
-            RepairResult::Queued { superseded } => superseded.clone(),
-            _ => Vec::new(),
-        };
-        superseded_all.extend(&superseded);
+        log.record(op, &result);
         results.push(result);
-        let mut entry = match op {
-            RepairOp::Resync { kind, id, deprovision, .. } => {
-                json!({"op": "resync", "type": kind.as_str(), "id": id, "deactivates": deprovision})
-            }
-            RepairOp::Members { group_id, add, remove, remove_app_ids } => json!({"op": "members", "id": group_id,
-                "add": add.len(), "remove": remove.len() + remove_app_ids.len()}),
-            RepairOp::Orphan { kind, app_id, name, deactivate_only, .. } => json!({"op": "deprovision_orphan",
-                "type": kind.as_str(), "app_id": app_id, "name": name, "deactivate_only": deactivate_only}),
-        };
-        if !superseded.is_empty() {
-            entry["superseded_outbox_ids"] = json!(superseded);
-        }
-        done.push(entry);
     }
-    let n = results.iter().filter(|r| r.queued()).count();
-    // The audit log says what the reconciler changed and why (its run), like any operator.
-    if n > 0 {
-        let total = done.len();
-        done.truncate(1000);
-        let audit = NewAudit {
-            actor: "reconcile".into(),
-            token_id: None,
-            method: "repair".into(),
-            resource_type: "sync_run".into(),
-            resource_id: Some(run_id.to_string()),
-            request_id: None,
-            summary: json!({"queued": n, "changes": done, "listed_changes": done.len(), "total_changes": total,
-                            "superseded": superseded_all.len()}),
-        };
+    if let Some(audit) = log.audit(run_id, &results) {
         super::audit::insert(conn, &audit, None, None, now)?;
     }
     Ok(results)

@@ -16,8 +16,9 @@ pub use outbox::{
     OutboxState, guard_trips,
 };
 pub use sync::{
-    AppKey, DRY_RUN, DriftRow, Matched, MemberInfo, PageMatch, RepairOp, RepairResult, RunFinish, RunSummary, Stuck,
-    SyncRun, TargetSwitch, orphan_id,
+    AppKey, DRY_RUN, DriftRow, Matched, MemberInfo, OpenRow, PageMatch, RepairLog, RepairOp, RepairResult, RunFinish,
+    RunSummary, Stuck, SyncRun, TargetSwitch, admit, orphan_id, superseded_detail, target_switch_audit,
+    target_switch_payload,
 };
 pub use tokens::{
     GeneratedToken, NewToken, TOKEN_PREFIX, TokenInfo, generate_token, presented_id, token_hash, token_matches,

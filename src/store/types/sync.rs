@@ -2,9 +2,10 @@
 //! changes, sync runs and their drift rows, the corrective changes a repair queues and what
 //! became of them, and the delivery target's identity.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
-use crate::model::{Resource, ResourceKind};
+use super::NewAudit;
+use crate::model::{OutboxPayload, Resource, ResourceKind};
 
 /// One account as the app lists it, reduced to what matching needs.
 #[derive(Debug, Clone)]
@@ -150,4 +151,145 @@ pub struct RunFinish {
     pub items: Vec<DriftRow>,
     /// Runs started before this (stored RFC 3339 format) are pruned with their items.
     pub keep_since: String,
+}
+
+/// An undelivered outbox row of a resource as a repair weighs it: (outbox id, state, whether
+/// the row only changes group members).
+pub type OpenRow = (i64, String, bool);
+
+/// Decide whether a corrective change for a resource can be queued given its open rows
+/// (oldest first). `covers`: whether the change makes a dead row obsolete (a resync sends
+/// the whole current state and covers every row; a member repair covers rows that only
+/// changed members). Dead rows it covers are superseded together with the rows they
+/// blocked (`Ok`: their ids); without a dead row, an open row means the change is on its
+/// way already. Both backends decide with this one function.
+pub fn admit(rows: &[OpenRow], covers: impl Fn(bool) -> bool) -> Result<Vec<i64>, RepairResult> {
+    let Some((first, _, _)) = rows.first() else { return Ok(Vec::new()) };
+    if let Some((id, state, _)) = rows.iter().find(|(_, s, _)| s == "held" || s == "in_flight") {
+        return Err(if state == "held" {
+            RepairResult::Blocked { outbox_id: *id, state: state.clone() }
+        } else {
+            RepairResult::OnItsWay { outbox_id: *id }
+        });
+    }
+    if !rows.iter().any(|(_, s, _)| s == "dead") {
+        return Err(RepairResult::OnItsWay { outbox_id: *first });
+    }
+    if let Some((id, state, _)) = rows.iter().find(|(_, _, members_only)| !covers(*members_only)) {
+        return Err(RepairResult::Blocked { outbox_id: *id, state: state.clone() });
+    }
+    Ok(rows.iter().map(|(id, _, _)| *id).collect())
+}
+
+/// The attempt detail a superseded row gets.
+pub fn superseded_detail(by: i64, run_id: i64) -> String {
+    format!(
+        "superseded by outbox {by}, queued by the repair of sync run {run_id}: it sends the current state, which \
+         makes this change obsolete"
+    )
+}
+
+impl RepairOp {
+    /// The outbox payload of this corrective change, queued by the repair of run `run_id`.
+    pub fn payload(&self, run_id: i64) -> OutboxPayload {
+        match self {
+            RepairOp::Resync { deprovision, .. } => OutboxPayload {
+                attributes_changed: true,
+                resync: true,
+                // A deactivation like any other: the deletion guard counts and may hold it.
+                deprovision: *deprovision,
+                repair_run: Some(run_id),
+                ..OutboxPayload::default()
+            },
+            RepairOp::Members { add, remove, remove_app_ids, .. } => OutboxPayload {
+                members_removed_app_ids: remove_app_ids.clone(),
+                repair_run: Some(run_id),
+                ..OutboxPayload::members(add.clone(), remove.clone())
+            },
+            RepairOp::Orphan { kind, name, deactivate_only, record, .. } => {
+                let name_key = if *kind == ResourceKind::User { "userName" } else { "displayName" };
+                OutboxPayload {
+                    deprovision: true,
+                    orphan: true,
+                    deactivate_only: *deactivate_only,
+                    tombstone: Some(Map::from_iter([(name_key.to_string(), Value::String(name.clone()))])),
+                    app_record: record.as_ref().and_then(Value::as_object).cloned(),
+                    repair_run: Some(run_id),
+                    ..OutboxPayload::default()
+                }
+            }
+        }
+    }
+}
+
+/// What a repair did, op by op, for its audit record: both backends feed it the same way
+/// and write the record it builds in the repair's transaction.
+#[derive(Debug, Default)]
+pub struct RepairLog {
+    entries: Vec<Value>,
+    superseded: Vec<i64>,
+}
+
+impl RepairLog {
+    /// Note an op that was queued (or not: only queued ops' superseded rows are listed).
+    pub fn record(&mut self, op: &RepairOp, result: &RepairResult) {
+        let superseded = match result {
+            RepairResult::Queued { superseded } => superseded.clone(),
+            _ => Vec::new(),
+        };
+        self.superseded.extend(&superseded);
+        let mut entry = match op {
+            RepairOp::Resync { kind, id, deprovision, .. } => {
+                json!({"op": "resync", "type": kind.as_str(), "id": id, "deactivates": deprovision})
+            }
+            RepairOp::Members { group_id, add, remove, remove_app_ids } => json!({"op": "members", "id": group_id,
+                "add": add.len(), "remove": remove.len() + remove_app_ids.len()}),
+            RepairOp::Orphan { kind, app_id, name, deactivate_only, .. } => json!({"op": "deprovision_orphan",
+                "type": kind.as_str(), "app_id": app_id, "name": name, "deactivate_only": deactivate_only}),
+        };
+        if !superseded.is_empty() {
+            entry["superseded_outbox_ids"] = json!(superseded);
+        }
+        self.entries.push(entry);
+    }
+
+    /// The audit record of the repair of run `run_id`: the audit log says what the
+    /// reconciler changed and why (its run), like any operator. `None` when nothing was
+    /// queued (no action, no record).
+    pub fn audit(mut self, run_id: i64, results: &[RepairResult]) -> Option<NewAudit> {
+        let n = results.iter().filter(|r| r.queued()).count();
+        if n == 0 {
+            return None;
+        }
+        let total = self.entries.len();
+        self.entries.truncate(1000);
+        Some(NewAudit {
+            actor: "reconcile".into(),
+            token_id: None,
+            method: "repair".into(),
+            resource_type: "sync_run".into(),
+            resource_id: Some(run_id.to_string()),
+            request_id: None,
+            summary: json!({"queued": n, "changes": self.entries, "listed_changes": self.entries.len(),
+                            "total_changes": total, "superseded": self.superseded.len()}),
+        })
+    }
+}
+
+/// The payload of a resource queued again for a real target after a dry run.
+pub fn target_switch_payload() -> OutboxPayload {
+    OutboxPayload { attributes_changed: true, resync: true, target_switch: true, ..OutboxPayload::default() }
+}
+
+/// The audit record of a switch from the dry run to the real target `identity`.
+pub fn target_switch_audit(identity: &str, out: &TargetSwitch) -> NewAudit {
+    NewAudit {
+        actor: "system".into(),
+        token_id: None,
+        method: "target_switch".into(),
+        resource_type: "outbox".into(),
+        resource_id: None,
+        request_id: None,
+        summary: json!({"from": DRY_RUN, "to": identity, "requeued": out.requeued, "forgotten_dry_run_ids": out.forgotten}),
+    }
 }
