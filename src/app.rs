@@ -47,8 +47,30 @@ pub fn pg_options(cfg: &Config) -> crate::store::PgOptions {
     }
 }
 
-pub fn open_store(cfg: &Config) -> Result<Store, StoreError> {
-    Store::open(&store_options(cfg))
+/// Open the configured store: the embedded SQLite one in `store.data_dir`, or PostgreSQL
+/// (`[store.postgres]`), whose open is retried with backoff while the database cannot be
+/// reached, until it answers or `give_up` fires.
+pub async fn open_store(cfg: &Config, give_up: &CancellationToken) -> Result<Store, StoreError> {
+    match cfg.store.backend {
+        crate::config::StoreBackend::Sqlite => Store::open(&store_options(cfg)),
+        crate::config::StoreBackend::Postgres => {
+            let progress = crate::store::OpenProgress::default();
+            Store::open_postgres(&pg_options(cfg), &progress, give_up).await
+        }
+    }
+}
+
+/// The provisioning policy cannot run on the PostgreSQL store yet (its checks are not
+/// ported): say so at start instead of failing every resource write.
+pub fn check_backend_supports(cfg: &Config) -> Result<(), String> {
+    if cfg.store.backend == crate::config::StoreBackend::Postgres
+        && crate::policy::Policy::compile(&cfg.policy).is_ok_and(|p| p.needs_store())
+    {
+        return Err("store.backend = \"postgres\" does not support a [policy] with group rules, seats or \
+                    constraints yet: run such a policy on the SQLite store (the default)"
+            .into());
+    }
+    Ok(())
 }
 
 /// On a fresh install there is no token and no IdP could connect: make one, to be shown once.

@@ -244,16 +244,12 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             return Ok(2);
         }
     };
-    // The PostgreSQL store (issue 14) is being built and is not wired into the daemon yet:
-    // every command that would open the store refuses it here, rather than quietly opening
-    // SQLite in data_dir. check-config (shows it) and healthcheck (HTTP only) still work.
-    if loaded.config.store.backend == crate::config::StoreBackend::Postgres
+    // What the PostgreSQL store (issue 14) cannot do yet is refused here, before anything
+    // opens it. check-config (shows it) and healthcheck (HTTP only) still work.
+    if let Err(why) = app::check_backend_supports(&loaded.config)
         && !matches!(cli.command, Command::CheckConfig | Command::Healthcheck { .. } | Command::Store { .. })
     {
-        eprintln!(
-            "scimsync: store.backend = \"postgres\": the PostgreSQL backend is not available yet in this \
-             version; set store.backend = \"sqlite\" (the default)"
-        );
+        eprintln!("scimsync: {why}");
         return Ok(2);
     }
     // `serve` and `token create` print a secret shown only once: that must not vanish quietly.
@@ -343,7 +339,7 @@ async fn audit(loaded: Loaded, since: Option<&str>, resource: Option<&str>, json
         Some((t, r)) => (t, Some(r)),
         None => (None, None),
     };
-    let store = open_for_cli(&loaded)?;
+    let store = open_for_cli(&loaded).await?;
     let q = crate::store::AuditQuery { since, resource_type, resource, limit: limit.max(1) };
     let records = store.audit().list(q).await;
     tokio::task::spawn_blocking(move || store.close()).await.ok();
@@ -379,6 +375,14 @@ async fn audit(loaded: Loaded, since: Option<&str>, resource: Option<&str>, json
 
 fn backup(loaded: &Loaded, path: &std::path::Path) -> Result<i32> {
     telemetry::init(&loaded.config.log);
+    if loaded.config.store.backend == crate::config::StoreBackend::Postgres {
+        eprintln!(
+            "scimsync backup copies the embedded SQLite store; the PostgreSQL store is backed up with \
+             PostgreSQL's own tools: `pg_dump --schema={} ...` (or your provider's backups)",
+            loaded.config.store.postgres.schema
+        );
+        return Ok(2);
+    }
     let cfg = &loaded.config.store;
     match crate::store::Store::backup(&cfg.data_dir, path, cfg.busy_timeout_seconds) {
         Ok(r) => {
@@ -492,8 +496,7 @@ async fn serve(loaded: Loaded) -> Result<i32> {
     if let Some(f) = &loaded.file {
         tracing::info!(file = %f.display(), "configuration loaded");
     }
-    let store =
-        app::open_store(&cfg).with_context(|| format!("cannot open the store in {}", cfg.store.data_dir.display()))?;
+    let store = app::open_store(&cfg, &CancellationToken::new()).await.with_context(|| store_label(&cfg))?;
     let listener = app::bind(&cfg).await.with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     let admin =
         app::bind_admin(&cfg).await.with_context(|| format!("cannot listen on {} (admin.listen)", cfg.admin.listen))?;
@@ -541,9 +544,8 @@ async fn token(loaded: Loaded, action: TokenAction) -> Result<i32> {
     // Creating a token before the first start is how an install is prepared, so `create`
     // may create the store; `list` and `revoke` only make sense on an existing one.
     let store = match action {
-        TokenAction::Create { .. } => app::open_store(&loaded.config)
-            .with_context(|| format!("cannot open the store in {}", loaded.config.store.data_dir.display()))?,
-        _ => open_for_cli(&loaded)?,
+        TokenAction::Create { .. } => cli_store(&loaded.config).await?,
+        _ => open_for_cli(&loaded).await?,
     };
     let code = match action {
         TokenAction::Create { label } => {
@@ -579,14 +581,40 @@ async fn token(loaded: Loaded, action: TokenAction) -> Result<i32> {
 /// Open the store for a command that reads it or changes what is in it. Such a command never
 /// creates a store: in a directory without one it would report an empty world (0 changes
 /// waiting, no run) while the daemon's store is elsewhere, e.g. `/var/lib/scimsync`.
-fn open_for_cli(loaded: &Loaded) -> Result<crate::store::Store> {
+async fn open_for_cli(loaded: &Loaded) -> Result<crate::store::Store> {
     telemetry::init(&loaded.config.log);
     let db = crate::store::Store::database_path(&loaded.config.store.data_dir);
-    if !db.exists() {
+    if loaded.config.store.backend == crate::config::StoreBackend::Sqlite && !db.exists() {
         anyhow::bail!("{}", no_store_message(loaded, &db));
     }
-    app::open_store(&loaded.config)
-        .with_context(|| format!("cannot open the store in {}", loaded.config.store.data_dir.display()))
+    cli_store(&loaded.config).await
+}
+
+/// A command's store: opened as the daemon opens it, but a PostgreSQL that cannot be reached
+/// within three connect timeouts is an error (the daemon itself waits for it).
+async fn cli_store(cfg: &crate::config::Config) -> Result<crate::store::Store> {
+    let give_up = CancellationToken::new();
+    let bound = cfg.store.postgres.connect_timeout_seconds.max(1) * 3;
+    let timer = {
+        let give_up = give_up.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(bound)).await;
+            give_up.cancel();
+        })
+    };
+    let store = app::open_store(cfg, &give_up).await.with_context(|| store_label(cfg));
+    timer.abort();
+    store
+}
+
+/// What "the store" is, for error messages.
+fn store_label(cfg: &crate::config::Config) -> String {
+    match cfg.store.backend {
+        crate::config::StoreBackend::Sqlite => format!("cannot open the store in {}", cfg.store.data_dir.display()),
+        crate::config::StoreBackend::Postgres => {
+            format!("cannot open the PostgreSQL store (schema {:?})", cfg.store.postgres.schema)
+        }
+    }
 }
 
 /// Where a reading command looked, and which configuration told it to.
@@ -610,7 +638,7 @@ fn no_store_message(loaded: &Loaded, db: &std::path::Path) -> String {
 
 async fn outbox(loaded: Loaded, action: OutboxAction) -> Result<i32> {
     use crate::store::OutboxState;
-    let store = open_for_cli(&loaded)?;
+    let store = open_for_cli(&loaded).await?;
     let code = match action {
         OutboxAction::List { dead, held, limit } => {
             let state = if dead {
@@ -764,7 +792,7 @@ async fn resync(loaded: Loaded, kind: &str, id: &str) -> Result<i32> {
         eprintln!("kind must be `user` or `group`, not {kind:?}");
         return Ok(2);
     };
-    let store = open_for_cli(&loaded)?;
+    let store = open_for_cli(&loaded).await?;
     let code = match store.outbox().resync(kind, id, cli_audit("resync", kind.as_str(), Some(id))).await {
         Ok(n) => {
             eprintln!("queued {} {id} for delivery (outbox {n})", kind.as_str());
@@ -832,7 +860,7 @@ async fn sync_now(loaded: &Loaded, confirm: Option<i64>, url: Option<String>, ti
         return Ok(1);
     }
     let run_id = body["run_id"].as_i64();
-    let store = open_for_cli(loaded)?;
+    let store = open_for_cli(loaded).await?;
     print_report(&store, run_id, false, &crate::reconcile::report::Reconcilable::Yes).await?;
     tokio::task::spawn_blocking(move || store.close()).await.ok();
     // The run's success, not the drift it found (`scimsync drift` exits 3 on drift); 4 when
@@ -847,7 +875,7 @@ async fn sync_now(loaded: &Loaded, confirm: Option<i64>, url: Option<String>, ti
 }
 
 async fn sync_runs(loaded: Loaded, limit: usize) -> Result<i32> {
-    let store = open_for_cli(&loaded)?;
+    let store = open_for_cli(&loaded).await?;
     let runs = store.sync().runs(limit).await?;
     if runs.is_empty() {
         match app::reconcilable(&loaded.config).why_not() {
@@ -892,7 +920,7 @@ async fn sync_runs(loaded: Loaded, limit: usize) -> Result<i32> {
 }
 
 async fn drift(loaded: Loaded, run: Option<i64>, json: bool) -> Result<i32> {
-    let store = open_for_cli(&loaded)?;
+    let store = open_for_cli(&loaded).await?;
     let reconcilable = app::reconcilable(&loaded.config);
     if let Some(why) = reconcilable.why_not() {
         // Older reports (from a target that could be listed) stay readable.
@@ -985,7 +1013,7 @@ async fn healthcheck(loaded: &Loaded, url: Option<String>, timeout_seconds: u64)
 async fn access(loaded: Loaded, who: &str, json: bool) -> Result<i32> {
     let policy = crate::policy::Policy::compile(&loaded.config.policy)
         .map_err(|e| anyhow::anyhow!("policy does not compile: {e:?}"))?;
-    let store = open_for_cli(&loaded)?;
+    let store = open_for_cli(&loaded).await?;
     let report = crate::service::access::effective_access(&store, &policy, who).await;
     tokio::task::spawn_blocking({
         let store = store.clone();

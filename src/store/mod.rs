@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use face::{AdminStore, AuditStore, Backend, OutboxStore, ResourceStore, SyncStore, TokenStore};
-pub use postgres::PgOptions;
+pub use postgres::{OpenProgress, PgOptions};
 pub use sqlite::BackupReport;
 pub use types::*;
 
@@ -42,6 +42,16 @@ impl Store {
     /// migrations, start its writer and readers.
     pub fn open(opts: &StoreOptions) -> Result<Store, StoreError> {
         Ok(Store::from_backend(Arc::new(sqlite::SqliteStore::open(opts)?)))
+    }
+
+    /// Open the PostgreSQL store (see [`postgres::PgStore::open`]): retried with backoff while
+    /// the database cannot be reached, until it answers or `give_up` fires.
+    pub async fn open_postgres(
+        opts: &PgOptions,
+        progress: &OpenProgress,
+        give_up: &tokio_util::sync::CancellationToken,
+    ) -> Result<Store, StoreError> {
+        Ok(Store::from_backend(Arc::new(postgres::PgStore::open(opts, progress, give_up).await?)))
     }
 
     /// A handle on an opened backend, without a policy.

@@ -154,26 +154,42 @@ fn check_config_and_serve_reject_unknown_keys_with_the_nearest_one() {
 /// other command that opens the store refuse it at once and say so, without creating a
 /// SQLite store instead; `check-config` shows the settings with every password redacted.
 #[test]
-fn the_postgres_backend_is_refused_until_it_exists_and_check_config_redacts_it() {
+fn a_postgres_store_that_cannot_be_reached_fails_commands_clearly_and_check_config_redacts_it() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("scimsync.toml");
     std::fs::write(
         &cfg,
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"\"\n[store]\ndata_dir = {:?}\nbackend = \"postgres\"\n\
-             [store.postgres]\nurl = \"postgres://scimsync:url-s3cret@127.0.0.1:1/scimsync\"\nschema = \"tenant_a\"\n",
+             [store.postgres]\nurl = \"postgres://scimsync:url-s3cret@127.0.0.1:1/scimsync\"\nschema = \"tenant_a\"\n\
+             connect_timeout_seconds = 1\n",
             dir.path().join("data").display().to_string()
         ),
     )
     .unwrap();
-    for args in [&["serve"][..], &["token", "list"], &["outbox", "list"], &["audit"]] {
+    // A command gives up on a database it cannot reach (after three connect timeouts), says
+    // which store, never shows the password, and never falls back to a SQLite store.
+    for args in [&["token", "list"][..], &["outbox", "list"], &["audit"]] {
         let out = Command::new(bin()).arg("--config").arg(&cfg).args(args).output().unwrap();
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stdout}{stderr}");
-        assert!(stderr.contains("the PostgreSQL backend is not available yet"), "{args:?}: {stderr}");
-        assert!(!stdout.contains("listening") && !stderr.contains("url-s3cret"), "{args:?}: {stdout}{stderr}");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains("cannot open the PostgreSQL store (schema \"tenant_a\")"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("url-s3cret"), "{args:?}: {stderr}");
         assert!(!dir.path().join("data").exists(), "{args:?} created a SQLite store");
     }
+    // `backup` is SQLite's: on PostgreSQL it points at pg_dump.
+    let out = Command::new(bin()).arg("--config").arg(&cfg).args(["backup", "/tmp/x.db"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pg_dump --schema=tenant_a"));
+    // What the PostgreSQL store cannot do yet is refused before anything opens it.
+    let with_policy = dir.path().join("policy.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap()
+        + "[[policy.group_rules]]\nname = \"admins\"\nexact = \"Admins\"\nrole = \"admin\"\n";
+    std::fs::write(&with_policy, text).unwrap();
+    let out = Command::new(bin()).arg("--config").arg(&with_policy).arg("serve").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("does not support a [policy]"), "{stderr}");
     let out = Command::new(bin())
         .arg("--config")
         .arg(&cfg)

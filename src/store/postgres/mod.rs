@@ -1,7 +1,7 @@
 //! The PostgreSQL store (issue 14), for teams that run the bridge on a database they already
-//! run highly available. Being built: this is its foundation (pool, TLS, timeouts, schema,
-//! migrations, start-up retries); the daemon does not use it yet (`cli` refuses
-//! `store.backend = "postgres"`).
+//! run highly available. Being built: every group of the store's face is here (`face.rs`),
+//! the provisioning policy's checks are not (a write under such a policy is refused, and
+//! `cli` refuses to start with one).
 //!
 //! Owns: the PostgreSQL connection pool and every PostgreSQL statement. Must not touch: HTTP,
 //! the SCIM wire format, cron (as the rest of `store`).
