@@ -100,8 +100,8 @@ impl ResourceStore for PgStore {
         resources::get(&self.conn().await?, kind, id, load).await
     }
 
-    /// Read in one repeatable-read snapshot so the total and the page agree. Sorted lists
-    /// are refused for now (TODO(issue 14)).
+    /// Read in one repeatable-read snapshot so the total and the page agree; sorted as on
+    /// SQLite (the differential test compares sorted pages too).
     async fn list(
         &self,
         parts: Vec<ListPart>,
