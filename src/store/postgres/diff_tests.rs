@@ -6,17 +6,14 @@
 //! whose case folding is not ASCII's (É, ẞ, Σ at the end of a word, İ), SQL wildcards and
 //! timestamps. The seed is printed; `PG_DIFF_SEED` replays one.
 
-use std::time::Duration;
-
 use serde_json::{Map, Value, json};
 use testpg::TestPg;
-use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::model::query::{AttrInfo, AttrPath, AttrType, CompareOp, Filter, Literal};
 use crate::model::{MemberRef, ResourceKind};
 use crate::store::face::ResourceStore;
-use crate::store::{ListPart, Load, NewAudit, NewResource, Position, Store, StoreOptions, Update};
+use crate::store::{ListPart, Load, NewAudit, NewResource, Position, Store, Update};
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
@@ -276,24 +273,8 @@ async fn random_filters_select_the_same_resources_as_on_sqlite() {
     let db = "diff_icu";
     pg.psql("postgres", &format!("CREATE DATABASE {db} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"))
         .unwrap();
-    let opts = PgOptions {
-        url: pg.url_without_password(db),
-        password: Some(testpg::PASSWORD.into()),
-        pool_size: 4,
-        connect_timeout: Duration::from_secs(10),
-        statement_timeout: Duration::from_secs(60),
-        ca_file: None,
-        schema: "scimsync".into(),
-    };
-    let pgstore = PgStore::open(&opts, &OpenProgress::default(), &CancellationToken::new()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::open(&StoreOptions {
-        data_dir: dir.path().to_path_buf(),
-        busy_timeout_seconds: 5,
-        readers: 2,
-        max_batch: 64,
-    })
-    .unwrap();
+    let pgstore = super::fixture::open_pg(&pg, db, 4).await;
+    let (_dir, sqlite) = super::fixture::open_sqlite();
 
     // The same resources, with the same ids, in the same order, in both.
     let mut known: Vec<String> = Vec::new();
@@ -476,24 +457,8 @@ fn member(id: &str, kind: Option<ResourceKind>) -> MemberRef {
 async fn writes_answer_and_record_the_same_as_on_sqlite() {
     let pg = TestPg::start().unwrap();
     let db = pg.create_database().unwrap();
-    let opts = PgOptions {
-        url: pg.url_without_password(&db),
-        password: Some(testpg::PASSWORD.into()),
-        pool_size: 8,
-        connect_timeout: Duration::from_secs(10),
-        statement_timeout: Duration::from_secs(60),
-        ca_file: None,
-        schema: "scimsync".into(),
-    };
-    let p = PgStore::open(&opts, &OpenProgress::default(), &CancellationToken::new()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&StoreOptions {
-        data_dir: dir.path().to_path_buf(),
-        busy_timeout_seconds: 5,
-        readers: 2,
-        max_batch: 64,
-    })
-    .unwrap();
+    let p = super::fixture::open_pg(&pg, &db, 8).await;
+    let (_dir, s) = super::fixture::open_sqlite();
     let new = |kind, id: &str, a: Value, members: Vec<MemberRef>| NewResource {
         kind,
         id: id.into(),
@@ -695,16 +660,7 @@ async fn writes_answer_and_record_the_same_as_on_sqlite() {
 async fn concurrent_updates_of_one_resource_queue_in_commit_order() {
     let pg = TestPg::start().unwrap();
     let db = pg.create_database().unwrap();
-    let opts = PgOptions {
-        url: pg.url_without_password(&db),
-        password: Some(testpg::PASSWORD.into()),
-        pool_size: 8,
-        connect_timeout: Duration::from_secs(10),
-        statement_timeout: Duration::from_secs(60),
-        ca_file: None,
-        schema: "scimsync".into(),
-    };
-    let p = PgStore::open(&opts, &OpenProgress::default(), &CancellationToken::new()).await.unwrap();
+    let p = super::fixture::open_pg(&pg, &db, 8).await;
     let user = NewResource {
         kind: ResourceKind::User,
         id: "u".into(),

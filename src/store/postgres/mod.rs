@@ -365,6 +365,8 @@ fn unavailable(e: &tokio_postgres::Error) -> bool {
 #[cfg(test)]
 mod diff_tests;
 #[cfg(test)]
+mod fixture;
+#[cfg(test)]
 mod outbox_tests;
 #[cfg(test)]
 mod sync_tests;

@@ -6,15 +6,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use testpg::TestPg;
-use tokio_util::sync::CancellationToken;
 
-use super::*;
 use crate::model::ResourceKind;
 use crate::model::{MemberDelta, MemberRef};
 use crate::store::face::{AuditStore, OutboxStore, ResourceStore, TokenStore};
-use crate::store::{
-    AuditQuery, Claimed, Completion, GuardPolicy, NewAudit, NewResource, OutboxRow, OutboxState, Store, StoreOptions,
-};
+use crate::store::{AuditQuery, Claimed, Completion, GuardPolicy, NewAudit, NewResource, OutboxRow, OutboxState};
 
 fn audit(method: &str) -> NewAudit {
     NewAudit::new("test", method, "outbox")
@@ -102,24 +98,8 @@ macro_rules! both {
 async fn claims_completions_and_operator_actions_leave_the_same_outbox_as_on_sqlite() {
     let pg = TestPg::start().unwrap();
     let db = pg.create_database().unwrap();
-    let opts = PgOptions {
-        url: pg.url_without_password(&db),
-        password: Some(testpg::PASSWORD.into()),
-        pool_size: 4,
-        connect_timeout: Duration::from_secs(10),
-        statement_timeout: Duration::from_secs(60),
-        ca_file: None,
-        schema: "scimsync".into(),
-    };
-    let p = PgStore::open(&opts, &OpenProgress::default(), &CancellationToken::new()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&StoreOptions {
-        data_dir: dir.path().to_path_buf(),
-        busy_timeout_seconds: 5,
-        readers: 2,
-        max_batch: 64,
-    })
-    .unwrap();
+    let p = super::fixture::open_pg(&pg, &db, 4).await;
+    let (_dir, s) = super::fixture::open_sqlite();
     let ids = ["u1", "u2", "u3", "u4", "u5", "u6", "g1"];
     let compare = |what: &'static str| {
         let (s, p) = (&s, &p);

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use testpg::TestPg;
-use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::model::drift::{Cause, Change, DriftKind, DriftRow, Listed, Repair, RunReport, RunSummary};
@@ -16,7 +15,7 @@ use crate::model::{MemberDelta, MemberRef, ResourceKind};
 use crate::store::face::{AuditStore, OutboxStore, ResourceStore, SyncStore};
 use crate::store::{
     AppKey, AuditQuery, Completion, GuardPolicy, Matched, NewAudit, NewResource, OutboxRow, OutboxState, PageMatch,
-    RepairOp, RunFinish, Store, StoreOptions, SyncRun, Update,
+    RepairOp, RunFinish, Store, SyncRun, Update,
 };
 
 fn audit(method: &str) -> NewAudit {
@@ -162,24 +161,8 @@ fn summary(total: u64) -> RunSummary {
 async fn runs_repairs_matching_and_the_target_switch_leave_the_same_store_as_on_sqlite() {
     let pg = TestPg::start().unwrap();
     let db = pg.create_database().unwrap();
-    let opts = PgOptions {
-        url: pg.url_without_password(&db),
-        password: Some(testpg::PASSWORD.into()),
-        pool_size: 4,
-        connect_timeout: Duration::from_secs(10),
-        statement_timeout: Duration::from_secs(60),
-        ca_file: None,
-        schema: "scimsync".into(),
-    };
-    let p = PgStore::open(&opts, &OpenProgress::default(), &CancellationToken::new()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&StoreOptions {
-        data_dir: dir.path().to_path_buf(),
-        busy_timeout_seconds: 5,
-        readers: 2,
-        max_batch: 64,
-    })
-    .unwrap();
+    let p = super::fixture::open_pg(&pg, &db, 4).await;
+    let (_dir, s) = super::fixture::open_sqlite();
     let compare = |what: &'static str| {
         let (s, p) = (&s, &p);
         async move {
@@ -462,16 +445,7 @@ async fn runs_repairs_matching_and_the_target_switch_leave_the_same_store_as_on_
 async fn a_repair_waits_for_an_idp_write_in_progress_on_its_resource() {
     let pg = TestPg::start().unwrap();
     let db = pg.create_database().unwrap();
-    let opts = PgOptions {
-        url: pg.url_without_password(&db),
-        password: Some(testpg::PASSWORD.into()),
-        pool_size: 4,
-        connect_timeout: Duration::from_secs(10),
-        statement_timeout: Duration::from_secs(60),
-        ca_file: None,
-        schema: "scimsync".into(),
-    };
-    let p = PgStore::open(&opts, &OpenProgress::default(), &CancellationToken::new()).await.unwrap();
+    let p = super::fixture::open_pg(&pg, &db, 4).await;
     let user = NewResource {
         kind: ResourceKind::User,
         id: "u1".into(),
