@@ -14,6 +14,7 @@
 pub mod copy;
 pub mod face;
 pub mod postgres;
+mod sql_markers;
 mod sqlite;
 pub mod types;
 

@@ -104,32 +104,8 @@ impl Translator {
     /// nothing; one that appears twice binds twice. The generated text holds no other `?`:
     /// its only SQL string literals are fixed ones, and every value is bound.
     fn finish(self, text: &str) -> Sql {
-        let bytes = text.as_bytes();
-        let mut out = String::with_capacity(text.len());
-        let mut params = Vec::new();
-        let mut i = 0;
-        let mut copied = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'?' {
-                let start = i + 1;
-                let mut end = start;
-                while end < bytes.len() && bytes[end].is_ascii_digit() {
-                    end += 1;
-                }
-                if let Some(v) = text[start..end].parse::<usize>().ok().and_then(|n| self.params.get(n.wrapping_sub(1)))
-                {
-                    out.push_str(&text[copied..i]);
-                    out.push('?');
-                    params.push(v.clone());
-                    copied = end;
-                    i = end;
-                    continue;
-                }
-            }
-            i += 1;
-        }
-        out.push_str(&text[copied..]);
-        Sql { text: out, params }
+        let (text, params) = crate::store::sql_markers::resolve(text, &self.params);
+        Sql { text, params }
     }
 
     fn filter(&mut self, f: &Filter, scope: Scope) -> Result<String, StoreError> {
