@@ -15,6 +15,7 @@
 mod audit;
 mod face;
 pub mod filter_sql;
+mod locks;
 mod migrations;
 mod outbox;
 mod resources;
@@ -331,7 +332,9 @@ impl From<tokio_postgres::Error> for StoreError {
 /// Whether an error says the server cannot be reached now rather than that the statement is
 /// wrong: the connection closed or broke (an I/O error under it), class 08 (connection
 /// exception), 57P01-57P03 (shut down, crashed, cannot connect now), 53300 (too many
-/// connections), 57014 (the statement timeout: a server too slow to answer now).
+/// connections), 57014 (the statement timeout: a server too slow to answer now), 40P01 and
+/// 40001 (the server rolled the transaction back to break a deadlock or a serialization
+/// conflict with a concurrent one: the same request succeeds when tried again).
 fn unavailable(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
@@ -356,6 +359,8 @@ fn unavailable(e: &tokio_postgres::Error) -> bool {
                     SqlState::CRASH_SHUTDOWN,
                     SqlState::CANNOT_CONNECT_NOW,
                     SqlState::TOO_MANY_CONNECTIONS,
+                    SqlState::T_R_DEADLOCK_DETECTED,
+                    SqlState::T_R_SERIALIZATION_FAILURE,
                 ]
                 .contains(code)
         }

@@ -12,6 +12,7 @@ use deadpool_postgres::GenericClient;
 use serde_json::Value;
 use tokio_postgres::Row;
 
+use super::locks;
 use crate::model::{ChangeOp, OutboxPayload, ResourceKind};
 use crate::store::types::{
     Attempt, Bundle, Claimed, Completion, DeliveryAttempt, GuardPolicy, GuardStatus, GuardTrip, HeldChange, OutboxRow,
@@ -55,7 +56,9 @@ fn row(r: &Row) -> OutboxRow {
     }
 }
 
-/// Queue one change (in the caller's transaction, after the change itself).
+/// Queue one change (in the caller's transaction, after the change itself). A
+/// deprovisioning first shares the deletion guard's lock, so that no claim can let it
+/// through between counting the deprovisionings and picking the rows (see [`claim`]).
 pub async fn enqueue(
     c: &impl GenericClient,
     kind: ResourceKind,
@@ -65,6 +68,9 @@ pub async fn enqueue(
     payload: &OutboxPayload,
     now: &str,
 ) -> Result<i64, StoreError> {
+    if payload.deprovision {
+        locks::shared(c, locks::Purpose::DeletionGuard).await?;
+    }
     let row = c
         .query_one(
             "INSERT INTO outbox (resource_kind, resource_id, op, version, payload, created_at)
@@ -213,6 +219,13 @@ pub async fn discard_held(c: &impl GenericClient) -> Result<Vec<OutboxRow>, Stor
 
 /// Claim up to `limit` bundles whose head is due, leasing them until `lease_until` (see the
 /// SQLite backend's `claim`).
+///
+/// With a guard policy the claim first takes the deletion guard's lock alone: it waits for
+/// every transaction queueing a deprovisioning to end, and holds new ones off until it
+/// commits. Without it, a deprovisioning committed between the guard's count (one
+/// statement) and the pick of due rows (a later statement, which under READ COMMITTED sees
+/// it) went out uncounted: the guard let threshold + 1 through. The SQLite backend needs no
+/// lock: its single writer runs the claim between two writes.
 pub async fn claim(
     c: &impl GenericClient,
     limit: usize,
@@ -222,7 +235,10 @@ pub async fn claim(
     guard: Option<&GuardPolicy>,
 ) -> Result<Claimed, StoreError> {
     let (tripped, held) = match guard {
-        Some(policy) => apply_guard(c, policy, now).await?,
+        Some(policy) => {
+            locks::exclusive(c, locks::Purpose::DeletionGuard).await?;
+            apply_guard(c, policy, now).await?
+        }
         None => (None, 0),
     };
     let delayed_after = guard.and_then(|g| g.delayed_after.clone());

@@ -268,3 +268,72 @@ async fn claims_completions_and_operator_actions_leave_the_same_outbox_as_on_sql
     assert_eq!(audits(s.audit().list(q()).await.unwrap()), audits(AuditStore::list(&p, q()).await.unwrap()));
     s.close();
 }
+
+/// Deletions committed while claims run cannot slip past the deletion guard: however the
+/// commits interleave with a claim's statements, no more deprovisionings are claimed than
+/// the threshold lets through. (Without the guard's lock, one committed between the count
+/// and the pick of due rows went out uncounted: threshold + 1 reached the app.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deletions_never_slip_past_the_deletion_guard() {
+    let pg = TestPg::start().unwrap();
+    let db = pg.create_database().unwrap();
+    let p = std::sync::Arc::new(super::fixture::open_pg(&pg, &db, 8).await);
+    const USERS: usize = 48;
+    const THRESHOLD: u64 = 3;
+    for i in 0..USERS {
+        let new = NewResource {
+            kind: ResourceKind::User,
+            id: format!("u{i}"),
+            attrs: json!({"userName": format!("u{i}@example.com")}).as_object().unwrap().clone(),
+            members: vec![],
+        };
+        ResourceStore::create(&*p, new, audit("POST"), None).await.unwrap();
+    }
+    let guard = || GuardPolicy {
+        threshold_count: THRESHOLD,
+        threshold_share: 1.0,
+        share_min_count: 1000,
+        window_start: "2000-01-01T00:00:00.000Z".into(),
+        delayed_after: None,
+    };
+    let lease = || crate::model::time_after(Duration::from_secs(600));
+    // Deliver the creates, so only deletions are left to claim.
+    loop {
+        let c = p.claim(100, 10, lease(), Some(guard())).await.unwrap();
+        if c.bundles.is_empty() {
+            break;
+        }
+        for b in &c.bundles {
+            p.complete(b, crate::model::now(), Completion::Skipped { reason: "test".into() }).await.unwrap();
+        }
+    }
+    let deleters: Vec<_> = (0..6)
+        .map(|t| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                for i in (t..USERS).step_by(6) {
+                    ResourceStore::delete(&*p, ResourceKind::User, &format!("u{i}"), None, audit("DELETE"), None)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut claimed_deletions = 0;
+    let mut done = false;
+    while !done {
+        done = deleters.iter().all(|d| d.is_finished());
+        let c = p.claim(100, 10, lease(), Some(guard())).await.unwrap();
+        for b in &c.bundles {
+            claimed_deletions += b.rows.iter().filter(|r| r.payload.deprovision).count() as u64;
+            p.complete(b, crate::model::now(), Completion::Skipped { reason: "test".into() }).await.unwrap();
+        }
+    }
+    for d in deleters {
+        d.await.unwrap();
+    }
+    let status = p.guard_status().await.unwrap();
+    assert!(status.tripped_at.is_some(), "{USERS} deletions trip the guard");
+    assert!(claimed_deletions <= THRESHOLD, "{claimed_deletions} deletions let through, the threshold is {THRESHOLD}");
+    assert_eq!(status.held + claimed_deletions, USERS as u64, "every other deletion is held");
+}
