@@ -139,15 +139,16 @@ async fn records_past_retention_are_pruned() {
     let new = d.create_user("new@example.com").await;
     assert!(d.stop().success());
     // Age one record past the retention, as if it had been written 40 days ago.
-    let db = rusqlite::Connection::open(d.data_dir().join("scimsync.db")).expect("open db");
-    let n = db
-        .execute(
-            "UPDATE audit_log SET at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-40 days') WHERE resource_id = ?1",
-            [&old],
-        )
-        .expect("age record");
+    let n = d.store_sql(
+        &format!(
+            "UPDATE audit_log SET at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-40 days') WHERE resource_id = '{old}'"
+        ),
+        &format!(
+            "UPDATE audit_log SET at = to_char((now() - interval '40 days') AT TIME ZONE 'UTC', \
+             'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') WHERE resource_id = '{old}'"
+        ),
+    );
     assert_eq!(n, 1);
-    drop(db);
     // The daemon prunes at start.
     d.spawn();
     let mut left = Vec::new();

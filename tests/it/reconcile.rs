@@ -353,13 +353,11 @@ async fn a_run_missed_while_stopped_is_caught_up_once_at_start() {
     // The last run is made three hours old: with an hourly schedule, three run times were
     // missed while stopped. One catch-up run, not three, and none of the schedule's own
     // (the next hour is minutes away at the earliest).
-    let db = d.data_dir().join("scimsync.db");
-    let conn = rusqlite::Connection::open(&db).expect("open the daemon's database");
     let three_hours_ago = (time::OffsetDateTime::now_utc() - time::Duration::hours(3))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    conn.execute("UPDATE sync_runs SET started_at = ?1", [&three_hours_ago]).unwrap();
-    drop(conn);
+    let set = format!("UPDATE sync_runs SET started_at = '{three_hours_ago}'");
+    assert_eq!(d.store_sql(&set, &set), 1, "one run so far");
     d.set_extra_config(&format!("{}[reconcile]\nschedule = \"0 0 * * * *\"\n", scim_target_config(&app.base)));
     d.spawn();
     for _ in 0..100 {

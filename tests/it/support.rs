@@ -86,7 +86,66 @@ pub fn store_backend_env() -> Vec<(String, String)> {
     }
 }
 
+/// Whether this run of the suite is on the PostgreSQL store (`SCIMSYNC_TEST_STORE=postgres`).
+/// A test that is about the SQLite file itself (its backup, its upgrade from an older
+/// release, another process holding its lock) returns early on PostgreSQL, saying so.
+pub fn on_postgres() -> bool {
+    std::env::var("SCIMSYNC_TEST_STORE").as_deref() == Ok("postgres")
+}
+
 impl Daemon {
+    /// Run one data-changing statement on the daemon's store, whichever backend this run
+    /// uses (`sqlite` on its file, `postgres` in its database and schema), as a test's way
+    /// to make state no API makes (a record aged past its retention). Returns the rows
+    /// changed. The daemon should be stopped, as an operator's hand edit would need.
+    pub fn store_sql(&self, sqlite: &str, postgres: &str) -> usize {
+        if on_postgres() {
+            let database = self.pg_database();
+            let pg = testpg::TestPg::shared().expect("the suite's PostgreSQL");
+            let sql = format!(
+                "SET search_path TO scimsync; WITH changed AS ({postgres} RETURNING 1) SELECT count(*) FROM changed"
+            );
+            pg.psql(&database, &sql).expect("store SQL").trim().parse().expect("a count")
+        } else {
+            let db =
+                rusqlite::Connection::open(self.data_dir().join("scimsync.db")).expect("open the daemon's database");
+            db.execute(sqlite, []).expect("store SQL")
+        }
+    }
+
+    /// Everything the store holds, as bytes to search: every file of the data directory on
+    /// SQLite, a `pg_dump` of the daemon's database on PostgreSQL.
+    pub fn store_dump(&self) -> Vec<u8> {
+        if on_postgres() {
+            let database = self.pg_database();
+            let pg = testpg::TestPg::shared().expect("the suite's PostgreSQL");
+            let out = std::process::Command::new(pg.bin_dir().join("pg_dump"))
+                .args(["-h", "127.0.0.1", "-U", testpg::USER, "-d", &database, "-p", &pg.port().to_string()])
+                .env("PGPASSWORD", testpg::PASSWORD)
+                .output()
+                .expect("pg_dump");
+            assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+            out.stdout
+        } else {
+            let mut raw = Vec::new();
+            for entry in std::fs::read_dir(self.data_dir()).unwrap() {
+                raw.extend(std::fs::read(entry.unwrap().path()).unwrap());
+            }
+            raw
+        }
+    }
+
+    /// The daemon's database on the suite's PostgreSQL cluster.
+    fn pg_database(&self) -> String {
+        let url = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "SCIMSYNC_STORE__POSTGRES__URL")
+            .map(|(_, v)| v.clone())
+            .expect("a PostgreSQL daemon has a URL");
+        url.rsplit('/').next().and_then(|d| d.split('?').next()).expect("a database in the URL").to_string()
+    }
+
     pub fn start() -> Daemon {
         Self::start_with("")
     }
@@ -133,7 +192,12 @@ impl Daemon {
             .filter(|(k, _)| !(k.contains("DELAY_SECONDS") && extra_config.contains("delay_seconds")))
             .chain(env.iter().copied())
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .chain(store_backend_env())
+            // A test that names its backend (`SCIMSYNC_STORE__BACKEND`) keeps it.
+            .chain(if env.iter().any(|(k, _)| *k == "SCIMSYNC_STORE__BACKEND") {
+                Vec::new()
+            } else {
+                store_backend_env()
+            })
             .collect(),
         };
         d.write_config();

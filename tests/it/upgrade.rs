@@ -26,6 +26,10 @@ async fn in_app(app: &ScimApp, method: reqwest::Method, path: &str, body: Value)
 /// say.
 #[tokio::test]
 async fn outbox_rows_queued_by_the_previous_release_still_deliver() {
+    if on_postgres() {
+        // A SQLite file left by the previous release; PostgreSQL stores start at this one.
+        return;
+    }
     let app = ScimApp::start().await;
     let proxy = Proxy::start(&app.base).await;
     let mut d = Daemon::start_with(&format!("{}[reconcile]\nschedule = \"\"\n", scim_target_config(&proxy.base)));
