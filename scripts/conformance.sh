@@ -18,6 +18,9 @@
 #      CONFORMANCE_STRICT=1        count SKIPPED checks as failures
 #      CONFORMANCE_STARTUP_TIMEOUT seconds to wait for "listening on" (30)
 #      CONFORMANCE_TIMEOUT         seconds allowed for the whole test run (600)
+#      CONFORMANCE_STORE=postgres  run the daemon on the PostgreSQL store: a throw-away
+#                                  cluster (the workspace's `testpg` binary, Debian's
+#                                  postgresql from scripts/pg-env.sh) instead of SQLite
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,12 +36,22 @@ else
     cargo build --manifest-path "$ROOT/Cargo.toml" --bin scimsync
     BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/scimsync"
 fi
+STORE="${CONFORMANCE_STORE:-sqlite}"
+case "$STORE" in
+    sqlite) ;;
+    postgres)
+        "$ROOT/scripts/pg-env.sh" >/dev/null
+        cargo build --manifest-path "$ROOT/Cargo.toml" -p testpg --bin testpg
+        TESTPG="${CARGO_TARGET_DIR:-$ROOT/target}/debug/testpg" ;;
+    *) die "CONFORMANCE_STORE=$STORE: sqlite or postgres" ;;
+esac
 [[ -x "$BIN" ]] || die "no daemon binary at $BIN"
 mkdir -p "$ROOT/target"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/scimsync-conformance.XXXXXX")"
 PID=""
 TESTER=""
+PG=""
 cleanup() {
     local rc=$?
     [[ -n "$TESTER" ]] && kill "$TESTER" 2>/dev/null || true
@@ -48,6 +61,8 @@ cleanup() {
         kill -9 "$PID" 2>/dev/null || true
     fi
     [[ -n "$PID" ]] && wait "$PID" 2>/dev/null || true
+    # The cluster's reaper stops it and removes its directory once `testpg` is gone.
+    [[ -n "$PG" ]] && kill "$PG" 2>/dev/null || true
     cat "$WORK/daemon.out" "$WORK/daemon.err" >"$DAEMON_LOG" 2>/dev/null || true
     rm -rf "$WORK"
     exit "$rc"
@@ -66,6 +81,20 @@ data_dir = "$WORK/data"
 [admin]
 listen = "127.0.0.1:0"
 EOF
+if [[ "$STORE" == postgres ]]; then
+    "$TESTPG" >"$WORK/pg" &
+    PG=$!
+    for ((i = 0; i < 600; i++)); do
+        [[ -s "$WORK/pg" ]] && break
+        kill -0 "$PG" 2>/dev/null || die "testpg could not start a cluster"
+        sleep 0.1
+    done
+    read -r PG_URL PG_PASSWORD <"$WORK/pg" || die "testpg printed no URL"
+    printf '[store.postgres]\nurl = "%s"\n' "$PG_URL" >>"$CONFIG"
+    # The password through the environment, as the README recommends.
+    export SCIMSYNC_STORE__BACKEND=postgres SCIMSYNC_STORE__POSTGRES__PASSWORD="$PG_PASSWORD"
+    echo "conformance: on the PostgreSQL store at $PG_URL"
+fi
 
 TOKEN="$("$BIN" token create --config "$CONFIG" --label conformance)" || die "token create failed"
 [[ -n "$TOKEN" && "$TOKEN" != *[[:space:]]* ]] || die "token create must print exactly one token line"
