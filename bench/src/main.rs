@@ -125,7 +125,17 @@ struct Args {
     /// non-2xx request at warn level, so this can be a lot)
     #[arg(long, conflicts_with = "url")]
     daemon_output: bool,
+
+    /// Store the started daemon runs on: `sqlite` (the embedded default) or `postgres` (a
+    /// throw-away cluster on loopback with default settings, started and removed by loadgen;
+    /// Debian's postgresql, scripts/pg-env.sh)
+    #[arg(long, value_name = "KIND", default_value = "sqlite", conflicts_with = "url")]
+    store: String,
 }
+
+/// `[store]` keys for every daemon this run starts (the `--store` choice), set once in
+/// `real_main` before the first start.
+static STORE_TOML: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 // ---------------------------------------------------------------------------
 // Error collection
@@ -572,8 +582,9 @@ async fn start_daemon(bin: &Path, forward: bool, extra_cfg: &str) -> Result<(Dae
     let cfg_path = dir.path().join("scimsync.toml");
     let cfg = format!(
         // The per-token rate limit is off: the bench measures capacity, not the limiter.
-        "[server]\nlisten = \"127.0.0.1:0\"\n[server.rate_limit]\nrequests_per_second = 0\n[store]\ndata_dir = {}\n[log]\nlevel = \"warn\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra_cfg}",
-        toml_str(&data_dir.to_string_lossy())
+        "[server]\nlisten = \"127.0.0.1:0\"\n[server.rate_limit]\nrequests_per_second = 0\n[store]\ndata_dir = {}\n{}[log]\nlevel = \"warn\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra_cfg}",
+        toml_str(&data_dir.to_string_lossy()),
+        STORE_TOML.get().map(String::as_str).unwrap_or_default()
     );
     std::fs::write(&cfg_path, cfg).context("writing config")?;
 
@@ -989,6 +1000,19 @@ fn user_body(i: usize) -> Value {
 }
 
 async fn real_main(args: Args) -> Result<()> {
+    // Kept until the end of the run: dropping it stops the cluster.
+    let pg = match args.store.as_str() {
+        "sqlite" => None,
+        "postgres" => {
+            let pg = testpg::TestPg::start()
+                .map_err(|e| anyhow::anyhow!("a PostgreSQL cluster for --store postgres: {e}"))?;
+            let db = pg.create_database().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let _ =
+                STORE_TOML.set(format!("backend = \"postgres\"\n[store.postgres]\nurl = {}\n", toml_str(&pg.url(&db))));
+            Some((pg, db))
+        }
+        other => bail!("--store {other}: sqlite or postgres"),
+    };
     let (daemon, base, token) = match (&args.url, &args.token) {
         (Some(url), Some(token)) => (None, url.trim_end_matches('/').to_string(), token.clone()),
         _ => {
@@ -1019,6 +1043,15 @@ async fn real_main(args: Args) -> Result<()> {
             .sum();
         round2(bytes as f64 / 1_048_576.0)
     });
+    // On PostgreSQL: the database's size as the server counts it (tables, indexes, TOAST).
+    let store_mb = match &pg {
+        Some((pg, db)) => pg
+            .psql(db, "SELECT pg_database_size(current_database())")
+            .ok()
+            .and_then(|b| b.trim().parse::<u64>().ok())
+            .map(|b| round2(b as f64 / 1_048_576.0)),
+        None => store_mb,
+    };
     let daemon_log_lines = daemon.as_ref().map(|d| d.log.lines());
     if let Some(d) = daemon {
         stop_daemon(d).await;
