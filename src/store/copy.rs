@@ -4,7 +4,7 @@
 //! The copy reads one SQLite snapshot (a read transaction on a read-only connection) and
 //! writes everything in one PostgreSQL transaction, table by table in the order their foreign
 //! keys need, keeping every id (resources' `seq`, outbox ids: the idempotency keys the app has
-//! seen). Derived tables (`resource_counts`, `rank_blocks`) are rebuilt by PostgreSQL's
+//! seen). Derived tables (the counts in `rank_shards`) are rebuilt by PostgreSQL's
 //! triggers as the resources go in; the identity sequences are moved past the copied ids.
 //! Then it checks, in the same transaction, that every table holds as many rows as the
 //! snapshot and the outbox as many rows in each state, and commits only if so.
@@ -134,7 +134,8 @@ pub async fn sqlite_to_postgres(data_dir: &Path, pg: &PgOptions) -> Result<CopyR
     }
     let counts: Vec<(String, i64, i64)> = tx
         .query(
-            "SELECT c.kind, c.n, (SELECT count(*) FROM resources r WHERE r.kind = c.kind) FROM resource_counts c",
+            "SELECT c.kind, c.n, (SELECT count(*) FROM resources r WHERE r.kind = c.kind)
+             FROM (SELECT kind, sum(n)::bigint AS n FROM rank_shards GROUP BY kind) c",
             &[],
         )
         .await?

@@ -170,12 +170,8 @@ async fn member_ids(c: &impl GenericClient, group_seq: i64) -> Result<Vec<String
 pub async fn create(c: &impl GenericClient, new: NewResource, now: &str) -> Result<Resource, StoreError> {
     let ix = indexed(new.kind, &new.attrs);
     let data = Value::Object(new.attrs);
-    // The kind's count row, locked before the row takes its seq (the counting trigger locks
-    // it too, but only after the INSERT): creates of a kind then take their seqs in the order
-    // the trigger counts them. Otherwise a create holding seq 150 could be counted after one
-    // holding 200 and start a new rank block below a row counted in the block before, and
-    // offset seeks would skip rows (the paging contract test found it under a burst).
-    cached_execute(c, "SELECT 1 FROM resource_counts WHERE kind = $1 FOR UPDATE", &[&new.kind.as_str()]).await?;
+    // Counted by the `resources_counted` trigger in `rank_shards` (no row every create of a
+    // kind must lock in turn: migrations/postgres/0004_sharded_counts.sql).
     let row = cached_query_one(
         c,
         "INSERT INTO resources (id, kind, user_name_ci, display_name_ci, external_id, version, created,
@@ -594,9 +590,13 @@ pub async fn list(
     };
     let refs = |v: &[PgValue]| -> Vec<PgValue> { v.to_vec() };
     let total: i64 = match plain {
-        Some(kind) => cached_query_opt(c, "SELECT n FROM resource_counts WHERE kind = $1", &[&kind.as_str()])
-            .await?
-            .map_or(0, |r| r.get(0)),
+        Some(kind) => cached_query_one(
+            c,
+            "SELECT coalesce(sum(n), 0)::bigint FROM rank_shards WHERE kind = $1",
+            &[&kind.as_str()],
+        )
+        .await?
+        .get(0),
         None => {
             let sql = filter_sql::number(&format!("SELECT count(*) FROM resources r WHERE {where_sql}"));
             c.query_one(&sql, &params(&where_params)).await?.get(0)
@@ -656,11 +656,15 @@ fn params(values: &[PgValue]) -> Params<'_> {
     values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
 }
 
-/// Where the resource at `offset` of `kind` is, through `rank_blocks` (as on SQLite).
+/// Where the resource at `offset` of `kind` is: the first seq of the bucket of `rank_shards`
+/// it falls in, and how many rows of that bucket come before it.
 async fn seek(c: &impl GenericClient, kind: ResourceKind, offset: u64) -> Result<(i64, u64), StoreError> {
-    let rows =
-        cached_query(c, "SELECT first_seq, n FROM rank_blocks WHERE kind = $1 ORDER BY first_seq", &[&kind.as_str()])
-            .await?;
+    let rows = cached_query(
+        c,
+        "SELECT bucket * 2048, sum(n)::bigint FROM rank_shards WHERE kind = $1 GROUP BY bucket ORDER BY bucket",
+        &[&kind.as_str()],
+    )
+    .await?;
     let mut before = 0u64;
     let mut at = (0i64, offset);
     for r in rows {

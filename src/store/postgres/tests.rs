@@ -56,7 +56,7 @@ async fn migrations_apply_once_and_every_session_setting_reads_back() {
     let tables = pg
         .psql(&db, "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.tables WHERE table_schema = 'scimsync'")
         .unwrap();
-    for t in ["resources", "outbox", "audit_log", "rank_blocks", "resource_counts", "schema_migrations", "tokens"] {
+    for t in ["resources", "outbox", "audit_log", "rank_shards", "schema_migrations", "tokens"] {
         assert!(tables.split(',').any(|x| x == t), "{t} missing: {tables}");
     }
     assert_eq!(
@@ -72,10 +72,11 @@ async fn migrations_apply_once_and_every_session_setting_reads_back() {
          DELETE FROM scimsync.resources WHERE id = 'u7'",
     )
     .unwrap();
-    assert_eq!(pg.psql(&db, "SELECT n FROM scimsync.resource_counts WHERE kind = 'User'").unwrap(), "1499");
+    assert_eq!(pg.psql(&db, "SELECT sum(n) FROM scimsync.rank_shards WHERE kind = 'User'").unwrap(), "1499");
+    // Seqs 1-1500 in buckets of 2048 by 8 shards: u7 (seq 7) was in shard 7.
     assert_eq!(
-        pg.psql(&db, "SELECT string_agg(n::text, ',' ORDER BY first_seq) FROM scimsync.rank_blocks").unwrap(),
-        "1023,476"
+        pg.psql(&db, "SELECT string_agg(n::text, ',' ORDER BY bucket, shard) FROM scimsync.rank_shards").unwrap(),
+        "187,188,188,188,188,187,187,186"
     );
 
     // Opening again (a restart) applies nothing.
