@@ -49,7 +49,7 @@ async fn a_sqlite_store_copies_whole_into_an_empty_postgres_schema_and_is_left_u
 
     let q = |sql: &str| pg.psql(&database, &format!("SET search_path = copied; {sql}")).unwrap();
     assert_eq!(q("SELECT count(*) FROM resources WHERE kind = 'User'"), "4");
-    assert_eq!(q("SELECT n FROM resource_counts WHERE kind = 'User'"), "4", "counts rebuilt by the triggers");
+    assert_eq!(q("SELECT sum(n) FROM rank_shards WHERE kind = 'User'"), "4", "counts rebuilt by the triggers");
     assert_eq!(
         q(&format!(
             "SELECT count(*) FROM group_members gm JOIN resources g ON g.seq = gm.group_seq WHERE g.id = '{group}'"
