@@ -71,19 +71,34 @@ impl Resp {
 /// (`testpg::TestPg::shared`, stopped and removed after the run by its reaper); unset or
 /// `sqlite`, the embedded default in the daemon's temp dir.
 pub fn store_backend_env() -> Vec<(String, String)> {
+    if on_postgres() {
+        let pg = testpg::TestPg::shared().expect("a throw-away PostgreSQL for SCIMSYNC_TEST_STORE=postgres");
+        pg_store_env(pg, &pg.create_database().expect("a database for this daemon"))
+    } else {
+        Vec::new()
+    }
+}
+
+/// Whether this run's daemons use the PostgreSQL store (`SCIMSYNC_TEST_STORE=postgres`).
+/// The marker for a test that means something on one backend only: it returns early on
+/// the other, with a comment saying why, e.g.
+/// `if on_postgres() { return; } // reads the SQLite file itself`.
+pub fn on_postgres() -> bool {
     match std::env::var("SCIMSYNC_TEST_STORE").as_deref() {
-        Ok("postgres") => {
-            let pg = testpg::TestPg::shared().expect("a throw-away PostgreSQL for SCIMSYNC_TEST_STORE=postgres");
-            let db = pg.create_database().expect("a database for this daemon");
-            vec![
-                ("SCIMSYNC_STORE__BACKEND".into(), "postgres".into()),
-                ("SCIMSYNC_STORE__POSTGRES__URL".into(), pg.url_without_password(&db)),
-                ("SCIMSYNC_STORE__POSTGRES__PASSWORD".into(), testpg::PASSWORD.into()),
-            ]
-        }
-        Ok("sqlite") | Err(_) => Vec::new(),
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
         Ok(other) => panic!("SCIMSYNC_TEST_STORE={other:?}: sqlite or postgres"),
     }
+}
+
+/// The daemon's settings for database `db` of cluster `pg` (for a test with a cluster of
+/// its own, which it stops and starts).
+pub fn pg_store_env(pg: &testpg::TestPg, db: &str) -> Vec<(String, String)> {
+    vec![
+        ("SCIMSYNC_STORE__BACKEND".into(), "postgres".into()),
+        ("SCIMSYNC_STORE__POSTGRES__URL".into(), pg.url_without_password(db)),
+        ("SCIMSYNC_STORE__POSTGRES__PASSWORD".into(), testpg::PASSWORD.into()),
+    ]
 }
 
 impl Daemon {
@@ -107,6 +122,17 @@ impl Daemon {
     }
 
     fn start_seeded(extra_config: &str, env: &[(&str, &str)], db: Option<&Path>) -> Daemon {
+        let mut d = Self::prepare(extra_config, env, db, store_backend_env());
+        d.spawn();
+        d
+    }
+
+    fn prepare(
+        extra_config: &str,
+        env: &[(&str, &str)],
+        db: Option<&Path>,
+        store_env: Vec<(String, String)>,
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut d = Daemon {
             dir,
@@ -133,7 +159,7 @@ impl Daemon {
             .filter(|(k, _)| !(k.contains("DELAY_SECONDS") && extra_config.contains("delay_seconds")))
             .chain(env.iter().copied())
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .chain(store_backend_env())
+            .chain(store_env)
             .collect(),
         };
         d.write_config();
@@ -143,7 +169,6 @@ impl Daemon {
         }
         d.token = d.cli(&["token", "create", "--label", "tests"]).trim().to_string();
         assert!(d.token.starts_with("scimsync_"), "token create printed {:?}", d.token);
-        d.spawn();
         d
     }
 
