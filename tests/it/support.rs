@@ -127,6 +127,13 @@ impl Daemon {
         d
     }
 
+    /// A daemon on a store of the test's choosing (a cluster of its own, which it stops and
+    /// starts: [`pg_store_env`]), its config written and a token made, but not started:
+    /// the test calls [`spawn`](Self::spawn), with the database up or not.
+    pub fn prepare_on_store(extra_config: &str, store_env: Vec<(String, String)>) -> Daemon {
+        Self::prepare(extra_config, &[], None, store_env)
+    }
+
     fn prepare(
         extra_config: &str,
         env: &[(&str, &str)],
