@@ -211,6 +211,11 @@ impl PgStore {
     async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Closed => StoreError::Closed,
+            // The driver's error with its cause ("Connection refused"), not only "error
+            // connecting to server".
+            deadpool_postgres::PoolError::Backend(e) => {
+                StoreError::Unavailable(format!("no PostgreSQL connection: {}", describe(&e)))
+            }
             e => StoreError::Unavailable(format!("no PostgreSQL connection: {e}")),
         })
     }
