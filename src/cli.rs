@@ -561,6 +561,13 @@ async fn serve(loaded: Loaded) -> Result<i32> {
     tracing::info!(%bound, admin = ?admin_bound, base_url, data_dir = %cfg.store.data_dir.display(), "scimsync started");
     crate::reload::spawn(loaded.file.clone(), cfg.clone(), live.clone(), store.clone(), hangups, token.clone());
     crate::systemd::ready(&format!("serving SCIM on {base_url}"));
+    // For scripts, as READY=1 is for systemd: the store is open (the listening lines may
+    // come long before, while a PostgreSQL is down at start).
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "scimsync ready")?;
+        out.flush()?;
+    }
     crate::systemd::spawn_watchdog(store.clone(), token.clone());
     app::run(&cfg, store, serving, base_url, token, &live).await;
     tracing::info!("scimsync stopped");

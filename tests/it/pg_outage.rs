@@ -35,7 +35,7 @@ async fn a_database_down_at_start_is_reported_and_waited_for() {
     // The token is made (and the schema migrated) while the database is up.
     let mut d = Daemon::prepare_on_store("", pg_store_env(&pg, &db));
     pg.stop();
-    d.spawn();
+    let _ready = d.spawn_listening();
 
     // Alive, listening, not ready, and saying why (once the first attempt has failed).
     assert_eq!(admin_get(&d, "/healthz").await.status, StatusCode::OK);
@@ -74,10 +74,11 @@ async fn a_database_down_at_start_is_reported_and_waited_for() {
     assert!(status.success(), "SIGTERM while connecting must exit 0, got {status:?}\nlog:\n{}", d.log());
 
     // Started again, still without its database; then the database comes up.
-    d.spawn();
+    let ready = d.spawn_listening();
     wait_ready_status(&d, StatusCode::SERVICE_UNAVAILABLE, 10).await;
     pg.restart().expect("start the cluster again");
     let r = wait_ready_status(&d, StatusCode::OK, 60).await;
+    ready.recv_timeout(Duration::from_secs(10)).expect("\"scimsync ready\" once the store is open");
     assert_eq!(r.body["checks"]["store"]["ok"], true, "{}", r.body);
     let id = d.create_user("late@example.com").await;
     assert_eq!(d.get(&format!("/Users/{id}")).await.status, StatusCode::OK);

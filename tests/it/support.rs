@@ -187,6 +187,35 @@ impl Daemon {
         self.dir.path().join("data")
     }
 
+    /// The daemon's store, opened through the library as the daemon opens it (SQLite in its
+    /// data directory, or its PostgreSQL database), to look at what the API does not show.
+    pub async fn open_store(&self) -> scimsync::store::Store {
+        let var = |k: &str| self.env.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        if var("SCIMSYNC_STORE__BACKEND").as_deref() == Some("postgres") {
+            let opts = scimsync::store::PgOptions {
+                url: var("SCIMSYNC_STORE__POSTGRES__URL").expect("the daemon's PostgreSQL URL"),
+                password: var("SCIMSYNC_STORE__POSTGRES__PASSWORD"),
+                pool_size: 2,
+                connect_timeout: Duration::from_secs(10),
+                statement_timeout: Duration::from_secs(30),
+                ca_file: None,
+                schema: "scimsync".into(),
+            };
+            let never = tokio_util::sync::CancellationToken::new();
+            scimsync::store::Store::open_postgres(&opts, &Default::default(), &never)
+                .await
+                .expect("open the daemon's PostgreSQL store")
+        } else {
+            scimsync::store::Store::open(&scimsync::store::StoreOptions {
+                data_dir: self.data_dir(),
+                busy_timeout_seconds: 5,
+                readers: 1,
+                max_batch: 1,
+            })
+            .expect("open the daemon's SQLite store")
+        }
+    }
+
     /// The resource ids whose changes the deletion guard holds, as `outbox list --held`
     /// shows them.
     pub fn held_ids(&self) -> Vec<String> {
@@ -274,8 +303,18 @@ impl Daemon {
         c
     }
 
-    /// Start (or restart) the daemon process and wait for its "listening on" line.
+    /// Start (or restart) the daemon process and wait until it is ready: its store open (the
+    /// "scimsync ready" line that follows the "listening on" lines).
     pub fn spawn(&mut self) {
+        let ready = self.spawn_listening();
+        if ready.recv_timeout(Duration::from_secs(60)).is_err() {
+            panic!("daemon did not print \"scimsync ready\" within 60 s; log:\n{}", self.log());
+        }
+    }
+
+    /// Start (or restart) the daemon process and wait only for its "listening on" lines (a
+    /// PostgreSQL store may still be connecting); the receiver hears "scimsync ready".
+    pub fn spawn_listening(&mut self) -> mpsc::Receiver<()> {
         let mut child = Command::new(bin())
             .args(["--config", self.config_path().to_str().expect("utf8"), "serve"])
             .envs(self.env.iter().cloned())
@@ -296,6 +335,7 @@ impl Daemon {
         });
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
@@ -304,6 +344,8 @@ impl Daemon {
                     let _ = tx.send(url.trim().to_string());
                 } else if let Some(url) = line.strip_prefix("scimsync admin listening on ") {
                     let _ = tx.send(url.trim().to_string());
+                } else if line == "scimsync ready" {
+                    let _ = ready_tx.send(());
                 }
             }
         });
@@ -313,6 +355,7 @@ impl Daemon {
             .recv_timeout(Duration::from_secs(30))
             .expect("daemon did not print its admin listening line within 30 s");
         self.child = Some(child);
+        ready_rx
     }
 
     /// SIGKILL: no chance to flush or clean up, like a power cut to the process.
