@@ -50,3 +50,27 @@ impl<T> Gate<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn starting_until_open_then_waiting_for_the_wiring_then_serving() {
+        let progress = OpenProgress::default();
+        let gate: Arc<Gate<u32>> = Arc::new(Gate::new(progress.clone()));
+        // The store is not open: the answer is at once, and says where opening stands.
+        assert_eq!(gate.state().await.unwrap_err(), "connecting to PostgreSQL (attempt 1)");
+        // The store is open but the daemon not wired yet: a request waits for the state.
+        progress.mark_open();
+        let waiting = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.state().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "answered before the state went in");
+        gate.open(Arc::new(7));
+        assert_eq!(*waiting.await.unwrap().unwrap(), 7);
+        assert_eq!(*gate.state().await.unwrap(), 7);
+    }
+}
