@@ -19,10 +19,10 @@ use crate::downstream::scim_target::{Auth, Deprovision, ScimTarget, ScimTargetOp
 use crate::downstream::webhook_target::WebhookTarget;
 use crate::downstream::{Target, Throttle, dry_run::DryRun};
 use crate::http::ops_api::{self, OpsState};
-use crate::http::{self, ApiState};
+use crate::http::{self, ApiState, Gate};
 use crate::outbox_worker::{self, WorkerOptions};
 use crate::service::{ListLimits, Service};
-use crate::store::{NewAudit, NewToken, Store, StoreError, StoreOptions};
+use crate::store::{NewAudit, NewToken, OpenProgress, Store, StoreError, StoreOptions};
 
 pub fn store_options(cfg: &Config) -> StoreOptions {
     StoreOptions {
@@ -51,13 +51,77 @@ pub fn pg_options(cfg: &Config) -> crate::store::PgOptions {
 /// (`[store.postgres]`), whose open is retried with backoff while the database cannot be
 /// reached, until it answers or `give_up` fires.
 pub async fn open_store(cfg: &Config, give_up: &CancellationToken) -> Result<Store, StoreError> {
+    open_store_reporting(cfg, &OpenProgress::default(), give_up).await
+}
+
+/// [`open_store`], recording in `progress` where opening stands (for `/readyz` while a
+/// PostgreSQL is down at start); it says "open" once the store is.
+pub async fn open_store_reporting(
+    cfg: &Config,
+    progress: &OpenProgress,
+    give_up: &CancellationToken,
+) -> Result<Store, StoreError> {
     match cfg.store.backend {
-        crate::config::StoreBackend::Sqlite => Store::open(&store_options(cfg)),
-        crate::config::StoreBackend::Postgres => {
-            let progress = crate::store::OpenProgress::default();
-            Store::open_postgres(&pg_options(cfg), &progress, give_up).await
+        crate::config::StoreBackend::Sqlite => {
+            let store = Store::open(&store_options(cfg))?;
+            progress.mark_open();
+            Ok(store)
         }
+        crate::config::StoreBackend::Postgres => Store::open_postgres(&pg_options(cfg), progress, give_up).await,
     }
+}
+
+/// The listeners, served from before the store opens (see [`serve_listeners`]).
+pub struct Serving {
+    api: Arc<Gate<ApiState>>,
+    ops: Arc<Gate<OpsState>>,
+    scim: tokio::task::JoinHandle<()>,
+    admin: Option<tokio::task::JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl Serving {
+    /// Wait for both listeners to finish after `shutdown` (the SCIM one drains within
+    /// `server.shutdown_grace_seconds`; a scrape still running on the admin one gets the
+    /// same budget, not more).
+    async fn finish(self) {
+        let _ = self.scim.await;
+        if let Some(a) = self.admin
+            && tokio::time::timeout(self.grace, a).await.is_err()
+        {
+            tracing::warn!("admin listener still busy at the shutdown deadline; leaving it");
+        }
+        tracing::info!("http server stopped");
+    }
+
+    /// The daemon stopped (SIGTERM) before its store opened: nothing else runs yet.
+    pub async fn stop_before_open(self) {
+        self.finish().await;
+    }
+}
+
+/// Serve both listeners at once, before the store is open: until [`run`] opens their
+/// gates, `/healthz` is alive, `/readyz` answers 503 with where opening the store stands
+/// (`progress`), and the SCIM API answers 503 SCIM errors with `Retry-After`. Both stop at
+/// `shutdown`: the admin listener with the SCIM one, so readiness and metrics stay
+/// answerable while in-flight requests finish.
+pub fn serve_listeners(
+    cfg: &Config,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    progress: &OpenProgress,
+    live: &crate::reload::Live,
+    shutdown: &CancellationToken,
+) -> Serving {
+    let api = Arc::new(Gate::new(progress.clone()));
+    let ops = Arc::new(Gate::new(progress.clone()));
+    let grace = Duration::from_secs(cfg.server.shutdown_grace_seconds);
+    let admin = admin.map(|l| {
+        let bearer = (!cfg.admin.bearer_token.is_empty()).then(|| cfg.admin.bearer_token.expose().to_string());
+        tokio::spawn(ops_api::serve(l, bearer, ops.clone(), shutdown.clone()))
+    });
+    let scim = tokio::spawn(http::serve(listener, api.clone(), live.tls.clone(), shutdown.clone(), grace));
+    Serving { api, ops, scim, admin, grace }
 }
 
 /// The provisioning policy cannot run on the PostgreSQL store yet (its checks are not
@@ -223,13 +287,13 @@ pub fn build_target(cfg: &Config) -> Result<Option<Target>, String> {
     })
 }
 
-/// Run until `shutdown` is cancelled, then stop in order. `live` holds what a SIGHUP can
-/// change (rate limits, the TLS certificate, the outbox's retry settings).
+/// Start everything on the open store and open the listeners' gates; run until `shutdown`
+/// is cancelled, then stop in order. `live` holds what a SIGHUP can change (rate limits,
+/// the TLS certificate, the outbox's retry settings).
 pub async fn run(
     cfg: &Config,
     store: Store,
-    listener: TcpListener,
-    admin: Option<TcpListener>,
+    serving: Serving,
     base_url: String,
     shutdown: CancellationToken,
     live: &crate::reload::Live,
@@ -342,7 +406,7 @@ pub async fn run(
         Duration::from_secs(cfg.audit.prune_interval_seconds),
         worker_stop.clone(),
     ));
-    let state = Arc::new(ApiState {
+    serving.api.open(Arc::new(ApiState {
         service,
         base_url,
         max_body_bytes: cfg.server.max_body_bytes,
@@ -352,31 +416,16 @@ pub async fn run(
         bulk_max_operations: cfg.scim.bulk_max_operations,
         bulk_max_payload_bytes: cfg.scim.bulk_max_payload_bytes,
         rate_limits: live.rate_limits.clone(),
-    });
-    // The admin listener stops with the SCIM one: readiness and metrics stay answerable
-    // while in-flight requests finish.
-    let admin = admin.map(|l| {
-        let ops = Arc::new(OpsState {
-            store: store.clone(),
-            target_kind: cfg.target.kind.as_str(),
-            bearer_token: (!cfg.admin.bearer_token.is_empty()).then(|| cfg.admin.bearer_token.expose().to_string()),
-            sync: scheduler.as_ref().map(|(h, _)| h.clone()),
-            policy: Arc::new(crate::policy::Policy::compile(&cfg.policy).unwrap_or_default()),
-            target_label: target_label(cfg),
-            started_at: crate::model::now(),
-        });
-        tokio::spawn(ops_api::serve(l, ops, shutdown.clone()))
-    });
-    let grace = Duration::from_secs(cfg.server.shutdown_grace_seconds);
-    http::serve(listener, state, live.tls.clone(), shutdown, grace).await;
-    if let Some(a) = admin {
-        // The admin listener shut down with the SCIM one; a scrape still running gets the
-        // same budget, not more.
-        if tokio::time::timeout(grace, a).await.is_err() {
-            tracing::warn!("admin listener still busy at the shutdown deadline; leaving it");
-        }
-    }
-    tracing::info!("http server stopped");
+    }));
+    serving.ops.open(Arc::new(OpsState {
+        store: store.clone(),
+        target_kind: cfg.target.kind.as_str(),
+        sync: scheduler.as_ref().map(|(h, _)| h.clone()),
+        policy: Arc::new(crate::policy::Policy::compile(&cfg.policy).unwrap_or_default()),
+        target_label: target_label(cfg),
+        started_at: crate::model::now(),
+    }));
+    serving.finish().await;
     worker_stop.cancel();
     if let Some(w) = worker {
         let _ = w.await;

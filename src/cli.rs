@@ -496,7 +496,18 @@ async fn serve(loaded: Loaded) -> Result<i32> {
     if let Some(f) = &loaded.file {
         tracing::info!(file = %f.display(), "configuration loaded");
     }
-    let store = app::open_store(&cfg, &CancellationToken::new()).await.with_context(|| store_label(&cfg))?;
+    // SQLite opens at once, or fails with its message before anything listens, as it always
+    // has. A PostgreSQL may be down at start: the listeners come first and answer (503 with
+    // the reason) while its open is retried, instead of a crash loop.
+    let progress = crate::store::OpenProgress::default();
+    let opened = match cfg.store.backend {
+        crate::config::StoreBackend::Sqlite => Some(
+            app::open_store_reporting(&cfg, &progress, &CancellationToken::new())
+                .await
+                .with_context(|| store_label(&cfg))?,
+        ),
+        crate::config::StoreBackend::Postgres => None,
+    };
     let listener = app::bind(&cfg).await.with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     let admin =
         app::bind_admin(&cfg).await.with_context(|| format!("cannot listen on {} (admin.listen)", cfg.admin.listen))?;
@@ -507,8 +518,66 @@ async fn serve(loaded: Loaded) -> Result<i32> {
     let admin_bound = admin.as_ref().map(|l| l.local_addr()).transpose()?;
     let bound = listener.local_addr()?;
     let base_url = cfg.scim_base_url(bound);
-    let mut out = std::io::stdout().lock();
-    if let Some(t) = app::bootstrap_token(&store).await? {
+    // Signal handlers go in before the listening line: a script (or test) that signals the
+    // daemon once it has printed must never meet the default action.
+    let token = CancellationToken::new();
+    shutdown::on_signals(token.clone());
+    let hangups = shutdown::on_hangup();
+    // The bootstrap token goes before the listening lines where the store is open already.
+    if let Some(store) = &opened {
+        announce_bootstrap(store, &base_url).await?;
+    }
+    let serving = app::serve_listeners(&cfg, listener, admin, &progress, &live, &token);
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "scimsync listening on {base_url}")?;
+        // After the SCIM line: scripts that take the first "listening on" line get the SCIM API.
+        if let Some(a) = admin_bound {
+            writeln!(out, "scimsync admin listening on http://{a}")?;
+        }
+        out.flush()?;
+    }
+    let store = match opened {
+        Some(store) => store,
+        None => {
+            let waiting = crate::systemd::starting(progress.clone(), token.clone());
+            let opened = app::open_store_reporting(&cfg, &progress, &token).await;
+            waiting.abort();
+            match opened {
+                Ok(store) => store,
+                // SIGTERM while the database was still down: nothing to drain but the listeners.
+                Err(crate::store::StoreError::Closed) if token.is_cancelled() => {
+                    serving.stop_before_open().await;
+                    tracing::info!("scimsync stopped before its store opened");
+                    return Ok(0);
+                }
+                Err(e) => return Err(e).with_context(|| store_label(&cfg)),
+            }
+        }
+    };
+    if cfg.store.backend == crate::config::StoreBackend::Postgres {
+        announce_bootstrap(&store, &base_url).await?;
+    }
+    tracing::info!(%bound, admin = ?admin_bound, base_url, data_dir = %cfg.store.data_dir.display(), "scimsync started");
+    crate::reload::spawn(loaded.file.clone(), cfg.clone(), live.clone(), store.clone(), hangups, token.clone());
+    crate::systemd::ready(&format!("serving SCIM on {base_url}"));
+    // For scripts, as READY=1 is for systemd: the store is open (the listening lines may
+    // come long before, while a PostgreSQL is down at start).
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "scimsync ready")?;
+        out.flush()?;
+    }
+    crate::systemd::spawn_watchdog(store.clone(), token.clone());
+    app::run(&cfg, store, serving, base_url, token, &live).await;
+    tracing::info!("scimsync stopped");
+    Ok(0)
+}
+
+/// On a fresh install (no token), make one and print it, to be shown only this once.
+async fn announce_bootstrap(store: &crate::store::Store, base_url: &str) -> Result<()> {
+    if let Some(t) = app::bootstrap_token(store).await? {
+        let mut out = std::io::stdout().lock();
         writeln!(
             out,
             "No API token existed, so one was created (label \"bootstrap\"). It is shown only this once:\n\n    {}\n\n\
@@ -517,26 +586,9 @@ async fn serve(loaded: Loaded) -> Result<i32> {
              `scimsync token revoke {}`.\n",
             t.token, t.id
         )?;
+        out.flush()?;
     }
-    // Signal handlers go in before the listening line: a script (or test) that signals the
-    // daemon once it has printed must never meet the default action.
-    let token = CancellationToken::new();
-    shutdown::on_signals(token.clone());
-    let hangups = shutdown::on_hangup();
-    writeln!(out, "scimsync listening on {base_url}")?;
-    // After the SCIM line: scripts that take the first "listening on" line get the SCIM API.
-    if let Some(a) = admin_bound {
-        writeln!(out, "scimsync admin listening on http://{a}")?;
-    }
-    out.flush()?;
-    drop(out);
-    tracing::info!(%bound, admin = ?admin_bound, base_url, data_dir = %cfg.store.data_dir.display(), "scimsync started");
-    crate::reload::spawn(loaded.file.clone(), cfg.clone(), live.clone(), store.clone(), hangups, token.clone());
-    crate::systemd::ready(&format!("serving SCIM on {base_url}"));
-    crate::systemd::spawn_watchdog(store.clone(), token.clone());
-    app::run(&cfg, store, listener, admin, base_url, token, &live).await;
-    tracing::info!("scimsync stopped");
-    Ok(0)
+    Ok(())
 }
 
 async fn token(loaded: Loaded, action: TokenAction) -> Result<i32> {

@@ -153,6 +153,8 @@ pub async fn run(
         pause.lock().ok().and_then(|p| *p).filter(|until| tokio::time::Instant::now() < *until)
     };
     tracing::info!(target = target.name(), concurrency = opts.concurrency, "outbox worker started");
+    // Claims failed in a row (the store unavailable): how long to wait before the next.
+    let mut claim_failures: u32 = 0;
     loop {
         while tasks.try_join_next().is_some() {}
         if shutdown.is_cancelled() {
@@ -224,7 +226,29 @@ pub async fn run(
                     }
                 }
                 Err(StoreError::Closed) => break,
-                Err(e) => tracing::error!(error = %e, "outbox: claim failed"),
+                Err(e) => {
+                    // A store that is away (a PostgreSQL restarting) is asked again with
+                    // backoff, not every poll interval, and logged at each doubling only.
+                    claim_failures += 1;
+                    let wait = claim_backoff(opts.poll_interval, claim_failures);
+                    if claim_failures.is_power_of_two() {
+                        tracing::error!(
+                            error = %e,
+                            failures = claim_failures,
+                            retry_in_seconds = wait.as_secs_f64(),
+                            "outbox: claim failed; trying again"
+                        );
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    continue;
+                }
+            }
+            if claim_failures > 0 {
+                tracing::info!(failures = claim_failures, "outbox: the store answers again; claiming");
+                claim_failures = 0;
             }
         }
         if claimed == 0 || permits.available_permits() == 0 {
@@ -252,6 +276,16 @@ pub async fn run(
         }
     }
     tracing::info!("outbox worker stopped");
+}
+
+/// Longest wait between claims while the store fails them.
+const CLAIM_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The wait after `failures` failed claims in a row: the poll interval, doubled per
+/// failure, at most [`CLAIM_BACKOFF_MAX`] (and never less than the poll interval).
+fn claim_backoff(poll_interval: Duration, failures: u32) -> Duration {
+    let doubled = poll_interval.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    doubled.min(CLAIM_BACKOFF_MAX).max(poll_interval)
 }
 
 /// Deliver one bundle and record the outcome; returns the app's Retry-After, if it sent one.
@@ -567,6 +601,18 @@ const APP_MEMBER: &str = "app:";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claims_back_off_while_the_store_fails_them() {
+        let poll = Duration::from_millis(50);
+        assert_eq!(claim_backoff(poll, 1), poll);
+        assert_eq!(claim_backoff(poll, 2), poll * 2);
+        assert_eq!(claim_backoff(poll, 4), poll * 8);
+        assert_eq!(claim_backoff(poll, 10), CLAIM_BACKOFF_MAX);
+        assert_eq!(claim_backoff(poll, u32::MAX), CLAIM_BACKOFF_MAX);
+        // A poll interval above the cap is kept: backing off never polls faster.
+        assert_eq!(claim_backoff(Duration::from_secs(10), 3), Duration::from_secs(10));
+    }
 
     #[test]
     fn backoff_is_bounded_and_jittered() {

@@ -16,6 +16,27 @@ pub fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// While the store is still opening (a PostgreSQL down at start), say where it stands in
+/// `STATUS=` and push systemd's start timeout out (`EXTEND_TIMEOUT_USEC`), so a database
+/// that takes longer than `TimeoutStartSec` to come back does not get the daemon killed and
+/// restarted in a loop; `READY=1` follows once the store is open. Abort the task then.
+pub fn starting(progress: crate::store::OpenProgress, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    const EVERY: Duration = Duration::from_secs(10);
+    tokio::spawn(async move {
+        loop {
+            let extend = u32::try_from((EVERY * 3).as_micros()).unwrap_or(u32::MAX);
+            notify(&[
+                NotifyState::Status(&format!("starting: {}", progress.describe())),
+                NotifyState::ExtendTimeoutUsec(extend),
+            ]);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(EVERY) => {}
+            }
+        }
+    })
+}
+
 pub fn status(status: &str) {
     notify(&[NotifyState::Status(status)]);
 }

@@ -34,7 +34,7 @@ impl DryRun {
         });
         let path = self.path.clone();
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            // On the PostgreSQL store nothing else creates `store.data_dir`, where the file
+            // On the PostgreSQL store nothing else creates `store.data_dir`, where the log
             // lives by default.
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;

@@ -5,6 +5,7 @@
 //! reqwest.
 
 mod auth;
+pub mod gate;
 pub mod html;
 pub mod ops_api;
 pub mod rate_limit;
@@ -27,6 +28,7 @@ use warp::http::{HeaderMap, Method, StatusCode};
 use crate::scim::ScimError;
 use crate::service::Service;
 
+pub use gate::Gate;
 pub use respond::SCIM_CONTENT_TYPE;
 
 /// What the handlers share.
@@ -58,10 +60,10 @@ pub struct Request {
 
 /// Serve the SCIM API on an already bound listener (over TLS when `tls` is given) until
 /// `shutdown` is cancelled; then stop accepting and let in-flight requests finish, for at
-/// most `grace`.
+/// most `grace`. Until `gate` opens (the store is not open yet), every request is a 503.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<ApiState>,
+    state: Arc<Gate<ApiState>>,
     tls: Option<Arc<tls::CertStore>>,
     shutdown: CancellationToken,
     grace: std::time::Duration,
@@ -70,7 +72,7 @@ pub async fn serve(
 }
 
 fn routes(
-    state: Arc<ApiState>,
+    state: Arc<Gate<ApiState>>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
     let st = state.clone();
     let scim = warp::path("scim")
@@ -93,7 +95,7 @@ fn routes(
 }
 
 async fn handle(
-    state: Arc<ApiState>,
+    gate: Arc<Gate<ApiState>>,
     method: Method,
     segments: Vec<String>,
     query: String,
@@ -103,24 +105,10 @@ async fn handle(
     let started = Instant::now();
     let path = format!("/scim/v2/{}", segments.join("/"));
     let route = route_template(&segments);
-    // `POST /Bulk` has its own payload limit (RFC 7644 §3.7.4), advertised as
-    // `bulk.maxPayloadSize`; its 413 must name that limit, so it replaces the general one.
-    let is_bulk = method == Method::POST && matches!(segments.as_slice(), [s] if s.eq_ignore_ascii_case("Bulk"));
-    let (limit, too_large) = if is_bulk {
-        (state.bulk_max_payload_bytes, crate::scim::bulk::payload_too_large(state.bulk_max_payload_bytes))
-    } else {
-        let limit = state.max_body_bytes;
-        (
-            limit,
-            ScimError::new(StatusCode::PAYLOAD_TOO_LARGE.as_u16(), None, format!("request body exceeds {limit} bytes")),
-        )
-    };
-    let (resp, token_id) = match read_body(&headers, body, limit, too_large).await {
-        Err(e) => (respond::error(&e, None), None),
-        Ok(body) => {
-            let req = Request { method: method.clone(), segments, query, headers, body };
-            scim_api::dispatch(&state, req).await
-        }
+    let (resp, token_id) = match gate.state().await {
+        // Nothing can be checked or stored yet (not even the token): the IdP retries later.
+        Err(why) => (respond::error(&ScimError::new(503, None, format!("the daemon is starting: {why}")), None), None),
+        Ok(state) => serve_request(&state, method.clone(), segments, query, headers, body).await,
     };
     let status = resp.status();
     let elapsed = started.elapsed();
@@ -133,6 +121,33 @@ async fn handle(
         tracing::info!(%method, path, status = status.as_u16(), latency_ms, token = token_id.as_deref().unwrap_or("-"), "request");
     }
     resp
+}
+
+/// One request on a started daemon: the body (within its limit), then the SCIM handlers.
+async fn serve_request(
+    state: &ApiState,
+    method: Method,
+    segments: Vec<String>,
+    query: String,
+    headers: HeaderMap,
+    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send,
+) -> (warp::reply::Response, Option<String>) {
+    // `POST /Bulk` has its own payload limit (RFC 7644 §3.7.4), advertised as
+    // `bulk.maxPayloadSize`; its 413 must name that limit, so it replaces the general one.
+    let is_bulk = method == Method::POST && matches!(segments.as_slice(), [s] if s.eq_ignore_ascii_case("Bulk"));
+    let (limit, too_large) = if is_bulk {
+        (state.bulk_max_payload_bytes, crate::scim::bulk::payload_too_large(state.bulk_max_payload_bytes))
+    } else {
+        let limit = state.max_body_bytes;
+        (
+            limit,
+            ScimError::new(StatusCode::PAYLOAD_TOO_LARGE.as_u16(), None, format!("request body exceeds {limit} bytes")),
+        )
+    };
+    match read_body(&headers, body, limit, too_large).await {
+        Err(e) => (respond::error(&e, None), None),
+        Ok(body) => scim_api::dispatch(state, Request { method, segments, query, headers, body }).await,
+    }
 }
 
 /// Collect the body up to the limit: a declared or actual size over it is 413. An

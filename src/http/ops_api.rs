@@ -17,6 +17,7 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
+use super::Gate;
 use crate::store::Store;
 use crate::telemetry;
 
@@ -28,8 +29,6 @@ pub struct OpsState {
     pub store: Store,
     /// The configured downstream target (`scim`, `webhook`, `dry-run`, `none`).
     pub target_kind: &'static str,
-    /// When set, every route but `/healthz` needs `Authorization: Bearer <this>`.
-    pub bearer_token: Option<String>,
     /// The sync scheduler, when the target can be reconciled (it lists accounts).
     pub sync: Option<crate::reconcile::scheduler::SyncHandle>,
     /// The provisioning policy, for `GET /access/{user}` (empty when none is configured).
@@ -53,12 +52,22 @@ impl OpsState {
 }
 
 /// Serve the admin routes on an already bound listener until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: Arc<OpsState>, shutdown: CancellationToken) {
+/// When `bearer_token` is set, every route but `/healthz` needs `Authorization: Bearer
+/// <it>`. Until `gate` opens (the store is not open yet), `/healthz` is alive, `/readyz`
+/// says why the daemon is not ready, `/metrics` and the status page answer without the
+/// store, and the rest is a 503.
+pub async fn serve(
+    listener: TcpListener,
+    bearer_token: Option<String>,
+    gate: Arc<Gate<OpsState>>,
+    shutdown: CancellationToken,
+) {
+    let bearer_token: Arc<Option<String>> = Arc::new(bearer_token);
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     let routes = warp::path::full().and(query).and(warp::method()).and(warp::header::headers_cloned()).then(
         move |path: warp::path::FullPath, query: String, method: Method, headers: HeaderMap| {
-            let st = state.clone();
-            async move { handle(&st, path.as_str(), &query, &method, &headers).await }
+            let (gate, bearer) = (gate.clone(), bearer_token.clone());
+            async move { handle(&gate, bearer.as_deref(), path.as_str(), &query, &method, &headers).await }
         },
     );
     warp::serve(routes).incoming(listener).graceful(async move { shutdown.cancelled().await }).run().await;
@@ -68,7 +77,14 @@ pub async fn serve(listener: TcpListener, state: Arc<OpsState>, shutdown: Cancel
 const ROUTES: &str =
     "/healthz, /readyz, /metrics, POST /sync, /sync/runs, /drift (JSON), /drift.html, /access/{user} (JSON), /status";
 
-async fn handle(state: &OpsState, path: &str, query: &str, method: &Method, headers: &HeaderMap) -> Response {
+async fn handle(
+    gate: &Gate<OpsState>,
+    bearer_token: Option<&str>,
+    path: &str,
+    query: &str,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response {
     let path = path.trim_end_matches('/');
     let path = if path.is_empty() { "/" } else { path };
     let is_post = path == "/sync";
@@ -91,7 +107,7 @@ async fn handle(state: &OpsState, path: &str, query: &str, method: &Method, head
     if path == "/healthz" {
         return text(StatusCode::OK, "ok\n");
     }
-    if !authorized(state, headers) {
+    if !authorized(bearer_token, headers) {
         let mut r =
             text(StatusCode::UNAUTHORIZED, "authentication required: Authorization: Bearer <admin.bearer_token>\n");
         r.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer realm=\"scimsync-admin\""));
@@ -106,6 +122,11 @@ async fn handle(state: &OpsState, path: &str, query: &str, method: &Method, head
             "POST needs an X-Requested-By header (any value), e.g. curl -X POST -H 'X-Requested-By: me' ...\n",
         );
     }
+    let state = match gate.state().await {
+        Ok(s) => s,
+        Err(why) => return starting(path, &why),
+    };
+    let state = &*state;
     let param = |name: &str| -> Option<String> {
         serde_urlencoded::from_str::<Vec<(String, String)>>(query)
             .ok()?
@@ -225,8 +246,8 @@ async fn access(state: &OpsState, user: &str) -> Response {
     }
 }
 
-fn authorized(state: &OpsState, headers: &HeaderMap) -> bool {
-    let Some(expected) = &state.bearer_token else { return true };
+fn authorized(expected: Option<&str>, headers: &HeaderMap) -> bool {
+    let Some(expected) = expected else { return true };
     let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -242,6 +263,49 @@ fn text(status: StatusCode, body: &str) -> Response {
     *r.status_mut() = status;
     r.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; charset=utf-8"));
     r
+}
+
+/// An admin route while the store is not open yet (`why` says where opening stands): not
+/// ready, and nothing the store would have to answer.
+fn starting(path: &str, why: &str) -> Response {
+    let reason = format!("store: {why}");
+    match path {
+        "/readyz" => {
+            tracing::warn!(reason, "readiness probe: not ready");
+            let verdict = Readiness {
+                ready: false,
+                checks: json!({"store": {"ok": false, "error": why}}),
+                reasons: vec![reason],
+            };
+            let mut r = json_response(StatusCode::SERVICE_UNAVAILABLE, &json!(verdict));
+            r.headers_mut().insert("retry-after", HeaderValue::from_static("5"));
+            r
+        }
+        "/metrics" => {
+            telemetry::set_ready(false);
+            let mut r = telemetry::encode_metrics().into_response();
+            r.headers_mut().insert("content-type", HeaderValue::from_static(telemetry::METRICS_CONTENT_TYPE));
+            r
+        }
+        "/" | "/status" => {
+            let mut view = super::status_page::StatusView {
+                generated_at: crate::model::now(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                ..Default::default()
+            };
+            view.health.ready = false;
+            view.health.reasons = vec![reason];
+            let mut r = super::status_page::render(&view).into_response();
+            r.headers_mut().insert("content-type", HeaderValue::from_static("text/html; charset=utf-8"));
+            r.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
+            r
+        }
+        _ => {
+            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, &format!("the daemon is starting: {why}\n"));
+            r.headers_mut().insert("retry-after", HeaderValue::from_static("5"));
+            r
+        }
+    }
 }
 
 /// Ready = the store takes a write (a transaction through the single writer) and its schema

@@ -104,10 +104,24 @@ async fn run(
     if let Ok(n @ 1..) = store.sync().close_running("interrupted (the daemon stopped during the run)").await {
         tracing::warn!(runs = n, "sync: a run was interrupted when the daemon last stopped");
     }
+    // The last run failed on the store (a PostgreSQL away): its end may not be recorded.
+    let store_failed = AtomicBool::new(false);
     let once = |trigger: Trigger, confirm: Option<i64>| {
         let (store, target, cfg, wake, running, shutdown) = (&store, &target, &cfg, &wake, &running, &shutdown);
+        let store_failed = &store_failed;
         async move {
             running.store(true, Ordering::SeqCst);
+            // One run at a time here, so after a run that failed on the store, a run still
+            // open is that one, whose end could not be recorded: close it, or it shows as
+            // running until the next start.
+            if store_failed.load(Ordering::SeqCst)
+                && let Ok(n) = store.sync().close_running("interrupted: its end could not be recorded").await
+            {
+                store_failed.store(false, Ordering::SeqCst);
+                if n > 0 {
+                    tracing::warn!(runs = n, "sync: closed a run whose end could not be recorded");
+                }
+            }
             // Shutdown does not wait for a run over a large app: the run is dropped between
             // two steps (a repair is one transaction: queued whole or not at all) and
             // recorded as interrupted.
@@ -122,7 +136,11 @@ async fn run(
             running.store(false, Ordering::SeqCst);
             // Repairs and re-queued dead letters are waiting in the outbox.
             wake.notify_one();
-            r.map_err(TriggerError::from)
+            let r = r.map_err(TriggerError::from);
+            if matches!(r, Err(TriggerError::Store(_))) {
+                store_failed.store(true, Ordering::SeqCst);
+            }
+            r
         }
     };
     // Catch up once on a run missed while we were down.

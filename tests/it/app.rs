@@ -123,6 +123,9 @@ pub struct Proxy {
     pub base: String,
     mode: Arc<Mutex<Mode>>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Every request as it arrives (status 0), answered or not: a request whose sender died
+    /// before the answer is in here only.
+    arrived: Arc<Mutex<Vec<Seen>>>,
     stop: tokio_util::sync::CancellationToken,
 }
 
@@ -132,7 +135,8 @@ impl Proxy {
         let port = listener.local_addr().expect("addr").port();
         let mode = Arc::new(Mutex::new(Mode::Forward));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (m, s, up) = (mode.clone(), seen.clone(), upstream.trim_end_matches("/v2").to_string());
+        let arrived = Arc::new(Mutex::new(Vec::new()));
+        let (m, s, a, up) = (mode.clone(), seen.clone(), arrived.clone(), upstream.trim_end_matches("/v2").to_string());
         let client = crate::support::client();
         let route = warp::any()
             .and(warp::method())
@@ -146,7 +150,7 @@ impl Proxy {
                       query: String,
                       headers: HeaderMap,
                       body: bytes::Bytes| {
-                    let (m, s, up, client) = (m.clone(), s.clone(), up.clone(), client.clone());
+                    let (m, s, a, up, client) = (m.clone(), s.clone(), a.clone(), up.clone(), client.clone());
                     async move {
                         let mode = m.lock().unwrap().clone();
                         let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -162,6 +166,7 @@ impl Proxy {
                             idempotency_key: key.clone(),
                             at: arrived,
                         };
+                        a.lock().unwrap().push(record(0));
                         let mode = match mode {
                             Mode::FailWrites(status) if method != Method::GET => {
                                 Mode::Fail { status, retry_after: None }
@@ -209,7 +214,7 @@ impl Proxy {
         tokio::spawn(async move {
             warp::serve(route).incoming(listener).graceful(async move { st.cancelled().await }).run().await;
         });
-        Proxy { base: format!("http://127.0.0.1:{port}/v2"), mode, seen, stop }
+        Proxy { base: format!("http://127.0.0.1:{port}/v2"), mode, seen, arrived, stop }
     }
 
     pub fn set(&self, mode: Mode) {
@@ -218,6 +223,11 @@ impl Proxy {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Every request as it arrived, answered or not (status 0).
+    pub fn arrived(&self) -> Vec<Seen> {
+        self.arrived.lock().unwrap().clone()
     }
 }
 

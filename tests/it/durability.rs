@@ -1,9 +1,12 @@
 //! A 2xx means committed: data survives a clean restart and a SIGKILL, and every accepted
 //! change has its outbox row.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::json;
 
+use crate::app::{Mode, Proxy, ScimApp, scim_target_config};
 use crate::support::*;
 
 #[tokio::test]
@@ -109,14 +112,8 @@ async fn every_change_has_its_outbox_row() {
     d.patch(&format!("/Groups/{g}"), patch_body(json!([{"op": "add", "path": "members", "value": [{"value": u}]}])))
         .await;
     assert_eq!(d.delete(&format!("/Users/{u}")).await.status, StatusCode::NO_CONTENT);
-    // Read the outbox through the library's store API on the same data directory.
-    let store = scimsync::store::Store::open(&scimsync::store::StoreOptions {
-        data_dir: d.data_dir(),
-        busy_timeout_seconds: 5,
-        readers: 1,
-        max_batch: 1,
-    })
-    .unwrap();
+    // Read the outbox through the library's store API on the daemon's store.
+    let store = d.open_store().await;
     let user_rows = store.outbox().rows_of(&u).await.unwrap();
     let ops: Vec<(&str, u64)> = user_rows.iter().map(|(op, v, _)| (op.as_str(), *v)).collect();
     assert_eq!(ops, vec![("create", 1), ("update", 2), ("delete", 3)]);
@@ -125,10 +122,55 @@ async fn every_change_has_its_outbox_row() {
     assert!(group_rows[1].2.contains(&u), "member delta recorded: {}", group_rows[1].2);
     let pragmas = store.admin().settings().await.unwrap();
     let get = |k: &str| pragmas.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+    if on_postgres() {
+        // A returned commit is on the server's disk, whatever the server's default.
+        assert_eq!(get("synchronous_commit"), "on");
+        store.close();
+        return;
+    }
     assert_eq!(get("journal_mode"), "wal");
     assert_eq!(get("synchronous"), "2", "synchronous must be FULL (2)");
     assert_eq!(get("foreign_keys"), "1");
     assert_eq!(get("busy_timeout"), "5000");
     assert_eq!(get("temp_store"), "2", "savepoint sub-journals in memory (MEMORY = 2)");
     store.close();
+}
+
+/// A delivery in flight when the daemon is killed is sent again after the restart under the
+/// same Idempotency-Key (the outbox id), so an app that saw the first attempt can tell it is
+/// the same change; and the user arrives.
+#[tokio::test]
+async fn a_delivery_cut_by_sigkill_is_sent_again_with_the_same_idempotency_key() {
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    // The app hangs: the delivery is in flight, unanswered, when the daemon dies.
+    proxy.set(Mode::Slow(Duration::from_secs(60)));
+    let mut d = Daemon::start_with(&scim_target_config(&proxy.base));
+    d.create_user("cut@example.com").await;
+    // Every request of a delivery carries its key: the lookup by userName (GET) that comes
+    // first, and the POST that creates the account.
+    let posts = || -> Vec<(String, Option<String>)> {
+        proxy
+            .arrived()
+            .into_iter()
+            .filter(|s| s.path.contains("/Users"))
+            .map(|s| (s.method, s.idempotency_key))
+            .collect()
+    };
+    for _ in 0..300 {
+        if !posts().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cut = posts();
+    let first = cut.first().cloned().expect("the delivery did not reach the app within 15 s").1.expect("a key");
+    d.kill9();
+    proxy.set(Mode::Forward);
+    d.spawn();
+    d.wait_outbox_empty().await;
+    let keys = posts();
+    assert!(keys[cut.len()..].iter().any(|(m, _)| m == "POST"), "the cut delivery was not sent again: {keys:?}");
+    assert!(keys.iter().all(|(_, k)| k.as_deref() == Some(first.as_str())), "keys differ: {keys:?}");
+    assert!(app.user_by_name("cut@example.com").await.is_some(), "the user never reached the app");
 }

@@ -24,6 +24,7 @@ mod idp_flows;
 mod lifecycle;
 mod ops;
 mod paging;
+mod pg_outage;
 mod policy;
 mod provisioning;
 mod quirks;

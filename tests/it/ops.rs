@@ -165,8 +165,9 @@ async fn healthcheck_exit_codes() {
 /// connection keeps writing anyway.)
 #[tokio::test]
 async fn readiness_flips_when_the_store_is_unwritable() {
+    // SQLite only: it takes the SQLite file's write lock (tests/it/pg_outage.rs stops a
+    // PostgreSQL instead).
     if on_postgres() {
-        // SQLite's file lock. A PostgreSQL that goes away has a test of its own.
         return;
     }
     let d = Daemon::start_with_env("", &[("SCIMSYNC_STORE__BUSY_TIMEOUT_SECONDS", "1")]);

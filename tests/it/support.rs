@@ -71,26 +71,34 @@ impl Resp {
 /// (`testpg::TestPg::shared`, stopped and removed after the run by its reaper); unset or
 /// `sqlite`, the embedded default in the daemon's temp dir.
 pub fn store_backend_env() -> Vec<(String, String)> {
+    if on_postgres() {
+        let pg = testpg::TestPg::shared().expect("a throw-away PostgreSQL for SCIMSYNC_TEST_STORE=postgres");
+        pg_store_env(pg, &pg.create_database().expect("a database for this daemon"))
+    } else {
+        Vec::new()
+    }
+}
+
+/// Whether this run's daemons use the PostgreSQL store (`SCIMSYNC_TEST_STORE=postgres`).
+/// The marker for a test that means something on one backend only: it returns early on
+/// the other, with a comment saying why, e.g.
+/// `if on_postgres() { return; } // reads the SQLite file itself`.
+pub fn on_postgres() -> bool {
     match std::env::var("SCIMSYNC_TEST_STORE").as_deref() {
-        Ok("postgres") => {
-            let pg = testpg::TestPg::shared().expect("a throw-away PostgreSQL for SCIMSYNC_TEST_STORE=postgres");
-            let db = pg.create_database().expect("a database for this daemon");
-            vec![
-                ("SCIMSYNC_STORE__BACKEND".into(), "postgres".into()),
-                ("SCIMSYNC_STORE__POSTGRES__URL".into(), pg.url_without_password(&db)),
-                ("SCIMSYNC_STORE__POSTGRES__PASSWORD".into(), testpg::PASSWORD.into()),
-            ]
-        }
-        Ok("sqlite") | Err(_) => Vec::new(),
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
         Ok(other) => panic!("SCIMSYNC_TEST_STORE={other:?}: sqlite or postgres"),
     }
 }
 
-/// Whether this run of the suite is on the PostgreSQL store (`SCIMSYNC_TEST_STORE=postgres`).
-/// A test that is about the SQLite file itself (its backup, its upgrade from an older
-/// release, another process holding its lock) returns early on PostgreSQL, saying so.
-pub fn on_postgres() -> bool {
-    std::env::var("SCIMSYNC_TEST_STORE").as_deref() == Ok("postgres")
+/// The daemon's settings for database `db` of cluster `pg` (for a test with a cluster of
+/// its own, which it stops and starts).
+pub fn pg_store_env(pg: &testpg::TestPg, db: &str) -> Vec<(String, String)> {
+    vec![
+        ("SCIMSYNC_STORE__BACKEND".into(), "postgres".into()),
+        ("SCIMSYNC_STORE__POSTGRES__URL".into(), pg.url_without_password(db)),
+        ("SCIMSYNC_STORE__POSTGRES__PASSWORD".into(), testpg::PASSWORD.into()),
+    ]
 }
 
 impl Daemon {
@@ -166,6 +174,26 @@ impl Daemon {
     }
 
     fn start_seeded(extra_config: &str, env: &[(&str, &str)], db: Option<&Path>) -> Daemon {
+        // A test that names its backend (`SCIMSYNC_STORE__BACKEND`) keeps it.
+        let named = env.iter().any(|(k, _)| *k == "SCIMSYNC_STORE__BACKEND");
+        let mut d = Self::prepare(extra_config, env, db, if named { Vec::new() } else { store_backend_env() });
+        d.spawn();
+        d
+    }
+
+    /// A daemon on a store of the test's choosing (a cluster of its own, which it stops and
+    /// starts: [`pg_store_env`]), its config written and a token made, but not started:
+    /// the test calls [`spawn`](Self::spawn), with the database up or not.
+    pub fn prepare_on_store(extra_config: &str, store_env: Vec<(String, String)>) -> Daemon {
+        Self::prepare(extra_config, &[], None, store_env)
+    }
+
+    fn prepare(
+        extra_config: &str,
+        env: &[(&str, &str)],
+        db: Option<&Path>,
+        store_env: Vec<(String, String)>,
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut d = Daemon {
             dir,
@@ -192,12 +220,7 @@ impl Daemon {
             .filter(|(k, _)| !(k.contains("DELAY_SECONDS") && extra_config.contains("delay_seconds")))
             .chain(env.iter().copied())
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            // A test that names its backend (`SCIMSYNC_STORE__BACKEND`) keeps it.
-            .chain(if env.iter().any(|(k, _)| *k == "SCIMSYNC_STORE__BACKEND") {
-                Vec::new()
-            } else {
-                store_backend_env()
-            })
+            .chain(store_env)
             .collect(),
         };
         d.write_config();
@@ -207,7 +230,6 @@ impl Daemon {
         }
         d.token = d.cli(&["token", "create", "--label", "tests"]).trim().to_string();
         assert!(d.token.starts_with("scimsync_"), "token create printed {:?}", d.token);
-        d.spawn();
         d
     }
 
@@ -217,6 +239,35 @@ impl Daemon {
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// The daemon's store, opened through the library as the daemon opens it (SQLite in its
+    /// data directory, or its PostgreSQL database), to look at what the API does not show.
+    pub async fn open_store(&self) -> scimsync::store::Store {
+        let var = |k: &str| self.env.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        if var("SCIMSYNC_STORE__BACKEND").as_deref() == Some("postgres") {
+            let opts = scimsync::store::PgOptions {
+                url: var("SCIMSYNC_STORE__POSTGRES__URL").expect("the daemon's PostgreSQL URL"),
+                password: var("SCIMSYNC_STORE__POSTGRES__PASSWORD"),
+                pool_size: 2,
+                connect_timeout: Duration::from_secs(10),
+                statement_timeout: Duration::from_secs(30),
+                ca_file: None,
+                schema: "scimsync".into(),
+            };
+            let never = tokio_util::sync::CancellationToken::new();
+            scimsync::store::Store::open_postgres(&opts, &Default::default(), &never)
+                .await
+                .expect("open the daemon's PostgreSQL store")
+        } else {
+            scimsync::store::Store::open(&scimsync::store::StoreOptions {
+                data_dir: self.data_dir(),
+                busy_timeout_seconds: 5,
+                readers: 1,
+                max_batch: 1,
+            })
+            .expect("open the daemon's SQLite store")
+        }
     }
 
     /// The resource ids whose changes the deletion guard holds, as `outbox list --held`
@@ -306,8 +357,18 @@ impl Daemon {
         c
     }
 
-    /// Start (or restart) the daemon process and wait for its "listening on" line.
+    /// Start (or restart) the daemon process and wait until it is ready: its store open (the
+    /// "scimsync ready" line that follows the "listening on" lines).
     pub fn spawn(&mut self) {
+        let ready = self.spawn_listening();
+        if ready.recv_timeout(Duration::from_secs(60)).is_err() {
+            panic!("daemon did not print \"scimsync ready\" within 60 s; log:\n{}", self.log());
+        }
+    }
+
+    /// Start (or restart) the daemon process and wait only for its "listening on" lines (a
+    /// PostgreSQL store may still be connecting); the receiver hears "scimsync ready".
+    pub fn spawn_listening(&mut self) -> mpsc::Receiver<()> {
         let mut child = Command::new(bin())
             .args(["--config", self.config_path().to_str().expect("utf8"), "serve"])
             .envs(self.env.iter().cloned())
@@ -328,6 +389,7 @@ impl Daemon {
         });
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
@@ -336,6 +398,8 @@ impl Daemon {
                     let _ = tx.send(url.trim().to_string());
                 } else if let Some(url) = line.strip_prefix("scimsync admin listening on ") {
                     let _ = tx.send(url.trim().to_string());
+                } else if line == "scimsync ready" {
+                    let _ = ready_tx.send(());
                 }
             }
         });
@@ -345,6 +409,7 @@ impl Daemon {
             .recv_timeout(Duration::from_secs(30))
             .expect("daemon did not print its admin listening line within 30 s");
         self.child = Some(child);
+        ready_rx
     }
 
     /// SIGKILL: no chance to flush or clean up, like a power cut to the process.

@@ -69,6 +69,26 @@ impl OpenProgress {
     pub fn snapshot(&self) -> OpenState {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+    /// Where opening stands, in words for `/readyz`, the SCIM API's 503s and the logs:
+    /// `connecting to PostgreSQL (attempt 3, last error: ...)`, or `open`.
+    pub fn describe(&self) -> String {
+        let s = self.snapshot();
+        match (s.ready, &s.last_error) {
+            (true, _) => "open".into(),
+            (false, None) => format!("connecting to PostgreSQL (attempt {})", s.failed_attempts + 1),
+            (false, Some(e)) => {
+                format!("connecting to PostgreSQL (attempt {}, last error: {e})", s.failed_attempts + 1)
+            }
+        }
+    }
+    /// The store is open: for a store that opens at once (SQLite), whose progress nobody
+    /// else records.
+    pub fn mark_open(&self) {
+        self.update(|s| {
+            s.ready = true;
+            s.last_error = None;
+        });
+    }
     fn update(&self, f: impl FnOnce(&mut OpenState)) {
         f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
     }
@@ -192,6 +212,11 @@ impl PgStore {
     async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Closed => StoreError::Closed,
+            // The driver's error with its cause ("Connection refused"), not only "error
+            // connecting to server".
+            deadpool_postgres::PoolError::Backend(e) => {
+                StoreError::Unavailable(format!("no PostgreSQL connection: {}", describe(&e)))
+            }
             e => StoreError::Unavailable(format!("no PostgreSQL connection: {e}")),
         })
     }
