@@ -124,19 +124,6 @@ pub fn serve_listeners(
     Serving { api, ops, scim, admin, grace }
 }
 
-/// The provisioning policy cannot run on the PostgreSQL store yet (its checks are not
-/// ported): say so at start instead of failing every resource write.
-pub fn check_backend_supports(cfg: &Config) -> Result<(), String> {
-    if cfg.store.backend == crate::config::StoreBackend::Postgres
-        && crate::policy::Policy::compile(&cfg.policy).is_ok_and(|p| p.needs_store())
-    {
-        return Err("store.backend = \"postgres\" does not support a [policy] with group rules, seats or \
-                    constraints yet: run such a policy on the SQLite store (the default)"
-            .into());
-    }
-    Ok(())
-}
-
 /// On a fresh install there is no token and no IdP could connect: make one, to be shown once.
 pub async fn bootstrap_token(store: &Store) -> Result<Option<NewToken>, StoreError> {
     if store.tokens().list().await?.iter().any(|t| t.revoked_at.is_none()) {

@@ -244,14 +244,6 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             return Ok(2);
         }
     };
-    // What the PostgreSQL store (issue 14) cannot do yet is refused here, before anything
-    // opens it. check-config (shows it) and healthcheck (HTTP only) still work.
-    if let Err(why) = app::check_backend_supports(&loaded.config)
-        && !matches!(cli.command, Command::CheckConfig | Command::Healthcheck { .. } | Command::Store { .. })
-    {
-        eprintln!("scimsync: {why}");
-        return Ok(2);
-    }
     // `serve` and `token create` print a secret shown only once: that must not vanish quietly.
     let shows_secret = matches!(cli.command, Command::Serve | Command::Token { action: TokenAction::Create { .. } });
     let result = match cli.command {

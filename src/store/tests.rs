@@ -2,8 +2,8 @@
 //! test runs on SQLite and on PostgreSQL, a throw-away cluster each): concurrent writes,
 //! versions, paging, the deletion guard, sync runs and repairs. SQLite only: the RFC 9865
 //! walks (a property test: a cluster per case costs too much for now) and old stored run
-//! summaries (written with rusqlite). None of these needs the provisioning policy, which
-//! PostgreSQL refuses until its checks are ported.
+//! summaries (written with rusqlite). The provisioning policy's checks are held to SQLite's
+//! in `postgres/policy_tests.rs`.
 
 use super::*;
 use crate::model::ResourceKind;

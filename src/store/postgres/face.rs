@@ -8,24 +8,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{PgStore, audit, migrations, outbox, resource_name, resources, sync, tokens};
+use super::{PgStore, audit, migrations, outbox, policy_facts, resource_name, resources, sync, tokens};
 use crate::model::{Resource, ResourceKind};
 use crate::policy::Policy;
 use crate::store::face::{AdminStore, AuditStore, OutboxStore, ResourceStore, SyncStore, TokenStore};
 use crate::store::types::*;
-
-/// Refuse a write under a provisioning policy that needs the store: its checks (seats,
-/// exclusive classes, keep-at-least) are not ported yet, and a write that skipped them would
-/// break the face's contract. TODO(issue 14): run them in the write's transaction, under one
-/// `pg_advisory_xact_lock`, as the SQLite backend's writer does.
-fn no_policy(policy: Option<&Arc<Policy>>) -> Result<(), StoreError> {
-    match policy {
-        Some(p) if p.needs_store() => {
-            Err(StoreError::Internal("the provisioning policy is not supported on PostgreSQL yet".into()))
-        }
-        _ => Ok(()),
-    }
-}
 
 /// Add `key: value` to an audit record's summary object.
 fn note(audit: &mut NewAudit, key: &str, value: Value) {
@@ -46,37 +33,41 @@ fn note_rows(audit: &mut NewAudit, rows: &[OutboxRow]) {
 
 #[async_trait]
 impl ResourceStore for PgStore {
-    /// The resource, its emails, members, outbox row and audit record, in one transaction.
+    /// The resource, its emails, members, outbox row and audit record, in one transaction,
+    /// checked against `policy` in it (`policy_facts`).
     async fn create(
         &self,
         new: NewResource,
         audit: NewAudit,
         policy: Option<&Arc<Policy>>,
     ) -> Result<Resource, StoreError> {
-        no_policy(policy)?;
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
+        let check = policy_facts::begin(&tx, policy.map(|p| &**p), PolicedWrite::Create(&new), &self.schema).await?;
         let created = resources::create(&tx, new, &now).await?;
+        check.finish(&tx, &now).await?;
         resources::insert_audit(&tx, &audit, resource_name(&created), Some(created.meta.version), &now).await?;
         tx.commit().await?;
         Ok(created)
     }
 
-    /// In one transaction that first locks the resource's row.
+    /// In one transaction that first locks the resource's row (after the policy's lock, when
+    /// the write may need the policy's checks: `policy_facts`).
     async fn update(&self, upd: Update, audit: NewAudit, policy: Option<&Arc<Policy>>) -> Result<Resource, StoreError> {
-        no_policy(policy)?;
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
+        let check = policy_facts::begin(&tx, policy.map(|p| &**p), PolicedWrite::Update(&upd), &self.schema).await?;
         let updated = resources::update(&tx, upd, &now).await?;
+        check.finish(&tx, &now).await?;
         resources::insert_audit(&tx, &audit, resource_name(&updated), Some(updated.meta.version), &now).await?;
         tx.commit().await?;
         Ok(updated)
     }
 
     /// The resource goes with its outbox row (the tombstone) and audit record, in one
-    /// transaction.
+    /// transaction, checked against `policy` in it.
     async fn delete(
         &self,
         kind: ResourceKind,
@@ -85,12 +76,14 @@ impl ResourceStore for PgStore {
         audit: NewAudit,
         policy: Option<&Arc<Policy>>,
     ) -> Result<(), StoreError> {
-        no_policy(policy)?;
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let now = crate::model::now();
+        let check =
+            policy_facts::begin(&tx, policy.map(|p| &**p), PolicedWrite::Delete { kind, id }, &self.schema).await?;
         let name = resources::resource_name(&tx, id).await?;
         resources::delete(&tx, kind, id, expected_version, &now).await?;
+        check.finish(&tx, &now).await?;
         resources::insert_audit(&tx, &audit, name.as_deref(), None, &now).await?;
         tx.commit().await?;
         Ok(())

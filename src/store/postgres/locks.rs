@@ -4,7 +4,8 @@
 //! Keys are the two-`int4` form: the configured schema's hash (`hashtext(current_schema())`,
 //! so daemons on other schemas of the same database never wait for these) and a fixed
 //! number per purpose. The migrations' session lock uses the one-`bigint` form, a separate
-//! key space.
+//! key space, and so does the provisioning policy's lock (`policy_facts.rs`, a hash of its
+//! prefix and the schema).
 
 use deadpool_postgres::GenericClient;
 

@@ -28,8 +28,13 @@ pub fn expected() -> u64 {
 /// The advisory lock key for migrating `schema`: FNV-1a of a fixed prefix and the schema
 /// name, so daemons on different schemas of one database do not wait for each other.
 pub(super) fn lock_key(schema: &str) -> i64 {
+    advisory_key("scimsync migrations:", schema)
+}
+
+/// An advisory lock key for one purpose (`prefix`) on one schema: FNV-1a of both.
+pub(super) fn advisory_key(prefix: &str, schema: &str) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in "scimsync migrations:".bytes().chain(schema.bytes()) {
+    for b in prefix.bytes().chain(schema.bytes()) {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }

@@ -1,7 +1,7 @@
 //! The PostgreSQL store (issue 14), for teams that run the bridge on a database they already
 //! run highly available. Being built: every group of the store's face is here (`face.rs`),
-//! the provisioning policy's checks are not (a write under such a policy is refused, and
-//! `cli` refuses to start with one).
+//! with the provisioning policy's checks in each resource write's transaction
+//! (`policy_facts.rs`: policed writes serialised by one advisory lock, across daemons).
 //!
 //! Owns: the PostgreSQL connection pool and every PostgreSQL statement. Must not touch: HTTP,
 //! the SCIM wire format, cron (as the rest of `store`).
@@ -18,6 +18,7 @@ pub mod filter_sql;
 mod locks;
 mod migrations;
 mod outbox;
+mod policy_facts;
 mod resources;
 mod sync;
 mod tls;
@@ -398,6 +399,8 @@ mod diff_tests;
 mod fixture;
 #[cfg(test)]
 mod outbox_tests;
+#[cfg(test)]
+mod policy_tests;
 #[cfg(test)]
 mod sync_tests;
 #[cfg(test)]

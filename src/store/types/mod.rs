@@ -3,10 +3,12 @@
 //! (pages, outbox rows, sync runs, tokens), and the one error enum of the layer.
 //!
 //! Owns: these records and the little pure logic that belongs to them (the deletion
-//! guard's trip rule, token generation). Must not touch: SQL, any driver's types.
+//! guard's trip rule, token generation, the provisioning policy's part of a write). Must
+//! not touch: SQL, any driver's types.
 
 mod audit;
 mod outbox;
+mod policed;
 mod sync;
 mod tokens;
 
@@ -15,6 +17,7 @@ pub use outbox::{
     Attempt, Bundle, Claimed, Completion, DeliveryAttempt, GuardPolicy, GuardStatus, GuardTrip, HeldChange, OutboxRow,
     OutboxState, guard_trips,
 };
+pub use policed::{Need, PolicedWrite, Prior, deleted_refusal, mapped_groups, snapshot_from, verdict};
 pub use sync::{
     AppKey, DRY_RUN, DriftRow, Matched, MemberInfo, OpenRow, PageMatch, RepairLog, RepairOp, RepairResult, RunFinish,
     RunSummary, Stuck, SyncRun, TargetSwitch, admit, orphan_id, superseded_detail, target_switch_audit,
