@@ -84,7 +84,11 @@ pub async fn enqueue(
 /// Queue an update, coalesced into the resource's newest row when that row is an update
 /// nobody has tried to deliver yet and both changes are plain: the SQLite backend's
 /// `enqueue_update` (its doc comment says why). The caller holds the resource's row lock, so
-/// the newest row cannot change under it.
+/// no other write changes the newest row under it; a claim can (it sets the row in flight
+/// without that lock), so the UPDATE repeats the row's conditions, and when a claim took the
+/// row in the meantime (READ COMMITTED re-checks them on the row's newest version after
+/// waiting for the claim) the change gets a row of its own. Without that second check the
+/// merged change was written into a row already on its way to the app, and lost.
 pub async fn enqueue_update(
     c: &impl GenericClient,
     kind: ResourceKind,
@@ -108,12 +112,16 @@ pub async fn enqueue_update(
             Some((r.get::<_, i64>(0), older.coalesce(payload)?))
         });
         if let Some((row, merged)) = merged {
-            c.execute(
-                "UPDATE outbox SET version = $2, payload = $3::text::jsonb WHERE id = $1",
-                &[&row, &(version as i64), &merged.to_json()],
-            )
-            .await?;
-            return Ok(());
+            let coalesced = c
+                .execute(
+                    "UPDATE outbox SET version = $2, payload = $3::text::jsonb
+                     WHERE id = $1 AND state = 'pending' AND attempts = 0",
+                    &[&row, &(version as i64), &merged.to_json()],
+                )
+                .await?;
+            if coalesced == 1 {
+                return Ok(());
+            }
         }
     }
     enqueue(c, kind, id, ChangeOp::Update, version, payload, now).await.map(|_| ())
@@ -261,19 +269,40 @@ pub async fn claim(
     let mut bundles = Vec::with_capacity(heads.len());
     for h in heads {
         let (head_id, resource_id): (i64, String) = (h.get(0), h.get(1));
-        let mut rows: Vec<OutboxRow> = c
+        // The bundle's rows, locked and read as they are now: a write coalescing a change
+        // into one of them holds its lock until it commits, and a row read without the lock
+        // could go out without the change merged into it meanwhile. A row a write holds is
+        // skipped, not waited for (no lock-order cycle with writes), and the bundle ends
+        // before it: the rest leave with a later claim, in order.
+        let wanted: Vec<i64> = c
             .query(
-                &format!(
-                    "SELECT {ROW_COLS} FROM outbox
-                     WHERE resource_id = $1 AND state <> 'done' AND (id = $2 OR (id > $2 AND state = 'pending'))
-                     ORDER BY id LIMIT $3"
-                ),
+                "SELECT id FROM outbox
+                 WHERE resource_id = $1 AND state <> 'done' AND (id = $2 OR (id > $2 AND state = 'pending'))
+                 ORDER BY id LIMIT $3",
                 &[&resource_id, &head_id, &(max_rows_per_bundle.max(1) as i64)],
             )
             .await?
             .iter()
-            .map(row)
+            .map(|r| r.get(0))
             .collect();
+        let locked: std::collections::HashMap<i64, OutboxRow> = c
+            .query(
+                &format!(
+                    "SELECT {ROW_COLS} FROM outbox
+                     WHERE id = ANY($1) AND state <> 'done' AND (id = $2 OR state = 'pending')
+                     FOR UPDATE SKIP LOCKED"
+                ),
+                &[&wanted, &head_id],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                let r = row(r);
+                (r.id, r)
+            })
+            .collect();
+        let mut locked = locked;
+        let mut rows: Vec<OutboxRow> = wanted.iter().map_while(|id| locked.remove(id)).collect();
         // A deprovisioning still in its delay is not coalesced into an earlier change: it
         // leaves on its own once counted (or is held by the guard).
         if let Some(after) = delayed_after.as_deref()

@@ -337,3 +337,81 @@ async fn concurrent_deletions_never_slip_past_the_deletion_guard() {
     assert!(claimed_deletions <= THRESHOLD, "{claimed_deletions} deletions let through, the threshold is {THRESHOLD}");
     assert_eq!(status.held + claimed_deletions, USERS as u64, "every other deletion is held");
 }
+
+/// Member adds coalesced into a group's queued update while claims take rows in flight:
+/// every added member leaves in some claimed row (a merge into a row already read by a
+/// claim, or already on its way, lost it: the app never got that member).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_adds_coalesced_while_claims_run_are_all_delivered() {
+    let pg = TestPg::start().unwrap();
+    let db = pg.create_database().unwrap();
+    let p = std::sync::Arc::new(super::fixture::open_pg(&pg, &db, 8).await);
+    const USERS: usize = 96;
+    for i in 0..USERS {
+        let new = NewResource {
+            kind: ResourceKind::User,
+            id: format!("u{i}"),
+            attrs: json!({"userName": format!("u{i}@example.com")}).as_object().unwrap().clone(),
+            members: vec![],
+        };
+        ResourceStore::create(&*p, new, audit("POST"), None).await.unwrap();
+    }
+    let group = NewResource {
+        kind: ResourceKind::Group,
+        id: "g".into(),
+        attrs: json!({"displayName": "G"}).as_object().unwrap().clone(),
+        members: vec![],
+    };
+    ResourceStore::create(&*p, group, audit("POST"), None).await.unwrap();
+    let lease = || crate::model::time_after(Duration::from_secs(600));
+    let success = || Completion::Success { id_map: None, applied: None, note: None, recreated: false };
+    loop {
+        let c = p.claim(100, 10, lease(), None).await.unwrap();
+        if c.bundles.is_empty() {
+            break;
+        }
+        for b in &c.bundles {
+            p.complete(b, crate::model::now(), success()).await.unwrap();
+        }
+    }
+    let adders: Vec<_> = (0..4)
+        .map(|t| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                for i in (t..USERS).step_by(4) {
+                    let upd = crate::store::Update {
+                        kind: ResourceKind::Group,
+                        id: "g".into(),
+                        expected_version: None,
+                        attrs: None,
+                        members: MemberDelta {
+                            add: vec![MemberRef { id: format!("u{i}"), kind: None, display: None }],
+                            ..MemberDelta::default()
+                        },
+                    };
+                    ResourceStore::update(&*p, upd, audit("PATCH"), None).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut delivered = std::collections::BTreeSet::new();
+    loop {
+        let writing = !adders.iter().all(|a| a.is_finished());
+        let c = p.claim(100, 10, lease(), None).await.unwrap();
+        for b in &c.bundles {
+            for r in &b.rows {
+                delivered.extend(r.payload.members_added.iter().cloned());
+            }
+            p.complete(b, crate::model::now(), success()).await.unwrap();
+        }
+        if !writing && c.bundles.is_empty() {
+            break;
+        }
+    }
+    for a in adders {
+        a.await.unwrap();
+    }
+    let want: std::collections::BTreeSet<String> = (0..USERS).map(|i| format!("u{i}")).collect();
+    let lost: Vec<&String> = want.difference(&delivered).collect();
+    assert!(lost.is_empty(), "{} member adds never left the outbox: {lost:?}", lost.len());
+}
