@@ -22,6 +22,7 @@ mod reader;
 mod resources;
 mod status;
 mod sync;
+mod token_cache;
 mod tokens;
 mod writer;
 
@@ -50,6 +51,8 @@ pub struct SqliteStore {
     /// The full sync's readers, with a large page cache (see [`reader::BULK_CACHE_KIB`]);
     /// the request path's readers keep SQLite's default.
     bulk_readers: reader::ReaderPool,
+    /// Verified tokens, so a request's auth check needs no reader (see [`token_cache`]).
+    token_cache: token_cache::TokenCache,
     /// The database file, for its size (metrics); the WAL sits beside it.
     path: PathBuf,
 }
@@ -65,7 +68,8 @@ impl SqliteStore {
         let readers = reader::ReaderPool::open(&path, opts.readers, opts.busy_timeout_seconds, None)?;
         // Two: the sync matches the next page while it diffs this one.
         let bulk_readers = reader::ReaderPool::open(&path, 2, opts.busy_timeout_seconds, Some(reader::BULK_CACHE_KIB))?;
-        Ok(SqliteStore { writer, readers, bulk_readers, path })
+        let token_cache = token_cache::TokenCache::new(&path);
+        Ok(SqliteStore { writer, readers, bulk_readers, token_cache, path })
     }
 
     /// The database file a store in `data_dir` lives in (whether or not it exists yet).
@@ -385,7 +389,13 @@ impl TokenStore for SqliteStore {
 
     async fn revoke(&self, id: &str, audit: NewAudit) -> Result<bool, StoreError> {
         match self.audited(writer::WriteOp::TokenRevoke(id.to_string()), audit).await? {
-            writer::WriteOutput::Changed(n) => Ok(n > 0),
+            writer::WriteOutput::Changed(0) => Ok(false),
+            writer::WriteOutput::Changed(_) => {
+                // After the commit, before answering: a running daemon's cache must forget
+                // the token before `token revoke` says it is done.
+                self.token_cache.revoked(id, &crate::model::now())?;
+                Ok(true)
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -395,8 +405,17 @@ impl TokenStore for SqliteStore {
     }
 
     async fn verify(&self, presented: &str) -> Result<Option<TokenInfo>, StoreError> {
-        let presented = presented.to_string();
-        self.readers.run(move |c| tokens::verify(c, &presented)).await
+        let seen = self.token_cache.observe();
+        if let Some(hit) = seen.and_then(|seen| self.token_cache.get(presented, seen)) {
+            return Ok(hit);
+        }
+        let owned = presented.to_string();
+        let Some(row) = self.readers.run(move |c| tokens::lookup(c, &owned)).await? else { return Ok(None) };
+        let verified = tokens::check(presented, &row);
+        if let (Some(seen), Some(_)) = (seen, &verified) {
+            self.token_cache.put(seen, row);
+        }
+        Ok(verified)
     }
 }
 

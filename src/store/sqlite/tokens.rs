@@ -29,11 +29,11 @@ pub fn list(conn: &Connection) -> Result<Vec<TokenInfo>, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn verify(conn: &Connection, presented: &str) -> Result<Option<TokenInfo>, StoreError> {
-    // Look the token up by its public id, then compare hashes in constant time, so timing
-    // tells an attacker nothing about how much of a guess was right.
+/// The stored row of the token `presented` names by its public id, active or not: its
+/// details and the hash to compare with. `None` when no token has that id.
+pub fn lookup(conn: &Connection, presented: &str) -> Result<Option<(TokenInfo, Vec<u8>)>, StoreError> {
     let Some(id) = presented_id(presented) else { return Ok(None) };
-    let row = conn
+    Ok(conn
         .prepare_cached("SELECT id, label, created_at, revoked_at, hash FROM tokens WHERE id = ?1")?
         .query_row([id], |r| {
             Ok((
@@ -41,7 +41,13 @@ pub fn verify(conn: &Connection, presented: &str) -> Result<Option<TokenInfo>, S
                 r.get::<_, Vec<u8>>(4)?,
             ))
         })
-        .optional()?;
-    let Some((info, stored)) = row else { return Ok(None) };
-    Ok((token_matches(presented, &stored) && info.revoked_at.is_none()).then_some(info))
+        .optional()?)
+}
+
+/// Whether `presented` is the active token stored as `row`. The token is looked up by its
+/// public id and the hashes compared in constant time, so timing tells an attacker nothing
+/// about how much of a guess was right.
+pub fn check(presented: &str, row: &(TokenInfo, Vec<u8>)) -> Option<TokenInfo> {
+    let (info, stored) = row;
+    (token_matches(presented, stored) && info.revoked_at.is_none()).then(|| info.clone())
 }
