@@ -4,12 +4,14 @@
 #   2. cargo test: unit tests, property tests, and the one integration-test binary that
 #      starts the real daemon on 127.0.0.1:0 and talks HTTP to it, provisioning into the real
 #      scim2-server (from .venv) as the downstream app, and loading the status page in
-#      headless Chromium (scripts/browser-env.sh); the bench crate compiles;
+#      headless Chromium (scripts/browser-env.sh); the bench crate compiles; then the
+#      integration binary once more with SCIMSYNC_TEST_STORE=postgres (the PostgreSQL store);
 #   3. a short coverage-guided fuzz run of the parsers and the PATCH engine (scripts/fuzz.sh:
 #      20 s per target, two at a time, on stable; FUZZ_SECONDS changes the 20); any panic,
 #      crash or hang fails the run and leaves the input in tests/fixtures/fuzzed/;
 #   4. external conformance: scim2-tester (pinned, installed into .venv by the script itself)
-#      against a freshly started daemon; any failed check fails the run;
+#      against a freshly started daemon, on SQLite and on a throw-away PostgreSQL; any
+#      failed check fails the run;
 #   5. the Debian package (scripts/package.sh, cargo-deb built once into target/tools/),
 #      made from the debug binary step 2 built, installed into a throw-away root and checked
 #      (scripts/package-test.sh).
@@ -45,8 +47,12 @@ scripts/promtool-env.sh >/dev/null
 # server binaries (installed once).
 scripts/pg-env.sh >/dev/null
 cargo test --workspace --locked
+# The same integration suite again on the PostgreSQL store: one switch, every daemon on a
+# fresh database of one throw-away cluster (tests/it/support.rs, store_backend_env).
+SCIMSYNC_TEST_STORE=postgres cargo test --locked --test it
 scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 scripts/conformance.sh
+CONFORMANCE_STORE=postgres scripts/conformance.sh
 # Package the debug binary the tests built (no release build on CI's cores) and install it
 # into a throw-away root: files, modes, conffile, --version, remove and purge.
 scripts/package-test.sh "$(scripts/package.sh --profile dev)"
