@@ -16,7 +16,7 @@
 # Env: SCIMSYNC_BIN=PATH           use this binary, skip the cargo build
 #      CONFORMANCE_VERBOSE=1       pass -v to `scim2 test` (payloads in the log)
 #      CONFORMANCE_STRICT=1        count SKIPPED checks as failures
-#      CONFORMANCE_STARTUP_TIMEOUT seconds to wait for "listening on" (30)
+#      CONFORMANCE_STARTUP_TIMEOUT seconds to wait for "listening on" and "scimsync ready" (30)
 #      CONFORMANCE_TIMEOUT         seconds allowed for the whole test run (600)
 #      CONFORMANCE_STORE=postgres  run the daemon on the PostgreSQL store: a throw-away
 #                                  cluster (the workspace's `testpg` binary, Debian's
@@ -103,16 +103,21 @@ TOKEN="$("$BIN" token create --config "$CONFIG" --label conformance)" || die "to
 "$BIN" serve --config "$CONFIG" >"$WORK/daemon.out" 2>"$WORK/daemon.err" &
 PID=$!
 BASE=""
+READY=""
 for ((i = 0; i < STARTUP_TIMEOUT * 10; i++)); do
-    # `read` only yields newline-terminated lines, so a half-written line is never used.
+    # `read` only yields newline-terminated lines, so a half-written line is never used. The
+    # SCIM listening line comes first; `scimsync ready` once the store is open (on PostgreSQL
+    # the API answers 503 "starting" until then).
+    BASE=""
     while IFS= read -r line; do
-        if [[ "$line" == *"listening on "* ]]; then BASE="${line#*listening on }"; BASE="${BASE%%[[:space:]]*}"; break; fi
+        if [[ -z "$BASE" && "$line" == *"listening on "* ]]; then BASE="${line#*listening on }"; BASE="${BASE%%[[:space:]]*}"; fi
+        [[ "$line" == "scimsync ready" ]] && READY=1
     done <"$WORK/daemon.out"
-    [[ -n "$BASE" ]] && break
+    [[ -n "$BASE" && -n "$READY" ]] && break
     kill -0 "$PID" 2>/dev/null || { tail -n 20 "$WORK/daemon.err" >&2; die "daemon exited before listening"; }
     sleep 0.1
 done
-[[ "$BASE" == http://* ]] || { tail -n 20 "$WORK/daemon.err" >&2; die "no 'listening on http://…' line within ${STARTUP_TIMEOUT}s"; }
+[[ "$BASE" == http://* && -n "$READY" ]] || { tail -n 20 "$WORK/daemon.err" >&2; die "no 'listening on http://…' and 'scimsync ready' lines within ${STARTUP_TIMEOUT}s"; }
 echo "conformance: scimsync (pid $PID) at $BASE; running scim2 test…"
 
 args=(test)

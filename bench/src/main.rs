@@ -633,11 +633,14 @@ async fn start_daemon(bin: &Path, forward: bool, extra_cfg: &str) -> Result<(Dae
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
+    // The listening line, then `scimsync ready` once the store is open (on PostgreSQL the
+    // listeners answer 503 "starting" until then).
+    let mut listening: Option<String> = None;
     let base = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, lines.next_line()).await {
             Err(_) => bail!(
-                "daemon did not print `scimsync listening on ...` within 30 s; its output so far:\n{}",
+                "daemon did not print `scimsync listening on ...` and `scimsync ready` within 30 s; its output so far:\n{}",
                 log.tail()
             ),
             Ok(Err(e)) => bail!("reading daemon stdout: {e}"),
@@ -655,8 +658,17 @@ async fn start_daemon(bin: &Path, forward: bool, extra_cfg: &str) -> Result<(Dae
                 )
             }
             Ok(Ok(Some(l))) => {
-                if let Some(pos) = l.find("listening on ") {
-                    break l[pos + "listening on ".len()..].trim().trim_end_matches('/').to_string();
+                if l.trim() == "scimsync ready"
+                    && let Some(base) = listening.take()
+                {
+                    break base;
+                }
+                if listening.is_none()
+                    && let Some(pos) = l.find("scimsync listening on ")
+                {
+                    listening =
+                        Some(l[pos + "scimsync listening on ".len()..].trim().trim_end_matches('/').to_string());
+                    continue;
                 }
                 log.push(l);
             }

@@ -269,18 +269,13 @@ async fn claims_completions_and_operator_actions_leave_the_same_outbox_as_on_sql
     s.close();
 }
 
-/// Deletions committed while claims run cannot slip past the deletion guard: however the
-/// commits interleave with a claim's statements, no more deprovisionings are claimed than
-/// the threshold lets through. (Without the guard's lock, one committed between the count
-/// and the pick of due rows went out uncounted: threshold + 1 reached the app.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_deletions_never_slip_past_the_deletion_guard() {
+/// A PostgreSQL store (on a cluster of its own, kept alive by the first value) holding users
+/// `u0`..`u{n-1}`, shared by concurrent tasks.
+async fn store_with_users(n: usize) -> (TestPg, std::sync::Arc<super::PgStore>) {
     let pg = TestPg::start().unwrap();
     let db = pg.create_database().unwrap();
     let p = std::sync::Arc::new(super::fixture::open_pg(&pg, &db, 8).await);
-    const USERS: usize = 48;
-    const THRESHOLD: u64 = 3;
-    for i in 0..USERS {
+    for i in 0..n {
         let new = NewResource {
             kind: ResourceKind::User,
             id: format!("u{i}"),
@@ -289,6 +284,18 @@ async fn concurrent_deletions_never_slip_past_the_deletion_guard() {
         };
         ResourceStore::create(&*p, new, audit("POST"), None).await.unwrap();
     }
+    (pg, p)
+}
+
+/// Deletions committed while claims run cannot slip past the deletion guard: however the
+/// commits interleave with a claim's statements, no more deprovisionings are claimed than
+/// the threshold lets through. (Without the guard's lock, one committed between the count
+/// and the pick of due rows went out uncounted: threshold + 1 reached the app.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deletions_never_slip_past_the_deletion_guard() {
+    const USERS: usize = 48;
+    const THRESHOLD: u64 = 3;
+    let (_pg, p) = store_with_users(USERS).await;
     let guard = || GuardPolicy {
         threshold_count: THRESHOLD,
         threshold_share: 1.0,
@@ -343,19 +350,8 @@ async fn concurrent_deletions_never_slip_past_the_deletion_guard() {
 /// claim, or already on its way, lost it: the app never got that member).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_adds_coalesced_while_claims_run_are_all_delivered() {
-    let pg = TestPg::start().unwrap();
-    let db = pg.create_database().unwrap();
-    let p = std::sync::Arc::new(super::fixture::open_pg(&pg, &db, 8).await);
     const USERS: usize = 96;
-    for i in 0..USERS {
-        let new = NewResource {
-            kind: ResourceKind::User,
-            id: format!("u{i}"),
-            attrs: json!({"userName": format!("u{i}@example.com")}).as_object().unwrap().clone(),
-            members: vec![],
-        };
-        ResourceStore::create(&*p, new, audit("POST"), None).await.unwrap();
-    }
+    let (_pg, p) = store_with_users(USERS).await;
     let group = NewResource {
         kind: ResourceKind::Group,
         id: "g".into(),
