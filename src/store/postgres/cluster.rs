@@ -15,9 +15,13 @@ use crate::store::StoreError;
 use crate::store::face::ClusterStore;
 use crate::store::types::{ClusterNode, NodeInfo};
 
-/// The lease this store last held: (node, epoch); `None` before it ever led, after it lost
-/// the lease, after it released it.
+/// The lease this store may claim under: (node, epoch), with epoch [`NO_EPOCH`] once it lost
+/// or released the lease; `None` while it never took part in an election (a store of the
+/// CLI's tools, of a test of one store: not fenced).
 pub(super) type Fence = Option<(String, i64)>;
+
+/// An epoch no lease has (epochs start at 1): the fence of a node that does not lead.
+const NO_EPOCH: i64 = -1;
 
 /// Whether the lease `fence` names is still held and unexpired, locking the lease row against
 /// a takeover until the caller's transaction ends (`FOR SHARE`: a claim and a takeover are
@@ -71,13 +75,15 @@ impl ClusterStore for PgStore {
             )
             .await?;
         let epoch = row.map(|r| r.get::<_, i64>(0));
-        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = epoch.map(|e| (node_id.to_string(), e));
+        // Once in an election, always fenced: a node that lost the lease keeps a fence no
+        // lease matches (epoch -1), never none (which would claim unfenced).
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = Some((node_id.to_string(), epoch.unwrap_or(NO_EPOCH)));
         Ok(epoch)
     }
 
     async fn release(&self, node_id: &str) -> Result<(), StoreError> {
         // Stop claiming first: even if the statement fails, this store claims nothing more.
-        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = Some((node_id.to_string(), -1));
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = Some((node_id.to_string(), NO_EPOCH));
         self.conn()
             .await?
             .execute("UPDATE leader_lease SET expires_at = '-infinity' WHERE id = 1 AND holder = $1", &[&node_id])

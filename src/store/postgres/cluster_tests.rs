@@ -83,6 +83,9 @@ async fn a_leader_whose_lease_was_taken_claims_and_recovers_nothing() {
     let stale = a.claim(10, 10, lease_until(), None).await.unwrap();
     assert!(stale.bundles.is_empty(), "a stale leader's claim claims nothing: {stale:?}");
     assert_eq!(a.recover().await.unwrap(), 0, "nor does it re-queue the new leader's rows");
+    // Told it lost the lease, it stays fenced (not "unfenced" for want of a lease).
+    assert_eq!(a.acquire_or_renew("a", TTL).await.unwrap(), None);
+    assert!(a.claim(10, 10, lease_until(), None).await.unwrap().bundles.is_empty());
 
     // The new leader re-queues what a had in flight, and delivers everything.
     assert_eq!(b.recover().await.unwrap(), 1);
