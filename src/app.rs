@@ -347,15 +347,15 @@ pub async fn run(
     // within `server.shutdown_grace_seconds`); changes accepted meanwhile stay queued for
     // the next leader, deliveries at hand are finished and recorded; a sync run in progress
     // is abandoned (closed as interrupted) and the repairs it queued are in the outbox.
-    let leading = tokio::spawn(lead(
-        cfg.clone(),
-        store.clone(),
-        duties,
-        cluster.clone(),
-        wake.clone(),
-        live.outbox.clone(),
-        shutdown.clone(),
-    ));
+    let leader =
+        Leader { cfg: cfg.clone(), store: store.clone(), duties, wake: wake.clone(), outbox: live.outbox.clone() };
+    // A node that leads from the start (SQLite; the first PostgreSQL node) starts the
+    // leader's work before the gates open, so `POST /sync` finds the scheduler running.
+    let first = match cluster.role() {
+        crate::cluster::Role::Leader { epoch } => Some(leader.start_term(epoch, &shutdown)),
+        crate::cluster::Role::Follower => None,
+    };
+    let leading = tokio::spawn(lead(leader, first, cluster.clone(), shutdown.clone()));
     serving.api.open(Arc::new(ApiState {
         service,
         base_url,
@@ -455,75 +455,94 @@ impl LeaderDuties {
     }
 }
 
-/// Run the leader's work during each leadership term of this node, until `shutdown`.
-async fn lead(
+/// What the leader runs, and what it needs to start it at each term.
+struct Leader {
     cfg: Config,
     store: Store,
     duties: Option<LeaderDuties>,
-    cluster: crate::cluster::Cluster,
     wake: Arc<Notify>,
-    outbox_settings: Arc<tokio::sync::watch::Sender<WorkerOptions>>,
-    shutdown: CancellationToken,
-) {
-    use crate::cluster::Role;
-    let mut role = cluster.subscribe();
-    loop {
-        // Wait to lead.
-        let epoch = loop {
-            if let Role::Leader { epoch } = *role.borrow_and_update() {
-                break epoch;
-            }
-            tokio::select! {
-                r = role.changed() => if r.is_err() { return },
-                _ = shutdown.cancelled() => return,
-            }
-        };
-        let term = shutdown.child_token();
+    /// The outbox's live settings (SIGHUP), for each term's worker.
+    outbox: Arc<tokio::sync::watch::Sender<WorkerOptions>>,
+}
+
+/// One leadership term: its epoch, the token that ends it, its tasks.
+struct Term {
+    epoch: i64,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Leader {
+    /// Start the leader's work for the term of `epoch`: the worker (it recovers leases
+    /// first), the scheduler (it closes runs left running), audit retention.
+    fn start_term(&self, epoch: i64, shutdown: &CancellationToken) -> Term {
+        let stop = shutdown.child_token();
         tracing::info!(epoch, "cluster: starting the leader's work");
         let mut tasks = Vec::new();
-        if let Some(d) = &duties {
-            let opts = WorkerOptions { updates: Some(outbox_settings.subscribe()), ..WorkerOptions::from_config(&cfg) };
-            tasks.push(tokio::spawn(outbox_worker::run(
-                store.clone(),
-                d.target.clone(),
-                opts,
-                wake.clone(),
-                term.clone(),
-            )));
+        if let Some(d) = &self.duties {
+            let opts =
+                WorkerOptions { updates: Some(self.outbox.subscribe()), ..WorkerOptions::from_config(&self.cfg) };
+            let (store, wake) = (self.store.clone(), self.wake.clone());
+            tasks.push(tokio::spawn(outbox_worker::run(store, d.target.clone(), opts, wake, stop.clone())));
             if let Some((_, inbox)) = &d.sync {
                 tasks.push(crate::reconcile::scheduler::start(
-                    store.clone(),
+                    self.store.clone(),
                     d.target.clone(),
                     d.reconcile.clone(),
                     d.deactivates,
-                    wake.clone(),
+                    self.wake.clone(),
                     inbox,
-                    term.clone(),
+                    stop.clone(),
                 ));
             }
         }
         tasks.push(tokio::spawn(prune_audit(
-            store.clone(),
-            cfg.audit.retention_days,
-            Duration::from_secs(cfg.audit.prune_interval_seconds),
-            term.clone(),
+            self.store.clone(),
+            self.cfg.audit.retention_days,
+            Duration::from_secs(self.cfg.audit.prune_interval_seconds),
+            stop.clone(),
         )));
+        Term { epoch, stop, tasks }
+    }
+}
+
+/// Run the leader's work during each leadership term of this node (`first`: the term
+/// already started), until `shutdown`.
+async fn lead(leader: Leader, mut first: Option<Term>, cluster: crate::cluster::Cluster, shutdown: CancellationToken) {
+    use crate::cluster::Role;
+    let mut role = cluster.subscribe();
+    loop {
+        let term = match first.take() {
+            Some(t) => t,
+            None => {
+                // Wait to lead.
+                let epoch = loop {
+                    if let Role::Leader { epoch } = *role.borrow_and_update() {
+                        break epoch;
+                    }
+                    tokio::select! {
+                        r = role.changed() => if r.is_err() { return },
+                        _ = shutdown.cancelled() => return,
+                    }
+                };
+                leader.start_term(epoch, &shutdown)
+            }
+        };
         // Lead until this term ends: another epoch, a follower, or shutdown.
         loop {
+            if *role.borrow_and_update() != (Role::Leader { epoch: term.epoch }) {
+                break;
+            }
             tokio::select! {
-                r = role.changed() => {
-                    if r.is_err() || *role.borrow() != (Role::Leader { epoch }) {
-                        break;
-                    }
-                }
-                _ = term.cancelled() => break,
+                r = role.changed() => if r.is_err() { break },
+                _ = term.stop.cancelled() => break,
             }
         }
         if !shutdown.is_cancelled() {
-            tracing::warn!(epoch, "cluster: no longer leader; stopping the leader's work");
+            tracing::warn!(epoch = term.epoch, "cluster: no longer leader; stopping the leader's work");
         }
-        term.cancel();
-        for t in tasks {
+        term.stop.cancel();
+        for t in term.tasks {
             let _ = t.await;
         }
         if shutdown.is_cancelled() {

@@ -99,9 +99,11 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let inbox = inbox.clone();
+    // Active from now (the previous scheduler on this inbox has stopped: terms do not
+    // overlap), so a request sent at once is taken when the task starts, not refused.
+    inbox.active.store(true, Ordering::SeqCst);
     tokio::spawn(async move {
         let mut rx = inbox.rx.clone().lock_owned().await;
-        inbox.active.store(true, Ordering::SeqCst);
         run(store, target, cfg, deactivates, wake, &mut rx, inbox.running.clone(), shutdown).await;
         inbox.active.store(false, Ordering::SeqCst);
     })
