@@ -307,72 +307,25 @@ pub async fn run(
     // finishing requests stay queued for the next start (never lost); deliveries at hand are
     // finished and recorded. The scheduler stops at SIGTERM too: a sync run is abandoned
     // (closed as interrupted at the next start), and the repairs it queued are in the outbox.
-    let worker_stop = shutdown.child_token();
-    let scheduler_stop = shutdown.child_token();
-    let mut scheduler = None;
-    let worker = match build_target(cfg) {
+    // This node in the cluster: on PostgreSQL several daemons share the store and one,
+    // elected through a lease in the database, runs what must run once; on SQLite the one
+    // daemon always leads. Every node serves the SCIM API and the admin listener.
+    let node = crate::store::NodeInfo {
+        node_id: crate::cluster::node_id(&cfg.cluster.node_name),
+        listen: base_url.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let election_stop = shutdown.child_token();
+    let (cluster, election) = crate::cluster::start(store.clone(), node, election_stop.clone()).await;
+    tracing::info!(node = cluster.node_id(), role = cluster.role().as_str(), "cluster: node started");
+    let duties = match build_target(cfg) {
         Ok(Some(target)) => {
             let target = Arc::new(target);
-            if target.can_list() {
-                // Whether the app is left holding deactivated accounts rather than none: a
-                // SCIM target set to deactivate, a REST app that gets no user_delete.
-                let deactivates = match cfg.target.kind {
-                    TargetKind::Webhook => !cfg.target.webhook.events.contains_key("user_delete"),
-                    _ => cfg.target.scim.deprovision == DeprovisionConfig::Deactivate,
-                };
-                // A REST app without a delete event cannot have an orphan deleted: repair
-                // switches users off instead (through user_update) and leaves groups alone,
-                // as never_delete says, rather than "queue" a delete that sends nothing.
-                let mut reconcile = cfg.reconcile.clone();
-                if cfg.target.kind == TargetKind::Webhook {
-                    for (event, kind) in [("user_delete", "users"), ("group_delete", "groups")] {
-                        if !cfg.target.webhook.events.contains_key(event)
-                            && !reconcile.never_delete.iter().any(|t| t == kind)
-                        {
-                            reconcile.never_delete.push(kind.to_string());
-                        }
-                    }
-                }
-                scheduler = Some(crate::reconcile::scheduler::start(
-                    store.clone(),
-                    target.clone(),
-                    reconcile,
-                    deactivates,
-                    wake.clone(),
-                    scheduler_stop.clone(),
-                ));
-            } else {
-                tracing::info!(
-                    target = target.name(),
-                    "reconciliation off: this target cannot list the app's accounts (for a webhook target, configure [target.webhook.list])"
-                );
-            }
             // What a dry run marked delivered never reached an app: on a real target after a
-            // dry run, everything is queued for it again.
-            match store.sync().target_switch(&target_identity(cfg)).await {
-                Ok(t) if t.requeued > 0 => tracing::warn!(
-                    requeued = t.requeued,
-                    forgotten_dry_run_ids = t.forgotten,
-                    target = %target_identity(cfg),
-                    "the store's deliveries so far went to the dry-run target, not to an app: every user and group \
-                     is queued for this target (found by name where the app has it, else created)"
-                ),
-                Ok(t) => {
-                    if let Some(prev) = t.previous.filter(|p| *p != target_identity(cfg) && p != crate::store::DRY_RUN)
-                    {
-                        tracing::warn!(
-                            previous = %prev,
-                            target = %target_identity(cfg),
-                            "the target changed since the last start: the app ids on record belong to the previous \
-                             app; run a full sync to see what this app lacks (`scimsync sync now`)"
-                        );
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "could not record the delivery target"),
-            }
-            let opts = WorkerOptions { updates: Some(live.outbox.subscribe()), ..WorkerOptions::from_config(cfg) };
-            let (store, wake, stop) = (store.clone(), wake.clone(), worker_stop.clone());
-            Some(tokio::spawn(outbox_worker::run(store, target, opts, wake, stop)))
+            // dry run, everything is queued for it again (once: a second node finds the
+            // target recorded).
+            record_target(cfg, &store).await;
+            Some(LeaderDuties::new(cfg, target))
         }
         Ok(None) => {
             let queued = store.outbox().depth().await.map(|d| d.0).unwrap_or(0);
@@ -387,12 +340,22 @@ pub async fn run(
             None
         }
     };
-    let pruner = tokio::spawn(prune_audit(
-        store.clone(),
-        cfg.audit.retention_days,
-        Duration::from_secs(cfg.audit.prune_interval_seconds),
-        worker_stop.clone(),
-    ));
+    let sync_handle = duties.as_ref().and_then(|d| d.sync.as_ref().map(|(h, _)| h.clone()));
+    // What only the leader runs, started at each leadership term and stopped at its end: the
+    // outbox worker (recovering leases first), the sync scheduler, audit retention. SIGTERM
+    // ends the term: the worker stops claiming while HTTP finishes its requests (both drain
+    // within `server.shutdown_grace_seconds`); changes accepted meanwhile stay queued for
+    // the next leader, deliveries at hand are finished and recorded; a sync run in progress
+    // is abandoned (closed as interrupted) and the repairs it queued are in the outbox.
+    let leader =
+        Leader { cfg: cfg.clone(), store: store.clone(), duties, wake: wake.clone(), outbox: live.outbox.clone() };
+    // A node that leads from the start (SQLite; the first PostgreSQL node) starts the
+    // leader's work before the gates open, so `POST /sync` finds the scheduler running.
+    let first = match cluster.role() {
+        crate::cluster::Role::Leader { epoch } => Some(leader.start_term(epoch, &shutdown)),
+        crate::cluster::Role::Follower => None,
+    };
+    let leading = tokio::spawn(lead(leader, first, cluster.clone(), shutdown.clone()));
     serving.api.open(Arc::new(ApiState {
         service,
         base_url,
@@ -407,24 +370,183 @@ pub async fn run(
     serving.ops.open(Arc::new(OpsState {
         store: store.clone(),
         target_kind: cfg.target.kind.as_str(),
-        sync: scheduler.as_ref().map(|(h, _)| h.clone()),
+        sync: sync_handle,
+        cluster: cluster.clone(),
         policy: Arc::new(crate::policy::Policy::compile(&cfg.policy).unwrap_or_default()),
         target_label: target_label(cfg),
         started_at: crate::model::now(),
     }));
     serving.finish().await;
-    worker_stop.cancel();
-    if let Some(w) = worker {
-        let _ = w.await;
-    }
-    // A sync run in progress is abandoned (its run is closed as interrupted at next start);
-    // repairs it queued are in the outbox already.
-    scheduler_stop.cancel();
-    if let Some((_, task)) = scheduler {
-        let _ = task.await;
-    }
-    let _ = pruner.await;
+    // The leader's work stops with the shutdown token; then the lease goes, so another node
+    // takes over at its next try rather than at the lease's deadline.
+    let _ = leading.await;
+    election_stop.cancel();
+    let _ = election.await;
+    crate::cluster::release(&store, &cluster).await;
     // The writer goes last: it commits whatever the finished requests queued, then stops.
     tokio::task::spawn_blocking(move || store.close()).await.ok();
     tracing::info!("store closed");
+}
+
+/// Record which target deliveries go to; after a dry run everything is queued for the real
+/// target.
+async fn record_target(cfg: &Config, store: &Store) {
+    match store.sync().target_switch(&target_identity(cfg)).await {
+        Ok(t) if t.requeued > 0 => tracing::warn!(
+            requeued = t.requeued,
+            forgotten_dry_run_ids = t.forgotten,
+            target = %target_identity(cfg),
+            "the store's deliveries so far went to the dry-run target, not to an app: every user and group \
+             is queued for this target (found by name where the app has it, else created)"
+        ),
+        Ok(t) => {
+            if let Some(prev) = t.previous.filter(|p| *p != target_identity(cfg) && p != crate::store::DRY_RUN) {
+                tracing::warn!(
+                    previous = %prev,
+                    target = %target_identity(cfg),
+                    "the target changed since the last start: the app ids on record belong to the previous \
+                     app; run a full sync to see what this app lacks (`scimsync sync now`)"
+                );
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not record the delivery target"),
+    }
+}
+
+/// What the leader runs for a configured target: the worker, and the scheduler when the
+/// target can be reconciled (its handle stays the same across terms).
+struct LeaderDuties {
+    target: Arc<crate::downstream::Target>,
+    /// The scheduler's handle and inbox, and its settings: (reconcile config, deactivates).
+    sync: Option<(crate::reconcile::scheduler::SyncHandle, crate::reconcile::scheduler::Inbox)>,
+    reconcile: crate::config::ReconcileConfig,
+    deactivates: bool,
+}
+
+impl LeaderDuties {
+    fn new(cfg: &Config, target: Arc<crate::downstream::Target>) -> LeaderDuties {
+        // Whether the app is left holding deactivated accounts rather than none: a SCIM
+        // target set to deactivate, a REST app that gets no user_delete.
+        let deactivates = match cfg.target.kind {
+            TargetKind::Webhook => !cfg.target.webhook.events.contains_key("user_delete"),
+            _ => cfg.target.scim.deprovision == DeprovisionConfig::Deactivate,
+        };
+        // A REST app without a delete event cannot have an orphan deleted: repair switches
+        // users off instead (through user_update) and leaves groups alone, as never_delete
+        // says, rather than "queue" a delete that sends nothing.
+        let mut reconcile = cfg.reconcile.clone();
+        if cfg.target.kind == TargetKind::Webhook {
+            for (event, kind) in [("user_delete", "users"), ("group_delete", "groups")] {
+                if !cfg.target.webhook.events.contains_key(event) && !reconcile.never_delete.iter().any(|t| t == kind) {
+                    reconcile.never_delete.push(kind.to_string());
+                }
+            }
+        }
+        let sync = if target.can_list() {
+            Some(crate::reconcile::scheduler::channel())
+        } else {
+            tracing::info!(
+                target = target.name(),
+                "reconciliation off: this target cannot list the app's accounts (for a webhook target, configure [target.webhook.list])"
+            );
+            None
+        };
+        LeaderDuties { target, sync, reconcile, deactivates }
+    }
+}
+
+/// What the leader runs, and what it needs to start it at each term.
+struct Leader {
+    cfg: Config,
+    store: Store,
+    duties: Option<LeaderDuties>,
+    wake: Arc<Notify>,
+    /// The outbox's live settings (SIGHUP), for each term's worker.
+    outbox: Arc<tokio::sync::watch::Sender<WorkerOptions>>,
+}
+
+/// One leadership term: its epoch, the token that ends it, its tasks.
+struct Term {
+    epoch: i64,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Leader {
+    /// Start the leader's work for the term of `epoch`: the worker (it recovers leases
+    /// first), the scheduler (it closes runs left running), audit retention.
+    fn start_term(&self, epoch: i64, shutdown: &CancellationToken) -> Term {
+        let stop = shutdown.child_token();
+        tracing::info!(epoch, "cluster: starting the leader's work");
+        let mut tasks = Vec::new();
+        if let Some(d) = &self.duties {
+            let opts =
+                WorkerOptions { updates: Some(self.outbox.subscribe()), ..WorkerOptions::from_config(&self.cfg) };
+            let (store, wake) = (self.store.clone(), self.wake.clone());
+            tasks.push(tokio::spawn(outbox_worker::run(store, d.target.clone(), opts, wake, stop.clone())));
+            if let Some((_, inbox)) = &d.sync {
+                tasks.push(crate::reconcile::scheduler::start(
+                    self.store.clone(),
+                    d.target.clone(),
+                    d.reconcile.clone(),
+                    d.deactivates,
+                    self.wake.clone(),
+                    inbox,
+                    stop.clone(),
+                ));
+            }
+        }
+        tasks.push(tokio::spawn(prune_audit(
+            self.store.clone(),
+            self.cfg.audit.retention_days,
+            Duration::from_secs(self.cfg.audit.prune_interval_seconds),
+            stop.clone(),
+        )));
+        Term { epoch, stop, tasks }
+    }
+}
+
+/// Run the leader's work during each leadership term of this node (`first`: the term
+/// already started), until `shutdown`.
+async fn lead(leader: Leader, mut first: Option<Term>, cluster: crate::cluster::Cluster, shutdown: CancellationToken) {
+    use crate::cluster::Role;
+    let mut role = cluster.subscribe();
+    loop {
+        let term = match first.take() {
+            Some(t) => t,
+            None => {
+                // Wait to lead.
+                let epoch = loop {
+                    if let Role::Leader { epoch } = *role.borrow_and_update() {
+                        break epoch;
+                    }
+                    tokio::select! {
+                        r = role.changed() => if r.is_err() { return },
+                        _ = shutdown.cancelled() => return,
+                    }
+                };
+                leader.start_term(epoch, &shutdown)
+            }
+        };
+        // Lead until this term ends: another epoch, a follower, or shutdown.
+        loop {
+            if *role.borrow_and_update() != (Role::Leader { epoch: term.epoch }) {
+                break;
+            }
+            tokio::select! {
+                r = role.changed() => if r.is_err() { break },
+                _ = term.stop.cancelled() => break,
+            }
+        }
+        if !shutdown.is_cancelled() {
+            tracing::warn!(epoch = term.epoch, "cluster: no longer leader; stopping the leader's work");
+        }
+        term.stop.cancel();
+        for t in term.tasks {
+            let _ = t.await;
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
 }

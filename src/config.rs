@@ -37,6 +37,17 @@ pub struct Config {
     pub policy: crate::policy::PolicyConfig,
     pub reconcile: ReconcileConfig,
     pub audit: AuditConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// Several daemons on one PostgreSQL store (`[cluster]`): each serves the SCIM API, one
+/// elected leader delivers and runs what must run once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name among the nodes on one store; empty: the host name and the process
+    /// id (a new name at each start).
+    pub node_name: String,
 }
 
 /// The audit log (`scimsync audit`): every accepted SCIM change and operator action, kept

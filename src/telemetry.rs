@@ -117,6 +117,12 @@ struct TokenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    /// This node's id (one per process: bounded).
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -141,6 +147,7 @@ struct Metrics {
     sync_last_success: FloatGauge,
     drift_items: Family<KindLabels, Gauge>,
     ready: Gauge,
+    node_leader: Family<NodeLabels, Gauge>,
     last_delivery: Mutex<Option<LastDelivery>>,
 }
 
@@ -242,6 +249,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "1 when the daemon is ready (what /readyz answers 200 for), 0 otherwise; set at each scrape",
         ready.clone(),
     );
+    let node_leader = Family::<NodeLabels, Gauge>::default();
+    registry.register(
+        "scimsync_node_leader",
+        "1 while this node leads the cluster (delivers, runs the scheduler and retention), 0 as a follower",
+        node_leader.clone(),
+    );
     registry.register(
         "scimsync_build",
         "The running scimsync's version",
@@ -258,6 +271,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         outbox_dead,
         database_size,
         guard_held,
+        node_leader,
         rate_limited,
         config_reloads,
         sync_runs,
@@ -367,6 +381,11 @@ pub fn set_store_gauges(g: &StoreGauges) {
 /// not /readyz): set by the scrape handler from the same checks as `/readyz`.
 pub fn set_ready(ready: bool) {
     METRICS.ready.set(i64::from(ready));
+}
+
+/// This node became the cluster's leader (`true`) or a follower.
+pub fn set_node_leader(node: &str, leader: bool) {
+    METRICS.node_leader.get_or_create(&NodeLabels { node: node.to_string() }).set(i64::from(leader));
 }
 
 /// A full sync run ended. `drift`: the report's counts by kind (only for a run that got one).

@@ -38,6 +38,8 @@ pub struct OpsState {
     pub target_label: String,
     /// When this daemon started (RFC 3339).
     pub started_at: String,
+    /// This node, its role and the other live nodes.
+    pub cluster: crate::cluster::Cluster,
 }
 
 impl OpsState {
@@ -388,11 +390,29 @@ async fn readiness(state: &OpsState) -> Readiness {
         Ok(Err(e)) => json!({"error": e.to_string()}),
         Err(_) => json!({"error": "timeout"}),
     };
+    // The role is reported, never a reason to be unready: a follower serves the SCIM API.
+    let cluster_check = cluster_check(&state.cluster);
     Readiness {
         ready: reasons.is_empty(),
-        checks: json!({"store": store_check, "migrations": migrations_check, "target": target_check, "deletion_guard": guard_check}),
+        checks: json!({"store": store_check, "migrations": migrations_check, "target": target_check,
+                       "deletion_guard": guard_check, "cluster": cluster_check}),
         reasons,
     }
+}
+
+/// `checks.cluster`: this node, its role, the leader, and the live nodes as last read.
+fn cluster_check(c: &crate::cluster::Cluster) -> Value {
+    let role = c.role();
+    json!({
+        "node": c.node_id(),
+        "role": role.as_str(),
+        "epoch": match role { crate::cluster::Role::Leader { epoch } => Some(epoch), _ => None },
+        "leader": c.leader(),
+        "nodes": c.nodes().iter().map(|n| json!({
+            "node": n.node_id, "listen": n.listen, "version": n.version, "started_at": n.started_at,
+            "heartbeat_age_seconds": n.heartbeat_age_seconds, "leader": n.leader,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// Rows per table on the status page.
@@ -443,6 +463,14 @@ async fn status(state: &OpsState) -> Response {
     view.health.target = state.target_label.clone();
     view.not_reconcilable = state.reconcilable().why_not();
     view.started_at = state.started_at.clone();
+    view.health.node = state.cluster.node_id().to_string();
+    view.health.role = state.cluster.role().as_str().to_string();
+    view.health.nodes = state
+        .cluster
+        .nodes()
+        .into_iter()
+        .map(|n| format!("{}{} ({})", n.node_id, if n.leader { ", leader" } else { "" }, n.listen))
+        .collect();
     view.health.last_delivery = telemetry::last_delivery().map(|l| (l.outcome.as_str().to_string(), l.at.clone()));
     match tokio::time::timeout(CHECK_TIMEOUT, read).await {
         Ok(Ok((depth, oldest, counts, guard, held, recent, failures, changes, runs, report))) => {

@@ -52,6 +52,11 @@ pub struct Health {
     pub target: String,
     /// The last delivery's outcome and time, when there was one since start.
     pub last_delivery: Option<(String, String)>,
+    /// This node's id and role (`leader`, `follower`); empty when not known.
+    pub node: String,
+    pub role: String,
+    /// The live nodes, one line each.
+    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -211,6 +216,12 @@ fn health(v: &StatusView) -> Markup {
         dl {
             dt { "readiness" }
             dd id="readiness" class=(if h.ready { "ok" } else { "bad" }) { (if h.ready { "ready" } else { "not ready" }) }
+            @if !h.node.is_empty() {
+                dt { "this node" }
+                dd id="node" { (h.node) " (" span id="role" { (h.role) } ")" }
+                dt { "live nodes" }
+                dd id="nodes" { (h.nodes.join("; ")) }
+            }
             dt { "target" }
             dd id="target-kind" { (h.target_kind) }
             dt { "delivering to" }
@@ -434,6 +445,9 @@ mod tests {
                 target_kind: evil.into(),
                 target: evil.into(),
                 last_delivery: Some((evil.into(), evil.into())),
+                node: evil.into(),
+                role: evil.into(),
+                nodes: vec![evil.into()],
             },
             queue: Queue::default(),
             guard: Guard {
@@ -470,11 +484,12 @@ mod tests {
         let page = render(&v);
         assert!(!page.contains("<script"), "unescaped text in:\n{page}");
         assert!(!page.contains("\"'&"), "unescaped quotes or ampersand");
-        // version, generated: 2; health: target kind, target, 2 x last delivery, reason: 5;
+        // version, generated: 2; health: target kind, target, 2 x last delivery, reason,
+        // node, role, nodes: 8;
         // guard: tripped at, held row (name, kind, id, op, time): 6; deliveries: 2 tables x
         // (time, name, kind, id, op, target, outcome, detail): 16; sync run: 4; drift: 2;
         // changes: 4 + the summary's attribute, key and value: 7.
-        assert_eq!(page.matches("&lt;script&gt;").count(), 42);
+        assert_eq!(page.matches("&lt;script&gt;").count(), 45);
     }
 
     #[test]

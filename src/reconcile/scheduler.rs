@@ -3,6 +3,11 @@
 //!
 //! A run missed while the daemon was down is caught up once at start, not once per missed
 //! time; times missed during a long run are skipped for the next one after it.
+//!
+//! With several daemons on one store only the leader runs the scheduler (issue 15): the
+//! wiring starts it for each leadership term on one [`Inbox`], so the [`SyncHandle`] the admin
+//! listener holds stays the same across terms; on a follower it answers
+//! [`TriggerError::NotLeader`].
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -23,23 +28,49 @@ pub enum TriggerError {
     Busy,
     #[error("the scheduler has stopped")]
     Stopped,
+    #[error("this node is not the cluster's leader; ask the leader (see /readyz: checks.cluster.leader)")]
+    NotLeader,
     #[error("the run could not be recorded: {0}")]
     Store(#[from] crate::store::StoreError),
 }
 
 type Reply = oneshot::Sender<Result<RunResult, TriggerError>>;
+/// A request for a run: the confirmed run's id, and where the result goes.
+type Request = (Option<i64>, Reply);
 
 /// Ask the scheduler for runs; cheap to clone.
 #[derive(Clone)]
 pub struct SyncHandle {
-    tx: mpsc::Sender<(Option<i64>, Reply)>,
+    tx: mpsc::Sender<Request>,
     running: Arc<AtomicBool>,
+    /// Whether a scheduler runs on this node now (it leads).
+    active: Arc<AtomicBool>,
+}
+
+/// The scheduler's side of a [`SyncHandle`], taken by one scheduler task at a time.
+#[derive(Clone)]
+pub struct Inbox {
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Request>>>,
+    running: Arc<AtomicBool>,
+    active: Arc<AtomicBool>,
+}
+
+/// A handle and the inbox schedulers started later take its requests from.
+pub fn channel() -> (SyncHandle, Inbox) {
+    let (tx, rx) = mpsc::channel(1);
+    let running = Arc::new(AtomicBool::new(false));
+    let active = Arc::new(AtomicBool::new(false));
+    let handle = SyncHandle { tx, running: running.clone(), active: active.clone() };
+    (handle, Inbox { rx: Arc::new(tokio::sync::Mutex::new(rx)), running, active })
 }
 
 impl SyncHandle {
     /// Run a sync now and wait for its result. `confirm`: the refused run whose report an
     /// operator reviewed; its deprovisionings may go past the safety limit.
     pub async fn run_now(&self, confirm: Option<i64>) -> Result<RunResult, TriggerError> {
+        if !self.active.load(Ordering::SeqCst) {
+            return Err(TriggerError::NotLeader);
+        }
         if self.running.load(Ordering::SeqCst) {
             return Err(TriggerError::Busy);
         }
@@ -56,20 +87,26 @@ impl SyncHandle {
     }
 }
 
-/// Start the scheduler task; returns its handle and the task.
+/// Start a scheduler task taking the requests of `inbox` (after the previous one on it
+/// stopped), until `shutdown`.
 pub fn start(
     store: Store,
     target: Arc<Target>,
     cfg: ReconcileConfig,
     deactivates: bool,
     wake: Arc<Notify>,
+    inbox: &Inbox,
     shutdown: CancellationToken,
-) -> (SyncHandle, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(1);
-    let running = Arc::new(AtomicBool::new(false));
-    let handle = SyncHandle { tx, running: running.clone() };
-    let task = tokio::spawn(run(store, target, cfg, deactivates, wake, rx, running, shutdown));
-    (handle, task)
+) -> tokio::task::JoinHandle<()> {
+    let inbox = inbox.clone();
+    // Active from now (the previous scheduler on this inbox has stopped: terms do not
+    // overlap), so a request sent at once is taken when the task starts, not refused.
+    inbox.active.store(true, Ordering::SeqCst);
+    tokio::spawn(async move {
+        let mut rx = inbox.rx.clone().lock_owned().await;
+        run(store, target, cfg, deactivates, wake, &mut rx, inbox.running.clone(), shutdown).await;
+        inbox.active.store(false, Ordering::SeqCst);
+    })
 }
 
 fn next_after(
@@ -95,7 +132,7 @@ async fn run(
     cfg: ReconcileConfig,
     deactivates: bool,
     wake: Arc<Notify>,
-    mut rx: mpsc::Receiver<(Option<i64>, Reply)>,
+    rx: &mut mpsc::Receiver<Request>,
     running: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {

@@ -222,7 +222,38 @@ pub trait AdminStore: Send + Sync {
     fn close(&self);
 }
 
-/// A store backend: every group of the face.
-pub trait Backend: ResourceStore + OutboxStore + SyncStore + TokenStore + AuditStore + AdminStore {}
+/// Several daemons on one store (issue 15): who is alive and who leads, through a lease the
+/// database keeps by its own clock. A store only one process can open (SQLite) has a cluster
+/// of one, whose only node always leads.
+///
+/// Fencing: once a node holds the lease, the store remembers its (node, epoch), and every
+/// outbox claim through this store checks in its own transaction that the lease is still
+/// that one and unexpired, so a node that lost the lease without noticing claims nothing.
+#[async_trait]
+pub trait ClusterStore: Send + Sync {
+    /// Whether other processes can share this store (and so an election means anything).
+    fn shared(&self) -> bool;
 
-impl<T: ResourceStore + OutboxStore + SyncStore + TokenStore + AuditStore + AdminStore> Backend for T {}
+    /// Record `node` as alive now (insert or refresh its row).
+    async fn heartbeat(&self, node: &NodeInfo) -> Result<(), StoreError>;
+
+    /// Take the lease when it is free or expired, or renew it when `node_id` holds it, for
+    /// `ttl` from now by the database's clock. `Some(epoch)` when `node_id` leads (the epoch
+    /// grows at each change of holder), `None` when another node does.
+    async fn acquire_or_renew(&self, node_id: &str, ttl: std::time::Duration) -> Result<Option<i64>, StoreError>;
+
+    /// Give the lease up at once (at shutdown), when `node_id` holds it, so another node
+    /// need not wait for it to expire; this store stops claiming.
+    async fn release(&self, node_id: &str) -> Result<(), StoreError>;
+
+    /// The nodes whose last heartbeat is at most `within` old, in order of their ids.
+    async fn live_nodes(&self, within: std::time::Duration) -> Result<Vec<ClusterNode>, StoreError>;
+}
+
+/// A store backend: every group of the face.
+pub trait Backend:
+    ResourceStore + OutboxStore + SyncStore + TokenStore + AuditStore + AdminStore + ClusterStore
+{
+}
+
+impl<T: ResourceStore + OutboxStore + SyncStore + TokenStore + AuditStore + AdminStore + ClusterStore> Backend for T {}

@@ -21,7 +21,7 @@ pub mod types;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use face::{AdminStore, AuditStore, Backend, OutboxStore, ResourceStore, SyncStore, TokenStore};
+pub use face::{AdminStore, AuditStore, Backend, ClusterStore, OutboxStore, ResourceStore, SyncStore, TokenStore};
 pub use postgres::{OpenProgress, PgOptions};
 pub use sqlite::BackupReport;
 pub use types::*;
@@ -96,6 +96,11 @@ impl Store {
     }
 
     pub fn admin(&self) -> &dyn AdminStore {
+        &*self.backend
+    }
+
+    /// The nodes sharing this store and the leader lease.
+    pub fn cluster(&self) -> &dyn ClusterStore {
         &*self.backend
     }
 

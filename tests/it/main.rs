@@ -9,6 +9,7 @@ mod auth;
 mod backup;
 mod bulk;
 mod cli;
+mod cluster;
 mod contrib;
 mod discovery;
 mod docs;

@@ -123,7 +123,17 @@ impl ResourceStore for PgStore {
 #[async_trait]
 impl OutboxStore for PgStore {
     async fn recover(&self) -> Result<usize, StoreError> {
-        outbox::recover_leases(&self.conn().await?, &crate::model::now()).await
+        // Only the leader re-queues rows in flight: a stale one would re-queue the rows the
+        // new leader is delivering.
+        let fence = self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        if !super::cluster::still_leader(&tx, &fence).await? {
+            return Ok(0);
+        }
+        let n = outbox::recover_leases(&tx, &crate::model::now()).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     async fn claim(
@@ -133,8 +143,14 @@ impl OutboxStore for PgStore {
         lease_until: String,
         guard: Option<GuardPolicy>,
     ) -> Result<Claimed, StoreError> {
+        let fence = self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
+        // Fencing: a node that lost the lease (partitioned, paused) claims nothing, even
+        // before it notices; the lease row stays locked until this claim commits.
+        if !super::cluster::still_leader(&tx, &fence).await? {
+            return Ok(Claimed::default());
+        }
         let claimed = outbox::claim(&tx, limit, max_rows, &crate::model::now(), &lease_until, guard.as_ref()).await?;
         tx.commit().await?;
         Ok(claimed)

@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "0002_filter_functions", include_str!("../../../migrations/postgres/0002_filter_functions.sql")),
     (3, "0003_open_rows_by_resource", include_str!("../../../migrations/postgres/0003_open_rows_by_resource.sql")),
     (4, "0004_sharded_counts", include_str!("../../../migrations/postgres/0004_sharded_counts.sql")),
+    (5, "0005_cluster", include_str!("../../../migrations/postgres/0005_cluster.sql")),
 ];
 
 /// The schema version this build migrates to.

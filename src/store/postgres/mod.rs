@@ -13,6 +13,7 @@
 //! server's default), the configured `statement_timeout` and `search_path` = the schema.
 
 mod audit;
+mod cluster;
 mod face;
 pub mod filter_sql;
 mod locks;
@@ -107,6 +108,9 @@ pub struct PgStore {
     /// The schema's size on disk as last read (`AdminStore::size_bytes` is synchronous, the
     /// query is not): refreshed by each `settings()` and `schema_version()` call.
     size: Arc<std::sync::atomic::AtomicU64>,
+    /// The leader lease this store last held (see `cluster.rs`): every outbox claim checks it
+    /// is still held, in the claim's own transaction.
+    fence: Arc<Mutex<cluster::Fence>>,
 }
 
 /// Why one attempt to open failed: worth another try (the server is down, starting, or
@@ -200,7 +204,7 @@ impl PgStore {
             .create_timeout(Some(opts.connect_timeout))
             .build()
             .map_err(|e| Attempt::Fail(StoreError::Internal(format!("cannot build the PostgreSQL pool: {e}"))))?;
-        Ok(PgStore { pool, schema: opts.schema.as_str().into(), size: Arc::default() })
+        Ok(PgStore { pool, schema: opts.schema.as_str().into(), size: Arc::default(), fence: Arc::default() })
     }
 
     /// A pooled connection, for the store's own tools (`store::copy`).
@@ -393,6 +397,8 @@ fn unavailable(e: &tokio_postgres::Error) -> bool {
     }
 }
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod diff_tests;
 #[cfg(test)]

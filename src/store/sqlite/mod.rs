@@ -33,7 +33,7 @@ use async_trait::async_trait;
 
 pub use backup::BackupReport;
 
-use super::face::{AdminStore, AuditStore, OutboxStore, ResourceStore, SyncStore, TokenStore};
+use super::face::{AdminStore, AuditStore, ClusterStore, OutboxStore, ResourceStore, SyncStore, TokenStore};
 use super::types::*;
 use crate::model::{Resource, ResourceKind};
 use crate::policy::Policy;
@@ -466,5 +466,30 @@ impl AdminStore for SqliteStore {
 
     fn close(&self) {
         self.writer.close();
+    }
+}
+
+/// One process owns the file (SQLite locks it), so the cluster is that one node, which
+/// always leads: nothing to record, nothing to fence.
+#[async_trait]
+impl ClusterStore for SqliteStore {
+    fn shared(&self) -> bool {
+        false
+    }
+
+    async fn heartbeat(&self, _node: &NodeInfo) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn acquire_or_renew(&self, _node_id: &str, _ttl: std::time::Duration) -> Result<Option<i64>, StoreError> {
+        Ok(Some(1))
+    }
+
+    async fn release(&self, _node_id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn live_nodes(&self, _within: std::time::Duration) -> Result<Vec<ClusterNode>, StoreError> {
+        Ok(Vec::new())
     }
 }

@@ -7,12 +7,14 @@
 //! not touch: SQL, any driver's types.
 
 mod audit;
+mod cluster;
 mod outbox;
 mod policed;
 mod sync;
 mod tokens;
 
 pub use audit::{AuditQuery, AuditRecord, NewAudit};
+pub use cluster::{ClusterNode, NodeInfo};
 pub use outbox::{
     Attempt, Bundle, Claimed, Completion, DeliveryAttempt, GuardPolicy, GuardStatus, GuardTrip, HeldChange, OutboxRow,
     OutboxState, guard_trips,

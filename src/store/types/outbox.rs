@@ -111,7 +111,7 @@ pub struct GuardStatus {
 }
 
 /// What one claim produced.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Claimed {
     pub bundles: Vec<Bundle>,
     /// `Some` when the guard tripped in this claim (the worker logs it).

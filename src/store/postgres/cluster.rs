@@ -1,0 +1,121 @@
+//! Several daemons on one schema (issue 15): the nodes' heartbeats (`cluster_nodes`) and
+//! the one leader lease (`leader_lease`), both timed by the database's clock.
+//!
+//! Owns: the lease's statements and this store's fence (the lease it last held, which each
+//! outbox claim checks in its own transaction). Must not touch: when to renew, what a
+//! leader runs (that is `crate::cluster` and the wiring).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+
+use super::PgStore;
+use crate::store::StoreError;
+use crate::store::face::ClusterStore;
+use crate::store::types::{ClusterNode, NodeInfo};
+
+/// The lease this store may claim under: (node, epoch), with epoch [`NO_EPOCH`] once it lost
+/// or released the lease; `None` while it never took part in an election (a store of the
+/// CLI's tools, of a test of one store: not fenced).
+pub(super) type Fence = Option<(String, i64)>;
+
+/// An epoch no lease has (epochs start at 1): the fence of a node that does not lead.
+const NO_EPOCH: i64 = -1;
+
+/// Whether the lease `fence` names is still held and unexpired, locking the lease row against
+/// a takeover until the caller's transaction ends (`FOR SHARE`: a claim and a takeover are
+/// serialised, so no claim commits under a lease that another node already took). A store
+/// that never led (no fence: the CLI's tools, tests of one store) is not fenced.
+pub(super) async fn still_leader(c: &impl GenericClient, fence: &Fence) -> Result<bool, StoreError> {
+    let Some((holder, epoch)) = fence else { return Ok(true) };
+    Ok(c.query_opt(
+        "SELECT 1 FROM leader_lease WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > now() FOR SHARE",
+        &[holder, epoch],
+    )
+    .await?
+    .is_some())
+}
+
+fn interval(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+#[async_trait]
+impl ClusterStore for PgStore {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn heartbeat(&self, node: &NodeInfo) -> Result<(), StoreError> {
+        self.conn()
+            .await?
+            .execute(
+                "INSERT INTO cluster_nodes (node_id, listen, version) VALUES ($1, $2, $3)
+                 ON CONFLICT (node_id) DO UPDATE
+                 SET heartbeat_at = now(), listen = excluded.listen, version = excluded.version",
+                &[&node.node_id, &node.listen, &node.version],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn acquire_or_renew(&self, node_id: &str, ttl: Duration) -> Result<Option<i64>, StoreError> {
+        let row = self
+            .conn()
+            .await?
+            .query_opt(
+                "UPDATE leader_lease
+                 SET holder = $1,
+                     epoch = CASE WHEN holder = $1 THEN epoch ELSE epoch + 1 END,
+                     expires_at = now() + make_interval(secs => $2)
+                 WHERE id = 1 AND (holder = $1 OR expires_at < now())
+                 RETURNING epoch",
+                &[&node_id, &interval(ttl)],
+            )
+            .await?;
+        let epoch = row.map(|r| r.get::<_, i64>(0));
+        // Once in an election, always fenced: a node that lost the lease keeps a fence no
+        // lease matches (epoch -1), never none (which would claim unfenced).
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = Some((node_id.to_string(), epoch.unwrap_or(NO_EPOCH)));
+        Ok(epoch)
+    }
+
+    async fn release(&self, node_id: &str) -> Result<(), StoreError> {
+        // Stop claiming first: even if the statement fails, this store claims nothing more.
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = Some((node_id.to_string(), NO_EPOCH));
+        self.conn()
+            .await?
+            .execute("UPDATE leader_lease SET expires_at = '-infinity' WHERE id = 1 AND holder = $1", &[&node_id])
+            .await?;
+        Ok(())
+    }
+
+    async fn live_nodes(&self, within: Duration) -> Result<Vec<ClusterNode>, StoreError> {
+        let rows = self
+            .conn()
+            .await?
+            .query(
+                "SELECT n.node_id, n.listen, n.version,
+                        to_char(n.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                        extract(epoch FROM now() - n.heartbeat_at)::float8,
+                        (l.holder = n.node_id AND l.expires_at > now())
+                 FROM cluster_nodes n CROSS JOIN leader_lease l
+                 WHERE n.heartbeat_at > now() - make_interval(secs => $1)
+                 ORDER BY n.node_id",
+                &[&interval(within)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ClusterNode {
+                node_id: r.get(0),
+                listen: r.get(1),
+                version: r.get(2),
+                started_at: r.get(3),
+                heartbeat_age_seconds: r.get::<_, f64>(4).max(0.0),
+                leader: r.get(5),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,96 @@
+//! The leader lease with two stores on one database, as two daemons would hold them: one
+//! leader at a time, a takeover once the lease expired (expired here by moving the
+//! database's clock-based deadline, not by waiting), and the fence: a node whose lease was
+//! taken claims nothing.
+
+use std::time::Duration;
+
+use serde_json::json;
+use testpg::TestPg;
+
+use crate::model::ResourceKind;
+use crate::store::face::{ClusterStore, OutboxStore, ResourceStore};
+use crate::store::{NewAudit, NewResource, NodeInfo};
+
+const TTL: Duration = Duration::from_secs(15);
+
+fn node(id: &str) -> NodeInfo {
+    NodeInfo { node_id: id.into(), listen: format!("127.0.0.1:{}", id.len()), version: "test".into() }
+}
+
+/// The lease's deadline passes now (what 15 s of silence from its holder would do).
+fn expire(pg: &TestPg, db: &str) {
+    pg.psql(db, "UPDATE scimsync.leader_lease SET expires_at = now() - interval '1 second'").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_at_a_time_and_an_expired_lease_goes_to_the_other_node() {
+    let pg = TestPg::start().unwrap();
+    let db = pg.create_database().unwrap();
+    let a = super::fixture::open_pg(&pg, &db, 2).await;
+    let b = super::fixture::open_pg(&pg, &db, 2).await;
+
+    assert_eq!(a.acquire_or_renew("a", TTL).await.unwrap(), Some(1), "a free lease is taken");
+    assert_eq!(b.acquire_or_renew("b", TTL).await.unwrap(), None, "a held lease is not");
+    assert_eq!(a.acquire_or_renew("a", TTL).await.unwrap(), Some(1), "renewing keeps the epoch");
+    assert_eq!(b.acquire_or_renew("b", TTL).await.unwrap(), None);
+
+    expire(&pg, &db);
+    assert_eq!(b.acquire_or_renew("b", TTL).await.unwrap(), Some(2), "an expired lease is taken, a new epoch");
+    assert_eq!(a.acquire_or_renew("a", TTL).await.unwrap(), None, "the old leader does not get it back");
+
+    // Released at shutdown: the other node need not wait for the deadline.
+    b.release("b").await.unwrap();
+    assert_eq!(a.acquire_or_renew("a", TTL).await.unwrap(), Some(3));
+
+    a.heartbeat(&node("a")).await.unwrap();
+    b.heartbeat(&node("b")).await.unwrap();
+    let nodes = a.live_nodes(TTL).await.unwrap();
+    let seen: Vec<(&str, bool)> = nodes.iter().map(|n| (n.node_id.as_str(), n.leader)).collect();
+    assert_eq!(seen, [("a", true), ("b", false)]);
+    assert!(nodes.iter().all(|n| n.version == "test" && n.started_at.ends_with('Z')), "{nodes:?}");
+    // A node silent for longer than the window is not live.
+    pg.psql(&db, "UPDATE scimsync.cluster_nodes SET heartbeat_at = now() - interval '1 minute' WHERE node_id = 'b'")
+        .unwrap();
+    let live: Vec<String> = a.live_nodes(TTL).await.unwrap().into_iter().map(|n| n.node_id).collect();
+    assert_eq!(live, ["a"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_was_taken_claims_and_recovers_nothing() {
+    let pg = TestPg::start().unwrap();
+    let db = pg.create_database().unwrap();
+    let a = super::fixture::open_pg(&pg, &db, 2).await;
+    let b = super::fixture::open_pg(&pg, &db, 2).await;
+    for id in ["u1", "u2"] {
+        let new = NewResource {
+            kind: ResourceKind::User,
+            id: id.into(),
+            attrs: json!({"userName": format!("{id}@example.com")}).as_object().unwrap().clone(),
+            members: vec![],
+        };
+        ResourceStore::create(&a, new, NewAudit::new("test", "POST", "User"), None).await.unwrap();
+    }
+    let lease_until = || crate::model::time_after(Duration::from_secs(300));
+
+    assert_eq!(a.acquire_or_renew("a", TTL).await.unwrap(), Some(1));
+    let first = a.claim(1, 10, lease_until(), None).await.unwrap();
+    assert_eq!(first.bundles.len(), 1, "the leader claims");
+
+    // a is partitioned (it renews no more) and its lease expires; b takes over.
+    expire(&pg, &db);
+    assert_eq!(b.acquire_or_renew("b", TTL).await.unwrap(), Some(2));
+    let stale = a.claim(10, 10, lease_until(), None).await.unwrap();
+    assert!(stale.bundles.is_empty(), "a stale leader's claim claims nothing: {stale:?}");
+    assert_eq!(a.recover().await.unwrap(), 0, "nor does it re-queue the new leader's rows");
+    // Told it lost the lease, it stays fenced (not "unfenced" for want of a lease).
+    assert_eq!(a.acquire_or_renew("a", TTL).await.unwrap(), None);
+    assert!(a.claim(10, 10, lease_until(), None).await.unwrap().bundles.is_empty());
+
+    // The new leader re-queues what a had in flight, and delivers everything.
+    assert_eq!(b.recover().await.unwrap(), 1);
+    let claimed = b.claim(10, 10, lease_until(), None).await.unwrap();
+    let mut ids: Vec<String> = claimed.bundles.iter().map(|b| b.head().resource_id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, ["u1", "u2"]);
+}
