@@ -310,8 +310,12 @@ pub async fn run(
     // This node in the cluster: on PostgreSQL several daemons share the store and one,
     // elected through a lease in the database, runs what must run once; on SQLite the one
     // daemon always leads. Every node serves the SCIM API and the admin listener.
+    // Held until the daemon exits: its lock tells a restarted daemon that took this id that
+    // the earlier process is gone.
+    let identity = crate::cluster::node_id(&cfg.cluster.node_name, &cfg.store.data_dir);
+    let _node_id_lock = identity.held;
     let node = crate::store::NodeInfo {
-        node_id: crate::cluster::node_id(&cfg.cluster.node_name),
+        node_id: identity.id,
         listen: base_url.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };

@@ -110,17 +110,74 @@ impl Cluster {
     }
 }
 
-/// This node's id: `configured`, else the host name and the process id.
-pub fn node_id(configured: &str) -> String {
+/// This node's id and, when the id is the one kept in the data directory, the open file whose
+/// lock says a live process uses it (keep it for the life of the process).
+pub struct NodeIdentity {
+    pub id: String,
+    pub held: Option<std::fs::File>,
+}
+
+/// This node's id: `configured`; else the id kept in `data_dir/node-id` (made once: the host
+/// name and a random suffix), so that a daemon restarted after a crash is the same node and
+/// takes its own lease back at once instead of waiting for it to expire. The file is locked
+/// (`flock`) while the process runs: the lock goes only with the process, so a node that
+/// takes back a lease under this id knows the earlier holder is dead. When the file cannot be
+/// kept or another live process holds it (two daemons on one data directory), the host name
+/// and the process id (a new node at each start; takeover waits for the old lease).
+pub fn node_id(configured: &str, data_dir: &std::path::Path) -> NodeIdentity {
     if !configured.trim().is_empty() {
-        return configured.trim().to_string();
+        return NodeIdentity { id: configured.trim().to_string(), held: None };
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "node".into());
-    format!("{host}-{}", std::process::id())
+    match kept_id(&host, data_dir) {
+        Ok(Some((id, file))) => NodeIdentity { id, held: Some(file) },
+        Ok(None) => {
+            tracing::warn!(dir = %data_dir.display(), "cluster: another process holds this data directory's node id; \
+                           using a new id for this run");
+            NodeIdentity { id: format!("{host}-{}", std::process::id()), held: None }
+        }
+        Err(e) => {
+            tracing::warn!(dir = %data_dir.display(), error = %e, "cluster: cannot keep a node id in the data directory; \
+                           using a new id for this run");
+            NodeIdentity { id: format!("{host}-{}", std::process::id()), held: None }
+        }
+    }
+}
+
+/// The id in `data_dir/node-id`, made when missing, and the file holding its lock; `None`
+/// when another live process holds it.
+fn kept_id(host: &str, data_dir: &std::path::Path) -> std::io::Result<Option<(String, std::fs::File)>> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(data_dir)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(data_dir.join("node-id"))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let id = text.trim().to_string();
+    if !id.is_empty() {
+        return Ok(Some((id, file)));
+    }
+    let mut suffix = [0u8; 4];
+    getrandom::fill(&mut suffix).map_err(|e| std::io::Error::other(format!("no randomness: {e}")))?;
+    let id = format!("{host}-{}", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{id}")?;
+    file.sync_all()?;
+    Ok(Some((id, file)))
 }
 
 /// Start the election loop for `node` on `store`, until `shutdown`. The lease is not released
@@ -246,4 +303,28 @@ impl Election {
 
 fn telemetry_role(node: &str, role: Role) {
     crate::telemetry::set_node_leader(node, matches!(role, Role::Leader { .. }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_id;
+
+    /// The kept id survives a restart (the file is made once), is not shared with a second
+    /// live process on the same data directory, and a configured name wins.
+    #[test]
+    fn the_node_id_is_kept_and_held_by_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let first = node_id("", &data);
+        assert!(first.held.is_some());
+        let twin = node_id("", &data);
+        assert!(twin.held.is_none(), "a second process on the same data directory does not share the id");
+        assert_ne!(twin.id, first.id);
+        let id = first.id.clone();
+        drop(first);
+        let restarted = node_id("", &data);
+        assert_eq!(restarted.id, id, "a restart is the same node");
+        assert!(restarted.held.is_some());
+        assert_eq!(node_id(" bridge-1 ", &data).id, "bridge-1");
+    }
 }

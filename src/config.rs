@@ -45,8 +45,9 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// This node's name among the nodes on one store; empty: the host name and the process
-    /// id (a new name at each start).
+    /// This node's name among the nodes on one store; empty: an id made once and kept in
+    /// `store.data_dir/node-id` (the host name and a random suffix), so a restarted daemon is
+    /// the same node and takes its own lease back at once.
     pub node_name: String,
 }
 
