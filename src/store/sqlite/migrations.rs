@@ -39,6 +39,16 @@ pub fn expected() -> u64 {
 mod tests {
     use super::*;
 
+    /// Every outbox row's id and state, in id order.
+    fn outbox_states(c: &Connection) -> Vec<(i64, String)> {
+        c.prepare("SELECT id, state FROM outbox ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     #[test]
     fn migrations_are_valid_and_apply() {
         assert!(Migrations::from_slice(MIGRATIONS).validate().is_ok());
@@ -68,13 +78,7 @@ mod tests {
         )
         .unwrap();
         apply(&mut c).unwrap();
-        let rows: Vec<(i64, String)> = c
-            .prepare("SELECT id, state FROM outbox ORDER BY id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let rows = outbox_states(&c);
         assert_eq!(rows, vec![(7, "done".to_string()), (8, "dead".to_string())]);
         let attempts: i64 = c.query_row("SELECT count(*) FROM outbox_attempts", [], |r| r.get(0)).unwrap();
         assert_eq!(attempts, 2, "attempts survive the rebuild");
@@ -136,13 +140,7 @@ mod tests {
         )
         .unwrap();
         apply(&mut c).unwrap();
-        let rows: Vec<(i64, String)> = c
-            .prepare("SELECT id, state FROM outbox ORDER BY id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let rows = outbox_states(&c);
         assert_eq!(rows, vec![(1, "done".into()), (2, "pending".into()), (3, "dead".into())]);
         let attempts: i64 = c.query_row("SELECT count(*) FROM outbox_attempts", [], |r| r.get(0)).unwrap();
         assert_eq!(attempts, 1);
