@@ -250,6 +250,116 @@ impl TestPg {
         Ok(())
     }
 
+    /// Start a streaming-replication standby of this cluster (`pg_basebackup -R`: a copy of
+    /// every database, `standby.signal` and the `primary_conninfo` to follow this server) on a
+    /// port of its own, and wait until it accepts (read-only) connections. Used to test what a
+    /// client does when the database fails over: [`TestPg::crash`] this one, then
+    /// [`TestPg::promote`] the standby. With `synchronous`, this server is first told to wait
+    /// for a standby's flush at every commit (`synchronous_standby_names = '*'`), so nothing it
+    /// acknowledges can be missing on the standby.
+    pub fn start_standby(&self, synchronous: bool) -> Result<TestPg, Error> {
+        let dir =
+            tempfile::Builder::new().prefix("testpg-standby-").tempdir().map_err(|e| err(format!("temp dir: {e}")))?;
+        chown(dir.path(), self.user)?;
+        let socket_dir = dir.path().join("socket");
+        fs::create_dir(&socket_dir).map_err(|e| err(format!("socket dir: {e}")))?;
+        chown(&socket_dir, self.user)?;
+        let data = dir.path().join("data");
+        let backup = run_as(&self.bin, "pg_basebackup", self.user)
+            .args(["-h", "127.0.0.1", "-U", USER, "-R", "-X", "stream", "--checkpoint=fast", "--no-sync"])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-D")
+            .arg(&data)
+            .env("PGPASSWORD", PASSWORD)
+            .current_dir(dir.path())
+            .output()
+            .map_err(|e| err(format!("pg_basebackup: {e}")))?;
+        if !backup.status.success() {
+            return Err(err(format!("pg_basebackup failed ({}):\n{}", backup.status, output_text(&backup))));
+        }
+        let mut last_log = String::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port()?;
+            match spawn_ready(&self.bin, self.user, dir.path(), port, &self.settings) {
+                Ok(child) => {
+                    let standby = TestPg {
+                        child,
+                        port,
+                        bin: self.bin.clone(),
+                        dir,
+                        user: self.user,
+                        settings: self.settings.clone(),
+                        next_database: AtomicU32::new(self.next_database.load(Ordering::Relaxed)),
+                    };
+                    if synchronous {
+                        self.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = '*'")?;
+                        self.psql("postgres", "SELECT pg_reload_conf()")?;
+                        standby.wait_streaming_from(self)?;
+                    }
+                    return Ok(standby);
+                }
+                Err(Retry::OtherPort(log)) => last_log = log,
+                Err(Retry::No(e)) => return Err(e),
+            }
+        }
+        Err(err(format!("the standby could not bind a free port in {PORT_ATTEMPTS} attempts; last log:\n{last_log}")))
+    }
+
+    /// Wait until `primary` lists a synchronous standby that is streaming (so commits wait
+    /// for it from now on).
+    fn wait_streaming_from(&self, primary: &TestPg) -> Result<(), Error> {
+        let started = Instant::now();
+        loop {
+            let state = primary.psql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = 'sync'",
+            )?;
+            if state.trim() == "1" {
+                return Ok(());
+            }
+            if started.elapsed() > START_DEADLINE {
+                return Err(err(format!(
+                    "the standby did not stream synchronously within {START_DEADLINE:?}; its log:\n{}",
+                    self.log()
+                )));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Crash the server: an immediate shutdown (SIGQUIT: every session is cut, nothing is
+    /// flushed beyond what commits already flushed, crash recovery on the next start), as a
+    /// primary lost to a failure would be. Its data and port are kept.
+    pub fn crash(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill has no memory-safety preconditions; the PID is our own child, not
+            // yet reaped, so it cannot name another process.
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, libc::SIGQUIT);
+            }
+            let asked = Instant::now();
+            while let Ok(None) = self.child.try_wait() {
+                if asked.elapsed() > STOP_DEADLINE {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Promote a standby to a primary (`pg_promote`, waiting until it accepts writes).
+    pub fn promote(&self) -> Result<(), Error> {
+        let done = self.psql("postgres", "SELECT pg_promote(true, 60)")?;
+        if done.trim() == "t" {
+            Ok(())
+        } else {
+            Err(err(format!("pg_promote answered {done:?}; log:\n{}", self.log())))
+        }
+    }
+
     /// The loopback port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
@@ -524,6 +634,23 @@ mod tests {
         pg.restart().expect("restart");
         assert_eq!(pg.port(), port);
         assert_eq!(pg.psql(&db, "SELECT x FROM t").unwrap(), "7");
+    }
+
+    #[test]
+    fn a_standby_follows_synchronously_and_takes_over_when_promoted() {
+        let mut primary = TestPg::start().unwrap();
+        let db = primary.create_database().unwrap();
+        primary.psql(&db, "CREATE TABLE t (n int); INSERT INTO t VALUES (1)").unwrap();
+        let standby = primary.start_standby(true).unwrap();
+        // Read-only while it follows; a commit on the primary is on the standby once acknowledged.
+        assert!(standby.psql(&db, "INSERT INTO t VALUES (2)").is_err());
+        primary.psql(&db, "INSERT INTO t VALUES (3)").unwrap();
+        assert_eq!(standby.psql(&db, "SELECT string_agg(n::text, ',' ORDER BY n) FROM t").unwrap(), "1,3");
+        primary.crash();
+        assert!(primary.psql(&db, "SELECT 1").is_err());
+        standby.promote().unwrap();
+        standby.psql(&db, "INSERT INTO t VALUES (4)").unwrap();
+        assert_eq!(standby.psql(&db, "SELECT count(*) FROM t").unwrap(), "3");
     }
 
     #[test]

@@ -222,16 +222,7 @@ async fn a_database_away_for_ten_seconds_under_load_loses_nothing_acknowledged()
     wait_acked(acked_while_away + 40, "load after the outage").await;
     wait_ready_status(&d, StatusCode::OK, 30).await;
     stop.store(true, Relaxed);
-    let mut all = Seen::default();
-    for c in clients {
-        let s = c.await.expect("client task");
-        for (k, v) in s.statuses {
-            *all.statuses.entry(k).or_default() += v;
-        }
-        all.no_answer.extend(s.no_answer);
-        all.created.extend(s.created);
-        all.titles.extend(s.titles);
-    }
+    let all = gather(clients).await;
     eprintln!("answers: {:?}; no answer: {}", all.statuses, all.no_answer.len());
 
     // Every refusal was a 503 (never a 500 or another error), and there were refusals: the
@@ -243,25 +234,11 @@ async fn a_database_away_for_ten_seconds_under_load_loses_nothing_acknowledged()
     assert!(ready_during.contains(&503), "/readyz never said not ready while the database was away: {ready_during:?}");
     assert!(ready_during.iter().all(|s| [200, 503].contains(s)), "/readyz answered something else: {ready_during:?}");
 
-    // Everything acknowledged is in the store: each created user, each acknowledged title
-    // (or a later one whose answer was a 503: "may or may not have committed").
-    let mut expected_titles = std::collections::HashMap::new();
-    for (id, name) in &all.created {
-        let r = d.get(&format!("/Users/{id}")).await;
-        assert_eq!(r.status, StatusCode::OK, "acknowledged user {name} ({id}) lost: {}", r.body);
-        let title = r.body["title"].as_str().map(|t| t.parse::<u64>().expect("a number"));
-        if let Some(&(sent, Some(a))) = all.titles.get(id) {
-            let t = title.unwrap_or_else(|| panic!("user {id}: acknowledged title {a} lost"));
-            assert!(a <= t && t <= sent, "user {id}: title {t}, acknowledged {a}, highest sent {sent}");
-        }
-        expected_titles.insert(name.clone(), title);
-    }
+    let expected_titles = check_acknowledged(&d, &all).await;
 
     // The worker and the scheduler lived through it: the queue drains to the app, nothing
     // dead-lettered, a sync runs on demand, and the app holds what the store holds.
-    d.wait_outbox_empty_within(120).await;
-    let dead = d.cli(&["outbox", "list", "--dead"]);
-    assert!(!dead.lines().skip(1).any(|l| l.contains("dead")), "dead-lettered changes:\n{dead}");
+    drained_without_dead(&d).await;
     // A scheduled run may be under way (409): the on-demand one goes after it.
     let mut last = String::new();
     for _ in 0..300 {
@@ -279,16 +256,162 @@ async fn a_database_away_for_ten_seconds_under_load_loses_nothing_acknowledged()
     let runs = admin_get(&d, "/sync/runs").await;
     let runs = runs.body["runs"].as_array().expect("runs").clone();
     assert!(runs.iter().skip(1).all(|r| r["status"] != "running"), "a run left open: {runs:?}");
+    app_holds(&app, &expected_titles).await;
+    assert!(d.stop().success());
+}
+
+/// Every client's answers, added up.
+async fn gather(clients: Vec<tokio::task::JoinHandle<Seen>>) -> Seen {
+    let mut all = Seen::default();
+    for c in clients {
+        let s = c.await.expect("client task");
+        for (k, v) in s.statuses {
+            *all.statuses.entry(k).or_default() += v;
+        }
+        all.no_answer.extend(s.no_answer);
+        all.created.extend(s.created);
+        all.titles.extend(s.titles);
+    }
+    all
+}
+
+/// Everything acknowledged is in the store: each created user, each acknowledged title (or a
+/// later one whose answer was a 503: "may or may not have committed"). Returns each user's
+/// title as the store holds it, by userName.
+async fn check_acknowledged(d: &Daemon, all: &Seen) -> std::collections::HashMap<String, Option<u64>> {
+    let mut expected_titles = std::collections::HashMap::new();
+    for (id, name) in &all.created {
+        let r = d.get(&format!("/Users/{id}")).await;
+        assert_eq!(r.status, StatusCode::OK, "acknowledged user {name} ({id}) lost: {}", r.body);
+        let title = r.body["title"].as_str().map(|t| t.parse::<u64>().expect("a number"));
+        if let Some(&(sent, Some(a))) = all.titles.get(id) {
+            let t = title.unwrap_or_else(|| panic!("user {id}: acknowledged title {a} lost"));
+            assert!(a <= t && t <= sent, "user {id}: title {t}, acknowledged {a}, highest sent {sent}");
+        }
+        expected_titles.insert(name.clone(), title);
+    }
+    expected_titles
+}
+
+/// The outbox drains to the app and nothing is dead-lettered.
+async fn drained_without_dead(d: &Daemon) {
+    d.wait_outbox_empty_within(120).await;
+    let dead = d.cli(&["outbox", "list", "--dead"]);
+    assert!(!dead.lines().skip(1).any(|l| l.contains("dead")), "dead-lettered changes:\n{dead}");
+}
+
+/// The app holds every user the store holds, with the store's title.
+async fn app_holds(app: &crate::app::ScimApp, expected_titles: &std::collections::HashMap<String, Option<u64>>) {
     let in_app: std::collections::HashMap<String, serde_json::Value> = app
         .all("Users")
         .await
         .into_iter()
         .map(|u| (u["userName"].as_str().unwrap_or_default().to_string(), u))
         .collect();
-    for (name, title) in &expected_titles {
+    for (name, title) in expected_titles {
         let u = in_app.get(name).unwrap_or_else(|| panic!("acknowledged user {name} never reached the app"));
         let t = u["title"].as_str().map(|t| t.parse::<u64>().expect("a number"));
         assert_eq!(t, *title, "user {name}: the app's title differs from the store's");
     }
+}
+
+/// Issue 15, "what each failure does ... database failover": the primary crashes under load
+/// and its synchronous standby is promoted (what Patroni or a managed service does). The
+/// daemon is given both hosts (`host1:port1,host2:port2` with
+/// `target_session_attrs=read-write`, libpq's multi-host form), so it finds the new primary by
+/// itself: no restart, no config change. Meanwhile the IdP gets 503s (never a 500, never a
+/// 2xx that was not committed), and with the standby synchronous nothing acknowledged before
+/// the crash is lost; every change reaches the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failover_to_a_synchronous_standby_loses_nothing_acknowledged() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    if !on_postgres() {
+        return;
+    }
+    let app = crate::app::ScimApp::start().await;
+    let mut primary = testpg::TestPg::start().expect("a throw-away PostgreSQL");
+    let db = primary.create_database().expect("a database");
+    let standby = tokio::task::block_in_place(|| primary.start_standby(true)).expect("a synchronous standby");
+    let url = format!(
+        "postgres://{}@127.0.0.1:{},127.0.0.1:{}/{db}?target_session_attrs=read-write",
+        testpg::USER,
+        primary.port(),
+        standby.port()
+    );
+    let env = vec![
+        ("SCIMSYNC_STORE__BACKEND".to_string(), "postgres".to_string()),
+        ("SCIMSYNC_STORE__POSTGRES__URL".to_string(), url),
+        ("SCIMSYNC_STORE__POSTGRES__PASSWORD".to_string(), testpg::PASSWORD.to_string()),
+    ];
+    let config = format!("{}[reconcile]\nschedule = \"*/3 * * * * *\"\n", crate::app::scim_target_config(&app.base));
+    let mut d = Daemon::prepare_on_store(&config, env);
+    d.spawn();
+    wait_ready_status(&d, StatusCode::OK, 30).await;
+
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|w| {
+            let (http, base, token) = (d.http.clone(), d.base.clone(), d.token.clone());
+            tokio::spawn(client_load(http, base, token, w, acked.clone(), stop.clone()))
+        })
+        .collect();
+    let wait_acked = |at_least: u64, what: &'static str| {
+        let acked = acked.clone();
+        async move {
+            for _ in 0..1200 {
+                if acked.load(Relaxed) >= at_least {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{what}: fewer than {at_least} acknowledged changes within 60 s");
+        }
+    };
+    wait_acked(40, "load before the failover").await;
+
+    // The primary crashes; the failover manager notices after a few seconds and promotes the
+    // standby. The load goes on throughout.
+    tokio::task::block_in_place(|| primary.crash());
+    let crashed = tokio::time::Instant::now();
+    // (An answer already on its way when the server died may still be counted for a moment.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acked_at_crash = acked.load(Relaxed);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let acked_before_promotion = acked.load(Relaxed);
+    tokio::task::block_in_place(|| standby.promote()).expect("promote the standby");
+    let promoted = tokio::time::Instant::now();
+    wait_acked(acked_before_promotion + 1, "the first write on the new primary").await;
+    let first_write = promoted.elapsed();
+    wait_acked(acked_before_promotion + 40, "load on the new primary").await;
+    wait_ready_status(&d, StatusCode::OK, 30).await;
+    stop.store(true, Relaxed);
+    let all = gather(clients).await;
+    let refused = all.statuses.get(&503).copied().unwrap_or(0);
+    let answered: u64 = all.statuses.values().sum();
+    eprintln!(
+        "MEASURED database failover: first acknowledged write {:.2} s after the promotion ({:.2} s after the crash); \
+         answers {:?} ({refused} of {answered} refused with 503); acknowledged in the 2.5 s without a primary: {}",
+        first_write.as_secs_f64(),
+        crashed.elapsed().as_secs_f64() - promoted.elapsed().as_secs_f64() + first_write.as_secs_f64(),
+        all.statuses,
+        acked_before_promotion - acked_at_crash,
+    );
+
+    // Every refusal was a 503, every request got an answer, and the outage was felt.
+    let others: Vec<_> = all.statuses.keys().filter(|s| ![200, 201, 503].contains(*s)).collect();
+    assert!(others.is_empty(), "statuses other than 200/201/503: {:?}\nlog:\n{}", all.statuses, d.log());
+    assert!(refused > 0, "no 503 while there was no primary: {:?}", all.statuses);
+    assert!(all.no_answer.is_empty(), "requests without an HTTP answer: {:?}", all.no_answer);
+    // Nothing was acknowledged while no server could take a write.
+    assert_eq!(acked_before_promotion, acked_at_crash, "a 2xx while there was no writable primary");
+
+    // Everything acknowledged, before and after the failover, is in the new primary; the
+    // queue drains to the app (the changes committed on the old primary included).
+    let expected_titles = check_acknowledged(&d, &all).await;
+    drained_without_dead(&d).await;
+    app_holds(&app, &expected_titles).await;
     assert!(d.stop().success());
+    drop(primary);
 }
