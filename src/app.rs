@@ -542,15 +542,24 @@ async fn lead(leader: Leader, mut first: Option<Term>, cluster: crate::cluster::
                 _ = term.stop.cancelled() => break,
             }
         }
-        if !shutdown.is_cancelled() {
-            tracing::warn!(epoch = term.epoch, "cluster: no longer leader; stopping the leader's work");
-        }
         term.stop.cancel();
-        for t in term.tasks {
-            let _ = t.await;
-        }
         if shutdown.is_cancelled() {
+            // A clean stop: deliveries at hand finish and are recorded, then the lease is
+            // released (nobody else leads before that).
+            for t in term.tasks {
+                let _ = t.await;
+            }
             return;
+        }
+        // Fenced: the lease may go to another node soon (`cluster::FENCE_MARGIN` after this
+        // at the earliest). Abort at once rather than finish: a delivery still in flight would
+        // reach the app while the next leader re-sends the same row and the ones after it,
+        // out of order. The aborted rows stay in flight; the next leader's recover re-queues
+        // them (same Idempotency-Key). A sync run cut here is closed by the next scheduler.
+        tracing::warn!(epoch = term.epoch, "cluster: no longer leader; aborting the leader's work");
+        for t in term.tasks {
+            t.abort();
+            let _ = t.await;
         }
     }
 }

@@ -75,6 +75,9 @@ pub async fn sqlite_to_postgres(data_dir: &Path, pg: &PgOptions) -> Result<CopyR
     let store = PgStore::open(pg, &OpenProgress::default(), &tokio_util::sync::CancellationToken::new()).await?;
     let mut conn = store.client().await?;
     let tx = conn.transaction().await?;
+    // Reading a big SQLite table between two statements may take longer than the daemon's
+    // idle-in-transaction bound; this session is the only writer and is watched by its user.
+    tx.batch_execute("SET LOCAL idle_in_transaction_session_timeout = 0").await?;
     for t in ["resources", "outbox", "tokens", "audit_log", "sync_runs"] {
         let n: i64 = tx.query_one(&format!("SELECT count(*) FROM {t}"), &[]).await?.get(0);
         if n > 0 {

@@ -276,6 +276,16 @@ fn check_schema_name(schema: &str) -> Result<(), StoreError> {
     if plain { Ok(()) } else { Err(StoreError::Internal(format!("{schema:?} is not a plain schema name"))) }
 }
 
+/// How long the server lets a session sit inside a transaction without a statement before it
+/// ends the session (rolling back). The daemon's transactions send their statements back to
+/// back, so only a client that is gone or cut off (a network partition, a paused VM) gets
+/// here: without the bound, its open transaction keeps its row locks until TCP gives up,
+/// hours later, and among them may be the leader lease's (an outbox claim locks it `FOR
+/// SHARE`), which would hold off the next leader's takeover for as long. 10 s ends such a
+/// transaction before a lease that was renewed just before the cut expires (15 s), so it does
+/// not delay a takeover. `scimsync store copy`'s one long transaction turns it off.
+pub(crate) const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
+
 /// The driver's configuration: the URL, the password, and the options every session starts
 /// with (sent in the start-up packet: no extra round trip, and no pooled connection can miss
 /// them).
@@ -292,8 +302,9 @@ fn connection_config(opts: &PgOptions) -> Result<tokio_postgres::Config, StoreEr
         config.application_name("scimsync");
     }
     let ours = format!(
-        "-c synchronous_commit=on -c statement_timeout={} -c search_path={}",
+        "-c synchronous_commit=on -c statement_timeout={} -c idle_in_transaction_session_timeout={} -c search_path={}",
         opts.statement_timeout.as_millis().max(1),
+        IDLE_IN_TRANSACTION.as_millis(),
         opts.schema
     );
     let options = match config.get_options() {
