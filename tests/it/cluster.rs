@@ -11,19 +11,19 @@ use serde_json::Value;
 use crate::app::{Proxy, ScimApp, scim_target_config};
 use crate::support::*;
 
-async fn admin_get(d: &Daemon, path: &str) -> Resp {
+pub(crate) async fn admin_get(d: &Daemon, path: &str) -> Resp {
     send(d.http.get(format!("{}{path}", d.admin_base))).await
 }
 
 /// `checks.cluster` of the node's `/readyz`.
-async fn cluster_of(d: &Daemon) -> Value {
+pub(crate) async fn cluster_of(d: &Daemon) -> Value {
     let r = admin_get(d, "/readyz").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     r.body["checks"]["cluster"].clone()
 }
 
 /// Bounded wait until `check` holds for the node's `checks.cluster`; fails with the last one.
-async fn wait_cluster(d: &Daemon, what: &str, seconds: u64, check: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_cluster(d: &Daemon, what: &str, seconds: u64, check: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
     for _ in 0..seconds * 10 {
         last = cluster_of(d).await;
@@ -39,7 +39,7 @@ async fn metrics(d: &Daemon) -> String {
     admin_get(d, "/metrics").await.body.as_str().unwrap_or_default().to_string()
 }
 
-fn node(pg: &testpg::TestPg, db: &str, name: &str, target: &str) -> Daemon {
+pub(crate) fn node(pg: &testpg::TestPg, db: &str, name: &str, target: &str) -> Daemon {
     let mut env = pg_store_env(pg, db);
     env.push(("SCIMSYNC_CLUSTER__NODE_NAME".into(), name.into()));
     let mut d = Daemon::prepare_on_store(target, env);
