@@ -94,3 +94,29 @@ async fn a_leader_whose_lease_was_taken_claims_and_recovers_nothing() {
     ids.sort();
     assert_eq!(ids, ["u1", "u2"]);
 }
+
+/// A leader stalled in the middle of a claim (SIGSTOP, a frozen VM), with the lease row locked
+/// by the claim's fence check, does not block the takeover for as long as it stalls: the
+/// server ends its idle transaction after `IDLE_IN_TRANSACTION_TIMEOUT`, the other node takes
+/// the expired lease, and the stalled claim commits nothing when its node wakes up. (Found by
+/// `tests/it/cluster_chaos.rs`: without the timeout, the takeover and the other nodes' writes
+/// waited for the paused leader.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stalled_inside_a_claim_does_not_block_the_takeover() {
+    let pg = TestPg::start().unwrap();
+    let db = pg.create_database().unwrap();
+    let a = super::fixture::open_pg(&pg, &db, 2).await;
+    let b = super::fixture::open_pg(&pg, &db, 2).await;
+    // A short lease, so that it is expired by the time b tries.
+    assert_eq!(a.acquire_or_renew("a", Duration::from_secs(1)).await.unwrap(), Some(1));
+    let mut conn = a.conn().await.unwrap();
+    let tx = conn.transaction().await.unwrap();
+    assert!(super::cluster::still_leader(&tx, &Some(("a".into(), 1))).await.unwrap(), "the fence holds the lease row");
+    // a stalls here; b waits for the lease, and gets it once the server ended a's transaction
+    // (the fixture's statement_timeout, 60 s, is what would end b's wait otherwise).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(b.acquire_or_renew("b", TTL).await.unwrap(), Some(2), "b takes the expired lease");
+    // a wakes up: its transaction is gone, nothing it does in it commits.
+    let after = tx.execute("UPDATE outbox SET state = state WHERE false", &[]).await;
+    assert!(after.is_err() || tx.commit().await.is_err(), "the stalled transaction was ended by the server");
+}

@@ -10,7 +10,8 @@
 //! connection, and PostgreSQL orders concurrent ones (a write locks its resource's row first,
 //! so one resource's outbox rows get ids in commit order). Every connection starts with
 //! `synchronous_commit=on` (so a returned commit is on the server's disk, whatever the
-//! server's default), the configured `statement_timeout` and `search_path` = the schema.
+//! server's default), the configured `statement_timeout`, `search_path` = the schema, and
+//! `idle_in_transaction_session_timeout` = [`IDLE_IN_TRANSACTION_TIMEOUT`].
 
 mod audit;
 mod cluster;
@@ -35,6 +36,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::StoreError;
 use crate::model::Resource;
+
+/// How long the server lets a session sit idle inside a transaction before it ends the session
+/// (`idle_in_transaction_session_timeout`). A daemon stalled in the middle of a transaction (a
+/// paused process, a frozen VM, a machine out of CPU) would otherwise hold that transaction's
+/// row locks for as long as it stalls: an outbox claim's lock on the leader lease (`FOR
+/// SHARE`) blocks every other node's takeover, and its locks on outbox rows block the IdP
+/// writes on the other nodes that touch them, so the whole cluster stalls with one node. Ended
+/// by the server, the stalled transaction rolls back (a claim made under a lease that may have
+/// gone commits nothing) and the locks go. Well under the leader lease's 15 s, far above the
+/// milliseconds between two statements of one of our transactions.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How to reach the database; built from `config::PostgresConfig` by the wiring.
 #[derive(Debug, Clone)]
@@ -292,9 +304,10 @@ fn connection_config(opts: &PgOptions) -> Result<tokio_postgres::Config, StoreEr
         config.application_name("scimsync");
     }
     let ours = format!(
-        "-c synchronous_commit=on -c statement_timeout={} -c search_path={}",
+        "-c synchronous_commit=on -c statement_timeout={} -c search_path={} -c idle_in_transaction_session_timeout={}",
         opts.statement_timeout.as_millis().max(1),
-        opts.schema
+        opts.schema,
+        IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
     );
     let options = match config.get_options() {
         Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
