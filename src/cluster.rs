@@ -21,8 +21,9 @@
 //! 2. the outbox claim (what sends to the app) checks, in its own transaction, that the
 //!    lease this node holds is still unexpired and of the same epoch, and locks it until the
 //!    claim commits: a stale leader that did not notice yet claims nothing. Rows it claimed
-//!    before may be delivered twice (their row lease expires and the new leader claims
-//!    them), with the same Idempotency-Key.
+//!    before may be delivered twice (the new leader re-queues them), with the same
+//!    Idempotency-Key; the stale leader's outcome for them is not recorded (the same check
+//!    in `complete`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

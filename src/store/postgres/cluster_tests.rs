@@ -10,7 +10,7 @@ use testpg::TestPg;
 
 use crate::model::ResourceKind;
 use crate::store::face::{ClusterStore, OutboxStore, ResourceStore};
-use crate::store::{NewAudit, NewResource, NodeInfo};
+use crate::store::{Completion, NewAudit, NewResource, NodeInfo};
 
 const TTL: Duration = Duration::from_secs(15);
 
@@ -147,4 +147,42 @@ async fn a_lease_is_not_shared_by_two_processes_with_one_name() {
     assert_eq!(twin.acquire_or_renew("bridge-1", TTL, false).await.unwrap(), Some(2));
     assert_eq!(restarted.acquire_or_renew("bridge-1", TTL, false).await.unwrap(), None);
     assert_eq!(first.acquire_or_renew("bridge-1", TTL, false).await.unwrap(), None);
+}
+
+/// A stale leader's delivery that ends after another node took over records nothing: the
+/// new leader re-queued the row and delivered it, and the stale outcome (here a retry: its
+/// request timed out while it was paused) must not put the row back in the queue, nor mark
+/// it dead or done over the new leader's record. (Seen in `tests/it/cluster_chaos.rs`: a
+/// leader resumed after SIGSTOP recorded "will retry" for a row already delivered.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_leaders_late_outcome_is_not_recorded() {
+    let pg = TestPg::start().unwrap();
+    let db = pg.create_database().unwrap();
+    let a = super::fixture::open_pg(&pg, &db, 2).await;
+    let b = super::fixture::open_pg(&pg, &db, 2).await;
+    let new = NewResource {
+        kind: ResourceKind::User,
+        id: "u1".into(),
+        attrs: json!({"userName": "u1@example.com"}).as_object().unwrap().clone(),
+        members: vec![],
+    };
+    ResourceStore::create(&a, new, NewAudit::new("test", "POST", "User"), None).await.unwrap();
+    let lease_until = || crate::model::time_after(Duration::from_secs(300));
+    assert_eq!(a.acquire_or_renew("a", TTL, false).await.unwrap(), Some(1));
+    let stale = a.claim(1, 10, lease_until(), None).await.unwrap().bundles.pop().expect("a claims the row");
+
+    // a stalls mid-delivery; b takes over, re-queues the row and delivers it.
+    expire(&pg, &db);
+    assert_eq!(b.acquire_or_renew("b", TTL, false).await.unwrap(), Some(2));
+    assert_eq!(b.recover().await.unwrap(), 1);
+    let fresh = b.claim(1, 10, lease_until(), None).await.unwrap().bundles.pop().expect("b claims the row");
+    let done = Completion::Success { id_map: Some(Some("app-1".into())), applied: None, note: None, recreated: false };
+    b.complete(&fresh, crate::model::now(), done).await.unwrap();
+
+    // a wakes up and records its outcome: nothing changes.
+    let retry = Completion::Retry { next_attempt_at: crate::model::now(), error: "timed out".into() };
+    a.complete(&stale, crate::model::now(), retry).await.unwrap();
+    let state = pg.psql(&db, &format!("SELECT state FROM scimsync.outbox WHERE id = {}", stale.head().id)).unwrap();
+    assert_eq!(state, "done", "the new leader's record stands");
+    assert!(b.claim(10, 10, lease_until(), None).await.unwrap().bundles.is_empty(), "nothing to deliver again");
 }
