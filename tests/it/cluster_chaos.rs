@@ -1,5 +1,6 @@
 //! Issue 15 under chaos: three nodes on one PostgreSQL store take IdP load through a load
-//! balancer while one node after another is SIGKILLed and restarted (the leader among them);
+//! balancer while one node after another is SIGKILLed and restarted, or paused (the leader
+//! among them);
 //! every acknowledged change must reach the real app once, in per-resource order. And a killed
 //! leader's scheduled full sync is run by another node. Both print the failover figures
 //! (`MEASURED …`): leader takeover, delivery resumption, the IdP-visible error rate.
@@ -264,7 +265,8 @@ fn ms(d: Duration) -> String {
 }
 
 /// Issue 15, item 5: IdP load spread over three nodes while one node is SIGKILLed every few
-/// seconds and restarted (the leader twice, once held down until another node takes over):
+/// seconds and restarted (the leader three times, once held down until another node takes
+/// over) or paused (the leader, until another node takes over):
 /// every acknowledged change is in the store and reaches the real app in per-resource order,
 /// with no duplicate account or member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -306,9 +308,9 @@ async fn three_nodes_under_idp_load_lose_nothing_while_nodes_are_killed() {
     let workers: Vec<_> =
         (0..4).map(|w| tokio::spawn(idp_worker(lb.clone(), w, group_ids.clone(), stop.clone()))).collect();
 
-    // The killer: (which node, how long it stays down). The leader is killed three times:
-    // twice restarted at once (it takes its own lease back), once held down until another
-    // node took over (its restart makes it a follower).
+    // The killer: (the leader or a follower, how long it stays down). The leader is killed
+    // three times, twice restarted at once (it takes its own lease back), once held down
+    // until another node took over (its restart makes it a follower); and paused once.
     #[derive(Debug)]
     enum Down {
         Briefly,
