@@ -313,6 +313,7 @@ pub async fn run(
     // Held until the daemon exits: its lock tells a restarted daemon that took this id that
     // the earlier process is gone.
     let identity = crate::cluster::node_id(&cfg.cluster.node_name, &cfg.store.data_dir);
+    let reclaim = identity.held.is_some();
     let _node_id_lock = identity.held;
     let node = crate::store::NodeInfo {
         node_id: identity.id,
@@ -320,7 +321,7 @@ pub async fn run(
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let election_stop = shutdown.child_token();
-    let (cluster, election) = crate::cluster::start(store.clone(), node, election_stop.clone()).await;
+    let (cluster, election) = crate::cluster::start(store.clone(), node, reclaim, election_stop.clone()).await;
     tracing::info!(node = cluster.node_id(), role = cluster.role().as_str(), "cluster: node started");
     let duties = match build_target(cfg) {
         Ok(Some(target)) => {

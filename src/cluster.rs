@@ -21,8 +21,9 @@
 //! 2. the outbox claim (what sends to the app) checks, in its own transaction, that the
 //!    lease this node holds is still unexpired and of the same epoch, and locks it until the
 //!    claim commits: a stale leader that did not notice yet claims nothing. Rows it claimed
-//!    before may be delivered twice (their row lease expires and the new leader claims
-//!    them), with the same Idempotency-Key.
+//!    before may be delivered twice (the new leader re-queues them), with the same
+//!    Idempotency-Key; the stale leader's outcome for them is not recorded (the same check
+//!    in `complete`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -182,9 +183,15 @@ fn kept_id(host: &str, data_dir: &std::path::Path) -> std::io::Result<Option<(St
 
 /// Start the election loop for `node` on `store`, until `shutdown`. The lease is not released
 /// here: the wiring releases it ([`release`]) once the leader's work has stopped.
+///
+/// `reclaim`: this node's id is known to be free of any other live process (the data
+/// directory's lock, [`NodeIdentity::held`]), so a lease held under it is a dead process's
+/// and is taken back at once. Without it (a configured `node_name`), such a lease is left to
+/// expire: a second live daemon given the same name must not lead beside the first.
 pub async fn start(
     store: Store,
     node: NodeInfo,
+    reclaim: bool,
     shutdown: CancellationToken,
 ) -> (Cluster, tokio::task::JoinHandle<()>) {
     let shared = store.cluster().shared();
@@ -192,7 +199,7 @@ pub async fn start(
     let cluster = Cluster { node: Arc::new(node), role: rx, shared, nodes: Arc::default() };
     // The first round before returning: a node that can lead at once (SQLite, or the first
     // PostgreSQL node) leads from the start, with no window in which nothing delivers.
-    let mut state = Election { deadline: None };
+    let mut state = Election { deadline: None, reclaim };
     state.round(&store, &cluster, &tx).await;
     let task = {
         let cluster = cluster.clone();
@@ -235,6 +242,8 @@ pub async fn release(store: &Store, cluster: &Cluster) {
 struct Election {
     /// When this node must stop acting as leader unless it renews (its own monotonic clock).
     deadline: Option<Instant>,
+    /// Whether a lease held under this node's id by an earlier process may be taken back.
+    reclaim: bool,
 }
 
 impl Election {
@@ -247,33 +256,37 @@ impl Election {
             (Role::Leader { .. }, Some(d)) => d,
             _ => started + LEASE_TTL,
         };
-        let role =
-            match tokio::time::timeout_at(bound, store.cluster().acquire_or_renew(&node.node_id, LEASE_TTL)).await {
-                Ok(Ok(Some(epoch))) => {
-                    self.deadline = Some(started + LEASE_TTL - FENCE_MARGIN);
-                    Role::Leader { epoch }
+        let role = match tokio::time::timeout_at(
+            bound,
+            store.cluster().acquire_or_renew(&node.node_id, LEASE_TTL, self.reclaim),
+        )
+        .await
+        {
+            Ok(Ok(Some(epoch))) => {
+                self.deadline = Some(started + LEASE_TTL - FENCE_MARGIN);
+                Role::Leader { epoch }
+            }
+            Ok(Ok(None)) => {
+                self.deadline = None;
+                Role::Follower
+            }
+            Ok(Err(e)) => {
+                if matches!(*tx.borrow(), Role::Leader { .. }) {
+                    tracing::warn!(error = %e, "cluster: could not renew the leader lease; stepping down");
+                } else {
+                    tracing::debug!(error = %e, "cluster: could not try for the leader lease");
                 }
-                Ok(Ok(None)) => {
-                    self.deadline = None;
-                    Role::Follower
+                self.deadline = None;
+                Role::Follower
+            }
+            Err(_) => {
+                if matches!(*tx.borrow(), Role::Leader { .. }) {
+                    tracing::warn!("cluster: the leader lease was not renewed in time; stepping down");
                 }
-                Ok(Err(e)) => {
-                    if matches!(*tx.borrow(), Role::Leader { .. }) {
-                        tracing::warn!(error = %e, "cluster: could not renew the leader lease; stepping down");
-                    } else {
-                        tracing::debug!(error = %e, "cluster: could not try for the leader lease");
-                    }
-                    self.deadline = None;
-                    Role::Follower
-                }
-                Err(_) => {
-                    if matches!(*tx.borrow(), Role::Leader { .. }) {
-                        tracing::warn!("cluster: the leader lease was not renewed in time; stepping down");
-                    }
-                    self.deadline = None;
-                    Role::Follower
-                }
-            };
+                self.deadline = None;
+                Role::Follower
+            }
+        };
         let changed = tx.send_if_modified(|r| {
             let changed = *r != role;
             *r = role;

@@ -237,10 +237,18 @@ pub trait ClusterStore: Send + Sync {
     /// Record `node` as alive now (insert or refresh its row).
     async fn heartbeat(&self, node: &NodeInfo) -> Result<(), StoreError>;
 
-    /// Take the lease when it is free or expired, or renew it when `node_id` holds it, for
+    /// Take the lease when it is free or expired, or renew it when this store holds it, for
     /// `ttl` from now by the database's clock. `Some(epoch)` when `node_id` leads (the epoch
-    /// grows at each change of holder), `None` when another node does.
-    async fn acquire_or_renew(&self, node_id: &str, ttl: std::time::Duration) -> Result<Option<i64>, StoreError>;
+    /// grows at each change of holder), `None` when another node does. A lease held under
+    /// `node_id` by another process (a restart, or a second daemon given the same name) is
+    /// not this store's: it is taken back before it expires only with `reclaim`, when the
+    /// caller knows the earlier process with this id is gone (the data directory's lock).
+    async fn acquire_or_renew(
+        &self,
+        node_id: &str,
+        ttl: std::time::Duration,
+        reclaim: bool,
+    ) -> Result<Option<i64>, StoreError>;
 
     /// Give the lease up at once (at shutdown), when `node_id` holds it, so another node
     /// need not wait for it to expire; this store stops claiming.

@@ -116,6 +116,8 @@ pub struct Seen {
     pub status: u16,
     pub idempotency_key: Option<String>,
     pub at: std::time::Instant,
+    /// The request's body as text (what the app was told: a title's version, a userName).
+    pub body: String,
 }
 
 /// A loopback HTTP proxy in front of the app whose behaviour a test switches mid-run.
@@ -165,6 +167,7 @@ impl Proxy {
                             status,
                             idempotency_key: key.clone(),
                             at: arrived,
+                            body: String::from_utf8_lossy(&body).into_owned(),
                         };
                         a.lock().unwrap().push(record(0));
                         let mode = match mode {

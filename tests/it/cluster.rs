@@ -16,7 +16,7 @@ pub(crate) async fn admin_get(d: &Daemon, path: &str) -> Resp {
 }
 
 /// `checks.cluster` of the node's `/readyz`.
-async fn cluster_of(d: &Daemon) -> Value {
+pub(crate) async fn cluster_of(d: &Daemon) -> Value {
     let r = admin_get(d, "/readyz").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     r.body["checks"]["cluster"].clone()

@@ -10,6 +10,7 @@ mod backup;
 mod bulk;
 mod cli;
 mod cluster;
+mod cluster_chaos;
 mod cluster_partition;
 mod contrib;
 mod discovery;

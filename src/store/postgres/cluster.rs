@@ -60,18 +60,25 @@ impl ClusterStore for PgStore {
         Ok(())
     }
 
-    async fn acquire_or_renew(&self, node_id: &str, ttl: Duration) -> Result<Option<i64>, StoreError> {
+    async fn acquire_or_renew(&self, node_id: &str, ttl: Duration, reclaim: bool) -> Result<Option<i64>, StoreError> {
+        // The epoch this store holds, if any: a lease under our id of another epoch is another
+        // process's (a second daemon given the same node_name, or our own previous run, which
+        // `reclaim` says is gone), never ours to renew by name alone.
+        let held = match &*self.fence.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((holder, epoch)) if holder == node_id => *epoch,
+            _ => NO_EPOCH,
+        };
         let row = self
             .conn()
             .await?
             .query_opt(
                 "UPDATE leader_lease
                  SET holder = $1,
-                     epoch = CASE WHEN holder = $1 THEN epoch ELSE epoch + 1 END,
+                     epoch = CASE WHEN holder = $1 AND (epoch = $3 OR $4) THEN epoch ELSE epoch + 1 END,
                      expires_at = now() + make_interval(secs => $2)
-                 WHERE id = 1 AND (holder = $1 OR expires_at < now())
+                 WHERE id = 1 AND ((holder = $1 AND (epoch = $3 OR $4)) OR expires_at < now())
                  RETURNING epoch",
-                &[&node_id, &interval(ttl)],
+                &[&node_id, &interval(ttl), &held, &reclaim],
             )
             .await?;
         let epoch = row.map(|r| r.get::<_, i64>(0));

@@ -10,7 +10,7 @@ use testpg::TestPg;
 
 use crate::model::ResourceKind;
 use crate::store::face::{ClusterStore, OutboxStore, ResourceStore};
-use crate::store::{NewAudit, NewResource, NodeInfo};
+use crate::store::{Completion, NewAudit, NewResource, NodeInfo};
 
 const TTL: Duration = Duration::from_secs(15);
 
@@ -30,18 +30,18 @@ async fn one_leader_at_a_time_and_an_expired_lease_goes_to_the_other_node() {
     let a = super::fixture::open_pg(&pg, &db, 2).await;
     let b = super::fixture::open_pg(&pg, &db, 2).await;
 
-    assert_eq!(a.acquire_or_renew("a", TTL).await.unwrap(), Some(1), "a free lease is taken");
-    assert_eq!(b.acquire_or_renew("b", TTL).await.unwrap(), None, "a held lease is not");
-    assert_eq!(a.acquire_or_renew("a", TTL).await.unwrap(), Some(1), "renewing keeps the epoch");
-    assert_eq!(b.acquire_or_renew("b", TTL).await.unwrap(), None);
+    assert_eq!(a.acquire_or_renew("a", TTL, false).await.unwrap(), Some(1), "a free lease is taken");
+    assert_eq!(b.acquire_or_renew("b", TTL, false).await.unwrap(), None, "a held lease is not");
+    assert_eq!(a.acquire_or_renew("a", TTL, false).await.unwrap(), Some(1), "renewing keeps the epoch");
+    assert_eq!(b.acquire_or_renew("b", TTL, false).await.unwrap(), None);
 
     expire(&pg, &db);
-    assert_eq!(b.acquire_or_renew("b", TTL).await.unwrap(), Some(2), "an expired lease is taken, a new epoch");
-    assert_eq!(a.acquire_or_renew("a", TTL).await.unwrap(), None, "the old leader does not get it back");
+    assert_eq!(b.acquire_or_renew("b", TTL, false).await.unwrap(), Some(2), "an expired lease is taken, a new epoch");
+    assert_eq!(a.acquire_or_renew("a", TTL, false).await.unwrap(), None, "the old leader does not get it back");
 
     // Released at shutdown: the other node need not wait for the deadline.
     b.release("b").await.unwrap();
-    assert_eq!(a.acquire_or_renew("a", TTL).await.unwrap(), Some(3));
+    assert_eq!(a.acquire_or_renew("a", TTL, false).await.unwrap(), Some(3));
 
     a.heartbeat(&node("a")).await.unwrap();
     b.heartbeat(&node("b")).await.unwrap();
@@ -73,18 +73,18 @@ async fn a_leader_whose_lease_was_taken_claims_and_recovers_nothing() {
     }
     let lease_until = || crate::model::time_after(Duration::from_secs(300));
 
-    assert_eq!(a.acquire_or_renew("a", TTL).await.unwrap(), Some(1));
+    assert_eq!(a.acquire_or_renew("a", TTL, false).await.unwrap(), Some(1));
     let first = a.claim(1, 10, lease_until(), None).await.unwrap();
     assert_eq!(first.bundles.len(), 1, "the leader claims");
 
     // a is partitioned (it renews no more) and its lease expires; b takes over.
     expire(&pg, &db);
-    assert_eq!(b.acquire_or_renew("b", TTL).await.unwrap(), Some(2));
+    assert_eq!(b.acquire_or_renew("b", TTL, false).await.unwrap(), Some(2));
     let stale = a.claim(10, 10, lease_until(), None).await.unwrap();
     assert!(stale.bundles.is_empty(), "a stale leader's claim claims nothing: {stale:?}");
     assert_eq!(a.recover().await.unwrap(), 0, "nor does it re-queue the new leader's rows");
     // Told it lost the lease, it stays fenced (not "unfenced" for want of a lease).
-    assert_eq!(a.acquire_or_renew("a", TTL).await.unwrap(), None);
+    assert_eq!(a.acquire_or_renew("a", TTL, false).await.unwrap(), None);
     assert!(a.claim(10, 10, lease_until(), None).await.unwrap().bundles.is_empty());
 
     // The new leader re-queues what a had in flight, and delivers everything.
@@ -93,4 +93,96 @@ async fn a_leader_whose_lease_was_taken_claims_and_recovers_nothing() {
     let mut ids: Vec<String> = claimed.bundles.iter().map(|b| b.head().resource_id.clone()).collect();
     ids.sort();
     assert_eq!(ids, ["u1", "u2"]);
+}
+
+/// A leader stalled in the middle of a claim (SIGSTOP, a frozen VM), with the lease row locked
+/// by the claim's fence check, does not block the takeover for as long as it stalls: the
+/// server ends its idle transaction after `IDLE_IN_TRANSACTION_TIMEOUT`, the other node takes
+/// the expired lease, and the stalled claim commits nothing when its node wakes up. (Found by
+/// `tests/it/cluster_chaos.rs`: without the timeout, the takeover and the other nodes' writes
+/// waited for the paused leader.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stalled_inside_a_claim_does_not_block_the_takeover() {
+    let pg = TestPg::start().unwrap();
+    let db = pg.create_database().unwrap();
+    let a = super::fixture::open_pg(&pg, &db, 2).await;
+    let b = super::fixture::open_pg(&pg, &db, 2).await;
+    // A short lease, so that it is expired by the time b tries.
+    assert_eq!(a.acquire_or_renew("a", Duration::from_secs(1), false).await.unwrap(), Some(1));
+    let mut conn = a.conn().await.unwrap();
+    let tx = conn.transaction().await.unwrap();
+    assert!(super::cluster::still_leader(&tx, &Some(("a".into(), 1))).await.unwrap(), "the fence holds the lease row");
+    // a stalls here; b waits for the lease, and gets it once the server ended a's transaction
+    // (the fixture's statement_timeout, 60 s, is what would end b's wait otherwise).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(b.acquire_or_renew("b", TTL, false).await.unwrap(), Some(2), "b takes the expired lease");
+    // a wakes up: its transaction is gone, nothing it does in it commits.
+    let after = tx.execute("UPDATE outbox SET state = state WHERE false", &[]).await;
+    assert!(after.is_err() || tx.commit().await.is_err(), "the stalled transaction was ended by the server");
+}
+
+/// The lease is held by a process, not by a name: a second live daemon given the same
+/// `node_name` (a copied config) does not lead beside the first, and a restart under a
+/// configured name waits for its earlier lease to expire, unless it knows the earlier process
+/// is gone (`reclaim`: the data directory's lock on the kept node id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_not_shared_by_two_processes_with_one_name() {
+    let pg = TestPg::start().unwrap();
+    let db = pg.create_database().unwrap();
+    let first = super::fixture::open_pg(&pg, &db, 2).await;
+    let twin = super::fixture::open_pg(&pg, &db, 2).await;
+    assert_eq!(first.acquire_or_renew("bridge-1", TTL, false).await.unwrap(), Some(1));
+    assert_eq!(twin.acquire_or_renew("bridge-1", TTL, false).await.unwrap(), None, "the twin does not lead too");
+    assert_eq!(first.acquire_or_renew("bridge-1", TTL, false).await.unwrap(), Some(1), "the first still renews");
+
+    // A restart that knows the earlier process is gone takes the lease back at once, in the
+    // same epoch; the earlier holder (were it alive) renews nothing more.
+    let restarted = super::fixture::open_pg(&pg, &db, 2).await;
+    assert_eq!(restarted.acquire_or_renew("bridge-1", TTL, true).await.unwrap(), Some(1));
+    assert_eq!(restarted.acquire_or_renew("bridge-1", TTL, false).await.unwrap(), Some(1), "then renews it");
+
+    // Expired, the name's lease goes to whichever process asks, in a new epoch; the one whose
+    // epoch it was does not get it back by name.
+    expire(&pg, &db);
+    assert_eq!(twin.acquire_or_renew("bridge-1", TTL, false).await.unwrap(), Some(2));
+    assert_eq!(restarted.acquire_or_renew("bridge-1", TTL, false).await.unwrap(), None);
+    assert_eq!(first.acquire_or_renew("bridge-1", TTL, false).await.unwrap(), None);
+}
+
+/// A stale leader's delivery that ends after another node took over records nothing: the
+/// new leader re-queued the row and delivered it, and the stale outcome (here a retry: its
+/// request timed out while it was paused) must not put the row back in the queue, nor mark
+/// it dead or done over the new leader's record. (Seen in `tests/it/cluster_chaos.rs`: a
+/// leader resumed after SIGSTOP recorded "will retry" for a row already delivered.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_leaders_late_outcome_is_not_recorded() {
+    let pg = TestPg::start().unwrap();
+    let db = pg.create_database().unwrap();
+    let a = super::fixture::open_pg(&pg, &db, 2).await;
+    let b = super::fixture::open_pg(&pg, &db, 2).await;
+    let new = NewResource {
+        kind: ResourceKind::User,
+        id: "u1".into(),
+        attrs: json!({"userName": "u1@example.com"}).as_object().unwrap().clone(),
+        members: vec![],
+    };
+    ResourceStore::create(&a, new, NewAudit::new("test", "POST", "User"), None).await.unwrap();
+    let lease_until = || crate::model::time_after(Duration::from_secs(300));
+    assert_eq!(a.acquire_or_renew("a", TTL, false).await.unwrap(), Some(1));
+    let stale = a.claim(1, 10, lease_until(), None).await.unwrap().bundles.pop().expect("a claims the row");
+
+    // a stalls mid-delivery; b takes over, re-queues the row and delivers it.
+    expire(&pg, &db);
+    assert_eq!(b.acquire_or_renew("b", TTL, false).await.unwrap(), Some(2));
+    assert_eq!(b.recover().await.unwrap(), 1);
+    let fresh = b.claim(1, 10, lease_until(), None).await.unwrap().bundles.pop().expect("b claims the row");
+    let done = Completion::Success { id_map: Some(Some("app-1".into())), applied: None, note: None, recreated: false };
+    b.complete(&fresh, crate::model::now(), done).await.unwrap();
+
+    // a wakes up and records its outcome: nothing changes.
+    let retry = Completion::Retry { next_attempt_at: crate::model::now(), error: "timed out".into() };
+    a.complete(&stale, crate::model::now(), retry).await.unwrap();
+    let state = pg.psql(&db, &format!("SELECT state FROM scimsync.outbox WHERE id = {}", stale.head().id)).unwrap();
+    assert_eq!(state, "done", "the new leader's record stands");
+    assert!(b.claim(10, 10, lease_until(), None).await.unwrap().bundles.is_empty(), "nothing to deliver again");
 }

@@ -159,8 +159,21 @@ impl OutboxStore for PgStore {
     async fn complete(&self, bundle: &Bundle, started_at: String, completion: Completion) -> Result<(), StoreError> {
         let head = bundle.head();
         let ids: Vec<i64> = bundle.rows.iter().map(|r| r.id).collect();
+        let fence = self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
+        // Fencing, as for the claim: a delivery that ends after this node lost the lease (it
+        // was paused or cut off mid-delivery) records nothing. The new leader re-queued its
+        // rows at the start of its term and owns them now: a late "retry" would queue a
+        // delivered row again, a late "done" would free the rows behind one it is delivering.
+        if !super::cluster::still_leader(&tx, &fence).await? {
+            tracing::warn!(
+                outbox_id = head.id,
+                "outbox: a delivery ended after this node lost the leader lease; its outcome is not \
+                 recorded (the new leader delivers the row)"
+            );
+            return Ok(());
+        }
         let now = crate::model::now();
         outbox::complete(&tx, head.kind, &head.resource_id, &ids, &started_at, &completion, &now).await?;
         tx.commit().await?;

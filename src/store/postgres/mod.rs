@@ -10,7 +10,8 @@
 //! connection, and PostgreSQL orders concurrent ones (a write locks its resource's row first,
 //! so one resource's outbox rows get ids in commit order). Every connection starts with
 //! `synchronous_commit=on` (so a returned commit is on the server's disk, whatever the
-//! server's default), the configured `statement_timeout` and `search_path` = the schema.
+//! server's default), the configured `statement_timeout`, `search_path` = the schema, and
+//! `idle_in_transaction_session_timeout` = [`IDLE_IN_TRANSACTION_TIMEOUT`].
 
 mod audit;
 mod cluster;
@@ -35,6 +36,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::StoreError;
 use crate::model::Resource;
+
+/// How long the server lets a session sit idle inside a transaction before it ends the session
+/// (`idle_in_transaction_session_timeout`). A daemon stalled in the middle of a transaction (a
+/// paused process, a frozen VM, a machine out of CPU) would otherwise hold that transaction's
+/// row locks for as long as it stalls: an outbox claim's lock on the leader lease (`FOR
+/// SHARE`) blocks every other node's takeover, and its locks on outbox rows block the IdP
+/// writes on the other nodes that touch them, so the whole cluster stalls with one node. Ended
+/// by the server, the stalled transaction rolls back (a claim made under a lease that may have
+/// gone commits nothing) and the locks go. Well under the leader lease's 15 s, far above the
+/// milliseconds between two statements of one of our transactions. `scimsync store copy`'s
+/// one long transaction turns it off.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How to reach the database; built from `config::PostgresConfig` by the wiring.
 #[derive(Debug, Clone)]
@@ -276,16 +289,6 @@ fn check_schema_name(schema: &str) -> Result<(), StoreError> {
     if plain { Ok(()) } else { Err(StoreError::Internal(format!("{schema:?} is not a plain schema name"))) }
 }
 
-/// How long the server lets a session sit inside a transaction without a statement before it
-/// ends the session (rolling back). The daemon's transactions send their statements back to
-/// back, so only a client that is gone or cut off (a network partition, a paused VM) gets
-/// here: without the bound, its open transaction keeps its row locks until TCP gives up,
-/// hours later, and among them may be the leader lease's (an outbox claim locks it `FOR
-/// SHARE`), which would hold off the next leader's takeover for as long. 10 s ends such a
-/// transaction before a lease that was renewed just before the cut expires (15 s), so it does
-/// not delay a takeover. `scimsync store copy`'s one long transaction turns it off.
-pub(crate) const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
-
 /// The driver's configuration: the URL, the password, and the options every session starts
 /// with (sent in the start-up packet: no extra round trip, and no pooled connection can miss
 /// them).
@@ -302,10 +305,10 @@ fn connection_config(opts: &PgOptions) -> Result<tokio_postgres::Config, StoreEr
         config.application_name("scimsync");
     }
     let ours = format!(
-        "-c synchronous_commit=on -c statement_timeout={} -c idle_in_transaction_session_timeout={} -c search_path={}",
+        "-c synchronous_commit=on -c statement_timeout={} -c search_path={} -c idle_in_transaction_session_timeout={}",
         opts.statement_timeout.as_millis().max(1),
-        IDLE_IN_TRANSACTION.as_millis(),
-        opts.schema
+        opts.schema,
+        IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
     );
     let options = match config.get_options() {
         Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),

@@ -318,8 +318,8 @@ fn session_options_are_added_to_the_urls_own() {
     assert_eq!(
         c.get_options(),
         Some(
-            "-c work_mem=8MB -c synchronous_commit=on -c statement_timeout=2500 \
-             -c idle_in_transaction_session_timeout=10000 -c search_path=s"
+            "-c work_mem=8MB -c synchronous_commit=on -c statement_timeout=2500 -c search_path=s \
+             -c idle_in_transaction_session_timeout=5000"
         )
     );
     assert_eq!(c.get_application_name(), Some("mine"));

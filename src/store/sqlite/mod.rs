@@ -481,7 +481,12 @@ impl ClusterStore for SqliteStore {
         Ok(())
     }
 
-    async fn acquire_or_renew(&self, _node_id: &str, _ttl: std::time::Duration) -> Result<Option<i64>, StoreError> {
+    async fn acquire_or_renew(
+        &self,
+        _node_id: &str,
+        _ttl: std::time::Duration,
+        _reclaim: bool,
+    ) -> Result<Option<i64>, StoreError> {
         Ok(Some(1))
     }
 
