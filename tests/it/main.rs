@@ -10,6 +10,7 @@ mod backup;
 mod bulk;
 mod cli;
 mod cluster;
+mod cluster_ops;
 mod contrib;
 mod discovery;
 mod docs;
