@@ -6,18 +6,25 @@
 //! `store::ClusterStore`), what a leader runs (that is `app`).
 //!
 //! The lease lives in the database and is timed by the database's clock: a node takes it
-//! when it is free or expired, then renews it every [`RENEW_EVERY`] for [`LEASE_TTL`].
+//! when it is free or expired, then renews it every `renew_every` for `lease_ttl`
+//! ([`Timing`]: `[cluster]` settings, by default [`LEASE_TTL`], [`RENEW_EVERY`],
+//! [`FENCE_MARGIN`]).
 //!
-//! **Bound on takeover**: a killed leader's lease expires at most [`LEASE_TTL`] after its
-//! last renewal, and a follower tries every [`RENEW_EVERY`]: another node leads within
-//! `LEASE_TTL + RENEW_EVERY` (20 s), plus a statement's time. A leader that stops cleanly
-//! releases the lease, and another node leads within `RENEW_EVERY`.
+//! **Bound on takeover**: a killed leader's lease expires at most `lease_ttl` after its
+//! last renewal, and a follower tries every `renew_every`: another node leads within
+//! `lease_ttl + renew_every` (20 s by default), plus a statement's time. A leader that stops
+//! cleanly releases the lease, and another node leads within `renew_every`.
+//!
+//! **One process per node name**: the lease is held by a node *name*, so two live processes
+//! under one name would both lead. Each process beats with a random instance id; a process
+//! whose name another live process beats under refuses to start ([`start`] fails), and one
+//! that finds its name taken while running stays a follower and says so at each round.
 //!
 //! **Fencing** (a partitioned or paused leader stops before another starts):
 //! 1. the leader gives up its role as soon as a renewal fails, and when its own monotonic
-//!    clock passes its last successful renewal's *start* + `LEASE_TTL` − [`FENCE_MARGIN`]
+//!    clock passes its last successful renewal's *start* + `lease_ttl` − `fence_margin`
 //!    without a renewal: since the database set the deadline after that start, the node
-//!    stops at least `FENCE_MARGIN` before the lease can go to another node;
+//!    stops at least `fence_margin` before the lease can go to another node;
 //! 2. the outbox claim (what sends to the app) checks, in its own transaction, that the
 //!    lease this node holds is still unexpired and of the same epoch, and locks it until the
 //!    claim commits: a stale leader that did not notice yet claims nothing. Rows it claimed
@@ -33,21 +40,52 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::{ClusterNode, NodeInfo, Store};
 
-/// How long a lease lasts without renewal.
+/// How long a lease lasts without renewal (default of `[cluster] lease_ttl_seconds`).
 pub const LEASE_TTL: Duration = Duration::from_secs(15);
-/// How often the leader renews and a follower tries to take the lease; also the heartbeat.
+/// How often the leader renews and a follower tries to take the lease; also the heartbeat
+/// (default of `[cluster] renew_every_seconds`).
 pub const RENEW_EVERY: Duration = Duration::from_secs(5);
 /// How long before the lease's deadline (by the node's own clock) a leader that could not
-/// renew stops acting: room for clock-rate differences and for stopping.
+/// renew stops acting: room for clock-rate differences and for stopping (default of
+/// `[cluster] fence_margin_seconds`).
 pub const FENCE_MARGIN: Duration = Duration::from_secs(3);
-/// A node is live while its last heartbeat is at most this old.
-pub const LIVE_WITHIN: Duration = LEASE_TTL;
+/// A node not heard from for this long is forgotten (its row pruned by the leader), so the
+/// list of nodes does not grow with every host that ever ran.
+pub const FORGET_AFTER: Duration = Duration::from_secs(86_400);
+/// How often the leader prunes forgotten nodes.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The election's timings (`[cluster]`; `config` validates `2 × renew_every < lease_ttl`
+/// and `1 s ≤ fence_margin ≤ lease_ttl − 2 × renew_every`, so a leader renews at least
+/// once, with room for one slow statement, before its own fencing deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub lease_ttl: Duration,
+    pub renew_every: Duration,
+    pub fence_margin: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing { lease_ttl: LEASE_TTL, renew_every: RENEW_EVERY, fence_margin: FENCE_MARGIN }
+    }
+}
+
+impl Timing {
+    /// A node is live while its last heartbeat is at most this old.
+    pub fn live_within(&self) -> Duration {
+        self.lease_ttl
+    }
+}
 
 /// What this node is now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// It holds the lease of this epoch: it delivers and runs what runs once.
-    Leader { epoch: i64 },
+    /// It holds the lease of this epoch: it delivers and runs what runs once. `term` counts
+    /// this process's terms: a node that steps down and takes its own lease back (same
+    /// epoch: no other node held it meanwhile) starts a new term, which the wiring sees as
+    /// a change even when it missed the follower in between.
+    Leader { epoch: i64, term: u64 },
     /// Another node leads, or none can be known (the database is away).
     Follower,
 }
@@ -61,6 +99,32 @@ impl Role {
     }
 }
 
+/// Two live processes under one node name: what [`start`] refuses with.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "another live scimsync process runs as node {node:?} on this store (it beat {age:.1} s ago; its SCIM \
+     listener is {listen}, started {started_at}): two processes under one name would both lead. Give each \
+     node its own [cluster] node_name, or its own store.data_dir (a copied data directory copies its \
+     node-id file: delete node-id in the copy)"
+)]
+pub struct DuplicateNode {
+    pub node: String,
+    pub listen: String,
+    pub started_at: String,
+    pub age: f64,
+}
+
+impl DuplicateNode {
+    fn of(other: &ClusterNode) -> DuplicateNode {
+        DuplicateNode {
+            node: other.node_id.clone(),
+            listen: other.listen.clone(),
+            started_at: other.started_at.clone(),
+            age: other.heartbeat_age_seconds,
+        }
+    }
+}
+
 /// This node's view of the cluster; cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
@@ -70,6 +134,10 @@ pub struct Cluster {
     shared: bool,
     /// The live nodes as last read (empty on a store no other daemon can share).
     nodes: Arc<Mutex<Vec<ClusterNode>>>,
+    /// Set while another live process beats under this node's name (this one then stays a
+    /// follower): shown by `/readyz`.
+    duplicate: Arc<Mutex<Option<DuplicateNode>>>,
+    timing: Timing,
 }
 
 impl Cluster {
@@ -86,14 +154,25 @@ impl Cluster {
         self.role.clone()
     }
 
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    /// Another live process under this node's name, when one was seen at the last round.
+    pub fn duplicate(&self) -> Option<DuplicateNode> {
+        self.duplicate.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The live nodes as last read: on a store no other daemon can share, this node alone.
     pub fn nodes(&self) -> Vec<ClusterNode> {
         if !self.shared {
             return vec![ClusterNode {
                 node_id: self.node.node_id.clone(),
                 listen: self.node.listen.clone(),
+                admin: self.node.admin.clone(),
                 version: self.node.version.clone(),
                 started_at: String::new(),
+                heartbeat_at: String::new(),
                 heartbeat_age_seconds: 0.0,
                 leader: true,
             }];
@@ -107,6 +186,14 @@ impl Cluster {
             return Some(self.node.node_id.clone());
         }
         self.nodes().into_iter().find(|n| n.leader).map(|n| n.node_id)
+    }
+
+    /// The leader as last read, when another node leads (its row: admin URL, version...).
+    pub fn other_leader(&self) -> Option<ClusterNode> {
+        if let Role::Leader { .. } = self.role() {
+            return None;
+        }
+        self.nodes().into_iter().find(|n| n.leader && n.node_id != self.node.node_id)
     }
 }
 
@@ -182,17 +269,27 @@ fn kept_id(host: &str, data_dir: &std::path::Path) -> std::io::Result<Option<(St
 
 /// Start the election loop for `node` on `store`, until `shutdown`. The lease is not released
 /// here: the wiring releases it ([`release`]) once the leader's work has stopped.
+///
+/// First the node claims its name ([`claim_name`]): `Err` when another live process beats
+/// under it. `known_dead`: the caller knows any earlier process under this name is dead
+/// (it holds the data directory's node-id lock), so a fresh row of it does not count.
 pub async fn start(
     store: Store,
     node: NodeInfo,
+    timing: Timing,
+    known_dead: bool,
     shutdown: CancellationToken,
-) -> (Cluster, tokio::task::JoinHandle<()>) {
+) -> Result<(Cluster, tokio::task::JoinHandle<()>), DuplicateNode> {
     let shared = store.cluster().shared();
+    if shared {
+        claim_name(&store, &node, timing, known_dead, &shutdown).await?;
+    }
     let (tx, rx) = watch::channel(Role::Follower);
-    let cluster = Cluster { node: Arc::new(node), role: rx, shared, nodes: Arc::default() };
+    let cluster =
+        Cluster { node: Arc::new(node), role: rx, shared, nodes: Arc::default(), duplicate: Arc::default(), timing };
     // The first round before returning: a node that can lead at once (SQLite, or the first
     // PostgreSQL node) leads from the start, with no window in which nothing delivers.
-    let mut state = Election { deadline: None };
+    let mut state = Election { deadline: None, terms: 0, pruned: None };
     state.round(&store, &cluster, &tx).await;
     let task = {
         let cluster = cluster.clone();
@@ -200,8 +297,8 @@ pub async fn start(
             loop {
                 let wait = match (tx.borrow().to_owned(), state.deadline) {
                     // Wake at the fencing deadline if a renewal hangs past it.
-                    (Role::Leader { .. }, Some(d)) => (Instant::now() + RENEW_EVERY).min(d),
-                    _ => Instant::now() + RENEW_EVERY,
+                    (Role::Leader { .. }, Some(d)) => (Instant::now() + timing.renew_every).min(d),
+                    _ => Instant::now() + timing.renew_every,
                 };
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -215,7 +312,54 @@ pub async fn start(
             tracing::debug!("cluster: election loop stopped");
         })
     };
-    (cluster, task)
+    Ok((cluster, task))
+}
+
+/// Take this node's name in the store before trying for the lease. A fresh row of another
+/// process under the name is either a live twin or the remains of a crashed predecessor
+/// (a restart within the freshness window): wait and watch it. Its heartbeat moving means
+/// a live twin (refuse at once); a row that stays fresh past `live_within + renew_every`
+/// was beaten again meanwhile (a twin too); a row that goes stale is taken. When the
+/// database does not answer, the election loop's heartbeats check again later.
+async fn claim_name(
+    store: &Store,
+    node: &NodeInfo,
+    timing: Timing,
+    known_dead: bool,
+    shutdown: &CancellationToken,
+) -> Result<(), DuplicateNode> {
+    let fresh = if known_dead { Duration::ZERO } else { timing.live_within() };
+    let give_up = Instant::now() + timing.live_within() + timing.renew_every;
+    let mut first: Option<String> = None;
+    loop {
+        match tokio::time::timeout(timing.renew_every, store.cluster().heartbeat(node, fresh)).await {
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(other))) => {
+                let moved = first.as_ref().is_some_and(|f| *f != other.heartbeat_at);
+                if moved || Instant::now() >= give_up {
+                    return Err(DuplicateNode::of(&other));
+                }
+                if first.is_none() {
+                    tracing::warn!(
+                        node = %node.node_id,
+                        age_seconds = other.heartbeat_age_seconds,
+                        "cluster: another process beat under this node name recently; \
+                         waiting to see whether it is alive"
+                    );
+                    first = Some(other.heartbeat_at);
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cluster: could not claim the node name yet");
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
 }
 
 /// Give the lease up (at shutdown, after the leader's work stopped) so another node takes
@@ -224,7 +368,7 @@ pub async fn release(store: &Store, cluster: &Cluster) {
     if !cluster.shared || !matches!(cluster.role(), Role::Leader { .. }) {
         return;
     }
-    match tokio::time::timeout(RENEW_EVERY, store.cluster().release(cluster.node_id())).await {
+    match tokio::time::timeout(cluster.timing.renew_every, store.cluster().release(cluster.node_id())).await {
         Ok(Ok(())) => tracing::info!(node = cluster.node_id(), "cluster: leader lease released"),
         Ok(Err(e)) => tracing::warn!(error = %e, "cluster: could not release the leader lease; it expires by itself"),
         Err(_) => tracing::warn!("cluster: releasing the leader lease timed out; it expires by itself"),
@@ -235,45 +379,87 @@ pub async fn release(store: &Store, cluster: &Cluster) {
 struct Election {
     /// When this node must stop acting as leader unless it renews (its own monotonic clock).
     deadline: Option<Instant>,
+    /// Terms this process has led ([`Role::Leader`]'s `term`).
+    terms: u64,
+    /// When this node (as leader) last pruned forgotten nodes.
+    pruned: Option<Instant>,
+}
+
+/// What the bounded part of a round found.
+enum Outcome {
+    Lease(Result<Option<i64>, crate::store::StoreError>),
+    /// Another live process beats under this node's name: no try for the lease.
+    Duplicate(DuplicateNode),
 }
 
 impl Election {
-    /// One round: try to take or renew the lease (bounded by the fencing deadline while
-    /// leading), publish the role, then heartbeat and read the live nodes.
+    /// One round: heartbeat (claiming the name: another live process under it keeps this
+    /// node a follower), then try to take or renew the lease, both bounded by the fencing
+    /// deadline while leading; publish the role; then read the live nodes, and prune
+    /// forgotten ones now and then when leading.
     async fn round(&mut self, store: &Store, cluster: &Cluster, tx: &watch::Sender<Role>) {
         let node = &cluster.node;
+        let timing = cluster.timing;
         let started = Instant::now();
         let bound = match (*tx.borrow(), self.deadline) {
             (Role::Leader { .. }, Some(d)) => d,
-            _ => started + LEASE_TTL,
+            _ => started + timing.lease_ttl,
         };
-        let role =
-            match tokio::time::timeout_at(bound, store.cluster().acquire_or_renew(&node.node_id, LEASE_TTL)).await {
-                Ok(Ok(Some(epoch))) => {
-                    self.deadline = Some(started + LEASE_TTL - FENCE_MARGIN);
-                    Role::Leader { epoch }
+        let attempt = async {
+            if cluster.shared {
+                match store.cluster().heartbeat(node, timing.live_within()).await {
+                    Ok(Some(other)) => return Outcome::Duplicate(DuplicateNode::of(&other)),
+                    Ok(None) => {}
+                    // The lease's statement says whether the database answers.
+                    Err(e) => tracing::debug!(error = %e, "cluster: heartbeat failed"),
                 }
-                Ok(Ok(None)) => {
-                    self.deadline = None;
-                    Role::Follower
-                }
-                Ok(Err(e)) => {
-                    if matches!(*tx.borrow(), Role::Leader { .. }) {
-                        tracing::warn!(error = %e, "cluster: could not renew the leader lease; stepping down");
-                    } else {
-                        tracing::debug!(error = %e, "cluster: could not try for the leader lease");
+            }
+            Outcome::Lease(store.cluster().acquire_or_renew(&node.node_id, timing.lease_ttl).await)
+        };
+        let was_leader = matches!(*tx.borrow(), Role::Leader { .. });
+        let role = match tokio::time::timeout_at(bound, attempt).await {
+            Ok(Outcome::Duplicate(d)) => {
+                tracing::error!("cluster: {d}; this node stays a follower until the other process stops");
+                *cluster.duplicate.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+                self.deadline = None;
+                Role::Follower
+            }
+            Ok(Outcome::Lease(r)) => {
+                *cluster.duplicate.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                match r {
+                    Ok(Some(epoch)) => {
+                        self.deadline = Some(started + timing.lease_ttl - timing.fence_margin);
+                        match *tx.borrow() {
+                            Role::Leader { epoch: e, term } if e == epoch => Role::Leader { epoch, term },
+                            _ => {
+                                self.terms += 1;
+                                Role::Leader { epoch, term: self.terms }
+                            }
+                        }
                     }
-                    self.deadline = None;
-                    Role::Follower
-                }
-                Err(_) => {
-                    if matches!(*tx.borrow(), Role::Leader { .. }) {
-                        tracing::warn!("cluster: the leader lease was not renewed in time; stepping down");
+                    Ok(None) => {
+                        self.deadline = None;
+                        Role::Follower
                     }
-                    self.deadline = None;
-                    Role::Follower
+                    Err(e) => {
+                        if was_leader {
+                            tracing::warn!(error = %e, "cluster: could not renew the leader lease; stepping down");
+                        } else {
+                            tracing::debug!(error = %e, "cluster: could not try for the leader lease");
+                        }
+                        self.deadline = None;
+                        Role::Follower
+                    }
                 }
-            };
+            }
+            Err(_) => {
+                if was_leader {
+                    tracing::warn!("cluster: the leader lease was not renewed in time; stepping down");
+                }
+                self.deadline = None;
+                Role::Follower
+            }
+        };
         let changed = tx.send_if_modified(|r| {
             let changed = *r != role;
             *r = role;
@@ -281,7 +467,9 @@ impl Election {
         });
         if changed {
             match role {
-                Role::Leader { epoch } => tracing::info!(node = %node.node_id, epoch, "cluster: this node leads"),
+                Role::Leader { epoch, term } => {
+                    tracing::info!(node = %node.node_id, epoch, term, "cluster: this node leads")
+                }
                 Role::Follower => tracing::info!(node = %node.node_id, "cluster: this node follows"),
             }
         }
@@ -289,14 +477,19 @@ impl Election {
         if !cluster.shared {
             return;
         }
-        let beat = async {
-            store.cluster().heartbeat(node).await?;
-            store.cluster().live_nodes(LIVE_WITHIN).await
-        };
-        match tokio::time::timeout(RENEW_EVERY, beat).await {
+        match tokio::time::timeout(timing.renew_every, store.cluster().live_nodes(timing.live_within())).await {
             Ok(Ok(nodes)) => *cluster.nodes.lock().unwrap_or_else(|p| p.into_inner()) = nodes,
-            Ok(Err(e)) => tracing::debug!(error = %e, "cluster: heartbeat failed"),
-            Err(_) => tracing::debug!("cluster: heartbeat timed out"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "cluster: reading the live nodes failed"),
+            Err(_) => tracing::debug!("cluster: reading the live nodes timed out"),
+        }
+        if matches!(role, Role::Leader { .. }) && self.pruned.is_none_or(|p| p.elapsed() >= PRUNE_EVERY) {
+            self.pruned = Some(Instant::now());
+            match tokio::time::timeout(timing.renew_every, store.cluster().prune_nodes(FORGET_AFTER)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(forgotten = n, "cluster: forgot nodes not heard from for a day"),
+                Ok(Err(e)) => tracing::debug!(error = %e, "cluster: pruning old nodes failed"),
+                Err(_) => tracing::debug!("cluster: pruning old nodes timed out"),
+            }
         }
     }
 }

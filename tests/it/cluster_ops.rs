@@ -223,3 +223,119 @@ async fn user_name_uniqueness_holds_across_nodes() {
     let all: Value = b.get("/Users?count=100").await.body;
     assert_eq!(all["totalResults"], json!(8));
 }
+
+async fn admin_get(d: &Daemon, path: &str) -> Resp {
+    send(d.http.get(format!("{}{path}", d.admin_base))).await
+}
+
+async fn post_admin(d: &Daemon, path: &str) -> Resp {
+    send(d.http.post(format!("{}{path}", d.admin_base)).header("x-requested-by", "tests")).await
+}
+
+/// A scheduler-less reconcile that repairs orphans, with a safety limit of two.
+fn repairing(target: &str) -> String {
+    format!(
+        "{target}[reconcile]\nschedule = \"\"\n[reconcile.repair]\norphaned_in_app = \"repair\"\n\
+         [reconcile.safety]\nmax_deprovision_count = 2\nmax_deprovision_share = 1.0\n"
+    )
+}
+
+/// Deprovisionings the app received (deactivations or deletes of users), by Idempotency-Key.
+fn deprovisions(proxy: &crate::app::Proxy) -> Vec<String> {
+    proxy
+        .seen()
+        .iter()
+        .filter(|s| s.path.contains("/Users/") && ["PATCH", "PUT", "DELETE"].contains(&s.method.as_str()))
+        .map(|s| s.idempotency_key.clone().unwrap_or_default())
+        .collect()
+}
+
+/// `scimsync sync now --confirm RUN` through `d`'s admin listener, in a thread (two at once).
+fn confirm_on(d: &Daemon, run: i64) -> std::thread::JoinHandle<std::process::Output> {
+    let mut c = d.cli_command(&["sync", "now", "--confirm", &run.to_string(), "--url", &d.admin_base]);
+    std::thread::spawn(move || c.output().expect("run scimsync"))
+}
+
+/// Issue 15: a refused repair confirmed on two nodes at once (the follower's CLI follows to
+/// the leader) repairs once: one confirmation runs it, the other is told which run already
+/// did; the app sees each deprovisioning once. Two rounds, the follower asked first in one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_repair_confirmed_on_two_nodes_at_once_happens_once() {
+    use crate::app::{APP_TOKEN, Proxy, ScimApp, scim_target_config};
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    let (_pg, a, b) = two_nodes(&repairing(&scim_target_config(&proxy.base)));
+    a.create_user("kept@x.test").await;
+    a.wait_outbox_empty().await;
+    // b knows a leads before it is asked (its view is a heartbeat old).
+    for _ in 0..100 {
+        if admin_get(&b, "/readyz").await.body["checks"]["cluster"]["leader"] == "node-a" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut strays = 0;
+    for round in 0..2 {
+        for i in 0..4 {
+            let r = client()
+                .post(format!("{}/Users", app.base))
+                .bearer_auth(APP_TOKEN)
+                .header("content-type", "application/scim+json")
+                .body(user_body(&format!("stray{round}-{i}@x.test")).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+            strays += 1;
+        }
+        // A follower asked for a plain run names the leader: 421 with its admin URL.
+        let r = post_admin(&b, "/sync").await;
+        assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST, "{}", r.body);
+        assert_eq!(
+            (r.body["leader"].as_str(), r.body["leader_admin"].as_str()),
+            (Some("node-a"), Some(a.admin_base.as_str()))
+        );
+        let refused = post_admin(&a, "/sync").await;
+        assert_eq!(refused.status, StatusCode::OK, "{}", refused.body);
+        assert!(refused.body["summary"]["repair"]["refused"].is_string(), "{}", refused.body);
+        let run = refused.body["run_id"].as_i64().unwrap();
+        let before = deprovisions(&proxy).len();
+
+        let (first, second) = if round == 0 { (&b, &a) } else { (&a, &b) };
+        let (x, y) = (confirm_on(first, run), confirm_on(second, run));
+        let outs = [x.join().unwrap(), y.join().unwrap()];
+        let text = |o: &std::process::Output| {
+            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+        };
+        let ran: Vec<&std::process::Output> = outs.iter().filter(|o| o.status.success()).collect();
+        assert_eq!(
+            ran.len(),
+            1,
+            "round {round}: exactly one confirmation runs:\n{}\n---\n{}",
+            text(&outs[0]),
+            text(&outs[1])
+        );
+        assert!(text(ran[0]).contains("Repair queued 4 change(s)"), "round {round}: {}", text(ran[0]));
+        let other = outs.iter().find(|o| !o.status.success()).unwrap();
+        assert!(
+            text(other).contains(&format!("run {run} was already confirmed by run")),
+            "round {round}: the second is told it was done: {}",
+            text(other)
+        );
+        // The follower's CLI followed to the leader.
+        let on_b = if round == 0 { &outs[0] } else { &outs[1] };
+        assert!(text(on_b).contains("is a follower; asking the leader, node node-a"), "round {round}: {}", text(on_b));
+
+        a.wait_outbox_empty().await;
+        let now = deprovisions(&proxy);
+        assert_eq!(now.len() - before, 4, "round {round}: each stray deprovisioned once: {now:?}");
+        let inactive = app.all("Users").await.iter().filter(|u| u["active"] == false).count();
+        assert_eq!(inactive, strays, "round {round}");
+        // Confirming it again later, on either node: already done.
+        for d in [&a, &b] {
+            let r = post_admin(d, &format!("/sync?confirm={run}")).await;
+            assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+            assert!(r.body["error"].as_str().unwrap().contains("already confirmed by run"), "{}", r.body);
+        }
+    }
+}
