@@ -331,20 +331,22 @@ pub async fn run(
     // Held until the daemon exits: its lock tells a restarted daemon that took this id that
     // the earlier process is gone.
     let identity = crate::cluster::node_id(&cfg.cluster.node_name, &cfg.store.data_dir);
-    // The data directory's id, locked: any earlier process under it is dead.
-    let known_dead = identity.held.is_some();
     let _node_id_lock = identity.held;
+    // This process, and the last one under this name from this data directory (dead: the
+    // file's lock is ours), whose fresh heartbeat row is no twin.
+    let instance = crate::cluster::instance(&identity.id, &cfg.store.data_dir);
+    let _instance_lock = instance.held;
     let node = crate::store::NodeInfo {
         node_id: identity.id,
         listen: base_url.clone(),
         admin: serving.admin_url.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        instance: instance_id(),
+        instance: instance.id,
     };
     let election_stop = shutdown.child_token();
     let timing = cluster_timing(&cfg.cluster);
     let (cluster, election) =
-        match crate::cluster::start(store.clone(), node, timing, known_dead, election_stop.clone()).await {
+        match crate::cluster::start(store.clone(), node, timing, instance.predecessor, election_stop.clone()).await {
             Ok(started) => started,
             Err(twin) => {
                 // Nothing started yet but the listeners (their gates still closed).
@@ -433,16 +435,6 @@ pub fn cluster_timing(c: &crate::config::ClusterConfig) -> crate::cluster::Timin
         renew_every: Duration::from_secs(c.renew_every_seconds),
         fence_margin: Duration::from_secs(c.fence_margin_seconds),
     }
-}
-
-/// A random id for this process (16 hex digits), told apart from another process that
-/// beats under the same node name.
-fn instance_id() -> String {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        return format!("pid-{}-{:?}", std::process::id(), std::time::SystemTime::now());
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Record which target deliveries go to; after a dry run everything is queued for the real

@@ -171,6 +171,7 @@ impl Cluster {
                 listen: self.node.listen.clone(),
                 admin: self.node.admin.clone(),
                 version: self.node.version.clone(),
+                instance: self.node.instance.clone(),
                 started_at: String::new(),
                 heartbeat_at: String::new(),
                 heartbeat_age_seconds: 0.0,
@@ -195,6 +196,77 @@ impl Cluster {
         }
         self.nodes().into_iter().find(|n| n.leader && n.node_id != self.node.node_id)
     }
+}
+
+/// This process under its node name: a random id of its own, and the id of the last process
+/// that ran under the same name from the same data directory. That file
+/// (`data_dir/node-instance`, which names its host and directory too) is locked while the
+/// process runs, so a fresh heartbeat of the predecessor's instance is a crashed process's
+/// (the lock went with it), not a live twin's. A copied data directory is another place:
+/// its process knows no predecessor and waits a fresh row out like any newcomer.
+pub struct Instance {
+    pub id: String,
+    pub predecessor: Option<String>,
+    /// The locked file (keep it for the life of the process); `None` when it cannot be kept.
+    pub held: Option<std::fs::File>,
+}
+
+/// This process's [`Instance`] under `node_id`, recorded in `data_dir/node-instance`.
+pub fn instance(node_id: &str, data_dir: &std::path::Path) -> Instance {
+    let mut b = [0u8; 8];
+    let id = match getrandom::fill(&mut b) {
+        Ok(()) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Err(_) => format!("pid-{}-{:?}", std::process::id(), std::time::SystemTime::now()),
+    };
+    match record_instance(node_id, &id, data_dir) {
+        Ok((predecessor, file)) => Instance { id, predecessor, held: Some(file) },
+        Err(e) => {
+            tracing::debug!(error = %e, "cluster: cannot record this process in the data directory");
+            Instance { id, predecessor: None, held: None }
+        }
+    }
+}
+
+/// Lock `data_dir/node-instance`, read the predecessor under `node_id`, write `id`.
+fn record_instance(
+    node_id: &str,
+    id: &str,
+    data_dir: &std::path::Path,
+) -> std::io::Result<(Option<String>, std::fs::File)> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(data_dir)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(data_dir.join("node-instance"))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(std::io::Error::other("another process on this data directory holds it"));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    // The place: a copy of the file elsewhere (another directory or host) names a process
+    // this lock says nothing about.
+    let place = format!(
+        "{} {}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
+        std::fs::canonicalize(data_dir)?.display()
+    );
+    let mut lines = text.lines();
+    let predecessor = match (lines.next(), lines.next(), lines.next()) {
+        (Some(p), Some(n), Some(i)) if p == place && n == node_id && !i.is_empty() => Some(i.to_string()),
+        _ => None,
+    };
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{place}\n{node_id}\n{id}")?;
+    file.sync_all()?;
+    Ok((predecessor, file))
 }
 
 /// This node's id and, when the id is the one kept in the data directory, the open file whose
@@ -271,18 +343,18 @@ fn kept_id(host: &str, data_dir: &std::path::Path) -> std::io::Result<Option<(St
 /// here: the wiring releases it ([`release`]) once the leader's work has stopped.
 ///
 /// First the node claims its name ([`claim_name`]): `Err` when another live process beats
-/// under it. `known_dead`: the caller knows any earlier process under this name is dead
-/// (it holds the data directory's node-id lock), so a fresh row of it does not count.
+/// under it. `predecessor`: the instance of the last process under this name from this
+/// data directory ([`Instance`]), known dead: a fresh row of it does not count.
 pub async fn start(
     store: Store,
     node: NodeInfo,
     timing: Timing,
-    known_dead: bool,
+    predecessor: Option<String>,
     shutdown: CancellationToken,
 ) -> Result<(Cluster, tokio::task::JoinHandle<()>), DuplicateNode> {
     let shared = store.cluster().shared();
     if shared {
-        claim_name(&store, &node, timing, known_dead, &shutdown).await?;
+        claim_name(&store, &node, timing, predecessor.as_deref(), &shutdown).await?;
     }
     let (tx, rx) = watch::channel(Role::Follower);
     let cluster =
@@ -316,24 +388,30 @@ pub async fn start(
 }
 
 /// Take this node's name in the store before trying for the lease. A fresh row of another
-/// process under the name is either a live twin or the remains of a crashed predecessor
-/// (a restart within the freshness window): wait and watch it. Its heartbeat moving means
-/// a live twin (refuse at once); a row that stays fresh past `live_within + renew_every`
-/// was beaten again meanwhile (a twin too); a row that goes stale is taken. When the
-/// database does not answer, the election loop's heartbeats check again later.
+/// process under the name is the remains of this data directory's crashed predecessor
+/// (its instance is `predecessor`: taken at once), or else a live twin or a predecessor
+/// this process cannot vouch for: wait and watch it. Its heartbeat moving means a live
+/// twin (refuse at once); a row that stays fresh past `live_within + renew_every` was
+/// beaten again meanwhile (a twin too); a row that goes stale is taken. When the database
+/// does not answer, the election loop's heartbeats check again later.
 async fn claim_name(
     store: &Store,
     node: &NodeInfo,
     timing: Timing,
-    known_dead: bool,
+    predecessor: Option<&str>,
     shutdown: &CancellationToken,
 ) -> Result<(), DuplicateNode> {
-    let fresh = if known_dead { Duration::ZERO } else { timing.live_within() };
     let give_up = Instant::now() + timing.live_within() + timing.renew_every;
     let mut first: Option<String> = None;
+    let mut fresh = timing.live_within();
     loop {
         match tokio::time::timeout(timing.renew_every, store.cluster().heartbeat(node, fresh)).await {
             Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(other))) if predecessor == Some(other.instance.as_str()) => {
+                tracing::info!(node = %node.node_id, "cluster: taking over the node name from this data directory's previous process");
+                fresh = Duration::ZERO;
+                continue;
+            }
             Ok(Ok(Some(other))) => {
                 let moved = first.as_ref().is_some_and(|f| *f != other.heartbeat_at);
                 if moved || Instant::now() >= give_up {
@@ -500,7 +578,35 @@ fn telemetry_role(node: &str, role: Role) {
 
 #[cfg(test)]
 mod tests {
-    use super::node_id;
+    use super::{instance, node_id};
+
+    /// Each process records its instance under its name in the data directory: the next
+    /// process under the same name there knows its predecessor (and may take its fresh row);
+    /// a process under another name, or beside a live one, knows none.
+    #[test]
+    fn a_process_knows_its_predecessor_from_its_own_data_directory_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = instance("bridge-1", dir.path());
+        assert_eq!(first.predecessor, None);
+        assert!(first.held.is_some());
+        let beside = instance("bridge-1", dir.path());
+        assert_eq!((beside.predecessor, beside.held.is_none()), (None, true), "the file is held by a live process");
+        let id = first.id.clone();
+        drop(first);
+        let next = instance("bridge-1", dir.path());
+        assert_eq!(next.predecessor.as_deref(), Some(id.as_str()));
+        assert_ne!(next.id, id);
+        drop(next);
+        assert_eq!(instance("bridge-2", dir.path()).predecessor, None, "another name's process is not ours");
+        // A copy of the directory (here while its process runs, as a copy of a live node's
+        // data directory would be) is another place: its process knows no predecessor.
+        let live = instance("bridge-1", dir.path());
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.path().join("node-instance"), copy.path().join("node-instance")).unwrap();
+        assert_eq!(instance("bridge-1", copy.path()).predecessor, None);
+        drop(live);
+        assert!(instance("bridge-1", dir.path()).predecessor.is_some());
+    }
 
     /// The kept id survives a restart (the file is made once), is not shared with a second
     /// live process on the same data directory, and a configured name wins.

@@ -339,3 +339,136 @@ async fn a_refused_repair_confirmed_on_two_nodes_at_once_happens_once() {
         }
     }
 }
+
+/// Short election timings (`[cluster]`): takeovers in seconds, not tens of seconds.
+const QUICK: &str = "[cluster]\nlease_ttl_seconds = 6\nrenew_every_seconds = 2\nfence_margin_seconds = 1\n";
+
+/// Bounded wait until the node's `/readyz` `checks.cluster` satisfies `check`.
+async fn wait_cluster(d: &Daemon, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        last = admin_get(d, "/readyz").await.body["checks"]["cluster"].clone();
+        if check(&last) {
+            return last;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not within 60 s; last checks.cluster: {last}\nlog:\n{}", d.log());
+}
+
+async fn metrics(d: &Daemon) -> String {
+    admin_get(d, "/metrics").await.body.as_str().unwrap_or_default().to_string()
+}
+
+/// `scimsync status` lists the cluster from the store, from any node's config: the leader
+/// and its epoch, each node's role, listeners and version; a stopped node shows as gone and
+/// the other takes over (under `[cluster]` timings of 6 / 2 / 1 s). Each node's /metrics
+/// counts its own deliveries: the follower's stay flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lists_the_cluster_and_the_timings_come_from_the_config() {
+    use crate::app::{Proxy, ScimApp, scim_target_config};
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    let (_pg, mut a, b) = two_nodes(&format!("{}{QUICK}", scim_target_config(&proxy.base)));
+    wait_cluster(&b, "b sees both nodes and the leader", |c| {
+        c["nodes"].as_array().is_some_and(|n| n.len() == 2) && c["leader"] == "node-a"
+    })
+    .await;
+    for i in 0..3 {
+        b.create_user(&format!("m{i}@x.test")).await;
+    }
+    a.wait_outbox_empty().await;
+
+    let out = b.cli(&["status"]);
+    assert!(out.starts_with("cluster: 2 live node(s); leader node-a (epoch 1,"), "{out}");
+    let row =
+        |name: &str| out.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}: {out}")).to_string();
+    let (ra, rb) = (row("node-a"), row("node-b"));
+    assert!(ra.contains(" leader ") && ra.contains(&a.admin_base) && ra.contains(&a.base), "{ra}");
+    assert!(rb.contains(" follower ") && rb.contains(&b.admin_base) && rb.contains(env!("CARGO_PKG_VERSION")), "{rb}");
+    let json: Value = serde_json::from_str(&a.cli(&["status", "--json"])).unwrap();
+    assert_eq!(
+        (json["backend"].as_str(), json["leader"].as_str(), json["epoch"].as_i64()),
+        (Some("postgres"), Some("node-a"), Some(1))
+    );
+    let roles: Vec<(&str, &str)> = json["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["node"].as_str().unwrap(), n["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(roles, [("node-a", "leader"), ("node-b", "follower")]);
+
+    // Per-node counters: the leader delivered the three creates, the follower nothing.
+    assert!(metrics(&a).await.contains("scimsync_deliveries_total{outcome=\"success\"} 3"), "{}", metrics(&a).await);
+    let mb = metrics(&b).await;
+    assert!(!mb.contains("scimsync_deliveries_total{outcome=\"success\"}"), "the follower delivered: {mb}");
+    assert!(mb.contains("scimsync_node_leader{node=\"node-b\"} 0"), "{mb}");
+
+    // The leader dies; the follower takes over (lease 6 s + a try every 2 s).
+    a.kill9();
+    let killed = std::time::Instant::now();
+    wait_cluster(&b, "b takes over", |c| c["role"] == "leader").await;
+    eprintln!("MEASURED takeover with lease_ttl 6 s / renew 2 s: {:.1} s", killed.elapsed().as_secs_f64());
+    // Once a's heartbeat is older than the lease, the listing calls it gone.
+    let mut last = String::new();
+    for _ in 0..300 {
+        last = b.cli(&["status"]);
+        if last.lines().any(|l| l.starts_with("node-a") && l.contains(" gone ")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(last.starts_with("cluster: 1 live node(s); leader node-b (epoch 2,"), "{last}");
+    assert!(last.lines().any(|l| l.starts_with("node-a") && l.contains(" gone ")), "{last}");
+    assert!(metrics(&b).await.contains("scimsync_node_leader{node=\"node-b\"} 1"));
+}
+
+/// Two live daemons under one node name would both lead: a second process under a live
+/// name refuses to start, whether the name is configured twice or a data directory was
+/// copied with its node-id; the first keeps leading. A crashed node restarted on its own
+/// data directory is no twin: it takes its name and lease back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_live_process_under_one_node_name_refuses_to_start() {
+    let pg = testpg::TestPg::start().expect("a throw-away PostgreSQL");
+    let db = pg.create_database().expect("a database");
+    // a keeps its id in its data directory (no node_name).
+    let mut a = Daemon::prepare_on_store(QUICK, pg_store_env(&pg, &db));
+    a.spawn();
+    let ca = wait_cluster(&a, "a leads", |c| c["role"] == "leader").await;
+    let name = ca["node"].as_str().unwrap().to_string();
+
+    let refused = |twin: &mut Daemon, how: &str| {
+        let _ = twin.spawn_listening();
+        let st = twin.wait_exit();
+        assert!(!st.success(), "{how}: the twin must not run; log:\n{}", twin.log());
+        let log = twin.log();
+        assert!(
+            log.contains(&format!("refusing to start: another live scimsync process runs as node \"{name}\""))
+                && log.contains("Give each node its own [cluster] node_name"),
+            "{how}: log:\n{log}"
+        );
+    };
+    // The same name configured on another "host".
+    let mut env = pg_store_env(&pg, &db);
+    env.push(("SCIMSYNC_CLUSTER__NODE_NAME".into(), name.clone()));
+    let mut configured = Daemon::prepare_on_store(QUICK, env);
+    refused(&mut configured, "configured twice");
+    // a's data directory copied, node-id and all.
+    let mut copied = Daemon::prepare_on_store(QUICK, pg_store_env(&pg, &db));
+    std::fs::create_dir_all(copied.data_dir()).unwrap();
+    for f in ["node-id", "node-instance"] {
+        std::fs::copy(a.data_dir().join(f), copied.data_dir().join(f)).unwrap();
+    }
+    refused(&mut copied, "a copied data directory");
+    let still = wait_cluster(&a, "a still leads", |c| c["role"] == "leader").await;
+    assert_eq!((&still["epoch"], &still["duplicate"]), (&ca["epoch"], &Value::Null), "{still}");
+
+    // a crashes and comes back on its own directory at once: not refused, and it leads in
+    // the same epoch (its own lease: no other node took it meanwhile).
+    a.kill9();
+    a.spawn();
+    let back = wait_cluster(&a, "a leads again", |c| c["role"] == "leader").await;
+    assert_eq!((&back["node"], &back["epoch"]), (&ca["node"], &ca["epoch"]), "{back}");
+    assert!(!a.log().contains("refusing to start"), "{}", a.log());
+}

@@ -140,7 +140,7 @@ impl ClusterStore for PgStore {
 }
 
 /// A node's row with the lease (`node_row` reads it); the caller adds the WHERE.
-const NODE_SELECT: &str = "SELECT n.node_id, n.listen, n.admin, n.version,
+const NODE_SELECT: &str = "SELECT n.node_id, n.listen, n.admin, n.version, n.instance,
         to_char(n.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
         to_char(n.heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
         extract(epoch FROM now() - n.heartbeat_at)::float8,
@@ -153,9 +153,10 @@ fn node_row(r: &tokio_postgres::Row) -> ClusterNode {
         listen: r.get(1),
         admin: r.get(2),
         version: r.get(3),
-        started_at: r.get(4),
-        heartbeat_at: r.get(5),
-        heartbeat_age_seconds: r.get::<_, f64>(6).max(0.0),
-        leader: r.get(7),
+        instance: r.get(4),
+        started_at: r.get(5),
+        heartbeat_at: r.get(6),
+        heartbeat_age_seconds: r.get::<_, f64>(7).max(0.0),
+        leader: r.get(8),
     }
 }

@@ -117,7 +117,10 @@ async fn a_second_live_process_under_one_name_is_refused_and_old_rows_are_pruned
     let twin = NodeInfo { instance: "another process".into(), listen: "elsewhere".into(), ..node("x") };
     assert_eq!(a.heartbeat(&first, TTL).await.unwrap(), None);
     let other = a.heartbeat(&twin, TTL).await.unwrap().expect("refused: the name is live");
-    assert_eq!((other.node_id.as_str(), other.listen.as_str()), ("x", "127.0.0.1:1"));
+    assert_eq!(
+        (other.node_id.as_str(), other.listen.as_str(), other.instance.as_str()),
+        ("x", "127.0.0.1:1", "process of x")
+    );
     assert_eq!(a.heartbeat(&first, TTL).await.unwrap(), None, "the first process keeps its name");
     let again = a.heartbeat(&twin, TTL).await.unwrap().unwrap();
     assert_ne!(again.heartbeat_at, other.heartbeat_at, "a live process's heartbeat moves");

@@ -25,6 +25,8 @@ pub struct ClusterNode {
     pub listen: String,
     pub admin: String,
     pub version: String,
+    /// The random id of the process that beat last under this node id.
+    pub instance: String,
     /// When its process started (RFC 3339, the database's clock).
     pub started_at: String,
     /// Its last heartbeat (RFC 3339 with microseconds, the database's clock): a value that
