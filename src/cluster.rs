@@ -578,7 +578,71 @@ fn telemetry_role(node: &str, role: Role) {
 
 #[cfg(test)]
 mod tests {
-    use super::{instance, node_id};
+    use std::time::Duration;
+
+    use super::{Role, Timing, instance, node_id, start};
+    use crate::store::{NodeInfo, PgOptions, Store};
+
+    /// A leader whose renewal hangs past its fencing deadline steps down; when it takes its
+    /// own lease back (the same epoch: no other node took it) that is a new term, so the
+    /// wiring restarts the leader's work even if it never saw the follower in between.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stepping_down_and_retaking_the_same_epoch_is_a_new_term() {
+        let pg = testpg::TestPg::start().unwrap();
+        let db = pg.create_database().unwrap();
+        let opts = PgOptions {
+            url: pg.url_without_password(&db),
+            password: Some(testpg::PASSWORD.into()),
+            pool_size: 2,
+            connect_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(60),
+            ca_file: None,
+            schema: "scimsync".into(),
+        };
+        let never = tokio_util::sync::CancellationToken::new();
+        let store = Store::open_postgres(&opts, &Default::default(), &never).await.unwrap();
+        let node = NodeInfo {
+            node_id: "n".into(),
+            listen: String::new(),
+            admin: String::new(),
+            version: "test".into(),
+            instance: "i".into(),
+        };
+        let timing = Timing {
+            lease_ttl: Duration::from_secs(3),
+            renew_every: Duration::from_secs(1),
+            fence_margin: Duration::from_secs(1),
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (cluster, task) = start(store, node, timing, None, stop.clone()).await.unwrap();
+        assert_eq!(cluster.role(), Role::Leader { epoch: 1, term: 1 });
+        let mut roles = cluster.subscribe();
+        roles.borrow_and_update();
+        // Another session holds the lease row for 4 s: the renewal hangs past the deadline.
+        let blocker = std::thread::spawn(move || {
+            pg.psql(&db, "BEGIN; SELECT 1 FROM scimsync.leader_lease FOR UPDATE; SELECT pg_sleep(4); COMMIT;").unwrap();
+            pg
+        });
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !matches!(seen.last(), Some(Role::Leader { term: 2.., .. })) {
+            tokio::time::timeout_at(deadline, roles.changed()).await.expect("roles within 30 s").unwrap();
+            seen.push(*roles.borrow_and_update());
+        }
+        assert_eq!(seen, [Role::Follower, Role::Leader { epoch: 1, term: 2 }]);
+        stop.cancel();
+        task.await.unwrap();
+        drop(blocker.join().unwrap());
+    }
+
+    /// What a process's exit does to its lock. Unlocked explicitly: a test binary's other
+    /// tests fork (to run psql), and a child that has not exec'd yet shares the open file,
+    /// so closing it alone would leave the lock held for a moment.
+    fn exit(i: super::Instance) {
+        if let Some(f) = &i.held {
+            f.unlock().unwrap();
+        }
+    }
 
     /// Each process records its instance under its name in the data directory: the next
     /// process under the same name there knows its predecessor (and may take its fresh row);
@@ -592,19 +656,22 @@ mod tests {
         let beside = instance("bridge-1", dir.path());
         assert_eq!((beside.predecessor, beside.held.is_none()), (None, true), "the file is held by a live process");
         let id = first.id.clone();
-        drop(first);
+        exit(first);
         let next = instance("bridge-1", dir.path());
         assert_eq!(next.predecessor.as_deref(), Some(id.as_str()));
         assert_ne!(next.id, id);
-        drop(next);
-        assert_eq!(instance("bridge-2", dir.path()).predecessor, None, "another name's process is not ours");
+        exit(next);
+        let other = instance("bridge-2", dir.path());
+        assert_eq!(other.predecessor, None, "another name's process is not ours");
+        exit(other);
         // A copy of the directory (here while its process runs, as a copy of a live node's
         // data directory would be) is another place: its process knows no predecessor.
         let live = instance("bridge-1", dir.path());
+        assert!(live.held.is_some());
         let copy = tempfile::tempdir().unwrap();
         std::fs::copy(dir.path().join("node-instance"), copy.path().join("node-instance")).unwrap();
         assert_eq!(instance("bridge-1", copy.path()).predecessor, None);
-        drop(live);
+        exit(live);
         assert!(instance("bridge-1", dir.path()).predecessor.is_some());
     }
 
