@@ -472,3 +472,156 @@ async fn a_second_live_process_under_one_node_name_refuses_to_start() {
     assert_eq!((&back["node"], &back["epoch"]), (&ca["node"], &ca["epoch"]), "{back}");
     assert!(!a.log().contains("refusing to start"), "{}", a.log());
 }
+
+/// A TCP forwarder between one node and PostgreSQL that can cut the node off: while cut it
+/// forwards nothing and holds every connection open (a partition, not a refusal: the
+/// node's statements hang); healing closes what it held, and new connections go through.
+struct Cut {
+    port: u16,
+    down: tokio::sync::watch::Sender<bool>,
+}
+
+impl Cut {
+    async fn start(upstream: u16) -> Cut {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the cut");
+        let port = listener.local_addr().unwrap().port();
+        let (down, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    if !*rx.borrow() {
+                        let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else { return };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => return,
+                            _ = rx.wait_for(|d| *d) => {}
+                        }
+                        // Cut: hold both ends, silent, until healed.
+                        let _ = rx.wait_for(|d| !*d).await;
+                        drop(out);
+                    } else {
+                        let _ = rx.wait_for(|d| !*d).await;
+                    }
+                    drop(inbound);
+                });
+            }
+        });
+        Cut { port, down }
+    }
+
+    fn partition(&self) {
+        self.down.send_replace(true);
+    }
+
+    fn heal(&self) {
+        self.down.send_replace(false);
+    }
+}
+
+/// Issue 15, fencing: the leader cut off from PostgreSQL stops delivering before the other
+/// node starts (no delivery by the old leader arrives at the app after the new leader's
+/// first), every change reaches the app, and when the partition heals the old leader
+/// rejoins as a follower and delivers nothing more. Each node sends to the app through its
+/// own proxy, so the app side tells who delivered what and when.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_database_stops_before_the_other_node_starts() {
+    use crate::app::{Proxy, ScimApp, scim_target_config};
+    let app = ScimApp::start().await;
+    let (via_a, via_b) = (Proxy::start(&app.base).await, Proxy::start(&app.base).await);
+    let pg = testpg::TestPg::start().expect("a throw-away PostgreSQL");
+    let db = pg.create_database().expect("a database");
+    let cut = Cut::start(pg.port()).await;
+    let node_on = |url: String, name: &str, target: &str| {
+        let mut env: Vec<(String, String)> = pg_store_env(&pg, &db)
+            .into_iter()
+            .map(|(k, v)| if k == "SCIMSYNC_STORE__POSTGRES__URL" { (k, url.clone()) } else { (k, v) })
+            .collect();
+        env.push(("SCIMSYNC_CLUSTER__NODE_NAME".into(), name.into()));
+        // A statement may hang as long as the partition lasts: the election's own bounds cut it.
+        let mut d = Daemon::prepare_on_store(&format!("{}{QUICK}", scim_target_config(target)), env);
+        d.spawn();
+        d
+    };
+    let a = node_on(format!("postgres://postgres@127.0.0.1:{}/{db}", cut.port), "node-a", &via_a.base);
+    let b = node_on(pg.url_without_password(&db), "node-b", &via_b.base);
+    wait_cluster(&b, "b sees a lead", |c| {
+        c["leader"] == "node-a" && c["nodes"].as_array().is_some_and(|n| n.len() == 2)
+    })
+    .await;
+    let created = |p: &Proxy| p.arrived().iter().filter(|s| s.method == "POST" && s.path.ends_with("/Users")).count();
+    let mut names = Vec::new();
+    for i in 0..5 {
+        names.push(format!("before{i}@x.test"));
+        b.create_user(&names[i]).await;
+    }
+    b.wait_outbox_empty().await;
+    assert_eq!((created(&via_a), created(&via_b)), (5, 0), "the leader delivers");
+
+    // Changes keep coming (to b) while a is cut off.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = {
+        let (stop, b_base, token) = (stop.clone(), b.base.clone(), b.token.clone());
+        tokio::spawn(async move {
+            let mut made = Vec::new();
+            let http = client();
+            while !stop.is_cancelled() {
+                let name = format!("during{}@x.test", made.len());
+                let r = http
+                    .post(format!("{b_base}/Users"))
+                    .bearer_auth(&token)
+                    .header("content-type", "application/scim+json")
+                    .body(user_body(&name).to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::CREATED);
+                made.push(name);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            made
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    cut.partition();
+    let cut_at = std::time::Instant::now();
+    wait_cluster(&b, "b takes over", |c| c["role"] == "leader").await;
+    eprintln!(
+        "MEASURED takeover after partitioning the leader (6 s / 2 s / 1 s): {:.1} s",
+        cut_at.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    stop.cancel();
+    names.extend(writer.await.unwrap());
+    b.wait_outbox_empty().await;
+
+    let last_by_a = via_a.arrived().iter().map(|s| s.at).max().expect("a delivered");
+    let first_by_b = via_b.arrived().iter().map(|s| s.at).min().expect("b delivered");
+    assert!(
+        last_by_a < first_by_b,
+        "the old leader delivered {:.3} s after the new leader's first delivery",
+        (last_by_a - first_by_b).as_secs_f64()
+    );
+    eprintln!(
+        "MEASURED gap between the old leader's last delivery and the new leader's first: {:.2} s",
+        (first_by_b - last_by_a).as_secs_f64()
+    );
+    let mut got: Vec<String> =
+        app.all("Users").await.iter().map(|u| u["userName"].as_str().unwrap().to_string()).collect();
+    got.sort();
+    names.sort();
+    assert_eq!(got, names, "every change reached the app");
+    assert!(a.log().contains("stepping down"), "a stepped down:\n{}", a.log());
+
+    // Healed: a rejoins as a follower and sees b lead; what it now accepts, b delivers.
+    cut.heal();
+    let ca = wait_cluster(&a, "a rejoins as a follower", |c| c["role"] == "follower" && c["leader"] == "node-b").await;
+    assert_eq!(ca["duplicate"], Value::Null, "{ca}");
+    let before = created(&via_a);
+    for i in 0..3 {
+        let n = format!("after{i}@x.test");
+        a.create_user(&n).await;
+    }
+    b.wait_outbox_empty().await;
+    assert_eq!(created(&via_a), before, "the old leader delivers nothing after it rejoined");
+    assert!(metrics(&a).await.contains("scimsync_node_leader{node=\"node-a\"} 0"));
+}

@@ -10,7 +10,8 @@
 //! connection, and PostgreSQL orders concurrent ones (a write locks its resource's row first,
 //! so one resource's outbox rows get ids in commit order). Every connection starts with
 //! `synchronous_commit=on` (so a returned commit is on the server's disk, whatever the
-//! server's default), the configured `statement_timeout` and `search_path` = the schema.
+//! server's default), the configured `statement_timeout`, `search_path` = the schema, and
+//! `idle_in_transaction_session_timeout` (a vanished client's locks go in seconds).
 
 mod audit;
 mod cluster;
@@ -253,7 +254,13 @@ impl PgStore {
         let conn = self.conn().await?;
         self.refresh_size(&**conn).await?;
         let mut out = Vec::new();
-        for name in ["synchronous_commit", "search_path", "statement_timeout", "application_name"] {
+        for name in [
+            "synchronous_commit",
+            "search_path",
+            "statement_timeout",
+            "application_name",
+            "idle_in_transaction_session_timeout",
+        ] {
             let row = conn.query_one(&format!("SHOW {name}"), &[]).await?;
             out.push((name.to_string(), row.get::<_, String>(0)));
         }
@@ -276,6 +283,13 @@ fn check_schema_name(schema: &str) -> Result<(), StoreError> {
     if plain { Ok(()) } else { Err(StoreError::Internal(format!("{schema:?} is not a plain schema name"))) }
 }
 
+/// How long the server lets a session sit inside a transaction waiting for its client.
+/// The store never waits on anything but the server inside a transaction, so only a client
+/// that vanished mid-transaction (a daemon cut off from the database, its connection not
+/// yet seen dead: TCP keepalive takes hours) waits this long; its locks (outbox rows, the
+/// lease row) would otherwise stall the node that took over, whose recover waits on them.
+pub(crate) const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
+
 /// The driver's configuration: the URL, the password, and the options every session starts
 /// with (sent in the start-up packet: no extra round trip, and no pooled connection can miss
 /// them).
@@ -292,8 +306,9 @@ fn connection_config(opts: &PgOptions) -> Result<tokio_postgres::Config, StoreEr
         config.application_name("scimsync");
     }
     let ours = format!(
-        "-c synchronous_commit=on -c statement_timeout={} -c search_path={}",
+        "-c synchronous_commit=on -c statement_timeout={} -c idle_in_transaction_session_timeout={} -c search_path={}",
         opts.statement_timeout.as_millis().max(1),
+        IDLE_IN_TRANSACTION.as_millis(),
         opts.schema
     );
     let options = match config.get_options() {

@@ -51,6 +51,7 @@ async fn migrations_apply_once_and_every_session_setting_reads_back() {
     assert_eq!(get("search_path"), "scimsync", "{settings:?}");
     assert_eq!(get("statement_timeout"), "30s", "{settings:?}");
     assert_eq!(get("application_name"), "scimsync", "{settings:?}");
+    assert_eq!(get("idle_in_transaction_session_timeout"), "10s", "{settings:?}");
 
     // The tables are in the configured schema, not in public.
     let tables = pg
@@ -317,7 +318,10 @@ fn session_options_are_added_to_the_urls_own() {
     let c = connection_config(&opts).unwrap();
     assert_eq!(
         c.get_options(),
-        Some("-c work_mem=8MB -c synchronous_commit=on -c statement_timeout=2500 -c search_path=s")
+        Some(
+            "-c work_mem=8MB -c synchronous_commit=on -c statement_timeout=2500 \
+             -c idle_in_transaction_session_timeout=10000 -c search_path=s"
+        )
     );
     assert_eq!(c.get_application_name(), Some("mine"));
     assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)));
