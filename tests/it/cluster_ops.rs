@@ -625,3 +625,15 @@ async fn a_leader_cut_off_from_the_database_stops_before_the_other_node_starts()
     assert_eq!(created(&via_a), before, "the old leader delivers nothing after it rejoined");
     assert!(metrics(&a).await.contains("scimsync_node_leader{node=\"node-a\"} 0"));
 }
+
+/// On SQLite there is no cluster: `scimsync status` says so (and exits 0: the one daemon
+/// always leads), in words and in JSON.
+#[tokio::test]
+async fn status_on_sqlite_says_there_is_one_daemon() {
+    // SQLite whatever SCIMSYNC_TEST_STORE says: no store settings at all.
+    let mut d = Daemon::prepare_on_store("", Vec::new());
+    d.spawn();
+    assert!(d.cli(&["status"]).contains("store.backend = \"sqlite\": one daemon, which always leads"));
+    let json: Value = serde_json::from_str(&d.cli(&["status", "--json"])).unwrap();
+    assert_eq!((json["backend"].as_str(), json["nodes"].as_array().map(Vec::len)), (Some("sqlite"), Some(0)));
+}
