@@ -20,6 +20,9 @@ use crate::store::types::{ClusterNode, Lease, NodeInfo};
 /// CLI's tools, of a test of one store: not fenced).
 pub(super) type Fence = Option<(String, i64)>;
 
+/// How long a fenced transaction (a claim, a recover) may wait on any lock.
+const FENCED_LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// An epoch no lease has (epochs start at 1): the fence of a node that does not lead.
 const NO_EPOCH: i64 = -1;
 
@@ -27,8 +30,16 @@ const NO_EPOCH: i64 = -1;
 /// a takeover until the caller's transaction ends (`FOR SHARE`: a claim and a takeover are
 /// serialised, so no claim commits under a lease that another node already took). A store
 /// that never led (no fence: the CLI's tools, tests of one store) is not fenced.
+///
+/// The `FOR SHARE` also holds off this node's own renewals (an `UPDATE` of the row) while the
+/// transaction lasts: the rest of it may wait on a lock for at most [`FENCED_LOCK_WAIT`]
+/// (`lock_timeout`), so rows left locked by a vanished node (its transaction not yet ended
+/// by the server) fail a claim or recover fast instead of stalling this node's renewals
+/// past its fencing deadline. A failed recover is not lost: the claim takes rows whose
+/// lease expired.
 pub(super) async fn still_leader(c: &impl GenericClient, fence: &Fence) -> Result<bool, StoreError> {
     let Some((holder, epoch)) = fence else { return Ok(true) };
+    c.batch_execute(&format!("SET LOCAL lock_timeout = {}", FENCED_LOCK_WAIT.as_millis())).await?;
     Ok(c.query_opt(
         "SELECT 1 FROM leader_lease WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > now() FOR SHARE",
         &[holder, epoch],

@@ -147,3 +147,46 @@ async fn a_second_live_process_under_one_name_is_refused_and_old_rows_are_pruned
         a.live_nodes(Duration::from_secs(10 * 86_400)).await.unwrap().into_iter().map(|n| n.node_id).collect();
     assert_eq!(left, ["x", "y"]);
 }
+
+/// A vanished node's transaction still holds an outbox row: the leader's recover (a fenced
+/// transaction, holding the lease row FOR SHARE, which its own renewals would wait behind)
+/// gives up on the lock in seconds instead of waiting for that transaction, and the leader
+/// renews at once after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_transaction_does_not_wait_on_a_vanished_nodes_locks() {
+    let pg = std::sync::Arc::new(TestPg::start().unwrap());
+    let db = pg.create_database().unwrap();
+    let a = super::fixture::open_pg(&pg, &db, 2).await;
+    let new = NewResource {
+        kind: ResourceKind::User,
+        id: "u1".into(),
+        attrs: json!({"userName": "u1@example.com"}).as_object().unwrap().clone(),
+        members: vec![],
+    };
+    ResourceStore::create(&a, new, NewAudit::new("test", "POST", "User"), None).await.unwrap();
+    assert_eq!(a.acquire_or_renew("a", TTL).await.unwrap(), Some(1));
+    let lease_until = crate::model::time_after(Duration::from_secs(300));
+    assert_eq!(a.claim(1, 10, lease_until, None).await.unwrap().bundles.len(), 1);
+    // The "vanished" session: it locked the row and says nothing more for 8 s.
+    let zombie = std::thread::spawn({
+        let (pg, db) = (pg.clone(), db.clone());
+        move || {
+            pg.psql(&db, "BEGIN; SELECT 1 FROM scimsync.outbox FOR UPDATE; SELECT pg_sleep(8); COMMIT;").unwrap();
+        }
+    });
+    let holding = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(8)%' AND state = 'active' \
+                   AND pid <> pg_backend_pid()";
+    for _ in 0..100 {
+        if pg.psql(&db, holding).unwrap().trim() == "1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pg.psql(&db, holding).unwrap().trim(), "1", "the zombie holds the row");
+    let r = a.recover().await;
+    assert!(r.is_err(), "recover gave up on the lock: {r:?}");
+    assert_eq!(pg.psql(&db, holding).unwrap().trim(), "1", "...while the zombie still held it");
+    assert_eq!(a.acquire_or_renew("a", TTL).await.unwrap(), Some(1), "the leader renews");
+    zombie.join().unwrap();
+    assert_eq!(a.recover().await.unwrap(), 1, "once the lock is gone, recover re-queues the row");
+}
