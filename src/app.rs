@@ -78,6 +78,9 @@ pub struct Serving {
     scim: tokio::task::JoinHandle<()>,
     admin: Option<tokio::task::JoinHandle<()>>,
     grace: Duration,
+    /// The admin listener's URL as other nodes and operators reach it (empty when it is
+    /// off): a wildcard address is shown as this host's name.
+    admin_url: String,
 }
 
 impl Serving {
@@ -116,12 +119,27 @@ pub fn serve_listeners(
     let api = Arc::new(Gate::new(progress.clone()));
     let ops = Arc::new(Gate::new(progress.clone()));
     let grace = Duration::from_secs(cfg.server.shutdown_grace_seconds);
+    let admin_url = admin.as_ref().and_then(|l| l.local_addr().ok()).map(advertised_url).unwrap_or_default();
     let admin = admin.map(|l| {
         let bearer = (!cfg.admin.bearer_token.is_empty()).then(|| cfg.admin.bearer_token.expose().to_string());
         tokio::spawn(ops_api::serve(l, bearer, ops.clone(), shutdown.clone()))
     });
     let scim = tokio::spawn(http::serve(listener, api.clone(), live.tls.clone(), shutdown.clone(), grace));
-    Serving { api, ops, scim, admin, grace }
+    Serving { api, ops, scim, admin, grace, admin_url }
+}
+
+/// `http://ADDR` of a bound listener as another host reaches it: a wildcard address (every
+/// interface) is replaced by this host's name.
+fn advertised_url(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        return format!("http://{host}:{}", addr.port());
+    }
+    format!("http://{addr}")
 }
 
 /// On a fresh install there is no token and no IdP could connect: make one, to be shown once.
@@ -284,7 +302,7 @@ pub async fn run(
     base_url: String,
     shutdown: CancellationToken,
     live: &crate::reload::Live,
-) {
+) -> Result<(), crate::cluster::DuplicateNode> {
     // The policy goes with the store handle: every resource write through it is checked in
     // the writer's transaction, and the worker renders effective access from it.
     let store = match crate::policy::Policy::compile(&cfg.policy) {
@@ -315,13 +333,33 @@ pub async fn run(
     let identity = crate::cluster::node_id(&cfg.cluster.node_name, &cfg.store.data_dir);
     let reclaim = identity.held.is_some();
     let _node_id_lock = identity.held;
+    // This process, and the last one under this name from this data directory (dead: the
+    // file's lock is ours), whose fresh heartbeat row is no twin.
+    let instance = crate::cluster::instance(&identity.id, &cfg.store.data_dir);
+    let _instance_lock = instance.held;
+    let reclaim = reclaim || _instance_lock.is_some() && instance.predecessor.is_some();
     let node = crate::store::NodeInfo {
         node_id: identity.id,
         listen: base_url.clone(),
+        admin: serving.admin_url.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        instance: instance.id,
     };
     let election_stop = shutdown.child_token();
-    let (cluster, election) = crate::cluster::start(store.clone(), node, reclaim, election_stop.clone()).await;
+    let timing = cluster_timing(&cfg.cluster);
+    let (cluster, election) =
+        match crate::cluster::start(store.clone(), node, timing, instance.predecessor, reclaim, election_stop.clone())
+            .await
+        {
+            Ok(started) => started,
+            Err(twin) => {
+                // Nothing started yet but the listeners (their gates still closed).
+                shutdown.cancel();
+                serving.stop_before_open().await;
+                tokio::task::spawn_blocking(move || store.close()).await.ok();
+                return Err(twin);
+            }
+        };
     tracing::info!(node = cluster.node_id(), role = cluster.role().as_str(), "cluster: node started");
     let duties = match build_target(cfg) {
         Ok(Some(target)) => {
@@ -357,7 +395,7 @@ pub async fn run(
     // A node that leads from the start (SQLite; the first PostgreSQL node) starts the
     // leader's work before the gates open, so `POST /sync` finds the scheduler running.
     let first = match cluster.role() {
-        crate::cluster::Role::Leader { epoch } => Some(leader.start_term(epoch, &shutdown)),
+        crate::cluster::Role::Leader { epoch, term } => Some(leader.start_term(epoch, term, &shutdown)),
         crate::cluster::Role::Follower => None,
     };
     let leading = tokio::spawn(lead(leader, first, cluster.clone(), shutdown.clone()));
@@ -391,6 +429,16 @@ pub async fn run(
     // The writer goes last: it commits whatever the finished requests queued, then stops.
     tokio::task::spawn_blocking(move || store.close()).await.ok();
     tracing::info!("store closed");
+    Ok(())
+}
+
+/// The election's timings from `[cluster]` (validated at load).
+pub fn cluster_timing(c: &crate::config::ClusterConfig) -> crate::cluster::Timing {
+    crate::cluster::Timing {
+        lease_ttl: Duration::from_secs(c.lease_ttl_seconds),
+        renew_every: Duration::from_secs(c.renew_every_seconds),
+        fence_margin: Duration::from_secs(c.fence_margin_seconds),
+    }
 }
 
 /// Record which target deliveries go to; after a dry run everything is queued for the real
@@ -470,9 +518,11 @@ struct Leader {
     outbox: Arc<tokio::sync::watch::Sender<WorkerOptions>>,
 }
 
-/// One leadership term: its epoch, the token that ends it, its tasks.
+/// One leadership term: its epoch and this process's term number, the token that ends it,
+/// its tasks.
 struct Term {
     epoch: i64,
+    term: u64,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -480,9 +530,9 @@ struct Term {
 impl Leader {
     /// Start the leader's work for the term of `epoch`: the worker (it recovers leases
     /// first), the scheduler (it closes runs left running), audit retention.
-    fn start_term(&self, epoch: i64, shutdown: &CancellationToken) -> Term {
+    fn start_term(&self, epoch: i64, term: u64, shutdown: &CancellationToken) -> Term {
         let stop = shutdown.child_token();
-        tracing::info!(epoch, "cluster: starting the leader's work");
+        tracing::info!(epoch, term, "cluster: starting the leader's work");
         let mut tasks = Vec::new();
         if let Some(d) = &self.duties {
             let opts =
@@ -507,7 +557,7 @@ impl Leader {
             Duration::from_secs(self.cfg.audit.prune_interval_seconds),
             stop.clone(),
         )));
-        Term { epoch, stop, tasks }
+        Term { epoch, term, stop, tasks }
     }
 }
 
@@ -521,21 +571,21 @@ async fn lead(leader: Leader, mut first: Option<Term>, cluster: crate::cluster::
             Some(t) => t,
             None => {
                 // Wait to lead.
-                let epoch = loop {
-                    if let Role::Leader { epoch } = *role.borrow_and_update() {
-                        break epoch;
+                let (epoch, term) = loop {
+                    if let Role::Leader { epoch, term } = *role.borrow_and_update() {
+                        break (epoch, term);
                     }
                     tokio::select! {
                         r = role.changed() => if r.is_err() { return },
                         _ = shutdown.cancelled() => return,
                     }
                 };
-                leader.start_term(epoch, &shutdown)
+                leader.start_term(epoch, term, &shutdown)
             }
         };
         // Lead until this term ends: another epoch, a follower, or shutdown.
         loop {
-            if *role.borrow_and_update() != (Role::Leader { epoch: term.epoch }) {
+            if *role.borrow_and_update() != (Role::Leader { epoch: term.epoch, term: term.term }) {
                 break;
             }
             tokio::select! {

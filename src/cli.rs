@@ -89,6 +89,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the cluster: every node on this store (name, role, whether live, last heartbeat,
+    /// version, listeners), the leader and its epoch. Reads the store, as the daemons
+    /// coordinate through it: it works from any host with the config, whether or not a
+    /// daemon runs there.
+    Status {
+        /// Stable JSON ({"backend", "leader", "epoch", "lease_expires_in_seconds", "nodes": [...]}).
+        #[arg(long)]
+        json: bool,
+    },
     /// Probe a running daemon's /readyz (for scripts and container health checks): exit 0
     /// when ready, 1 otherwise, printing the reasons. Sends admin.bearer_token when set.
     Healthcheck {
@@ -258,6 +267,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Sync { action: SyncAction::Runs { limit } } => runtime()?.block_on(sync_runs(loaded, limit)),
         Command::Drift { run, json } => runtime()?.block_on(drift(loaded, run, json)),
+        Command::Status { json } => runtime()?.block_on(cluster_status(loaded, json)),
         Command::Healthcheck { url, timeout_seconds } => {
             runtime()?.block_on(healthcheck(&loaded, url, timeout_seconds))
         }
@@ -561,7 +571,10 @@ async fn serve(loaded: Loaded) -> Result<i32> {
         out.flush()?;
     }
     crate::systemd::spawn_watchdog(store.clone(), token.clone());
-    app::run(&cfg, store, serving, base_url, token, &live).await;
+    if let Err(twin) = app::run(&cfg, store, serving, base_url, token, &live).await {
+        tracing::error!("scimsync refused to start: {twin}");
+        anyhow::bail!("refusing to start: {twin}");
+    }
     tracing::info!("scimsync stopped");
     Ok(0)
 }
@@ -887,23 +900,43 @@ async fn sync_now(loaded: &Loaded, confirm: Option<i64>, url: Option<String>, ti
         return Ok(1);
     };
     let query = confirm.map(|run| format!("?confirm={run}")).unwrap_or_default();
-    let url = format!("{}/sync{query}", base.trim_end_matches('/'));
-    let req =
-        admin_request(loaded, reqwest::Method::POST, &url, timeout_seconds)?.header("x-requested-by", "scimsync-cli");
-    let resp = match req.send().await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("{url} did not answer (is the daemon running?): {}", crate::downstream::error_chain(&e));
-            return Ok(1);
+    let mut base = base;
+    // A follower names the leader (421, `leader_admin`): follow it there, once.
+    let mut followed = false;
+    let (status, body) = loop {
+        let url = format!("{}/sync{query}", base.trim_end_matches('/'));
+        let req = admin_request(loaded, reqwest::Method::POST, &url, timeout_seconds)?
+            .header("x-requested-by", "scimsync-cli");
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{url} did not answer (is the daemon running?): {}", crate::downstream::error_chain(&e));
+                return Ok(1);
+            }
+        };
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        match body["leader_admin"].as_str() {
+            Some(leader) if status == reqwest::StatusCode::MISDIRECTED_REQUEST && !followed => {
+                eprintln!(
+                    "{} is a follower; asking the leader, node {}, at {leader}",
+                    base,
+                    body["leader"].as_str().unwrap_or("?")
+                );
+                base = leader.to_string();
+                followed = true;
+            }
+            _ => break (status, body),
         }
     };
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
     if !status.is_success() {
         eprintln!("sync not run: {}", body["error"].as_str().unwrap_or("unexpected answer"));
         return Ok(1);
     }
     let run_id = body["run_id"].as_i64();
+    if let Some(error) = body["error"].as_str().filter(|_| body["status"] != "ok") {
+        eprintln!("sync run {} failed: {error}", run_id.unwrap_or_default());
+    }
     let store = open_for_cli(loaded).await?;
     print_report(&store, run_id, false, &crate::reconcile::report::Reconcilable::Yes).await?;
     tokio::task::spawn_blocking(move || store.close()).await.ok();
@@ -916,6 +949,98 @@ async fn sync_now(loaded: &Loaded, confirm: Option<i64>, url: Option<String>, ti
     } else {
         0
     })
+}
+
+/// `scimsync status`: the cluster as the store knows it (the lease row and the nodes'
+/// heartbeats, both on the database's clock), including nodes gone silent but not yet
+/// forgotten. Exit 0 when a live node leads, 1 otherwise.
+async fn cluster_status(loaded: Loaded, json: bool) -> Result<i32> {
+    let store = open_for_cli(&loaded).await?;
+    let live_within = app::cluster_timing(&loaded.config.cluster).live_within();
+    let lease = store.cluster().lease().await?;
+    let nodes = store.cluster().live_nodes(crate::cluster::FORGET_AFTER).await?;
+    tokio::task::spawn_blocking(move || store.close()).await.ok();
+    let Some(lease) = lease else {
+        // SQLite: one daemon on its own store, which always leads.
+        if json {
+            outln!("{}", serde_json::json!({"backend": "sqlite", "leader": null, "epoch": null, "nodes": []}));
+        } else {
+            outln!("store.backend = \"sqlite\": one daemon, which always leads (a cluster needs PostgreSQL)");
+        }
+        return Ok(0);
+    };
+    let leading = lease.expires_in_seconds > 0.0 && !lease.holder.is_empty();
+    let live = |n: &crate::store::ClusterNode| n.heartbeat_age_seconds <= live_within.as_secs_f64();
+    let role = |n: &crate::store::ClusterNode| match (live(n), n.leader) {
+        (true, true) => "leader",
+        (true, false) => "follower",
+        (false, _) => "gone",
+    };
+    if json {
+        let nodes: Vec<serde_json::Value> = nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "node": n.node_id, "role": role(n), "live": live(n), "leader": n.leader,
+                    "heartbeat_age_seconds": (n.heartbeat_age_seconds * 10.0).round() / 10.0,
+                    "version": n.version, "listen": n.listen, "admin": n.admin, "started_at": n.started_at,
+                })
+            })
+            .collect();
+        outln!(
+            "{}",
+            serde_json::json!({
+                "backend": "postgres",
+                "leader": leading.then_some(&lease.holder),
+                "epoch": lease.epoch,
+                "lease_expires_in_seconds": leading.then_some((lease.expires_in_seconds * 10.0).round() / 10.0),
+                "nodes": nodes,
+            })
+        );
+        return Ok(if leading { 0 } else { 1 });
+    }
+    let live_count = nodes.iter().filter(|n| live(n)).count();
+    if leading {
+        outln!(
+            "cluster: {live_count} live node(s); leader {} (epoch {}, lease renewed, expires in {:.1} s)",
+            lease.holder,
+            lease.epoch,
+            lease.expires_in_seconds
+        );
+    } else {
+        outln!(
+            "cluster: {live_count} live node(s); no node leads now (last leader {}, epoch {}): \
+             an election is under way, or no daemon runs",
+            if lease.holder.is_empty() { "none" } else { &lease.holder },
+            lease.epoch
+        );
+    }
+    if nodes.is_empty() {
+        outln!("no node has run on this store in the last day");
+        return Ok(if leading { 0 } else { 1 });
+    }
+    outln!(
+        "{:<24} {:<9} {:>10}  {:<10} {:<28} {:<28} STARTED",
+        "NODE",
+        "ROLE",
+        "HEARTBEAT",
+        "VERSION",
+        "SCIM",
+        "ADMIN"
+    );
+    for n in &nodes {
+        outln!(
+            "{:<24} {:<9} {:>8.1} s  {:<10} {:<28} {:<28} {}",
+            n.node_id,
+            role(n),
+            n.heartbeat_age_seconds,
+            n.version,
+            n.listen,
+            if n.admin.is_empty() { "-" } else { &n.admin },
+            n.started_at
+        );
+    }
+    Ok(if leading { 0 } else { 1 })
 }
 
 async fn sync_runs(loaded: Loaded, limit: usize) -> Result<i32> {

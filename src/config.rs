@@ -42,13 +42,32 @@ pub struct Config {
 
 /// Several daemons on one PostgreSQL store (`[cluster]`): each serves the SCIM API, one
 /// elected leader delivers and runs what must run once.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// This node's name among the nodes on one store; empty: an id made once and kept in
     /// `store.data_dir/node-id` (the host name and a random suffix), so a restarted daemon is
     /// the same node and takes its own lease back at once.
     pub node_name: String,
+    /// How long the leader lease lasts without renewal: a killed leader is replaced within
+    /// `lease_ttl_seconds + renew_every_seconds`. Every node must use the same timings.
+    pub lease_ttl_seconds: u64,
+    /// How often the leader renews the lease, a follower tries for it, and every node beats.
+    pub renew_every_seconds: u64,
+    /// How long before the lease's deadline (by its own clock) a leader that could not renew
+    /// stops delivering: room for clock-rate differences and for stopping.
+    pub fence_margin_seconds: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_name: String::new(),
+            lease_ttl_seconds: 15,
+            renew_every_seconds: 5,
+            fence_margin_seconds: 3,
+        }
+    }
 }
 
 /// The audit log (`scimsync audit`): every accepted SCIM change and operator action, kept
@@ -742,6 +761,7 @@ impl Config {
             p.push(("store.max_batch".into(), "must be at least 1".into()));
         }
         p.extend(self.validate_postgres());
+        p.extend(self.validate_cluster());
         if !self.reconcile.schedule.trim().is_empty()
             && let Err(e) = self.reconcile.schedule.parse::<cron::Schedule>()
         {
@@ -917,6 +937,40 @@ impl Config {
 
     /// `[store.postgres]`: the URL must parse (and is required when the backend is
     /// PostgreSQL), the password is set in one place, the schema is a plain identifier.
+    /// The election's timings: a leader must renew at least once (with room for one slow
+    /// statement) before its own fencing deadline, `lease_ttl - fence_margin` after a
+    /// renewal started.
+    fn validate_cluster(&self) -> Vec<(String, String)> {
+        let c = &self.cluster;
+        let mut p = Vec::new();
+        if c.renew_every_seconds == 0 {
+            p.push(("cluster.renew_every_seconds".into(), "must be at least 1".into()));
+        }
+        if c.lease_ttl_seconds <= 2 * c.renew_every_seconds {
+            p.push((
+                "cluster.lease_ttl_seconds".into(),
+                format!(
+                    "must be more than twice cluster.renew_every_seconds ({}), e.g. {}: a leader renews \
+                     at least once before its lease can lapse",
+                    c.renew_every_seconds,
+                    3 * c.renew_every_seconds.max(1)
+                ),
+            ));
+        } else if c.fence_margin_seconds == 0
+            || c.fence_margin_seconds > c.lease_ttl_seconds - 2 * c.renew_every_seconds
+        {
+            p.push((
+                "cluster.fence_margin_seconds".into(),
+                format!(
+                    "must be between 1 and lease_ttl_seconds - 2 x renew_every_seconds ({}): a leader that \
+                     cannot renew stops this long before the lease can go to another node",
+                    c.lease_ttl_seconds - 2 * c.renew_every_seconds
+                ),
+            ));
+        }
+        p
+    }
+
     fn validate_postgres(&self) -> Vec<(String, String)> {
         let mut p = Vec::new();
         let pg = &self.store.postgres;
@@ -1496,6 +1550,34 @@ mod tests {
         assert!(err.contains("scim.bulk_max_payload_bytes"), "{err}");
         let l = load_str("[scim]\nbulk_max_operations = 5\n", &[("SCIM__BULK_MAX_PAYLOAD_BYTES", "4096")]).unwrap();
         assert_eq!((l.config.scim.bulk_max_operations, l.config.scim.bulk_max_payload_bytes), (5, 4096));
+    }
+
+    /// The election's timings: a leader renews at least once before its lease can lapse,
+    /// and its fencing margin fits between its last renewal and the lease's end.
+    #[test]
+    fn cluster_timings_are_checked() {
+        let l =
+            load_str("[cluster]\nlease_ttl_seconds = 30\nrenew_every_seconds = 10\nfence_margin_seconds = 5\n", &[])
+                .unwrap();
+        assert_eq!(
+            (
+                l.config.cluster.lease_ttl_seconds,
+                l.config.cluster.renew_every_seconds,
+                l.config.cluster.fence_margin_seconds
+            ),
+            (30, 10, 5)
+        );
+        for (toml, key) in [
+            ("renew_every_seconds = 0", "cluster.renew_every_seconds"),
+            ("lease_ttl_seconds = 10", "cluster.lease_ttl_seconds"),
+            ("fence_margin_seconds = 0", "cluster.fence_margin_seconds"),
+            ("fence_margin_seconds = 6", "cluster.fence_margin_seconds"),
+        ] {
+            let err = load_str(&format!("[cluster]\n{toml}\n"), &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        // The edge that still leaves room: 15 - 2 x 5 = 5.
+        assert!(load_str("[cluster]\nfence_margin_seconds = 5\n", &[]).is_ok());
     }
 
     #[test]

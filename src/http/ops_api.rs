@@ -179,24 +179,88 @@ fn store_error(e: crate::store::StoreError) -> Response {
 }
 
 /// Run a sync now and answer with its result (the report is at `/drift?run=ID`).
+///
+/// Only the leader runs syncs (one runner: the scheduler, its busy check and the newest-report
+/// rule of confirmations assume it). A follower answers 421 naming the leader and its admin
+/// listener (`scimsync sync now` follows it there), or 503 while no node leads.
+///
+/// A confirmation that finds a run in progress waits for it, then is checked again: two
+/// operators confirming the same refused run at once get one repair and one "already
+/// confirmed by run M", never two repairs and never a bare "busy".
 async fn sync_now(state: &OpsState, confirm: Option<i64>) -> Response {
     use crate::reconcile::scheduler::TriggerError;
     let Some(sync) = &state.sync else {
         return json_response(StatusCode::CONFLICT, &json!({"error": state.reconcilable().next_step()}));
     };
-    // A confirmation names a refused report; anything else is refused before a run starts.
-    if let Some(run) = confirm
-        && let Err(why) = crate::reconcile::full_sync::confirmable(&state.store, run).await
-    {
-        return json_response(StatusCode::CONFLICT, &json!({ "error": why.to_string() }));
+    let waiting_since = std::time::Instant::now();
+    loop {
+        // A confirmation names a refused report; anything else is refused before a run starts.
+        if let Some(run) = confirm
+            && let Err(why) = crate::reconcile::full_sync::confirmable(&state.store, run).await
+        {
+            return json_response(StatusCode::CONFLICT, &json!({ "error": why.to_string() }));
+        }
+        match sync.run_now(confirm).await {
+            Ok(r) => return json_response(StatusCode::OK, &json!(r)),
+            Err(TriggerError::Busy) if confirm.is_some() && waiting_since.elapsed() < CONFIRM_WAITS_FOR_RUN => {
+                while sync.is_running() && waiting_since.elapsed() < CONFIRM_WAITS_FOR_RUN {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(TriggerError::Busy) => {
+                return json_response(
+                    StatusCode::CONFLICT,
+                    &json!({"error": "a sync run is already in progress; its report will be at /drift when it ends"}),
+                );
+            }
+            Err(TriggerError::NotLeader) => return not_the_leader(&state.cluster),
+            Err(e) => return json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": e.to_string()})),
+        }
     }
-    match sync.run_now(confirm).await {
-        Ok(r) => json_response(StatusCode::OK, &json!(r)),
-        Err(TriggerError::Busy) => json_response(
-            StatusCode::CONFLICT,
-            &json!({"error": "a sync run is already in progress; its report will be at /drift when it ends"}),
+}
+
+/// How long a confirmation waits for a run in progress before it answers "busy".
+const CONFIRM_WAITS_FOR_RUN: Duration = Duration::from_secs(600);
+
+/// A follower asked to run a sync: 421 (Misdirected Request: this node cannot answer it)
+/// naming the leader and its admin URL, or 503 while no node leads.
+fn not_the_leader(cluster: &crate::cluster::Cluster) -> Response {
+    match cluster.other_leader() {
+        Some(l) if !l.admin.is_empty() => json_response(
+            StatusCode::MISDIRECTED_REQUEST,
+            &json!({
+                "error": format!(
+                    "node {} is a follower; the leader, node {}, runs syncs: ask its admin listener at {} \
+                     (`scimsync sync now` follows it there by itself)",
+                    cluster.node_id(), l.node_id, l.admin
+                ),
+                "leader": l.node_id,
+                "leader_admin": l.admin,
+            }),
         ),
-        Err(e) => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": e.to_string()})),
+        Some(l) => json_response(
+            StatusCode::MISDIRECTED_REQUEST,
+            &json!({
+                "error": format!(
+                    "node {} is a follower; the leader, node {}, runs syncs, and its admin listener is off \
+                     (admin.listen): run the command on that node",
+                    cluster.node_id(), l.node_id
+                ),
+                "leader": l.node_id,
+            }),
+        ),
+        None => {
+            let mut r = json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": format!(
+                    "node {} is a follower and no node leads right now (an election is under way): try again in a few seconds",
+                    cluster.node_id()
+                )}),
+            );
+            r.headers_mut().insert("retry-after", HeaderValue::from_static("5"));
+            r
+        }
     }
 }
 
@@ -406,12 +470,14 @@ fn cluster_check(c: &crate::cluster::Cluster) -> Value {
     json!({
         "node": c.node_id(),
         "role": role.as_str(),
-        "epoch": match role { crate::cluster::Role::Leader { epoch } => Some(epoch), _ => None },
+        "epoch": match role { crate::cluster::Role::Leader { epoch, .. } => Some(epoch), _ => None },
         "leader": c.leader(),
         "nodes": c.nodes().iter().map(|n| json!({
-            "node": n.node_id, "listen": n.listen, "version": n.version, "started_at": n.started_at,
+            "node": n.node_id, "listen": n.listen, "admin": n.admin, "version": n.version, "started_at": n.started_at,
             "heartbeat_age_seconds": n.heartbeat_age_seconds, "leader": n.leader,
         })).collect::<Vec<_>>(),
+        // Another live process under this node's name: this one stays a follower.
+        "duplicate": c.duplicate().map(|d| d.to_string()),
     })
 }
 

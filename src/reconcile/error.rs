@@ -49,6 +49,12 @@ pub enum ReconcileError {
         "run {run_id} is not the latest report (run {latest} is): review it with `scimsync drift` and confirm run {latest}"
     )]
     NotLatest { run_id: i64, latest: String },
+    /// `--confirm` named a run whose refused repair a later run already confirmed: a
+    /// confirmation is used once (two operators, or one retrying, never repair twice).
+    #[error(
+        "run {run_id} was already confirmed by run {by}, which queued its repair; nothing more to do (see `scimsync drift --run {by}`)"
+    )]
+    AlreadyConfirmed { run_id: i64, by: i64 },
     /// A listing's own failure, in its words (the benchmark's in-memory app).
     #[error("{0}")]
     Other(String),

@@ -447,6 +447,15 @@ pub async fn confirmable(store: &Store, run_id: i64) -> Result<plan::Confirmed, 
     // replayed.
     let latest = store.sync().run(None).await?.map(|r| r.id);
     if latest != Some(run_id) {
+        // Said first when it is so: "already done" is the answer a second confirmation wants.
+        let later = store.sync().runs(50).await?;
+        if let Some(by) = later.iter().find(|r| {
+            r.id > run_id
+                && r.status == "ok"
+                && r.summary.as_ref().and_then(|s| s.report.as_ref()).and_then(|r| r.confirmed) == Some(run_id)
+        }) {
+            return Err(ReconcileError::AlreadyConfirmed { run_id, by: by.id });
+        }
         let latest = latest.map(|l| l.to_string()).unwrap_or_default();
         return Err(ReconcileError::NotLatest { run_id, latest });
     }

@@ -234,8 +234,11 @@ pub trait ClusterStore: Send + Sync {
     /// Whether other processes can share this store (and so an election means anything).
     fn shared(&self) -> bool;
 
-    /// Record `node` as alive now (insert or refresh its row).
-    async fn heartbeat(&self, node: &NodeInfo) -> Result<(), StoreError>;
+    /// Record `node` as alive now (insert or refresh its row), unless another process
+    /// (another `instance`) beat under the same node id less than `fresh` ago: then nothing
+    /// is written and that process's row is returned (two live daemons with one name).
+    /// `fresh` zero takes the name whatever (the caller knows the other process is dead).
+    async fn heartbeat(&self, node: &NodeInfo, fresh: std::time::Duration) -> Result<Option<ClusterNode>, StoreError>;
 
     /// Take the lease when it is free or expired, or renew it when this store holds it, for
     /// `ttl` from now by the database's clock. `Some(epoch)` when `node_id` leads (the epoch
@@ -256,6 +259,13 @@ pub trait ClusterStore: Send + Sync {
 
     /// The nodes whose last heartbeat is at most `within` old, in order of their ids.
     async fn live_nodes(&self, within: std::time::Duration) -> Result<Vec<ClusterNode>, StoreError>;
+
+    /// The leader lease as it stands (`None` on a store no other daemon can share).
+    async fn lease(&self) -> Result<Option<Lease>, StoreError>;
+
+    /// Forget the nodes not heard from for `older_than` (never the lease's holder), so the
+    /// list of nodes does not grow with every host that ever ran; how many went.
+    async fn prune_nodes(&self, older_than: std::time::Duration) -> Result<u64, StoreError>;
 }
 
 /// A store backend: every group of the face.

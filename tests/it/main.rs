@@ -11,6 +11,7 @@ mod bulk;
 mod cli;
 mod cluster;
 mod cluster_chaos;
+mod cluster_ops;
 mod cluster_partition;
 mod contrib;
 mod discovery;

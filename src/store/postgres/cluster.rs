@@ -13,12 +13,15 @@ use deadpool_postgres::GenericClient;
 use super::PgStore;
 use crate::store::StoreError;
 use crate::store::face::ClusterStore;
-use crate::store::types::{ClusterNode, NodeInfo};
+use crate::store::types::{ClusterNode, Lease, NodeInfo};
 
 /// The lease this store may claim under: (node, epoch), with epoch [`NO_EPOCH`] once it lost
 /// or released the lease; `None` while it never took part in an election (a store of the
 /// CLI's tools, of a test of one store: not fenced).
 pub(super) type Fence = Option<(String, i64)>;
+
+/// How long a fenced transaction (a claim, a recover) may wait on any lock.
+const FENCED_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// An epoch no lease has (epochs start at 1): the fence of a node that does not lead.
 const NO_EPOCH: i64 = -1;
@@ -27,8 +30,16 @@ const NO_EPOCH: i64 = -1;
 /// a takeover until the caller's transaction ends (`FOR SHARE`: a claim and a takeover are
 /// serialised, so no claim commits under a lease that another node already took). A store
 /// that never led (no fence: the CLI's tools, tests of one store) is not fenced.
+///
+/// The `FOR SHARE` also holds off this node's own renewals (an `UPDATE` of the row) while the
+/// transaction lasts: the rest of it may wait on a lock for at most [`FENCED_LOCK_WAIT`]
+/// (`lock_timeout`), so rows left locked by a vanished node (its transaction not yet ended
+/// by the server) fail a claim or recover fast instead of stalling this node's renewals
+/// past its fencing deadline. A failed recover is not lost: the claim takes rows whose
+/// lease expired.
 pub(super) async fn still_leader(c: &impl GenericClient, fence: &Fence) -> Result<bool, StoreError> {
     let Some((holder, epoch)) = fence else { return Ok(true) };
+    c.batch_execute(&format!("SET LOCAL lock_timeout = {}", FENCED_LOCK_WAIT.as_millis())).await?;
     Ok(c.query_opt(
         "SELECT 1 FROM leader_lease WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > now() FOR SHARE",
         &[holder, epoch],
@@ -47,17 +58,30 @@ impl ClusterStore for PgStore {
         true
     }
 
-    async fn heartbeat(&self, node: &NodeInfo) -> Result<(), StoreError> {
-        self.conn()
-            .await?
-            .execute(
-                "INSERT INTO cluster_nodes (node_id, listen, version) VALUES ($1, $2, $3)
+    async fn heartbeat(&self, node: &NodeInfo, fresh: Duration) -> Result<Option<ClusterNode>, StoreError> {
+        let c = self.conn().await?;
+        // One statement: the row is ours (same instance), stale, or new, and is written; or a
+        // live other process owns it, and the conflict's WHERE leaves it as it is (no row
+        // comes back). A new process under the name starts its row's clock again.
+        let written = c
+            .query_opt(
+                "INSERT INTO cluster_nodes (node_id, listen, admin, version, instance) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (node_id) DO UPDATE
-                 SET heartbeat_at = now(), listen = excluded.listen, version = excluded.version",
-                &[&node.node_id, &node.listen, &node.version],
+                 SET heartbeat_at = now(), listen = excluded.listen, admin = excluded.admin,
+                     version = excluded.version, instance = excluded.instance,
+                     started_at = CASE WHEN cluster_nodes.instance = excluded.instance
+                                       THEN cluster_nodes.started_at ELSE now() END
+                 WHERE cluster_nodes.instance = excluded.instance
+                    OR cluster_nodes.heartbeat_at <= now() - make_interval(secs => $6)
+                 RETURNING 1",
+                &[&node.node_id, &node.listen, &node.admin, &node.version, &node.instance, &interval(fresh)],
             )
             .await?;
-        Ok(())
+        if written.is_some() {
+            return Ok(None);
+        }
+        let sql = format!("{NODE_SELECT} WHERE n.node_id = $1");
+        Ok(c.query_opt(&sql, &[&node.node_id]).await?.as_ref().map(node_row))
     }
 
     async fn acquire_or_renew(&self, node_id: &str, ttl: Duration, reclaim: bool) -> Result<Option<i64>, StoreError> {
@@ -99,30 +123,58 @@ impl ClusterStore for PgStore {
     }
 
     async fn live_nodes(&self, within: Duration) -> Result<Vec<ClusterNode>, StoreError> {
-        let rows = self
+        let sql = format!("{NODE_SELECT} WHERE n.heartbeat_at > now() - make_interval(secs => $1) ORDER BY n.node_id");
+        let rows = self.conn().await?.query(&sql, &[&interval(within)]).await?;
+        Ok(rows.iter().map(node_row).collect())
+    }
+
+    async fn lease(&self) -> Result<Option<Lease>, StoreError> {
+        let row = self
             .conn()
             .await?
-            .query(
-                "SELECT n.node_id, n.listen, n.version,
-                        to_char(n.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                        extract(epoch FROM now() - n.heartbeat_at)::float8,
-                        (l.holder = n.node_id AND l.expires_at > now())
-                 FROM cluster_nodes n CROSS JOIN leader_lease l
-                 WHERE n.heartbeat_at > now() - make_interval(secs => $1)
-                 ORDER BY n.node_id",
-                &[&interval(within)],
+            .query_one(
+                "SELECT holder, epoch,
+                        CASE WHEN expires_at = '-infinity' THEN -1e9
+                             ELSE extract(epoch FROM expires_at - now())::float8 END
+                 FROM leader_lease WHERE id = 1",
+                &[],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ClusterNode {
-                node_id: r.get(0),
-                listen: r.get(1),
-                version: r.get(2),
-                started_at: r.get(3),
-                heartbeat_age_seconds: r.get::<_, f64>(4).max(0.0),
-                leader: r.get(5),
-            })
-            .collect())
+        Ok(Some(Lease { holder: row.get(0), epoch: row.get(1), expires_in_seconds: row.get(2) }))
+    }
+
+    async fn prune_nodes(&self, older_than: Duration) -> Result<u64, StoreError> {
+        Ok(self
+            .conn()
+            .await?
+            .execute(
+                "DELETE FROM cluster_nodes
+                 WHERE heartbeat_at < now() - make_interval(secs => $1)
+                   AND node_id <> (SELECT holder FROM leader_lease WHERE id = 1)",
+                &[&interval(older_than)],
+            )
+            .await?)
+    }
+}
+
+/// A node's row with the lease (`node_row` reads it); the caller adds the WHERE.
+const NODE_SELECT: &str = "SELECT n.node_id, n.listen, n.admin, n.version, n.instance,
+        to_char(n.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+        to_char(n.heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+        extract(epoch FROM now() - n.heartbeat_at)::float8,
+        (l.holder = n.node_id AND l.expires_at > now())
+ FROM cluster_nodes n CROSS JOIN leader_lease l";
+
+fn node_row(r: &tokio_postgres::Row) -> ClusterNode {
+    ClusterNode {
+        node_id: r.get(0),
+        listen: r.get(1),
+        admin: r.get(2),
+        version: r.get(3),
+        instance: r.get(4),
+        started_at: r.get(5),
+        heartbeat_at: r.get(6),
+        heartbeat_age_seconds: r.get::<_, f64>(7).max(0.0),
+        leader: r.get(8),
     }
 }

@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "0003_open_rows_by_resource", include_str!("../../../migrations/postgres/0003_open_rows_by_resource.sql")),
     (4, "0004_sharded_counts", include_str!("../../../migrations/postgres/0004_sharded_counts.sql")),
     (5, "0005_cluster", include_str!("../../../migrations/postgres/0005_cluster.sql")),
+    (6, "0006_cluster_ops", include_str!("../../../migrations/postgres/0006_cluster_ops.sql")),
 ];
 
 /// The schema version this build migrates to.

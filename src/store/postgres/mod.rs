@@ -266,7 +266,13 @@ impl PgStore {
         let conn = self.conn().await?;
         self.refresh_size(&**conn).await?;
         let mut out = Vec::new();
-        for name in ["synchronous_commit", "search_path", "statement_timeout", "application_name"] {
+        for name in [
+            "synchronous_commit",
+            "search_path",
+            "statement_timeout",
+            "application_name",
+            "idle_in_transaction_session_timeout",
+        ] {
             let row = conn.query_one(&format!("SHOW {name}"), &[]).await?;
             out.push((name.to_string(), row.get::<_, String>(0)));
         }

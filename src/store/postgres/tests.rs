@@ -51,6 +51,7 @@ async fn migrations_apply_once_and_every_session_setting_reads_back() {
     assert_eq!(get("search_path"), "scimsync", "{settings:?}");
     assert_eq!(get("statement_timeout"), "30s", "{settings:?}");
     assert_eq!(get("application_name"), "scimsync", "{settings:?}");
+    assert_eq!(get("idle_in_transaction_session_timeout"), "5s", "{settings:?}");
 
     // The tables are in the configured schema, not in public.
     let tables = pg

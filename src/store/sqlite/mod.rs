@@ -477,8 +477,12 @@ impl ClusterStore for SqliteStore {
         false
     }
 
-    async fn heartbeat(&self, _node: &NodeInfo) -> Result<(), StoreError> {
-        Ok(())
+    async fn heartbeat(
+        &self,
+        _node: &NodeInfo,
+        _fresh: std::time::Duration,
+    ) -> Result<Option<ClusterNode>, StoreError> {
+        Ok(None)
     }
 
     async fn acquire_or_renew(
@@ -496,5 +500,13 @@ impl ClusterStore for SqliteStore {
 
     async fn live_nodes(&self, _within: std::time::Duration) -> Result<Vec<ClusterNode>, StoreError> {
         Ok(Vec::new())
+    }
+
+    async fn lease(&self) -> Result<Option<Lease>, StoreError> {
+        Ok(None)
+    }
+
+    async fn prune_nodes(&self, _older_than: std::time::Duration) -> Result<u64, StoreError> {
+        Ok(0)
     }
 }

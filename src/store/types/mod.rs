@@ -14,7 +14,7 @@ mod sync;
 mod tokens;
 
 pub use audit::{AuditQuery, AuditRecord, NewAudit};
-pub use cluster::{ClusterNode, NodeInfo};
+pub use cluster::{ClusterNode, Lease, NodeInfo};
 pub use outbox::{
     Attempt, Bundle, Claimed, Completion, DeliveryAttempt, GuardPolicy, GuardStatus, GuardTrip, HeldChange, OutboxRow,
     OutboxState, guard_trips,
