@@ -19,7 +19,9 @@ use crate::model::{MemberDelta, Resource, ResourceKind};
 use crate::policy::account::{AccountPolicy, Refusal};
 use crate::scim::patch::{self, PatchError};
 use crate::scim::{ScimError, ScimType, bulk, cursor, filter, list, resource, schema};
-use crate::store::{ListPart, Load, NewAudit, NewResource, Page, Position, Store, StoreError, TokenInfo, Update};
+use crate::store::{
+    ListPart, Load, Modified, ModifyFn, NewAudit, NewResource, Page, Position, Store, StoreError, TokenInfo, Update,
+};
 
 /// Errors of a use-case: a protocol error to show the IdP as it is, or a failure that
 /// `http` turns into 503/500 without showing internals.
@@ -60,6 +62,12 @@ impl From<StoreError> for ServiceError {
         }
     }
 }
+
+/// A PATCH whose member filter needs the group's member list, which a one-step
+/// read-modify-write does not load: the caller falls back to reading it first.
+#[derive(Debug, thiserror::Error)]
+#[error("the PATCH needs the group's member list")]
+struct NeedsMemberList;
 
 /// Where a change came from, for the audit log: the authenticated token and the IdP's own
 /// request id, when it sent one.
@@ -192,7 +200,12 @@ impl Service {
         let parsed = resource::parse_input(kind, body)?;
         let new = NewResource {
             kind,
-            id: uuid::Uuid::new_v4().to_string(),
+            // Time-ordered (UUID v7, RFC 9562 §5.7): a new id sorts after the ones before
+            // it, so every index on resource ids (the resources' own, the outbox's, the
+            // audit log's) grows at its right edge instead of dirtying a random leaf page
+            // per create. Ids stay opaque to clients (RFC 7643 §3.1); v4 ids already
+            // issued stay valid.
+            id: uuid::Uuid::now_v7().to_string(),
             attrs: parsed.attrs,
             members: parsed.members.unwrap_or_default(),
         };
@@ -245,36 +258,49 @@ impl Service {
         body: Value,
         if_match: Option<u64>,
     ) -> Result<Resource, ServiceError> {
-        let parsed = resource::parse_input(kind, body)?;
+        let parsed = Arc::new(resource::parse_input(kind, body)?);
+        let (svc, who, p) = (self.clone(), origin.clone(), parsed.clone());
+        let compute: ModifyFn = Box::new(move |cur: &Resource| Ok(svc.replaced(&who, cur, &p, if_match)?));
+        if let Some(done) = self.in_one_step(kind, id, compute).await {
+            return done;
+        }
         for attempt in 0..MAX_ATTEMPTS {
             backoff(attempt).await;
             let cur = self.get(kind, id, Load::default()).await?;
-            check_if_match(if_match, cur.meta.version)?;
-            let mut attrs = parsed.attrs.clone();
-            if let (None, Some(pw)) = (attrs.get("password"), cur.attrs.get("password")) {
-                attrs.insert("password".into(), pw.clone());
-            }
-            self.check_account(kind, &cur.attrs, &mut attrs)?;
-            let members = match (kind, &parsed.members) {
-                (ResourceKind::Group, m) => {
-                    MemberDelta { replace: Some(m.clone().unwrap_or_default()), ..Default::default() }
-                }
-                _ => MemberDelta::default(),
-            };
-            let summary = audit_summary::replaced(&cur.attrs, &attrs, &members);
-            let upd = Update {
-                kind,
-                id: id.to_string(),
-                expected_version: Some(cur.meta.version),
-                attrs: Some(attrs),
-                members,
-            };
-            let audit = origin.audit("PUT", kind, Some(id), summary);
+            let (upd, audit) = self.replaced(origin, &cur, &parsed, if_match)?;
             if let Some(done) = self.commit_read_modify_write(upd, audit, if_match).await {
                 return done;
             }
         }
         Err(ServiceError::Unavailable("the resource is changing too fast; retry".into()))
+    }
+
+    /// The write a PUT makes of `cur` and its audit record (pure: no I/O).
+    fn replaced(
+        &self,
+        origin: &Origin,
+        cur: &Resource,
+        parsed: &resource::Parsed,
+        if_match: Option<u64>,
+    ) -> Result<(Update, NewAudit), ServiceError> {
+        let kind = cur.kind;
+        check_if_match(if_match, cur.meta.version)?;
+        let mut attrs = parsed.attrs.clone();
+        if let (None, Some(pw)) = (attrs.get("password"), cur.attrs.get("password")) {
+            attrs.insert("password".into(), pw.clone());
+        }
+        self.check_account(kind, &cur.attrs, &mut attrs)?;
+        let members = match (kind, &parsed.members) {
+            (ResourceKind::Group, m) => {
+                MemberDelta { replace: Some(m.clone().unwrap_or_default()), ..Default::default() }
+            }
+            _ => MemberDelta::default(),
+        };
+        let summary = audit_summary::replaced(&cur.attrs, &attrs, &members);
+        let upd =
+            Update { kind, id: cur.id.clone(), expected_version: Some(cur.meta.version), attrs: Some(attrs), members };
+        let audit = origin.audit("PUT", kind, Some(&cur.id), summary);
+        Ok((upd, audit))
     }
 
     /// Commit an update computed from the version read. `None`: the resource moved on since
@@ -300,41 +326,97 @@ impl Service {
         body: Value,
         if_match: Option<u64>,
     ) -> Result<Resource, ServiceError> {
-        let ops = patch::parse_request(kind, &body)?;
+        let ops = Arc::new(patch::parse_request(kind, &body)?);
+        let (svc, who, o) = (self.clone(), origin.clone(), ops.clone());
+        let compute: ModifyFn = Box::new(move |cur: &Resource| match svc.patched(&who, cur, &o, if_match, None)? {
+            Some(change) => Ok(change),
+            None => Err(Box::new(NeedsMemberList)),
+        });
+        if let Some(done) = self.in_one_step(kind, id, compute).await {
+            return done;
+        }
         for attempt in 0..MAX_ATTEMPTS {
             backoff(attempt).await;
             let cur = self.get(kind, id, Load::default()).await?;
-            check_if_match(if_match, cur.meta.version)?;
-            let mut attrs = cur.attrs.clone();
-            let effect = match patch::apply(kind, &mut attrs, &ops, None) {
-                Err(PatchError::NeedsMemberList) => {
+            let change = match self.patched(origin, &cur, &ops, if_match, None)? {
+                Some(change) => change,
+                None => {
                     // A member filter other than `value eq`: evaluate it over the current list.
                     let full = self.get(kind, id, Load { members: true, groups: false }).await?;
                     if full.meta.version != cur.meta.version {
                         continue;
                     }
-                    attrs = cur.attrs.clone();
                     let members = full.members.unwrap_or_default();
-                    patch::apply(kind, &mut attrs, &ops, Some(&members)).map_err(patch_error)?
+                    self.patched(origin, &cur, &ops, if_match, Some(&members))?
+                        .ok_or_else(|| patch_error(PatchError::NeedsMemberList))?
                 }
-                other => other.map_err(patch_error)?,
             };
-            let mut attrs = resource::normalize(kind, attrs)?;
-            self.check_account(kind, &cur.attrs, &mut attrs)?;
-            let attrs = (attrs != cur.attrs).then_some(attrs);
-            // A membership-only change needs no version check: the store applies member
-            // deltas atomically and they commute, so concurrent member adds to one big group
-            // (an IdP pushing a group) never conflict. Attribute changes were computed from
-            // the version read, so they must land on that version.
-            let expected_version = if attrs.is_some() || if_match.is_some() { Some(cur.meta.version) } else { None };
-            let summary = audit_summary::patched(&ops, &cur.attrs, attrs.as_ref(), &effect.members);
-            let upd = Update { kind, id: id.to_string(), expected_version, attrs, members: effect.members };
-            let audit = origin.audit("PATCH", kind, Some(id), summary);
+            let (upd, audit) = change;
             if let Some(done) = self.commit_read_modify_write(upd, audit, if_match).await {
                 return done;
             }
         }
         Err(ServiceError::Unavailable("the resource is changing too fast; retry".into()))
+    }
+
+    /// A read-modify-write computed and written where the store reads the resource, when
+    /// the store offers that (`None`: it does not, or the computation needs what a one-step
+    /// write does not load — a group's member list — and the caller's loop reads it).
+    async fn in_one_step(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        compute: ModifyFn,
+    ) -> Option<Result<Resource, ServiceError>> {
+        match self.store.resources().modify(kind, id, compute).await {
+            Ok(None) => None,
+            Ok(Some(Modified::Written(r))) => {
+                self.wake.notify_one();
+                Some(Ok(r))
+            }
+            Ok(Some(Modified::Refused(why))) => {
+                if why.is::<NeedsMemberList>() {
+                    return None;
+                }
+                Some(Err(match why.downcast::<ServiceError>() {
+                    Ok(e) => *e,
+                    Err(other) => ServiceError::Internal(other.to_string()),
+                }))
+            }
+            Err(e) => Some(Err(e.into())),
+        }
+    }
+
+    /// The write a PATCH makes of `cur` and its audit record (pure: no I/O). `Ok(None)`:
+    /// a member filter other than `value eq` needs the group's member list, and `members`
+    /// was not given.
+    fn patched(
+        &self,
+        origin: &Origin,
+        cur: &Resource,
+        ops: &[patch::PatchOp],
+        if_match: Option<u64>,
+        members: Option<&[crate::model::Member]>,
+    ) -> Result<Option<(Update, NewAudit)>, ServiceError> {
+        let kind = cur.kind;
+        check_if_match(if_match, cur.meta.version)?;
+        let mut attrs = cur.attrs.clone();
+        let effect = match patch::apply(kind, &mut attrs, ops, members) {
+            Err(PatchError::NeedsMemberList) if members.is_none() => return Ok(None),
+            other => other.map_err(patch_error)?,
+        };
+        let mut attrs = resource::normalize(kind, attrs)?;
+        self.check_account(kind, &cur.attrs, &mut attrs)?;
+        let attrs = (attrs != cur.attrs).then_some(attrs);
+        // A membership-only change needs no version check: the store applies member
+        // deltas atomically and they commute, so concurrent member adds to one big group
+        // (an IdP pushing a group) never conflict. Attribute changes were computed from
+        // the version read, so they must land on that version.
+        let expected_version = if attrs.is_some() || if_match.is_some() { Some(cur.meta.version) } else { None };
+        let summary = audit_summary::patched(ops, &cur.attrs, attrs.as_ref(), &effect.members);
+        let upd = Update { kind, id: cur.id.clone(), expected_version, attrs, members: effect.members };
+        let audit = origin.audit("PATCH", kind, Some(&cur.id), summary);
+        Ok(Some((upd, audit)))
     }
 
     pub async fn delete(

@@ -41,6 +41,26 @@ pub trait ResourceStore: Send + Sync {
     /// `expected_version` is set and stale (RFC 7644 §3.14).
     async fn update(&self, upd: Update, audit: NewAudit, policy: Option<&Arc<Policy>>) -> Result<Resource, StoreError>;
 
+    /// Read-modify-write in one step, where the backend can read the resource where it
+    /// writes (SQLite's single writer: no second round trip, and nothing can get in
+    /// between, so no version check can fail): `modify` is given the resource as it is,
+    /// and its change is written as [`ResourceStore::update`] writes it, with the audit
+    /// record and the policy's checks, in the same transaction. `NotFound` when there is
+    /// no such resource.
+    ///
+    /// `Ok(None)`: not offered by this backend (the default; `modify` is dropped unrun):
+    /// the caller reads with `get`, computes, and `update`s naming the version it read.
+    async fn modify(
+        &self,
+        kind: ResourceKind,
+        id: &str,
+        modify: ModifyFn,
+        policy: Option<&Arc<Policy>>,
+    ) -> Result<Option<Modified>, StoreError> {
+        let _ = (kind, id, modify, policy);
+        Ok(None)
+    }
+
     async fn delete(
         &self,
         kind: ResourceKind,

@@ -140,6 +140,12 @@ impl Resources<'_> {
         self.backend().update(upd, audit, self.store.policy.as_ref()).await
     }
 
+    /// Read-modify-write in one step where the backend offers it ([`ResourceStore::modify`]);
+    /// `Ok(None)` where it does not.
+    pub async fn modify(&self, kind: ResourceKind, id: &str, modify: ModifyFn) -> Result<Option<Modified>, StoreError> {
+        self.backend().modify(kind, id, modify, self.store.policy.as_ref()).await
+    }
+
     pub async fn delete(
         &self,
         kind: ResourceKind,

@@ -98,6 +98,27 @@ async fn member_patches_answer_204_and_compose() {
     assert!(d.get(&path).await.body.get("members").is_none());
 }
 
+/// A member filter other than `value eq` is evaluated over the group's member list, which the
+/// store's one-step PATCH does not load: that PATCH reads the list first (and still honours
+/// If-Match).
+#[tokio::test]
+async fn a_member_filter_that_needs_the_member_list_applies() {
+    let d = Daemon::start();
+    let a = d.create_user("fa@example.com").await;
+    let b = d.create_user("fb@example.com").await;
+    let inner = d.create_group("Inner", &[]).await;
+    let gid = d.create_group("Outer", &[&a, &b, &inner]).await;
+    let path = format!("/Groups/{gid}");
+    let r = d.patch(&path, patch_body(json!([{"op": "remove", "path": "members[type eq \"User\"]"}]))).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(member_ids(&d.get(&path).await.body), vec![inner.clone()]);
+    // If-Match still applies on that path: a stale version changes nothing.
+    let body = patch_body(json!([{"op": "remove", "path": "members[type eq \"Group\"]"}]));
+    let stale = d.req_with(reqwest::Method::PATCH, &path, Some(body), &[("If-Match", "W/\"1\"")]).await;
+    stale.assert_error(412, None);
+    assert_eq!(member_ids(&d.get(&path).await.body), vec![inner]);
+}
+
 #[tokio::test]
 async fn group_patch_can_be_configured_to_return_the_group() {
     let d = Daemon::start_with("[scim]\ngroup_patch_returns_resource = true\n");

@@ -13,8 +13,8 @@ use tokio::sync::oneshot;
 use super::{audit, outbox, resources, sync, tokens};
 use crate::model::{Resource, ResourceKind};
 use crate::store::types::{
-    Claimed, Completion, GeneratedToken, GuardPolicy, NewAudit, NewResource, OutboxRow, RepairOp, RepairResult,
-    StoreError, TargetSwitch, Update,
+    Claimed, Completion, GeneratedToken, GuardPolicy, Load, ModifyFn, NewAudit, NewResource, OutboxRow, Refusal,
+    RepairOp, RepairResult, StoreError, TargetSwitch, Update,
 };
 
 #[derive(Debug)]
@@ -81,6 +81,27 @@ pub enum WriteOp {
     SyncCloseRunning(String),
     /// Deliveries go to this target now (`delivery_target::switch`).
     TargetSwitch(String),
+    /// A read-modify-write: read the resource, compute the change, write it audited (and
+    /// policed) as `Audited { Update }` would, all in one savepoint.
+    Modify(Box<Modify>),
+}
+
+/// A read-modify-write for the writer (`ResourceStore::modify`).
+#[derive(Debug)]
+pub struct Modify {
+    pub kind: ResourceKind,
+    pub id: String,
+    pub modify: Computation,
+    pub policy: Option<std::sync::Arc<crate::policy::Policy>>,
+}
+
+/// The caller's computation, which has no `Debug` of its own.
+pub struct Computation(pub ModifyFn);
+
+impl std::fmt::Debug for Computation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Computation")
+    }
 }
 
 #[derive(Debug)]
@@ -94,6 +115,8 @@ pub enum WriteOutput {
     Ids(Vec<i64>),
     Repaired(Vec<RepairResult>),
     TargetSwitched(TargetSwitch),
+    /// A `Modify`'s computation refused: nothing written.
+    Refused(Refusal),
 }
 
 struct Job {
@@ -256,7 +279,31 @@ fn apply(conn: &Connection, op: WriteOp) -> Result<WriteOutput, StoreError> {
         WriteOp::TargetSwitch(identity) => {
             super::delivery_target::switch(conn, &identity, &now).map(WriteOutput::TargetSwitched)
         }
+        WriteOp::Modify(m) => modify(conn, *m, &now),
     }
+}
+
+/// Read the resource inside this batch's transaction (so it sees the batch's earlier
+/// writes), let the caller compute its change from it, and write that like any audited
+/// update. The resource cannot move between the read and the write: this thread is the
+/// only writer.
+fn modify(conn: &Connection, m: Modify, now: &str) -> Result<WriteOutput, StoreError> {
+    let Modify { kind, id, modify, policy } = m;
+    let cur = resources::get(conn, kind, &id, Load::default())?
+        .ok_or_else(|| StoreError::NotFound { kind: kind.as_str(), id: id.clone() })?;
+    let (upd, audit) = match (modify.0)(&cur) {
+        Ok(change) => change,
+        Err(why) => return Ok(WriteOutput::Refused(why)),
+    };
+    if upd.kind != kind || upd.id != id {
+        return Err(StoreError::Internal("a read-modify-write changed another resource than it read".into()));
+    }
+    let op = WriteOp::Update(upd);
+    let op = match policy {
+        Some(policy) => WriteOp::Policed { op: Box::new(op), policy },
+        None => op,
+    };
+    apply_audited(conn, op, audit, now)
 }
 
 /// Run `op`, then write its audit record completed with what the change produced: the

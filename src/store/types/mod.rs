@@ -105,6 +105,25 @@ pub struct Update {
     pub members: MemberDelta,
 }
 
+/// Why a [`ModifyFn`] wrote nothing: the caller's own error (a failed `If-Match`, a PATCH
+/// that does not apply, a refused account change), handed back to it as it was. Opaque to
+/// the store, which only carries it; the caller downcasts it to its own type.
+pub type Refusal = Box<dyn std::error::Error + Send + Sync>;
+
+/// A read-modify-write's computation: given the resource as it is now (attributes, no
+/// related rows), the change to make and its audit record, or a refusal. It runs where the
+/// backend reads the resource, so it must be pure and quick: no I/O, no waiting.
+pub type ModifyFn = Box<dyn FnOnce(&Resource) -> Result<(Update, NewAudit), Refusal> + Send>;
+
+/// What [`crate::store::ResourceStore::modify`] did.
+#[derive(Debug)]
+pub enum Modified {
+    /// The change is committed; the resource as written (users with their groups).
+    Written(Resource),
+    /// The computation refused; nothing was written.
+    Refused(Refusal),
+}
+
 /// One resource type's share of a list query: its kind, its (resolved) filter, and the
 /// attribute its resources are sorted by, if the list is sorted and the kind has it.
 #[derive(Debug, Clone)]
