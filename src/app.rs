@@ -390,8 +390,14 @@ pub async fn run(
     // within `server.shutdown_grace_seconds`); changes accepted meanwhile stay queued for
     // the next leader, deliveries at hand are finished and recorded; a sync run in progress
     // is abandoned (closed as interrupted) and the repairs it queued are in the outbox.
-    let leader =
-        Leader { cfg: cfg.clone(), store: store.clone(), duties, wake: wake.clone(), outbox: live.outbox.clone() };
+    let leader = Leader {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        duties,
+        wake: wake.clone(),
+        outbox: live.outbox.clone(),
+        cluster: cluster.clone(),
+    };
     // A node that leads from the start (SQLite; the first PostgreSQL node) starts the
     // leader's work before the gates open, so `POST /sync` finds the scheduler running.
     let first = match cluster.role() {
@@ -516,6 +522,8 @@ struct Leader {
     wake: Arc<Notify>,
     /// The outbox's live settings (SIGHUP), for each term's worker.
     outbox: Arc<tokio::sync::watch::Sender<WorkerOptions>>,
+    /// Asked by the worker right before each send (`Cluster::may_act_as_leader`).
+    cluster: crate::cluster::Cluster,
 }
 
 /// One leadership term: its epoch and this process's term number, the token that ends it,
@@ -535,8 +543,12 @@ impl Leader {
         tracing::info!(epoch, term, "cluster: starting the leader's work");
         let mut tasks = Vec::new();
         if let Some(d) = &self.duties {
-            let opts =
-                WorkerOptions { updates: Some(self.outbox.subscribe()), ..WorkerOptions::from_config(&self.cfg) };
+            let cluster = self.cluster.clone();
+            let opts = WorkerOptions {
+                updates: Some(self.outbox.subscribe()),
+                may_send: Some(outbox_worker::SendGate(Arc::new(move || cluster.may_act_as_leader()))),
+                ..WorkerOptions::from_config(&self.cfg)
+            };
             let (store, wake) = (self.store.clone(), self.wake.clone());
             tasks.push(tokio::spawn(outbox_worker::run(store, d.target.clone(), opts, wake, stop.clone())));
             if let Some((_, inbox)) = &d.sync {

@@ -139,9 +139,27 @@ pub struct Cluster {
     /// follower): shown by `/readyz`.
     duplicate: Arc<Mutex<Option<DuplicateNode>>>,
     timing: Timing,
+    /// While leading: when this node must stop acting as leader unless it renews (its own
+    /// monotonic clock), for [`Cluster::may_act_as_leader`].
+    fence_deadline: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Cluster {
+    /// Whether this node may still act as leader by its own clock: it leads and its fencing
+    /// deadline has not passed. The role alone can lag: a process paused (SIGSTOP, a frozen
+    /// VM) past its deadline wakes with every timer due at once, and a delivery task may run
+    /// before the election loop that would demote it. The outbox worker asks right before it
+    /// sends a delivery, so a woken stale leader does not send a change the new leader may
+    /// already have sent, with later ones after it. Always true on a store no other daemon
+    /// shares.
+    pub fn may_act_as_leader(&self) -> bool {
+        if !self.shared {
+            return true;
+        }
+        matches!(self.role(), Role::Leader { .. })
+            && self.fence_deadline.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|d| Instant::now() < d)
+    }
+
     pub fn node_id(&self) -> &str {
         &self.node.node_id
     }
@@ -365,8 +383,15 @@ pub async fn start(
         claim_name(&store, &node, timing, predecessor.as_deref(), &shutdown).await?;
     }
     let (tx, rx) = watch::channel(Role::Follower);
-    let cluster =
-        Cluster { node: Arc::new(node), role: rx, shared, nodes: Arc::default(), duplicate: Arc::default(), timing };
+    let cluster = Cluster {
+        node: Arc::new(node),
+        role: rx,
+        shared,
+        nodes: Arc::default(),
+        duplicate: Arc::default(),
+        timing,
+        fence_deadline: Arc::default(),
+    };
     // The first round before returning: a node that can lead at once (SQLite, or the first
     // PostgreSQL node) leads from the start, with no window in which nothing delivers.
     let mut state = Election { deadline: None, terms: 0, pruned: None, reclaim };
@@ -548,6 +573,8 @@ impl Election {
                 Role::Follower
             }
         };
+        // The deadline first: a role published as leader always comes with its deadline.
+        *cluster.fence_deadline.lock().unwrap_or_else(|p| p.into_inner()) = self.deadline;
         let changed = tx.send_if_modified(|r| {
             let changed = *r != role;
             *r = role;

@@ -20,6 +20,16 @@ use crate::model::{ChangeOp, OutboxPayload, ResourceKind, age_of, now, time_afte
 use crate::store::{Bundle, Completion, GuardPolicy, Load, Store, StoreError};
 use crate::telemetry::DeliveryOutcome;
 
+/// Whether a delivery may be sent now (see [`WorkerOptions::may_send`]).
+#[derive(Clone)]
+pub struct SendGate(pub Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for SendGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SendGate")
+    }
+}
+
 /// Retry and flow-control policy, from `[outbox]` in the config.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -53,6 +63,10 @@ pub struct WorkerOptions {
     /// Accounts never deprovisioned in the app (`reconcile.protected`, lowercased): their
     /// deletions are not sent and their deactivations are sent as active.
     pub protected: Vec<String>,
+    /// Asked right before each delivery is sent: `false` when this node may no longer act
+    /// as leader (several nodes on one store); the delivery is then not sent and nothing is
+    /// recorded: the row stays in flight for the next leader. `None`: always send.
+    pub may_send: Option<SendGate>,
 }
 
 /// The accidental-deletion guard's thresholds (`[outbox.deletion_guard]`): more
@@ -98,6 +112,7 @@ impl Default for WorkerOptions {
             shutdown_grace: Duration::from_secs(30),
             updates: None,
             protected: Vec::new(),
+            may_send: None,
         }
     }
 }
@@ -164,6 +179,7 @@ pub async fn run(
             let mut new = rx.borrow_and_update().clone();
             new.concurrency = opts.concurrency;
             new.updates = opts.updates.take();
+            new.may_send = opts.may_send.take();
             opts = new;
             tracing::info!("outbox: new retry and timing settings in force");
         }
@@ -311,6 +327,13 @@ async fn deliver_bundle(store: &Store, target: &Target, opts: &WorkerOptions, bu
         Ok(Prepared::Job(mut job)) => {
             if is_protected(opts, &job) {
                 keep_active(&mut job);
+            }
+            if opts.may_send.as_ref().is_some_and(|gate| !(gate.0)()) {
+                // A stale leader (paused past its fencing deadline) must not send: the next
+                // leader re-queues the row (still in flight) and sends it, in order.
+                tracing::warn!(outbox_id = head.id, resource = %head.resource_id,
+                    "outbox: this node may no longer act as leader; the delivery is left to the next leader");
+                return None;
             }
             let mut outcome = target.deliver(&job).await;
             let mut note = None;
@@ -827,5 +850,71 @@ mod tests {
             let coalesced = sorted(fold(std::iter::once(&head).chain(&queued)));
             proptest::prop_assert_eq!(coalesced, one_by_one);
         }
+    }
+
+    /// A node that may no longer act as leader (its send gate closed: paused past its fencing
+    /// deadline) sends nothing and records nothing: the claimed row stays in flight, and the
+    /// next term's worker (the next leader) re-queues it and delivers it once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_send_gate_sends_nothing_and_leaves_the_row_to_the_next_leader() {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::store::StoreOptions {
+            data_dir: dir.path().to_path_buf(),
+            busy_timeout_seconds: 5,
+            readers: 2,
+            max_batch: 64,
+        };
+        let store = Store::open(&options).unwrap();
+        let new = crate::store::NewResource {
+            kind: ResourceKind::User,
+            id: "u1".into(),
+            attrs: serde_json::json!({"userName": "u1@example.com"}).as_object().unwrap().clone(),
+            members: vec![],
+        };
+        store.resources().create(new, crate::store::NewAudit::new("test", "POST", "User")).await.unwrap();
+        let log = dir.path().join("sent.jsonl");
+        let target = Arc::new(Target::DryRun(crate::downstream::dry_run::DryRun { path: log.clone() }));
+        let open = Arc::new(AtomicBool::new(false));
+        let gate = open.clone();
+        let opts = WorkerOptions {
+            poll_interval: Duration::from_millis(20),
+            may_send: Some(SendGate(Arc::new(move || gate.load(SeqCst)))),
+            ..WorkerOptions::default()
+        };
+        let in_state = |state: &'static str| {
+            let store = store.clone();
+            async move { store.outbox().counts().await.unwrap().into_iter().find(|(s, _)| s == state).map_or(0, |(_, n)| n) }
+        };
+
+        let stop = CancellationToken::new();
+        let worker =
+            tokio::spawn(run(store.clone(), target.clone(), opts.clone(), Arc::new(Notify::new()), stop.clone()));
+        for _ in 0..200 {
+            if in_state("in_flight").await == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(in_state("in_flight").await, 1, "claimed, and left in flight");
+        assert!(!log.exists(), "nothing was sent with the gate closed");
+        stop.cancel();
+        worker.await.unwrap();
+
+        open.store(true, SeqCst);
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(run(store.clone(), target, opts, Arc::new(Notify::new()), stop.clone()));
+        for _ in 0..500 {
+            if in_state("done").await == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        worker.await.unwrap();
+        assert_eq!(in_state("done").await, 1, "the next term delivered it");
+        assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1, "sent once");
+        store.close();
     }
 }
