@@ -302,6 +302,7 @@ pub async fn run(
     base_url: String,
     shutdown: CancellationToken,
     live: &crate::reload::Live,
+    ready: impl FnOnce(),
 ) -> Result<(), crate::cluster::DuplicateNode> {
     // The policy goes with the store handle: every resource write through it is checked in
     // the writer's transaction, and the worker renders effective access from it.
@@ -361,6 +362,9 @@ pub async fn run(
             }
         };
     tracing::info!(node = cluster.node_id(), role = cluster.role().as_str(), "cluster: node started");
+    // Ready only now: a twin under this node's name was refused above, before systemd (or a
+    // script) was told the daemon started, so a refusal is a failed start, not a crash.
+    ready();
     let duties = match build_target(cfg) {
         Ok(Some(target)) => {
             let target = Arc::new(target);

@@ -562,16 +562,17 @@ async fn serve(loaded: Loaded) -> Result<i32> {
     }
     tracing::info!(%bound, admin = ?admin_bound, base_url, data_dir = %cfg.store.data_dir.display(), "scimsync started");
     crate::reload::spawn(loaded.file.clone(), cfg.clone(), live.clone(), store.clone(), hangups, token.clone());
-    crate::systemd::ready(&format!("serving SCIM on {base_url}"));
-    // For scripts, as READY=1 is for systemd: the store is open (the listening lines may
-    // come long before, while a PostgreSQL is down at start).
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "scimsync ready")?;
-        out.flush()?;
-    }
     crate::systemd::spawn_watchdog(store.clone(), token.clone());
-    if let Err(twin) = app::run(&cfg, store, serving, base_url, token, &live).await {
+    let serving_on = format!("serving SCIM on {base_url}");
+    let ready = move || {
+        crate::systemd::ready(&serving_on);
+        // For scripts, as READY=1 is for systemd: the store is open and this node has claimed
+        // its name (the listening lines may come long before, while a PostgreSQL is down at
+        // start).
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "scimsync ready").and_then(|()| out.flush());
+    };
+    if let Err(twin) = app::run(&cfg, store, serving, base_url, token, &live, ready).await {
         tracing::error!("scimsync refused to start: {twin}");
         anyhow::bail!("refusing to start: {twin}");
     }

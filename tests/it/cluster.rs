@@ -58,6 +58,10 @@ fn creates(proxy: &Proxy) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_deliver_each_change_once_and_a_killed_leader_is_replaced() {
+    // Its own PostgreSQL cluster: once per suite is enough (the PostgreSQL run).
+    if !on_postgres() {
+        return;
+    }
     let pg = testpg::TestPg::start().expect("a throw-away PostgreSQL");
     let db = pg.create_database().expect("a database");
     let app = ScimApp::start().await;

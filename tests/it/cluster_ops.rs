@@ -106,6 +106,10 @@ fn statuses(results: &[Resp]) -> Vec<u16> {
 /// lock serialises them): exactly three pass, in every round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seat_grab_on_two_nodes_passes_exactly_the_seats() {
+    // Its own PostgreSQL cluster: once per suite is enough (the PostgreSQL run).
+    if !on_postgres() {
+        return;
+    }
     const SEATS: usize = 3;
     let (_pg, a, b) = two_nodes(&seats_policy(SEATS as u64));
     let mut users = Vec::new();
@@ -145,6 +149,10 @@ async fn a_seat_grab_on_two_nodes_passes_exactly_the_seats() {
 /// both groups: exactly four pass and one admin stays, in every round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn competing_removals_on_two_nodes_keep_at_least_one_admin() {
+    // Its own PostgreSQL cluster: once per suite is enough (the PostgreSQL run).
+    if !on_postgres() {
+        return;
+    }
     let (_pg, a, b) = two_nodes(ROLE_POLICY);
     let mut admins = Vec::new();
     for i in 0..5 {
@@ -177,6 +185,10 @@ async fn competing_removals_on_two_nodes_keep_at_least_one_admin() {
 /// the version moved by exactly one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_match_holds_across_nodes() {
+    // Its own PostgreSQL cluster: once per suite is enough (the PostgreSQL run).
+    if !on_postgres() {
+        return;
+    }
     let (_pg, a, b) = two_nodes("");
     let id = a.create_user("race@x.test").await;
     let path = format!("/Users/{id}");
@@ -206,6 +218,10 @@ async fn if_match_holds_across_nodes() {
 /// The same userName POSTed on both nodes at once: one 201, one 409 `uniqueness`, one user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_name_uniqueness_holds_across_nodes() {
+    // Its own PostgreSQL cluster: once per suite is enough (the PostgreSQL run).
+    if !on_postgres() {
+        return;
+    }
     let (_pg, a, b) = two_nodes("");
     for round in 0..8 {
         let name = format!("twin{round}@x.test");
@@ -261,6 +277,10 @@ fn confirm_on(d: &Daemon, run: i64) -> std::thread::JoinHandle<std::process::Out
 /// did; the app sees each deprovisioning once. Two rounds, the follower asked first in one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_repair_confirmed_on_two_nodes_at_once_happens_once() {
+    // Its own PostgreSQL cluster: once per suite is enough (the PostgreSQL run).
+    if !on_postgres() {
+        return;
+    }
     use crate::app::{APP_TOKEN, Proxy, ScimApp, scim_target_config};
     let app = ScimApp::start().await;
     let proxy = Proxy::start(&app.base).await;
@@ -366,6 +386,10 @@ async fn metrics(d: &Daemon) -> String {
 /// counts its own deliveries: the follower's stay flat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_lists_the_cluster_and_the_timings_come_from_the_config() {
+    // Its own PostgreSQL cluster: once per suite is enough (the PostgreSQL run).
+    if !on_postgres() {
+        return;
+    }
     use crate::app::{Proxy, ScimApp, scim_target_config};
     let app = ScimApp::start().await;
     let proxy = Proxy::start(&app.base).await;
@@ -430,6 +454,10 @@ async fn status_lists_the_cluster_and_the_timings_come_from_the_config() {
 /// data directory is no twin: it takes its name and lease back at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_live_process_under_one_node_name_refuses_to_start() {
+    // Its own PostgreSQL cluster: once per suite is enough (the PostgreSQL run).
+    if !on_postgres() {
+        return;
+    }
     let pg = testpg::TestPg::start().expect("a throw-away PostgreSQL");
     let db = pg.create_database().expect("a database");
     // a keeps its id in its data directory (no node_name).
@@ -439,9 +467,11 @@ async fn a_second_live_process_under_one_node_name_refuses_to_start() {
     let name = ca["node"].as_str().unwrap().to_string();
 
     let refused = |twin: &mut Daemon, how: &str| {
-        let _ = twin.spawn_listening();
+        let ready = twin.spawn_listening();
         let st = twin.wait_exit();
         assert!(!st.success(), "{how}: the twin must not run; log:\n{}", twin.log());
+        // Refused before it said it was ready (systemd sees a failed start, not a crash).
+        assert!(ready.try_recv().is_err(), "{how}: the twin said \"scimsync ready\" before refusing");
         let log = twin.log();
         assert!(
             log.contains(&format!("refusing to start: another live scimsync process runs as node \"{name}\""))
@@ -525,6 +555,10 @@ impl Cut {
 /// own proxy, so the app side tells who delivered what and when.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_the_database_stops_before_the_other_node_starts() {
+    // Its own PostgreSQL cluster: once per suite is enough (the PostgreSQL run).
+    if !on_postgres() {
+        return;
+    }
     use crate::app::{Proxy, ScimApp, scim_target_config};
     let app = ScimApp::start().await;
     let (via_a, via_b) = (Proxy::start(&app.base).await, Proxy::start(&app.base).await);
