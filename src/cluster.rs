@@ -253,20 +253,9 @@ fn record_instance(
     data_dir: &std::path::Path,
 ) -> std::io::Result<(Option<String>, std::fs::File)> {
     use std::io::{Read, Seek, Write};
-    std::fs::create_dir_all(data_dir)?;
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(data_dir.join("node-instance"))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(std::io::Error::other("another process on this data directory holds it"));
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(e),
-    }
+    let Some(mut file) = open_locked(data_dir, "node-instance")? else {
+        return Err(std::io::Error::other("another process on this data directory holds it"));
+    };
     let mut text = String::new();
     file.read_to_string(&mut text)?;
     // The place: a copy of the file elsewhere (another directory or host) names a process
@@ -326,22 +315,25 @@ pub fn node_id(configured: &str, data_dir: &std::path::Path) -> NodeIdentity {
     }
 }
 
+/// `data_dir/name`, made when missing, opened for reading and writing and locked (`flock`,
+/// held until the file is dropped: the lock goes with the process); `None` when another
+/// live process holds the lock.
+fn open_locked(data_dir: &std::path::Path, name: &str) -> std::io::Result<Option<std::fs::File>> {
+    std::fs::create_dir_all(data_dir)?;
+    let file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(data_dir.join(name))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// The id in `data_dir/node-id`, made when missing, and the file holding its lock; `None`
 /// when another live process holds it.
 fn kept_id(host: &str, data_dir: &std::path::Path) -> std::io::Result<Option<(String, std::fs::File)>> {
     use std::io::{Read, Seek, Write};
-    std::fs::create_dir_all(data_dir)?;
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(data_dir.join("node-id"))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => return Err(e),
-    }
+    let Some(mut file) = open_locked(data_dir, "node-id")? else { return Ok(None) };
     let mut text = String::new();
     file.read_to_string(&mut text)?;
     let id = text.trim().to_string();

@@ -169,8 +169,6 @@ async fn client_load(
 /// nothing acknowledged is lost", and the changes reach the app.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_away_for_ten_seconds_under_load_loses_nothing_acknowledged() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
     // PostgreSQL only: a SQLite store has no database to lose (and this takes 10 s and more).
     if !on_postgres() {
         return;
@@ -184,27 +182,8 @@ async fn a_database_away_for_ten_seconds_under_load_loses_nothing_acknowledged()
     d.spawn();
     wait_ready_status(&d, StatusCode::OK, 30).await;
 
-    let acked = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|w| {
-            let (http, base, token) = (d.http.clone(), d.base.clone(), d.token.clone());
-            tokio::spawn(client_load(http, base, token, w, acked.clone(), stop.clone()))
-        })
-        .collect();
-    let wait_acked = |at_least: u64, what: &'static str| {
-        let acked = acked.clone();
-        async move {
-            for _ in 0..600 {
-                if acked.load(Relaxed) >= at_least {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            panic!("{what}: fewer than {at_least} acknowledged changes within 60 s");
-        }
-    };
-    wait_acked(40, "load before the outage").await;
+    let load = Load::start(&d);
+    load.wait_acked(40, "load before the outage").await;
 
     // The database goes away (fast shutdown: sessions are cut mid-transaction) for 10 s
     // while the load goes on; readiness is watched meanwhile.
@@ -215,14 +194,13 @@ async fn a_database_away_for_ten_seconds_under_load_loses_nothing_acknowledged()
         ready_during.insert(admin_get(&d, "/readyz").await.status.as_u16());
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let acked_while_away = acked.load(Relaxed);
+    let acked_while_away = load.acked();
     tokio::task::block_in_place(|| pg.restart()).expect("start the cluster again");
 
     // No restart of the daemon: writes succeed again by themselves, and it is ready again.
-    wait_acked(acked_while_away + 40, "load after the outage").await;
+    load.wait_acked(acked_while_away + 40, "load after the outage").await;
     wait_ready_status(&d, StatusCode::OK, 30).await;
-    stop.store(true, Relaxed);
-    let all = gather(clients).await;
+    let all = load.finish().await;
     eprintln!("answers: {:?}; no answer: {}", all.statuses, all.no_answer.len());
 
     // Every refusal was a 503 (never a 500 or another error), and there were refusals: the
@@ -260,19 +238,57 @@ async fn a_database_away_for_ten_seconds_under_load_loses_nothing_acknowledged()
     assert!(d.stop().success());
 }
 
-/// Every client's answers, added up.
-async fn gather(clients: Vec<tokio::task::JoinHandle<Seen>>) -> Seen {
-    let mut all = Seen::default();
-    for c in clients {
-        let s = c.await.expect("client task");
-        for (k, v) in s.statuses {
-            *all.statuses.entry(k).or_default() += v;
-        }
-        all.no_answer.extend(s.no_answer);
-        all.created.extend(s.created);
-        all.titles.extend(s.titles);
+/// Four IdP-like clients ([`client_load`]) against one daemon, until [`Load::finish`].
+struct Load {
+    acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<Seen>>,
+}
+
+impl Load {
+    fn start(d: &Daemon) -> Load {
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..4)
+            .map(|w| {
+                let (http, base, token) = (d.http.clone(), d.base.clone(), d.token.clone());
+                tokio::spawn(client_load(http, base, token, w, acked.clone(), stop.clone()))
+            })
+            .collect();
+        Load { acked, stop, clients }
     }
-    all
+
+    /// Changes acknowledged so far (2xx).
+    fn acked(&self) -> u64 {
+        self.acked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bounded wait (60 s) until at least `at_least` changes were acknowledged.
+    async fn wait_acked(&self, at_least: u64, what: &str) {
+        for _ in 0..1200 {
+            if self.acked() >= at_least {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{what}: fewer than {at_least} acknowledged changes within 60 s");
+    }
+
+    /// Stop the clients; every client's answers, added up.
+    async fn finish(self) -> Seen {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = Seen::default();
+        for c in self.clients {
+            let s = c.await.expect("client task");
+            for (k, v) in s.statuses {
+                *all.statuses.entry(k).or_default() += v;
+            }
+            all.no_answer.extend(s.no_answer);
+            all.created.extend(s.created);
+            all.titles.extend(s.titles);
+        }
+        all
+    }
 }
 
 /// Everything acknowledged is in the store: each created user, each acknowledged title (or a
@@ -324,8 +340,6 @@ async fn app_holds(app: &crate::app::ScimApp, expected_titles: &std::collections
 /// the crash is lost; every change reaches the app.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failover_to_a_synchronous_standby_loses_nothing_acknowledged() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
     if !on_postgres() {
         return;
     }
@@ -349,27 +363,8 @@ async fn a_failover_to_a_synchronous_standby_loses_nothing_acknowledged() {
     d.spawn();
     wait_ready_status(&d, StatusCode::OK, 30).await;
 
-    let acked = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|w| {
-            let (http, base, token) = (d.http.clone(), d.base.clone(), d.token.clone());
-            tokio::spawn(client_load(http, base, token, w, acked.clone(), stop.clone()))
-        })
-        .collect();
-    let wait_acked = |at_least: u64, what: &'static str| {
-        let acked = acked.clone();
-        async move {
-            for _ in 0..1200 {
-                if acked.load(Relaxed) >= at_least {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            panic!("{what}: fewer than {at_least} acknowledged changes within 60 s");
-        }
-    };
-    wait_acked(40, "load before the failover").await;
+    let load = Load::start(&d);
+    load.wait_acked(40, "load before the failover").await;
 
     // The primary crashes; the failover manager notices after a few seconds and promotes the
     // standby. The load goes on throughout.
@@ -377,17 +372,16 @@ async fn a_failover_to_a_synchronous_standby_loses_nothing_acknowledged() {
     let crashed = tokio::time::Instant::now();
     // (An answer already on its way when the server died may still be counted for a moment.)
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let acked_at_crash = acked.load(Relaxed);
+    let acked_at_crash = load.acked();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let acked_before_promotion = acked.load(Relaxed);
+    let acked_before_promotion = load.acked();
     tokio::task::block_in_place(|| standby.promote()).expect("promote the standby");
     let promoted = tokio::time::Instant::now();
-    wait_acked(acked_before_promotion + 1, "the first write on the new primary").await;
+    load.wait_acked(acked_before_promotion + 1, "the first write on the new primary").await;
     let first_write = promoted.elapsed();
-    wait_acked(acked_before_promotion + 40, "load on the new primary").await;
+    load.wait_acked(acked_before_promotion + 40, "load on the new primary").await;
     wait_ready_status(&d, StatusCode::OK, 30).await;
-    stop.store(true, Relaxed);
-    let all = gather(clients).await;
+    let all = load.finish().await;
     let refused = all.statuses.get(&503).copied().unwrap_or(0);
     let answered: u64 = all.statuses.values().sum();
     eprintln!(
