@@ -25,6 +25,17 @@ fn node(id: &str) -> NodeInfo {
 }
 
 /// The lease's deadline passes now (what 15 s of silence from its holder would do).
+/// A user `id` (userName `id@example.com`), so the outbox holds a row to claim.
+async fn create_user(store: &super::PgStore, id: &str) {
+    let new = NewResource {
+        kind: ResourceKind::User,
+        id: id.into(),
+        attrs: json!({"userName": format!("{id}@example.com")}).as_object().unwrap().clone(),
+        members: vec![],
+    };
+    ResourceStore::create(store, new, NewAudit::new("test", "POST", "User"), None).await.unwrap();
+}
+
 fn expire(pg: &TestPg, db: &str) {
     pg.psql(db, "UPDATE scimsync.leader_lease SET expires_at = now() - interval '1 second'").unwrap();
 }
@@ -73,13 +84,7 @@ async fn a_leader_whose_lease_was_taken_claims_and_recovers_nothing() {
     let a = super::fixture::open_pg(&pg, &db, 2).await;
     let b = super::fixture::open_pg(&pg, &db, 2).await;
     for id in ["u1", "u2"] {
-        let new = NewResource {
-            kind: ResourceKind::User,
-            id: id.into(),
-            attrs: json!({"userName": format!("{id}@example.com")}).as_object().unwrap().clone(),
-            members: vec![],
-        };
-        ResourceStore::create(&a, new, NewAudit::new("test", "POST", "User"), None).await.unwrap();
+        create_user(&a, id).await;
     }
     let lease_until = || crate::model::time_after(Duration::from_secs(300));
 
@@ -157,13 +162,7 @@ async fn a_fenced_transaction_does_not_wait_on_a_vanished_nodes_locks() {
     let pg = std::sync::Arc::new(TestPg::start().unwrap());
     let db = pg.create_database().unwrap();
     let a = super::fixture::open_pg(&pg, &db, 2).await;
-    let new = NewResource {
-        kind: ResourceKind::User,
-        id: "u1".into(),
-        attrs: json!({"userName": "u1@example.com"}).as_object().unwrap().clone(),
-        members: vec![],
-    };
-    ResourceStore::create(&a, new, NewAudit::new("test", "POST", "User"), None).await.unwrap();
+    create_user(&a, "u1").await;
     assert_eq!(a.acquire_or_renew("a", TTL, false).await.unwrap(), Some(1));
     let lease_until = crate::model::time_after(Duration::from_secs(300));
     assert_eq!(a.claim(1, 10, lease_until, None).await.unwrap().bundles.len(), 1);
@@ -256,13 +255,7 @@ async fn a_stale_leaders_late_outcome_is_not_recorded() {
     let db = pg.create_database().unwrap();
     let a = super::fixture::open_pg(&pg, &db, 2).await;
     let b = super::fixture::open_pg(&pg, &db, 2).await;
-    let new = NewResource {
-        kind: ResourceKind::User,
-        id: "u1".into(),
-        attrs: json!({"userName": "u1@example.com"}).as_object().unwrap().clone(),
-        members: vec![],
-    };
-    ResourceStore::create(&a, new, NewAudit::new("test", "POST", "User"), None).await.unwrap();
+    create_user(&a, "u1").await;
     let lease_until = || crate::model::time_after(Duration::from_secs(300));
     assert_eq!(a.acquire_or_renew("a", TTL, false).await.unwrap(), Some(1));
     let stale = a.claim(1, 10, lease_until(), None).await.unwrap().bundles.pop().expect("a claims the row");
