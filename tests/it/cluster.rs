@@ -47,6 +47,16 @@ pub(crate) fn node(pg: &testpg::TestPg, db: &str, name: &str, target: &str) -> D
     d
 }
 
+/// What every several-node test starts from: a throw-away cluster of its own with one fresh
+/// database, and the real app behind a recording proxy.
+pub(crate) async fn cluster_and_app() -> (testpg::TestPg, String, ScimApp, Proxy) {
+    let pg = testpg::TestPg::start().expect("a throw-away PostgreSQL");
+    let db = pg.create_database().expect("a database");
+    let app = ScimApp::start().await;
+    let proxy = Proxy::start(&app.base).await;
+    (pg, db, app, proxy)
+}
+
 /// How many times each user was created in the app (answered 201).
 fn creates(proxy: &Proxy) -> HashMap<String, usize> {
     let mut n = HashMap::new();
@@ -62,10 +72,7 @@ async fn two_nodes_deliver_each_change_once_and_a_killed_leader_is_replaced() {
     if !on_postgres() {
         return;
     }
-    let pg = testpg::TestPg::start().expect("a throw-away PostgreSQL");
-    let db = pg.create_database().expect("a database");
-    let app = ScimApp::start().await;
-    let proxy = Proxy::start(&app.base).await;
+    let (pg, db, app, proxy) = cluster_and_app().await;
     let target = scim_target_config(&proxy.base);
     let mut a = node(&pg, &db, "node-a", &target);
     let b = node(&pg, &db, "node-b", &target);

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::app::{Proxy, ScimApp, Seen, scim_target_config};
-use crate::cluster::{admin_get, cluster_of, node, wait_cluster};
+use crate::app::{Proxy, Seen, scim_target_config};
+use crate::cluster::{admin_get, cluster_and_app, cluster_of, node, wait_cluster};
 use crate::support::*;
 
 /// Where the load balancer sends: each node's SCIM base and a token (any node's token works
@@ -275,10 +275,7 @@ async fn three_nodes_under_idp_load_lose_nothing_while_nodes_are_killed() {
     if !on_postgres() {
         return;
     }
-    let pg = testpg::TestPg::start().expect("a throw-away PostgreSQL");
-    let db = pg.create_database().expect("a database");
-    let app = ScimApp::start().await;
-    let proxy = Proxy::start(&app.base).await;
+    let (pg, db, app, proxy) = cluster_and_app().await;
     // The IdP deletes users by the dozen: the deletion guard would hold them (its own tests
     // are elsewhere).
     let target =
@@ -570,10 +567,7 @@ async fn a_killed_leaders_scheduled_sync_is_run_by_another_node() {
     if !on_postgres() {
         return;
     }
-    let pg = testpg::TestPg::start().expect("a throw-away PostgreSQL");
-    let db = pg.create_database().expect("a database");
-    let app = ScimApp::start().await;
-    let proxy = Proxy::start(&app.base).await;
+    let (pg, db, app, proxy) = cluster_and_app().await;
     // A full sync every 3 seconds.
     let config = format!("{}[reconcile]\nschedule = \"*/3 * * * * *\"\n", scim_target_config(&proxy.base));
     let mut nodes: Vec<Daemon> = ["node-a", "node-b"].iter().map(|n| node(&pg, &db, n, &config)).collect();

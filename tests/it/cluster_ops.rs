@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-const SUB: &str = "sub_1RqpMYGCs0LNOzY9UszOGJkL";
+use crate::policy::{SUB, licence_policy};
 
 /// A node on `db` with the extra configuration `extra` (no delivery target: these races are
 /// about what the API accepts).
@@ -30,22 +30,6 @@ fn two_nodes(extra: &str) -> (testpg::TestPg, Daemon, Daemon) {
     let a = node(&pg, &db, "node-a", extra);
     let b = node(&pg, &db, "node-b", extra);
     (pg, a, b)
-}
-
-/// Seats: two licence groups (two plans) grant the same subscription, which has `seats`.
-fn seats_policy(seats: u64) -> String {
-    format!(
-        r#"
-[[policy.group_rules]]
-name = "licences"
-regex = '^(?P<plan>.+)-(?P<product>[^-]+)-(?P<sub>sub_\w+)$'
-case_sensitive = true
-entitlement = "{{sub}}"
-class = "licence"
-[policy.seats]
-{SUB} = {seats}
-"#
-    )
 }
 
 /// Roles: any group named "*admin*" makes its members admins; at least one must stay.
@@ -111,7 +95,7 @@ async fn a_seat_grab_on_two_nodes_passes_exactly_the_seats() {
         return;
     }
     const SEATS: usize = 3;
-    let (_pg, a, b) = two_nodes(&seats_policy(SEATS as u64));
+    let (_pg, a, b) = two_nodes(&licence_policy(SEATS as u64));
     let mut users = Vec::new();
     for i in 0..16 {
         users.push(a.create_user(&format!("u{i}@x.test")).await);

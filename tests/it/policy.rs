@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 use crate::app::{ScimApp, scim_target_config};
 use crate::support::*;
 
-const SUB: &str = "sub_1RqpMYGCs0LNOzY9UszOGJkL";
+pub(crate) const SUB: &str = "sub_1RqpMYGCs0LNOzY9UszOGJkL";
 const LICENCE: &str = "Enterprise Plan-AWS-sub_1RqpMYGCs0LNOzY9UszOGJkL";
 
 /// The licence app: one licence group per user, two seats on the subscription.
-fn licence_policy(seats: u64) -> String {
+pub(crate) fn licence_policy(seats: u64) -> String {
     format!(
         r#"
 [[policy.group_rules]]
