@@ -288,6 +288,69 @@ mod walks {
     }
 }
 
+/// What a write answers is what a read returns afterwards: the SQLite writer builds a
+/// created user's reply from what it wrote instead of reading the row back, so this holds
+/// that shortcut to the read path for any attributes (nested objects and arrays, numbers
+/// of every kind, escapes, non-ASCII text), several creates per batch.
+mod replies {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("JSON has no NaN or infinity", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            "\\PC{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-zA-Z:.]{1,10}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+        #[test]
+        fn a_created_user_reads_back_as_its_create_answered(
+            users in proptest::collection::vec(proptest::collection::btree_map("[a-zA-Z]{1,8}", json_value(), 0..6), 1..6),
+        ) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let store = open(dir.path());
+                let mut creates = Vec::new();
+                for (i, extra) in users.into_iter().enumerate() {
+                    let mut attrs: serde_json::Map<String, serde_json::Value> = extra.into_iter().collect();
+                    attrs.insert("userName".into(), format!("user{i}").into());
+                    let new = NewResource { kind: ResourceKind::User, id: format!("u{i}"), attrs, members: vec![] };
+                    let s = store.clone();
+                    // Concurrent, so several land in one writer batch.
+                    creates.push(tokio::spawn(async move { s.resources().create(new, audit()).await }));
+                }
+                for c in creates {
+                    let created = c.await.unwrap().unwrap();
+                    let read = store
+                        .resources()
+                        .get(ResourceKind::User, &created.id, Load { members: true, groups: true })
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(created, read);
+                }
+                store.close();
+            });
+        }
+    }
+}
+
 on_both_backends!(a_deprovisioning_waits_out_its_delay);
 /// The deprovisioning delay: a deprovisioning accepted within the delay is neither claimed
 /// nor coalesced into an earlier change of its resource; other changes flow; once the

