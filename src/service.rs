@@ -260,7 +260,7 @@ impl Service {
     ) -> Result<Resource, ServiceError> {
         let parsed = Arc::new(resource::parse_input(kind, body)?);
         let (svc, who, p) = (self.clone(), origin.clone(), parsed.clone());
-        let compute: ModifyFn = Box::new(move |cur: &Resource| Ok(svc.replaced(&who, cur, &p, if_match)?));
+        let compute: ModifyFn = Arc::new(move |cur: &Resource| Ok(svc.replaced(&who, cur, &p, if_match)?));
         if let Some(done) = self.in_one_step(kind, id, compute).await {
             return done;
         }
@@ -328,7 +328,7 @@ impl Service {
     ) -> Result<Resource, ServiceError> {
         let ops = Arc::new(patch::parse_request(kind, &body)?);
         let (svc, who, o) = (self.clone(), origin.clone(), ops.clone());
-        let compute: ModifyFn = Box::new(move |cur: &Resource| match svc.patched(&who, cur, &o, if_match, None)? {
+        let compute: ModifyFn = Arc::new(move |cur: &Resource| match svc.patched(&who, cur, &o, if_match, None)? {
             Some(change) => Ok(change),
             None => Err(Box::new(NeedsMemberList)),
         });

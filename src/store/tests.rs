@@ -676,7 +676,7 @@ async fn sqlite_read_modify_write_in_one_step() {
     let store = open(dir.path());
     store.resources().create(user("m", "m"), audit()).await.unwrap();
     let bump = || -> ModifyFn {
-        Box::new(|cur: &crate::model::Resource| {
+        std::sync::Arc::new(|cur: &crate::model::Resource| {
             let mut attrs = cur.attrs.clone();
             attrs.insert("title".into(), json!((title_of(cur) + 1).to_string()));
             let upd = Update {
@@ -701,7 +701,7 @@ async fn sqlite_read_modify_write_in_one_step() {
     let now = store.resources().get(ResourceKind::User, "m", Load::default()).await.unwrap().unwrap();
     assert_eq!((title_of(&now), now.meta.version), (20, 21), "no change lost, one version each");
 
-    let refuse: ModifyFn = Box::new(|_| Err("not today".into()));
+    let refuse: ModifyFn = std::sync::Arc::new(|_| Err("not today".into()));
     match store.resources().modify(ResourceKind::User, "m", refuse).await {
         Ok(Some(Modified::Refused(why))) => assert_eq!(why.to_string(), "not today"),
         other => panic!("expected a refusal, got {other:?}"),

@@ -40,6 +40,7 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf, StoreError> {
 ///   writer's CPU. In memory it costs a page copy. Nothing durable lives there (it is
 ///   discarded at `RELEASE`); the WAL and its fsync are unchanged.
 pub fn connect(path: &Path, busy_timeout_seconds: u64) -> Result<Connection, StoreError> {
+    configure_library();
     let conn = Connection::open(path)
         .map_err(|e| StoreError::Internal(format!("cannot open database {}: {e}", path.display())))?;
     conn.busy_timeout(Duration::from_secs(busy_timeout_seconds))?;
@@ -52,6 +53,24 @@ pub fn connect(path: &Path, busy_timeout_seconds: u64) -> Result<Connection, Sto
     super::filter_sql::register_functions(&conn)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// Process-wide SQLite settings, made once before the first connection opens (SQLite only
+/// accepts them before it initialises; later calls are refused and change nothing):
+/// - no memory statistics (`SQLITE_CONFIG_MEMSTATUS`, on by default): with them, every
+///   allocation SQLite makes takes a process-wide mutex to count itself, for a
+///   `sqlite3_memory_used` we never read. SQLite's own recommended options turn it off.
+pub fn configure_library() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sqlite3_config` is called before any connection exists in this process
+        // (every connection opens through here or `reader`, which call this first); if
+        // SQLite was initialised anyway it answers SQLITE_MISUSE and changes nothing.
+        let rc = unsafe { rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int) };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            tracing::debug!(rc, "SQLite was already initialised: memory statistics stay on");
+        }
+    });
 }
 
 /// Plan statements without looking at the values bound to them (SQLite's "query planner

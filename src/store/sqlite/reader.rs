@@ -32,6 +32,7 @@ pub struct ReaderPool {
 pub const BULK_CACHE_KIB: u32 = 16 * 1024;
 
 fn open_reader(path: &Path, busy_timeout_seconds: u64, cache_kib: Option<u32>) -> Result<Connection, StoreError> {
+    super::open::configure_library();
     let c = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,

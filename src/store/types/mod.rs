@@ -112,8 +112,10 @@ pub type Refusal = Box<dyn std::error::Error + Send + Sync>;
 
 /// A read-modify-write's computation: given the resource as it is now (attributes, no
 /// related rows), the change to make and its audit record, or a refusal. It runs where the
-/// backend reads the resource, so it must be pure and quick: no I/O, no waiting.
-pub type ModifyFn = Box<dyn FnOnce(&Resource) -> Result<(Update, NewAudit), Refusal> + Send>;
+/// backend reads the resource, so it must be pure and quick: no I/O, no waiting. A backend
+/// may run it more than once (SQLite's writer runs a batch again when one of its operations
+/// fails), so it must give the same answer for the same resource.
+pub type ModifyFn = std::sync::Arc<dyn Fn(&Resource) -> Result<(Update, NewAudit), Refusal> + Send + Sync>;
 
 /// What [`crate::store::ResourceStore::modify`] did.
 #[derive(Debug)]
