@@ -195,7 +195,7 @@ pub fn resource_parse(data: &[u8]) {
         };
         for proj in &projections {
             let _ = proj.wants("members");
-            let _ = resource::render(&res, "https://scim.example.com/scim/v2", proj);
+            let _ = resource::render(res.clone(), "https://scim.example.com/scim/v2", proj);
         }
     }
 }

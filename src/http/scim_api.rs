@@ -198,10 +198,11 @@ fn if_match(req: &Request) -> Option<u64> {
     req.headers.get("if-match").and_then(|v| v.to_str().ok()).and_then(resource::parse_etag)
 }
 
-fn with_resource(status: StatusCode, state: &ApiState, res: &Resource, proj: &Projection) -> Response {
+fn with_resource(status: StatusCode, state: &ApiState, res: Resource, proj: &Projection) -> Response {
+    let etag = resource::etag(res.meta.version);
     let body = resource::render(res, &state.base_url, proj);
     let mut r = respond::json(status, &body);
-    if let Ok(v) = HeaderValue::from_str(&resource::etag(res.meta.version)) {
+    if let Ok(v) = HeaderValue::from_str(&etag) {
         r.headers_mut().insert("etag", v);
     }
     r
@@ -218,8 +219,8 @@ async fn create(state: &ApiState, req: &Request, kind: ResourceKind, origin: &Or
     let proj = projection(req)?;
     let body = parse_json(req)?;
     let res = state.service.create(origin, kind, body).await?;
-    let mut r = with_resource(StatusCode::CREATED, state, &res, &proj);
     let location = format!("{}/{}/{}", state.base_url, kind.segment(), res.id);
+    let mut r = with_resource(StatusCode::CREATED, state, res, &proj);
     if let Ok(v) = HeaderValue::from_str(&location) {
         r.headers_mut().insert("location", v);
     }
@@ -239,7 +240,7 @@ async fn get_one(state: &ApiState, req: &Request, kind: ResourceKind, id: &str) 
         }
         return Ok(r);
     }
-    Ok(with_resource(StatusCode::OK, state, &res, &proj))
+    Ok(with_resource(StatusCode::OK, state, res, &proj))
 }
 
 async fn replace(state: &ApiState, req: &Request, kind: ResourceKind, id: &str, origin: &Origin) -> Reply {
@@ -247,7 +248,7 @@ async fn replace(state: &ApiState, req: &Request, kind: ResourceKind, id: &str, 
     let body = parse_json(req)?;
     let res = state.service.replace(origin, kind, id, body, if_match(req)).await?;
     let res = reload_if_needed(state, kind, res, &proj).await?;
-    Ok(with_resource(StatusCode::OK, state, &res, &proj))
+    Ok(with_resource(StatusCode::OK, state, res, &proj))
 }
 
 async fn patch(state: &ApiState, req: &Request, kind: ResourceKind, id: &str, origin: &Origin) -> Reply {
@@ -264,7 +265,7 @@ async fn patch(state: &ApiState, req: &Request, kind: ResourceKind, id: &str, or
         return Ok(r);
     }
     let res = reload_if_needed(state, kind, res, &proj).await?;
-    Ok(with_resource(StatusCode::OK, state, &res, &proj))
+    Ok(with_resource(StatusCode::OK, state, res, &proj))
 }
 
 /// Writes return a group without its members; load them when the reply shows them.
@@ -299,7 +300,7 @@ async fn list(state: &ApiState, kind: ResourceKind, q: ListQuery) -> Reply {
     let lreq = list_request(&q, load_for(kind, &proj));
     let listed = state.service.list(kind, lreq).await?;
     let page = listed.page;
-    let items: Vec<Value> = page.resources.iter().map(|r| resource::render(r, &state.base_url, &proj)).collect();
+    let items: Vec<Value> = page.resources.into_iter().map(|r| resource::render(r, &state.base_url, &proj)).collect();
     let body = match listed.next_cursor {
         Some(next) => cursor_response(page.total, next, items),
         None => list_response(page.total, q.start_index.max(1), items),
@@ -326,6 +327,6 @@ async fn search_all(state: &ApiState, req: &Request) -> Reply {
     let proj = Projection::new(q.attributes.clone(), q.excluded_attributes.clone());
     let lreq = list_request(&q, Load { members: proj.wants("members"), groups: proj.wants("groups") });
     let page = state.service.search_all(lreq).await?;
-    let items: Vec<Value> = page.resources.iter().map(|r| resource::render(r, &state.base_url, &proj)).collect();
+    let items: Vec<Value> = page.resources.into_iter().map(|r| resource::render(r, &state.base_url, &proj)).collect();
     Ok(respond::json(StatusCode::OK, &list_response(page.total, q.start_index.max(1), items)))
 }

@@ -354,9 +354,9 @@ fn strip_core_urn(path: &str) -> &str {
 }
 
 /// Render a stored resource as SCIM JSON (RFC 7643 §3), then apply the projection.
-pub fn render(res: &Resource, base_url: &str, proj: &Projection) -> Value {
+pub fn render(res: Resource, base_url: &str, proj: &Projection) -> Value {
     let kind = res.kind;
-    let mut m = Map::new();
+    let mut m = Map::with_capacity(res.attrs.len() + 4);
     let mut schemas = vec![Value::String(schema::core_urn(kind).to_string())];
     for ext in schema::extension_urns(kind) {
         if res.attrs.contains_key(*ext) {
@@ -364,15 +364,18 @@ pub fn render(res: &Resource, base_url: &str, proj: &Projection) -> Value {
         }
     }
     m.insert("schemas".into(), Value::Array(schemas));
-    m.insert("id".into(), Value::String(res.id.clone()));
-    if let Some(x) = res.attrs.get("externalId") {
-        m.insert("externalId".into(), x.clone());
+    let location = format!("{base_url}/{}/{}", kind.segment(), res.id);
+    m.insert("id".into(), Value::String(res.id));
+    // Moved, not copied: a list page renders a hundred of these.
+    let mut attrs = res.attrs;
+    if let Some(x) = attrs.shift_remove("externalId") {
+        m.insert("externalId".into(), x);
     }
-    for (k, v) in &res.attrs {
-        if k == "externalId" || is_never_returned(kind, k) {
+    for (k, v) in attrs {
+        if is_never_returned(kind, &k) {
             continue;
         }
-        m.insert(k.clone(), v.clone());
+        m.insert(k, v);
     }
     if let Some(members) = &res.members {
         let list: Vec<Value> = members
@@ -416,7 +419,7 @@ pub fn render(res: &Resource, base_url: &str, proj: &Projection) -> Value {
             "resourceType": kind.as_str(),
             "created": res.meta.created,
             "lastModified": res.meta.last_modified,
-            "location": format!("{base_url}/{}/{}", kind.segment(), res.id),
+            "location": location,
             "version": etag(res.meta.version),
         }),
     );
@@ -626,7 +629,7 @@ mod tests {
             members: None,
             groups: None,
         };
-        let out = render(&res, "http://h/scim/v2", &Projection::default());
+        let out = render(res.clone(), "http://h/scim/v2", &Projection::default());
         assert!(out.get("password").is_none());
         assert_eq!(out["meta"]["version"], "W/\"3\"");
         assert_eq!(out["meta"]["location"], "http://h/scim/v2/Users/1");
@@ -666,9 +669,9 @@ mod tests {
             members: None,
             groups: None,
         };
-        let only = render(&res, "b", &Projection::new(vec!["userName".into(), "name.givenName".into()], vec![]));
+        let only = render(res.clone(), "b", &Projection::new(vec!["userName".into(), "name.givenName".into()], vec![]));
         assert_eq!(only, json!({"schemas": [schema::USER], "id": "1", "userName": "a", "name": {"givenName": "G"}}));
-        let ex = render(&res, "b", &Projection::new(vec![], vec!["title".into(), "meta".into(), "id".into()]));
+        let ex = render(res.clone(), "b", &Projection::new(vec![], vec!["title".into(), "meta".into(), "id".into()]));
         assert!(ex.get("title").is_none() && ex.get("meta").is_none() && ex.get("id").is_some());
         assert!(!Projection::new(vec![], vec!["members".into()]).wants("members"));
         assert!(Projection::new(vec!["members.value".into()], vec![]).wants("members"));
@@ -695,9 +698,9 @@ mod tests {
             groups: None,
         };
         for paths in [vec![core.clone()], vec![ext.clone()], vec![core, ext]] {
-            let only = render(&res, "b", &Projection::new(paths.clone(), vec![]));
+            let only = render(res.clone(), "b", &Projection::new(paths.clone(), vec![]));
             assert_eq!(only, json!({"schemas": [schema::USER], "id": "1"}), "{paths:?}");
-            let all_but = render(&res, "b", &Projection::new(vec![], paths.clone()));
+            let all_but = render(res.clone(), "b", &Projection::new(vec![], paths.clone()));
             assert_eq!(all_but["userName"], "u", "{paths:?}");
             assert!(!Projection::new(paths.clone(), vec![]).wants("members"), "{paths:?}");
         }

@@ -55,6 +55,11 @@ fn map_unique(e: rusqlite::Error, ix: &Indexed) -> StoreError {
 
 fn write_emails(conn: &Connection, seq: i64, ix: &Indexed) -> Result<(), StoreError> {
     conn.prepare_cached("DELETE FROM resource_emails WHERE resource_seq = ?1")?.execute([seq])?;
+    insert_emails(conn, seq, ix)
+}
+
+/// The address rows of a resource that has none yet (a new one).
+fn insert_emails(conn: &Connection, seq: i64, ix: &Indexed) -> Result<(), StoreError> {
     let mut st =
         conn.prepare_cached("INSERT INTO resource_emails (resource_seq, value_ci, type_ci) VALUES (?1, ?2, ?3)")?;
     for (v, t) in &ix.emails {
@@ -187,7 +192,7 @@ pub fn create(conn: &Connection, new: NewResource, now: &str) -> Result<Resource
     .execute(params![new.id, new.kind.as_str(), ix.user_name_ci, ix.display_name_ci, ix.external_id, now, data])
     .map_err(|e| map_unique(e, &ix))?;
     let seq = conn.last_insert_rowid();
-    write_emails(conn, seq, &ix)?;
+    insert_emails(conn, seq, &ix)?;
     let added = if new.kind == ResourceKind::Group { add_members(conn, seq, &new.members)? } else { Vec::new() };
     let payload = OutboxPayload::members(added, Vec::new());
     if new.kind == ResourceKind::User
