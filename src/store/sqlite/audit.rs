@@ -1,6 +1,6 @@
 //! The audit log: who changed what, when, and through which request.
 //!
-//! Rows are written by the writer thread inside the savepoint of the change they describe
+//! Rows are written by the writer thread in the same operation as the change they describe
 //! ([`super::writer`]'s `Audited` operation): a change that rolls back takes its audit row
 //! with it, and a committed change always has one. Summaries name what changed (attribute
 //! names, PATCH paths, member counts), never values, so no secret is ever stored here.

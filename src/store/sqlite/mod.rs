@@ -5,7 +5,7 @@
 //! wire format, cron.
 //!
 //! Durability: every write goes through one writer thread ([`writer`]) that commits a batch of
-//! concurrent operations per transaction, each in its own savepoint, with
+//! concurrent operations per transaction (one that fails rolls back alone), with
 //! `synchronous=FULL` in WAL mode, so when a call returns `Ok` its change (and its outbox row)
 //! is on disk. One writer also gives the face's ordering promise for free: outbox ids grow
 //! in commit order. rusqlite never runs on a tokio worker thread.
@@ -87,13 +87,13 @@ impl SqliteStore {
         self.writer.submit(op).await
     }
 
-    /// `op` and its audit record in one savepoint: both commit or neither does.
+    /// `op` and its audit record as one operation: both commit or neither does.
     async fn audited(&self, op: writer::WriteOp, audit: NewAudit) -> Result<writer::WriteOutput, StoreError> {
         self.writer.submit(writer::WriteOp::Audited { op: Box::new(op), audit: Box::new(audit) }).await
     }
 }
 
-/// A resource write checked against `policy` in the same savepoint (an empty policy is none).
+/// A resource write checked against `policy` in the same operation (an empty policy is none).
 fn policed(op: writer::WriteOp, policy: Option<&Arc<Policy>>) -> writer::WriteOp {
     match policy.filter(|p| p.needs_store()) {
         Some(p) => writer::WriteOp::Policed { op: Box::new(op), policy: p.clone() },

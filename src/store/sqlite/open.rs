@@ -32,8 +32,8 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf, StoreError> {
 ///   against application crashes, not OS crashes);
 /// - `foreign_keys=ON`: memberships and emails follow their resources;
 /// - `busy_timeout`: a second process (the CLI) waits instead of failing at once;
-/// - `temp_store=MEMORY`: the writer runs every operation in a savepoint, and SQLite copies
-///   each page an operation touches into the savepoint's sub-journal first. That journal
+/// - `temp_store=MEMORY`: statements and savepoints (the writer's, when it runs a batch
+///   again after a failure) journal each page they touch into a sub-journal first. That journal
 ///   lives in memory only up to 64 KiB and then spills to a temporary file, which a create
 ///   with its outbox and audit rows (table and index leaves) exceeds: every
 ///   batch then opened, wrote (a `pwrite` per page) and deleted a file, a fifth of the

@@ -1,6 +1,6 @@
 //! The facts the provisioning policy needs, read inside the writer's transaction: who is in
 //! which mapped group, and who is active. A write under a policy reads them before and after
-//! the operation (in the operation's savepoint), asks `policy::constraints` for a verdict,
+//! the operation (in the same writer operation), asks `policy::constraints` for a verdict,
 //! and queues a user update for every user whose effective access changed. Because the one
 //! writer runs operations one after another, two concurrent requests cannot both pass a
 //! check that only one of them may pass (the last seat, the last admin).
@@ -143,7 +143,7 @@ fn unique_emails(conn: &Connection, user_id: &str) -> Result<(), StoreError> {
     }
 }
 
-/// Run `op` under `policy`: refuse it (nothing applied: the caller's savepoint rolls back)
+/// Run `op` under `policy`: refuse it (nothing applied: the writer rolls the operation back)
 /// when it breaks a constraint, and queue an update of every user whose access changed (see
 /// `store::types::policed` for the order of the checks).
 ///

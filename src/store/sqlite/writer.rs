@@ -60,7 +60,7 @@ pub enum WriteOp {
         kind: ResourceKind,
         id: String,
     },
-    /// Another operation plus its audit record, in the same savepoint: both commit or
+    /// Another operation plus its audit record, as one operation: both commit or
     /// neither does (a rejected change leaves no audit row).
     Audited {
         op: Box<WriteOp>,
@@ -72,7 +72,7 @@ pub enum WriteOp {
         batch: usize,
     },
     /// A resource write (`Create`, `Update`, `Delete`) checked against the provisioning
-    /// policy in the same savepoint (see `policy_facts`).
+    /// policy in the same operation (see `policy_facts`).
     Policed {
         op: Box<WriteOp>,
         policy: std::sync::Arc<crate::policy::Policy>,
@@ -91,7 +91,7 @@ pub enum WriteOp {
     /// Deliveries go to this target now (`delivery_target::switch`).
     TargetSwitch(String),
     /// A read-modify-write: read the resource, compute the change, write it audited (and
-    /// policed) as `Audited { Update }` would, all in one savepoint.
+    /// policed) as `Audited { Update }` would, all as one operation.
     Modify(Box<Modify>),
 }
 
