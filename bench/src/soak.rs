@@ -149,6 +149,86 @@ pub(crate) async fn run(args: SoakArgs) -> Result<()> {
                             "rss_mb": round2(rss), "store_mb": round2(db), "errors": ps.errors + ls.errors}));
     }
     stop_daemon(daemon).await;
-    println!("{}", json!({"bench": "soak", "users": args.users, "drain": args.drain, "minutes": minutes}));
+    // Flat or not: the last minute against the first, and the least-squares line through
+    // every minute (one noisy minute at either end moves the first figure, not the second),
+    // beside the minute-to-minute range for scale.
+    rep.line("measure          first     last   change   trend over the run   range of minutes");
+    let mut summary = serde_json::Map::new();
+    for (key, label) in [("patch_rps", "patch/s"), ("patch_cpu_us", "cpu us/patch"), ("rss_mb", "rss MB")] {
+        let ys: Vec<f64> = minutes.iter().filter_map(|m| m[key].as_f64()).collect();
+        let Some(f) = flatness(&ys) else { continue };
+        rep.line(format!(
+            "{label:<13} {:>8.1} {:>8.1} {:>+7.1} % {:>+9.1} % {:>17.1}–{:.1}",
+            f.first, f.last, f.change_pct, f.trend_pct, f.min, f.max
+        ));
+        summary.insert(
+            key.into(),
+            json!({"first": f.first, "last": f.last, "change_pct": round2(f.change_pct),
+                   "trend_pct": round2(f.trend_pct), "min": f.min, "max": f.max}),
+        );
+    }
+    println!(
+        "{}",
+        json!({"bench": "soak", "users": args.users, "drain": args.drain, "minutes": minutes, "summary": summary})
+    );
     Ok(())
+}
+
+/// How one per-minute series moved over a run.
+#[derive(Debug, PartialEq)]
+struct Flatness {
+    first: f64,
+    last: f64,
+    /// The last minute against the first, in %.
+    change_pct: f64,
+    /// The least-squares line's rise from the first minute to the last, in % of the series'
+    /// mean.
+    trend_pct: f64,
+    min: f64,
+    max: f64,
+}
+
+fn flatness(ys: &[f64]) -> Option<Flatness> {
+    let (&first, &last) = (ys.first()?, ys.last()?);
+    let n = ys.len() as f64;
+    let mean_x = (n - 1.0) / 2.0;
+    let mean_y = ys.iter().sum::<f64>() / n;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (i, y) in ys.iter().enumerate() {
+        let dx = i as f64 - mean_x;
+        sxy += dx * (y - mean_y);
+        sxx += dx * dx;
+    }
+    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    let pct = |v: f64, of: f64| if of != 0.0 { 100.0 * v / of } else { 0.0 };
+    Some(Flatness {
+        first,
+        last,
+        change_pct: pct(last - first, first),
+        trend_pct: pct(slope * (n - 1.0), mean_y),
+        min: ys.iter().copied().fold(f64::INFINITY, f64::min),
+        max: ys.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flatness;
+
+    #[test]
+    fn a_straight_line_is_its_own_trend_and_noise_around_a_flat_line_is_none() {
+        let rising = flatness(&[100.0, 105.0, 110.0, 115.0, 120.0]).unwrap();
+        assert_eq!((rising.change_pct, rising.min, rising.max), (20.0, 100.0, 120.0));
+        assert!((rising.trend_pct - 100.0 * 20.0 / 110.0).abs() < 1e-9, "{rising:?}");
+        // Low at the start, high at the end, flat in between: the ends say +40 %, the
+        // line through every minute much less.
+        let mut ys = vec![80.0];
+        ys.extend([100.0; 10]);
+        ys.push(112.0);
+        let noisy = flatness(&ys).unwrap();
+        assert!((noisy.change_pct - 40.0).abs() < 1e-9);
+        assert!((noisy.trend_pct - 13.63).abs() < 0.01, "{noisy:?}");
+        assert_eq!(flatness(&[]), None);
+        assert_eq!(flatness(&[5.0]).unwrap().trend_pct, 0.0);
+    }
 }
