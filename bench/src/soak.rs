@@ -5,7 +5,10 @@
 //! creates `--users` users, then runs PATCH and lookup rounds back to back for `--minutes`,
 //! printing per minute: PATCH/s and p99, the daemon's CPU time per PATCH (whole process and
 //! writer thread), lookups/s and p99, the daemon's RSS and the size of
-//! the database with its WAL. A flat line is the goal (issue 19, item 4).
+//! the database with its WAL. A flat line is the goal (issue 19, item 4). At the end, per
+//! measure: the first and last minute, the least-squares trend and the range, and the writer
+//! thread's share of a PATCH's CPU (the store's cost against work that does not depend on
+//! the store, so a machine that speeds up or slows down does not move it).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -153,9 +156,25 @@ pub(crate) async fn run(args: SoakArgs) -> Result<()> {
     // every minute (one noisy minute at either end moves the first figure, not the second),
     // beside the minute-to-minute range for scale.
     rep.line("measure          first     last   change   trend over the run   range of minutes");
+    // The share of a PATCH's CPU spent by the store's writer thread: the rest (HTTP, JSON,
+    // the PATCH itself) does the same work every minute whatever the store holds, so a
+    // faster or slower machine moves both parts alike and this ratio only moves when the
+    // store's own cost does.
+    let writer_share = |m: &serde_json::Value| {
+        let (w, t) = (m["patch_writer_cpu_us"].as_f64()?, m["patch_cpu_us"].as_f64()?);
+        (t > 0.0).then(|| round2(100.0 * w / t))
+    };
     let mut summary = serde_json::Map::new();
-    for (key, label) in [("patch_rps", "patch/s"), ("patch_cpu_us", "cpu us/patch"), ("rss_mb", "rss MB")] {
-        let ys: Vec<f64> = minutes.iter().filter_map(|m| m[key].as_f64()).collect();
+    for (key, label) in [
+        ("patch_rps", "patch/s"),
+        ("patch_cpu_us", "cpu us/patch"),
+        ("writer_share_pct", "writer share %"),
+        ("rss_mb", "rss MB"),
+    ] {
+        let ys: Vec<f64> = minutes
+            .iter()
+            .filter_map(|m| if key == "writer_share_pct" { writer_share(m) } else { m[key].as_f64() })
+            .collect();
         let Some(f) = flatness(&ys) else { continue };
         rep.line(format!(
             "{label:<13} {:>8.1} {:>8.1} {:>+7.1} % {:>+9.1} % {:>17.1}–{:.1}",
