@@ -679,14 +679,7 @@ async fn sqlite_read_modify_write_in_one_step() {
         std::sync::Arc::new(|cur: &crate::model::Resource| {
             let mut attrs = cur.attrs.clone();
             attrs.insert("title".into(), json!((title_of(cur) + 1).to_string()));
-            let upd = Update {
-                kind: cur.kind,
-                id: cur.id.clone(),
-                expected_version: Some(cur.meta.version),
-                attrs: Some(attrs),
-                members: Default::default(),
-            };
-            Ok((upd, audit()))
+            Ok((Update::attributes_of(cur, attrs), audit()))
         })
     };
     let mut handles = Vec::new();

@@ -520,14 +520,7 @@ mod tests {
                         let mut attrs = cur.attrs.clone();
                         let n = attrs.get("n").and_then(|v| v.as_u64()).unwrap_or(0);
                         attrs.insert("n".into(), json!(n + 1));
-                        let upd = Update {
-                            kind: cur.kind,
-                            id: cur.id.clone(),
-                            expected_version: Some(cur.meta.version),
-                            attrs: Some(attrs),
-                            members: Default::default(),
-                        };
-                        Ok((upd, NewAudit::new("test", "PATCH", "User")))
+                        Ok((Update::attributes_of(cur, attrs), NewAudit::new("test", "PATCH", "User")))
                     })),
                     policy: None,
                 }));

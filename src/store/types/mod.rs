@@ -105,6 +105,20 @@ pub struct Update {
     pub members: MemberDelta,
 }
 
+impl Update {
+    /// New attributes for `cur`, written only on the version it was read at (a
+    /// read-modify-write of the attributes alone).
+    pub fn attributes_of(cur: &Resource, attrs: serde_json::Map<String, serde_json::Value>) -> Update {
+        Update {
+            kind: cur.kind,
+            id: cur.id.clone(),
+            expected_version: Some(cur.meta.version),
+            attrs: Some(attrs),
+            members: MemberDelta::default(),
+        }
+    }
+}
+
 /// Why a [`ModifyFn`] wrote nothing: the caller's own error (a failed `If-Match`, a PATCH
 /// that does not apply, a refused account change), handed back to it as it was. Opaque to
 /// the store, which only carries it; the caller downcasts it to its own type.
