@@ -214,10 +214,10 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
     let copies: Option<Vec<WriteOp>> = (ops.len() > 1).then(|| ops.clone());
     let outcome = match run_bare(conn, ops) {
         Ok(Bare::Committed(results)) => Ok(results),
-        Ok(Bare::Failed(e)) => match copies {
+        Ok(Bare::Failed(at, e)) => match copies {
             // The only operation: rolled back, it left nothing, as its savepoint would have.
             None => Ok(vec![Err(e)]),
-            Some(ops) => run_in_savepoints(conn, ops),
+            Some(ops) => run_in_savepoints(conn, ops, Some((at, e))),
         },
         Err(e) => Err(e),
     };
@@ -241,8 +241,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
 enum Bare {
     /// Every operation succeeded and the batch is committed; their results in order.
     Committed(Vec<Result<WriteOutput, StoreError>>),
-    /// An operation failed with this error: the whole batch is rolled back.
-    Failed(StoreError),
+    /// The operation at this position failed with this error: the whole batch is rolled
+    /// back.
+    Failed(usize, StoreError),
 }
 
 /// Run `ops` in one transaction without savepoints, stopping at the first that fails.
@@ -250,14 +251,14 @@ enum Bare {
 fn run_bare(conn: &mut Connection, ops: Vec<WriteOp>) -> Result<Bare, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(ops.len());
-    for op in ops {
+    for (at, op) in ops.into_iter().enumerate() {
         match guarded(&tx, op) {
             Ok(out) => results.push(Ok(out)),
             Err(e) => {
                 // `finish` rolls back, and is a no-op when an I/O error already ended the
                 // transaction (SQLite rolls back by itself then).
                 tx.finish()?;
-                return Ok(Bare::Failed(e));
+                return Ok(Bare::Failed(at, e));
             }
         }
     }
@@ -267,13 +268,22 @@ fn run_bare(conn: &mut Connection, ops: Vec<WriteOp>) -> Result<Bare, StoreError
 
 /// Run `ops` in one transaction, each in its own savepoint: one that fails rolls back
 /// alone and the others commit.
+///
+/// `failed` is the operation a bare run stopped at and its error. It is not run again:
+/// the operations before it ran in the same order on the same state, so it would meet the
+/// same state and fail the same way, having done its work (and logged its panic) twice.
 fn run_in_savepoints(
     conn: &mut Connection,
     ops: Vec<WriteOp>,
+    mut failed: Option<(usize, StoreError)>,
 ) -> Result<Vec<Result<WriteOutput, StoreError>>, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(ops.len());
-    for op in ops {
+    for (at, op) in ops.into_iter().enumerate() {
+        if let Some((_, e)) = failed.take_if(|(failed_at, _)| *failed_at == at) {
+            results.push(Err(e));
+            continue;
+        }
         // Cached statements: `execute_batch` would parse these three again for every
         // operation.
         tx.prepare_cached("SAVEPOINT op")?.execute([])?;
@@ -606,6 +616,32 @@ mod tests {
         out
     }
 
+    /// The operation a bare batch stopped at is not run again in the replay: its work (a
+    /// computation, a panic and its log line) happens once, and its answer is the first run's.
+    #[test]
+    fn the_failed_operation_runs_once() {
+        let (_d, mut conn) = fresh();
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let panicking = WriteOp::Modify(Box::new(Modify {
+            kind: ResourceKind::User,
+            id: user_id(0),
+            modify: Computation(std::sync::Arc::new(move |_: &Resource| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                panic!("a bug")
+            })),
+            policy: None,
+        }));
+        let create = |id| write_op(&Op::CreateUser { id, name: id, email: false });
+        let answers = run_batch(&mut conn, vec![create(0), panicking, create(1)]);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "{answers:?}");
+        assert!(answers[0].starts_with("Ok(Resource"), "{answers:?}");
+        assert!(answers[1].contains("store operation panicked"), "{answers:?}");
+        assert!(answers[2].starts_with("Ok(Resource"), "{answers:?}");
+        let users: i64 = conn.query_row("SELECT count(*) FROM resources", [], |r| r.get(0)).unwrap();
+        assert_eq!(users, 2, "both creates committed");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
         #[test]
@@ -617,14 +653,14 @@ mod tests {
             let (_d2, mut one_by_one) = fresh();
             for conn in [&mut batched, &mut one_by_one] {
                 for op in &setup {
-                    run_in_savepoints(conn, vec![write_op(op)]).unwrap();
+                    run_in_savepoints(conn, vec![write_op(op)], None).unwrap();
                 }
             }
             let got = run_batch(&mut batched, batch.iter().map(write_op).collect());
             let want: Vec<String> = batch
                 .iter()
                 .map(|op| {
-                    let r = run_in_savepoints(&mut one_by_one, vec![write_op(op)]).unwrap().pop().unwrap();
+                    let r = run_in_savepoints(&mut one_by_one, vec![write_op(op)], None).unwrap().pop().unwrap();
                     masked(&format!("{r:?}"))
                 })
                 .collect();
