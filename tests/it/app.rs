@@ -132,13 +132,44 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// The proxy runs on a thread and runtime of its own: a test's own thread blocks (the CLI
+    /// helpers run the binary and wait), and a proxy served from it would answer late and
+    /// stamp the requests' arrival late, as if the daemon had sent them late.
     pub async fn start(upstream: &str) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener.set_nonblocking(true).expect("non-blocking listener");
         let port = listener.local_addr().expect("addr").port();
         let mode = Arc::new(Mutex::new(Mode::Forward));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Mutex::new(Vec::new()));
-        let (m, s, a, up) = (mode.clone(), seen.clone(), arrived.clone(), upstream.trim_end_matches("/v2").to_string());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (m, s, a, up, st) =
+            (mode.clone(), seen.clone(), arrived.clone(), upstream.trim_end_matches("/v2").to_string(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("proxy-{port}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("proxy runtime");
+                // Dropping the runtime when the proxy is dropped ends its connections too.
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).expect("proxy listener");
+                    tokio::select! {
+                        _ = Proxy::serve(listener, m, s, a, up) => {}
+                        _ = st.cancelled() => {}
+                    }
+                });
+            })
+            .expect("proxy thread");
+        Proxy { base: format!("http://127.0.0.1:{port}/v2"), mode, seen, arrived, stop }
+    }
+
+    /// Serve the proxy on `listener` until dropped.
+    async fn serve(
+        listener: tokio::net::TcpListener,
+        m: Arc<Mutex<Mode>>,
+        s: Arc<Mutex<Vec<Seen>>>,
+        a: Arc<Mutex<Vec<Seen>>>,
+        up: String,
+    ) {
         let client = crate::support::client();
         let route = warp::any()
             .and(warp::method())
@@ -212,12 +243,7 @@ impl Proxy {
                     }
                 },
             );
-        let stop = tokio_util::sync::CancellationToken::new();
-        let st = stop.clone();
-        tokio::spawn(async move {
-            warp::serve(route).incoming(listener).graceful(async move { st.cancelled().await }).run().await;
-        });
-        Proxy { base: format!("http://127.0.0.1:{port}/v2"), mode, seen, arrived, stop }
+        warp::serve(route).incoming(listener).run().await;
     }
 
     pub fn set(&self, mode: Mode) {

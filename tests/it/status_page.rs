@@ -89,7 +89,13 @@ async fn status_page_in_chromium_shows_queue_failures_and_held_deletions() {
     let app = ScimApp::start().await;
     let proxy = Proxy::start(&app.base).await;
     let guard = "[outbox.deletion_guard]\nthreshold_count = 2\nthreshold_share = 1.0\n";
-    let d = Daemon::start_with(&format!("{}max_attempts = 1000\n{guard}", scim_target_config(&proxy.base)));
+    // fay's failing create is retried rarely: every retry is a row of the recent-deliveries
+    // table (20 rows), and quick ones would push eve's success out of it while chromium loads.
+    // No scheduled sync: it would make the test's own `POST /sync` busy.
+    let target = scim_target_config(&proxy.base)
+        .replace("retry_base_seconds = 0.05", "retry_base_seconds = 30")
+        .replace("retry_max_seconds = 1\n", "retry_max_seconds = 600\n");
+    let d = Daemon::start_with(&format!("{target}max_attempts = 1000\n{guard}[reconcile]\nschedule = \"\"\n"));
     let names = ["ann", "ben", "cat", "dan", "eve"];
     let mut ids = Vec::new();
     for n in names {

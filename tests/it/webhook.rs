@@ -99,13 +99,13 @@ poll_interval_seconds = 0.05
     let wait_for = |event: &'static str| {
         let got = got.clone();
         async move {
-            for _ in 0..400 {
+            for _ in 0..1200 {
                 if got.lock().unwrap().iter().any(|e| e.event == event) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            panic!("no {event} within 10 s: {:#?}", got.lock().unwrap());
+            panic!("no {event} within 30 s: {:#?}", got.lock().unwrap());
         }
     };
     wait_for("members_add").await;
@@ -234,7 +234,7 @@ async fn https_targets_verify_the_certificate_against_a_configured_ca() {
     // With it, delivery works over TLS.
     let trusting = Daemon::start_with(&https_config(&https, Some(&ca_file)));
     trusting.create_user("tls@example.com").await;
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if got.lock().unwrap().iter().any(|e| e.body["userName"] == "tls@example.com") {
             break;
         }
