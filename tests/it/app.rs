@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::support::{ServedApart, serve_apart};
 use serde_json::Value;
 use warp::Filter;
 use warp::http::{HeaderMap, Method, StatusCode};
@@ -128,38 +129,19 @@ pub struct Proxy {
     /// Every request as it arrives (status 0), answered or not: a request whose sender died
     /// before the answer is in here only.
     arrived: Arc<Mutex<Vec<Seen>>>,
-    stop: tokio_util::sync::CancellationToken,
+    _server: ServedApart,
 }
 
 impl Proxy {
-    /// The proxy runs on a thread and runtime of its own: a test's own thread blocks (the CLI
-    /// helpers run the binary and wait), and a proxy served from it would answer late and
-    /// stamp the requests' arrival late, as if the daemon had sent them late.
+    /// The proxy runs apart from the test's thread ([`serve_apart`]): a proxy that answered
+    /// late would also stamp the requests' arrival late, as if the daemon had sent them late.
     pub async fn start(upstream: &str) -> Proxy {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        listener.set_nonblocking(true).expect("non-blocking listener");
-        let port = listener.local_addr().expect("addr").port();
         let mode = Arc::new(Mutex::new(Mode::Forward));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Mutex::new(Vec::new()));
-        let stop = tokio_util::sync::CancellationToken::new();
-        let (m, s, a, up, st) =
-            (mode.clone(), seen.clone(), arrived.clone(), upstream.trim_end_matches("/v2").to_string(), stop.clone());
-        std::thread::Builder::new()
-            .name(format!("proxy-{port}"))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("proxy runtime");
-                // Dropping the runtime when the proxy is dropped ends its connections too.
-                rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("proxy listener");
-                    tokio::select! {
-                        _ = Proxy::serve(listener, m, s, a, up) => {}
-                        _ = st.cancelled() => {}
-                    }
-                });
-            })
-            .expect("proxy thread");
-        Proxy { base: format!("http://127.0.0.1:{port}/v2"), mode, seen, arrived, stop }
+        let (m, s, a, up) = (mode.clone(), seen.clone(), arrived.clone(), upstream.trim_end_matches("/v2").to_string());
+        let (port, server) = serve_apart(move |listener| Proxy::serve(listener, m, s, a, up));
+        Proxy { base: format!("http://127.0.0.1:{port}/v2"), mode, seen, arrived, _server: server }
     }
 
     /// Serve the proxy on `listener` until dropped.
@@ -257,12 +239,6 @@ impl Proxy {
     /// Every request as it arrived, answered or not (status 0).
     pub fn arrived(&self) -> Vec<Seen> {
         self.arrived.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 

@@ -340,9 +340,8 @@ async fn oauth2_client_credentials_are_fetched_cached_and_refreshed_on_401() {
             )
         },
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(warp::serve(token_route).incoming(listener).run());
+    let (port, _token_server) =
+        serve_apart(move |listener| async move { warp::serve(token_route).incoming(listener).run().await });
     let cfg = scim_target_config(&app.base).replace(
         &format!("bearer_token = \"{}\"\n", crate::app::APP_TOKEN),
         &format!(

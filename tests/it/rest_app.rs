@@ -54,6 +54,7 @@ pub struct RestApp {
     /// `http://127.0.0.1:PORT/api`
     pub base: String,
     pub state: Arc<Mutex<State>>,
+    _server: crate::support::ServedApart,
 }
 
 fn reply(status: StatusCode, body: Value) -> warp::http::Response<String> {
@@ -208,10 +209,11 @@ impl RestApp {
                     _ => reply(StatusCode::NOT_FOUND, json!({"error": "no such route"})),
                 }
             });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind REST app");
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(warp::serve(route).incoming(listener).run());
-        RestApp { base: format!("http://127.0.0.1:{port}/api"), state }
+        let (port, server) =
+            crate::support::serve_apart(
+                move |listener| async move { warp::serve(route).incoming(listener).run().await },
+            );
+        RestApp { base: format!("http://127.0.0.1:{port}/api"), state, _server: server }
     }
 
     /// The records of a table, in id order.

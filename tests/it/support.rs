@@ -23,6 +23,46 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
 }
 
+/// A test server (an app, a proxy, a token endpoint) on a thread and runtime of its own,
+/// on a free loopback port. A test's own thread blocks while the CLI helpers wait for the
+/// binary; a server run from it would answer late, and a daemon would see an app that
+/// stalls. `serve` gets the bound listener; the server stops when the guard is dropped.
+pub fn serve_apart<F, Fut>(serve: F) -> (u16, ServedApart)
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a test server");
+    listener.set_nonblocking(true).expect("non-blocking listener");
+    let port = listener.local_addr().expect("addr").port();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let st = stop.clone();
+    std::thread::Builder::new()
+        .name(format!("test-server-{port}"))
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("server runtime");
+            // Returning drops the runtime, and with it the server's open connections.
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("server listener");
+                tokio::select! {
+                    _ = serve(listener) => {}
+                    _ = st.cancelled() => {}
+                }
+            });
+        })
+        .expect("server thread");
+    (port, ServedApart(stop))
+}
+
+/// Stops a [`serve_apart`] server when dropped.
+pub struct ServedApart(tokio_util::sync::CancellationToken);
+
+impl Drop for ServedApart {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_scimsync")
 }

@@ -23,7 +23,7 @@ struct Received {
 
 /// A receiver that checks `X-Scimsync-Signature` independently (its own HMAC code path:
 /// hmac + sha2 from the test, not the daemon's `sign`), and answers creates with an id.
-async fn receiver() -> (String, Arc<Mutex<Vec<Received>>>) {
+async fn receiver() -> (String, Arc<Mutex<Vec<Received>>>, ServedApart) {
     use hmac::{Hmac, Mac};
     let got: Arc<Mutex<Vec<Received>>> = Arc::default();
     let g = got.clone();
@@ -50,15 +50,13 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Received>>>) {
             });
             warp::reply::json(&json!({"data": {"id": format!("app-{n}")}}))
         });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(warp::serve(route).incoming(listener).run());
-    (format!("http://127.0.0.1:{port}/api"), got)
+    let (port, server) = serve_apart(move |listener| async move { warp::serve(route).incoming(listener).run().await });
+    (format!("http://127.0.0.1:{port}/api"), got, server)
 }
 
 #[tokio::test]
 async fn webhook_events_are_mapped_signed_and_use_the_app_id() {
-    let (base, got) = receiver().await;
+    let (base, got, _receiver) = receiver().await;
     let cfg = format!(
         r#"[target]
 kind = "webhook"
@@ -180,12 +178,10 @@ fn private_ca() -> (String, std::sync::Arc<tokio_rustls::rustls::ServerConfig>) 
 }
 
 /// A TLS front for a plain-HTTP receiver: terminates TLS and copies bytes both ways.
-async fn tls_front(plain: &str, cfg: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> String {
+async fn tls_front(plain: &str, cfg: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> (String, ServedApart) {
     let upstream = plain.trim_start_matches("http://").split('/').next().unwrap().to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-    tokio::spawn(async move {
+    let (port, server) = serve_apart(move |listener| async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
             tokio::spawn(async move {
@@ -195,7 +191,7 @@ async fn tls_front(plain: &str, cfg: std::sync::Arc<tokio_rustls::rustls::Server
             });
         }
     });
-    format!("https://127.0.0.1:{port}/api")
+    (format!("https://127.0.0.1:{port}/api"), server)
 }
 
 fn https_config(base: &str, ca_file: Option<&std::path::Path>) -> String {
@@ -209,9 +205,9 @@ fn https_config(base: &str, ca_file: Option<&std::path::Path>) -> String {
 
 #[tokio::test]
 async fn https_targets_verify_the_certificate_against_a_configured_ca() {
-    let (plain, got) = receiver().await;
+    let (plain, got, _receiver) = receiver().await;
     let (ca_pem, server_cfg) = private_ca();
-    let https = tls_front(&plain, server_cfg).await;
+    let (https, _front) = tls_front(&plain, server_cfg).await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca_pem).unwrap();
@@ -249,7 +245,7 @@ async fn https_targets_verify_the_certificate_against_a_configured_ca() {
 /// other: a webhook app gets them through its field mapping.
 #[tokio::test]
 async fn webhook_gets_effective_access_as_mapped_fields() {
-    let (base, got) = receiver().await;
+    let (base, got, _receiver) = receiver().await;
     let cfg = format!(
         r#"[target]
 kind = "webhook"
