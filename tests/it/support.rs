@@ -512,8 +512,8 @@ impl Daemon {
     pub async fn wait_outbox_empty_within(&self, seconds: u64) {
         let mut last = String::new();
         for _ in 0..seconds * 20 {
-            // Off the test's thread: servers a test runs on its own runtime (a webhook
-            // receiver, a REST app) keep answering while the CLI runs.
+            // Off the test's thread: tasks a test runs beside the wait (a load writer, a
+            // watcher) keep going while the CLI runs.
             let mut list = self.cli_command(&["outbox", "list"]);
             let out = tokio::task::spawn_blocking(move || list.output()).await.expect("join").expect("run scimsync");
             assert!(out.status.success(), "scimsync outbox list failed: {}", String::from_utf8_lossy(&out.stderr));
